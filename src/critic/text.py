@@ -1,0 +1,192 @@
+"""Tokenization once, truncation (head, tail, head+tail), sliding windows, length-grouped padded batches.
+
+Texts are tokenized once, without special tokens and without truncation, into a ragged array (flat ids +
+offsets) that is cached on disk; truncation and windows are then cheap numpy slices, so changing the
+strategy or the maximum length never tokenizes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+STRATEGIES = ("head", "tail", "head+tail")
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """How a review longer than the window is cut: keep the first tokens, the last, or `head` first + the rest last."""
+
+    max_length: int = 512
+    strategy: str = "head+tail"
+    head: int = 128
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"truncation '{self.strategy}': choose one of {', '.join(STRATEGIES)}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length {self.max_length} is too small (at least 8)")
+        if not 0 <= self.head <= self.max_length:
+            raise ValueError(f"head {self.head} must lie between 0 and max_length {self.max_length}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Ragged:
+    """Token ids of many texts: `ids[offsets[i]:offsets[i+1]]` is text i."""
+
+    ids: np.ndarray  # int32
+    offsets: np.ndarray  # int64, len = n + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, rows: Sequence[int]) -> "Ragged":
+        pieces = [self[i] for i in rows]
+        offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in pieces], out=offsets[1:])
+        return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets)
+
+
+class Encoder:
+    """Wraps a Hugging Face fast tokenizer: raw ids without special tokens, then our own framing."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        backend = tokenizer.backend_tokenizer
+        # A copy without truncation or padding: we want every token, and we frame and pad ourselves.
+        self.backend = type(backend).from_str(backend.to_str())
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        framed = tokenizer("hello", add_special_tokens=True)["input_ids"]
+        plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
+        start = next(i for i in range(len(framed)) if framed[i:i + len(plain)] == plain)
+        self.prefix = np.array(framed[:start], dtype=np.int32)
+        self.suffix = np.array(framed[start + len(plain):], dtype=np.int32)
+        self.fingerprint = hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+    def encode(self, texts: Sequence[str], batch: int = 4096) -> Ragged:
+        lengths, chunks = [], []
+        for start in range(0, len(texts), batch):
+            for encoding in self.backend.encode_batch_fast(list(texts[start:start + batch]), add_special_tokens=False):
+                ids = encoding.ids
+                lengths.append(len(ids))
+                chunks.append(np.asarray(ids, dtype=np.int32))
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return Ragged(np.concatenate(chunks) if chunks else np.zeros(0, np.int32), offsets)
+
+    def encode_cached(self, texts: Sequence[str], cache_dir: Path | None) -> Ragged:
+        """Encode, reusing an earlier result for exactly these texts and this tokenizer."""
+        if cache_dir is None:
+            return self.encode(texts)
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for text in texts:
+            digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+        path = Path(cache_dir) / f"tokens-{digest.hexdigest()[:24]}.npz"
+        if path.is_file():
+            with np.load(path) as stored:
+                return Ragged(stored["ids"], stored["offsets"])
+        ragged = self.encode(texts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial.npz")
+        np.savez(partial, ids=ragged.ids, offsets=ragged.offsets)
+        os.replace(partial, path)
+        return ragged
+
+    def frame(self, content: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.prefix, content, self.suffix])
+
+
+def truncate(ids: np.ndarray, budget: int, strategy: str, head: int) -> np.ndarray:
+    """Cut content tokens to `budget` (the window less the special tokens)."""
+    if len(ids) <= budget:
+        return ids
+    if strategy == "head":
+        return ids[:budget]
+    if strategy == "tail":
+        return ids[len(ids) - budget:]
+    head = min(head, budget)
+    tail = budget - head
+    return np.concatenate([ids[:head], ids[len(ids) - tail:]]) if tail else ids[:head]
+
+
+def windows(ids: np.ndarray, budget: int, stride: int) -> list[np.ndarray]:
+    """Overlapping windows of at most `budget` content tokens, each starting `stride` after the previous one;
+    the last window ends at the text's end, so every token is seen at least once."""
+    if stride <= 0 or stride > budget:
+        raise ValueError(f"stride {stride} must lie between 1 and the window's content length {budget}")
+    if len(ids) <= budget:
+        return [ids]
+    starts = list(range(0, len(ids) - budget, stride)) + [len(ids) - budget]
+    return [ids[s:s + budget] for s in starts]
+
+
+def frame_all(encoder: Encoder, ragged: Ragged, truncation: Truncation) -> Ragged:
+    """Truncate each text and add the special tokens: the model's inputs, still unpadded."""
+    budget = truncation.max_length - encoder.specials
+    pieces = [encoder.frame(truncate(ragged[i], budget, truncation.strategy, truncation.head))
+              for i in range(len(ragged))]
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets)
+
+
+def pad(ragged: Ragged, rows: Sequence[int], pad_id: int, multiple: int = 8) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask for `rows`, padded to the longest row (rounded up to `multiple`)."""
+    lengths = ragged.lengths[np.asarray(rows)]
+    width = int(-(-lengths.max() // multiple) * multiple) if len(rows) else 0
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, (i, n) in enumerate(zip(rows, lengths)):
+        input_ids[r, :n] = ragged[i]
+        mask[r, :n] = 1
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, group: int = 64) -> list[np.ndarray]:
+    """Shuffle, sort by length inside groups of `group` batches, cut into batches, shuffle the batches.
+
+    Batches hold reviews of similar length (little padding) while the order stays random from epoch to epoch.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * group
+    batches = []
+    for start in range(0, len(order), chunk):
+        block = order[start:start + chunk]
+        block = block[np.argsort(-lengths[block], kind="stable")]
+        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: np.ndarray, max_tokens: int, max_batch: int = 256) -> Iterator[np.ndarray]:
+    """Inference batches: longest first, each holding at most `max_tokens` padded tokens."""
+    order = np.argsort(-lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        width = max(int(lengths[order[start]]), 1)
+        size = max(1, min(max_batch, max_tokens // width))
+        yield order[start:start + size]
+        start += size

