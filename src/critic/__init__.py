@@ -1,0 +1,78 @@
+"""critic: train, evaluate and serve transformer sentiment classifiers for reviews.
+
+    import critic
+    frame = critic.load_dataset("imdb", split="train")             # DataFrame: text, label
+    path = critic.train_model(model="minilm", train_size=2000)     # a model folder
+    summary = critic.evaluate_model(path, "imdb", split="test")    # metrics + report files
+    clf = critic.Classifier.load(path)
+    clf.predict(["A moving, beautifully shot film."])              # ['positive']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from critic.data import load_dataset
+
+__version__ = "0.1.0"
+__all__ = ["Classifier", "load_dataset", "train_model", "evaluate_model", "profile_dataset"]
+
+
+def __getattr__(name):
+    if name == "Classifier":
+        from critic.predict import Classifier
+
+        return Classifier
+    raise AttributeError(name)
+
+
+def train_model(config=None, toml: str | Path | None = None, **settings) -> Path:
+    """Fine-tune as `config` (a TrainConfig) or as keyword settings say; returns the model folder."""
+    from critic import config as configuration
+    from critic.train import train
+
+    return train(config or configuration.build(settings, toml))
+
+
+def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,
+                   seed: int = 42, output: str | Path | None = None, progress: bool = False) -> dict:
+    """Score `split` of `data` with a trained model and compute every metric; writes evaluation.json and
+    evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card."""
+    from tqdm.auto import tqdm
+
+    from critic import data as datasets, evaluate, model as modelling
+    from critic.predict import Classifier
+
+    classifier = Classifier.load(model)
+    frame = datasets.load(data).split(split, size, seed)
+    texts = frame["text"].tolist()
+    tokens = classifier.encode(texts)
+    with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
+        probs = classifier.proba_from_tokens(tokens, progress=bar)
+    summary = evaluate.evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
+                                tokens.lengths + classifier.encoder.specials)
+    summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
+    folder = Path(output) if output else Path(model) / "evaluation"
+    json_path, html_path = evaluate.write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
+    summary["files"] = [str(json_path), str(html_path)]
+    headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece", "rows",
+                                        "data") if k in summary}
+    modelling.update_meta(model, evaluation=headline)
+    return summary
+
+
+def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm", cleaning: str = "default",
+                    output: str | Path | None = None) -> dict:
+    """Profile a dataset; writes profile.json and profile.html when `output` is given."""
+    from critic import data as datasets, profile, sources
+    from critic.text import Encoder
+
+    encoder = None
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(tokenizer))))
+    summary = profile.profile(datasets.load(data), encoder, cleaning)
+    if output:
+        profile.write(summary, Path(output))
+    return profile.public(summary)

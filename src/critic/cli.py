@@ -79,6 +79,129 @@ def cmd_profile(args) -> int:
     return 0
 
 
+TRAIN_HELP = {
+    "model": "encoder to fine-tune: minilm, mpnet, a hub id (distilbert-base-uncased, roberta-base) or a folder",
+    "data": "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder",
+    "train_size": "train on a seeded random subset of N reviews (the notebook used 10,000)",
+    "eval_size": "validate on a seeded subset of N validation reviews",
+    "test_size": "evaluate at the end on a seeded subset of N test reviews (quickstart)",
+    "cleaning": "cleaning recipe: default, notebook or none (saved with the model)",
+    "max_length": "window in tokens, special tokens included (the model's limit is usually 512)",
+    "truncation": "how longer reviews are cut: head, tail or head+tail",
+    "head_tokens": "with head+tail: tokens kept from the start; the rest of the window comes from the end",
+    "epochs": "passes over the training data",
+    "batch_size": "reviews per step (per process under torchrun)",
+    "lr": "peak learning rate of AdamW",
+    "weight_decay": "AdamW weight decay (not applied to biases and LayerNorm)",
+    "adam_eps": "AdamW epsilon",
+    "warmup_ratio": "share of steps spent warming the learning rate up, before linear decay to 0",
+    "grad_clip": "clip the gradient norm at this value (0: off)",
+    "seed": "random seed: same seed, same data, same machine -> same weights",
+    "eval_every": "also validate every N steps (0: once per epoch)",
+    "patience": "stop after N validations without improvement (0: never stop early)",
+    "select": "which weights to keep: best (by --metric on validation) or last",
+    "metric": "validation metric for selection and early stopping: accuracy, auc or loss",
+    "device": "auto, cpu, cuda, cuda:1 …",
+    "precision": "auto (bf16 on GPUs that have it, else fp32), bf16, fp16 or fp32",
+    "compile": "torch.compile the model (pays off on long GPU runs)",
+    "output": "folder for the model, logs, plots and checkpoints (a run there resumes)",
+    "preset": "auto (gpu with a GPU, else cpu), gpu, cpu or notebook (the starting notebook's settings)",
+    "drop_invalid": "skip invalid rows instead of stopping (counted and recorded)",
+    "text_column": "column holding the text", "label_column": "column holding the label",
+    "label_map": "'VALUE=positive,VALUE=negative' for other label spellings",
+}
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from critic.config import TrainConfig
+
+    parser.add_argument("--config", help="a TOML file of settings (a [train] table or top-level keys)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "notes":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL",
+                                help=f"{TRAIN_HELP.get(f.name, '')} (default: {default})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper().split("_")[-1],
+                                help=f"{TRAIN_HELP.get(f.name, '')} (default: {default})")
+
+
+def _train_config(args):
+    import dataclasses
+
+    from critic import config
+    from critic.config import TrainConfig
+
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    return config.build(overrides, args.config)
+
+
+def cmd_train(args) -> int:
+    from critic.train import train
+
+    cfg = _train_config(args)
+    _log(f"preset {cfg.preset}: {cfg.model} on {cfg.data}, {cfg.epochs} epoch(s), batch {cfg.batch_size}, "
+         f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}")
+    train(cfg, log=_log)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import critic
+    from critic import evaluate
+
+    summary = critic.evaluate_model(args.model, args.data, args.split, args.size, output=args.output, progress=True)
+    evaluate.print_summary(summary)
+    _log(f"wrote {' and '.join(summary['files'])}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from critic.predict import Classifier, predict_file
+
+    classifier = Classifier.load(args.model, device=args.device)
+    if args.file:
+        source = Path(args.file)
+        target = Path(args.output) if args.output else source.with_name(source.stem + ".scored" + source.suffix)
+        rows = predict_file(classifier, source, target, args.text_column)
+        _log(f"scored {rows:,} reviews into {target}")
+        return 0
+    if not args.texts:
+        raise SystemExit("critic predict: give texts to score, or --file")
+    probs = classifier.predict_proba(args.texts)
+    for text, p in zip(args.texts, probs):
+        label = classifier.labels[int(p.argmax())]
+        shown = text if len(text) <= 70 else text[:67] + "…"
+        print(f"{label}\t{p.max():.3f}\t{shown}")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    import critic
+    from critic import config, evaluate, profile, sources
+    from critic.train import train
+
+    _log("1/4 fetching IMDB and MiniLM")
+    sources.fetch(sources.IMDB, log=_log)
+    sources.fetch(sources.MINILM, log=_log)
+    _log("2/4 profiling IMDB")
+    summary = critic.profile_dataset("imdb", "minilm", output=Path(args.output) / "profile")
+    profile.print_summary(summary)
+    cfg = config.build({"preset": args.preset, "output": str(Path(args.output) / "minilm-imdb")})
+    _log(f"3/4 training (preset {cfg.preset})")
+    model_dir = train(cfg, log=_log)
+    _log("4/4 evaluating on the test split")
+    result = critic.evaluate_model(model_dir, "imdb", "test", cfg.test_size, progress=True)
+    evaluate.print_summary(result)
+    _log(f"done: model in {model_dir}; report {result['files'][1]}; profile {Path(args.output) / 'profile'}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- parser
 
 
@@ -109,6 +232,51 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--output", default="runs/profile", help="folder for profile.json and profile.html")
     _data_options(prof)
     prof.set_defaults(run=cmd_profile)
+
+    train = verbs.add_parser("train", help="fine-tune an encoder into a sentiment classifier",
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             description="Fine-tune an encoder. Settings come from the preset, then --config "
+                                         "FILE.toml, then the options below. A run writes the model, train_config.json, "
+                                         "train_log.jsonl, stats.csv and learning_curve.svg into --output and "
+                                         "resumes from its checkpoint when started again. Under torchrun it trains "
+                                         "with DistributedDataParallel.",
+                             epilog="examples:\n  critic train                                  default recipe "
+                                    "(preset auto)\n  critic train --preset notebook --model distilbert-base-uncased"
+                                    "\n  critic train --train-size 10000 --max-length 256 --truncation head\n"
+                                    "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu")
+    _train_options(train)
+    train.set_defaults(run=cmd_train)
+
+    ev = verbs.add_parser("evaluate", help="metrics, curves, calibration and an HTML report",
+                          description="Score a split with a trained model: accuracy with a bootstrap 95%% interval, "
+                                      "per-class precision/recall/F1, confusion matrix, ROC and PR curves (from "
+                                      "probabilities), calibration, accuracy by length, the most confident mistakes.")
+    ev.add_argument("model", help="a model folder written by `critic train`")
+    ev.add_argument("data", nargs="?", default="imdb", help="imdb or a labelled file (default: imdb)")
+    ev.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
+    ev.add_argument("--size", type=int, help="a seeded random subset of N reviews")
+    ev.add_argument("--output", help="folder for evaluation.json and evaluation.html (default: MODEL/evaluation)")
+    ev.set_defaults(run=cmd_evaluate)
+
+    pr = verbs.add_parser("predict", help="score texts or a file",
+                          description="Score reviews with the model's own cleaning and truncation. Prints "
+                                      "label, probability and text; with --file writes the input's columns plus "
+                                      "label and p_<label> columns, streaming.")
+    pr.add_argument("model", help="a model folder written by `critic train`")
+    pr.add_argument("texts", nargs="*", help="reviews to score")
+    pr.add_argument("--file", help="CSV, TSV, JSONL, Parquet or plain text (one review per line)")
+    pr.add_argument("--output", help="where to write the scored file (default: FILE.scored.EXT)")
+    pr.add_argument("--text-column", help="column holding the text (default: found by name)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda …")
+    pr.set_defaults(run=cmd_predict)
+
+    quick = verbs.add_parser("quickstart", help="fetch, profile, train and evaluate on IMDB with MiniLM",
+                             description="The whole path on the embedded default: IMDB and MiniLM fetched and "
+                                         "verified, the data profiled, a model trained (the cpu preset without a "
+                                         "GPU: minutes, it says what it gave up) and evaluated on the test split.")
+    quick.add_argument("--preset", default="auto", help="auto, cpu, gpu or notebook")
+    quick.add_argument("--output", default="runs", help="folder for everything (default: runs)")
+    quick.set_defaults(run=cmd_quickstart)
     return parser
 
 
@@ -123,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args) or 0
-    except (DataError, ArtifactError, ValueError) as error:
+    except (DataError, ArtifactError, ValueError, FileNotFoundError) as error:
         print(f"critic {args.verb}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """The dataclass a training job is described by: defaults, presets, a TOML file, then command-line overrides.
-The resolved config is saved with every run (config.json) and with every model."""
+The resolved config is saved with every run (train_config.json) and with every model."""
 
 from __future__ import annotations
 
@@ -47,7 +47,6 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 where the GPU has it), bf16, fp16, fp32
     compile: bool = False
-    workers: int = 0
     # where
     output: str = "runs/minilm-imdb"
     preset: str = "auto"

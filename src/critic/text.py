@@ -21,7 +21,8 @@ STRATEGIES = ("head", "tail", "head+tail")
 
 @dataclass(frozen=True)
 class Truncation:
-    """How a review longer than the window is cut: keep the first tokens, the last, or `head` first + the rest last."""
+    """How a review longer than the window is cut: keep the first tokens, the last, or `head` first + the rest last
+    (a `head` as large as the window keeps only the start)."""
 
     max_length: int = 512
     strategy: str = "head+tail"
@@ -32,8 +33,8 @@ class Truncation:
             raise ValueError(f"truncation '{self.strategy}': choose one of {', '.join(STRATEGIES)}")
         if self.max_length < 8:
             raise ValueError(f"max_length {self.max_length} is too small (at least 8)")
-        if not 0 <= self.head <= self.max_length:
-            raise ValueError(f"head {self.head} must lie between 0 and max_length {self.max_length}")
+        if self.head < 0:
+            raise ValueError(f"head {self.head} must not be negative")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +151,17 @@ def frame_all(encoder: Encoder, ragged: Ragged, truncation: Truncation) -> Ragge
     offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in pieces], out=offsets[1:])
     return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets)
+
+
+def prepare(texts: Sequence[str], encoder: Encoder, cleaning: str, truncation: Truncation,
+            cache_dir: Path | None = None) -> Ragged:
+    """Clean, tokenize once (cached when `cache_dir` is given), truncate and frame with special tokens."""
+    from critic.data import cleaner
+
+    clean = cleaner(cleaning)
+    cleaned = [clean(t) for t in texts]
+    ragged = encoder.encode_cached(cleaned, cache_dir) if cache_dir else encoder.encode(cleaned)
+    return frame_all(encoder, ragged, truncation)
 
 
 def pad(ragged: Ragged, rows: Sequence[int], pad_id: int, multiple: int = 8) -> dict[str, torch.Tensor]:

@@ -1,0 +1,174 @@
+"""How good a classifier is, from its probabilities (never from hard 0/1 predictions): accuracy with a
+bootstrap interval, per-class precision/recall/F1, confusion matrix, ROC and precision-recall curves, calibration,
+accuracy by review length, and the most confident mistakes. As a dict (JSON), a terminal table and an HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from critic import report
+
+LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
+
+
+def expected_calibration_error(labels: np.ndarray, confidence: np.ndarray, predicted: np.ndarray,
+                               bins: int = 10) -> float:
+    """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
+    edges = np.linspace(0.5 if confidence.min() >= 0.5 else 0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    correct = predicted == labels
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(gap)
+
+
+def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(correct), size=(rounds, len(correct)))
+    means = correct[samples].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str], texts: Sequence[str] | None = None,
+             token_lengths: Sequence[int] | None = None, mistakes: int = 10) -> dict:
+    """Every metric for a binary (or multi-class) classifier from true labels and predicted probabilities."""
+    from sklearn.metrics import (average_precision_score, classification_report, confusion_matrix,
+                                 precision_recall_curve, roc_auc_score, roc_curve)
+
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    correct = predicted == labels
+    names = list(label_names)
+    per_class = classification_report(labels, predicted, labels=list(range(len(names))), target_names=names,
+                                      output_dict=True, zero_division=0)
+    summary: dict = {
+        "rows": int(len(labels)),
+        "accuracy": float(correct.mean()),
+        "accuracy_ci95": list(bootstrap_accuracy(correct)),
+        "f1_macro": float(per_class["macro avg"]["f1-score"]),
+        "per_class": {n: {k: float(per_class[n][k]) for k in ("precision", "recall", "f1-score", "support")}
+                      for n in names},
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=list(range(len(names)))).tolist(),
+        "ece": expected_calibration_error(labels, confidence, predicted),
+        "labels": names,
+    }
+    if len(names) == 2 and len(set(labels.tolist())) == 2:
+        positive = probs[:, 1]
+        fpr, tpr, _ = roc_curve(labels, positive)
+        precision, recall, _ = precision_recall_curve(labels, positive)
+        summary.update(roc_auc=float(roc_auc_score(labels, positive)),
+                       pr_auc=float(average_precision_score(labels, positive)),
+                       _roc=(fpr, tpr), _pr=(recall, precision))
+    from sklearn.calibration import calibration_curve
+
+    if len(names) == 2:
+        observed, expected = calibration_curve(labels, probs[:, 1], n_bins=10, strategy="uniform")
+        summary["_calibration"] = (expected, observed)
+    if token_lengths is not None:
+        lengths = np.asarray(token_lengths)
+        buckets = []
+        for low, high in LENGTH_BUCKETS:
+            members = (lengths >= low) & (lengths <= high)
+            if members.any():
+                label = f"{low}–{high}" if high < 10**9 else f"> {low - 1}"
+                buckets.append({"tokens": label, "rows": int(members.sum()), "accuracy": float(correct[members].mean())})
+        summary["accuracy_by_length"] = buckets
+    if texts is not None:
+        wrong = np.flatnonzero(~correct)
+        worst = wrong[np.argsort(-confidence[wrong])][:mistakes]
+        summary["confident_mistakes"] = [
+            {"row": int(i), "true": names[labels[i]], "predicted": names[predicted[i]],
+             "confidence": float(confidence[i]), "text": texts[i][:500] + ("…" if len(texts[i]) > 500 else "")}
+            for i in worst]
+    summary["_confidence"] = confidence
+    summary["_correct"] = correct
+    return summary
+
+
+def public(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+def to_html(summary: dict, title: str, subtitle: str) -> str:
+    low, high = summary["accuracy_ci95"]
+    sections = [("Summary", report.kpis([
+        ("accuracy", f"{summary['accuracy']:.2%}"), ("95% interval (bootstrap)", f"{low:.2%} – {high:.2%}"),
+        ("macro F1", f"{summary['f1_macro']:.4f}"), ("ROC AUC", f"{summary.get('roc_auc', float('nan')):.4f}"),
+        ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"), ("ECE", f"{summary['ece']:.4f}"),
+        ("reviews", summary["rows"])]))]
+    names = summary["labels"]
+    sections.append(("Per class", report.table(
+        ["class", "precision", "recall", "F1", "support"],
+        [(n, c["precision"], c["recall"], c["f1-score"], int(c["support"])) for n, c in summary["per_class"].items()])))
+    sections.append(("Confusion matrix (rows: true, columns: predicted)", report.table(
+        ["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])])))
+    plots = []
+    if "_roc" in summary:
+        fig, ax = report.figure(4.2, 3.6)
+        ax.plot(*summary["_roc"], label=f"AUC {summary['roc_auc']:.4f}")
+        ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        ax.legend(loc="lower right")
+        plots.append(report.svg(fig))
+        fig, ax = report.figure(4.2, 3.6)
+        ax.plot(*summary["_pr"], label=f"AP {summary['pr_auc']:.4f}")
+        ax.set(xlabel="recall", ylabel="precision", title="Precision–recall")
+        ax.legend(loc="lower left")
+        plots.append(report.svg(fig))
+    if "_calibration" in summary:
+        fig, ax = report.figure(4.2, 3.6)
+        ax.plot(*summary["_calibration"], "o-", label=f"model (ECE {summary['ece']:.3f})")
+        ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8, label="perfect")
+        ax.set(xlabel=f"predicted P({names[1]})", ylabel="observed share", title="Reliability")
+        ax.legend(loc="upper left")
+        plots.append(report.svg(fig))
+    fig, ax = report.figure(4.2, 3.6)
+    confidence, correct = summary["_confidence"], summary["_correct"]
+    ax.hist([confidence[correct], confidence[~correct]], bins=20, stacked=True, color=["#2e86c1", "#c0392b"],
+            label=["right", "wrong"])
+    ax.set(xlabel="confidence", ylabel="reviews", title="Confidence")
+    ax.legend()
+    plots.append(report.svg(fig))
+    sections.append(("Curves", "<div class='grid'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>"))
+    if "accuracy_by_length" in summary:
+        sections.append(("Accuracy by review length (tokens)", report.table(
+            ["tokens", "reviews", "accuracy"], [(b["tokens"], b["rows"], b["accuracy"]) for b in
+                                                summary["accuracy_by_length"]])))
+    if summary.get("confident_mistakes"):
+        sections.append(("Most confident mistakes", report.table(
+            ["row", "true", "predicted", "confidence", "text"],
+            [(m["row"], m["true"], m["predicted"], m["confidence"], m["text"]) for m in summary["confident_mistakes"]],
+            text_columns=(4,))))
+    return report.page(title, subtitle, sections)
+
+
+def print_summary(summary: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    low, high = summary["accuracy_ci95"]
+    console.print(f"[bold]accuracy {summary['accuracy']:.2%}[/bold] (95% interval {low:.2%} – {high:.2%}) on "
+                  f"{summary['rows']:,} reviews; ROC AUC {summary.get('roc_auc', float('nan')):.4f}; "
+                  f"PR AUC {summary.get('pr_auc', float('nan')):.4f}; ECE {summary['ece']:.4f}")
+    table = Table(title_justify="left")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for name, c in summary["per_class"].items():
+        table.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}")
+    console.print(table)
+    if "accuracy_by_length" in summary:
+        console.print("by length: " + ", ".join(f"{b['tokens']} tokens {b['accuracy']:.2%} ({b['rows']:,})"
+                                                for b in summary["accuracy_by_length"]))
+
+
+def write(summary: dict, folder: Path, title: str, subtitle: str) -> tuple[Path, Path]:
+    return report.write(folder, "evaluation", public(summary), to_html(summary, title, subtitle))

@@ -1,0 +1,162 @@
+"""Build, load and save a classifier: a standard Hugging Face folder (config, safetensors, tokenizer) plus
+critic.json (cleaning, truncation, labels, metrics, data manifest, versions) and a model card (README.md)."""
+
+from __future__ import annotations
+
+import json
+import platform
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from critic import data
+from critic.text import Ragged, pad, sorted_batches
+
+META_FILE = "critic.json"
+
+
+def quiet_transformers() -> None:
+    """transformers 5 prints a load report for every new head; we say what matters ourselves."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES):
+    """A pretrained encoder with a new classification head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        encoder_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)})
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    return model, tokenizer
+
+
+def load(folder: str | Path, device: str | torch.device = "cpu"):
+    """(model, tokenizer, meta) from a folder written by `save`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    if not (folder / META_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: not a critic model (no {META_FILE}); train one with `critic train`")
+    quiet_transformers()
+    model = AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer, json.loads((folder / META_FILE).read_text())
+
+
+def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    write_meta(folder, meta)
+    return folder
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    import transformers
+
+    meta = {**meta, "versions": {"critic": _version(), "torch": torch.__version__,
+                                 "transformers": transformers.__version__, "python": platform.python_version()}}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    (folder / "README.md").write_text(model_card(meta))
+
+
+def update_meta(folder: str | Path, **changes) -> dict:
+    folder = Path(folder)
+    meta = json.loads((folder / META_FILE).read_text())
+    meta.update(changes)
+    write_meta(folder, meta)
+    return meta
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("critic")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def model_card(meta: dict) -> str:
+    truncation = meta.get("truncation", {})
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [sentiment, critic]", "---",
+        f"# {meta.get('name', 'critic sentiment classifier')}", "",
+        f"A sentiment classifier fine-tuned with critic from `{meta.get('base_model')}` on {meta.get('data')}.",
+        f"Labels: {', '.join(meta.get('labels', []))}.", "",
+        "## Use", "", "```python", "from critic import Classifier",
+        "clf = Classifier.load('PATH')", "clf.predict(['A moving, beautifully shot film.'])", "```", "",
+        "The folder is a standard Hugging Face model: "
+        "`transformers.pipeline('text-classification', model='PATH')` loads it too "
+        "(without critic's cleaning and long-review handling).", "",
+        "## Training", "",
+        f"- cleaning: `{meta.get('cleaning')}`; window: {truncation.get('max_length')} tokens, "
+        f"truncation `{truncation.get('strategy')}` (head {truncation.get('head')})",
+        f"- training rows: {meta.get('train_rows')}; selected checkpoint: {meta.get('selected')}",
+    ]
+    for note in meta.get("notes", []):
+        lines.append(f"- note: {note}")
+    evaluation = meta.get("evaluation")
+    if evaluation:
+        lines += ["", "## Evaluation", "", f"On {evaluation.get('data')} ({evaluation.get('rows')} reviews):", "",
+                  "| metric | value |", "|---|---|"]
+        for key in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece"):
+            if key in evaluation:
+                value = evaluation[key]
+                shown = f"{value[0]:.4f} – {value[1]:.4f}" if isinstance(value, list) else f"{value:.4f}"
+                lines.append(f"| {key} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16/fp16 autocast on a GPU; fp32 (no autocast) elsewhere unless asked."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def logits(model, inputs: Ragged, pad_id: int, device: torch.device, precision: str = "fp32",
+           max_tokens: int = 16384, progress=None) -> np.ndarray:
+    """The model's logits for every row of `inputs`, in input order; batches are length-sorted and sized by a
+    token budget, so short reviews are not padded to the longest one."""
+    model.eval()
+    out = np.zeros((len(inputs), model.config.num_labels), dtype=np.float32)
+    for rows in sorted_batches(inputs.lengths, max_tokens):
+        batch = {k: v.to(device, non_blocking=True) for k, v in pad(inputs, rows, pad_id).items()}
+        with autocast(device, precision):
+            out[rows] = model(**batch).logits.float().cpu().numpy()
+        if progress is not None:
+            progress.update(len(rows))
+    return out
+
+
+def softmax(values: np.ndarray) -> np.ndarray:
+    shifted = values - values.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
