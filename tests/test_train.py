@@ -39,7 +39,7 @@ def test_tiny_bert_learns_and_writes_everything(trained):
     meta = json.loads((trained / "critic.json").read_text())
     assert meta["history"][-1]["val_accuracy"] > 0.9
     assert meta["selected"].startswith("best accuracy")
-    assert meta["truncation"] == {"max_length": 48, "strategy": "head+tail", "head": 128}
+    assert meta["truncation"] == {"max_length": 48, "strategy": "head+tail", "head": 12}  # a quarter
     assert meta["manifest"]["splits"]["train"]["rows"] == meta["train_rows"]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "stats.csv",
                  "learning_curve.svg", "train_log.jsonl", "train_config.json", "checkpoint/state.pt"):

@@ -88,7 +88,8 @@ TRAIN_HELP = {
     "cleaning": "cleaning recipe: default, notebook or none (saved with the model)",
     "max_length": "window in tokens, special tokens included (the model's limit is usually 512)",
     "truncation": "how longer reviews are cut: head, tail or head+tail",
-    "head_tokens": "with head+tail: tokens kept from the start; the rest of the window comes from the end",
+    "head_tokens": "with head+tail: tokens kept from the start, the rest of the window from the end "
+                   "(default: a quarter of the window, 128 of 512)",
     "epochs": "passes over the training data",
     "batch_size": "reviews per step (per process under torchrun)",
     "lr": "peak learning rate of AdamW",
@@ -102,7 +103,7 @@ TRAIN_HELP = {
     "select": "which weights to keep: best (by --metric on validation) or last",
     "metric": "validation metric for selection and early stopping: accuracy, auc or loss",
     "device": "auto, cpu, cuda, cuda:1 …",
-    "precision": "auto (bf16 on GPUs that have it, else fp32), bf16, fp16 or fp32",
+    "precision": "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32",
     "compile": "torch.compile the model (pays off on long GPU runs)",
     "output": "folder for the model, logs, plots and checkpoints (a run there resumes)",
     "preset": "auto (gpu with a GPU, else cpu), gpu, cpu or notebook (the starting notebook's settings)",

@@ -26,9 +26,11 @@ class Truncation:
 
     max_length: int = 512
     strategy: str = "head+tail"
-    head: int = 128
+    head: int | None = None  # default: a quarter of the window (128 of 512, the best split in Sun et al. 2019)
 
     def __post_init__(self):
+        if self.head is None:
+            object.__setattr__(self, "head", self.max_length // 4)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"truncation '{self.strategy}': choose one of {', '.join(STRATEGIES)}")
         if self.max_length < 8:

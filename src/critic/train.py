@@ -39,7 +39,7 @@ def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
 
     probs = modelling.softmax(logits)
-    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.tensor(labels)).item())
     accuracy = float((probs.argmax(1) == labels).mean())
     auc = float(roc_auc_score(labels, probs[:, 1])) if len(set(labels.tolist())) == 2 else float("nan")
     return {"loss": loss, "accuracy": accuracy, "auc": auc}

@@ -1,0 +1,46 @@
+import json
+
+import numpy as np
+import pytest
+
+from critic import evaluate
+
+
+def test_metrics_from_probabilities():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
+    summary = evaluate.evaluate(labels, probs, ["negative", "positive"], texts=["a", "b", "c", "d"],
+                                token_lengths=[10, 200, 300, 600])
+    assert summary["accuracy"] == 0.75
+    assert summary["roc_auc"] == 1.0  # the probabilities rank every positive above every negative
+    assert summary["confusion_matrix"] == [[1, 1], [0, 2]]
+    assert summary["per_class"]["positive"]["precision"] == pytest.approx(2 / 3)
+    assert summary["confident_mistakes"][0]["text"] == "b" and summary["confident_mistakes"][0]["confidence"] == 0.6
+    assert [b["tokens"] for b in summary["accuracy_by_length"]] == ["0–128", "129–256", "257–512", "> 512"]
+    assert [b["accuracy"] for b in summary["accuracy_by_length"]] == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_ece_of_calibrated_and_overconfident_models():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    correct = rng.uniform(size=20000) < confidence
+    predicted = np.ones(20000, dtype=int)
+    labels = np.where(correct, 1, 0)
+    assert evaluate.expected_calibration_error(labels, confidence, predicted) < 0.02
+    assert evaluate.expected_calibration_error(labels, np.full(20000, 0.99), predicted) > 0.2
+
+
+def test_bootstrap_interval_contains_accuracy():
+    correct = np.array([1] * 90 + [0] * 10, dtype=bool)
+    low, high = evaluate.bootstrap_accuracy(correct)
+    assert low < 0.9 < high and high - low < 0.15
+
+
+def test_report_files(tmp_path):
+    labels = np.array([0, 1] * 50)
+    probs = np.column_stack([1 - np.linspace(0.01, 0.99, 100), np.linspace(0.01, 0.99, 100)])
+    summary = evaluate.evaluate(labels, probs, ["negative", "positive"], texts=[f"t{i}" for i in range(100)])
+    json_path, html_path = evaluate.write(summary, tmp_path, "Evaluation", "toy")
+    saved = json.loads(json_path.read_text())
+    assert saved["rows"] == 100 and "_roc" not in saved
+    assert html_path.read_text().count("<svg") == 4
