@@ -81,7 +81,7 @@ def test_jsonl_bad_line_and_parquet(tmp_path):
 def test_non_utf8_file_is_a_clear_error(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\ncaf\xe9,1\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text near byte"):
+    with pytest.raises(DataError, match=r"latin.csv, line 2: not UTF-8 text"):
         data.read_table(path)
 
 

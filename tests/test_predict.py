@@ -79,7 +79,7 @@ def test_predict_file_formats(model_dir, tmp_path, suffix):
 def test_predict_file_empty_row_is_named(model_dir, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "good"}\n{"text": ""}\n')
-    with pytest.raises(ValueError, match=r"in.jsonl, row 2: empty or missing text"):
+    with pytest.raises(ValueError, match=r"in.jsonl, line 2: empty or missing text"):
         predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False)
 
 
@@ -95,3 +95,113 @@ def test_evaluate_model_and_cli(model_dir, tmp_path, capsys):
     assert (tmp_path / "ev" / "evaluation.html").is_file()
     assert main(["predict", str(tmp_path / "nothing"), "x"]) == 2
     assert "not a critic model" in capsys.readouterr().err
+
+
+def test_predict_file_refuses_to_overwrite_a_complete_output(model_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("a great fun film\n")
+    predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False)
+    with pytest.raises(ValueError, match="already exists and is complete; pass --overwrite"):
+        predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False)
+    assert predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False, overwrite=True) == 1
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_interrupted_scoring_resumes_where_it_stopped(model_dir, tmp_path, suffix, monkeypatch):
+    from critic import predict
+
+    texts = synthetic.reviews(50, seed=9)["text"].tolist()
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    target = tmp_path / f"out{suffix}"
+    clf = Classifier.load(model_dir, precision="fp32")
+    real = predict._score_chunk
+    calls = []
+
+    def dies_on_third_chunk(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            # a partial write lands in the file before the crash; the resume must drop it
+            if suffix != ".parquet":
+                with open(target, "a") as f:
+                    f.write('{"id": 999, "te' if suffix == ".jsonl" else '999,"half a ro')
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(predict, "_score_chunk", dies_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(clf, source, target, chunk=10, progress=False)
+    assert json.loads(target.with_name(target.name + ".progress.json").read_text())["rows"] == 20
+    monkeypatch.setattr(predict, "_score_chunk", real)
+    assert predict_file(clf, source, target, chunk=10, progress=False) == 50
+    read = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[suffix]
+    scored = read(target)
+    assert scored["id"].tolist() == list(range(50))
+    fresh = clf.predict_proba(texts)
+    assert np.allclose(scored["p_positive"], fresh[:, 1], atol=1e-5)
+    assert not target.with_name(target.name + ".progress.json").exists()
+
+
+def test_non_utf8_row_is_named_and_rows_before_it_are_kept(model_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"a great fun film\n" * 5 + b"caf\xe9 awful\n" + b"good\n")
+    target = tmp_path / "out.csv"
+    with pytest.raises(ValueError, match=r"in.txt, line 6: not UTF-8 text"):
+        predict_file(Classifier.load(model_dir), source, target, chunk=5, progress=False)
+    assert len(pd.read_csv(target)) == 5  # the first chunk was scored and kept, ready to resume
+
+
+def test_a_one_megabyte_review(model_dir):
+    clf = Classifier.load(model_dir)
+    huge = "the plot was great and fun . " * 35_000
+    assert len(huge) > 1_000_000
+    assert clf.predict([huge, "awful"]) == ["positive", "negative"]
+    windows = Classifier.load(model_dir, long_reviews="windows")
+    assert windows.predict([huge]) == ["positive"]
+
+
+def test_windows_pooling_rules():
+    from critic.predict import pool_windows
+
+    logits = np.array([[0.0, 2.0], [1.0, 0.0], [3.0, 0.0], [0.0, 0.5]])
+    owners = np.array([0, 0, 1, 1])
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    mean_prob = pool_windows(logits, owners, 2, "mean-prob")
+    assert np.allclose(mean_prob, [probs[:2].mean(0), probs[2:].mean(0)])
+    mean_logit = pool_windows(logits, owners, 2, "mean-logit")
+    assert np.allclose(mean_logit[0], np.exp([0.5, 1.0]) / np.exp([0.5, 1.0]).sum())
+    confident = pool_windows(logits, owners, 2, "max-confidence")
+    assert np.allclose(confident, [probs[0], probs[2]])
+
+
+@pytest.mark.parametrize("pool", ["mean-prob", "mean-logit", "max-confidence"])
+def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(model_dir, pool):
+    plain = Classifier.load(model_dir, precision="fp32")
+    windowed = Classifier.load(model_dir, precision="fp32", long_reviews="windows", stride=10, pool=pool)
+    short = ["a great fun film", "awful boring mess"]
+    assert np.allclose(plain.predict_proba(short), windowed.predict_proba(short), atol=1e-6)
+    long = synthetic.reviews(12, seed=3, min_words=40, max_words=90)["text"].tolist()
+    together = windowed.predict_proba(long)
+    alone = np.vstack([windowed.predict_proba([t]) for t in long])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_onnx_export_parity_and_backends(model_dir, tmp_path):
+    import shutil
+
+    from critic.export import export
+
+    folder = tmp_path / "copy"
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    with pytest.raises(FileNotFoundError, match="run `critic export"):
+        Classifier.load(folder, backend="onnx")
+    report = export(folder, int8=True)
+    assert report["fp32_max_abs_diff"] < 1e-4
+    assert json.loads((folder / "critic.json").read_text())["onnx"]["fp32_max_abs_diff"] == report["fp32_max_abs_diff"]
+    texts = synthetic.reviews(30, seed=11)["text"].tolist()
+    reference = Classifier.load(folder, backend="torch", precision="fp32").predict_proba(texts)
+    onnx = Classifier.load(folder, backend="onnx").predict_proba(texts)
+    assert np.abs(onnx - reference).max() < 1e-4
+    auto = Classifier.load(folder, device="cpu")
+    assert auto.backend == "onnx-int8"
+    assert (auto.predict_proba(texts).argmax(1) == reference.argmax(1)).mean() >= 0.9

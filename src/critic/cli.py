@@ -165,11 +165,14 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from critic.predict import Classifier, predict_file
 
-    classifier = Classifier.load(args.model, device=args.device)
+    classifier = Classifier.load(args.model, device=args.device, backend=args.backend,
+                                 long_reviews=args.long_reviews, stride=args.stride, pool=args.pool)
     if args.file:
         source = Path(args.file)
-        target = Path(args.output) if args.output else source.with_name(source.stem + ".scored" + source.suffix)
-        rows = predict_file(classifier, source, target, args.text_column)
+        suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix
+        target = Path(args.output) if args.output else source.with_name(source.stem + ".scored" + suffix)
+        _log(f"{classifier.backend} backend, long reviews: {classifier.long_reviews.mode}")
+        rows = predict_file(classifier, source, target, args.text_column, overwrite=args.overwrite)
         _log(f"scored {rows:,} reviews into {target}")
         return 0
     if not args.texts:
@@ -179,6 +182,13 @@ def cmd_predict(args) -> int:
         label = classifier.labels[int(p.argmax())]
         shown = text if len(text) <= 70 else text[:67] + "…"
         print(f"{label}\t{p.max():.3f}\t{shown}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from critic.export import export
+
+    export(args.model, int8=args.int8, log=_log)
     return 0
 
 
@@ -269,7 +279,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="where to write the scored file (default: FILE.scored.EXT)")
     pr.add_argument("--text-column", help="column holding the text (default: found by name)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda …")
+    pr.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+                    help="auto: the exported ONNX model (int8 first) when present and on the CPU, else PyTorch")
+    pr.add_argument("--long-reviews", choices=["truncate", "windows"],
+                    help="reviews longer than the window: cut them (the model's truncation) or score overlapping "
+                         "windows and pool them (default: as saved with the model)")
+    pr.add_argument("--stride", type=int, help="with windows: tokens between window starts (default: half a window)")
+    pr.add_argument("--pool", choices=["mean-prob", "mean-logit", "max-confidence"],
+                    help="with windows: how window scores combine (default: mean-prob)")
+    pr.add_argument("--overwrite", action="store_true",
+                    help="with --file: score again from the start even when the output exists or a run was "
+                         "interrupted (by default an interrupted run continues where it stopped)")
     pr.set_defaults(run=cmd_predict)
+
+    ex = verbs.add_parser("export", help="export to ONNX (fp32 and int8) for fast CPU inference",
+                          description="Write MODEL/onnx/model.onnx and, with --int8 (default), a dynamically "
+                                      "quantized model.int8.onnx. Probability differences from PyTorch are "
+                                      "measured and recorded in critic.json. `critic predict` then uses them on "
+                                      "the CPU.")
+    ex.add_argument("model", help="a model folder written by `critic train`")
+    ex.add_argument("--onnx", action="store_true", default=True, help="ONNX (the only format for now)")
+    ex.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="also write the int8 model (default: yes)")
+    ex.set_defaults(run=cmd_export)
 
     quick = verbs.add_parser("quickstart", help="fetch, profile, train and evaluate on IMDB with MiniLM",
                              description="The whole path on the embedded default: IMDB and MiniLM fetched and "

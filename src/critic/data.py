@@ -154,10 +154,18 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    """Undecodable bytes come through as lone surrogates, so that the row holding them can be named."""
     if path.suffix == ".gz":
         import gzip
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8", newline="", errors="surrogateescape")
+    return open(path, encoding="utf-8", newline="", errors="surrogateescape")
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def not_utf8(text: str) -> bool:
+    return _UNDECODABLE.search(text) is not None
 
 
 def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
@@ -185,35 +193,33 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
     label_map = columns.label_map or KNOWN_LABELS
     texts, labels, errors = [], [], []
     text_key = label_key = None
-    try:
-        for where, record in _records(path):
-            if text_key is None:
-                keys = list(record)
-                text_key = _pick(keys, columns.text, TEXT_COLUMNS, "text", path)
-                if not unlabeled:
-                    label_key = _pick(keys, columns.label, LABEL_COLUMNS, "label", path)
-            report.rows_read += 1
-            text = record.get(text_key)
-            problem = None
-            if not isinstance(text, str) or not text.strip():
-                problem = f"missing text ({text_key!r} is {_show(text)})"
-            label = None
-            if not unlabeled and problem is None:
-                raw = record.get(label_key)
-                key = str(raw).strip() if raw is not None else ""
-                label = label_map.get(key, label_map.get(key.lower()))
-                if label is None:
-                    expected = ", ".join(sorted(label_map))
-                    problem = (f"unknown label {_show(raw)} in column {label_key!r} (expected one of: {expected}; "
-                               f"map other values with --label-map 'VALUE=positive,VALUE=negative')")
-            if problem:
-                errors.append(f"{path}, line {where}: {problem}")
-                continue
-            texts.append(text)
-            labels.append(label)
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text near byte {error.start} ({error.reason}); "
-                        f"re-save the file as UTF-8") from None
+    for where, record in _records(path):
+        if text_key is None:
+            keys = list(record)
+            text_key = _pick(keys, columns.text, TEXT_COLUMNS, "text", path)
+            if not unlabeled:
+                label_key = _pick(keys, columns.label, LABEL_COLUMNS, "label", path)
+        report.rows_read += 1
+        text = record.get(text_key)
+        problem = None
+        if not isinstance(text, str) or not text.strip():
+            problem = f"missing text ({text_key!r} is {_show(text)})"
+        elif not_utf8(text):
+            problem = "not UTF-8 text; re-save the file as UTF-8"
+        label = None
+        if not unlabeled and problem is None:
+            raw = record.get(label_key)
+            key = str(raw).strip() if raw is not None else ""
+            label = label_map.get(key, label_map.get(key.lower()))
+            if label is None:
+                expected = ", ".join(sorted(label_map))
+                problem = (f"unknown label {_show(raw)} in column {label_key!r} (expected one of: {expected}; "
+                           f"map other values with --label-map 'VALUE=positive,VALUE=negative')")
+        if problem:
+            errors.append(f"{path}, line {where}: {problem}")
+            continue
+        texts.append(text)
+        labels.append(label)
     if errors and not drop_invalid:
         shown = "\n  ".join(errors[:10])
         more = f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else ""

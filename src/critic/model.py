@@ -149,17 +149,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-@torch.inference_mode()
-def logits(model, inputs: Ragged, pad_id: int, device: torch.device, precision: str = "fp32",
-           max_tokens: int = 16384, progress=None) -> np.ndarray:
-    """The model's logits for every row of `inputs`, in input order; batches are length-sorted and sized by a
-    token budget, so short reviews are not padded to the longest one."""
+def torch_forward(model, device: torch.device, precision: str = "fp32"):
+    """A function from a padded batch (torch tensors) to numpy logits, for `logits`."""
     model.eval()
-    out = np.zeros((len(inputs), model.config.num_labels), dtype=np.float32)
-    for rows in sorted_batches(inputs.lengths, max_tokens):
-        batch = {k: v.to(device, non_blocking=True) for k, v in pad(inputs, rows, pad_id).items()}
+
+    @torch.inference_mode()
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, precision):
-            out[rows] = model(**batch).logits.float().cpu().numpy()
+            return model(**batch).logits.float().cpu().numpy()
+
+    return forward
+
+
+def logits(forward, inputs: Ragged, pad_id: int, num_labels: int, max_tokens: int = 16384,
+           progress=None) -> np.ndarray:
+    """Logits for every row of `inputs`, in input order. Batches are length-sorted and sized by a token budget,
+    so short reviews are not padded to the longest one. `forward` maps a padded batch to logits (torch or ONNX)."""
+    out = np.zeros((len(inputs), num_labels), dtype=np.float32)
+    for rows in sorted_batches(inputs.lengths, max_tokens):
+        out[rows] = forward(pad(inputs, rows, pad_id))
         if progress is not None:
             progress.update(len(rows))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -16,11 +17,32 @@ import numpy as np
 import torch
 
 from critic import data, model as modelling
-from critic.text import Encoder, Ragged, Truncation, frame_all
+from critic.text import Encoder, Ragged, Truncation, frame_all, frame_windows
+
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+POOLS = ("mean-prob", "mean-logit", "max-confidence")
+
+
+@dataclass(frozen=True)
+class LongReviews:
+    """What to do with reviews longer than the window: `truncate` (the model's truncation strategy), or score
+    overlapping `windows` (each `stride` tokens after the previous; default half a window) and pool them."""
+
+    mode: str = "truncate"
+    stride: int | None = None
+    pool: str = "mean-prob"
+
+    def __post_init__(self):
+        if self.mode not in ("truncate", "windows"):
+            raise ValueError(f"long reviews '{self.mode}': choose truncate or windows")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool '{self.pool}': choose one of {', '.join(POOLS)}")
 
 
 class Classifier:
-    def __init__(self, model, tokenizer, meta: dict, device: torch.device, precision: str = "fp32"):
+    def __init__(self, model, tokenizer, meta: dict, device: torch.device, precision: str = "fp32",
+                 backend: str = "torch", long_reviews: LongReviews | None = None, model_dir: Path | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
@@ -30,12 +52,31 @@ class Classifier:
         self.truncation = Truncation(**meta["truncation"])
         self.cleaning = meta["cleaning"]
         self.labels: list[str] = list(meta["labels"])
+        self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))
+        self.backend = backend
+        if backend == "torch":
+            self.forward = modelling.torch_forward(model, device, precision)
+        else:
+            from critic.export import FP32, INT8, ONNX_DIR, onnx_forward
+
+            self.forward = onnx_forward(Path(model_dir) / ONNX_DIR / (INT8 if backend == "onnx-int8" else FP32))
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "Classifier":
+    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", backend: str = "auto",
+             long_reviews: str | None = None, stride: int | None = None, pool: str | None = None) -> "Classifier":
+        """Load a model folder. backend auto: the exported ONNX int8 model when present and running on the CPU,
+        else PyTorch. long_reviews/stride/pool override what the model was saved with."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
+        path = Path(path)
         device_ = modelling.resolve_device(device)
+        backend = _pick_backend(backend, path, device_)
         model, tokenizer, meta = modelling.load(path, device_)
-        return cls(model, tokenizer, meta, device_, modelling.resolve_precision(precision, device_))
+        saved = meta.get("long_reviews", {})
+        chosen = LongReviews(long_reviews or saved.get("mode", "truncate"), stride or saved.get("stride"),
+                             pool or saved.get("pool", "mean-prob"))
+        return cls(model, tokenizer, meta, device_, modelling.resolve_precision(precision, device_), backend, chosen,
+                   path)
 
     @property
     def name(self) -> str:
@@ -47,10 +88,18 @@ class Classifier:
         return self.encoder.encode([clean(t) for t in _check_texts(texts)])
 
     def proba_from_tokens(self, tokens: Ragged, max_tokens: int = 16384, progress=None) -> np.ndarray:
-        inputs = frame_all(self.encoder, tokens, self.truncation)
-        logits = modelling.logits(self.model, inputs, self.encoder.pad_id, self.device, self.precision, max_tokens,
-                                  progress)
-        return modelling.softmax(logits)
+        num_labels = len(self.labels)
+        if self.long_reviews.mode == "truncate":
+            inputs = frame_all(self.encoder, tokens, self.truncation)
+            return modelling.softmax(modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels,
+                                                      max_tokens, progress))
+        budget = self.truncation.max_length - self.encoder.specials
+        stride = self.long_reviews.stride or budget // 2
+        inputs, owners = frame_windows(self.encoder, tokens, self.truncation.max_length, stride)
+        window_logits = modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens)
+        if progress is not None:
+            progress.update(len(tokens))
+        return pool_windows(window_logits, owners, len(tokens), self.long_reviews.pool)
 
     def predict_proba(self, texts: Sequence[str] | str, max_tokens: int = 16384, progress=None) -> np.ndarray:
         return self.proba_from_tokens(self.encode(texts), max_tokens, progress)
@@ -60,7 +109,39 @@ class Classifier:
 
     def __repr__(self) -> str:
         return (f"Classifier({self.name!r}, labels={self.labels}, window={self.truncation.max_length} "
-                f"{self.truncation.strategy}, device={self.device})")
+                f"{self.truncation.strategy}, long reviews={self.long_reviews.mode}, backend={self.backend}, "
+                f"device={self.device}, precision={self.precision})")
+
+
+def _pick_backend(backend: str, path: Path, device: torch.device) -> str:
+    from critic.export import FP32, INT8, ONNX_DIR
+
+    files = {"onnx": path / ONNX_DIR / FP32, "onnx-int8": path / ONNX_DIR / INT8}
+    if backend == "auto":
+        if device.type != "cpu":
+            return "torch"
+        return next((name for name in ("onnx-int8", "onnx") if files[name].is_file()), "torch")
+    if backend in files and not files[backend].is_file():
+        raise FileNotFoundError(f"{files[backend]} does not exist; run `critic export {path}` first")
+    return backend
+
+
+def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool: str) -> np.ndarray:
+    """One probability row per text from its windows' logits."""
+    windows_per_text = np.bincount(owners, minlength=count)[:, None]
+    if pool == "mean-logit":
+        summed = np.zeros((count, window_logits.shape[1]))
+        np.add.at(summed, owners, window_logits)
+        return modelling.softmax(summed / windows_per_text)
+    probs = modelling.softmax(window_logits)
+    if pool == "mean-prob":
+        summed = np.zeros((count, probs.shape[1]))
+        np.add.at(summed, owners, probs)
+        return summed / windows_per_text
+    confidence = probs.max(axis=1)
+    order = np.lexsort((confidence, owners))  # by text, most confident window last
+    last = np.flatnonzero(np.r_[owners[order][1:] != owners[order][:-1], True])
+    return probs[order[last]]
 
 
 def _check_texts(texts) -> list[str]:
@@ -78,112 +159,179 @@ def _check_texts(texts) -> list[str]:
 # ------------------------------------------------------------------------------------------------ files
 
 
-def read_texts(path: Path, text_column: str | None = None, chunk: int = 1024) -> Iterator[list[dict]]:
-    """Rows of a CSV/TSV, JSONL, Parquet or plain-text file (one review per line), in chunks."""
+def read_rows(path: Path, chunk: int = 1024) -> Iterator[tuple[int, list[dict]]]:
+    """(first line or row number, rows) chunks of a CSV/TSV, JSONL, Parquet or plain-text file."""
     suffix = path.suffix.lower()
-    if suffix in (".txt", ".text"):
-        with open(path, encoding="utf-8") as handle:
-            rows = []
-            for line in handle:
-                rows.append({"text": line.rstrip("\n")})
-                if len(rows) == chunk:
-                    yield rows
-                    rows = []
-            if rows:
-                yield rows
-        return
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        first = 1
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
-            yield batch.to_pylist()
+            rows = batch.to_pylist()
+            yield first, rows
+            first += len(rows)
         return
-    rows = []
-    for _, record in data._records(path):
+    if suffix in (".txt", ".text"):
+        records = ((n, {"text": line.rstrip("\n")})
+                   for n, line in enumerate(open(path, encoding="utf-8", errors="surrogateescape"), start=1))
+    else:
+        records = data._records(path)
+    rows, first = [], None
+    for line, record in records:
+        first = first or line
         rows.append(record)
         if len(rows) == chunk:
-            yield rows
-            rows = []
+            yield first, rows
+            rows, first = [], None
     if rows:
-        yield rows
-
-
-def text_key(path: Path, row: dict, wanted: str | None) -> str:
-    return data._pick(list(row), wanted, data.TEXT_COLUMNS, "text", path)
+        yield first, rows
 
 
 class Writer:
-    """Writes scored rows in the format the output path names: CSV, TSV, JSONL or Parquet."""
+    """Appends scored rows to CSV, TSV or JSONL files, or writes Parquet parts; `position()` is what a resume needs."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, resume_bytes: int | None = None):
         self.path = path
         self.suffix = path.suffix.lower()
+        if self.suffix not in (".csv", ".tsv", ".jsonl", ".parquet"):
+            raise ValueError(f"{path}: unknown output format; use .csv, .tsv, .jsonl or .parquet")
+        self.parts = path.with_name(path.name + ".parts")
         self.handle = None
-        self.csv = None
-        self.parquet = None
+        self.fields = None
+        if self.suffix == ".parquet":
+            self.parts.mkdir(exist_ok=True)
+        elif resume_bytes is not None:
+            with open(path, "r+b") as f:  # drop whatever was written after the last recorded chunk
+                f.truncate(resume_bytes)
+            self.handle = open(path, "a", encoding="utf-8", newline="")
+            if self.suffix != ".jsonl":
+                with open(path, encoding="utf-8", newline="") as f:
+                    self.fields = next(csv.reader(f, delimiter=self._delimiter))
 
-    def write(self, rows: list[dict]) -> None:
-        if self.suffix in (".csv", ".tsv", ".txt"):
-            if self.handle is None:
-                self.handle = open(self.path, "w", encoding="utf-8", newline="")
-                self.csv = csv.DictWriter(self.handle, fieldnames=list(rows[0]),
-                                          delimiter="\t" if self.suffix == ".tsv" else ",")
-                self.csv.writeheader()
-            self.csv.writerows(rows)
-        elif self.suffix in (".jsonl", ".json"):
-            if self.handle is None:
-                self.handle = open(self.path, "w", encoding="utf-8")
-            self.handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        elif self.suffix == ".parquet":
+    @property
+    def _delimiter(self) -> str:
+        return "\t" if self.suffix == ".tsv" else ","
+
+    def write(self, rows: list[dict], part: int) -> None:
+        if self.suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist(rows)
-            if self.parquet is None:
-                self.parquet = pq.ParquetWriter(self.path, table.schema)
-            self.parquet.write_table(table)
+            pq.write_table(pa.Table.from_pylist(rows), self.parts / f"part-{part:06d}.parquet")
+            return
+        if self.handle is None:
+            self.handle = open(self.path, "w", encoding="utf-8", newline="")
+        if self.suffix == ".jsonl":
+            self.handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         else:
-            raise ValueError(f"{self.path}: unknown output format; use .csv, .tsv, .jsonl or .parquet")
-        if self.handle is not None:
-            self.handle.flush()
+            if self.fields is None:
+                self.fields = list(rows[0])
+                csv.writer(self.handle, delimiter=self._delimiter).writerow(self.fields)
+            csv.DictWriter(self.handle, fieldnames=self.fields, delimiter=self._delimiter,
+                           extrasaction="ignore").writerows(rows)
+        self.handle.flush()
 
-    def close(self) -> None:
+    def position(self) -> int:
+        return self.handle.tell() if self.handle is not None else 0
+
+    def finish(self) -> None:
         if self.handle is not None:
             self.handle.close()
-        if self.parquet is not None:
-            self.parquet.close()
+        if self.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            parts = sorted(self.parts.glob("part-*.parquet"))
+            if parts:
+                tables = [pq.read_table(p) for p in parts]
+                with pq.ParquetWriter(self.path, tables[0].schema) as writer:
+                    for table in tables:
+                        writer.write_table(table)
+            for p in parts:
+                p.unlink()
+            self.parts.rmdir()
 
 
 def predict_file(classifier: Classifier, source: Path, target: Path, text_column: str | None = None,
-                 chunk: int = 1024, progress: bool = True) -> int:
-    """Score every row of `source` into `target` (the input's columns plus label and one probability per label),
-    streaming chunk by chunk; returns the number of rows written."""
-    total = _count_rows(source)
+                 chunk: int = 1024, progress: bool = True, overwrite: bool = False) -> int:
+    """Score every row of `source` into `target`: the input's columns plus `label` and `p_<label>` columns.
+
+    Streams chunk by chunk, tokenizing the next chunk while the model scores this one. After each chunk the
+    position is recorded in TARGET.progress.json, so an interrupted run continues where it stopped when started
+    again; the file is removed when the run completes. Returns the number of rows in `target`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="review", desc="scoring", disable=not progress, file=sys.stderr, mininterval=1.0)
-    writer = Writer(target)
-    written = 0
+    source, target = Path(source), Path(target)
+    sidecar = target.with_name(target.name + ".progress.json")
+    done, resume_bytes = 0, None
+    if sidecar.is_file() and not overwrite:
+        state = json.loads(sidecar.read_text())
+        if state["source"] != str(source.resolve()):
+            raise ValueError(f"{sidecar} belongs to another input ({state['source']}); pass --overwrite to start over")
+        done, resume_bytes = state["rows"], state["bytes"]
+    elif target.exists() and not overwrite:
+        raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
+    writer = Writer(target, resume_bytes if done else None)
+    bar = tqdm(total=_count_rows(source), initial=done, unit="review", desc="scoring", disable=not progress,
+               file=sys.stderr, mininterval=1.0)
     key = None
+    already, skipped = done, 0
+
+    def checked(first: int, rows: list[dict]) -> Ragged:
+        texts = []
+        for offset, row in enumerate(rows):
+            text = row.get(key)
+            where = f"{source}, {'row' if source.suffix == '.parquet' else 'line'} {first + offset}"
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{where}: empty or missing text in column {key!r}")
+            if data.not_utf8(text):
+                raise ValueError(f"{where}: not UTF-8 text; re-save the file as UTF-8")
+            texts.append(text)
+        return classifier.encode(texts)
+
     try:
-        for rows in read_texts(source, text_column, chunk):
-            key = key or text_key(source, rows[0], text_column)
-            texts = [row.get(key) for row in rows]
-            for offset, text in enumerate(texts):
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"{source}, row {written + offset + 1}: empty or missing text in column {key!r}")
-            probs = classifier.predict_proba(texts)
-            for row, p in zip(rows, probs):
-                row["label"] = classifier.labels[int(p.argmax())]
-                for name, value in zip(classifier.labels, p):
-                    row[f"p_{name}"] = round(float(value), 6)
-            writer.write(rows)
-            written += len(rows)
-            bar.update(len(rows))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            chunks = read_rows(source, chunk)
+            for first, rows in chunks:
+                if skipped < already:  # resuming: these rows are already in the output
+                    take = min(len(rows), already - skipped)
+                    skipped += take
+                    rows, first = rows[take:], first + take
+                    if not rows:
+                        continue
+                key = key or data._pick(list(rows[0]), text_column, data.TEXT_COLUMNS, "text", source)
+                job = (rows, pool.submit(checked, first, rows))
+                if pending is not None:
+                    done = _score_chunk(classifier, *pending, writer, done, bar, sidecar, source)
+                pending = job
+            if pending is not None:
+                done = _score_chunk(classifier, *pending, writer, done, bar, sidecar, source)
+        writer.finish()
+        sidecar.unlink(missing_ok=True)
     finally:
-        writer.close()
         bar.close()
-    return written
+        if writer.handle is not None:
+            writer.handle.close()
+    return done
+
+
+def _score_chunk(classifier: Classifier, rows: list[dict], tokens, writer: Writer, done: int, bar, sidecar: Path,
+                 source: Path) -> int:
+    probs = classifier.proba_from_tokens(tokens.result())
+    for row, p in zip(rows, probs):
+        row["label"] = classifier.labels[int(p.argmax())]
+        for name, value in zip(classifier.labels, p):
+            row[f"p_{name}"] = round(float(value), 6)
+    writer.write(rows, part=done)
+    done += len(rows)
+    partial = sidecar.with_suffix(".tmp")
+    partial.write_text(json.dumps({"source": str(source.resolve()), "rows": done, "bytes": writer.position()}))
+    partial.replace(sidecar)
+    bar.update(len(rows))
+    return done
 
 
 def _count_rows(path: Path) -> int | None:
@@ -195,8 +343,3 @@ def _count_rows(path: Path) -> int | None:
         with open(path, "rb") as f:
             return sum(1 for line in f if line.strip())
     return None  # CSV records may span lines: no cheap count
-
-
-def iter_labels(probs: np.ndarray, labels: Iterable[str]) -> list[dict]:
-    labels = list(labels)
-    return [{"label": labels[int(p.argmax())], **{name: float(v) for name, v in zip(labels, p)}} for p in probs]

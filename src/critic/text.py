@@ -155,6 +155,19 @@ def frame_all(encoder: Encoder, ragged: Ragged, truncation: Truncation) -> Ragge
     return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets)
 
 
+def frame_windows(encoder: Encoder, ragged: Ragged, max_length: int, stride: int) -> tuple[Ragged, np.ndarray]:
+    """Every text cut into overlapping windows, each framed with special tokens; `owners[j]` is window j's text."""
+    budget = max_length - encoder.specials
+    pieces, owners = [], []
+    for i in range(len(ragged)):
+        for part in windows(ragged[i], budget, stride):
+            pieces.append(encoder.frame(part))
+            owners.append(i)
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets), np.asarray(owners, np.int64)
+
+
 def prepare(texts: Sequence[str], encoder: Encoder, cleaning: str, truncation: Truncation,
             cache_dir: Path | None = None) -> Ragged:
     """Clean, tokenize once (cached when `cache_dir` is given), truncate and frame with special tokens."""

@@ -175,8 +175,9 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         """Validate, keep the best model, write a resumable checkpoint; True when patience has run out."""
         stop = False
         if dist.main:
-            metrics = validation_metrics(modelling.logits(model, val_inputs, encoder.pad_id, device, precision),
-                                         val_labels)
+            val_logits = modelling.logits(modelling.torch_forward(model, device, precision), val_inputs,
+                                          encoder.pad_id, model.config.num_labels)
+            metrics = validation_metrics(val_logits, val_labels)
             entry = {"step": state["step"], "epoch": round(epoch, 3), **{f"val_{k}": v for k, v in metrics.items()},
                      "train_loss": state.pop("running_loss", float("nan"))}
             state["history"].append(entry)
