@@ -192,6 +192,43 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from rich.console import Console
+
+    from critic.explain import explain, render_terminal
+    from critic.predict import Classifier
+
+    classifier = Classifier.load(args.model, backend="torch", precision="fp32")
+    console = Console()
+    for text in args.texts:
+        result = explain(classifier, text, steps=args.steps)
+        console.print(f"[bold]{result.label}[/bold] {result.probability:.3f}" +
+                      (" [dim](the review was longer than the window: dimmed words were not read)[/dim]"
+                       if result.truncated else ""))
+        console.print(render_terminal(result))
+        ranked = sorted((w for w in result.words if w["score"] is not None), key=lambda w: -abs(w["score"]))[:8]
+        console.print("[dim]strongest: " + ", ".join(f"{w['word']} {w['score']:+.2f}" for w in ranked) + "[/dim]\n")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from critic.serve import ServeSettings, serve
+
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        raise SystemExit(f"critic serve: ${args.api_key_env} is empty; export the key there or drop --api-key-env")
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+                             max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
+                             timeout_s=args.timeout, api_key=api_key, cors_origins=args.cors_origin or [])
+    _log(f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
+         f"micro-batching {'off' if args.max_batch == 1 else f'up to {args.max_batch} texts, {args.max_wait_ms:g} ms'}"
+         f"{'; API key required' if api_key else ''}")
+    serve(args.model, args.host, args.port, args.workers, settings, args.backend)
+    return 0
+
+
 def cmd_quickstart(args) -> int:
     import critic
     from critic import config, evaluate, profile, sources
@@ -302,6 +339,39 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                     help="also write the int8 model (default: yes)")
     ex.set_defaults(run=cmd_export)
+
+    exp = verbs.add_parser("explain", help="colour the words that pushed a prediction",
+                           description="Integrated gradients (Captum) on the input embeddings, summed per word: "
+                                       "green words pushed towards the predicted label, red words against it.")
+    exp.add_argument("model", help="a model folder written by `critic train`")
+    exp.add_argument("texts", nargs="+", help="reviews to explain")
+    exp.add_argument("--steps", type=int, default=24, help="integration steps (more: slower, more exact)")
+    exp.set_defaults(run=cmd_explain)
+
+    srv = verbs.add_parser("serve", help="an HTTP API with micro-batching and a web page",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Serve a model over HTTP: POST /v1/predict, /v1/explain, /v1/score-csv; "
+                                       "GET /healthz, /readyz, /metrics (Prometheus), /openapi.json, /docs, and a "
+                                       "page at / to try it in a browser.",
+                           epilog="example:\n  CRITIC_API_KEY=secret critic serve runs/minilm-imdb --api-key-env "
+                                  "CRITIC_API_KEY\n  curl -s localhost:8000/v1/predict -H 'X-API-Key: secret' "
+                                  "-H 'Content-Type: application/json' -d '{\"text\": \"A fine film.\"}'")
+    srv.add_argument("model", help="a model folder written by `critic train`")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
+    srv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
+    srv.add_argument("--max-batch", type=int, default=32, help="texts scored together (1: no micro-batching)")
+    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    srv.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
+    srv.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
+    srv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
+    srv.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
+    srv.add_argument("--api-key-env", help="name of an environment variable holding the API key that "
+                                           "/v1/* requests must send as X-API-Key")
+    srv.add_argument("--cors-origin", action="append", help="allow browser calls from this origin (repeatable; "
+                                                            "default: none)")
+    srv.set_defaults(run=cmd_serve)
 
     quick = verbs.add_parser("quickstart", help="fetch, profile, train and evaluate on IMDB with MiniLM",
                              description="The whole path on the embedded default: IMDB and MiniLM fetched and "

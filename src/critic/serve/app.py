@@ -1,0 +1,239 @@
+"""The HTTP API: FastAPI under uvicorn, with micro-batching, limits, an optional API key, Prometheus metrics and
+a web page to try the model.
+
+    POST /v1/predict     {"text": "..."} or {"texts": ["...", ...]} -> label and probabilities per text
+    POST /v1/explain     {"text": "..."} -> the words that pushed the decision
+    POST /v1/score-csv   a CSV body (text/csv) -> the same CSV with label and p_<label> columns
+    GET  /healthz /readyz /metrics /openapi.json, and / (the page)
+"""
+
+
+import asyncio
+import csv
+import hmac
+import io
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from critic.serve.batching import MicroBatcher
+
+
+@dataclass
+class ServeSettings:
+    max_batch: int = 32  # texts scored together; 1 turns micro-batching off
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_texts: int = 64  # texts per request
+    max_text_chars: int = 50_000
+    max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = 20_000_000  # /v1/score-csv
+    timeout_s: float = 30.0
+    api_key: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[Prediction]
+
+
+class Word(BaseModel):
+    word: str
+    start: int
+    end: int
+    score: float | None = Field(description="-1..1 towards the label; null when the word was cut by the window")
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    label: str
+    probability: float
+    truncated: bool
+    text: str
+    words: list[Word]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+# At least one character that is neither white space nor a control character: stricter than Python's idea of a
+# blank string (str.strip also removes \x1c-\x1f and \x85), so a schema-valid text is never refused as empty.
+NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f]"
+
+
+def request_models(settings: ServeSettings):
+    """Request bodies whose schema states the server's limits, so that clients and fuzzers see them."""
+    Text = Annotated[str, Field(min_length=1, max_length=settings.max_text_chars, pattern=NOT_BLANK)]
+
+    class OneText(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: Text = Field(description="one review")
+
+    class ManyTexts(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: list[Text] = Field(min_length=1, max_length=settings.max_texts, description="several reviews")
+
+    class ExplainRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: Text = Field(description="one review")
+
+    return OneText | ManyTexts, ExplainRequest
+
+
+def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
+    """An app serving `classifier` (a critic.Classifier)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+    settings = settings or ServeSettings()
+    PredictRequest, ExplainRequest = request_models(settings)
+    registry = CollectorRegistry()
+    requests_total = Counter("critic_requests_total", "HTTP requests", ["path", "status"], registry=registry)
+    latency = Histogram("critic_request_seconds", "Request latency", ["path"], registry=registry,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+    batch_sizes = Histogram("critic_batch_texts", "Texts per scored batch", registry=registry,
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    texts_total = Counter("critic_texts_total", "Texts scored", registry=registry)
+    batcher = MicroBatcher(classifier.predict_proba, settings.max_batch, settings.max_wait_ms / 1000,
+                           on_batch=lambda n: (batch_sizes.observe(n), texts_total.inc(n)))
+    page = resources.files("critic.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    version = str(classifier.meta.get("versions", {}).get("critic", "unknown"))
+    name = classifier.name
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        await batcher.stop()  # finishes what is queued
+
+    app = FastAPI(title="critic", version=version, lifespan=lifespan,
+                  description=f"Sentiment of reviews with the model '{name}' (labels: {', '.join(classifier.labels)}).")
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key"])
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        started = time.perf_counter()
+        limit = settings.max_upload_bytes if request.url.path == "/v1/score-csv" else settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            response = JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
+        elif declared is None and request.method == "POST" and len(await request.body()) > limit:
+            response = JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
+        else:
+            try:
+                response = await asyncio.wait_for(call_next(request), settings.timeout_s)
+            except asyncio.TimeoutError:
+                response = JSONResponse({"detail": f"no answer within {settings.timeout_s:g} s"}, status_code=504)
+        path = request.scope.get("route").path if request.scope.get("route") else "other"
+        requests_total.labels(path, str(response.status_code)).inc()
+        latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(ValueError)
+    async def unscorable(request: Request, error: ValueError):
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    def authorised(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if settings.api_key and not (x_api_key and hmac.compare_digest(x_api_key, settings.api_key)):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+
+    errors = {401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, 504: {"model": Problem}}
+
+    @app.post("/v1/predict", response_model=PredictResponse, responses=errors, dependencies=[Depends(authorised)])
+    async def predict(body: PredictRequest) -> PredictResponse:
+        texts = [body.text] if hasattr(body, "text") else body.texts
+        probs = await batcher.submit(texts)
+        return PredictResponse(model=name, version=version, predictions=[
+            Prediction(label=classifier.labels[int(p.argmax())],
+                       probabilities={label: float(v) for label, v in zip(classifier.labels, p)}) for p in probs])
+
+    @app.post("/v1/explain", response_model=ExplainResponse, responses=errors, dependencies=[Depends(authorised)])
+    async def explain(body: ExplainRequest) -> ExplainResponse:
+        from critic.explain import explain as attribute
+
+        result = await batcher.run_exclusive(attribute, classifier, body.text)
+        return ExplainResponse(model=name, **result.as_dict())
+
+    csv_body = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
+        "type": "string", "description": "a CSV file with a header line and a column of reviews"}}}}}
+
+    @app.post("/v1/score-csv", responses={**errors, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+              dependencies=[Depends(authorised)], openapi_extra=csv_body)
+    async def score_csv(request: Request, text_column: str | None = None) -> Response:
+        raw = await request.body()
+        try:
+            rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
+        if not rows:
+            raise HTTPException(422, "the CSV has no rows")
+        from critic.data import TEXT_COLUMNS, DataError, _pick
+
+        try:
+            key = _pick(list(rows[0]), text_column, TEXT_COLUMNS, "text", "upload")
+        except DataError as error:
+            raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
+        texts = [row.get(key) or "" for row in rows]
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise HTTPException(422, f"row {i + 1}: empty text in column {key!r}")
+            if len(text) > settings.max_text_chars:
+                raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is "
+                                         f"{settings.max_text_chars:,}")
+        probs = await batcher.submit(texts)
+        out = io.StringIO()
+        fields = list(rows[0]) + ["label"] + [f"p_{label}" for label in classifier.labels]
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row, p in zip(rows, probs):
+            row["label"] = classifier.labels[int(p.argmax())]
+            row.update({f"p_{label}": f"{v:.6f}" for label, v in zip(classifier.labels, p)})
+            writer.writerow(row)
+        return Response(out.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="scored.csv"'})
+
+    @app.get("/healthz", response_model=dict)
+    async def healthz() -> dict:
+        return {"status": "alive"}
+
+    @app.get("/readyz", response_model=dict, responses={503: {"model": Problem}})
+    async def readyz() -> JSONResponse:
+        if not state["ready"]:
+            return JSONResponse({"detail": "model not loaded"}, status_code=503)
+        return JSONResponse({"status": "ready", "model": name, "backend": classifier.backend})
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app

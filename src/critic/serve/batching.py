@@ -1,0 +1,90 @@
+"""Micro-batching: requests that arrive together are scored together, in one thread that owns the model."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+
+class MicroBatcher:
+    """Collects texts from concurrent requests into batches of up to `max_batch` texts. The first request of a
+    batch waits at most `max_wait_s` for company; while a batch is being scored, new requests queue up and form
+    the next one, so under load batches fill without waiting. `max_batch=1` scores each request alone."""
+
+    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.005,
+                 on_batch: Callable[[int], object] | None = None):
+        self.score = score
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="critic-model")
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Score everything already queued, then stop."""
+        if self.task is not None:
+            await self.queue.put(None)
+            await self.task
+            self.task = None
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str]) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def run_exclusive(self, function, *args):
+        """Run `function(*args)` in the model's thread, between batches."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            item = await self.queue.get()
+            if item is None:
+                break
+            batch, size = [item], len(item[0])
+            deadline = loop.time() + self.max_wait_s
+            while size < self.max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                size += len(item[0])
+            await self._score(batch, size)
+
+    async def _score(self, batch: list, size: int) -> None:
+        texts = [text for texts, _ in batch for text in texts]
+        try:
+            probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.score, texts)
+        except Exception as error:  # every waiting request learns what went wrong
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        if self.on_batch:
+            self.on_batch(size)
+        start = 0
+        for texts, future in batch:
+            if not future.done():  # a request that timed out no longer waits
+                future.set_result(probs[start:start + len(texts)])
+            start += len(texts)
