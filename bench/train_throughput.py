@@ -66,8 +66,9 @@ def notebook_loop(path: Path, texts: list[str], labels: np.ndarray, args, device
     return len(texts) / (time.perf_counter() - start)
 
 
-def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: torch.device, out: Path) -> float:
-    """Trainer as its documentation recommends for speed: dynamic padding, group_by_length, bf16 on a GPU."""
+def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: torch.device, out: Path,
+               bf16: bool) -> float:
+    """Trainer as its documentation recommends for speed: dynamic padding, group_by_length, bf16 when asked."""
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments)
 
@@ -80,7 +81,7 @@ def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: t
     gpu = device.type == "cuda"
     training_args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
-        group_by_length=True, bf16=gpu and torch.cuda.is_bf16_supported(), report_to=[], save_strategy="no",
+        group_by_length=True, bf16=bf16, report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=not gpu, dataloader_num_workers=2 if gpu else 0, disable_tqdm=True)
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
                       data_collator=DataCollatorWithPadding(tokenizer))
@@ -134,14 +135,19 @@ def main() -> None:
     print(f"critic       {speed:9.1f} samples/s  (batch {args.batch_size}, length-grouped, dynamic padding, "
           f"precision {meta['config']['precision']})", flush=True)
     if "trainer" not in args.skip:
-        results["hf_trainer"] = hf_trainer(path, texts, labels, args, device, work / "trainer")
-        print(f"HF Trainer   {results['hf_trainer']:9.1f} samples/s  (batch {args.batch_size}, group_by_length, "
-              f"dynamic padding)", flush=True)
+        # Trainer's default precision, and bf16 where the chip has it (a user who knows would switch it on)
+        bf16_ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else modelling.cpu_has_bf16()
+        variants = [("hf_trainer_bf16", True)] if device.type == "cuda" else \
+            [("hf_trainer", False)] + ([("hf_trainer_bf16", True)] if bf16_ok else [])
+        for name, bf16 in variants:
+            results[name] = hf_trainer(path, texts, labels, args, device, work / name, bf16)
+            print(f"HF Trainer   {results[name]:9.1f} samples/s  (batch {args.batch_size}, group_by_length, "
+                  f"dynamic padding, {'bf16' if bf16 else 'fp32'})", flush=True)
     if "notebook" not in args.skip:
         results["notebook"] = notebook_loop(path, texts, labels, args, device)
         print(f"notebook     {results['notebook']:9.1f} samples/s  (batch {args.notebook_batch_size}, padded to "
               f"{args.max_length}, fp32)", flush=True)
-    for peer in ("hf_trainer", "notebook"):
+    for peer in ("hf_trainer", "hf_trainer_bf16", "notebook"):
         if peer in results:
             print(f"ratio critic / {peer}: {results['critic'] / results[peer]:.2f}x")
 

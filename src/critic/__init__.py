@@ -35,15 +35,17 @@ def train_model(config=None, toml: str | Path | None = None, **settings) -> Path
 
 
 def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,
-                   seed: int = 42, output: str | Path | None = None, progress: bool = False) -> dict:
+                   seed: int = 42, output: str | Path | None = None, progress: bool = False,
+                   backend: str = "torch") -> dict:
     """Score `split` of `data` with a trained model and compute every metric; writes evaluation.json and
-    evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card."""
+    evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
+    (for the PyTorch model unless another backend is named)."""
     from tqdm.auto import tqdm
 
     from critic import data as datasets, evaluate, model as modelling
     from critic.predict import Classifier
 
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, backend=backend)
     frame = datasets.load(data).split(split, size, seed)
     texts = frame["text"].tolist()
     tokens = classifier.encode(texts)
@@ -52,11 +54,13 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     summary = evaluate.evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
                                 tokens.lengths + classifier.encoder.specials)
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
+    summary["backend"] = f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else \
+        classifier.backend
     folder = Path(output) if output else Path(model) / "evaluation"
     json_path, html_path = evaluate.write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
     headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece", "rows",
-                                        "data") if k in summary}
+                                        "data", "backend") if k in summary}
     modelling.update_meta(model, evaluation=headline)
     return summary
 

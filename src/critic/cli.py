@@ -156,7 +156,8 @@ def cmd_evaluate(args) -> int:
     import critic
     from critic import evaluate
 
-    summary = critic.evaluate_model(args.model, args.data, args.split, args.size, output=args.output, progress=True)
+    summary = critic.evaluate_model(args.model, args.data, args.split, args.size, output=args.output, progress=True,
+                                    backend=args.backend)
     evaluate.print_summary(summary)
     _log(f"wrote {' and '.join(summary['files'])}")
     return 0
@@ -304,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
     ev.add_argument("--size", type=int, help="a seeded random subset of N reviews")
     ev.add_argument("--output", help="folder for evaluation.json and evaluation.html (default: MODEL/evaluation)")
+    ev.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                    help="which exported form to evaluate (default: the PyTorch model)")
     ev.set_defaults(run=cmd_evaluate)
 
     pr = verbs.add_parser("predict", help="score texts or a file",

@@ -266,6 +266,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         modelling.update_meta(output, history=state["history"], train_seconds=elapsed,
                               train_samples_per_second=samples_seen / max(elapsed, 1e-9))
         write_stats(state["history"], output)
+        if progress:
+            print_stats(state["history"], state["best_step"])
         say(f"trained in {elapsed:.0f} s ({samples_seen / max(elapsed, 1e-9):.1f} samples/s); "
             f"best val {config.metric} {state['best']:.4f} at step {state['best_step']}; model in {output}")
     dist.barrier()
@@ -325,6 +327,21 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def print_stats(history: list[dict], best_step: int | None) -> None:
+    """The notebook's per-epoch table, one row per validation; the kept checkpoint is marked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Training", title_justify="left")
+    for column in ("epoch", "step", "training loss", "valid. loss", "valid. accuracy", "valid. AUC", ""):
+        table.add_column(column, justify="right")
+    for entry in history:
+        table.add_row(f"{entry['epoch']:.2f}", str(entry["step"]), f"{entry['train_loss']:.4f}",
+                      f"{entry['val_loss']:.4f}", f"{entry['val_accuracy']:.4f}", f"{entry['val_auc']:.4f}",
+                      "best" if entry["step"] == best_step else "")
+    Console(stderr=True).print(table)
 
 
 def write_stats(history: list[dict], output: Path) -> None:

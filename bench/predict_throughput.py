@@ -1,0 +1,93 @@
+"""Inference throughput: critic's backends vs `transformers.pipeline("text-classification")`, in one run, on the
+same fine-tuned model, the same IMDB test reviews and the same truncation (the first MAX_LENGTH tokens, as the
+pipeline cuts). Reports reviews/s (tokenization included) and accuracy for each; ratios last.
+
+    python bench/predict_throughput.py runs/minilm-imdb                 # 2,000 reviews, every CPU backend
+    python bench/predict_throughput.py runs/minilm-imdb --reviews 20000 --device cuda   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from critic import data  # noqa: E402
+from critic.export import INT8, ONNX_DIR, export  # noqa: E402
+from critic.predict import Classifier  # noqa: E402
+
+
+def run_pipeline(model_dir: Path, texts: list[str], max_length: int, batch_size: int, device: str) -> np.ndarray:
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(model_dir), device=device, top_k=None)
+    out = classify(texts, batch_size=batch_size, truncation=True, max_length=max_length)
+    return np.array([[next(s["score"] for s in scores if s["label"] == label) for label in ("negative", "positive")]
+                     for scores in out])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a fine-tuned critic model folder")
+    parser.add_argument("--reviews", type=int, default=2000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pipeline-batch-size", type=int, default=32)
+    parser.add_argument("--backends", nargs="*", default=None, help="default: torch onnx onnx-int8 on the CPU")
+    args = parser.parse_args()
+    model_dir = Path(args.model)
+    backends = args.backends or (["torch", "onnx", "onnx-int8"] if args.device == "cpu" else ["torch"])
+    if any(b.startswith("onnx") for b in backends) and not (model_dir / ONNX_DIR / INT8).is_file():
+        export(model_dir, int8=True, log=print)
+
+    frame = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)
+    texts, labels = frame["text"].tolist(), frame["label"].to_numpy()
+    # The pipeline applies no cleaning: give both the same cleaned texts, so they read the same tokens.
+    probe = Classifier.load(model_dir, backend="torch", device=args.device)
+    cleaned = [data.cleaner(probe.cleaning)(t) for t in texts]
+    max_length = probe.truncation.max_length
+    print(f"{len(texts)} IMDB test reviews, window {max_length} tokens (head), device {args.device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+
+    results = {}
+    start = time.perf_counter()
+    probs = run_pipeline(model_dir, cleaned, max_length, args.pipeline_batch_size, args.device)
+    results["transformers.pipeline"] = (len(texts) / (time.perf_counter() - start), probs)
+    for backend in backends:
+        precisions = ["fp32", "bf16"] if backend == "torch" else ["fp32"]
+        for precision in precisions:
+            if precision == "bf16" and args.device == "cpu":
+                from critic.model import cpu_has_bf16
+
+                if not cpu_has_bf16():
+                    continue
+            clf = Classifier.load(model_dir, device=args.device, backend=backend, precision=precision,
+                                  long_reviews="truncate")
+            clf.truncation = dataclasses.replace(clf.truncation, strategy="head")
+            clf.cleaning = "none"  # already cleaned above
+            clf.predict_proba(cleaned[:32])  # warm-up
+            start = time.perf_counter()
+            probs = clf.predict_proba(cleaned)
+            name = f"critic {backend}" + (f" {precision}" if backend == "torch" else "")
+            results[name] = (len(texts) / (time.perf_counter() - start), probs)
+
+    reference = results["transformers.pipeline"]
+    print(f"\n{'':28}{'reviews/s':>10}{'accuracy':>10}{'max |dp| vs pipeline':>22}")
+    for name, (speed, probs) in results.items():
+        accuracy = (probs.argmax(1) == labels).mean()
+        print(f"{name:28}{speed:10.1f}{accuracy:10.4f}{np.abs(probs - reference[1]).max():22.2e}")
+    print()
+    for name, (speed, probs) in results.items():
+        if name != "transformers.pipeline":
+            delta = ((probs.argmax(1) == labels).mean() - (reference[1].argmax(1) == labels).mean()) * 100
+            print(f"ratio {name} / pipeline: {speed / reference[0]:.2f}x (accuracy {delta:+.2f} points)")
+
+
+if __name__ == "__main__":
+    main()

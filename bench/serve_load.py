@@ -1,0 +1,157 @@
+"""Load test of `critic serve` on loopback, bounded in time: throughput and p50/p99 latency at rising concurrency
+(wrk, one review per request, real IMDB reviews), with and without micro-batching; then an open-loop run at half
+the saturation rate for its p99. The offline rate of the same backend on the same reviews, measured in the same
+run, is the yardstick: micro-batching must not waste the engine.
+
+    python bench/serve_load.py runs/minilm-imdb [--backend onnx-int8] [--duration 10]
+Needs wrk (Debian package `wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from critic import data  # noqa: E402
+from critic.predict import Classifier  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, backend: str, max_batch: int, port: int) -> subprocess.Popen:
+    import httpx
+
+    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", model, "--port", str(port), "--backend",
+                                backend, "--max-batch", str(max_batch), "--max-wait-ms", "5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def lua_script(texts: list[str], folder: Path) -> Path:
+    bodies = ",\n".join(json.dumps(json.dumps({"text": t})) for t in texts)
+    script = folder / "post.lua"
+    script.write_text(f"""
+bodies = {{{bodies}}}
+counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/v1/predict", nil, bodies[(counter % #bodies) + 1])
+end
+""")
+    return script
+
+
+def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency", "-s",
+                          str(script), url], capture_output=True, text=True).stdout
+
+    def seconds(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        value, unit = float(match[1]), match[2]
+        return value / {"us": 1e6, "ms": 1e3, "s": 1}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "p50": seconds("50"), "p99": seconds("99"),
+            "errors": (int(errors[1]) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0)}
+
+
+async def open_loop(url: str, texts: list[str], rate: float, duration: float) -> dict:
+    """Requests at a fixed rate, whatever the answers' pace: the latency a client sees at that load."""
+    import httpx
+
+    latencies, failures = [], 0
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def one(i: int):
+            nonlocal failures
+            started = time.perf_counter()
+            response = await client.post(f"{url}/v1/predict", json={"text": texts[i % len(texts)]})
+            latencies.append(time.perf_counter() - started)
+            failures += response.status_code != 200
+
+        tasks, begin = [], time.perf_counter()
+        for i in range(int(rate * duration)):
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return {"rate": rate, "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
+            "errors": failures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load level")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16, 32, 64])
+    parser.add_argument("--reviews", type=int, default=500)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    texts = data.load_dataset("imdb", split="test", size=args.reviews, seed=1)["text"].tolist()
+    clf = Classifier.load(args.model, backend=args.backend)
+    clf.predict_proba(texts[:32])
+    started = time.perf_counter()
+    clf.predict_proba(texts)
+    offline = len(texts) / (time.perf_counter() - started)
+    backend = clf.backend
+    del clf
+    print(f"backend {backend}; offline (critic predict, same reviews): {offline:.1f} reviews/s", flush=True)
+
+    folder = Path(tempfile.mkdtemp())
+    script = lua_script(texts, folder)
+    saturation = {}
+    for label, max_batch in (("micro-batching (32, 5 ms)", 32), ("no batching", 1)):
+        port = free_port()
+        server = start_server(args.model, backend, max_batch, port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            print(f"\n{label}\n{'clients':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}", flush=True)
+            best = 0.0
+            for connections in args.concurrency:
+                result = wrk(url, script, connections, args.duration)
+                best = max(best, result["rps"])
+                print(f"{connections:8d}{result['rps']:10.1f}{result['p50'] * 1e3:10.0f}{result['p99'] * 1e3:10.0f}"
+                      f"{result['errors']:8d}", flush=True)
+            saturation[label] = best
+            if max_batch > 1:
+                half = asyncio.run(open_loop(url, texts, best / 2, args.duration))
+                print(f"open loop at {half['rate']:.1f} req/s (half of saturation): p50 {half['p50'] * 1e3:.0f} ms, "
+                      f"p99 {half['p99'] * 1e3:.0f} ms, errors {half['errors']}", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    print()
+    for label, best in saturation.items():
+        print(f"saturation {label}: {best:.1f} req/s = {best / offline:.0%} of offline {offline:.1f} reviews/s")
+
+
+if __name__ == "__main__":
+    main()
