@@ -59,23 +59,25 @@ def main() -> None:
     start = time.perf_counter()
     probs = run_pipeline(model_dir, cleaned, max_length, args.pipeline_batch_size, args.device)
     results["transformers.pipeline"] = (len(texts) / (time.perf_counter() - start), probs)
-    for backend in backends:
-        precisions = ["fp32", "bf16"] if backend == "torch" else ["fp32"]
-        for precision in precisions:
-            if precision == "bf16" and args.device == "cpu":
-                from critic.model import cpu_has_bf16
+    from critic.model import cpu_has_bf16
 
-                if not cpu_has_bf16():
-                    continue
-            clf = Classifier.load(model_dir, device=args.device, backend=backend, precision=precision,
-                                  long_reviews="truncate")
-            clf.truncation = dataclasses.replace(clf.truncation, strategy="head")
-            clf.cleaning = "none"  # already cleaned above
-            clf.predict_proba(cleaned[:32])  # warm-up
-            start = time.perf_counter()
-            probs = clf.predict_proba(cleaned)
-            name = f"critic {backend}" + (f" {precision}" if backend == "torch" else "")
-            results[name] = (len(texts) / (time.perf_counter() - start), probs)
+    bf16 = args.device != "cpu" or cpu_has_bf16()
+    variants = [(b, "fp32", False) for b in backends]
+    if "torch" in backends and bf16:
+        variants += [("torch", "bf16", False), ("torch", "bf16", True)]
+    for backend, precision, compiled in variants:
+        clf = Classifier.load(model_dir, device=args.device, backend=backend, precision=precision,
+                              long_reviews="truncate", compile=compiled)
+        clf.truncation = dataclasses.replace(clf.truncation, strategy="head")
+        clf.cleaning = "none"  # already cleaned above
+        warm = time.perf_counter()
+        clf.predict_proba(cleaned[:64])  # warm-up (compilation, for the compiled model)
+        warm = time.perf_counter() - warm
+        start = time.perf_counter()
+        probs = clf.predict_proba(cleaned)
+        name = f"critic {backend}" + (f" {precision}" if backend == "torch" else "") + \
+            (f" compiled ({warm:.0f} s once)" if compiled else "")
+        results[name] = (len(texts) / (time.perf_counter() - start), probs)
 
     reference = results["transformers.pipeline"]
     print(f"\n{'':28}{'reviews/s':>10}{'accuracy':>10}{'max |dp| vs pipeline':>22}")

@@ -82,6 +82,19 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
             "errors": (int(errors[1]) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0)}
 
 
+def wait_until_idle(url: str, text: str, quick_s: float = 0.3, limit_s: float = 60) -> None:
+    """Until a lone request is answered quickly: queued requests from an earlier load are done."""
+    import httpx
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        httpx.post(f"{url}/v1/predict", json={"text": text}, timeout=60)
+        if time.perf_counter() - started < quick_s:
+            return
+        time.sleep(0.5)
+
+
 async def open_loop(url: str, texts: list[str], rate: float, duration: float) -> dict:
     """Requests at a fixed rate, whatever the answers' pace: the latency a client sees at that load."""
     import httpx
@@ -142,6 +155,7 @@ def main() -> None:
                       f"{result['errors']:8d}", flush=True)
             saturation[label] = best
             if max_batch > 1:
+                wait_until_idle(url, texts[0])  # the last wrk level leaves a backlog behind
                 half = asyncio.run(open_loop(url, texts, best / 2, args.duration))
                 print(f"open loop at {half['rate']:.1f} req/s (half of saturation): p50 {half['p50'] * 1e3:.0f} ms, "
                       f"p99 {half['p99'] * 1e3:.0f} ms, errors {half['errors']}", flush=True)

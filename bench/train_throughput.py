@@ -90,7 +90,7 @@ def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: t
 
 
 def critic_run(path: Path, frame_path: Path, n: int, args, out: Path) -> tuple[float, dict]:
-    cfg = config.build(dict(model=str(path), data=str(frame_path), preset="gpu", train_size=n, eval_size=64,
+    cfg = config.build(dict(model=str(path), data=str(frame_path), preset="gpu", train_size=n, eval_size=32,
                             max_length=args.max_length, truncation="head", epochs=1, batch_size=args.batch_size,
                             precision=args.precision, compile=args.compile, output=str(out), device=args.device))
     folder = train(cfg, log=lambda m: None, progress=False)
@@ -120,17 +120,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="critic-bench-"))
     os.environ.setdefault("CRITIC_CACHE", str(sources.cache_root()))
     path = model_folder(args.arch, work / "model")
-    # The same reviews for all: a seeded sample of the IMDB training split, saved as a file that critic reads.
-    frame = data.load_dataset("imdb", split="train", size=args.samples, seed=0)
-    frame_path = work / "train.csv"
-    frame.assign(split="train").to_csv(frame_path, index=False)
+    # The same reviews for all: a seeded sample of IMDB saved as a file; critic splits it by text hash (80/10/10)
+    # and every contender trains on the training part of that split.
+    sample = data.load_dataset("imdb", split="all", size=round(args.samples / 0.8), seed=0)
+    frame_path = work / "reviews.csv"
+    sample.to_csv(frame_path, index=False)
+    frame = data.load(frame_path).split("train")
     texts, labels = frame["text"].map(data.clean_default).tolist(), frame["label"].to_numpy()
 
     results = {}
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
-          f"{'GPU' if device.type == 'cuda' else 'CPU cores'}), {args.arch}, {args.samples} reviews, "
+          f"{'GPU' if device.type == 'cuda' else 'CPU cores'}), {args.arch}, {len(frame)} reviews, "
           f"{args.max_length} tokens, torch {torch.__version__}", flush=True)
-    speed, meta = critic_run(path, frame_path, args.samples, args, work / "critic")
+    speed, meta = critic_run(path, frame_path, len(frame), args, work / "critic")
     results["critic"] = speed
     print(f"critic       {speed:9.1f} samples/s  (batch {args.batch_size}, length-grouped, dynamic padding, "
           f"precision {meta['config']['precision']})", flush=True)

@@ -9,6 +9,15 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Session-wide fixtures (models trained once) never touch the user's cache, nor the network."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRITIC_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        patch.setenv("CRITIC_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty artifact cache and no online sources."""
@@ -83,3 +92,16 @@ def tiny_distilbert(tmp_path_factory, tiny_bert) -> Path:
     torch.manual_seed(0)
     DistilBertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory, tiny_bert) -> Path:
+    """The tiny BERT fine-tuned on 1,000 synthetic reviews (toy.csv lies beside the model folder)."""
+    import synthetic
+    from critic import config, train
+
+    folder = tmp_path_factory.mktemp("toy-model")
+    synthetic.reviews(1000).to_csv(folder / "toy.csv", index=False)
+    settings = dict(model=str(tiny_bert), data=str(folder / "toy.csv"), preset="gpu", max_length=32, epochs=2,
+                    batch_size=32, lr=3e-3, output=str(folder / "model"), device="cpu")
+    return train.train(config.build(settings), progress=False)

@@ -1,4 +1,3 @@
-import json
 import tarfile
 
 import pandas as pd

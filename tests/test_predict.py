@@ -6,58 +6,48 @@ import pytest
 
 import critic
 import synthetic
-from critic import config, train
 from critic.cli import main
 from critic.predict import Classifier, predict_file
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_bert):
-    folder = tmp_path_factory.mktemp("predict")
-    synthetic.reviews(1000).to_csv(folder / "toy.csv", index=False)
-    settings = dict(model=str(tiny_bert), data=str(folder / "toy.csv"), preset="gpu", max_length=32, epochs=2,
-                    batch_size=32, lr=3e-3, output=str(folder / "model"), device="cpu")
-    return train.train(config.build(settings), progress=False)
-
-
-def test_predict_and_proba(model_dir):
-    clf = Classifier.load(model_dir)
+def test_predict_and_proba(toy_model):
+    clf = Classifier.load(toy_model)
     assert clf.labels == ["negative", "positive"]
     probs = clf.predict_proba(["a great fun film", "awful boring mess", "the plot was superb and brilliant"])
     assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1)
     assert clf.predict(["a great fun film", "awful boring mess"]) == ["positive", "negative"]
 
 
-def test_batched_equals_one_by_one(model_dir):
-    clf = Classifier.load(model_dir, precision="fp32")
+def test_batched_equals_one_by_one(toy_model):
+    clf = Classifier.load(toy_model, precision="fp32")
     texts = synthetic.reviews(40, seed=5, max_words=60)["text"].tolist()
     together = clf.predict_proba(texts)
     alone = np.vstack([clf.predict_proba([t]) for t in texts])
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_bad_input_names_the_row(model_dir):
-    clf = Classifier.load(model_dir)
+def test_bad_input_names_the_row(toy_model):
+    clf = Classifier.load(toy_model)
     with pytest.raises(ValueError, match="text 1: empty text"):
         clf.predict(["fine film", "   "])
     with pytest.raises(ValueError, match="text 0: expected a string, got int"):
         clf.predict([3])
 
 
-def test_same_probabilities_through_transformers_pipeline(model_dir):
+def test_same_probabilities_through_transformers_pipeline(toy_model):
     from transformers import pipeline
 
-    clf = Classifier.load(model_dir, precision="fp32")
+    clf = Classifier.load(toy_model, precision="fp32")
     texts = ["a great fun film", "awful boring mess and the worst plot", "the acting was good"]
     ours = clf.predict_proba(texts)
-    theirs = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")(texts)
+    theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)
     for row, scores in zip(ours, theirs):
         by_label = {s["label"]: s["score"] for s in scores}
         assert np.allclose(row, [by_label["negative"], by_label["positive"]], atol=1e-5)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".txt"])
-def test_predict_file_formats(model_dir, tmp_path, suffix):
+def test_predict_file_formats(toy_model, tmp_path, suffix):
     texts = ["a great fun film", "awful boring mess", "the plot was superb"]
     source = tmp_path / f"in{suffix}"
     if suffix == ".csv":
@@ -69,52 +59,52 @@ def test_predict_file_formats(model_dir, tmp_path, suffix):
     else:
         source.write_text("\n".join(texts) + "\n")
     target = tmp_path / f"out{'.csv' if suffix == '.txt' else suffix}"
-    assert predict_file(Classifier.load(model_dir), source, target, chunk=2, progress=False) == 3
+    assert predict_file(Classifier.load(toy_model), source, target, chunk=2, progress=False) == 3
     scored = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
               ".parquet": pd.read_parquet}[target.suffix](target)
     assert scored["label"].tolist() == ["positive", "negative", "positive"]
     assert np.allclose(scored["p_negative"] + scored["p_positive"], 1, atol=1e-5)
 
 
-def test_predict_file_empty_row_is_named(model_dir, tmp_path):
+def test_predict_file_empty_row_is_named(toy_model, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "good"}\n{"text": ""}\n')
     with pytest.raises(ValueError, match=r"in.jsonl, line 2: empty or missing text"):
-        predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False)
+        predict_file(Classifier.load(toy_model), source, tmp_path / "out.jsonl", progress=False)
 
 
-def test_evaluate_model_and_cli(model_dir, tmp_path, capsys):
-    data = model_dir.parent / "toy.csv"
-    summary = critic.evaluate_model(model_dir, data, "test")
+def test_evaluate_model_and_cli(toy_model, tmp_path, capsys):
+    data = toy_model.parent / "toy.csv"
+    summary = critic.evaluate_model(toy_model, data, "test")
     assert summary["accuracy"] > 0.9
-    card = (model_dir / "README.md").read_text()
+    card = (toy_model / "README.md").read_text()
     assert "## Evaluation" in card and f"{summary['accuracy']:.4f}" in card
-    assert main(["predict", str(model_dir), "a great fun film"]) == 0
+    assert main(["predict", str(toy_model), "a great fun film"]) == 0
     assert capsys.readouterr().out.startswith("positive\t")
-    assert main(["evaluate", str(model_dir), str(data), "--output", str(tmp_path / "ev")]) == 0
+    assert main(["evaluate", str(toy_model), str(data), "--output", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "evaluation.html").is_file()
     assert main(["predict", str(tmp_path / "nothing"), "x"]) == 2
     assert "not a critic model" in capsys.readouterr().err
 
 
-def test_predict_file_refuses_to_overwrite_a_complete_output(model_dir, tmp_path):
+def test_predict_file_refuses_to_overwrite_a_complete_output(toy_model, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("a great fun film\n")
-    predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False)
+    predict_file(Classifier.load(toy_model), source, tmp_path / "out.jsonl", progress=False)
     with pytest.raises(ValueError, match="already exists and is complete; pass --overwrite"):
-        predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False)
-    assert predict_file(Classifier.load(model_dir), source, tmp_path / "out.jsonl", progress=False, overwrite=True) == 1
+        predict_file(Classifier.load(toy_model), source, tmp_path / "out.jsonl", progress=False)
+    assert predict_file(Classifier.load(toy_model), source, tmp_path / "out.jsonl", progress=False, overwrite=True) == 1
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
-def test_interrupted_scoring_resumes_where_it_stopped(model_dir, tmp_path, suffix, monkeypatch):
+def test_interrupted_scoring_resumes_where_it_stopped(toy_model, tmp_path, suffix, monkeypatch):
     from critic import predict
 
     texts = synthetic.reviews(50, seed=9)["text"].tolist()
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     target = tmp_path / f"out{suffix}"
-    clf = Classifier.load(model_dir, precision="fp32")
+    clf = Classifier.load(toy_model, precision="fp32")
     real = predict._score_chunk
     calls = []
 
@@ -142,21 +132,21 @@ def test_interrupted_scoring_resumes_where_it_stopped(model_dir, tmp_path, suffi
     assert not target.with_name(target.name + ".progress.json").exists()
 
 
-def test_non_utf8_row_is_named_and_rows_before_it_are_kept(model_dir, tmp_path):
+def test_non_utf8_row_is_named_and_rows_before_it_are_kept(toy_model, tmp_path):
     source = tmp_path / "in.txt"
     source.write_bytes(b"a great fun film\n" * 5 + b"caf\xe9 awful\n" + b"good\n")
     target = tmp_path / "out.csv"
     with pytest.raises(ValueError, match=r"in.txt, line 6: not UTF-8 text"):
-        predict_file(Classifier.load(model_dir), source, target, chunk=5, progress=False)
+        predict_file(Classifier.load(toy_model), source, target, chunk=5, progress=False)
     assert len(pd.read_csv(target)) == 5  # the first chunk was scored and kept, ready to resume
 
 
-def test_a_one_megabyte_review(model_dir):
-    clf = Classifier.load(model_dir)
+def test_a_one_megabyte_review(toy_model):
+    clf = Classifier.load(toy_model)
     huge = "the plot was great and fun . " * 35_000
     assert len(huge) > 1_000_000
     assert clf.predict([huge, "awful"]) == ["positive", "negative"]
-    windows = Classifier.load(model_dir, long_reviews="windows")
+    windows = Classifier.load(toy_model, long_reviews="windows")
     assert windows.predict([huge]) == ["positive"]
 
 
@@ -175,9 +165,9 @@ def test_windows_pooling_rules():
 
 
 @pytest.mark.parametrize("pool", ["mean-prob", "mean-logit", "max-confidence"])
-def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(model_dir, pool):
-    plain = Classifier.load(model_dir, precision="fp32")
-    windowed = Classifier.load(model_dir, precision="fp32", long_reviews="windows", stride=10, pool=pool)
+def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(toy_model, pool):
+    plain = Classifier.load(toy_model, precision="fp32")
+    windowed = Classifier.load(toy_model, precision="fp32", long_reviews="windows", stride=10, pool=pool)
     short = ["a great fun film", "awful boring mess"]
     assert np.allclose(plain.predict_proba(short), windowed.predict_proba(short), atol=1e-6)
     long = synthetic.reviews(12, seed=3, min_words=40, max_words=90)["text"].tolist()
@@ -186,13 +176,13 @@ def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(model_
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_onnx_export_parity_and_backends(model_dir, tmp_path):
+def test_onnx_export_parity_and_backends(toy_model, tmp_path):
     import shutil
 
     from critic.export import export
 
     folder = tmp_path / "copy"
-    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
     with pytest.raises(FileNotFoundError, match="run `critic export"):
         Classifier.load(folder, backend="onnx")
     report = export(folder, int8=True)

@@ -22,24 +22,14 @@ from schemathesis.checks import positive_data_acceptance
 from fastapi.testclient import TestClient
 
 import synthetic
-from critic import config, train
 from critic.predict import Classifier
 from critic.serve import ServeSettings, create_app
 from critic.serve.batching import MicroBatcher
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_bert):
-    folder = tmp_path_factory.mktemp("serve")
-    synthetic.reviews(800).to_csv(folder / "toy.csv", index=False)
-    settings = dict(model=str(tiny_bert), data=str(folder / "toy.csv"), preset="gpu", max_length=32, epochs=2,
-                    batch_size=32, lr=3e-3, output=str(folder / "model"), device="cpu")
-    return train.train(config.build(settings), progress=False)
-
-
-@pytest.fixture(scope="module")
-def classifier(model_dir):
-    return Classifier.load(model_dir, precision="fp32")
+def classifier(toy_model):
+    return Classifier.load(toy_model, precision="fp32")
 
 
 @pytest.fixture
@@ -165,10 +155,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
+def server(toy_model):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(model_dir), "--port", str(port),
-                                "--max-wait-ms", "20", "--backend", "torch"],
+    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
+                                "--max-wait-ms", "20", "--backend", "torch", "--precision", "fp32"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -273,9 +263,9 @@ def test_browser_page(server, tmp_path):
         browser.close()
 
 
-def test_graceful_shutdown_finishes_requests_in_flight(model_dir):
+def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(model_dir), "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
                                 "--backend", "torch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

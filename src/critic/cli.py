@@ -14,6 +14,10 @@ examples:
   critic train --model minilm --epochs 3     fine-tune; every setting is also in `critic train --help`
   critic evaluate runs/minilm-imdb           metrics, curves, calibration and an HTML report on the test split
   critic predict runs/minilm-imdb "A moving, beautifully shot film."
+  critic predict runs/minilm-imdb --file reviews.csv --long-reviews windows   scored.csv beside it; resumable
+  critic export runs/minilm-imdb             ONNX fp32 + int8: predict uses them on the CPU
+  critic explain runs/minilm-imdb "Slow start, but a superb, moving finale."
+  critic serve runs/minilm-imdb              HTTP API, metrics and a page at http://127.0.0.1:8000/
 
 Artifacts are cached under $CRITIC_CACHE (default ~/.cache/critic). Set CRITIC_OFFLINE=1 to skip online sources.
 """
@@ -90,6 +94,10 @@ TRAIN_HELP = {
     "truncation": "how longer reviews are cut: head, tail or head+tail",
     "head_tokens": "with head+tail: tokens kept from the start, the rest of the window from the end "
                    "(default: a quarter of the window, 128 of 512)",
+    "long_reviews": "how `critic predict` treats reviews longer than the window by default: truncate, or windows "
+                    "(overlapping windows scored and pooled: +1.2 points on IMDB, 2.2x the compute)",
+    "window_stride": "with windows: tokens between window starts (default: half a window)",
+    "window_pool": "with windows: mean-prob, mean-logit or max-confidence (best measured on IMDB)",
     "epochs": "passes over the training data",
     "batch_size": "reviews per step (per process under torchrun)",
     "lr": "peak learning rate of AdamW",
@@ -167,7 +175,8 @@ def cmd_predict(args) -> int:
     from critic.predict import Classifier, predict_file
 
     classifier = Classifier.load(args.model, device=args.device, backend=args.backend,
-                                 long_reviews=args.long_reviews, stride=args.stride, pool=args.pool)
+                                 long_reviews=args.long_reviews, stride=args.stride, pool=args.pool,
+                                 compile=args.compile)
     if args.file:
         source = Path(args.file)
         suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix
@@ -226,7 +235,7 @@ def cmd_serve(args) -> int:
     _log(f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
          f"micro-batching {'off' if args.max_batch == 1 else f'up to {args.max_batch} texts, {args.max_wait_ms:g} ms'}"
          f"{'; API key required' if api_key else ''}")
-    serve(args.model, args.host, args.port, args.workers, settings, args.backend)
+    serve(args.model, args.host, args.port, args.workers, settings, args.backend, args.precision)
     return 0
 
 
@@ -326,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "windows and pool them (default: as saved with the model)")
     pr.add_argument("--stride", type=int, help="with windows: tokens between window starts (default: half a window)")
     pr.add_argument("--pool", choices=["mean-prob", "mean-logit", "max-confidence"],
-                    help="with windows: how window scores combine (default: mean-prob)")
+                    help="with windows: how window scores combine (default: max-confidence, the best on IMDB)")
+    pr.add_argument("--compile", action="store_true",
+                    help="torch.compile the PyTorch model: about 20 s once, then about 25%% faster on a CPU")
     pr.add_argument("--overwrite", action="store_true",
                     help="with --file: score again from the start even when the output exists or a run was "
                          "interrupted (by default an interrupted run continues where it stopped)")
@@ -363,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
-    srv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
+    srv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+                     help="auto: the exported ONNX int8 model when present and on the CPU, else PyTorch")
+    srv.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                     help="with the PyTorch backend (auto: bf16 where the chip has it)")
     srv.add_argument("--max-batch", type=int, default=32, help="texts scored together (1: no micro-batching)")
     srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
     srv.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")

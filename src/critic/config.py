@@ -29,6 +29,9 @@ class TrainConfig:
     max_length: int = 512
     truncation: str = "head+tail"
     head_tokens: int | None = None  # with head+tail; default a quarter of max_length
+    long_reviews: str = "truncate"  # at prediction: truncate, or windows (scored and pooled); saved with the model
+    window_stride: int | None = None  # with windows; default half a window
+    window_pool: str = "max-confidence"  # with windows: mean-prob, mean-logit or max-confidence
     # optimisation
     epochs: int = 3
     batch_size: int = 32
@@ -55,6 +58,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.truncation not in STRATEGIES:
             raise ValueError(f"truncation '{self.truncation}': choose one of {', '.join(STRATEGIES)}")
+        if self.long_reviews not in ("truncate", "windows"):
+            raise ValueError(f"long_reviews '{self.long_reviews}': choose truncate or windows")
+        if self.window_pool not in ("mean-prob", "mean-logit", "max-confidence"):
+            raise ValueError(f"window_pool '{self.window_pool}': choose mean-prob, mean-logit or max-confidence")
         if self.select not in ("best", "last"):
             raise ValueError(f"select '{self.select}': choose best or last")
         if self.metric not in ("accuracy", "auc", "loss"):

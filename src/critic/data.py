@@ -116,7 +116,7 @@ def parse_label_map(spec: str) -> dict[str, int]:
     return mapping
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+def records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line or row number, record) for each record of a CSV, TSV, JSONL or Parquet file."""
     suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix
     suffix = suffix.lower()
@@ -168,7 +168,7 @@ def not_utf8(text: str) -> bool:
     return _UNDECODABLE.search(text) is not None
 
 
-def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
+def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
     if wanted is not None:
         if wanted not in columns:
             raise DataError(f"{path}: no {what} column '{wanted}'; the columns are: {', '.join(columns)}")
@@ -193,12 +193,12 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
     label_map = columns.label_map or KNOWN_LABELS
     texts, labels, errors = [], [], []
     text_key = label_key = None
-    for where, record in _records(path):
+    for where, record in records(path):
         if text_key is None:
             keys = list(record)
-            text_key = _pick(keys, columns.text, TEXT_COLUMNS, "text", path)
+            text_key = pick_column(keys, columns.text, TEXT_COLUMNS, "text", path)
             if not unlabeled:
-                label_key = _pick(keys, columns.label, LABEL_COLUMNS, "label", path)
+                label_key = pick_column(keys, columns.label, LABEL_COLUMNS, "label", path)
         report.rows_read += 1
         text = record.get(text_key)
         problem = None

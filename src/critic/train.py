@@ -127,8 +127,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         device = torch.device("cuda", dist.local_rank)
     precision = modelling.resolve_precision(config.precision, device)
     model.to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm weights
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=config.lr, eps=config.adam_eps, fused=device.type == "cuda")
@@ -160,6 +160,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         random.setstate(saved["rng"]["python"])
         np.random.set_state(saved["rng"]["numpy"])
         torch.set_rng_state(saved["rng"]["torch"])
+        if saved["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         say(f"resuming from step {state['step']} of {total_steps} ({checkpoint_path})")
     if dist.main:
         config.save(output / "train_config.json")
@@ -168,6 +170,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     meta = {
         "name": output.name, "base_model": config.model, "data": config.data, "labels": list(data.LABEL_NAMES),
         "cleaning": config.cleaning, "truncation": truncation.as_dict(), "train_rows": len(train_frame),
+        "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
         "manifest": dataset.manifest, "config": config.to_dict(), "notes": config.notes,
     }
 
@@ -201,7 +204,9 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "state": state, "config": _resumable(config),
                      "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}}, checkpoint_path)
+                             "torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}},
+                    checkpoint_path)
 
     # ---- the loop. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume.
     interrupted = _InterruptFlag()

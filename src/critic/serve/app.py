@@ -193,10 +193,10 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
         if not rows:
             raise HTTPException(422, "the CSV has no rows")
-        from critic.data import TEXT_COLUMNS, DataError, _pick
+        from critic.data import TEXT_COLUMNS, DataError, pick_column
 
         try:
-            key = _pick(list(rows[0]), text_column, TEXT_COLUMNS, "text", "upload")
+            key = pick_column(list(rows[0]), text_column, TEXT_COLUMNS, "text", "upload")
         except DataError as error:
             raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
         texts = [row.get(key) or "" for row in rows]
