@@ -35,11 +35,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, backend: str, max_batch: int, port: int) -> subprocess.Popen:
+def start_server(model: str, backend: str, max_batch: int, max_wait_ms: float, port: int) -> subprocess.Popen:
     import httpx
 
     process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", model, "--port", str(port), "--backend",
-                                backend, "--max-batch", str(max_batch), "--max-wait-ms", "5"],
+                                backend, "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -124,6 +124,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per load level")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16, 32, 64])
     parser.add_argument("--reviews", type=int, default=500)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--skip-unbatched", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -141,9 +144,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp())
     script = lua_script(texts, folder)
     saturation = {}
-    for label, max_batch in (("micro-batching (32, 5 ms)", 32), ("no batching", 1)):
+    configs = [(f"micro-batching (up to {args.max_batch}, wait {args.max_wait_ms:g} ms)", args.max_batch,
+                args.max_wait_ms)] + ([("no batching", 1, 0.0)] if not args.skip_unbatched else [])
+    for label, max_batch, max_wait_ms in configs:
         port = free_port()
-        server = start_server(args.model, backend, max_batch, port)
+        server = start_server(args.model, backend, max_batch, max_wait_ms, port)
         url = f"http://127.0.0.1:{port}"
         try:
             print(f"\n{label}\n{'clients':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}", flush=True)

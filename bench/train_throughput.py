@@ -79,9 +79,14 @@ def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: t
     dataset = [{"input_ids": ids, "attention_mask": mask, "labels": int(y)}
                for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
     gpu = device.type == "cuda"
+    import inspect
+
+    # transformers 4 says group_by_length=True, transformers 5 train_sampling_strategy="group_by_length"
+    grouping = {"group_by_length": True} if "group_by_length" in inspect.signature(TrainingArguments).parameters \
+        else {"train_sampling_strategy": "group_by_length"}
     training_args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
-        group_by_length=True, bf16=bf16, report_to=[], save_strategy="no",
+        **grouping, bf16=bf16, report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=not gpu, dataloader_num_workers=2 if gpu else 0, disable_tqdm=True)
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
                       data_collator=DataCollatorWithPadding(tokenizer))
@@ -135,7 +140,8 @@ def main() -> None:
     speed, meta = critic_run(path, frame_path, len(frame), args, work / "critic")
     results["critic"] = speed
     print(f"critic       {speed:9.1f} samples/s  (batch {args.batch_size}, length-grouped, dynamic padding, "
-          f"precision {meta['config']['precision']})", flush=True)
+          f"precision {meta['config']['precision']}; training steps only: {meta['validation_seconds']:.1f} s of "
+          f"validation and checkpoints left out, as Trainer's figure leaves out its set-up)", flush=True)
     if "trainer" not in args.skip:
         # Trainer's default precision, and bf16 where the chip has it (a user who knows would switch it on)
         bf16_ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else modelling.cpu_has_bf16()

@@ -233,7 +233,7 @@ def cmd_serve(args) -> int:
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                              timeout_s=args.timeout, api_key=api_key, cors_origins=args.cors_origin or [])
     _log(f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
-         f"micro-batching {'off' if args.max_batch == 1 else f'up to {args.max_batch} texts, {args.max_wait_ms:g} ms'}"
+         f"micro-batching {'off' if args.max_batch == 1 else f'up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms'}"
          f"{'; API key required' if api_key else ''}")
     serve(args.model, args.host, args.port, args.workers, settings, args.backend, args.precision)
     return 0
@@ -379,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                      help="with the PyTorch backend (auto: bf16 where the chip has it)")
     srv.add_argument("--max-batch", type=int, default=32, help="texts scored together (1: no micro-batching)")
-    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    srv.add_argument("--max-wait-ms", type=float, default=0.0,
+                     help="how long the first request of a batch waits for company (default 0: batches form from "
+                          "requests that queue while the model is busy; a few ms can help on a GPU)")
     srv.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
     srv.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
     srv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")

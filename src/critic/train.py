@@ -126,12 +126,13 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     precision = modelling.resolve_precision(config.precision, device)
+    pad_multiple = 8 if device.type == "cuda" else 1  # tensor cores like multiples of 8; a CPU only pays for them
     model.to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.lr, eps=config.adam_eps, fused=device.type == "cuda")
+                                  lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
     batches_per_epoch = math.ceil(len(train_frame) / config.batch_size)
     # Every rank must take the same number of steps; with several, the last uneven batches are left out.
     steps_per_epoch = batches_per_epoch if dist.world == 1 else batches_per_epoch // dist.world
@@ -176,6 +177,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
 
     def evaluate_and_checkpoint(epoch: float) -> bool:
         """Validate, keep the best model, write a resumable checkpoint; True when patience has run out."""
+        started_at = time.perf_counter()
         stop = False
         if dist.main:
             val_logits = modelling.logits(modelling.torch_forward(model, device, precision), val_inputs,
@@ -198,6 +200,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
             stop = config.patience > 0 and state["bad_evals"] >= config.patience
             save_checkpoint()
         model.train()  # validation switched dropout off
+        timing["validating"] += time.perf_counter() - started_at
         return dist.broadcast_flag(stop)
 
     def save_checkpoint() -> None:
@@ -214,6 +217,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     stopped = False
     start_epoch = state["step"] // steps_per_epoch
     started = time.perf_counter()
+    timing = {"validating": 0.0}  # validation and checkpoints, kept apart from the training steps' speed
     samples_seen = 0
     for epoch in range(start_epoch, config.epochs):
         batches = length_grouped_batches(train_inputs.lengths, config.batch_size, seed=config.seed + epoch)
@@ -221,7 +225,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         skip = state["step"] - epoch * steps_per_epoch
         model.train()
         for rows in my_batches[skip:]:
-            batch = {k: v.to(device, non_blocking=True) for k, v in pad(train_inputs, rows, encoder.pad_id).items()}
+            batch = {k: v.to(device, non_blocking=True)
+                     for k, v in pad(train_inputs, rows, encoder.pad_id, pad_multiple).items()}
             labels = train_labels[rows].to(device, non_blocking=True)
             with modelling.autocast(device, precision):
                 logits = forward_model(**batch).logits
@@ -264,17 +269,20 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     interrupted.restore()
 
     elapsed = time.perf_counter() - started
+    stepping = max(elapsed - timing["validating"], 1e-9)
     if dist.main:
         if config.select == "last":
             modelling.save(model, tokenizer, output, {**meta, "selected": f"last (step {state['step']})",
                                                       "validation": state["history"][-1]})
         modelling.update_meta(output, history=state["history"], train_seconds=elapsed,
-                              train_samples_per_second=samples_seen / max(elapsed, 1e-9))
+                              validation_seconds=timing["validating"],
+                              train_samples_per_second=samples_seen / stepping)
         write_stats(state["history"], output)
         if progress:
             print_stats(state["history"], state["best_step"])
-        say(f"trained in {elapsed:.0f} s ({samples_seen / max(elapsed, 1e-9):.1f} samples/s); "
-            f"best val {config.metric} {state['best']:.4f} at step {state['best_step']}; model in {output}")
+        say(f"trained in {elapsed:.0f} s: {samples_seen / stepping:.1f} samples/s in training steps, "
+            f"{timing['validating']:.0f} s validating and checkpointing; best val {config.metric} "
+            f"{state['best']:.4f} at step {state['best_step']}; model in {output}")
     dist.barrier()
     return output
 

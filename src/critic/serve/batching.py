@@ -10,11 +10,12 @@ import numpy as np
 
 
 class MicroBatcher:
-    """Collects texts from concurrent requests into batches of up to `max_batch` texts. The first request of a
-    batch waits at most `max_wait_s` for company; while a batch is being scored, new requests queue up and form
-    the next one, so under load batches fill without waiting. `max_batch=1` scores each request alone."""
+    """Collects texts from concurrent requests into batches of up to `max_batch` texts. While a batch is being
+    scored, new requests queue up and form the next one, so under load batches fill without waiting; the first
+    request of a batch may also wait up to `max_wait_s` for company (0 by default: on a CPU that only adds
+    latency). `max_batch=1` scores each request alone."""
 
-    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.005,
+    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.0,
                  on_batch: Callable[[int], object] | None = None):
         self.score = score
         self.max_batch = max_batch
