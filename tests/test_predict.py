@@ -195,3 +195,10 @@ def test_onnx_export_parity_and_backends(toy_model, tmp_path):
     auto = Classifier.load(folder, device="cpu")
     assert auto.backend == "onnx-int8"
     assert (auto.predict_proba(texts).argmax(1) == reference.argmax(1)).mean() >= 0.9
+
+
+def test_plain_text_skips_blank_lines_and_keeps_line_numbers(toy_model, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("a great fun film\n\nawful boring mess\n\n")
+    assert predict_file(Classifier.load(toy_model), source, tmp_path / "out.csv", progress=False) == 2
+    assert pd.read_csv(tmp_path / "out.csv")["text"].tolist() == ["a great fun film", "awful boring mess"]

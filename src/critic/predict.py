@@ -180,8 +180,7 @@ def read_rows(path: Path, chunk: int = 1024) -> Iterator[tuple[int, list[dict]]]
             first += len(rows)
         return
     if suffix in (".txt", ".text"):
-        records = ((n, {"text": line.rstrip("\n")})
-                   for n, line in enumerate(open(path, encoding="utf-8", errors="surrogateescape"), start=1))
+        records = _review_lines(path)
     else:
         records = data.records(path)
     rows, first = [], None
@@ -193,6 +192,14 @@ def read_rows(path: Path, chunk: int = 1024) -> Iterator[tuple[int, list[dict]]]
             rows, first = [], None
     if rows:
         yield first, rows
+
+
+def _review_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """A plain-text file: one review per non-blank line."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, {"text": line.rstrip("\n")}
 
 
 class Writer:
