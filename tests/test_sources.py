@@ -78,6 +78,16 @@ def test_partial_download_leaves_nothing_in_cache(http_server, online, isolated_
     assert leftovers == []
 
 
+def test_interrupted_fetch_leaves_nothing_in_cache(isolated_cache):
+    def interrupted(folder):
+        (folder / "toy.csv").write_bytes(CONTENT[:5])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sources.fetch(artifact(sources.Source("a slow download", interrupted)))
+    assert [p for p in isolated_cache.rglob("*") if p.is_file()] == []
+
+
 def test_all_sources_fail_lists_each_reason(http_server, online):
     with pytest.raises(sources.ArtifactError) as error:
         sources.fetch(artifact(sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),

@@ -293,13 +293,13 @@ def fetch(artifact: Artifact, local: str | Path | None = None, refresh: bool = F
         try:
             source.fill(staging)
             files = verify(artifact, staging)
+            (staging / ".critic-source.json").write_text(json.dumps({"source": source.description, "files": files}))
+            _install(staging, target)
+            return Fetched(target, source.description, files)
         except Exception as error:  # each source's failure is reported, then the next one is tried
             failed(f"{source.description}: {_short(error)}")
+        finally:  # also on Ctrl-C: nothing half-written stays in the cache
             shutil.rmtree(staging, ignore_errors=True)
-            continue
-        (staging / ".critic-source.json").write_text(json.dumps({"source": source.description, "files": files}))
-        _install(staging, target)
-        return Fetched(target, source.description, files)
 
     tried = "\n".join(f"  - {line}" for line in failures)
     raise ArtifactError(f"could not obtain {artifact.kind} '{artifact.name}'. Sources tried, in order:\n{tried}")
