@@ -66,8 +66,10 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
 
 
 def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm", cleaning: str = "default",
-                    output: str | Path | None = None) -> dict:
-    """Profile a dataset; writes profile.json and profile.html when `output` is given."""
+                    output: str | Path | None = None, columns=None, drop_invalid: bool = False,
+                    log=None) -> dict:
+    """Profile a dataset (token counts with `tokenizer`'s vocabulary, None to skip them); writes profile.json and
+    profile.html when `output` is given. `columns` is a critic.data.Columns for files."""
     from critic import data as datasets, profile, sources
     from critic.text import Encoder
 
@@ -75,8 +77,9 @@ def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm",
     if tokenizer:
         from transformers import AutoTokenizer
 
-        encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(tokenizer))))
-    summary = profile.profile(datasets.load(data), encoder, cleaning)
+        encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(tokenizer, log=log))))
+    dataset = datasets.load(data, columns or datasets.Columns(), drop_invalid, log=log)
+    summary = profile.profile(dataset, encoder, cleaning)
     if output:
         profile.write(summary, Path(output))
     return profile.public(summary)

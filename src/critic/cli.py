@@ -67,19 +67,14 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from critic import data, profile, sources
-    from critic.text import Encoder
+    import critic
+    from critic import profile
 
-    dataset = data.load(args.data, _columns(args), args.drop_invalid, log=_log)
-    encoder = None
-    if args.tokenizer != "none":
-        from transformers import AutoTokenizer
-
-        encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(args.tokenizer, log=_log))))
-    summary = profile.profile(dataset, encoder, cleaning=args.cleaning)
+    output = Path(args.output)
+    summary = critic.profile_dataset(args.data, None if args.tokenizer == "none" else args.tokenizer, args.cleaning,
+                                     output, _columns(args), args.drop_invalid, log=_log)
     profile.print_summary(summary)
-    json_path, html_path = profile.write(summary, Path(args.output))
-    _log(f"wrote {json_path} and {html_path}")
+    _log(f"wrote {output / 'profile.json'} and {output / 'profile.html'}")
     return 0
 
 
@@ -248,7 +243,7 @@ def cmd_quickstart(args) -> int:
     sources.fetch(sources.IMDB, log=_log)
     sources.fetch(sources.MINILM, log=_log)
     _log("2/4 profiling IMDB")
-    summary = critic.profile_dataset("imdb", "minilm", output=Path(args.output) / "profile")
+    summary = critic.profile_dataset("imdb", "minilm", output=Path(args.output) / "profile", log=_log)
     profile.print_summary(summary)
     cfg = config.build({"preset": args.preset, "output": str(Path(args.output) / "minilm-imdb")})
     _log(f"3/4 training (preset {cfg.preset})")
