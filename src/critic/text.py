@@ -59,11 +59,14 @@ class Ragged:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, rows: Sequence[int]) -> "Ragged":
-        pieces = [self[i] for i in rows]
+    @classmethod
+    def from_pieces(cls, pieces: Sequence[np.ndarray]) -> "Ragged":
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in pieces], out=offsets[1:])
-        return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets)
+        return cls(np.concatenate(pieces) if len(pieces) else np.zeros(0, np.int32), offsets)
+
+    def take(self, rows: Sequence[int]) -> "Ragged":
+        return Ragged.from_pieces([self[i] for i in rows])
 
 
 class Encoder:
@@ -89,15 +92,11 @@ class Encoder:
         return len(self.prefix) + len(self.suffix)
 
     def encode(self, texts: Sequence[str], batch: int = 4096) -> Ragged:
-        lengths, chunks = [], []
+        pieces = []
         for start in range(0, len(texts), batch):
             for encoding in self.backend.encode_batch_fast(list(texts[start:start + batch]), add_special_tokens=False):
-                ids = encoding.ids
-                lengths.append(len(ids))
-                chunks.append(np.asarray(ids, dtype=np.int32))
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return Ragged(np.concatenate(chunks) if chunks else np.zeros(0, np.int32), offsets)
+                pieces.append(np.asarray(encoding.ids, dtype=np.int32))
+        return Ragged.from_pieces(pieces)
 
     def encode_cached(self, texts: Sequence[str], cache_dir: Path | None) -> Ragged:
         """Encode, reusing an earlier result for exactly these texts and this tokenizer."""
@@ -148,11 +147,8 @@ def windows(ids: np.ndarray, budget: int, stride: int) -> list[np.ndarray]:
 def frame_all(encoder: Encoder, ragged: Ragged, truncation: Truncation) -> Ragged:
     """Truncate each text and add the special tokens: the model's inputs, still unpadded."""
     budget = truncation.max_length - encoder.specials
-    pieces = [encoder.frame(truncate(ragged[i], budget, truncation.strategy, truncation.head))
-              for i in range(len(ragged))]
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in pieces], out=offsets[1:])
-    return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets)
+    return Ragged.from_pieces([encoder.frame(truncate(ragged[i], budget, truncation.strategy, truncation.head))
+                               for i in range(len(ragged))])
 
 
 def frame_windows(encoder: Encoder, ragged: Ragged, max_length: int, stride: int) -> tuple[Ragged, np.ndarray]:
@@ -163,9 +159,7 @@ def frame_windows(encoder: Encoder, ragged: Ragged, max_length: int, stride: int
         for part in windows(ragged[i], budget, stride):
             pieces.append(encoder.frame(part))
             owners.append(i)
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in pieces], out=offsets[1:])
-    return Ragged(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), offsets), np.asarray(owners, np.int64)
+    return Ragged.from_pieces(pieces), np.asarray(owners, np.int64)
 
 
 def prepare(texts: Sequence[str], encoder: Encoder, cleaning: str, truncation: Truncation,
@@ -174,9 +168,7 @@ def prepare(texts: Sequence[str], encoder: Encoder, cleaning: str, truncation: T
     from critic.data import cleaner
 
     clean = cleaner(cleaning)
-    cleaned = [clean(t) for t in texts]
-    ragged = encoder.encode_cached(cleaned, cache_dir) if cache_dir else encoder.encode(cleaned)
-    return frame_all(encoder, ragged, truncation)
+    return frame_all(encoder, encoder.encode_cached([clean(t) for t in texts], cache_dir), truncation)
 
 
 def pad(ragged: Ragged, rows: Sequence[int], pad_id: int, multiple: int = 8) -> dict[str, torch.Tensor]:
