@@ -329,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reviews longer than the window: cut them (the model's truncation) or score overlapping "
                          "windows and pool them (default: as saved with the model)")
     pr.add_argument("--stride", type=int, help="with windows: tokens between window starts (default: half a window)")
-    pr.add_argument("--pool", choices=["mean-prob", "mean-logit", "max-confidence"],
+    from critic.text import POOLS
+
+    pr.add_argument("--pool", choices=POOLS,
                     help="with windows: how window scores combine (default: max-confidence, the best on IMDB)")
     pr.add_argument("--compile", action="store_true",
                     help="torch.compile the PyTorch model: about 20 s once, then about 25%% faster on a CPU")

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from critic.text import STRATEGIES
+from critic.text import POOLS, STRATEGIES
 
 
 @dataclass
@@ -60,8 +60,8 @@ class TrainConfig:
             raise ValueError(f"truncation '{self.truncation}': choose one of {', '.join(STRATEGIES)}")
         if self.long_reviews not in ("truncate", "windows"):
             raise ValueError(f"long_reviews '{self.long_reviews}': choose truncate or windows")
-        if self.window_pool not in ("mean-prob", "mean-logit", "max-confidence"):
-            raise ValueError(f"window_pool '{self.window_pool}': choose mean-prob, mean-logit or max-confidence")
+        if self.window_pool not in POOLS:
+            raise ValueError(f"window_pool '{self.window_pool}': choose one of {', '.join(POOLS)}")
         if self.select not in ("best", "last"):
             raise ValueError(f"select '{self.select}': choose best or last")
         if self.metric not in ("accuracy", "auc", "loss"):

@@ -17,11 +17,9 @@ import numpy as np
 import torch
 
 from critic import data, model as modelling
-from critic.text import Encoder, Ragged, Truncation, frame_all, frame_windows
-
+from critic.text import POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-POOLS = ("mean-prob", "mean-logit", "max-confidence")
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Classifier:
         self.truncation = Truncation(**meta["truncation"])
         self.cleaning = meta["cleaning"]
         self.labels: list[str] = list(meta["labels"])
-        self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))
+        self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))  # as saved
         self.backend = backend
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
         # ONNX Runtime); a GPU wants large ones.
@@ -79,9 +77,8 @@ class Classifier:
         device_ = modelling.resolve_device(device)
         backend = _pick_backend(backend, path, device_)
         model, tokenizer, meta = modelling.load(path, device_)
-        saved = meta.get("long_reviews", {})
-        chosen = LongReviews(long_reviews or saved.get("mode", "truncate"), stride or saved.get("stride"),
-                             pool or saved.get("pool", "max-confidence"))
+        overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
+        chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
         return cls(model, tokenizer, meta, device_, modelling.resolve_precision(precision, device_), backend, chosen,
                    path, compile)
 

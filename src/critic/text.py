@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 STRATEGIES = ("head", "tail", "head+tail")
+POOLS = ("mean-prob", "mean-logit", "max-confidence")  # how overlapping windows' scores combine
 
 
 @dataclass(frozen=True)
