@@ -149,6 +149,18 @@ def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool
     return probs[order[last]]
 
 
+def add_scores(rows: list[dict], probs: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """The scored form of input rows: their own columns plus `label` and one `p_<label>` column per label."""
+    for row, p in zip(rows, probs):
+        row["label"] = labels[int(p.argmax())]
+        row.update({f"p_{name}": round(float(value), 6) for name, value in zip(labels, p)})
+    return rows
+
+
+def score_columns(labels: Sequence[str]) -> list[str]:
+    return ["label", *(f"p_{name}" for name in labels)]
+
+
 def _check_texts(texts) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
@@ -332,11 +344,7 @@ def predict_file(classifier: Classifier, source: Path, target: Path, text_column
 
 def _score_chunk(classifier: Classifier, rows: list[dict], tokens, writer: Writer, done: int, bar, sidecar: Path,
                  source: Path) -> int:
-    probs = classifier.proba_from_tokens(tokens.result())
-    for row, p in zip(rows, probs):
-        row["label"] = classifier.labels[int(p.argmax())]
-        for name, value in zip(classifier.labels, p):
-            row[f"p_{name}"] = round(float(value), 6)
+    add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels)
     writer.write(rows, part=done)
     done += len(rows)
     partial = sidecar.with_suffix(".tmp")

@@ -208,15 +208,13 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             if len(text) > settings.max_text_chars:
                 raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is "
                                          f"{settings.max_text_chars:,}")
-        probs = await batcher.submit(texts)
+        from critic.predict import add_scores, score_columns
+
         out = io.StringIO()
-        fields = list(rows[0]) + ["label"] + [f"p_{label}" for label in classifier.labels]
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) + score_columns(classifier.labels),
+                                extrasaction="ignore")
         writer.writeheader()
-        for row, p in zip(rows, probs):
-            row["label"] = classifier.labels[int(p.argmax())]
-            row.update({f"p_{label}": f"{v:.6f}" for label, v in zip(classifier.labels, p)})
-            writer.writerow(row)
+        writer.writerows(add_scores(rows, await batcher.submit(texts), classifier.labels))
         return Response(out.getvalue(), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="scored.csv"'})
 
