@@ -49,6 +49,11 @@ def test_explicit_label_map_and_columns(tmp_path):
     assert frame.to_dict("list") == {"text": ["lovely", "dreadful"], "label": [1, 0]}
 
 
+def test_row_with_more_values_than_the_header(tmp_path):
+    path = write(tmp_path / "r.csv", "text,label\ngood film,1,extra\nbad film,0\n")
+    assert data.read_table(path)[0].to_dict("list") == {"text": ["good film", "bad film"], "label": [1, 0]}
+
+
 def test_label_map_must_cover_both_classes():
     with pytest.raises(DataError, match="at least one value to each"):
         data.parse_label_map("good=positive,great=positive")

@@ -112,6 +112,11 @@ def test_score_csv(client):
     assert lines[1].startswith('1,"great, fun",positive,') and lines[2].startswith("2,awful mess,negative,")
     missing = client.post("/v1/score-csv", content="a,b\n1,2\n", headers={"content-type": "text/csv"})
     assert missing.status_code == 422 and "text_column" in missing.json()["detail"]
+    # found by schemathesis: a blank first line names no columns
+    headless = client.post("/v1/score-csv", content="\nsome review,oD\n", headers={"content-type": "text/csv"})
+    assert headless.status_code == 422 and "first line must name its columns" in headless.json()["detail"]
+    extra = client.post("/v1/score-csv", content="review\ngreat fun,surplus\n", headers={"content-type": "text/csv"})
+    assert extra.status_code == 200 and extra.text.splitlines()[0] == "review,label,p_negative,p_positive"
 
 
 def test_micro_batching_groups_concurrent_requests_and_keeps_answers_apart(classifier):

@@ -169,6 +169,8 @@ def not_utf8(text: str) -> bool:
 
 
 def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
+    # A CSV row with more values than the header has names files the extras under None: not a column.
+    columns = [c for c in columns if isinstance(c, str)]
     if wanted is not None:
         if wanted not in columns:
             raise DataError(f"{path}: no {what} column '{wanted}'; the columns are: {', '.join(columns)}")

@@ -190,15 +190,18 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     async def score_csv(request: Request, text_column: str | None = None) -> Response:
         raw = await request.body()
         try:
-            rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
+            reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
+            rows = list(reader)
         except (UnicodeDecodeError, csv.Error) as error:
             raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
+        if not reader.fieldnames:
+            raise HTTPException(422, "the CSV's first line must name its columns")
         if not rows:
             raise HTTPException(422, "the CSV has no rows")
         from critic.data import TEXT_COLUMNS, DataError, pick_column
 
         try:
-            key = pick_column(list(rows[0]), text_column, TEXT_COLUMNS, "text", "upload")
+            key = pick_column(reader.fieldnames, text_column, TEXT_COLUMNS, "text", "upload")
         except DataError as error:
             raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
         texts = [row.get(key) or "" for row in rows]
@@ -211,7 +214,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         from critic.predict import add_scores, score_columns
 
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) + score_columns(classifier.labels),
+        writer = csv.DictWriter(out, fieldnames=list(reader.fieldnames) + score_columns(classifier.labels),
                                 extrasaction="ignore")
         writer.writeheader()
         writer.writerows(add_scores(rows, await batcher.submit(texts), classifier.labels))
