@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from critic import model as modelling
-from critic.text import Encoder, Ragged, pad
+from critic.text import Encoder, Ragged, Truncation, pad, prepare
 
 ONNX_DIR = "onnx"
 FP32 = "model.onnx"
@@ -81,10 +81,7 @@ def export(model_dir: str | Path, int8: bool = True, log=None) -> dict:
         quantize_dynamic(folder / FP32, folder / INT8, weight_type=QuantType.QInt8, per_channel=True)
         report["int8"] = INT8
 
-    inputs = encoder.encode(PARITY_TEXTS)
-    from critic.text import Truncation, frame_all
-
-    framed = frame_all(encoder, inputs, Truncation(**meta["truncation"]))
+    framed = prepare(PARITY_TEXTS, encoder, meta["cleaning"], Truncation(**meta["truncation"]))
     reference = modelling.softmax(modelling.logits(modelling.torch_forward(model, torch.device("cpu")), framed,
                                                    encoder.pad_id, model.config.num_labels))
     for name in ("fp32", "int8"):

@@ -213,7 +213,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
 
     # ---- the loop. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume.
     interrupted = _InterruptFlag()
-    bar = _progress(total_steps, state["step"], config.batch_size * dist.world, progress and dist.main)
+    bar = _progress(total_steps, state["step"], progress and dist.main)
     stopped = False
     start_epoch = state["step"] // steps_per_epoch
     started = time.perf_counter()
@@ -258,10 +258,9 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
                 interrupted.restore()
                 raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved in {checkpoint_path}, "
                                         f"run the same command again to resume")
+        if not stopped:
+            stopped = evaluate_and_checkpoint(epoch + 1)
         if stopped:
-            say(f"early stop: no improvement in {config.patience} evaluations")
-            break
-        if stopped := evaluate_and_checkpoint(epoch + 1):
             say(f"early stop: no improvement in {config.patience} evaluations")
             break
     if bar is not None:
@@ -320,7 +319,7 @@ def _resumable(config: TrainConfig) -> dict:
     return {k: getattr(config, k) for k in keep}
 
 
-def _progress(total: int, done: int, batch: int, enabled: bool):
+def _progress(total: int, done: int, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
