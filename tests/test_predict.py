@@ -6,6 +6,7 @@ import pytest
 
 import critic
 import synthetic
+from critic import model as modelling
 from critic.cli import main
 from critic.predict import Classifier, predict_file
 
@@ -176,7 +177,7 @@ def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(toy_mo
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_onnx_export_parity_and_backends(toy_model, tmp_path):
+def test_onnx_export_parity_and_backends(toy_model, tmp_path, monkeypatch):
     import shutil
 
     from critic.export import export
@@ -192,9 +193,12 @@ def test_onnx_export_parity_and_backends(toy_model, tmp_path):
     reference = Classifier.load(folder, backend="torch", precision="fp32").predict_proba(texts)
     onnx = Classifier.load(folder, backend="onnx").predict_proba(texts)
     assert np.abs(onnx - reference).max() < 1e-4
+    monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: False)
     auto = Classifier.load(folder, device="cpu")
     assert auto.backend == "onnx-int8"
     assert (auto.predict_proba(texts).argmax(1) == reference.argmax(1)).mean() >= 0.9
+    monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: True)
+    assert Classifier.load(folder, device="cpu").backend == "torch"
 
 
 def test_plain_text_skips_blank_lines_and_keeps_line_numbers(toy_model, tmp_path):

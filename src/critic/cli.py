@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-column", help="column holding the text (default: found by name)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda …")
     pr.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
-                    help="auto: the exported ONNX model (int8 first) when present and on the CPU, else PyTorch")
+                    help="auto: PyTorch, except on CPUs without bf16 (no AVX512-BF16/AMX), where the exported "
+                         "ONNX model (int8 first) is used when present")
     pr.add_argument("--long-reviews", choices=["truncate", "windows"],
                     help="reviews longer than the window: cut them (the model's truncation) or score overlapping "
                          "windows and pool them (default: as saved with the model)")
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pool", choices=POOLS,
                     help="with windows: how window scores combine (default: max-confidence, the best on IMDB)")
     pr.add_argument("--compile", action="store_true",
-                    help="torch.compile the PyTorch model: about 20 s once, then about 25%% faster on a CPU")
+                    help="torch.compile the PyTorch model (for GPUs: on a CPU critic's own attention is faster uncompiled)")
     pr.add_argument("--overwrite", action="store_true",
                     help="with --file: score again from the start even when the output exists or a run was "
                          "interrupted (by default an interrupted run continues where it stopped)")
@@ -372,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
     srv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
-                     help="auto: the exported ONNX int8 model when present and on the CPU, else PyTorch")
+                     help="auto: PyTorch, except on CPUs without bf16 (no AVX512-BF16/AMX), where the exported "
+                          "ONNX model (int8 first) is used when present")
     srv.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                      help="with the PyTorch backend (auto: bf16 where the chip has it)")
     srv.add_argument("--max-batch", type=int, default=32, help="texts scored together (1: no micro-batching)")

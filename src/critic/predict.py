@@ -54,11 +54,15 @@ class Classifier:
         self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))  # as saved
         self.backend = backend
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
-        # ONNX Runtime); a GPU wants large ones.
+        # ONNX Runtime); a GPU wants large ones, padded to multiples of 8 for its tensor cores.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
+        self.pad_multiple = 1 if device.type == "cpu" else 8
         if backend == "torch":
-            self.forward = modelling.torch_forward(torch.compile(model, dynamic=True) if compile else model, device,
-                                                   precision)
+            # On a CPU, torch.compile measured slower than the row-wise attention it cannot trace (docs/benchmarks.md).
+            scorer, autocast = (model, precision) if device.type != "cpu" or compile else \
+                modelling.cpu_inference_model(model, precision)
+            self.forward = modelling.torch_forward(torch.compile(scorer, dynamic=True) if compile else scorer, device,
+                                                   autocast)
         else:
             from critic.export import FP32, INT8, ONNX_DIR, onnx_forward
 
@@ -68,8 +72,8 @@ class Classifier:
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", backend: str = "auto",
              long_reviews: str | None = None, stride: int | None = None, pool: str | None = None,
              compile: bool = False) -> "Classifier":
-        """Load a model folder. backend auto: the exported ONNX int8 model when present and running on the CPU,
-        else PyTorch. long_reviews/stride/pool override what the model was saved with. compile: torch.compile
+        """Load a model folder. backend auto: PyTorch, except on CPUs without native bf16, where the exported ONNX
+        int8 model is used when present. long_reviews/stride/pool override what the model was saved with. compile: torch.compile
         the PyTorch model (about 20 s once, then 25% faster on a CPU: worth it for big files and servers)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
@@ -97,11 +101,12 @@ class Classifier:
         if self.long_reviews.mode == "truncate":
             inputs = frame_all(self.encoder, tokens, self.truncation)
             return modelling.softmax(modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels,
-                                                      max_tokens, progress))
+                                                      max_tokens, progress, self.pad_multiple))
         budget = self.truncation.max_length - self.encoder.specials
         stride = self.long_reviews.stride or budget // 2
         inputs, owners = frame_windows(self.encoder, tokens, self.truncation.max_length, stride)
-        window_logits = modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens)
+        window_logits = modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens,
+                                         pad_multiple=self.pad_multiple)
         if progress is not None:
             progress.update(len(tokens))
         return pool_windows(window_logits, owners, len(tokens), self.long_reviews.pool)
@@ -123,7 +128,8 @@ def _pick_backend(backend: str, path: Path, device: torch.device) -> str:
 
     files = {"onnx": path / ONNX_DIR / FP32, "onnx-int8": path / ONNX_DIR / INT8}
     if backend == "auto":
-        if device.type != "cpu":
+        # On CPUs that compute in bf16, PyTorch bf16 beats ONNX int8 in speed and accuracy (docs/benchmarks.md).
+        if device.type != "cpu" or modelling.cpu_has_bf16():
             return "torch"
         return next((name for name in ("onnx-int8", "onnx") if files[name].is_file()), "torch")
     if backend in files and not files[backend].is_file():

@@ -1,0 +1,66 @@
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from critic.model import ROWWISE_ATTENTION, cpu_inference_model
+
+LENGTHS = [12, 7, 3, 12]
+
+
+def right_padded(lengths, vocab_size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    input_ids = torch.randint(5, vocab_size, (len(lengths), width), generator=generator)
+    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    return input_ids * mask, mask
+
+
+def classifier(folder):
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+
+
+@pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_distilbert"])
+def test_rowwise_attention_equals_the_models_own(encoder, request):
+    model = classifier(request.getfixturevalue(encoder))
+    fast, autocast = cpu_inference_model(model, "fp32")
+    assert autocast == "fp32" and fast.config._attn_implementation == ROWWISE_ATTENTION
+    input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
+    with torch.inference_mode():
+        expected = model(input_ids=input_ids, attention_mask=mask).logits
+        batched = fast(input_ids=input_ids, attention_mask=mask).logits
+        alone = torch.cat([fast(input_ids=input_ids[i:i + 1, :n]).logits for i, n in enumerate(LENGTHS)])
+    assert torch.allclose(batched, expected, atol=1e-5)
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_bf16_copy_leaves_the_original_model_alone(tiny_bert):
+    model = classifier(tiny_bert)
+    fast, autocast = cpu_inference_model(model, "bf16")
+    assert autocast == "fp32" and next(fast.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32 and model.config._attn_implementation == "sdpa"
+    input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
+    with torch.inference_mode():
+        expected = model(input_ids=input_ids, attention_mask=mask).logits.softmax(-1)
+        got = fast(input_ids=input_ids, attention_mask=mask).logits.float().softmax(-1)
+    assert (got - expected).abs().max() < 0.02
+
+
+def test_left_padding_is_refused(tiny_bert):
+    fast, _ = cpu_inference_model(classifier(tiny_bert), "fp32")
+    input_ids, mask = right_padded(LENGTHS, fast.config.vocab_size)
+    with pytest.raises(ValueError, match="right-padded"):
+        fast(input_ids=input_ids.flip(1), attention_mask=mask.flip(1))
+
+
+def test_an_architecture_without_attention_choice_keeps_its_own(tmp_path):
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(MPNetConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=2, intermediate_size=64)).eval()
+    fast, _ = cpu_inference_model(model, "fp32")
+    input_ids, mask = right_padded(LENGTHS, 60)
+    with torch.inference_mode():
+        assert torch.allclose(fast(input_ids=input_ids, attention_mask=mask).logits,
+                              model(input_ids=input_ids, attention_mask=mask).logits, atol=1e-6)
