@@ -52,7 +52,8 @@ def main() -> None:
     stride = args.stride or budget // 2
     started = time.perf_counter()
     inputs, owners = frame_windows(clf.encoder, tokens, window, stride)
-    window_logits = modelling.logits(clf.forward, inputs, clf.encoder.pad_id, len(clf.labels))
+    window_logits = modelling.logits(clf.forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens,
+                                     pad_multiple=clf.pad_multiple)
     seconds = time.perf_counter() - started
     for pool in ("mean-prob", "mean-logit", "max-confidence"):
         results[f"windows {pool} (stride {stride})"] = (pool_windows(window_logits, owners, len(labels), pool), seconds)

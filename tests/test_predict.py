@@ -199,6 +199,7 @@ def test_onnx_export_parity_and_backends(toy_model, tmp_path, monkeypatch):
     assert (auto.predict_proba(texts).argmax(1) == reference.argmax(1)).mean() >= 0.9
     monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: True)
     assert Classifier.load(folder, device="cpu").backend == "torch"
+    assert Classifier.load(folder, device="cpu", serving=True).backend == "onnx-int8"
 
 
 def test_plain_text_skips_blank_lines_and_keeps_line_numbers(toy_model, tmp_path):

@@ -373,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
     srv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
-                     help="auto: PyTorch, except on CPUs without bf16 (no AVX512-BF16/AMX), where the exported "
-                          "ONNX model (int8 first) is used when present")
+                     help="auto: on a CPU the exported ONNX model (int8 first) when present (faster for single "
+                          "reviews), else PyTorch")
     srv.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                      help="with the PyTorch backend (auto: bf16 where the chip has it)")
     srv.add_argument("--max-batch", type=int, default=32, help="texts scored together (1: no micro-batching)")

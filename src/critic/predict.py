@@ -71,15 +71,15 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", backend: str = "auto",
              long_reviews: str | None = None, stride: int | None = None, pool: str | None = None,
-             compile: bool = False) -> "Classifier":
-        """Load a model folder. backend auto: PyTorch, except on CPUs without native bf16, where the exported ONNX
-        int8 model is used when present. long_reviews/stride/pool override what the model was saved with. compile: torch.compile
-        the PyTorch model (about 20 s once, then 25% faster on a CPU: worth it for big files and servers)."""
+             compile: bool = False, serving: bool = False) -> "Classifier":
+        """Load a model folder. backend auto: PyTorch, except on a CPU without native bf16 or when `serving`, where
+        the exported ONNX model (int8 first) is used when present. long_reviews/stride/pool override what the model
+        was saved with. compile: torch.compile the PyTorch model (GPUs; on a CPU it measured slower)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
         path = Path(path)
         device_ = modelling.resolve_device(device)
-        backend = _pick_backend(backend, path, device_)
+        backend = _pick_backend(backend, path, device_, serving)
         model, tokenizer, meta = modelling.load(path, device_)
         overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
         chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
@@ -123,13 +123,14 @@ class Classifier:
                 f"device={self.device}, precision={self.precision})")
 
 
-def _pick_backend(backend: str, path: Path, device: torch.device) -> str:
+def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool = False) -> str:
     from critic.export import FP32, INT8, ONNX_DIR
 
     files = {"onnx": path / ONNX_DIR / FP32, "onnx-int8": path / ONNX_DIR / INT8}
     if backend == "auto":
-        # On CPUs that compute in bf16, PyTorch bf16 beats ONNX int8 in speed and accuracy (docs/benchmarks.md).
-        if device.type != "cpu" or modelling.cpu_has_bf16():
+        # Measured on a bf16 CPU (docs/benchmarks.md): PyTorch bf16 scores batches faster than ONNX int8, and as
+        # accurately; but in the server's model thread PyTorch answers one review in 22 ms against ONNX's 14 ms.
+        if device.type != "cpu" or (modelling.cpu_has_bf16() and not serving):
             return "torch"
         return next((name for name in ("onnx-int8", "onnx") if files[name].is_file()), "torch")
     if backend in files and not files[backend].is_file():

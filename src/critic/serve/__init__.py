@@ -20,7 +20,7 @@ def app_from_environment():
 
     settings = ServeSettings(**json.loads(os.environ.get(_SETTINGS_ENV, "{}")))
     classifier = Classifier.load(os.environ[_MODEL_ENV], backend=os.environ.get(_BACKEND_ENV, "auto"),
-                                 precision=os.environ.get(_PRECISION_ENV, "auto"))
+                                 precision=os.environ.get(_PRECISION_ENV, "auto"), serving=True)
     return create_app(classifier, settings)
 
 
