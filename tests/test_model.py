@@ -53,7 +53,7 @@ def test_left_padding_is_refused(tiny_bert):
         fast(input_ids=input_ids.flip(1), attention_mask=mask.flip(1))
 
 
-def test_an_architecture_without_attention_choice_keeps_its_own(tmp_path):
+def test_an_architecture_without_attention_choice_keeps_its_own():
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
     torch.manual_seed(0)

@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pool", choices=POOLS,
                     help="with windows: how window scores combine (default: max-confidence, the best on IMDB)")
     pr.add_argument("--compile", action="store_true",
-                    help="torch.compile the PyTorch model (for GPUs: on a CPU critic's own attention is faster uncompiled)")
+                    help="torch.compile the PyTorch model (for GPUs: on a CPU, critic's own attention is faster "
+                         "uncompiled)")
     pr.add_argument("--overwrite", action="store_true",
                     help="with --file: score again from the start even when the output exists or a run was "
                          "interrupted (by default an interrupted run continues where it stopped)")
