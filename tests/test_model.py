@@ -64,3 +64,35 @@ def test_an_architecture_without_attention_choice_keeps_its_own():
     with torch.inference_mode():
         assert torch.allclose(fast(input_ids=input_ids, attention_mask=mask).logits,
                               model(input_ids=input_ids, attention_mask=mask).logits, atol=1e-6)
+
+
+def test_rowwise_attention_trains_like_the_models_own(tiny_bert):
+    import copy
+
+    from critic.model import use_rowwise_attention
+
+    model = classifier(tiny_bert)  # eval mode: no dropout, both deterministic
+    rowwise = copy.deepcopy(model)
+    assert use_rowwise_attention(rowwise)
+    input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
+    labels = torch.tensor([0, 1, 1, 0])
+    for each in (model, rowwise):
+        each(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
+    for theirs, ours in zip(model.parameters(), rowwise.parameters()):
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-5)
+
+
+def test_rowwise_attention_applies_attention_dropout(tiny_bert):
+    from critic.model import use_rowwise_attention
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, hidden_dropout_prob=0.0,
+                                                               attention_probs_dropout_prob=0.5)
+    use_rowwise_attention(model)
+    input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
+    model.train()
+    first, second = (model(input_ids=input_ids, attention_mask=mask).logits for _ in range(2))
+    assert not torch.allclose(first, second)
+    model.eval()
+    first, second = (model(input_ids=input_ids, attention_mask=mask).logits for _ in range(2))
+    assert torch.equal(first, second)

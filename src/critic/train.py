@@ -128,6 +128,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     precision = modelling.resolve_precision(config.precision, device)
     pad_multiple = 8 if device.type == "cuda" else 1  # tensor cores like multiples of 8; a CPU only pays for them
     model.to(device)
+    if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
+        modelling.use_rowwise_attention(model)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
