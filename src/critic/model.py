@@ -155,9 +155,9 @@ ROWWISE_ATTENTION = "critic-rowwise"
 def rowwise_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Self-attention one review at a time, over its own tokens (`attention_mask`: the 2-D right-padded padding
     mask, or None). On a CPU this is 1.6x faster than PyTorch's fused kernel for small heads such as MiniLM's 32
-    dimensions (each review's scores stay in cache, and padding costs nothing), and in training 2.4x faster than
-    PyTorch's attention with dropout. Padded query positions get zeros; no real token attends to them, so the
-    outputs at real tokens are those of full attention."""
+    dimensions (each review's scores stay in cache, and padding costs nothing); MiniLM trains about 1.6x faster with
+    it. Padded query positions get zeros; no real token attends to them, so the outputs at real tokens are those
+    of full attention."""
     batch, heads, length, dim = query.shape
     scaling = dim**-0.5 if scaling is None else scaling
     lengths = [length] * batch if attention_mask is None else attention_mask.sum(dim=1).tolist()
