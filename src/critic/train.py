@@ -183,7 +183,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         stop = False
         if dist.main:
             val_logits = modelling.logits(modelling.torch_forward(model, device, precision), val_inputs,
-                                          encoder.pad_id, model.config.num_labels)
+                                          encoder.pad_id, model.config.num_labels, pad_multiple=pad_multiple)
             metrics = validation_metrics(val_logits, val_labels)
             entry = {"step": state["step"], "epoch": round(epoch, 3), **{f"val_{k}": v for k, v in metrics.items()},
                      "train_loss": state.pop("running_loss", float("nan"))}
