@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data, model as modelling  # noqa: E402
 from critic.predict import Classifier, pool_windows  # noqa: E402
-from critic.text import frame_windows  # noqa: E402
+from critic.text import POOLS, frame_windows  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     window_logits = modelling.logits(clf.forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens,
                                      pad_multiple=clf.pad_multiple)
     seconds = time.perf_counter() - started
-    for pool in ("mean-prob", "mean-logit", "max-confidence"):
+    for pool in POOLS:
         results[f"windows {pool} (stride {stride})"] = (pool_windows(window_logits, owners, len(labels), pool), seconds)
 
     header = "".join(f"{name:>18}" for name in groups)

@@ -259,6 +259,9 @@ def cmd_quickstart(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from critic.predict import BACKENDS
+    from critic.text import LONG_REVIEW_MODES, POOLS
+
     parser = argparse.ArgumentParser(
         prog="critic", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Train, evaluate and serve transformer sentiment classifiers for reviews.")
@@ -309,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
     ev.add_argument("--size", type=int, help="a seeded random subset of N reviews")
     ev.add_argument("--output", help="folder for evaluation.json and evaluation.html (default: MODEL/evaluation)")
-    ev.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+    ev.add_argument("--backend", default="torch", choices=[b for b in BACKENDS if b != "auto"],
                     help="which exported form to evaluate (default: the PyTorch model)")
     ev.set_defaults(run=cmd_evaluate)
 
@@ -323,15 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="where to write the scored file (default: FILE.scored.EXT)")
     pr.add_argument("--text-column", help="column holding the text (default: found by name)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda …")
-    pr.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+    pr.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="auto: PyTorch, except on CPUs without bf16 (no AVX512-BF16/AMX), where the exported "
                          "ONNX model (int8 first) is used when present")
-    pr.add_argument("--long-reviews", choices=["truncate", "windows"],
+    pr.add_argument("--long-reviews", choices=LONG_REVIEW_MODES,
                     help="reviews longer than the window: cut them (the model's truncation) or score overlapping "
                          "windows and pool them (default: as saved with the model)")
     pr.add_argument("--stride", type=int, help="with windows: tokens between window starts (default: half a window)")
-    from critic.text import POOLS
-
     pr.add_argument("--pool", choices=POOLS,
                     help="with windows: how window scores combine (default: max-confidence, the best on IMDB)")
     pr.add_argument("--compile", action="store_true",
@@ -373,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
-    srv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
+    srv.add_argument("--backend", default="auto", choices=BACKENDS,
                      help="auto: on a CPU the exported ONNX model (int8 first) when present (faster for single "
                           "reviews), else PyTorch")
     srv.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from critic.text import POOLS, STRATEGIES
+from critic.text import LONG_REVIEW_MODES, POOLS, STRATEGIES
 
 
 @dataclass
@@ -58,8 +58,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.truncation not in STRATEGIES:
             raise ValueError(f"truncation '{self.truncation}': choose one of {', '.join(STRATEGIES)}")
-        if self.long_reviews not in ("truncate", "windows"):
-            raise ValueError(f"long_reviews '{self.long_reviews}': choose truncate or windows")
+        if self.long_reviews not in LONG_REVIEW_MODES:
+            raise ValueError(f"long_reviews '{self.long_reviews}': choose one of {', '.join(LONG_REVIEW_MODES)}")
         if self.window_pool not in POOLS:
             raise ValueError(f"window_pool '{self.window_pool}': choose one of {', '.join(POOLS)}")
         if self.select not in ("best", "last"):

@@ -41,7 +41,7 @@ def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8
     kept = truncate(np.arange(len(ids)), truncation.max_length - classifier.encoder.specials, truncation.strategy,
                     truncation.head)
     encoder = classifier.encoder
-    input_ids = torch.tensor(np.concatenate([encoder.prefix, ids[kept], encoder.suffix]), dtype=torch.long)[None]
+    input_ids = torch.tensor(encoder.frame(ids[kept]), dtype=torch.long)[None]
     content = slice(len(encoder.prefix), input_ids.shape[1] - len(encoder.suffix))
     baseline = input_ids.clone()
     baseline[0, content] = encoder.pad_id

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from critic import data, model as modelling
-from critic.text import POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
+from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
@@ -32,8 +32,8 @@ class LongReviews:
     pool: str = "max-confidence"  # the best of the three on IMDB (docs/benchmarks.md)
 
     def __post_init__(self):
-        if self.mode not in ("truncate", "windows"):
-            raise ValueError(f"long reviews '{self.mode}': choose truncate or windows")
+        if self.mode not in LONG_REVIEW_MODES:
+            raise ValueError(f"long reviews '{self.mode}': choose one of {', '.join(LONG_REVIEW_MODES)}")
         if self.pool not in POOLS:
             raise ValueError(f"pool '{self.pool}': choose one of {', '.join(POOLS)}")
 
@@ -54,9 +54,9 @@ class Classifier:
         self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))  # as saved
         self.backend = backend
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
-        # ONNX Runtime); a GPU wants large ones, padded to multiples of 8 for its tensor cores.
+        # ONNX Runtime); a GPU wants large ones.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
-        self.pad_multiple = 1 if device.type == "cpu" else 8
+        self.pad_multiple = modelling.pad_multiple(device)
         if backend == "torch":
             # On a CPU, torch.compile measured slower than the row-wise attention it cannot trace (docs/benchmarks.md).
             scorer, autocast = (model, precision) if device.type != "cpu" or compile else \

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 STRATEGIES = ("head", "tail", "head+tail")
+LONG_REVIEW_MODES = ("truncate", "windows")  # reviews longer than the window: cut, or scored in overlapping windows
 POOLS = ("mean-prob", "mean-logit", "max-confidence")  # how overlapping windows' scores combine
 
 

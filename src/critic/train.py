@@ -126,7 +126,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     precision = modelling.resolve_precision(config.precision, device)
-    pad_multiple = 8 if device.type == "cuda" else 1  # tensor cores like multiples of 8; a CPU only pays for them
+    pad_multiple = modelling.pad_multiple(device)
     model.to(device)
     if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
         modelling.use_rowwise_attention(model)

@@ -89,11 +89,7 @@ def request_models(settings: ServeSettings):
         model_config = ConfigDict(extra="forbid")
         texts: list[Text] = Field(min_length=1, max_length=settings.max_texts, description="several reviews")
 
-    class ExplainRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        text: Text = Field(description="one review")
-
-    return OneText | ManyTexts, ExplainRequest
+    return OneText | ManyTexts, OneText
 
 
 def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
@@ -138,9 +134,11 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         limit = settings.max_upload_bytes if request.url.path == "/v1/score-csv" else settings.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            response = JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
-        elif declared is None and request.method == "POST" and len(await request.body()) > limit:
+        if declared is not None:
+            too_large = not declared.isdigit() or int(declared) > limit
+        else:
+            too_large = request.method == "POST" and len(await request.body()) > limit
+        if too_large:
             response = JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
         else:
             try:
