@@ -41,7 +41,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
     fused = copy.deepcopy(clf.model).to(torch.bfloat16)
-    rowwise, _ = modelling.cpu_inference_model(clf.model, "bf16")
+    rowwise, _ = modelling.inference_model(clf.model, "bf16", clf.device)
     variants = {
         "fp32 weights, bf16 autocast, fused attention": modelling.torch_forward(clf.model, clf.device, "bf16"),
         "bf16 weights, fused attention": modelling.torch_forward(fused, clf.device, "fp32"),

@@ -2,7 +2,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from critic.model import ROWWISE_ATTENTION, cpu_inference_model
+from critic.model import ROWWISE_ATTENTION, inference_model
+
+CPU = torch.device("cpu")
 
 LENGTHS = [12, 7, 3, 12]
 
@@ -23,7 +25,7 @@ def classifier(folder):
 @pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_distilbert"])
 def test_rowwise_attention_equals_the_models_own(encoder, request):
     model = classifier(request.getfixturevalue(encoder))
-    fast, autocast = cpu_inference_model(model, "fp32")
+    fast, autocast = inference_model(model, "fp32", CPU)
     assert autocast == "fp32" and fast.config._attn_implementation == ROWWISE_ATTENTION
     input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
     with torch.inference_mode():
@@ -36,7 +38,7 @@ def test_rowwise_attention_equals_the_models_own(encoder, request):
 
 def test_bf16_copy_leaves_the_original_model_alone(tiny_bert):
     model = classifier(tiny_bert)
-    fast, autocast = cpu_inference_model(model, "bf16")
+    fast, autocast = inference_model(model, "bf16", CPU)
     assert autocast == "fp32" and next(fast.parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32 and model.config._attn_implementation == "sdpa"
     input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
@@ -47,7 +49,7 @@ def test_bf16_copy_leaves_the_original_model_alone(tiny_bert):
 
 
 def test_left_padding_is_refused(tiny_bert):
-    fast, _ = cpu_inference_model(classifier(tiny_bert), "fp32")
+    fast, _ = inference_model(classifier(tiny_bert), "fp32", CPU)
     input_ids, mask = right_padded(LENGTHS, fast.config.vocab_size)
     with pytest.raises(ValueError, match="right-padded"):
         fast(input_ids=input_ids.flip(1), attention_mask=mask.flip(1))
@@ -59,7 +61,7 @@ def test_an_architecture_without_attention_choice_keeps_its_own():
     torch.manual_seed(0)
     model = MPNetForSequenceClassification(MPNetConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
                                                        num_attention_heads=2, intermediate_size=64)).eval()
-    fast, _ = cpu_inference_model(model, "fp32")
+    fast, _ = inference_model(model, "fp32", CPU)
     input_ids, mask = right_padded(LENGTHS, 60)
     with torch.inference_mode():
         assert torch.allclose(fast(input_ids=input_ids, attention_mask=mask).logits,

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -108,19 +109,122 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, tiny_bert, toy_csv):
         train.train(settings(tiny_bert, toy_csv, tmp_path / "r", epochs=1, lr=1e-2), progress=False)
 
 
-def test_torchrun_two_processes_gloo(tmp_path, tiny_bert, toy_csv):
-    out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-               "-m", "critic.cli", "train", "--model", str(tiny_bert), "--data", str(toy_csv), "--preset", "gpu",
-               "--max-length", "48", "--epochs", "2", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu",
-               "--output", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+def torchrun(model, data, out, *extra, port=29533):
+    """`critic train` under torchrun: 2 processes on the CPU (gloo), one thread each."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+               "-m", "critic.cli", "train", "--model", str(model), "--data", str(data), "--preset", "gpu",
+               "--max-length", "48", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu", "--output", str(out),
+               *map(str, extra)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def finished(process, timeout=300):
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_without_dropout(tmp_path_factory, tiny_bert):
+    """The tiny BERT with dropout off: two processes and one then see exactly the same arithmetic."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tiny_bert / name).read_bytes())
+    config = BertConfig.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertModel.from_pretrained(tiny_bert, config=config)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path, tiny_bert_without_dropout, toy_csv):
+    """2 gloo processes with 16 reviews each take the same steps as one process with 32: same global batches, and
+    the gradients averaged by DDP are the one process's. Weights agree to float rounding (1e-6, fp32)."""
+    args = ("--epochs", "2", "--select", "last", "--precision", "fp32")
+    ddp = torchrun(tiny_bert_without_dropout, toy_csv, tmp_path / "ddp", *args)
+    single = train.train(settings(tiny_bert_without_dropout, toy_csv, tmp_path / "one", epochs=2, select="last",
+                                  precision="fp32", batch_size=32), progress=False)
+    finished(ddp)
+    one, two = weights(single), weights(tmp_path / "ddp")
+    assert set(one) == set(two)
+    for name in one:
+        if name.endswith("key.bias"):
+            # Softmax ignores a bias shared by all keys: its true gradient is 0, and Adam turns the rounding noise
+            # in its place into lr-sized steps. Only the size of that noise can be compared.
+            assert two[name].abs().max() < 1e-3 and one[name].abs().max() < 1e-3
+            continue
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=name)
+    one_meta, two_meta = (json.loads((f / "critic.json").read_text()) for f in (single, tmp_path / "ddp"))
+    assert [h["step"] for h in one_meta["history"]] == [h["step"] for h in two_meta["history"]]
+    assert two_meta["processes"] == 2 and one_meta["processes"] == 1
+    assert abs(one_meta["history"][-1]["val_loss"] - two_meta["history"][-1]["val_loss"]) < 1e-4
+
+
+def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weights(tmp_path, tiny_bert, toy_csv):
+    """A DDP run stopped by SIGTERM mid-epoch and started again ends with the weights of an uninterrupted one:
+    every process's random state (its own dropout) is in the checkpoint."""
+    args = ("--epochs", "4", "--eval-every", "5", "--log-every", "1", "--select", "last", "--lr", "1e-3")
+    reference = torchrun(tiny_bert, toy_csv, tmp_path / "ref", *args, port=29534)
+    finished(reference)
+    saved = torch.load(tmp_path / "ref" / train.CHECKPOINT, weights_only=False)
+    first, second = (process["torch"] for process in saved["rng"]["processes"])
+    assert not torch.equal(first, second)  # each process draws its own dropout masks
+
+    out = tmp_path / "stopped"
+    process = torchrun(tiny_bert, toy_csv, out, *args, port=29535)
+    for line in process.stderr:
+        step = re.search(r"critic: step (\d+)/", line)
+        if step and int(step[1]) >= 10:
+            process.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
+            break
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    state = torch.load(out / train.CHECKPOINT, weights_only=False)["state"]
+    total = json.loads((tmp_path / "ref" / "critic.json").read_text())["history"][-1]["step"]
+    assert 10 <= state["step"] < total
+
+    finished(torchrun(tiny_bert, toy_csv, out, *args, port=29536))
+    a, b = weights(tmp_path / "ref"), weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_csv, monkeypatch):
+    """fp16 (GPUs without bf16) scales the loss. A scale far too large makes the first steps overflow: they are
+    skipped and counted, the scale comes down, and the model still learns, with finite weights."""
+    monkeypatch.setattr(train, "FP16_INIT_SCALE", 2.0**40)
+    out = train.train(settings(tiny_bert, toy_csv, tmp_path / "fp16", precision="fp16", epochs=3, log_every=5),
+                      progress=False)
     meta = json.loads((out / "critic.json").read_text())
-    # Each step takes 16 reviews on each of the 2 processes: half the steps of one process with batch 16.
-    assert meta["history"][-1]["step"] == 2 * (meta["train_rows"] // 16 // 2)
+    assert meta["precision"] == "fp16"
+    assert 1 <= meta["fp16_skipped_steps"] < 30
     assert meta["history"][-1]["val_accuracy"] > 0.8
+    assert all(torch.isfinite(w).all() for w in weights(out).values())
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    trained = [entry for entry in logged if entry["event"] == "train"]
+    assert trained[-1]["loss_scale"] < 2.0**30  # came down from 2**40
+    assert trained[-1]["skipped_steps"] == meta["fp16_skipped_steps"]  # logged as it happened
+
+
+def test_token_budget_plan(tmp_path):
+    lengths = np.random.default_rng(0).integers(5, 300, size=2000)
+    cfg = TrainConfig(batch_size=8, max_length=256, batching="tokens", epochs=2)
+    plan = train.plan_batches(lengths, cfg, world=2, by_tokens=True, multiple=8)
+    for epoch in plan.epochs:
+        rows = np.concatenate(epoch)
+        assert sorted(rows.tolist()) == list(range(2000))  # every review once an epoch
+    for batch in plan.steps:
+        assert 2 <= len(batch) <= 4 * 8 * 2
+        width = -(-lengths[batch].max() // 8) * 8
+        assert len(batch) * width <= 8 * 256 * 2  # the two processes' budgets together
+    sizes = [len(b) for b in plan.steps]
+    assert max(sizes) > 3 * min(sizes)  # short reviews travel in larger batches
+    assert plan.epoch_ends == [len(plan.epochs[0]), plan.total]
+    assert plan.epoch_at(len(plan.epochs[0]) // 2) == pytest.approx(0.5, abs=0.05)
 
 
 def test_presets_and_overrides(tmp_path):

@@ -94,7 +94,8 @@ TRAIN_HELP = {
     "window_stride": "with windows: tokens between window starts (default: half a window)",
     "window_pool": "with windows: mean-prob, mean-logit or max-confidence (best measured on IMDB)",
     "epochs": "passes over the training data",
-    "batch_size": "reviews per step (per process under torchrun)",
+    "batch_size": "reviews per step and process (torchrun: the global batch is this x processes); with token "
+                  "batching, the size of a batch of the longest reviews (shorter ones come up to 4x as many)",
     "lr": "peak learning rate of AdamW",
     "weight_decay": "AdamW weight decay (not applied to biases and LayerNorm)",
     "adam_eps": "AdamW epsilon",
@@ -102,6 +103,10 @@ TRAIN_HELP = {
     "grad_clip": "clip the gradient norm at this value (0: off)",
     "seed": "random seed: same seed, same data, same machine -> same weights",
     "eval_every": "also validate every N steps (0: once per epoch)",
+    "log_every": "read the loss, log it and check for Ctrl-C every N steps (each read waits for the GPU)",
+    "batching": "tokens: fill each batch to a token budget (short reviews in larger batches; the GPU default), "
+                "reviews: a fixed --batch-size, auto: tokens on GPUs, reviews on CPUs",
+    "batch_tokens": "with token batching: padded tokens per batch and process (default batch-size x max-length)",
     "patience": "stop after N validations without improvement (0: never stop early)",
     "select": "which weights to keep: best (by --metric on validation) or last",
     "metric": "validation metric for selection and early stopping: accuracy, auc or loss",

@@ -34,7 +34,9 @@ class TrainConfig:
     window_pool: str = "max-confidence"  # with windows: mean-prob, mean-logit or max-confidence
     # optimisation
     epochs: int = 3
-    batch_size: int = 32
+    batch_size: int = 32  # reviews per batch and process; with token batches, a full batch of the longest ones
+    batching: str = "auto"  # tokens (batches filled to a token budget), reviews (a fixed count); auto: tokens on GPUs
+    batch_tokens: int | None = None  # with token batches: padded tokens per batch and process; default batch_size x max_length
     lr: float = 5e-5
     weight_decay: float = 0.01
     adam_eps: float = 1e-8
@@ -43,6 +45,7 @@ class TrainConfig:
     seed: int = 42
     # validation and selection
     eval_every: int = 0  # steps; 0 = once per epoch
+    log_every: int = 50  # steps between reading the loss (a host-GPU sync), log lines and interrupt checks
     patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
     select: str = "best"  # best (by `metric`) or last
     metric: str = "accuracy"  # accuracy, auc or loss
@@ -68,7 +71,12 @@ class TrainConfig:
             raise ValueError(f"metric '{self.metric}': choose accuracy, auc or loss")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision '{self.precision}': choose auto, bf16, fp16 or fp32")
-        for name in ("epochs", "batch_size", "max_length"):
+        if self.batching not in ("auto", "tokens", "reviews"):
+            raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
+        if self.batch_tokens is not None and self.batch_tokens < self.max_length:
+            raise ValueError(f"batch_tokens {self.batch_tokens} must hold at least one review of max_length "
+                             f"{self.max_length}")
+        for name in ("epochs", "batch_size", "max_length", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.lr < 1:

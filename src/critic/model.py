@@ -30,9 +30,10 @@ def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
+    # fp32 master weights whatever the folder stores (transformers 5 would keep an fp16 copy's dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
         encoder_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)})
+        label2id={name: i for i, name in enumerate(labels)}, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     return model, tokenizer
 
@@ -45,7 +46,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu"):
     if not (folder / META_FILE).is_file():
         raise FileNotFoundError(f"{folder}: not a critic model (no {META_FILE}); train one with `critic train`")
     quiet_transformers()
-    model = AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer, json.loads((folder / META_FILE).read_text())
 
@@ -205,27 +206,33 @@ def use_rowwise_attention(model) -> bool:
     return True
 
 
-def cpu_inference_model(model, precision: str):
-    """A copy of `model` for scoring on a CPU: weights cast to bf16 once when computing in bf16 (autocast would
-    cast them again for every batch), and row-wise attention. Returns (model, autocast precision)."""
+def inference_model(model, precision: str, device: torch.device):
+    """A copy of `model` for scoring: weights cast to bf16/fp16 once when computing in it (autocast would cast them
+    again for every batch); on a CPU the row-wise attention, on a GPU PyTorch's fused attention (SDPA).
+    Returns (model, autocast precision)."""
     import copy
 
     model = copy.deepcopy(model).eval()
-    if precision == "bf16":
-        model, precision = model.to(torch.bfloat16), "fp32"
-    use_rowwise_attention(model)
+    if precision in ("bf16", "fp16"):
+        model, precision = model.to(torch.bfloat16 if precision == "bf16" else torch.float16), "fp32"
+    if device.type == "cpu":
+        use_rowwise_attention(model)
+    elif getattr(model, "_supports_sdpa", False):
+        model.set_attn_implementation("sdpa")
     return model, precision
 
 
 def torch_forward(model, device: torch.device, precision: str = "fp32"):
-    """A function from a padded batch (torch tensors) to numpy logits, for `logits`."""
+    """A function from a padded batch (torch tensors) to logits, for `logits`. On a GPU the batch is copied from
+    pinned memory without blocking and the logits stay on the GPU, so the host prepares the next batch meanwhile."""
     model.eval()
+    gpu = device.type == "cuda"
 
     @torch.inference_mode()
-    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: (v.pin_memory() if gpu else v).to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, precision):
-            return model(**batch).logits.float().cpu().numpy()
+            return model(**batch).logits.float()
 
     return forward
 
@@ -233,12 +240,19 @@ def torch_forward(model, device: torch.device, precision: str = "fp32"):
 def logits(forward, inputs: Ragged, pad_id: int, num_labels: int, max_tokens: int = 16384,
            progress=None, pad_multiple: int = 1) -> np.ndarray:
     """Logits for every row of `inputs`, in input order. Batches are length-sorted and sized by a token budget,
-    so short reviews are not padded to the longest one. `forward` maps a padded batch to logits (torch or ONNX)."""
-    out = np.zeros((len(inputs), num_labels), dtype=np.float32)
+    so short reviews are not padded to the longest one. `forward` maps a padded batch to logits: numpy (ONNX), or
+    torch tensors, which are gathered and read once at the end (reading each would make a GPU wait)."""
+    order, results = [], []
     for rows in sorted_batches(inputs.lengths, max_tokens):
-        out[rows] = forward(pad(inputs, rows, pad_id, pad_multiple))
+        order.append(rows)
+        results.append(forward(pad(inputs, rows, pad_id, pad_multiple)))
         if progress is not None:
             progress.update(len(rows))
+    out = np.zeros((len(inputs), num_labels), dtype=np.float32)
+    if not results:
+        return out
+    values = torch.cat(results).cpu().numpy() if isinstance(results[0], torch.Tensor) else np.concatenate(results)
+    out[np.concatenate(order)] = values
     return out
 
 

@@ -59,8 +59,8 @@ class Classifier:
         self.pad_multiple = modelling.pad_multiple(device)
         if backend == "torch":
             # On a CPU, torch.compile measured slower than the row-wise attention it cannot trace (docs/benchmarks.md).
-            scorer, autocast = (model, precision) if device.type != "cpu" or compile else \
-                modelling.cpu_inference_model(model, precision)
+            scorer, autocast = (model, precision) if device.type == "cpu" and compile else \
+                modelling.inference_model(model, precision, device)
             self.forward = modelling.torch_forward(torch.compile(scorer, dynamic=True) if compile else scorer, device,
                                                    autocast)
         else:

@@ -185,10 +185,14 @@ def pad(ragged: Ragged, rows: Sequence[int], pad_id: int, multiple: int = 8) -> 
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, group: int = 64) -> list[np.ndarray]:
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, group: int = 64,
+                           max_tokens: int | None = None, multiple: int = 1) -> list[np.ndarray]:
     """Shuffle, sort by length inside groups of `group` batches, cut into batches, shuffle the batches.
 
     Batches hold reviews of similar length (little padding) while the order stays random from epoch to epoch.
+    Without `max_tokens` every batch holds `batch_size` reviews (the last one fewer). With it, a batch holds as many
+    reviews as fit in `max_tokens` padded tokens (widths rounded up to `multiple`), at most `batch_size`: short
+    reviews travel in large batches, so a GPU is as busy with them as with long ones.
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(lengths))
@@ -197,7 +201,14 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
     for start in range(0, len(order), chunk):
         block = order[start:start + chunk]
         block = block[np.argsort(-lengths[block], kind="stable")]
-        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
+        at = 0
+        while at < len(block):
+            size = batch_size
+            if max_tokens is not None:
+                width = -(-max(int(lengths[block[at]]), 1) // multiple) * multiple  # the longest: sorted first
+                size = max(1, min(batch_size, max_tokens // width))
+            batches.append(block[at:at + size])
+            at += size
     rng.shuffle(batches)
     return batches
 

@@ -1,10 +1,13 @@
-"""Fine-tune an encoder into a sentiment classifier. The loop reads top to bottom: data, model, optimiser,
-then epochs of length-grouped batches with validation, checkpointing and early stopping.
+"""Fine-tune an encoder into a sentiment classifier. The loop reads top to bottom: data, model, optimiser, the plan
+of batches, then steps with validation, checkpointing and early stopping.
 
 A run in OUTPUT writes: the model (the best or last checkpoint, a standard Hugging Face folder), train_config.json,
 train_log.jsonl, stats.csv (the notebook's table), learning_curve.svg and checkpoint/ (everything needed to
-resume: weights, optimiser, schedule, random states, position). Under torchrun the same command trains with
-DistributedDataParallel.
+resume: weights, optimiser, schedule, loss scale, every process's random state, position). Under torchrun the same
+command trains with DistributedDataParallel, on one machine or several (OUTPUT on a filesystem they all see).
+
+Nothing inside a step waits for the GPU: the loss is summed on the device and read every `log_every` steps, where
+the interrupt flag is checked too; batches are padded and pinned in a background thread while the GPU works.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import random
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,15 +31,22 @@ import torch.nn.functional as F
 
 from critic import data, model as modelling, sources
 from critic.config import TrainConfig
-from critic.text import Encoder, Truncation, length_grouped_batches, pad, prepare
+from critic.text import Encoder, Ragged, Truncation, length_grouped_batches, pad, prepare
 
 CHECKPOINT = "checkpoint/state.pt"
+FP16_INIT_SCALE = 2.0**16  # GradScaler's own default; a test raises it to force overflowing steps
+ROWS_PER_TOKEN_BATCH = 4  # with token budgets, a batch of short reviews holds at most 4 x --batch-size of them
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Each process's own seed for dropout; the data order comes from `seed` alone and is shared by all."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -67,109 +81,422 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(partial, path)
 
 
-class Distributed:
-    """Rank, world size and helpers; a single process is a world of one."""
+# ------------------------------------------------------------------------------------------ processes
 
-    def __init__(self):
+
+class Distributed:
+    """Rank, world size, the device this process trains on, and the few collectives the loop needs. A single
+    process is a world of one. On GPUs each process takes the GPU of its LOCAL_RANK and NCCL moves CUDA tensors;
+    on CPUs gloo moves CPU tensors."""
+
+    def __init__(self, device_name: str = "auto"):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = modelling.resolve_device(device_name)
+        if device.type == "cuda":
+            if self.world > 1:
+                device = torch.device("cuda", self.local_rank)
+            device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.owns_group = False
         if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            nccl = device.type == "cuda"
+            torch.distributed.init_process_group("nccl" if nccl else "gloo", device_id=device if nccl else None)
+            self.owns_group = True
+        nccl = self.world > 1 and torch.distributed.get_backend() == "nccl"
+        self.collective_device = device if nccl else torch.device("cpu")
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
-    def broadcast_flag(self, flag: bool) -> bool:
+    def any(self, flag: bool) -> bool:
+        """True on every process when `flag` is true on any (a signal may reach one process first)."""
         if self.world == 1:
             return flag
-        tensor = torch.tensor([int(flag)])
-        torch.distributed.broadcast(tensor, src=0)
+        tensor = torch.tensor([int(flag)], device=self.collective_device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
         return bool(tensor.item())
+
+    def gather(self, obj) -> list:
+        """`obj` of every process, in rank order, on every process."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.world > 1:
-            torch.distributed.barrier()
+            if self.collective_device.type == "cuda":
+                torch.distributed.barrier(device_ids=[self.collective_device.index])
+            else:
+                torch.distributed.barrier()
+
+    @contextmanager
+    def local_main_first(self):
+        """The first process of each machine goes first (it tokenizes and fills the cache; the others then read
+        it, instead of all tokenizing the same reviews at once)."""
+        if self.local_rank != 0:
+            self.barrier()
+        yield
+        if self.local_rank == 0:
+            self.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            torch.distributed.destroy_process_group()
+            self.owns_group = False
+
+
+def rng_state(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+@dataclass
+class Plan:
+    """Every step of the run, decided up front: each epoch's global batches (rows of the training split). Under
+    DDP every process walks the same plan and takes its share of each batch."""
+
+    epochs: list[list[np.ndarray]]
+
+    @property
+    def steps(self) -> list[np.ndarray]:
+        return [batch for epoch in self.epochs for batch in epoch]
+
+    @property
+    def total(self) -> int:
+        return sum(len(epoch) for epoch in self.epochs)
+
+    @property
+    def epoch_ends(self) -> list[int]:
+        return np.cumsum([len(epoch) for epoch in self.epochs]).tolist()
+
+    def epoch_at(self, step: int) -> float:
+        """Epochs done after `step` steps, with a fraction for a step inside an epoch."""
+        start = 0
+        for epoch, batches in enumerate(self.epochs):
+            if step <= start + len(batches):
+                return epoch + (step - start) / max(1, len(batches))
+            start += len(batches)
+        return float(len(self.epochs))
+
+
+def plan_batches(lengths: np.ndarray, config: TrainConfig, world: int, by_tokens: bool, multiple: int) -> Plan:
+    """Length-grouped global batches for every epoch: `batch_size` reviews per process, or, by tokens, as many
+    reviews as fit in `batch_tokens` padded tokens per process (default: batch_size x max_length, the memory of
+    a full batch of the longest reviews)."""
+    epochs = []
+    for epoch in range(config.epochs):
+        if by_tokens:
+            budget = (config.batch_tokens or config.batch_size * config.max_length) * world
+            batches = length_grouped_batches(lengths, ROWS_PER_TOKEN_BATCH * config.batch_size * world,
+                                             seed=config.seed + epoch, max_tokens=budget, multiple=multiple)
+        else:
+            batches = length_grouped_batches(lengths, config.batch_size * world, seed=config.seed + epoch)
+        epochs.append([b for b in batches if len(b) >= world])  # every process needs a share
+    return Plan(epochs)
+
+
+def prepared_batches(steps: Iterable[np.ndarray], inputs: Ragged, labels: torch.Tensor, pad_id: int, multiple: int,
+                     rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int]]:
+    """(this process's padded share of each global batch, the global batch's size). With `pin` (a GPU) the
+    batches are prepared in a background thread into pinned memory, so the copy to the GPU does not block."""
+
+    def prepare_one(rows_global: np.ndarray) -> tuple[dict, int]:
+        rows = np.array_split(rows_global, world)[rank]
+        batch = pad(inputs, rows, pad_id, multiple)
+        batch["labels"] = labels[torch.from_numpy(rows)]
+        if pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch, len(rows_global)
+
+    prepared = map(prepare_one, steps)
+    return _ahead(prepared, depth=4) if pin else prepared
+
+
+def _ahead(items: Iterator, depth: int) -> Iterator:
+    """Iterate `items` in a background thread, up to `depth` items ahead of the consumer."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(message) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # handed to the consumer, raised there
+            put(("error", error))
+
+    threading.Thread(target=produce, daemon=True, name="critic-batches").start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+# ------------------------------------------------------------------------------------------ the step
+
+
+class Optimisation:
+    """The model as it runs forward (DDP, compiled), fused AdamW, the schedule and, in fp16, the loss scaler."""
+
+    def __init__(self, model, config: TrainConfig, device: torch.device, precision: str, world: int,
+                 total_steps: int):
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
+        self.params = decay + no_decay
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
+        warmup = int(config.warmup_ratio * total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(warmup, total_steps))
+        # fp16 (GPUs without bf16: T4, V100) needs a scaled loss, or small gradients underflow to zero. A step whose
+        # gradients overflow is skipped by the fused optimiser itself, on the GPU, without a sync.
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE, enabled=precision == "fp16")
+        self.forward_model = model
+        if world > 1:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+        if config.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.device, self.precision, self.world, self.grad_clip = device, precision, world, config.grad_clip
+
+    def step(self, batch: dict, global_rows: int) -> torch.Tensor:
+        """One optimiser step on this process's share of a global batch; returns the share's summed loss, on the
+        device and unread (reading it would make the host wait for the GPU)."""
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        labels = inputs.pop("labels")
+        with modelling.autocast(self.device, self.precision):
+            logits = self.forward_model(**inputs).logits
+        summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+        # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
+        # world / global rows makes that average the mean over the whole global batch, as one process computes it.
+        self.scaler.scale(summed * (self.world / global_rows)).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return summed.detach()
+
+    def skipped_steps(self, steps: int) -> int:
+        """Steps whose update was skipped for overflowing fp16 gradients (the optimiser counts applied ones)."""
+        if not self.scaler.is_enabled() or steps == 0:
+            return 0
+        applied = self.optimizer.state.get(self.params[0], {}).get("step", 0)
+        return steps - int(applied)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+
+
+class LossMeter:
+    """Sums the loss on the device; `take()` reads the mean since the last take (one host-device sync)."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), device=device)
+        self.rows = 0
+
+    def add(self, summed: torch.Tensor, rows: int) -> None:
+        self.total += summed
+        self.rows += rows
+
+    def take(self) -> float:
+        mean = self.total.item() / self.rows if self.rows else float("nan")
+        self.total.zero_()
+        self.rows = 0
+        return mean
+
+
+class Clock:
+    """Seconds spent in training steps, apart from validation and checkpoints (the GPU is waited for at each
+    switch, so queued work is counted where it belongs)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.started = time.perf_counter()
+        self.paused = 0.0
+
+    @contextmanager
+    def pause(self):
+        _synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        self.paused += time.perf_counter() - start
+
+    def training_seconds(self) -> float:
+        _synchronize(self.device)
+        return max(time.perf_counter() - self.started - self.paused, 1e-9)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------ validation, checkpoints
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def validate(model, inputs: Ragged, labels: np.ndarray, device: torch.device, precision: str, pad_id: int,
+             multiple: int) -> dict:
+    """Loss, accuracy and AUC on the validation split; leaves the model in training mode."""
+    forward = modelling.torch_forward(model, device, precision)
+    logits = modelling.logits(forward, inputs, pad_id, model.config.num_labels, pad_multiple=multiple)
+    model.train()  # torch_forward switched dropout off
+    return validation_metrics(logits, labels)
+
+
+def record(progress: Progress, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
+    """Add a validation to the history; returns its entry and whether it is the best so far."""
+    entry = {"step": progress.step, "epoch": round(epoch, 3), **{f"val_{k}": v for k, v in metrics.items()},
+             "train_loss": train_loss}
+    progress.history.append(entry)
+    improved = better(metric, metrics[metric], progress.best)
+    if improved:
+        progress.best, progress.best_step, progress.bad_evals = metrics[metric], progress.step, 0
+    else:
+        progress.bad_evals += 1
+    return entry, improved
+
+
+def save_checkpoint(path: Path, model, optimisation: Optimisation, progress: Progress, resumable: dict,
+                    rng: list[dict]) -> None:
+    """Everything a resume needs, `rng` holding every process's random state (each draws its own dropout)."""
+    atomic_save({"model": model.state_dict(), **optimisation.state_dict(), "state": asdict(progress),
+                 "config": resumable, "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                                              "processes": rng}}, path)
+
+
+def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: dict, rank: int,
+                    device: torch.device) -> Progress:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["config"] != resumable:
+        changed = sorted(k for k in set(resumable) | set(saved["config"])
+                         if resumable.get(k) != saved["config"].get(k))
+        raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)}); "
+                         f"use another --output or delete {path.parent}")
+    model.load_state_dict(saved["model"])
+    optimisation.load_state_dict(saved)
+    random.setstate(saved["rng"]["python"])
+    np.random.set_state(saved["rng"]["numpy"])
+    set_rng_state(saved["rng"]["processes"][rank], device)
+    return Progress(**saved["state"])
+
+
+def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
+    """The settings that must match for a checkpoint to be resumed: all that change the weights."""
+    keep = ("model", "data", "text_column", "label_column", "label_map", "drop_invalid", "train_size", "eval_size",
+            "cleaning", "max_length", "truncation", "head_tokens", "epochs", "batch_size", "batching",
+            "batch_tokens", "lr", "weight_decay", "adam_eps", "warmup_ratio", "grad_clip", "seed", "select",
+            "metric")
+    return {**{k: getattr(config, k) for k in keep}, "precision": precision, "processes": world}
+
+
+# ------------------------------------------------------------------------------------------ the loop
 
 
 def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
     """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint."""
-    dist = Distributed()
+    dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     for note in config.notes:
         say(note)
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the same new head on every process
 
-    # ---- data
-    dataset = data.load(config.data, data.Columns(config.text_column, config.label_column,
-                                                  data.parse_label_map(config.label_map) if config.label_map else None),
-                        config.drop_invalid, log=say)
-    train_frame = dataset.split("train", config.train_size, config.seed)
-    val_frame = dataset.split("validation", config.eval_size, config.seed)
-    encoder_path = sources.resolve_model(config.model, log=say)
-    model, tokenizer = modelling.build(encoder_path)
-    encoder = Encoder(tokenizer)
-    truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
-    cache = sources.cache_root() / "tokens"
-    train_inputs = prepare(train_frame["text"], encoder, config.cleaning, truncation, cache)
-    val_inputs = prepare(val_frame["text"], encoder, config.cleaning, truncation, cache)
+    # ---- data and model
+    with dist.local_main_first():
+        columns = data.Columns(config.text_column, config.label_column,
+                               data.parse_label_map(config.label_map) if config.label_map else None)
+        dataset = data.load(config.data, columns, config.drop_invalid, log=say)
+        train_frame = dataset.split("train", config.train_size, config.seed)
+        val_frame = dataset.split("validation", config.eval_size, config.seed)
+        model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say))
+        encoder = Encoder(tokenizer)
+        truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
+        cache = sources.cache_root() / "tokens"
+        train_inputs = prepare(train_frame["text"], encoder, config.cleaning, truncation, cache)
+        val_inputs = prepare(val_frame["text"], encoder, config.cleaning, truncation, cache)
     train_labels = torch.tensor(train_frame["label"].to_numpy())
     val_labels = val_frame["label"].to_numpy()
-    say(f"training on {len(train_frame):,} reviews, validating on {len(val_frame):,}; "
-        f"{config.max_length} tokens, truncation {config.truncation}")
 
-    # ---- model and optimiser
-    device = modelling.resolve_device(config.device)
-    if device.type == "cuda" and dist.world > 1:
-        device = torch.device("cuda", dist.local_rank)
+    # ---- machine, plan, optimiser
+    device = dist.device
     precision = modelling.resolve_precision(config.precision, device)
-    pad_multiple = modelling.pad_multiple(device)
+    multiple = modelling.pad_multiple(device)
+    by_tokens = config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda")
+    plan = plan_batches(train_inputs.lengths, config, dist.world, by_tokens, multiple)
     model.to(device)
     if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
         modelling.use_rowwise_attention(model)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
-    batches_per_epoch = math.ceil(len(train_frame) / config.batch_size)
-    # Every rank must take the same number of steps; with several, the last uneven batches are left out.
-    steps_per_epoch = batches_per_epoch if dist.world == 1 else batches_per_epoch // dist.world
-    total_steps = steps_per_epoch * config.epochs
-    warmup = int(config.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
-    forward_model = model
-    if dist.world > 1:
-        forward_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        forward_model = torch.compile(forward_model, dynamic=True)
+    torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
+    optimisation = Optimisation(model, config, device, precision, dist.world, plan.total)
+    say(f"training on {len(train_frame):,} reviews, validating on {len(val_frame):,}; {config.max_length} tokens, "
+        f"truncation {config.truncation}; {plan.total:,} steps of "
+        + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens" if by_tokens
+           else f"{config.batch_size} reviews") + (f" on each of {dist.world} processes" if dist.world > 1 else "")
+        + f"; {device}, {precision}")
 
     # ---- resume
-    state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
+    state = Progress()
     checkpoint_path = output / CHECKPOINT
+    resumable = _resumable(config, dist.world, precision)
     if checkpoint_path.is_file():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if saved["config"] != _resumable(config):
-            raise ValueError(f"{checkpoint_path} belongs to a run with other settings; "
-                             f"use another --output or delete {checkpoint_path.parent}")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        random.setstate(saved["rng"]["python"])
-        np.random.set_state(saved["rng"]["numpy"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if saved["rng"].get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-        say(f"resuming from step {state['step']} of {total_steps} ({checkpoint_path})")
+        state = load_checkpoint(checkpoint_path, model, optimisation, resumable, dist.rank, device)
+        say(f"resuming from step {state.step} of {plan.total} ({checkpoint_path})")
     if dist.main:
         config.save(output / "train_config.json")
-        _truncate_log(output / "train_log.jsonl", state["step"])
-
+        _truncate_log(output / "train_log.jsonl", state.step)
     meta = {
         "name": output.name, "base_model": config.model, "data": config.data, "labels": list(data.LABEL_NAMES),
         "cleaning": config.cleaning, "truncation": truncation.as_dict(), "train_rows": len(train_frame),
@@ -177,114 +504,92 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         "manifest": dataset.manifest, "config": config.to_dict(), "notes": config.notes,
     }
 
-    def evaluate_and_checkpoint(epoch: float) -> bool:
-        """Validate, keep the best model, write a resumable checkpoint; True when patience has run out."""
-        started_at = time.perf_counter()
-        stop = False
+    def checkpoint() -> None:  # every process hands in its random state; the first one writes
+        rng = dist.gather(rng_state(device))
         if dist.main:
-            val_logits = modelling.logits(modelling.torch_forward(model, device, precision), val_inputs,
-                                          encoder.pad_id, model.config.num_labels, pad_multiple=pad_multiple)
-            metrics = validation_metrics(val_logits, val_labels)
-            entry = {"step": state["step"], "epoch": round(epoch, 3), **{f"val_{k}": v for k, v in metrics.items()},
-                     "train_loss": state.pop("running_loss", float("nan"))}
-            state["history"].append(entry)
-            improved = better(config.metric, metrics[config.metric], state["best"])
-            if improved:
-                state.update(best=metrics[config.metric], best_step=state["step"], bad_evals=0)
-                if config.select == "best":
-                    modelling.save(model, tokenizer, output, {**meta, "selected": f"best {config.metric} "
-                                   f"at step {state['step']} (epoch {epoch:.2f})", "validation": entry})
-            else:
-                state["bad_evals"] += 1
-            _append_log(output / "train_log.jsonl", {"event": "eval", **entry})
-            say(f"step {state['step']}/{total_steps} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
-                f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else ""))
-            stop = config.patience > 0 and state["bad_evals"] >= config.patience
-            save_checkpoint()
-        model.train()  # validation switched dropout off
-        timing["validating"] += time.perf_counter() - started_at
-        return dist.broadcast_flag(stop)
-
-    def save_checkpoint() -> None:
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "state": state, "config": _resumable(config),
-                     "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}},
-                    checkpoint_path)
+            save_checkpoint(checkpoint_path, model, optimisation, state, resumable, rng)
 
     # ---- the loop. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume.
     interrupted = _InterruptFlag()
-    bar = _progress(total_steps, state["step"], progress and dist.main)
-    stopped = False
-    start_epoch = state["step"] // steps_per_epoch
-    started = time.perf_counter()
-    timing = {"validating": 0.0}  # validation and checkpoints, kept apart from the training steps' speed
-    samples_seen = 0
-    for epoch in range(start_epoch, config.epochs):
-        batches = length_grouped_batches(train_inputs.lengths, config.batch_size, seed=config.seed + epoch)
-        my_batches = batches[dist.rank::dist.world][:steps_per_epoch]
-        skip = state["step"] - epoch * steps_per_epoch
-        model.train()
-        for rows in my_batches[skip:]:
-            batch = {k: v.to(device, non_blocking=True)
-                     for k, v in pad(train_inputs, rows, encoder.pad_id, pad_multiple).items()}
-            labels = train_labels[rows].to(device, non_blocking=True)
-            with modelling.autocast(device, precision):
-                logits = forward_model(**batch).logits
-            loss = F.cross_entropy(logits.float(), labels)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            samples_seen += len(rows) * dist.world
-            loss_value = loss.item()
-            state["running_loss"] = loss_value if "running_loss" not in state else \
-                0.9 * state["running_loss"] + 0.1 * loss_value
+    bar = _progress(plan.total, state.step, progress and dist.main)
+    log_losses, epoch_losses = LossMeter(device), LossMeter(device)
+    clock = Clock(device)
+    samples = 0
+    model.train()
+    batches = prepared_batches(plan.steps[state.step:], train_inputs, train_labels, encoder.pad_id, multiple,
+                               dist.rank, dist.world, pin=device.type == "cuda")
+    for batch, global_rows in batches:
+        summed = optimisation.step(batch, global_rows)
+        rows = len(batch["labels"])
+        log_losses.add(summed, rows)
+        epoch_losses.add(summed, rows)
+        state.step += 1
+        samples += global_rows
+        if bar is not None:
+            bar.update(1)
+        at_log_point = state.step % config.log_every == 0
+        if at_log_point and dist.main:
+            loss = log_losses.take()
+            speed = samples / clock.training_seconds()
+            entry = {"event": "train", "step": state.step, "loss": loss, "lr": optimisation.scheduler.get_last_lr()[0],
+                     "samples_per_second": speed}
+            if precision == "fp16":
+                entry.update(loss_scale=optimisation.scaler.get_scale(),
+                             skipped_steps=optimisation.skipped_steps(state.step))
+            _append_log(output / "train_log.jsonl", entry)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{state['running_loss']:.3f}",
-                                samples_s=f"{samples_seen / (time.perf_counter() - started):.1f}")
-            if dist.main and state["step"] % 10 == 0:
-                _append_log(output / "train_log.jsonl", {"event": "train", "step": state["step"],
-                                                         "loss": loss_value, "lr": scheduler.get_last_lr()[0]})
-            if config.eval_every and state["step"] % config.eval_every == 0 and state["step"] % steps_per_epoch:
-                if stopped := evaluate_and_checkpoint(state["step"] / steps_per_epoch):
-                    break
-            if dist.broadcast_flag(interrupted.raised):
+                bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{speed:.0f}")
+
+        stop = False
+        end_of_epoch = state.step in plan.epoch_ends
+        if end_of_epoch or (config.eval_every and state.step % config.eval_every == 0):
+            with clock.pause():
                 if dist.main:
-                    save_checkpoint()
-                interrupted.restore()
-                raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint saved in {checkpoint_path}, "
-                                        f"run the same command again to resume")
-        if not stopped:
-            stopped = evaluate_and_checkpoint(epoch + 1)
-        if stopped:
+                    metrics = validate(model, val_inputs, val_labels, device, precision, encoder.pad_id, multiple)
+                    epoch = plan.epoch_at(state.step)
+                    entry, improved = record(state, metrics, config.metric, epoch, epoch_losses.take())
+                    if improved and config.select == "best":
+                        modelling.save(model, tokenizer, output, {**meta, "selected": f"best {config.metric} at step "
+                                       f"{state.step} (epoch {epoch:.2f})", "validation": entry})
+                    _append_log(output / "train_log.jsonl", {"event": "eval", **entry})
+                    say(f"step {state.step}/{plan.total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
+                        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else ""))
+                    stop = config.patience > 0 and state.bad_evals >= config.patience
+                checkpoint()
+            stop = dist.any(stop)
+        if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
+            checkpoint()
+            dist.barrier()
+            interrupted.restore()
+            raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {checkpoint_path}, "
+                                    f"run the same command again to resume")
+        if stop:
             say(f"early stop: no improvement in {config.patience} evaluations")
             break
     if bar is not None:
         bar.close()
     interrupted.restore()
 
-    elapsed = time.perf_counter() - started
-    stepping = max(elapsed - timing["validating"], 1e-9)
+    stepping = clock.training_seconds()
+    elapsed = time.perf_counter() - clock.started
+    skipped = optimisation.skipped_steps(state.step)
     if dist.main:
         if config.select == "last":
-            modelling.save(model, tokenizer, output, {**meta, "selected": f"last (step {state['step']})",
-                                                      "validation": state["history"][-1]})
-        modelling.update_meta(output, history=state["history"], train_seconds=elapsed,
-                              validation_seconds=timing["validating"],
-                              train_samples_per_second=samples_seen / stepping)
-        write_stats(state["history"], output)
+            modelling.save(model, tokenizer, output, {**meta, "selected": f"last (step {state.step})",
+                                                      "validation": state.history[-1]})
+        modelling.update_meta(output, history=state.history, train_seconds=elapsed, validation_seconds=clock.paused,
+                              train_samples_per_second=samples / stepping, precision=precision,
+                              processes=dist.world, **({"fp16_skipped_steps": skipped} if precision == "fp16" else {}))
+        write_stats(state.history, output)
         if progress:
-            print_stats(state["history"], state["best_step"])
-        say(f"trained in {elapsed:.0f} s: {samples_seen / stepping:.1f} samples/s in training steps, "
-            f"{timing['validating']:.0f} s validating and checkpointing; best val {config.metric} "
-            f"{state['best']:.4f} at step {state['best_step']}; model in {output}")
+            print_stats(state.history, state.best_step)
+        if precision == "fp16":
+            say(f"fp16: {skipped} of {state.step} steps skipped for overflowing gradients (the loss scale adapts)")
+        say(f"trained in {elapsed:.0f} s: {samples / stepping:.1f} samples/s in training steps, "
+            f"{clock.paused:.0f} s validating and checkpointing; best val {config.metric} "
+            f"{state.best:.4f} at step {state.best_step}; model in {output}")
     dist.barrier()
+    dist.close()
     return output
 
 
@@ -312,13 +617,6 @@ class _InterruptFlag:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous = {}
-
-
-def _resumable(config: TrainConfig) -> dict:
-    """The settings that must match for a checkpoint to be resumed."""
-    keep = ("model", "data", "train_size", "eval_size", "cleaning", "max_length", "truncation", "head_tokens",
-            "epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "seed", "select", "metric")
-    return {k: getattr(config, k) for k in keep}
 
 
 def _progress(total: int, done: int, enabled: bool):
