@@ -25,6 +25,8 @@ def test_batched_equals_one_by_one(toy_model):
     together = clf.predict_proba(texts)
     alone = np.vstack([clf.predict_proba([t]) for t in texts])
     assert np.allclose(together, alone, atol=1e-5)
+    in_chunks = clf.predict_proba(texts, chunk=7)  # tokenized 7 at a time, the next chunk while one is scored
+    assert np.allclose(together, in_chunks, atol=1e-5)
 
 
 def test_bad_input_names_the_row(toy_model):

@@ -111,8 +111,25 @@ class Classifier:
             progress.update(len(tokens))
         return pool_windows(window_logits, owners, len(tokens), self.long_reviews.pool)
 
-    def predict_proba(self, texts: Sequence[str] | str, max_tokens: int | None = None, progress=None) -> np.ndarray:
-        return self.proba_from_tokens(self.encode(texts), max_tokens, progress)
+    def predict_proba(self, texts: Sequence[str] | str, max_tokens: int | None = None, progress=None,
+                      chunk: int = 8192) -> np.ndarray:
+        """Probabilities, one row per text. Many texts are taken `chunk` at a time, the next chunk tokenized in a
+        thread while the model scores this one (the tokenizer releases the GIL)."""
+        texts = _check_texts(texts)
+        if len(texts) <= chunk:
+            return self.proba_from_tokens(self.encode(texts), max_tokens, progress)
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = [texts[start:start + chunk] for start in range(0, len(texts), chunk)]
+        scored = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.encode, parts[0])
+            for following in parts[1:] + [None]:
+                tokens = pending.result()
+                if following is not None:
+                    pending = pool.submit(self.encode, following)
+                scored.append(self.proba_from_tokens(tokens, max_tokens, progress))
+        return np.concatenate(scored)
 
     def predict(self, texts: Sequence[str] | str) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]

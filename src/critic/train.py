@@ -532,7 +532,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
             loss = log_losses.take()
             speed = samples / clock.training_seconds()
             entry = {"event": "train", "step": state.step, "loss": loss, "lr": optimisation.scheduler.get_last_lr()[0],
-                     "samples_per_second": speed}
+                     "samples": samples, "samples_per_second": speed}
             if precision == "fp16":
                 entry.update(loss_scale=optimisation.scaler.get_scale(),
                              skipped_steps=optimisation.skipped_steps(state.step))

@@ -1,0 +1,408 @@
+"""The GPU suite: every GPU figure critic claims, measured in one run on one card and printed as one JSON object
+(card, versions, date, each step's figures, each target and whether it was met).
+
+    python bench/gpu_suite.py build                        # here: .gpu/ = MiniLM in fp16 (43 MiB) + IMDB in xz (17 MiB)
+    python bench/gpu_suite.py run --artifacts .gpu --out results.json     # on the GPU machine: about 5 minutes
+    python bench/gpu_suite.py run --artifacts .gpu --smoke  # the same folder, every step tiny, on this CPU
+    python bench/gpu_suite.py smoke                        # every step, tiny, on a CPU (CI runs it)
+
+`run` needs no network and installs nothing: Python with torch, transformers (5.17 or later), accelerate, pandas,
+pyarrow and scikit-learn, this repository, and the folder that `build` wrote (small enough to travel with the
+code). Steps, each timing critic and its peer in the same run:
+
+  train_throughput  DistilBERT architecture (random weights from its config; no download), 256 tokens (the first),
+                    20,000 IMDB training reviews, one epoch: critic (token batches of 64 x 256, bf16), critic with
+                    torch.compile, and HF Trainer at its best (bf16, group_by_length, batch 64).
+                    Targets: >= 4,000 samples/s and >= 3x Trainer.
+  recipe            the full MiniLM recipe (`critic train --preset gpu`: the whole training split, 512 tokens
+                    head+tail, 3 epochs, validation every epoch), then its accuracy on the whole test split.
+                    Target: <= 60 s of training.
+  scoring           that model at 256 tokens (the first), tokenization included, on the validation and test reviews:
+                    critic (bf16 weights) vs transformers.pipeline at its best (bf16 or fp16, batch 64 or 256,
+                    chosen on a probe). Targets: >= 10,000 reviews/s and >= 5x.
+  fp16              DistilBERT architecture, 2 epochs in fp16 with loss scaling (the T4/V100 path): skipped
+                    steps, validation accuracy, finite weights.
+
+A step that fails is reported with its error and the others still run; results are written after every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import lzma
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from critic import config, data, model as modelling, sources  # noqa: E402
+
+MODEL_DIR = "minilm-fp16"
+DATA_FILE = "IMDB_Dataset.csv.xz"
+
+FULL = dict(throughput_reviews=20000, throughput_batch=64, throughput_length=256, recipe={}, fp16_reviews=10000,
+            fp16_eval=1000, scoring_length=256, scoring_probe=2000, scoring_reviews=None,
+            pipeline_dtypes=("bf16", "fp16"), pipeline_batches=(64, 256), scoring_precision="auto", tiny=False)
+SMOKE = dict(throughput_reviews=160, throughput_batch=16, throughput_length=64,
+             recipe=dict(train_size=800, eval_size=40, max_length=64, epochs=2, batch_size=32, lr=3e-3),
+             fp16_reviews=160, fp16_eval=40, scoring_length=64, scoring_probe=32, scoring_reviews=120,
+             pipeline_dtypes=("fp32",), pipeline_batches=(16,), scoring_precision="fp32", tiny=True)
+
+TARGETS = {  # issue 9, on one H100
+    "train_samples_per_s": 4000, "train_ratio_vs_trainer": 3.0, "recipe_train_seconds": 60,
+    "scoring_reviews_per_s": 10000, "scoring_ratio_vs_pipeline": 5.0,
+}
+
+
+# ------------------------------------------------------------------------------------------ build
+
+
+def build(out: Path, model: str = "minilm", dataset: str = "imdb", log=print) -> dict:
+    """The suite's luggage: the encoder's weights in fp16 (training loads them back in fp32) and the reviews in xz."""
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    source = sources.resolve_model(model, log=log)
+    target = out / MODEL_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    weights = load_file(source / "model.safetensors")
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
+    csv = Path(dataset) if Path(dataset).is_file() else sources.fetch(sources.DATASETS[dataset], log=log).path / \
+        sources.IMDB_CSV
+    with open(csv, "rb") as raw, lzma.open(out / DATA_FILE, "wb", preset=9) as packed:
+        shutil.copyfileobj(raw, packed, 1 << 20)
+    sizes = {p.name: p.stat().st_size for p in [*target.iterdir(), out / DATA_FILE]}
+    total = sum(sizes.values())
+    log(f"{out}: {total / 2**20:.1f} MiB ({', '.join(f'{k} {v / 2**20:.1f}' for k, v in sizes.items())})")
+    return {"folder": str(out), "mib": round(total / 2**20, 1)}
+
+
+# ------------------------------------------------------------------------------------------ context
+
+
+@dataclasses.dataclass
+class Context:
+    data: str  # "imdb" (verified copy in the suite's cache) or a file (smoke)
+    minilm: Path  # an encoder folder
+    device: torch.device
+    sizes: dict
+    work: Path
+    results: dict = dataclasses.field(default_factory=dict)
+
+    def folder(self, name: str) -> Path:
+        return self.work / name
+
+
+def unpack(artifacts: Path, work: Path, smoke: bool) -> str:
+    """Put the reviews where critic finds them: the verified IMDB in the suite's own cache, or (smoke) a file."""
+    csv = work / sources.IMDB_CSV
+    with lzma.open(artifacts / DATA_FILE, "rb") as packed, open(csv, "wb") as raw:
+        shutil.copyfileobj(packed, raw, 1 << 20)
+    if smoke:
+        return str(csv)
+    sources.fetch(sources.IMDB, local=csv)  # sha256-checked; raises on any other file
+    return "imdb"
+
+
+def machine(device: torch.device) -> dict:
+    import transformers
+
+    info = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": str(device), "cpu": _cpu_model(),
+            "cpu_cores": os.cpu_count()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(card=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                    bf16=torch.cuda.is_bf16_supported())
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def distilbert(ctx: Context, name: str) -> Path:
+    """A DistilBERT-architecture encoder with random weights (base size; tiny for the smoke) and MiniLM's
+    vocabulary, which is DistilBERT's own (BERT uncased)."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    folder = ctx.folder(name)
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(ctx.minilm)
+    size = dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64) if ctx.sizes["tiny"] else {}
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), **size)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
+    from critic.train import train
+
+    cfg = config.build(dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device),
+                            **settings))
+    started = time.perf_counter()
+    folder = train(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True), progress=False)
+    meta = json.loads((folder / "critic.json").read_text())
+    meta["wall_seconds"] = time.perf_counter() - started
+    return folder, meta
+
+
+def steady_speed(folder: Path) -> float | None:
+    """Samples/s over the second half of the run's logged steps (compilation and warm-up left out)."""
+    entries = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    logged = [e for e in entries if e["event"] == "train" and "samples" in e]
+    if len(logged) < 3:
+        return None
+    middle, last = logged[len(logged) // 2], logged[-1]
+    # the training clock is the log's own: time between two log points, validations excluded when none fell between
+    evals = [e for e in entries if e["event"] == "eval" and middle["step"] < e["step"] <= last["step"]]
+    if evals:
+        return None
+    return (last["samples"] - middle["samples"]) / max(last["time"] - middle["time"], 1e-9)
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+def step_train_throughput(ctx: Context) -> dict:
+    from train_throughput import hf_trainer
+
+    sizes = ctx.sizes
+    model = distilbert(ctx, "distilbert")
+    n, batch, length = sizes["throughput_reviews"], sizes["throughput_batch"], sizes["throughput_length"]
+    common = dict(model=str(model), train_size=n, eval_size=256 if not sizes["tiny"] else 32, max_length=length,
+                  truncation="head", epochs=1, batch_size=batch, log_every=20 if not sizes["tiny"] else 2)
+    out = {"reviews": n, "max_length": length, "batch": batch}
+    _, meta = critic_train(ctx, "throughput-critic", **common)
+    out["critic"] = {"samples_per_s": meta["train_samples_per_second"], "precision": meta["precision"],
+                     "batching": f"tokens ({batch} x {length} per batch)" if ctx.device.type == "cuda" else
+                     f"reviews ({batch})", "steady_samples_per_s": steady_speed(ctx.folder("throughput-critic"))}
+    folder, meta = critic_train(ctx, "throughput-compiled", compile=True, **common)
+    out["critic_compiled"] = {"samples_per_s": meta["train_samples_per_second"],
+                              "steady_samples_per_s": steady_speed(folder),
+                              "note": "samples/s include compilation; steady: the second half of the steps"}
+
+    frame = data.load(ctx.data).split("train", n, 42)  # the rows critic trained on (its seed is 42)
+    texts, labels = frame["text"].map(data.clean_default).tolist(), frame["label"].to_numpy()
+    bf16 = torch.cuda.is_bf16_supported() if ctx.device.type == "cuda" else modelling.cpu_has_bf16()
+    args = argparse.Namespace(batch_size=batch, max_length=length)
+    trainer = hf_trainer(model, texts, labels, args, ctx.device, ctx.folder("throughput-trainer"), bf16)
+    out["hf_trainer"] = {"samples_per_s": trainer, "precision": "bf16" if bf16 else "fp32",
+                         "settings": f"batch {batch}, group_by_length, dynamic padding"}
+    out["ratio_vs_trainer"] = out["critic"]["samples_per_s"] / trainer
+    return out
+
+
+def step_recipe(ctx: Context) -> dict:
+    import critic
+
+    folder, meta = critic_train(ctx, "recipe", model=str(ctx.minilm), **ctx.sizes["recipe"])
+    started = time.perf_counter()
+    summary = critic.evaluate_model(folder, ctx.data, split="test")
+    ctx.results["recipe_model"] = folder
+    return {"train_seconds": meta["train_seconds"], "validation_seconds": meta["validation_seconds"],
+            "train_samples_per_s": meta["train_samples_per_second"], "train_rows": meta["train_rows"],
+            "epochs": meta["config"]["epochs"], "max_length": meta["truncation"]["max_length"],
+            "truncation": meta["truncation"]["strategy"], "precision": meta["precision"],
+            "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]],
+            "test_accuracy": summary["accuracy"], "test_accuracy_ci95": summary["accuracy_ci95"],
+            "test_rows": summary["rows"], "roc_auc": summary["roc_auc"],
+            "evaluate_seconds": time.perf_counter() - started}
+
+
+def step_scoring(ctx: Context) -> dict:
+    from transformers import pipeline
+
+    from critic.predict import Classifier
+
+    sizes = ctx.sizes
+    model_dir = ctx.results.get("recipe_model")
+    if model_dir is None:
+        raise RuntimeError("needs the recipe step's model")
+    import pandas as pd
+
+    dataset = data.load(ctx.data)
+    frame = pd.concat([dataset.split("validation"), dataset.split("test")], ignore_index=True)  # unseen in training
+    if sizes["scoring_reviews"]:
+        frame = frame.iloc[:sizes["scoring_reviews"]]
+    labels = frame["label"].to_numpy()
+    clf = Classifier.load(model_dir, device=str(ctx.device), backend="torch", long_reviews="truncate",
+                          precision=sizes["scoring_precision"])
+    length = sizes["scoring_length"]
+    clf.truncation = dataclasses.replace(clf.truncation, max_length=length, strategy="head")
+    texts = [data.cleaner(clf.cleaning)(t) for t in frame["text"]]  # both read the same cleaned text
+    clf.cleaning = "none"
+
+    clf.predict_proba(texts[:512])  # warm-up
+    _sync(ctx.device)
+    started = time.perf_counter()
+    ours = clf.predict_proba(texts)
+    _sync(ctx.device)
+    critic_speed = len(texts) / (time.perf_counter() - started)
+
+    device = 0 if ctx.device.type == "cuda" else -1
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    probes = []
+    probe = texts[:sizes["scoring_probe"]]
+    for dtype in sizes["pipeline_dtypes"]:
+        classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[dtype],
+                            top_k=None)
+        for batch in sizes["pipeline_batches"]:
+            classify(probe[:64], batch_size=batch, truncation=True, max_length=length)  # warm-up
+            _sync(ctx.device)
+            started = time.perf_counter()
+            classify(probe, batch_size=batch, truncation=True, max_length=length)
+            _sync(ctx.device)
+            probes.append({"dtype": dtype, "batch": batch, "reviews_per_s": len(probe) / (time.perf_counter() - started)})
+    best = max(probes, key=lambda p: p["reviews_per_s"])
+    classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[best["dtype"]],
+                        top_k=None)
+    started = time.perf_counter()
+    scored = classify(texts, batch_size=best["batch"], truncation=True, max_length=length)
+    _sync(ctx.device)
+    pipeline_speed = len(texts) / (time.perf_counter() - started)
+    theirs = np.array([[next(s["score"] for s in row if s["label"] == name) for name in clf.labels] for row in scored])
+    return {"reviews": len(texts), "max_length": length,
+            "critic": {"reviews_per_s": critic_speed, "precision": clf.precision, "weights": "bf16" if
+                       clf.precision == "bf16" else clf.precision, "accuracy": float((ours.argmax(1) == labels).mean())},
+            "pipeline": {"reviews_per_s": pipeline_speed, **{k: best[k] for k in ("dtype", "batch")},
+                         "accuracy": float((theirs.argmax(1) == labels).mean()), "probes": probes},
+            "ratio_vs_pipeline": critic_speed / pipeline_speed,
+            "max_abs_probability_difference": float(np.abs(ours - theirs).max())}
+
+
+def step_fp16(ctx: Context) -> dict:
+    sizes = ctx.sizes
+    folder, meta = critic_train(ctx, "fp16", model=str(distilbert(ctx, "distilbert")), train_size=sizes["fp16_reviews"],
+                                eval_size=sizes["fp16_eval"], max_length=sizes["throughput_length"], truncation="head",
+                                epochs=2, batch_size=32, lr=1e-4, precision="fp16",
+                                log_every=20 if not sizes["tiny"] else 2)
+    from safetensors.torch import load_file
+
+    finite = all(bool(torch.isfinite(w).all()) for w in load_file(folder / "model.safetensors").values())
+    steps = meta["history"][-1]["step"]
+    return {"precision": meta["precision"], "steps": steps, "skipped_steps": meta.get("fp16_skipped_steps"),
+            "finite_weights": finite, "samples_per_s": meta["train_samples_per_second"],
+            "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]]}
+
+
+STEPS = {"train_throughput": step_train_throughput, "recipe": step_recipe, "scoring": step_scoring,
+         "fp16": step_fp16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def targets(steps: dict) -> dict:
+    found = {
+        "train_samples_per_s": steps.get("train_throughput", {}).get("critic", {}).get("samples_per_s"),
+        "train_ratio_vs_trainer": steps.get("train_throughput", {}).get("ratio_vs_trainer"),
+        "recipe_train_seconds": steps.get("recipe", {}).get("train_seconds"),
+        "scoring_reviews_per_s": steps.get("scoring", {}).get("critic", {}).get("reviews_per_s"),
+        "scoring_ratio_vs_pipeline": steps.get("scoring", {}).get("ratio_vs_pipeline"),
+    }
+    out = {}
+    for name, goal in TARGETS.items():
+        value = found[name]
+        met = None if value is None else (value <= goal if name.endswith("seconds") else value >= goal)
+        out[name] = {"value": value, "target": goal, "met": met}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def run(artifacts: Path, out: Path | None, smoke: bool, only: list[str] | None = None, device: str = "auto") -> dict:
+    work = Path(tempfile.mkdtemp(prefix="critic-gpu-suite-"))
+    os.environ["CRITIC_CACHE"] = str(work / "cache")
+    os.environ["CRITIC_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    device_ = torch.device("cpu") if smoke else modelling.resolve_device(device)
+    ctx = Context(data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_,
+                  sizes=SMOKE if smoke else FULL, work=work)
+    report = {"suite": "critic GPU suite (bench/gpu_suite.py)", "smoke": smoke, "machine": machine(device_),
+              "steps": {}}
+    started = time.perf_counter()
+    for name in only or list(STEPS):
+        print(f"gpu_suite: {name} …", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report alone (Trainer prints)
+                report["steps"][name] = STEPS[name](ctx)
+        except Exception:  # reported, and the other steps still run
+            report["steps"][name] = {"error": traceback.format_exc()[-3000:]}
+        report["steps"][name]["seconds"] = round(time.perf_counter() - began, 1)
+        report["targets"] = targets(report["steps"])
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        if out:
+            out.write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps(report, indent=1, default=str))
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    b = verbs.add_parser("build", help="write the folder the GPU machine needs (fp16 MiniLM + IMDB in xz)")
+    b.add_argument("--out", default=".gpu")
+    b.add_argument("--model", default="minilm", help="an encoder: minilm or a folder")
+    b.add_argument("--data", default="imdb", help="imdb or a CSV file")
+    r = verbs.add_parser("run", help="run the suite on this machine's GPU")
+    r.add_argument("--artifacts", default=".gpu", help="the folder `build` wrote")
+    r.add_argument("--out", help="also write the JSON here (after every step)")
+    r.add_argument("--steps", nargs="*", choices=list(STEPS), help="only these steps (default: all)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (checks a built folder here)")
+    s = verbs.add_parser("smoke", help="every step, tiny, on the CPU")
+    s.add_argument("--model", default="minilm", help="an encoder for the recipe (its tokenizer serves all)")
+    s.add_argument("--data", default="imdb", help="imdb or a CSV of reviews")
+    s.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if args.verb == "build":
+        build(Path(args.out), args.model, args.data)
+        return 0
+    if args.verb == "run":
+        report = run(Path(args.artifacts), Path(args.out) if args.out else None, smoke=args.smoke, only=args.steps,
+                     device=args.device)
+    else:
+        with tempfile.TemporaryDirectory(prefix="critic-gpu-smoke-") as folder:
+            build(Path(folder), args.model, args.data, log=lambda m: print(m, file=sys.stderr))
+            report = run(Path(folder), Path(args.out) if args.out else None, smoke=True)
+    failed = [name for name, step in report["steps"].items() if "error" in step]
+    if failed:
+        print(f"gpu_suite: failed steps: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
