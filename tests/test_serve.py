@@ -163,7 +163,7 @@ def free_port() -> int:
 def server(toy_model):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
-                                "--max-wait-ms", "20", "--backend", "torch", "--precision", "fp32"],
+                                "--max-batch", "32", "--max-wait-ms", "20", "--backend", "torch", "--precision", "fp32"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -295,3 +295,99 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     assert statuses == [200] * 8  # every request in flight was answered
     # uvicorn finishes the requests, then re-raises SIGTERM so the exit status tells how the process ended
     assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_cancelled_requests_are_not_scored_and_batches_never_overfill():
+    """A request that gave up (timed out, client gone) is skipped by the model thread; a request that would overfill
+    a batch starts the next one."""
+    import threading as th
+
+    release = th.Event()
+    scored = []
+
+    def score(texts):
+        if texts == ["slow"]:
+            release.wait(10)
+        scored.append(list(texts))
+        return np.zeros((len(texts), 2))
+
+    async def scenario():
+        batcher = MicroBatcher(score, max_batch=4)
+        await batcher.start()
+        slow = asyncio.ensure_future(batcher.submit(["slow"]))
+        await asyncio.sleep(0.05)  # the model thread is busy with it
+        gone = asyncio.ensure_future(batcher.submit(["gone"]))
+        rest = [asyncio.ensure_future(batcher.submit(t)) for t in (["a", "b", "c"], ["d", "e"], ["f"])]
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        release.set()
+        await asyncio.gather(slow, *rest)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert scored == [["slow"], ["a", "b", "c"], ["d", "e", "f"]]
+
+
+def test_timeout_is_504_and_the_server_goes_on(classifier):
+    with TestClient(create_app(classifier, ServeSettings(timeout_s=0.0))) as c:
+        response = c.post("/v1/predict", json={"text": "a great fun film"})
+        assert response.status_code == 504 and "no answer in time" in response.json()["detail"]
+        assert c.get("/readyz").status_code == 200
+
+
+def test_upload_limits(classifier):
+    settings = ServeSettings(max_upload_rows=50, max_upload_bytes=4_000)
+    with TestClient(create_app(classifier, settings)) as c:
+        rows = "review\n" + "a great film\n" * 51
+        response = c.post("/v1/score-csv", content=rows, headers={"content-type": "text/csv"})
+        assert response.status_code == 413 and "51 rows; the limit is 50 per upload" in response.json()["detail"]
+        big = "review\n" + ("a great film " * 40 + "\n") * 10
+        response = c.post("/v1/score-csv", content=big, headers={"content-type": "text/csv"})
+        assert response.status_code == 413 and "over 4,000 bytes" in response.json()["detail"]
+        ok = c.post("/v1/score-csv", content="review\n" + "a great film\n" * 50, headers={"content-type": "text/csv"})
+        assert ok.status_code == 200 and len(ok.text.splitlines()) == 51
+
+
+def test_oversized_body_gets_its_413_with_urllib(server):
+    """urllib (and so requests) keeps sending a large body; the server must read it before answering, or the client
+    sees a connection reset instead of the 413."""
+    import urllib.error
+    import urllib.request
+
+    url, _ = server
+    body = json.dumps({"text": "x" * 5_000_000}).encode()
+    request = urllib.request.Request(f"{url}/v1/predict", data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=60)
+    assert answer.value.code == 413 and "over 1,000,000 bytes" in json.loads(answer.value.read())["detail"]
+
+
+def test_single_predictions_stay_fast_while_a_large_upload_is_scored(server):
+    """A 5,000-row upload is scored in chunks through the same queue as single requests, which are answered in
+    between: their p99 stays under 1 s, and the upload completes."""
+    url, _ = server
+    reviews = synthetic.reviews(5000, seed=11, min_words=150, max_words=250)
+    upload = reviews[["text"]].rename(columns={"text": "review"}).to_csv(index=False)
+    outcome = {}
+
+    def upload_it():
+        started = time.perf_counter()
+        response = httpx.post(f"{url}/v1/score-csv", content=upload, headers={"content-type": "text/csv"},
+                              timeout=600)
+        outcome.update(status=response.status_code, lines=len(response.text.splitlines()),
+                       seconds=time.perf_counter() - started)
+
+    uploader = threading.Thread(target=upload_it)
+    uploader.start()
+    time.sleep(0.3)  # the upload is being read and scored
+    latencies = []
+    with httpx.Client(timeout=60) as client:
+        while uploader.is_alive() and len(latencies) < 2000:
+            started = time.perf_counter()
+            response = client.post(f"{url}/v1/predict", json={"text": "a great fun film"})
+            assert response.status_code == 200
+            latencies.append(time.perf_counter() - started)
+    uploader.join()
+    assert outcome["status"] == 200 and outcome["lines"] == 5001
+    assert len(latencies) >= 20, outcome  # the upload took long enough to overlap many single requests
+    assert np.percentile(latencies, 99) < 1.0, (np.percentile(latencies, [50, 99]), outcome)

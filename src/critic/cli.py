@@ -221,6 +221,15 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def default_max_batch() -> int:
+    """Micro-batching where it pays: on a GPU a batch of 32 costs about what one review does; on a CPU a batch is
+    no faster per review, and the server answered more requests per second with each scored alone (75-80 against
+    61-64 requests/s at 16-64 clients, docs/benchmarks.md)."""
+    import torch
+
+    return 32 if torch.cuda.is_available() else 1
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -229,9 +238,12 @@ def cmd_serve(args) -> int:
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise SystemExit(f"critic serve: ${args.api_key_env} is empty; export the key there or drop --api-key-env")
-    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-                             max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
-                             timeout_s=args.timeout, api_key=api_key, cors_origins=args.cors_origin or [])
+    settings = ServeSettings(max_batch=args.max_batch or default_max_batch(), max_wait_ms=args.max_wait_ms,
+                             max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                             max_body_bytes=args.max_body_bytes, max_upload_rows=args.max_upload_rows,
+                             timeout_s=args.timeout, upload_timeout_s=args.upload_timeout, api_key=api_key,
+                             cors_origins=args.cors_origin or [])
+    args.max_batch = settings.max_batch
     _log(f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
          f"micro-batching {'off' if args.max_batch == 1 else f'up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms'}"
          f"{'; API key required' if api_key else ''}")
@@ -384,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "reviews), else PyTorch")
     srv.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                      help="with the PyTorch backend (auto: bf16 where the chip has it)")
-    srv.add_argument("--max-batch", type=int, default=32, help="texts scored together (1: no micro-batching)")
+    srv.add_argument("--max-batch", type=int, default=None,
+                     help="texts scored together (1: no micro-batching; default 32 on a GPU, 1 on a CPU, where "
+                          "batching measured slower)")
     srv.add_argument("--max-wait-ms", type=float, default=0.0,
                      help="how long the first request of a batch waits for company (default 0: batches form from "
                           "requests that queue while the model is busy; a few ms can help on a GPU)")
@@ -392,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
     srv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
     srv.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
+    srv.add_argument("--max-upload-rows", type=int, default=10_000,
+                     help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)")
+    srv.add_argument("--upload-timeout", type=float, default=600.0,
+                     help="seconds before an upload is answered 504 (it is scored in chunks, and single "
+                          "requests are answered between them)")
     srv.add_argument("--api-key-env", help="name of an environment variable holding the API key that "
                                            "/v1/* requests must send as X-API-Key")
     srv.add_argument("--cors-origin", action="append", help="allow browser calls from this origin (repeatable; "

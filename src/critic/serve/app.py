@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from critic.serve.batching import MicroBatcher
@@ -36,7 +37,9 @@ class ServeSettings:
     max_text_chars: int = 50_000
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 20_000_000  # /v1/score-csv
+    max_upload_rows: int = 10_000  # /v1/score-csv
     timeout_s: float = 30.0
+    upload_timeout_s: float = 600.0  # /v1/score-csv: scored in chunks, between which other requests are answered
     api_key: str | None = None
     cors_origins: list[str] = field(default_factory=list)
 
@@ -132,23 +135,38 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         started = time.perf_counter()
-        limit = settings.max_upload_bytes if request.url.path == "/v1/score-csv" else settings.max_body_bytes
+        upload = request.url.path == "/v1/score-csv"
+        limit = settings.max_upload_bytes if upload else settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
             too_large = not declared.isdigit() or int(declared) > limit
         else:
             too_large = request.method == "POST" and len(await request.body()) > limit
         if too_large:
-            response = JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
+            # Read the body before answering (up to a bound): a client still sending when the server closes gets a
+            # connection reset instead of the 413 (Python's urllib and requests do).
+            await _drain(request, DRAIN_BYTES)
+            response = JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413,
+                                    headers={"Connection": "close"})
         else:
+            # The endpoints keep their own deadlines and stop their work; this one is the net under them.
+            timeout = (settings.upload_timeout_s if upload else settings.timeout_s) + 1
             try:
-                response = await asyncio.wait_for(call_next(request), settings.timeout_s)
+                response = await asyncio.wait_for(call_next(request), timeout)
             except asyncio.TimeoutError:
-                response = JSONResponse({"detail": f"no answer within {settings.timeout_s:g} s"}, status_code=504)
+                response = JSONResponse({"detail": f"no answer within {timeout:g} s"}, status_code=504)
         path = request.scope.get("route").path if request.scope.get("route") else "other"
         requests_total.labels(path, str(response.status_code)).inc()
         latency.labels(path).observe(time.perf_counter() - started)
         return response
+
+    async def scored(texts: list[str], deadline: float):
+        """Probabilities from the micro-batcher, or a 504 at `deadline`; a request that gives up is cancelled in
+        the queue, so the model never scores it."""
+        try:
+            return await asyncio.wait_for(batcher.submit(texts), max(deadline - time.monotonic(), 0))
+        except asyncio.TimeoutError:
+            raise HTTPException(504, "no answer in time; the server is busy, try again") from None
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
@@ -168,7 +186,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     @app.post("/v1/predict", response_model=PredictResponse, responses=errors, dependencies=[Depends(authorised)])
     async def predict(body: PredictRequest) -> PredictResponse:
         texts = [body.text] if hasattr(body, "text") else body.texts
-        probs = await batcher.submit(texts)
+        probs = await scored(texts, time.monotonic() + settings.timeout_s)
         return PredictResponse(model=name, version=version, predictions=[
             Prediction(label=classifier.labels[int(p.argmax())],
                        probabilities={label: float(v) for label, v in zip(classifier.labels, p)}) for p in probs])
@@ -186,36 +204,22 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     @app.post("/v1/score-csv", responses={**errors, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
               dependencies=[Depends(authorised)], openapi_extra=csv_body)
     async def score_csv(request: Request, text_column: str | None = None) -> Response:
-        raw = await request.body()
-        try:
-            reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-            rows = list(reader)
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
-        if not reader.fieldnames:
-            raise HTTPException(422, "the CSV's first line must name its columns")
-        if not rows:
-            raise HTTPException(422, "the CSV has no rows")
-        from critic.data import TEXT_COLUMNS, DataError, pick_column
-
-        try:
-            key = pick_column(reader.fieldnames, text_column, TEXT_COLUMNS, "text", "upload")
-        except DataError as error:
-            raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
-        texts = [row.get(key) or "" for row in rows]
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise HTTPException(422, f"row {i + 1}: empty text in column {key!r}")
-            if len(text) > settings.max_text_chars:
-                raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is "
-                                         f"{settings.max_text_chars:,}")
+        deadline = time.monotonic() + settings.upload_timeout_s
+        fields, rows, texts = read_upload(await request.body(), text_column, settings)
+        # In chunks through the same queue as single requests, which are answered between them; a client that
+        # has gone (or a request past its deadline) stops the work at the next chunk.
+        chunk = max(1, settings.max_batch)
+        probs = []
+        for start in range(0, len(texts), chunk):
+            if await request.is_disconnected():
+                return Response(status_code=499)
+            probs.append(await scored(texts[start:start + chunk], deadline))
         from critic.predict import add_scores, score_columns
 
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(reader.fieldnames) + score_columns(classifier.labels),
-                                extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=fields + score_columns(classifier.labels), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(add_scores(rows, await batcher.submit(texts), classifier.labels))
+        writer.writerows(add_scores(rows, np.concatenate(probs), classifier.labels))
         return Response(out.getvalue(), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="scored.csv"'})
 
@@ -238,3 +242,48 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         return HTMLResponse(page)
 
     return app
+
+
+DRAIN_BYTES = 64 << 20  # read at most this much of a refused body before answering 413 (then the connection closes)
+
+
+async def _drain(request: Request, bound: int) -> None:
+    from starlette.requests import ClientDisconnect
+
+    read = 0
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > bound:
+                return
+    except ClientDisconnect:
+        pass
+
+
+def read_upload(raw: bytes, text_column: str | None, settings: ServeSettings) -> tuple[list[str], list[dict], list[str]]:
+    """(column names, rows, texts) of an uploaded CSV, or an HTTP error naming the row and the problem."""
+    from critic.data import TEXT_COLUMNS, DataError, pick_column
+
+    try:
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
+        rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
+    if not reader.fieldnames:
+        raise HTTPException(422, "the CSV's first line must name its columns")
+    if not rows:
+        raise HTTPException(422, "the CSV has no rows")
+    if len(rows) > settings.max_upload_rows:
+        raise HTTPException(413, f"{len(rows):,} rows; the limit is {settings.max_upload_rows:,} per upload "
+                                 f"(`critic predict --file` scores files of any size)")
+    try:
+        key = pick_column(reader.fieldnames, text_column, TEXT_COLUMNS, "text", "upload")
+    except DataError as error:
+        raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
+    texts = [row.get(key) or "" for row in rows]
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise HTTPException(422, f"row {i + 1}: empty text in column {key!r}")
+        if len(text) > settings.max_text_chars:
+            raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is {settings.max_text_chars:,}")
+    return list(reader.fieldnames), rows, texts

@@ -9,6 +9,9 @@ from typing import Callable
 import numpy as np
 
 
+STOP = object()  # queued by stop(): score what came before, then end
+
+
 class MicroBatcher:
     """Collects texts from concurrent requests into batches of up to `max_batch` texts. While a batch is being
     scored, new requests queue up and form the next one, so under load batches fill without waiting; the first
@@ -32,7 +35,7 @@ class MicroBatcher:
     async def stop(self) -> None:
         """Score everything already queued, then stop."""
         if self.task is not None:
-            await self.queue.put(None)
+            await self.queue.put(STOP)
             await self.task
             self.task = None
         self.executor.shutdown(wait=True)
@@ -47,33 +50,42 @@ class MicroBatcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            item = await self.queue.get()
-            if item is None:
-                break
-            batch, size = [item], len(item[0])
-            deadline = loop.time() + self.max_wait_s
-            while size < self.max_batch:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), remaining)
-                    except asyncio.TimeoutError:
-                        break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-                size += len(item[0])
-            await self._score(batch, size)
+        held = None  # what ended the last batch without fitting in it: it starts the next one
+        while True:
+            first = held if held is not None else await self.queue.get()
+            if first is STOP:
+                return
+            batch, held = await self._collect(first)
+            await self._score(batch)
 
-    async def _score(self, batch: list, size: int) -> None:
+    async def _collect(self, first) -> tuple[list, object]:
+        """A batch starting with `first`: whatever is queued, up to `max_batch` texts (a request never split, never
+        overfilling a batch), waiting up to `max_wait_s` for more. Returns it and the item that did not fit, if any."""
+        loop = asyncio.get_running_loop()
+        batch, size = [first], len(first[0])
+        deadline = loop.time() + self.max_wait_s
+        while size < self.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return batch, None
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    return batch, None
+            if item is STOP or size + len(item[0]) > self.max_batch:
+                return batch, item
+            batch.append(item)
+            size += len(item[0])
+        return batch, None
+
+    async def _score(self, batch: list) -> None:
+        batch = [(texts, future) for texts, future in batch if not future.done()]  # the requester gave up
+        if not batch:
+            return
+        size = sum(len(texts) for texts, _ in batch)
         texts = [text for texts, _ in batch for text in texts]
         try:
             probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.score, texts)
