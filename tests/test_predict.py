@@ -49,6 +49,28 @@ def test_same_probabilities_through_transformers_pipeline(toy_model):
         assert np.allclose(row, [by_label["negative"], by_label["positive"]], atol=1e-5)
 
 
+def test_the_pipeline_reads_raw_reviews_as_critic_does(toy_model, tiny_bert):
+    """The model folder's tokenizer carries the default cleaning: <br /> tags and HTML entities in raw reviews give
+    the pipeline the same probabilities as critic, which cleans before tokenizing."""
+    from transformers import pipeline
+
+    clf = Classifier.load(toy_model, precision="fp32")
+    texts = ["a great fun film<br /><br />the acting was superb &amp; brilliant",
+             "awful boring mess.<BR>the worst &quot;plot&quot; ever", "&lt;br /&gt; dull   and  \n boring"]
+    ours = clf.predict_proba(texts)
+    theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)
+    got = np.array([[{s["label"]: s["score"] for s in scores}[k] for k in ("negative", "positive")] for scores in theirs])
+    assert np.allclose(ours, got, atol=1e-5)
+    from transformers import AutoTokenizer
+
+    from critic.data import clean_default
+
+    saved, plain = AutoTokenizer.from_pretrained(toy_model), AutoTokenizer.from_pretrained(tiny_bert)
+    for text in texts:
+        assert saved.tokenize(text) == saved.tokenize(clean_default(text))
+        assert plain.tokenize(text) != plain.tokenize(clean_default(text))  # without the rules, markup is read
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".txt"])
 def test_predict_file_formats(toy_model, tmp_path, suffix):
     texts = ["a great fun film", "awful boring mess", "the plot was superb"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from critic import data
-from critic.text import Ragged, pad, sorted_batches
+from critic.text import Ragged, keep_normalizer, pad, sorted_batches
 
 META_FILE = "critic.json"
 
@@ -58,6 +58,7 @@ def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
     model = getattr(model, "_orig_mod", model)  # torch.compile
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    keep_normalizer(tokenizer, folder)
     write_meta(folder, meta)
     return folder
 

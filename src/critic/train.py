@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from critic import data, model as modelling, sources
 from critic.config import TrainConfig
-from critic.text import Encoder, Ragged, Truncation, length_grouped_batches, pad, prepare
+from critic.text import Encoder, Ragged, Truncation, carry_cleaning, length_grouped_batches, pad, prepare
 
 CHECKPOINT = "checkpoint/state.pt"
 FP16_INIT_SCALE = 2.0**16  # GradScaler's own default; a test raises it to force overflowing steps
@@ -462,6 +462,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         train_frame = dataset.split("train", config.train_size, config.seed)
         val_frame = dataset.split("validation", config.eval_size, config.seed)
         model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say))
+        carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
         encoder = Encoder(tokenizer)
         truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
         cache = sources.cache_root() / "tokens"
