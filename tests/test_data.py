@@ -181,7 +181,7 @@ def test_load_dataset_api(tmp_path):
 
 
 @pytest.mark.integration
-def test_real_imdb_splits():
+def test_real_imdb_splits(real_cache):
     dataset = data.load("imdb")
     splits = dataset.manifest["splits"]
     assert dataset.manifest["rows_read"] == 50_000 and dataset.manifest["duplicates_removed"] == 418

@@ -44,3 +44,12 @@ def test_report_files(tmp_path):
     saved = json.loads(json_path.read_text())
     assert saved["rows"] == 100 and "_roc" not in saved
     assert html_path.read_text().count("<svg") == 4
+
+
+def test_ece_is_the_standard_fifteen_bins_over_zero_to_one():
+    # 0.94 and 0.96 share the bin (14/15, 1]: one wrong, one right -> |0.5 - 0.95| = 0.45
+    assert evaluate.expected_calibration_error(np.array([0, 1]), np.array([0.94, 0.96]), np.array([1, 1])) == \
+        pytest.approx(0.45)
+    # bins are closed on the right: 1/15 shares (0, 1/15] with 0.06 -> |0.5 - 0.0633|
+    assert evaluate.expected_calibration_error(np.array([1, 0]), np.array([1 / 15, 0.06]), np.array([1, 1])) == \
+        pytest.approx(abs(0.5 - (1 / 15 + 0.06) / 2))

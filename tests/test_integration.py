@@ -9,7 +9,7 @@ from critic import config, train
 
 
 @pytest.mark.integration
-def test_real_minilm_learns_imdb(tmp_path):
+def test_real_minilm_learns_imdb(tmp_path, real_cache):
     settings = dict(model="minilm", data="imdb", preset="cpu", train_size=2000, eval_size=500, max_length=128,
                     epochs=1, batch_size=16, lr=1e-4, warmup_ratio=0.1, output=str(tmp_path / "minilm"))
     out = train.train(config.build(settings), progress=False)

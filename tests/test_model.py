@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from critic.model import ROWWISE_ATTENTION, inference_model
+from critic.kernels import ROWWISE_ATTENTION, use_rowwise_attention
+from critic.model import inference_model
 
 CPU = torch.device("cpu")
 
@@ -71,8 +72,6 @@ def test_an_architecture_without_attention_choice_keeps_its_own():
 def test_rowwise_attention_trains_like_the_models_own(tiny_bert):
     import copy
 
-    from critic.model import use_rowwise_attention
-
     model = classifier(tiny_bert)  # eval mode: no dropout, both deterministic
     rowwise = copy.deepcopy(model)
     assert use_rowwise_attention(rowwise)
@@ -85,8 +84,6 @@ def test_rowwise_attention_trains_like_the_models_own(tiny_bert):
 
 
 def test_rowwise_attention_applies_attention_dropout(tiny_bert):
-    from critic.model import use_rowwise_attention
-
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, hidden_dropout_prob=0.0,
                                                                attention_probs_dropout_prob=0.5)

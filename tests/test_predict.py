@@ -8,7 +8,8 @@ import critic
 import synthetic
 from critic import model as modelling
 from critic.cli import main
-from critic.predict import Classifier, predict_file
+from critic.files import predict_file
+from critic.predict import Classifier
 
 
 def test_predict_and_proba(toy_model):
@@ -123,14 +124,14 @@ def test_predict_file_refuses_to_overwrite_a_complete_output(toy_model, tmp_path
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_interrupted_scoring_resumes_where_it_stopped(toy_model, tmp_path, suffix, monkeypatch):
-    from critic import predict
+    from critic import files
 
     texts = synthetic.reviews(50, seed=9)["text"].tolist()
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     target = tmp_path / f"out{suffix}"
     clf = Classifier.load(toy_model, precision="fp32")
-    real = predict._score_chunk
+    real = files._score_chunk
     calls = []
 
     def dies_on_third_chunk(*args):
@@ -143,11 +144,11 @@ def test_interrupted_scoring_resumes_where_it_stopped(toy_model, tmp_path, suffi
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(predict, "_score_chunk", dies_on_third_chunk)
+    monkeypatch.setattr(files, "_score_chunk", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         predict_file(clf, source, target, chunk=10, progress=False)
     assert json.loads(target.with_name(target.name + ".progress.json").read_text())["rows"] == 20
-    monkeypatch.setattr(predict, "_score_chunk", real)
+    monkeypatch.setattr(files, "_score_chunk", real)
     assert predict_file(clf, source, target, chunk=10, progress=False) == 50
     read = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[suffix]
     scored = read(target)

@@ -172,7 +172,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from critic.predict import Classifier, predict_file
+    from critic.files import predict_file
+    from critic.predict import Classifier
 
     classifier = Classifier.load(args.model, device=args.device, backend=args.backend,
                                  long_reviews=args.long_reviews, stride=args.stride, pool=args.pool,

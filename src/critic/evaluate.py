@@ -15,10 +15,10 @@ LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
 
 
 def expected_calibration_error(labels: np.ndarray, confidence: np.ndarray, predicted: np.ndarray,
-                               bins: int = 10) -> float:
-    """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
-    edges = np.linspace(0.5 if confidence.min() >= 0.5 else 0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+                               bins: int = 15) -> float:
+    """The standard ECE (Guo et al. 2017): the confidence of the predicted class in `bins` equal-width bins over
+    [0, 1], each (lower, upper]; the gap between mean confidence and accuracy, weighted by the bin's share."""
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     correct = predicted == labels
     gap = 0.0
     for b in range(bins):

@@ -394,7 +394,8 @@ MODELS = {"minilm": MINILM, "mpnet": MPNET}
 
 
 def hub_model(repo_id: str) -> Artifact:
-    """Any other model by its hub id: no pin is known, the hub's own checks apply, the sha256 is recorded."""
+    """Any other model by its hub id: no sha256 is known, so none is checked or recorded; the hub's own checks
+    (its etags and file hashes) are all there is."""
     return Artifact(name=repo_id.replace("/", "--"), kind="model", variants=({},), sources=(hf_hub(repo_id),),
                     about=repo_id)
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from critic import data, model as modelling, sources
 from critic.config import TrainConfig
+from critic.kernels import use_rowwise_attention
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, length_grouped_batches, pad, prepare
 
 CHECKPOINT = "checkpoint/state.pt"
@@ -479,7 +480,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     plan = plan_batches(train_inputs.lengths, config, dist.world, by_tokens, multiple)
     model.to(device)
     if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
-        modelling.use_rowwise_attention(model)
+        use_rowwise_attention(model)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
     optimisation = Optimisation(model, config, device, precision, dist.world, plan.total)
     say(f"training on {len(train_frame):,} reviews, validating on {len(val_frame):,}; {config.max_length} tokens, "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 import numpy as np
@@ -95,45 +95,88 @@ def request_models(settings: ServeSettings):
     return OneText | ManyTexts, OneText
 
 
+class Metrics:
+    """The Prometheus series the server exports, in a registry of its own."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("critic_requests_total", "HTTP requests", ["path", "status"], registry=self.registry)
+        self.latency = Histogram("critic_request_seconds", "Request latency", ["path"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.batch_texts = Histogram("critic_batch_texts", "Texts per scored batch", registry=self.registry,
+                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.texts = Counter("critic_texts_total", "Texts scored", registry=self.registry)
+
+    def scored_batch(self, texts: int) -> None:
+        self.batch_texts.observe(texts)
+        self.texts.inc(texts)
+
+
+@dataclass
+class Service:
+    """What the routes share: the model, the limits, the micro-batcher and the metrics."""
+
+    classifier: object
+    settings: ServeSettings
+    metrics: Metrics
+    batcher: MicroBatcher
+    ready: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.classifier.name
+
+    @property
+    def version(self) -> str:
+        return str(self.classifier.meta.get("versions", {}).get("critic", "unknown"))
+
+    async def scored(self, texts: list[str], deadline: float):
+        """Probabilities from the micro-batcher, or a 504 at `deadline`; a request that gives up is cancelled in
+        the queue, so the model never scores it."""
+        try:
+            return await asyncio.wait_for(self.batcher.submit(texts), max(deadline - time.monotonic(), 0))
+        except asyncio.TimeoutError:
+            raise HTTPException(504, "no answer in time; the server is busy, try again") from None
+
+
 def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving `classifier` (a critic.Classifier)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-
     settings = settings or ServeSettings()
-    PredictRequest, ExplainRequest = request_models(settings)
-    registry = CollectorRegistry()
-    requests_total = Counter("critic_requests_total", "HTTP requests", ["path", "status"], registry=registry)
-    latency = Histogram("critic_request_seconds", "Request latency", ["path"], registry=registry,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-    batch_sizes = Histogram("critic_batch_texts", "Texts per scored batch", registry=registry,
-                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-    texts_total = Counter("critic_texts_total", "Texts scored", registry=registry)
-    batcher = MicroBatcher(classifier.predict_proba, settings.max_batch, settings.max_wait_ms / 1000,
-                           on_batch=lambda n: (batch_sizes.observe(n), texts_total.inc(n)))
-    page = resources.files("critic.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-    version = str(classifier.meta.get("versions", {}).get("critic", "unknown"))
-    name = classifier.name
-    state = {"ready": False}
+    metrics = Metrics()
+    service = Service(classifier, settings, metrics, MicroBatcher(classifier.predict_proba, settings.max_batch,
+                                                                  settings.max_wait_ms / 1000,
+                                                                  on_batch=metrics.scored_batch))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await batcher.start()
-        state["ready"] = True
+        await service.batcher.start()
+        service.ready = True
         yield
-        state["ready"] = False
-        await batcher.stop()  # finishes what is queued
+        service.ready = False
+        await service.batcher.stop()  # finishes what is queued
 
-    app = FastAPI(title="critic", version=version, lifespan=lifespan,
-                  description=f"Sentiment of reviews with the model '{name}' (labels: {', '.join(classifier.labels)}).")
-
+    app = FastAPI(title="critic", version=service.version, lifespan=lifespan,
+                  description=f"Sentiment of reviews with the model '{service.name}' "
+                              f"(labels: {', '.join(classifier.labels)}).")
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key"])
+    app.middleware("http")(limits_and_metrics(settings, metrics))
+    app.exception_handler(RequestValidationError)(_invalid)
+    app.exception_handler(ValueError)(_unscorable)
+    app.include_router(api_router(service))
+    app.include_router(probe_router(service))
+    return app
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
+
+def limits_and_metrics(settings: ServeSettings, metrics: Metrics):
+    """Body-size limits (413), a deadline under every request (504), and the request metrics."""
+
+    async def middleware(request: Request, call_next):
         started = time.perf_counter()
         upload = request.url.path == "/v1/score-csv"
         limit = settings.max_upload_bytes if upload else settings.max_body_bytes
@@ -156,53 +199,55 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             except asyncio.TimeoutError:
                 response = JSONResponse({"detail": f"no answer within {timeout:g} s"}, status_code=504)
         path = request.scope.get("route").path if request.scope.get("route") else "other"
-        requests_total.labels(path, str(response.status_code)).inc()
-        latency.labels(path).observe(time.perf_counter() - started)
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
 
-    async def scored(texts: list[str], deadline: float):
-        """Probabilities from the micro-batcher, or a 504 at `deadline`; a request that gives up is cancelled in
-        the queue, so the model never scores it."""
-        try:
-            return await asyncio.wait_for(batcher.submit(texts), max(deadline - time.monotonic(), 0))
-        except asyncio.TimeoutError:
-            raise HTTPException(504, "no answer in time; the server is busy, try again") from None
+    return middleware
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
-        return JSONResponse({"detail": problems}, status_code=422)
 
-    @app.exception_handler(ValueError)
-    async def unscorable(request: Request, error: ValueError):
-        return JSONResponse({"detail": str(error)}, status_code=422)
+async def _invalid(request: Request, error: RequestValidationError):
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+async def _unscorable(request: Request, error: ValueError):
+    return JSONResponse({"detail": str(error)}, status_code=422)
+
+
+ERRORS = {401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, 504: {"model": Problem}}
+CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
+    "type": "string", "description": "a CSV file with a header line and a column of reviews"}}}}}
+
+
+def api_router(service: Service) -> APIRouter:
+    """/v1: predict, explain, score-csv; behind the API key when one is set."""
+    settings, classifier = service.settings, service.classifier
+    PredictRequest, ExplainRequest = request_models(settings)
 
     def authorised(x_api_key: Annotated[str | None, Header()] = None) -> None:
         if settings.api_key and not (x_api_key and hmac.compare_digest(x_api_key, settings.api_key)):
             raise HTTPException(401, "missing or wrong X-API-Key header")
 
-    errors = {401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, 504: {"model": Problem}}
+    router = APIRouter(prefix="/v1", dependencies=[Depends(authorised)], responses=ERRORS)
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses=errors, dependencies=[Depends(authorised)])
+    @router.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> PredictResponse:
         texts = [body.text] if hasattr(body, "text") else body.texts
-        probs = await scored(texts, time.monotonic() + settings.timeout_s)
-        return PredictResponse(model=name, version=version, predictions=[
+        probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
+        return PredictResponse(model=service.name, version=service.version, predictions=[
             Prediction(label=classifier.labels[int(p.argmax())],
                        probabilities={label: float(v) for label, v in zip(classifier.labels, p)}) for p in probs])
 
-    @app.post("/v1/explain", response_model=ExplainResponse, responses=errors, dependencies=[Depends(authorised)])
+    @router.post("/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest) -> ExplainResponse:
         from critic.explain import explain as attribute
 
-        result = await batcher.run_exclusive(attribute, classifier, body.text)
-        return ExplainResponse(model=name, **result.as_dict())
+        result = await service.batcher.run_exclusive(attribute, classifier, body.text)
+        return ExplainResponse(model=service.name, **result.as_dict())
 
-    csv_body = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
-        "type": "string", "description": "a CSV file with a header line and a column of reviews"}}}}}
-
-    @app.post("/v1/score-csv", responses={**errors, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
-              dependencies=[Depends(authorised)], openapi_extra=csv_body)
+    @router.post("/score-csv", responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+                 openapi_extra=CSV_BODY)
     async def score_csv(request: Request, text_column: str | None = None) -> Response:
         deadline = time.monotonic() + settings.upload_timeout_s
         fields, rows, texts = read_upload(await request.body(), text_column, settings)
@@ -213,7 +258,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         for start in range(0, len(texts), chunk):
             if await request.is_disconnected():
                 return Response(status_code=499)
-            probs.append(await scored(texts[start:start + chunk], deadline))
+            probs.append(await service.scored(texts[start:start + chunk], deadline))
         from critic.predict import add_scores, score_columns
 
         out = io.StringIO()
@@ -223,25 +268,35 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         return Response(out.getvalue(), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="scored.csv"'})
 
-    @app.get("/healthz", response_model=dict)
+    return router
+
+
+def probe_router(service: Service) -> APIRouter:
+    """Liveness, readiness, metrics, and the page; open without the API key."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    router = APIRouter()
+    page = resources.files("critic.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @router.get("/healthz", response_model=dict)
     async def healthz() -> dict:
         return {"status": "alive"}
 
-    @app.get("/readyz", response_model=dict, responses={503: {"model": Problem}})
+    @router.get("/readyz", response_model=dict, responses={503: {"model": Problem}})
     async def readyz() -> JSONResponse:
-        if not state["ready"]:
+        if not service.ready:
             return JSONResponse({"detail": "model not loaded"}, status_code=503)
-        return JSONResponse({"status": "ready", "model": name, "backend": classifier.backend})
+        return JSONResponse({"status": "ready", "model": service.name, "backend": service.classifier.backend})
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @router.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    return app
+    return router
 
 
 DRAIN_BYTES = 64 << 20  # read at most this much of a refused body before answering 413 (then the connection closes)
