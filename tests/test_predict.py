@@ -105,6 +105,10 @@ def test_evaluate_model_and_cli(toy_model, tmp_path, capsys):
     assert summary["accuracy"] > 0.9
     card = (toy_model / "README.md").read_text()
     assert "## Evaluation" in card and f"{summary['accuracy']:.4f}" in card
+    from huggingface_hub import ModelCard
+
+    results = {r.metric_type: r.metric_value for r in ModelCard.load(toy_model / "README.md").data.eval_results}
+    assert results["accuracy"] == pytest.approx(summary["accuracy"]) and "roc_auc" in results  # the model-index
     assert main(["predict", str(toy_model), "a great fun film"]) == 0
     assert capsys.readouterr().out.startswith("positive\t")
     assert main(["evaluate", str(toy_model), str(data), "--output", str(tmp_path / "ev")]) == 0

@@ -90,18 +90,35 @@ def _version() -> str:
         return "unknown"
 
 
+HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
+CARD_METRICS = {"accuracy": "accuracy", "f1_macro": "f1", "roc_auc": "roc_auc", "pr_auc": "pr_auc", "ece": "ece"}
+
+
 def model_card(meta: dict) -> str:
+    """The model card (README.md): metadata through huggingface_hub's ModelCardData (base model, dataset, and the
+    evaluation as a model-index, as the hub and setfit read it), then what a reader needs in prose."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    base = meta.get("base_model") or ""
+    hub_id = HUB_IDS.get(base, base if "/" in base and not Path(base).exists() else None)
+    evaluation = meta.get("evaluation") or {}
+    results = [EvalResult(task_type="text-classification", dataset_type="imdb" if meta.get("data") == "imdb" else
+                          "custom", dataset_name=str(evaluation.get("data")), metric_type=metric,
+                          metric_value=float(evaluation[key])) for key, metric in CARD_METRICS.items()
+               if isinstance(evaluation.get(key), (int, float))]
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-classification", tags=["sentiment", "critic"],
+                         base_model=hub_id, datasets=["imdb"] if meta.get("data") == "imdb" else None,
+                         model_name=meta.get("name", "critic") if results else None, eval_results=results or None)
     truncation = meta.get("truncation", {})
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [sentiment, critic]", "---",
         f"# {meta.get('name', 'critic sentiment classifier')}", "",
-        f"A sentiment classifier fine-tuned with critic from `{meta.get('base_model')}` on {meta.get('data')}.",
+        f"A sentiment classifier fine-tuned with critic from `{base}` on {meta.get('data')}.",
         f"Labels: {', '.join(meta.get('labels', []))}.", "",
         "## Use", "", "```python", "from critic import Classifier",
         "clf = Classifier.load('PATH')", "clf.predict(['A moving, beautifully shot film.'])", "```", "",
         "The folder is a standard Hugging Face model: "
-        "`transformers.pipeline('text-classification', model='PATH')` loads it too "
-        "(without critic's cleaning and long-review handling).", "",
+        "`transformers.pipeline('text-classification', model='PATH')` loads it too; its tokenizer carries critic's "
+        "default cleaning (without critic's long-review handling).", "",
         "## Training", "",
         f"- cleaning: `{meta.get('cleaning')}`; window: {truncation.get('max_length')} tokens, "
         f"truncation `{truncation.get('strategy')}` (head {truncation.get('head')})",
@@ -109,7 +126,6 @@ def model_card(meta: dict) -> str:
     ]
     for note in meta.get("notes", []):
         lines.append(f"- note: {note}")
-    evaluation = meta.get("evaluation")
     if evaluation:
         lines += ["", "## Evaluation", "", f"On {evaluation.get('data')} ({evaluation.get('rows')} reviews):", "",
                   "| metric | value |", "|---|---|"]
@@ -118,7 +134,7 @@ def model_card(meta: dict) -> str:
                 value = evaluation[key]
                 shown = f"{value[0]:.4f} – {value[1]:.4f}" if isinstance(value, list) else f"{value:.4f}"
                 lines.append(f"| {key} | {shown} |")
-    return "\n".join(lines) + "\n"
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
 
 
 def autocast(device: torch.device, precision: str):
