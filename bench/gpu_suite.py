@@ -283,7 +283,8 @@ def step_scoring(ctx: Context) -> dict:
             started = time.perf_counter()
             classify(probe, batch_size=batch, truncation=True, max_length=length)
             _sync(ctx.device)
-            probes.append({"dtype": dtype, "batch": batch, "reviews_per_s": len(probe) / (time.perf_counter() - started)})
+            speed = len(probe) / (time.perf_counter() - started)
+            probes.append({"dtype": dtype, "batch": batch, "reviews_per_s": speed})
     best = max(probes, key=lambda p: p["reviews_per_s"])
     classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[best["dtype"]],
                         top_k=None)
@@ -293,8 +294,8 @@ def step_scoring(ctx: Context) -> dict:
     pipeline_speed = len(texts) / (time.perf_counter() - started)
     theirs = np.array([[next(s["score"] for s in row if s["label"] == name) for name in clf.labels] for row in scored])
     return {"reviews": len(texts), "max_length": length,
-            "critic": {"reviews_per_s": critic_speed, "precision": clf.precision, "weights": "bf16" if
-                       clf.precision == "bf16" else clf.precision, "accuracy": float((ours.argmax(1) == labels).mean())},
+            "critic": {"reviews_per_s": critic_speed, "precision": clf.precision,
+                       "accuracy": float((ours.argmax(1) == labels).mean())},
             "pipeline": {"reviews_per_s": pipeline_speed, **{k: best[k] for k in ("dtype", "batch")},
                          "accuracy": float((theirs.argmax(1) == labels).mean()), "probes": probes},
             "ratio_vs_pipeline": critic_speed / pipeline_speed,

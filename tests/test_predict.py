@@ -60,7 +60,8 @@ def test_the_pipeline_reads_raw_reviews_as_critic_does(toy_model, tiny_bert):
              "awful boring mess.<BR>the worst &quot;plot&quot; ever", "&lt;br /&gt; dull   and  \n boring"]
     ours = clf.predict_proba(texts)
     theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)
-    got = np.array([[{s["label"]: s["score"] for s in scores}[k] for k in ("negative", "positive")] for scores in theirs])
+    got = np.array([[{s["label"]: s["score"] for s in scores}[k] for k in ("negative", "positive")]
+                    for scores in theirs])
     assert np.allclose(ours, got, atol=1e-5)
     from transformers import AutoTokenizer
 

@@ -163,7 +163,8 @@ def free_port() -> int:
 def server(toy_model):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
-                                "--max-batch", "32", "--max-wait-ms", "20", "--backend", "torch", "--precision", "fp32"],
+                                "--max-batch", "32", "--max-wait-ms", "20", "--backend", "torch",
+                                "--precision", "fp32"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

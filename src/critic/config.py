@@ -36,7 +36,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32  # reviews per batch and process; with token batches, a full batch of the longest ones
     batching: str = "auto"  # tokens (batches filled to a token budget), reviews (a fixed count); auto: tokens on GPUs
-    batch_tokens: int | None = None  # with token batches: padded tokens per batch and process; default batch_size x max_length
+    batch_tokens: int | None = None  # with token batches: padded tokens per batch and process (batch_size x max_length)
     lr: float = 5e-5
     weight_decay: float = 0.01
     adam_eps: float = 1e-8

@@ -8,6 +8,7 @@ strategy or the maximum length never tokenizes again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -148,15 +149,13 @@ def carry_cleaning(tokenizer, cleaning: str) -> bool:
 
 
 def _carries_cleaning(backend) -> bool:
-    return BR_TAG.split("\\")[0] in backend.to_str()  # the pattern up to its first backslash, which JSON doubles
+    return json.dumps(BR_TAG) in backend.to_str()  # the pattern as tokenizer.json spells it
 
 
 def keep_normalizer(tokenizer, folder: Path) -> None:
     """After `save_pretrained`: a tokenizer that carries the cleaning is saved as the generic fast tokenizer, since
     model-specific classes (BertTokenizer …) rebuild their own normalizer from their settings when loaded and would
     drop the rules; the generic one loads tokenizer.json as it is (transformers 5.17 and 5.24 checked)."""
-    import json
-
     if not _carries_cleaning(tokenizer.backend_tokenizer):
         return
     path = Path(folder) / "tokenizer_config.json"
@@ -246,10 +245,8 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
         block = block[np.argsort(-lengths[block], kind="stable")]
         at = 0
         while at < len(block):
-            size = batch_size
-            if max_tokens is not None:
-                width = -(-max(int(lengths[block[at]]), 1) // multiple) * multiple  # the longest: sorted first
-                size = max(1, min(batch_size, max_tokens // width))
+            size = batch_size if max_tokens is None else \
+                rows_that_fit(int(lengths[block[at]]), max_tokens, batch_size, multiple)  # the longest: sorted first
             batches.append(block[at:at + size])
             at += size
     rng.shuffle(batches)
@@ -261,7 +258,13 @@ def sorted_batches(lengths: np.ndarray, max_tokens: int, max_batch: int = 256) -
     order = np.argsort(-lengths, kind="stable")
     start = 0
     while start < len(order):
-        width = max(int(lengths[order[start]]), 1)
-        size = max(1, min(max_batch, max_tokens // width))
+        size = rows_that_fit(int(lengths[order[start]]), max_tokens, max_batch)
         yield order[start:start + size]
         start += size
+
+
+def rows_that_fit(longest: int, max_tokens: int, max_rows: int, multiple: int = 1) -> int:
+    """How many reviews a batch whose longest review has `longest` tokens may hold: its padded width (rounded up
+    to `multiple`) times the rows within `max_tokens`, at most `max_rows`, at least one."""
+    width = -(-max(longest, 1) // multiple) * multiple
+    return max(1, min(max_rows, max_tokens // width))

@@ -373,7 +373,50 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# ------------------------------------------------------------------------------------------ validation, checkpoints
+# ------------------------------------------------------------------------------ data, validation, checkpoints
+
+
+@dataclass
+class Inputs:
+    """What a run starts from: the model and its tokenizer, and the training and validation reviews, tokenized."""
+
+    dataset: data.Dataset
+    model: torch.nn.Module
+    tokenizer: object
+    encoder: Encoder
+    truncation: Truncation
+    train: Ragged
+    train_labels: torch.Tensor
+    validation: Ragged
+    validation_labels: np.ndarray
+
+
+def load_inputs(config: TrainConfig, say: Callable[[str], None]) -> Inputs:
+    columns = data.Columns(config.text_column, config.label_column,
+                           data.parse_label_map(config.label_map) if config.label_map else None)
+    dataset = data.load(config.data, columns, config.drop_invalid, log=say)
+    train_frame = dataset.split("train", config.train_size, config.seed)
+    val_frame = dataset.split("validation", config.eval_size, config.seed)
+    model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say))
+    carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
+    encoder = Encoder(tokenizer)
+    truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
+    cache = sources.cache_root() / "tokens"
+    return Inputs(dataset, model, tokenizer, encoder, truncation,
+                  prepare(train_frame["text"], encoder, config.cleaning, truncation, cache),
+                  torch.tensor(train_frame["label"].to_numpy()),
+                  prepare(val_frame["text"], encoder, config.cleaning, truncation, cache),
+                  val_frame["label"].to_numpy())
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where and how the steps run."""
+
+    device: torch.device
+    precision: str  # bf16, fp16 or fp32
+    multiple: int  # batch widths rounded up to it
+    by_tokens: bool  # batches filled to a token budget, or a fixed number of reviews
 
 
 @dataclass
@@ -409,12 +452,46 @@ def record(progress: Progress, metrics: dict, metric: str, epoch: float, train_l
     return entry, improved
 
 
-def save_checkpoint(path: Path, model, optimisation: Optimisation, progress: Progress, resumable: dict,
-                    rng: list[dict]) -> None:
-    """Everything a resume needs, `rng` holding every process's random state (each draws its own dropout)."""
-    atomic_save({"model": model.state_dict(), **optimisation.state_dict(), "state": asdict(progress),
-                 "config": resumable, "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                                              "processes": rng}}, path)
+def validate_and_select(inputs: Inputs, machine: Machine, config: TrainConfig, progress: Progress, total: int,
+                        epoch: float, train_loss: float, meta: dict, say: Callable[[str], None]) -> bool:
+    """Validate, log, keep the best model (with --select best); True when patience has run out."""
+    output = Path(config.output)
+    metrics = validate(inputs.model, inputs.validation, inputs.validation_labels, machine.device, machine.precision,
+                       inputs.encoder.pad_id, machine.multiple)
+    entry, improved = record(progress, metrics, config.metric, epoch, train_loss)
+    if improved and config.select == "best":
+        modelling.save(inputs.model, inputs.tokenizer, output, {
+            **meta, "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
+            "validation": entry})
+    _append_log(output / "train_log.jsonl", {"event": "eval", **entry})
+    say(f"step {progress.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
+        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else ""))
+    return config.patience > 0 and progress.bad_evals >= config.patience
+
+
+def log_training(path: Path, step: int, samples: int, losses: LossMeter, clock: Clock,
+                 optimisation: Optimisation, bar) -> None:
+    """A train_log.jsonl line (and the progress bar's figures): the loss since the last one, read from the device."""
+    loss = losses.take()
+    speed = samples / clock.training_seconds()
+    entry = {"event": "train", "step": step, "loss": loss, "lr": optimisation.scheduler.get_last_lr()[0],
+             "samples": samples, "samples_per_second": speed}
+    if optimisation.scaler.is_enabled():
+        entry.update(loss_scale=optimisation.scaler.get_scale(), skipped_steps=optimisation.skipped_steps(step))
+    _append_log(path, entry)
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{speed:.0f}")
+
+
+def save_checkpoint(path: Path, dist: Distributed, model, optimisation: Optimisation, progress: Progress,
+                    resumable: dict) -> None:
+    """Everything a resume needs, with every process's random state (each draws its own dropout); every process
+    calls it, the first one writes."""
+    rng = dist.gather(rng_state(dist.device))
+    if dist.main:
+        atomic_save({"model": model.state_dict(), **optimisation.state_dict(), "state": asdict(progress),
+                     "config": resumable, "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                                                  "processes": rng}}, path)
 
 
 def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: dict, rank: int,
@@ -442,6 +519,15 @@ def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
     return {**{k: getattr(config, k) for k in keep}, "precision": precision, "processes": world}
 
 
+def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
+    """What critic.json says of the run, besides its history."""
+    return {"name": Path(config.output).name, "base_model": config.model, "data": config.data,
+            "labels": list(data.LABEL_NAMES), "cleaning": config.cleaning, "truncation": inputs.truncation.as_dict(),
+            "train_rows": len(inputs.train), "manifest": inputs.dataset.manifest, "config": config.to_dict(),
+            "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
+            "notes": config.notes}
+
+
 # ------------------------------------------------------------------------------------------ the loop
 
 
@@ -454,62 +540,37 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     for note in config.notes:
         say(note)
     seed_everything(config.seed)  # the same new head on every process
-
-    # ---- data and model
-    with dist.local_main_first():
-        columns = data.Columns(config.text_column, config.label_column,
-                               data.parse_label_map(config.label_map) if config.label_map else None)
-        dataset = data.load(config.data, columns, config.drop_invalid, log=say)
-        train_frame = dataset.split("train", config.train_size, config.seed)
-        val_frame = dataset.split("validation", config.eval_size, config.seed)
-        model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say))
-        carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
-        encoder = Encoder(tokenizer)
-        truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
-        cache = sources.cache_root() / "tokens"
-        train_inputs = prepare(train_frame["text"], encoder, config.cleaning, truncation, cache)
-        val_inputs = prepare(val_frame["text"], encoder, config.cleaning, truncation, cache)
-    train_labels = torch.tensor(train_frame["label"].to_numpy())
-    val_labels = val_frame["label"].to_numpy()
+    with dist.local_main_first():  # it tokenizes and fills the cache; the machine's other processes read it
+        inputs = load_inputs(config, say)
+    model = inputs.model
 
     # ---- machine, plan, optimiser
     device = dist.device
-    precision = modelling.resolve_precision(config.precision, device)
-    multiple = modelling.pad_multiple(device)
-    by_tokens = config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda")
-    plan = plan_batches(train_inputs.lengths, config, dist.world, by_tokens, multiple)
+    machine = Machine(device, modelling.resolve_precision(config.precision, device), modelling.pad_multiple(device),
+                      config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"))
+    plan = plan_batches(inputs.train.lengths, config, dist.world, machine.by_tokens, machine.multiple)
     model.to(device)
     if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
         use_rowwise_attention(model)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
-    optimisation = Optimisation(model, config, device, precision, dist.world, plan.total)
-    say(f"training on {len(train_frame):,} reviews, validating on {len(val_frame):,}; {config.max_length} tokens, "
-        f"truncation {config.truncation}; {plan.total:,} steps of "
-        + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens" if by_tokens
+    optimisation = Optimisation(model, config, device, machine.precision, dist.world, plan.total)
+    say(f"training on {len(inputs.train):,} reviews, validating on {len(inputs.validation):,}; {config.max_length} "
+        f"tokens, truncation {config.truncation}; {plan.total:,} steps of "
+        + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens" if machine.by_tokens
            else f"{config.batch_size} reviews") + (f" on each of {dist.world} processes" if dist.world > 1 else "")
-        + f"; {device}, {precision}")
+        + f"; {device}, {machine.precision}")
 
     # ---- resume
     state = Progress()
     checkpoint_path = output / CHECKPOINT
-    resumable = _resumable(config, dist.world, precision)
+    resumable = _resumable(config, dist.world, machine.precision)
     if checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path, model, optimisation, resumable, dist.rank, device)
         say(f"resuming from step {state.step} of {plan.total} ({checkpoint_path})")
     if dist.main:
         config.save(output / "train_config.json")
         _truncate_log(output / "train_log.jsonl", state.step)
-    meta = {
-        "name": output.name, "base_model": config.model, "data": config.data, "labels": list(data.LABEL_NAMES),
-        "cleaning": config.cleaning, "truncation": truncation.as_dict(), "train_rows": len(train_frame),
-        "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
-        "manifest": dataset.manifest, "config": config.to_dict(), "notes": config.notes,
-    }
-
-    def checkpoint() -> None:  # every process hands in its random state; the first one writes
-        rng = dist.gather(rng_state(device))
-        if dist.main:
-            save_checkpoint(checkpoint_path, model, optimisation, state, resumable, rng)
+    meta = run_meta(config, inputs)
 
     # ---- the loop. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume.
     interrupted = _InterruptFlag()
@@ -517,50 +578,31 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     log_losses, epoch_losses = LossMeter(device), LossMeter(device)
     clock = Clock(device)
     samples = 0
+    epoch_ends = set(plan.epoch_ends)
     model.train()
-    batches = prepared_batches(plan.steps[state.step:], train_inputs, train_labels, encoder.pad_id, multiple,
-                               dist.rank, dist.world, pin=device.type == "cuda")
-    for batch, global_rows in batches:
+    for batch, global_rows in prepared_batches(plan.steps[state.step:], inputs.train, inputs.train_labels,
+                                               inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
+                                               pin=device.type == "cuda"):
         summed = optimisation.step(batch, global_rows)
-        rows = len(batch["labels"])
-        log_losses.add(summed, rows)
-        epoch_losses.add(summed, rows)
+        log_losses.add(summed, len(batch["labels"]))
+        epoch_losses.add(summed, len(batch["labels"]))
         state.step += 1
         samples += global_rows
         if bar is not None:
             bar.update(1)
         at_log_point = state.step % config.log_every == 0
         if at_log_point and dist.main:
-            loss = log_losses.take()
-            speed = samples / clock.training_seconds()
-            entry = {"event": "train", "step": state.step, "loss": loss, "lr": optimisation.scheduler.get_last_lr()[0],
-                     "samples": samples, "samples_per_second": speed}
-            if precision == "fp16":
-                entry.update(loss_scale=optimisation.scaler.get_scale(),
-                             skipped_steps=optimisation.skipped_steps(state.step))
-            _append_log(output / "train_log.jsonl", entry)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{speed:.0f}")
-
+            log_training(output / "train_log.jsonl", state.step, samples, log_losses, clock, optimisation, bar)
         stop = False
-        end_of_epoch = state.step in plan.epoch_ends
-        if end_of_epoch or (config.eval_every and state.step % config.eval_every == 0):
+        if state.step in epoch_ends or (config.eval_every and state.step % config.eval_every == 0):
             with clock.pause():
                 if dist.main:
-                    metrics = validate(model, val_inputs, val_labels, device, precision, encoder.pad_id, multiple)
-                    epoch = plan.epoch_at(state.step)
-                    entry, improved = record(state, metrics, config.metric, epoch, epoch_losses.take())
-                    if improved and config.select == "best":
-                        modelling.save(model, tokenizer, output, {**meta, "selected": f"best {config.metric} at step "
-                                       f"{state.step} (epoch {epoch:.2f})", "validation": entry})
-                    _append_log(output / "train_log.jsonl", {"event": "eval", **entry})
-                    say(f"step {state.step}/{plan.total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
-                        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else ""))
-                    stop = config.patience > 0 and state.bad_evals >= config.patience
-                checkpoint()
+                    stop = validate_and_select(inputs, machine, config, state, plan.total,
+                                               plan.epoch_at(state.step), epoch_losses.take(), meta, say)
+                save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
             stop = dist.any(stop)
         if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-            checkpoint()
+            save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
             dist.barrier()
             interrupted.restore()
             raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {checkpoint_path}, "
@@ -572,27 +614,35 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         bar.close()
     interrupted.restore()
 
-    stepping = clock.training_seconds()
-    elapsed = time.perf_counter() - clock.started
-    skipped = optimisation.skipped_steps(state.step)
     if dist.main:
-        if config.select == "last":
-            modelling.save(model, tokenizer, output, {**meta, "selected": f"last (step {state.step})",
-                                                      "validation": state.history[-1]})
-        modelling.update_meta(output, history=state.history, train_seconds=elapsed, validation_seconds=clock.paused,
-                              train_samples_per_second=samples / stepping, precision=precision,
-                              processes=dist.world, **({"fp16_skipped_steps": skipped} if precision == "fp16" else {}))
-        write_stats(state.history, output)
-        if progress:
-            print_stats(state.history, state.best_step)
-        if precision == "fp16":
-            say(f"fp16: {skipped} of {state.step} steps skipped for overflowing gradients (the loss scale adapts)")
-        say(f"trained in {elapsed:.0f} s: {samples / stepping:.1f} samples/s in training steps, "
-            f"{clock.paused:.0f} s validating and checkpointing; best val {config.metric} "
-            f"{state.best:.4f} at step {state.best_step}; model in {output}")
+        finish(inputs, config, state, meta, optimisation, clock, samples, dist.world, say, progress)
     dist.barrier()
     dist.close()
     return output
+
+
+def finish(inputs: Inputs, config: TrainConfig, state: Progress, meta: dict, optimisation: Optimisation,
+           clock: Clock, samples: int, world: int, say: Callable[[str], None], progress: bool) -> None:
+    """The model (with --select last), its history and speed in critic.json, stats.csv, the curves, a summary."""
+    output = Path(config.output)
+    stepping = clock.training_seconds()
+    elapsed = time.perf_counter() - clock.started
+    fp16 = optimisation.scaler.is_enabled()
+    skipped = optimisation.skipped_steps(state.step)
+    if config.select == "last":
+        modelling.save(inputs.model, inputs.tokenizer, output, {**meta, "selected": f"last (step {state.step})",
+                                                                "validation": state.history[-1]})
+    modelling.update_meta(output, history=state.history, train_seconds=elapsed, validation_seconds=clock.paused,
+                          train_samples_per_second=samples / stepping, precision=optimisation.precision,
+                          processes=world, **({"fp16_skipped_steps": skipped} if fp16 else {}))
+    write_stats(state.history, output)
+    if progress:
+        print_stats(state.history, state.best_step)
+    if fp16:
+        say(f"fp16: {skipped} of {state.step} steps skipped for overflowing gradients (the loss scale adapts)")
+    say(f"trained in {elapsed:.0f} s: {samples / stepping:.1f} samples/s in training steps, "
+        f"{clock.paused:.0f} s validating and checkpointing; best val {config.metric} "
+        f"{state.best:.4f} at step {state.best_step}; model in {output}")
 
 
 class _InterruptFlag:

@@ -315,7 +315,8 @@ async def _drain(request: Request, bound: int) -> None:
         pass
 
 
-def read_upload(raw: bytes, text_column: str | None, settings: ServeSettings) -> tuple[list[str], list[dict], list[str]]:
+def read_upload(raw: bytes, text_column: str | None,
+                settings: ServeSettings) -> tuple[list[str], list[dict], list[str]]:
     """(column names, rows, texts) of an uploaded CSV, or an HTTP error naming the row and the problem."""
     from critic.data import TEXT_COLUMNS, DataError, pick_column
 
