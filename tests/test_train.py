@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import re
@@ -242,6 +243,38 @@ def test_presets_and_overrides(tmp_path):
         TrainConfig(truncation="middle")
     with pytest.raises(ValueError, match="lr 5.0 is outside"):
         config.build({"lr": "5", "preset": "cpu"})
+
+
+def test_settings_are_parsed_by_their_declared_type(tmp_path):
+    typed = config.build({"preset": "cpu", "train_size": "1e4", "head_tokens": "none", "lr": "3e-5",
+                          "drop_invalid": "yes", "model": "1e4"})
+    assert (typed.train_size, typed.head_tokens, typed.lr, typed.drop_invalid, typed.model) == (
+        10000, None, 3e-5, True, "1e4")  # a string field keeps what looks like a number
+    with pytest.raises(ValueError, match="train_size: expected a whole number, got '2.5'"):
+        config.build({"preset": "cpu", "train_size": "2.5"})
+    with pytest.raises(ValueError, match="epochs: expected a whole number, got .none."):
+        config.build({"preset": "cpu", "epochs": "none"})
+    with pytest.raises(ValueError, match="compile: expected true or false, got 'maybe'"):
+        config.build({"preset": "cpu", "compile": "maybe"})
+    toml = tmp_path / "job.toml"
+    toml.write_text('epochs = "three"\n')
+    with pytest.raises(ValueError, match="epochs: expected a whole number, got 'three'"):
+        config.build({"preset": "cpu"}, toml)
+    toml.write_text('epochs = 2.5\nlr = 1\n')
+    with pytest.raises(ValueError, match="epochs must be int, got 2.5"):
+        config.build({"preset": "cpu"}, toml)
+
+
+def test_train_help_is_written_beside_each_setting():
+    from critic.cli import build_parser
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    helps = {action.dest: action.help for action in train_parser._actions}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "notes":
+            assert helps[f.name].startswith(f.metadata["help"]), f.name
+    assert "(default: 512)" in helps["max_length"]
 
 
 def test_linear_schedule():

@@ -78,66 +78,23 @@ def cmd_profile(args) -> int:
     return 0
 
 
-TRAIN_HELP = {
-    "model": "encoder to fine-tune: minilm, mpnet, a hub id (distilbert-base-uncased, roberta-base) or a folder",
-    "data": "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder",
-    "train_size": "train on a seeded random subset of N reviews (the notebook used 10,000)",
-    "eval_size": "validate on a seeded subset of N validation reviews",
-    "test_size": "evaluate at the end on a seeded subset of N test reviews (quickstart)",
-    "cleaning": "cleaning recipe: default, notebook or none (saved with the model)",
-    "max_length": "window in tokens, special tokens included (the model's limit is usually 512)",
-    "truncation": "how longer reviews are cut: head, tail or head+tail",
-    "head_tokens": "with head+tail: tokens kept from the start, the rest of the window from the end "
-                   "(default: a quarter of the window, 128 of 512)",
-    "long_reviews": "how `critic predict` treats reviews longer than the window by default: truncate, or windows "
-                    "(overlapping windows scored and pooled: +1.2 points on IMDB, 2.2x the compute)",
-    "window_stride": "with windows: tokens between window starts (default: half a window)",
-    "window_pool": "with windows: mean-prob, mean-logit or max-confidence (best measured on IMDB)",
-    "epochs": "passes over the training data",
-    "batch_size": "reviews per step and process (torchrun: the global batch is this x processes); with token "
-                  "batching, the size of a batch of the longest reviews (shorter ones come up to 4x as many)",
-    "lr": "peak learning rate of AdamW",
-    "weight_decay": "AdamW weight decay (not applied to biases and LayerNorm)",
-    "adam_eps": "AdamW epsilon",
-    "warmup_ratio": "share of steps spent warming the learning rate up, before linear decay to 0",
-    "grad_clip": "clip the gradient norm at this value (0: off)",
-    "seed": "random seed: same seed, same data, same machine -> same weights",
-    "eval_every": "also validate every N steps (0: once per epoch)",
-    "log_every": "read the loss, log it and check for Ctrl-C every N steps (each read waits for the GPU)",
-    "batching": "tokens: fill each batch to a token budget (short reviews in larger batches; the GPU default), "
-                "reviews: a fixed --batch-size, auto: tokens on GPUs, reviews on CPUs",
-    "batch_tokens": "with token batching: padded tokens per batch and process (default batch-size x max-length)",
-    "patience": "stop after N validations without improvement (0: never stop early)",
-    "select": "which weights to keep: best (by --metric on validation) or last",
-    "metric": "validation metric for selection and early stopping: accuracy, auc or loss",
-    "device": "auto, cpu, cuda, cuda:1 …",
-    "precision": "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32",
-    "compile": "torch.compile the model (pays off on long GPU runs)",
-    "output": "folder for the model, logs, plots and checkpoints (a run there resumes)",
-    "preset": "auto (gpu with a GPU, else cpu), gpu, cpu or notebook (the starting notebook's settings)",
-    "drop_invalid": "skip invalid rows instead of stopping (counted and recorded)",
-    "text_column": "column holding the text", "label_column": "column holding the label",
-    "label_map": "'VALUE=positive,VALUE=negative' for other label spellings",
-}
-
-
 def _train_options(parser: argparse.ArgumentParser) -> None:
     import dataclasses
 
-    from critic.config import TrainConfig
+    from critic.config import TrainConfig, field_types
 
+    types = field_types()
     parser.add_argument("--config", help="a TOML file of settings (a [train] table or top-level keys)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "notes":
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL",
-                                help=f"{TRAIN_HELP.get(f.name, '')} (default: {default})")
+        kind, _ = types[f.name]
+        text = f"{f.metadata['help']} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL", help=text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper().split("_")[-1],
-                                help=f"{TRAIN_HELP.get(f.name, '')} (default: {default})")
+            parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text)
 
 
 def _train_config(args):

@@ -6,57 +6,79 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from critic.text import LONG_REVIEW_MODES, POOLS, STRATEGIES
 
 
+def setting(default, help: str):
+    """A config field with its help text beside it; `critic train --help` prints it."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     # what
-    model: str = "minilm"  # short name (minilm, mpnet), hub id, or local folder
-    data: str = "imdb"  # named dataset or a file/folder
-    text_column: str | None = None
-    label_column: str | None = None
-    label_map: str | None = None  # "good=positive,bad=negative"
-    drop_invalid: bool = False
-    train_size: int | None = None  # seeded subset of the training split
-    eval_size: int | None = None  # seeded subset of the validation split
-    test_size: int | None = None  # seeded subset of the test split for the final evaluation
+    model: str = setting("minilm", "encoder to fine-tune: minilm, mpnet, a hub id (distilbert-base-uncased, "
+                                   "roberta-base) or a folder")
+    data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder")
+    text_column: str | None = setting(None, "column holding the text")
+    label_column: str | None = setting(None, "column holding the label")
+    label_map: str | None = setting(None, "'VALUE=positive,VALUE=negative' for other label spellings")
+    drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)")
+    train_size: int | None = setting(None, "train on a seeded random subset of N reviews (the notebook used 10,000)")
+    eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews")
+    test_size: int | None = setting(None, "evaluate at the end on a seeded subset of N test reviews (quickstart)")
     # text
-    cleaning: str = "default"
-    max_length: int = 512
-    truncation: str = "head+tail"
-    head_tokens: int | None = None  # with head+tail; default a quarter of max_length
-    long_reviews: str = "truncate"  # at prediction: truncate, or windows (scored and pooled); saved with the model
-    window_stride: int | None = None  # with windows; default half a window
-    window_pool: str = "max-confidence"  # with windows: mean-prob, mean-logit or max-confidence
+    cleaning: str = setting("default", "cleaning recipe: default, notebook or none (saved with the model)")
+    max_length: int = setting(512, "window in tokens, special tokens included (the model's limit is usually 512)")
+    truncation: str = setting("head+tail", "how longer reviews are cut: head, tail or head+tail")
+    head_tokens: int | None = setting(None, "with head+tail: tokens kept from the start, the rest of the window "
+                                            "from the end (default: a quarter of the window, 128 of 512)")
+    long_reviews: str = setting("truncate", "how `critic predict` treats reviews longer than the window by "
+                                            "default: truncate, or windows (overlapping windows scored and pooled: "
+                                            "+1.2 points on IMDB, 2.2x the compute)")
+    window_stride: int | None = setting(None, "with windows: tokens between window starts (default: half a window)")
+    window_pool: str = setting("max-confidence", "with windows: mean-prob, mean-logit or max-confidence (best "
+                                                 "measured on IMDB)")
     # optimisation
-    epochs: int = 3
-    batch_size: int = 32  # reviews per batch and process; with token batches, a full batch of the longest ones
-    batching: str = "auto"  # tokens (batches filled to a token budget), reviews (a fixed count); auto: tokens on GPUs
-    batch_tokens: int | None = None  # with token batches: padded tokens per batch and process (batch_size x max_length)
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    adam_eps: float = 1e-8
-    warmup_ratio: float = 0.06
-    grad_clip: float = 1.0
-    seed: int = 42
+    epochs: int = setting(3, "passes over the training data")
+    batch_size: int = setting(32, "reviews per step and process (torchrun: the global batch is this x processes); "
+                                  "with token batching, the size of a batch of the longest reviews (shorter ones "
+                                  "come up to 4x as many)")
+    batching: str = setting("auto", "tokens: fill each batch to a token budget (short reviews in larger batches; "
+                                    "the GPU default), reviews: a fixed --batch-size, auto: tokens on GPUs, reviews "
+                                    "on CPUs")
+    batch_tokens: int | None = setting(None, "with token batching: padded tokens per batch and process (default "
+                                             "batch-size x max-length)")
+    lr: float = setting(5e-5, "peak learning rate of AdamW")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    adam_eps: float = setting(1e-8, "AdamW epsilon")
+    warmup_ratio: float = setting(0.06, "share of steps spent warming the learning rate up, before linear decay "
+                                        "to 0")
+    grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)")
+    seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights")
     # validation and selection
-    eval_every: int = 0  # steps; 0 = once per epoch
-    log_every: int = 50  # steps between reading the loss (a host-GPU sync), log lines and interrupt checks
-    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
-    select: str = "best"  # best (by `metric`) or last
-    metric: str = "accuracy"  # accuracy, auc or loss
+    eval_every: int = setting(0, "also validate every N steps (0: once per epoch)")
+    log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps (each read waits for "
+                                 "the GPU)")
+    patience: int = setting(0, "stop after N validations without improvement (0: never stop early)")
+    select: str = setting("best", "which weights to keep: best (by --metric on validation) or last")
+    metric: str = setting("accuracy", "validation metric for selection and early stopping: accuracy, auc or loss")
     # machine
-    device: str = "auto"
-    precision: str = "auto"  # auto (bf16 where the GPU or CPU has it), bf16, fp16, fp32
-    compile: bool = False
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 …")
+    precision: str = setting("auto", "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32")
+    compile: bool = setting(False, "torch.compile the model (pays off on long GPU runs)")
     # where
-    output: str = "runs/minilm-imdb"
-    preset: str = "auto"
-    notes: list[str] = field(default_factory=list)
+    output: str = setting("runs/minilm-imdb", "folder for the model, logs, plots and checkpoints (a run there "
+                                              "resumes)")
+    preset: str = setting("auto", "auto (gpu with a GPU, else cpu), gpu, cpu or notebook (the starting notebook's "
+                                  "settings)")
+    notes: list[str] = setting([], "what a preset gave up, printed and saved with the model")
 
     def __post_init__(self):
         if self.truncation not in STRATEGIES:
@@ -116,21 +138,51 @@ def resolve_preset(name: str) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def parse_value(field_type: str, raw: str):
-    raw = raw.strip()
-    if raw.lower() in ("none", "null"):
+def field_types() -> dict[str, type]:
+    """Each setting's type, None-able or not: `int | None` -> (int, True)."""
+    hints = typing.get_type_hints(TrainConfig)
+    types = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = type(None) in typing.get_args(hint)
+        base = typing.get_origin(hint) or hint
+        types[name] = (args[0] if optional else base, optional)
+    return types
+
+
+def parse_value(name: str, raw):
+    """A setting from the command line (a string) or TOML (typed), checked against the field's type."""
+    kind, optional = field_types()[name]
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "null") and optional):
+        if not optional:
+            raise ValueError(f"{name} cannot be empty")
         return None
-    if "bool" in field_type:
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"expected true or false, got {raw!r}")
-        return raw.lower() in ("true", "1", "yes")
-    if "int" in field_type and "." not in raw and "e" not in raw.lower():
-        return int(raw)
-    if "float" in field_type or "int" in field_type:
-        value = float(raw)
-        return int(value) if "int" in field_type and "float" not in field_type else value
-    if "list" in field_type:
-        return [raw]
+    if kind is list:
+        return list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    if not isinstance(raw, str):
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+            raise ValueError(f"{name} must be {kind.__name__}, got {raw!r}")
+        return raw
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{name}: expected true or false, got {raw!r}")
+        return text.lower() in ("true", "1", "yes")
+    if kind is int:
+        try:
+            number = float(text)  # accepts 1e4 and 2000.0, refuses 2.5
+        except ValueError:
+            raise ValueError(f"{name}: expected a whole number, got {raw!r}") from None
+        if number != int(number):
+            raise ValueError(f"{name}: expected a whole number, got {raw!r}")
+        return int(number)
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{name}: expected a number, got {raw!r}") from None
     return raw
 
 
@@ -144,10 +196,8 @@ def build(overrides: dict | None = None, toml_path: str | Path | None = None) ->
         from_file = from_file.get("train", from_file)
     preset = resolve_preset(overrides.get("preset", from_file.get("preset", "auto")))
     values = {**PRESETS[preset], **from_file, **overrides, "preset": preset}
-    fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(fields))
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(fields)}")
-    typed = {k: parse_value(fields[k], v) if isinstance(v, str) and "str" not in fields[k] else v
-             for k, v in values.items()}
-    return TrainConfig(**typed)
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return TrainConfig(**{name: parse_value(name, value) for name, value in values.items()})

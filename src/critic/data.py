@@ -168,6 +168,19 @@ def not_utf8(text: str) -> bool:
     return _UNDECODABLE.search(text) is not None
 
 
+def text_problem(value: object) -> str | None:
+    """Why `value` cannot be scored as a review, or None: the one rule for files, uploads, calls and Ray."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "empty or missing text"
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if not value.strip():
+        return "empty text"
+    if not_utf8(value):
+        return "not UTF-8 text; re-save the file as UTF-8"
+    return None
+
+
 def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
     # A CSV row with more values than the header has names files the extras under None: not a column.
     columns = [c for c in columns if isinstance(c, str)]

@@ -127,45 +127,17 @@ def predict_file(classifier: Classifier, source: Path, target: Path, text_column
 
     source, target = Path(source), Path(target)
     sidecar = target.with_name(target.name + ".progress.json")
-    done, resume_bytes = 0, None
-    if sidecar.is_file() and not overwrite:
-        state = json.loads(sidecar.read_text())
-        if state["source"] != str(source.resolve()):
-            raise ValueError(f"{sidecar} belongs to another input ({state['source']}); pass --overwrite to start over")
-        done, resume_bytes = state["rows"], state["bytes"]
-    elif target.exists() and not overwrite:
-        raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
+    done, resume_bytes = _resume_point(source, target, sidecar, overwrite)
     writer = Writer(target, resume_bytes if done else None)
     bar = tqdm(total=_count_rows(source), initial=done, unit="review", desc="scoring", disable=not progress,
                file=sys.stderr, mininterval=1.0)
     key = None
-    already, skipped = done, 0
-
-    def checked(first: int, rows: list[dict]) -> Ragged:
-        texts = []
-        for offset, row in enumerate(rows):
-            text = row.get(key)
-            where = f"{source}, {'row' if source.suffix == '.parquet' else 'line'} {first + offset}"
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{where}: empty or missing text in column {key!r}")
-            if data.not_utf8(text):
-                raise ValueError(f"{where}: not UTF-8 text; re-save the file as UTF-8")
-            texts.append(text)
-        return classifier.encode(texts)
-
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
-            chunks = read_rows(source, chunk)
-            for first, rows in chunks:
-                if skipped < already:  # resuming: these rows are already in the output
-                    take = min(len(rows), already - skipped)
-                    skipped += take
-                    rows, first = rows[take:], first + take
-                    if not rows:
-                        continue
+            for first, rows in _rows_after(read_rows(source, chunk), done):
                 key = key or data.pick_column(list(rows[0]), text_column, data.TEXT_COLUMNS, "text", source)
-                job = (rows, pool.submit(checked, first, rows))
+                job = (rows, pool.submit(_checked_tokens, classifier, rows, key, source, first))
                 if pending is not None:
                     done = _score_chunk(classifier, *pending, writer, done, bar, sidecar, source)
                 pending = job
@@ -178,6 +150,38 @@ def predict_file(classifier: Classifier, source: Path, target: Path, text_column
         if writer.handle is not None:
             writer.handle.close()
     return done
+
+
+def _resume_point(source: Path, target: Path, sidecar: Path, overwrite: bool) -> tuple[int, int | None]:
+    """Rows already scored and the output's byte length then, from an interrupted run's sidecar; (0, None) fresh."""
+    if sidecar.is_file() and not overwrite:
+        state = json.loads(sidecar.read_text())
+        if state["source"] != str(source.resolve()):
+            raise ValueError(f"{sidecar} belongs to another input ({state['source']}); pass --overwrite to start over")
+        return state["rows"], state["bytes"]
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
+    return 0, None
+
+
+def _rows_after(chunks: Iterator[tuple[int, list[dict]]], skip: int) -> Iterator[tuple[int, list[dict]]]:
+    """The chunks of `read_rows` without their first `skip` rows (already in the output of a resumed run)."""
+    for first, rows in chunks:
+        take = min(len(rows), skip)
+        skip -= take
+        if take < len(rows):
+            yield first + take, rows[take:]
+
+
+def _checked_tokens(classifier: Classifier, rows: list[dict], key: str, source: Path, first: int) -> Ragged:
+    texts = []
+    for offset, row in enumerate(rows):
+        problem = data.text_problem(row.get(key))
+        if problem is not None:
+            where = f"{source}, {'row' if source.suffix == '.parquet' else 'line'} {first + offset}"
+            raise ValueError(f"{where}: {problem}" + (f" in column {key!r}" if "empty" in problem else ""))
+        texts.append(row[key])
+    return classifier.encode(texts)
 
 
 def _score_chunk(classifier: Classifier, rows: list[dict], tokens, writer: Writer, done: int, bar, sidecar: Path,

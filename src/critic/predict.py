@@ -187,8 +187,7 @@ def _check_texts(texts) -> list[str]:
         texts = [texts]
     texts = list(texts)
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text {i}: expected a string, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"text {i}: empty text")
+        problem = data.text_problem(text)
+        if problem is not None:
+            raise ValueError(f"text {i}: {problem}")
     return texts

@@ -253,56 +253,73 @@ def fetch(artifact: Artifact, local: str | Path | None = None, refresh: bool = F
             log(line)
 
     target = cache_folder(artifact)
-
+    fetched = None
     if local is not None:
-        local = Path(local).expanduser()
-        folder = local if local.is_dir() else None
-        if folder is None and local.is_file():
-            folder = Path(tempfile.mkdtemp(prefix=".local-", dir=_ensure(target.parent)))
-            shutil.copy2(local, folder / _variant_name_for(artifact, local))
-        if folder is None:
-            failed(f"local path {local}: not found")
-        else:
-            try:
-                files = verify(artifact, folder)
-                if folder != local:
-                    _install(folder, target)
-                    return Fetched(target, f"local file {local}", files)
-                return Fetched(local, f"local path {local}", files)
-            except ArtifactError as error:
-                failed(f"local path {local}: {error}")
-                if folder != local:
-                    shutil.rmtree(folder, ignore_errors=True)
-
-    if target.is_dir() and not refresh:
-        try:
-            files = verify(artifact, target)
-            origin = target / ".critic-source.json"
-            via = f", from {json.loads(origin.read_text())['source']}" if origin.is_file() else ""
-            return Fetched(target, f"cache {target}{via}", files)
-        except ArtifactError as error:
-            failed(f"cache {target}: {error}")
-
-    for source in artifact.sources:
+        fetched = _from_local(artifact, Path(local).expanduser(), target, failed)
+    if fetched is None and target.is_dir() and not refresh:
+        fetched = _from_cache(artifact, target, failed)
+    for source in artifact.sources if fetched is None else ():
         if source.online and offline():
             failures.append(f"{source.description}: skipped ({OFFLINE_ENV} or HF_HUB_OFFLINE is set)")
             continue
         if log:
             log(f"fetching {artifact.name} from {source.description}")
-        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=_ensure(target.parent)))
-        try:
-            source.fill(staging)
-            files = verify(artifact, staging)
-            (staging / ".critic-source.json").write_text(json.dumps({"source": source.description, "files": files}))
-            _install(staging, target)
-            return Fetched(target, source.description, files)
-        except Exception as error:  # each source's failure is reported, then the next one is tried
-            failed(f"{source.description}: {_short(error)}")
-        finally:  # also on Ctrl-C: nothing half-written stays in the cache
-            shutil.rmtree(staging, ignore_errors=True)
+        fetched = _from_source(artifact, source, target, failed)
+        if fetched is not None:
+            break
+    if fetched is None:
+        tried = "\n".join(f"  - {line}" for line in failures)
+        raise ArtifactError(f"could not obtain {artifact.kind} '{artifact.name}'. Sources tried, in order:\n{tried}")
+    return fetched
 
-    tried = "\n".join(f"  - {line}" for line in failures)
-    raise ArtifactError(f"could not obtain {artifact.kind} '{artifact.name}'. Sources tried, in order:\n{tried}")
+
+def _from_local(artifact: Artifact, local: Path, target: Path, failed: Callable[[str], None]) -> Fetched | None:
+    """A folder the user named is used in place; a single file is copied into the cache once verified."""
+    folder = local if local.is_dir() else None
+    if folder is None and local.is_file():
+        folder = Path(tempfile.mkdtemp(prefix=".local-", dir=_ensure(target.parent)))
+        shutil.copy2(local, folder / _variant_name_for(artifact, local))
+    if folder is None:
+        failed(f"local path {local}: not found")
+        return None
+    try:
+        files = verify(artifact, folder)
+    except ArtifactError as error:
+        failed(f"local path {local}: {error}")
+        if folder != local:
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
+    if folder == local:
+        return Fetched(local, f"local path {local}", files)
+    _install(folder, target)
+    return Fetched(target, f"local file {local}", files)
+
+
+def _from_cache(artifact: Artifact, target: Path, failed: Callable[[str], None]) -> Fetched | None:
+    try:
+        files = verify(artifact, target)
+    except ArtifactError as error:
+        failed(f"cache {target}: {error}")
+        return None
+    origin = target / ".critic-source.json"
+    via = f", from {json.loads(origin.read_text())['source']}" if origin.is_file() else ""
+    return Fetched(target, f"cache {target}{via}", files)
+
+
+def _from_source(artifact: Artifact, source: Source, target: Path, failed: Callable[[str], None]) -> Fetched | None:
+    """Fill a staging folder from `source`, verify it, then move it into the cache."""
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=_ensure(target.parent)))
+    try:
+        source.fill(staging)
+        files = verify(artifact, staging)
+        (staging / ".critic-source.json").write_text(json.dumps({"source": source.description, "files": files}))
+        _install(staging, target)
+        return Fetched(target, source.description, files)
+    except Exception as error:  # each source's failure is reported, then the next one is tried
+        failed(f"{source.description}: {_short(error)}")
+        return None
+    finally:  # also on Ctrl-C: nothing half-written stays in the cache
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _variant_name_for(artifact: Artifact, local: Path) -> str:

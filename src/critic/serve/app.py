@@ -318,7 +318,7 @@ async def _drain(request: Request, bound: int) -> None:
 def read_upload(raw: bytes, text_column: str | None,
                 settings: ServeSettings) -> tuple[list[str], list[dict], list[str]]:
     """(column names, rows, texts) of an uploaded CSV, or an HTTP error naming the row and the problem."""
-    from critic.data import TEXT_COLUMNS, DataError, pick_column
+    from critic.data import TEXT_COLUMNS, DataError, pick_column, text_problem
 
     try:
         reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
@@ -338,8 +338,9 @@ def read_upload(raw: bytes, text_column: str | None,
         raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
     texts = [row.get(key) or "" for row in rows]
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise HTTPException(422, f"row {i + 1}: empty text in column {key!r}")
+        problem = text_problem(text)
+        if problem is not None:
+            raise HTTPException(422, f"row {i + 1}: {problem} in column {key!r}")
         if len(text) > settings.max_text_chars:
             raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is {settings.max_text_chars:,}")
     return list(reader.fieldnames), rows, texts
