@@ -1,10 +1,14 @@
-"""The GPU suite's smoke: every step of bench/gpu_suite.py, tiny, on the CPU, from its own packed artifacts."""
+"""Every script in bench/ started on tiny inputs: the GPU suite's every step from its own packed artifacts, and each
+CPU benchmark on the toy model and a few real IMDB reviews."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import synthetic
 
@@ -32,3 +36,31 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     assert set(report["targets"]) == {"train_samples_per_s", "train_ratio_vs_trainer", "recipe_train_seconds",
                                       "scoring_reviews_per_s", "scoring_ratio_vs_pipeline"}
     assert report["machine"]["torch"] and report["machine"]["date"]
+
+
+BENCH = SUITE.parent
+# Each script on tiny inputs, as the README's set-up installs it: a fresh clone must be able to run every claim.
+SMOKES = {
+    "cpu_attention.py": ["{model}", "--reviews", "16", "--repeats", "1"],
+    "long_reviews.py": ["{model}", "--size", "24"],
+    "predict_memory.py": ["{model}", "--rows", "300"],
+    "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],
+    "serve_load.py": ["{model}", "--duration", "1", "--concurrency", "2", "--reviews", "20", "--skip-unbatched"],
+    "train_throughput.py": ["--samples", "16", "--max-length", "32", "--batch-size", "8", "--notebook-batch-size",
+                            "8", "--device", "cpu"],
+}
+
+
+def test_every_bench_script_has_a_smoke():
+    assert {path.name for path in BENCH.glob("*.py")} == set(SMOKES) | {"gpu_suite.py"}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKES))
+def test_bench_script_runs_on_tiny_inputs(script, toy_model, real_cache):
+    if script == "serve_load.py" and not shutil.which("wrk"):
+        pytest.fail("serve_load.py needs wrk (Debian package `wrk`; .ci/run installs it)")
+    arguments = [a.format(model=toy_model) for a in SMOKES[script]]
+    result = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    assert result.stdout.strip(), "a benchmark prints its figures"
