@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from critic import evaluate
+from critic import calibration, evaluate
 
 
 def test_metrics_from_probabilities():
@@ -26,8 +26,8 @@ def test_ece_of_calibrated_and_overconfident_models():
     correct = rng.uniform(size=20000) < confidence
     predicted = np.ones(20000, dtype=int)
     labels = np.where(correct, 1, 0)
-    assert evaluate.expected_calibration_error(labels, confidence, predicted) < 0.02
-    assert evaluate.expected_calibration_error(labels, np.full(20000, 0.99), predicted) > 0.2
+    assert calibration.expected_calibration_error(labels, confidence, predicted) < 0.02
+    assert calibration.expected_calibration_error(labels, np.full(20000, 0.99), predicted) > 0.2
 
 
 def test_bootstrap_interval_contains_accuracy():
@@ -48,8 +48,8 @@ def test_report_files(tmp_path):
 
 def test_ece_is_the_standard_fifteen_bins_over_zero_to_one():
     # 0.94 and 0.96 share the bin (14/15, 1]: one wrong, one right -> |0.5 - 0.95| = 0.45
-    assert evaluate.expected_calibration_error(np.array([0, 1]), np.array([0.94, 0.96]), np.array([1, 1])) == \
+    assert calibration.expected_calibration_error(np.array([0, 1]), np.array([0.94, 0.96]), np.array([1, 1])) == \
         pytest.approx(0.45)
     # bins are closed on the right: 1/15 shares (0, 1/15] with 0.06 -> |0.5 - 0.0633|
-    assert evaluate.expected_calibration_error(np.array([1, 0]), np.array([1 / 15, 0.06]), np.array([1, 1])) == \
+    assert calibration.expected_calibration_error(np.array([1, 0]), np.array([1 / 15, 0.06]), np.array([1, 1])) == \
         pytest.approx(abs(0.5 - (1 / 15 + 0.06) / 2))

@@ -17,6 +17,11 @@ def test_real_minilm_learns_imdb(tmp_path, real_cache):
     print(f"real MiniLM, 2,000 IMDB reviews, 128 tokens, 1 epoch: test accuracy {summary['accuracy']:.4f} "
           f"(ROC AUC {summary['roc_auc']:.4f}) on 500 held-out reviews")
     assert summary["accuracy"] >= 0.80
+    base = summary["baseline"]
+    print(f"TF-IDF baseline on the same 2,000 training reviews: {base['accuracy']:.4f}; calibration "
+          f"{summary['calibration']}")
+    assert base["train_rows"] == 2000 and 0.75 < base["accuracy"] < 0.95
+    assert summary["calibration"]["ece_after"] <= summary["calibration"]["ece_before"] + 0.01
     meta = json.loads((out / "critic.json").read_text())
     assert meta["manifest"]["splits"]["test"]["rows"] == 4986  # the full deterministic IMDB split
     assert critic.Classifier.load(out).predict(["One of the best films I have seen: moving and beautifully acted.",

@@ -104,16 +104,22 @@ def test_evaluate_model_and_cli(toy_model, tmp_path, capsys):
     data = toy_model.parent / "toy.csv"
     summary = critic.evaluate_model(toy_model, data, "test")
     assert summary["accuracy"] > 0.9
+    base = summary["baseline"]  # TF-IDF + logistic regression on the model's own 800 training rows
+    assert base["train_rows"] == json.loads((toy_model / "critic.json").read_text())["train_rows"]
+    assert base["accuracy"] > 0.9 and base["accuracy_ci95"][0] <= base["accuracy"] <= base["accuracy_ci95"][1]
     card = (toy_model / "README.md").read_text()
-    assert "## Evaluation" in card and f"{summary['accuracy']:.4f}" in card
+    assert "## Evaluation" in card and f"{summary['accuracy']:.4f}" in card and "Baseline on the same reviews" in card
+    assert "Calibrated: temperature" in card
+    html = (toy_model / "evaluation" / "evaluation.html").read_text()
+    assert "Against a baseline" in html and "TF-IDF" in html
     from huggingface_hub import ModelCard
 
     results = {r.metric_type: r.metric_value for r in ModelCard.load(toy_model / "README.md").data.eval_results}
     assert results["accuracy"] == pytest.approx(summary["accuracy"]) and "roc_auc" in results  # the model-index
     assert main(["predict", str(toy_model), "a great fun film"]) == 0
     assert capsys.readouterr().out.startswith("positive\t")
-    assert main(["evaluate", str(toy_model), str(data), "--output", str(tmp_path / "ev")]) == 0
-    assert (tmp_path / "ev" / "evaluation.html").is_file()
+    assert main(["evaluate", str(toy_model), str(data), "--output", str(tmp_path / "ev"), "--no-baseline"]) == 0
+    assert "baseline" not in json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert main(["predict", str(tmp_path / "nothing"), "x"]) == 2
     assert "not a critic model" in capsys.readouterr().err
 

@@ -1,3 +1,4 @@
+import argparse
 import dataclasses
 import json
 import os
@@ -270,11 +271,13 @@ def test_train_help_is_written_beside_each_setting():
 
     parser = build_parser()
     train_parser = parser._subparsers._group_actions[0].choices["train"]
-    helps = {action.dest: action.help for action in train_parser._actions}
+    helps = {action.dest: action.help for action in train_parser._actions if action.help != argparse.SUPPRESS}
     for f in dataclasses.fields(TrainConfig):
         if f.name != "notes":
             assert helps[f.name].startswith(f.metadata["help"]), f.name
     assert "(default: 512)" in helps["max_length"]
+    assert train_parser.parse_args(["--no-calibrate"]).calibrate == "false"
+    assert config.build({"preset": "cpu", "calibrate": "false"}).calibrate is False
 
 
 def test_linear_schedule():

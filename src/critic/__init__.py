@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from critic.data import load_dataset
@@ -36,10 +37,11 @@ def train_model(config=None, toml: str | Path | None = None, **settings) -> Path
 
 def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,
                    seed: int = 42, output: str | Path | None = None, progress: bool = False,
-                   backend: str = "torch") -> dict:
+                   backend: str = "torch", baseline: bool = True) -> dict:
     """Score `split` of `data` with a trained model and compute every metric; writes evaluation.json and
     evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
-    (for the PyTorch model unless another backend is named)."""
+    (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
+    trained on the model's own training rows and scored beside it."""
     from tqdm.auto import tqdm
 
     from critic import data as datasets, evaluate, model as modelling
@@ -53,6 +55,14 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
         probs = classifier.proba_from_tokens(tokens, progress=bar)
     summary = evaluate.evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
                                 tokens.lengths + classifier.encoder.specials)
+    if baseline:
+        trained_on = _training_rows(classifier.meta)
+        if trained_on is not None:
+            clean = datasets.cleaner(classifier.cleaning)
+            summary["baseline"] = evaluate.baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
+                                                    [clean(t) for t in texts], frame["label"], classifier.labels)
+    if classifier.meta.get("calibration"):
+        summary["calibration"] = classifier.meta["calibration"]
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
     summary["backend"] = f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else \
         classifier.backend
@@ -60,9 +70,26 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     json_path, html_path = evaluate.write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
     headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece", "rows",
-                                        "data", "backend") if k in summary}
+                                        "data", "backend", "baseline") if k in summary}
     modelling.update_meta(model, evaluation=headline)
     return summary
+
+
+def _training_rows(meta: dict):
+    """The reviews the model was trained on (its data, training split, subset and seed), or None where they cannot
+    be read again."""
+    from critic import data as datasets
+
+    settings = meta.get("config") or {}
+    try:
+        columns = datasets.Columns(settings.get("text_column"), settings.get("label_column"),
+                                   datasets.parse_label_map(settings["label_map"]) if settings.get("label_map")
+                                   else None)
+        dataset = datasets.load(meta["data"], columns, settings.get("drop_invalid", False))
+        return dataset.split("train", settings.get("train_size"), settings.get("seed", 42))
+    except (KeyError, OSError, ValueError) as error:
+        print(f"critic: no baseline: the model's training rows cannot be read again ({error})", file=sys.stderr)
+        return None
 
 
 def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm", cleaning: str = "default",

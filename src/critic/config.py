@@ -69,6 +69,8 @@ class TrainConfig:
     patience: int = setting(0, "stop after N validations without improvement (0: never stop early)")
     select: str = setting("best", "which weights to keep: best (by --metric on validation) or last")
     metric: str = setting("accuracy", "validation metric for selection and early stopping: accuracy, auc or loss")
+    calibrate: bool = setting(True, "fit a temperature on the validation split after training and fold it into "
+                                    "the classification head, so every consumer reads calibrated probabilities")
     # machine
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 …")
     precision: str = setting("auto", "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32")

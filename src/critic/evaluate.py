@@ -10,22 +10,9 @@ from typing import Sequence
 import numpy as np
 
 from critic import report
+from critic.calibration import expected_calibration_error
 
 LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
-
-
-def expected_calibration_error(labels: np.ndarray, confidence: np.ndarray, predicted: np.ndarray,
-                               bins: int = 15) -> float:
-    """The standard ECE (Guo et al. 2017): the confidence of the predicted class in `bins` equal-width bins over
-    [0, 1], each (lower, upper]; the gap between mean confidence and accuracy, weighted by the bin's share."""
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    correct = predicted == labels
-    gap = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(gap)
 
 
 def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -93,6 +80,29 @@ def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str
     return summary
 
 
+def baseline(train_texts: Sequence[str], train_labels: Sequence[int], texts: Sequence[str], labels: Sequence[int],
+             label_names: Sequence[str]) -> dict:
+    """TF-IDF over word 1-2-grams + logistic regression (scikit-learn), trained on the rows the model was trained on
+    and scored on the same rows as the model: does the transformer earn its cost? About 91% on IMDB's full
+    training split, in under a minute on 2 CPU cores."""
+    import time
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    started = time.perf_counter()
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True),
+                          LogisticRegression(C=10.0, max_iter=1000))
+    model.fit(list(train_texts), np.asarray(train_labels))
+    probs = np.zeros((len(texts), len(label_names)))
+    probs[:, model.classes_] = model.predict_proba(list(texts))
+    scored = evaluate(labels, probs, label_names)
+    keep = ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece")
+    return {"model": "TF-IDF word 1-2-grams + logistic regression (C=10)", "train_rows": len(train_texts),
+            "seconds": time.perf_counter() - started, **{k: scored[k] for k in keep if k in scored}}
+
+
 def public(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
@@ -105,6 +115,8 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
         ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"), ("ECE", f"{summary['ece']:.4f}"),
         ("reviews", summary["rows"])]))]
     names = summary["labels"]
+    if summary.get("baseline") or summary.get("calibration"):
+        sections.append(("Against a baseline, and calibration", comparison_html(summary)))
     sections.append(("Per class", report.table(
         ["class", "precision", "recall", "F1", "support"],
         [(n, c["precision"], c["recall"], c["f1-score"], int(c["support"])) for n, c in summary["per_class"].items()])))
@@ -150,6 +162,34 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
     return report.page(title, subtitle, sections)
 
 
+def comparison_rows(summary: dict) -> list[tuple]:
+    """(model, accuracy, 95% interval, macro F1, ROC AUC, ECE) for the model and its baseline."""
+    rows = []
+    for name, figures in (("this model", summary), ("baseline: " + summary.get("baseline", {}).get("model", ""),
+                                                     summary.get("baseline"))):
+        if figures:
+            low, high = figures["accuracy_ci95"]
+            rows.append((name, f"{figures['accuracy']:.2%}", f"{low:.2%} – {high:.2%}", f"{figures['f1_macro']:.4f}",
+                         f"{figures.get('roc_auc', float('nan')):.4f}", f"{figures['ece']:.4f}"))
+    return rows
+
+
+def comparison_html(summary: dict) -> str:
+    parts = []
+    if summary.get("baseline"):
+        base = summary["baseline"]
+        parts.append(report.table(["model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE"],
+                                  comparison_rows(summary)))
+        parts.append(f"<p>The baseline was trained on the same {base['train_rows']:,} training reviews as the model "
+                     f"in {base['seconds']:.0f} s, and scored on the same reviews.</p>")
+    fitted = summary.get("calibration")
+    if fitted:
+        parts.append(f"<p>Calibration: temperature {fitted['temperature']:.3f} fitted on {fitted['rows']:,} "
+                     f"validation reviews and folded into the head; validation ECE {fitted['ece_before']:.4f} → "
+                     f"{fitted['ece_after']:.4f}.</p>")
+    return "".join(parts)
+
+
 def print_summary(summary: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -165,6 +205,17 @@ def print_summary(summary: dict, console=None) -> None:
     for name, c in summary["per_class"].items():
         table.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}")
     console.print(table)
+    if summary.get("baseline"):
+        compared = Table(title="against the baseline", title_justify="left")
+        for column in ("model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE"):
+            compared.add_column(column, justify="right")
+        for row in comparison_rows(summary):
+            compared.add_row(*row)
+        console.print(compared)
+    if summary.get("calibration"):
+        fitted = summary["calibration"]
+        console.print(f"calibrated: temperature {fitted['temperature']:.3f}, validation ECE {fitted['ece_before']:.4f}"
+                      f" -> {fitted['ece_after']:.4f}")
     if "accuracy_by_length" in summary:
         console.print("by length: " + ", ".join(f"{b['tokens']} tokens {b['accuracy']:.2%} ({b['rows']:,})"
                                                 for b in summary["accuracy_by_length"]))

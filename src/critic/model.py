@@ -134,6 +134,16 @@ def model_card(meta: dict) -> str:
                 value = evaluation[key]
                 shown = f"{value[0]:.4f} – {value[1]:.4f}" if isinstance(value, list) else f"{value:.4f}"
                 lines.append(f"| {key} | {shown} |")
+        base = evaluation.get("baseline")
+        if base:
+            low, high = base["accuracy_ci95"]
+            lines += ["", f"Baseline on the same reviews, trained on the same {base['train_rows']:,} training reviews: "
+                          f"{base['model']}, accuracy {base['accuracy']:.4f} ({low:.4f} – {high:.4f})."]
+    fitted = meta.get("calibration")
+    if fitted:
+        lines += ["", f"Calibrated: temperature {fitted['temperature']:.3f} (fitted on {fitted['rows']:,} validation "
+                      f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
+                      f"before, {fitted['ece_after']:.4f} after."]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
 
 

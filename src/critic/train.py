@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, model as modelling, sources
+from critic import calibration, data, model as modelling, sources
 from critic.config import TrainConfig
 from critic.kernels import use_rowwise_attention
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, length_grouped_batches, pad, prepare
@@ -566,6 +566,11 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     resumable = _resumable(config, dist.world, machine.precision)
     if checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path, model, optimisation, resumable, dist.rank, device)
+        if state.step >= plan.total or (config.patience and state.bad_evals >= config.patience):
+            say(f"{output} holds a finished run (step {state.step} of {plan.total}); nothing to do. Use another "
+                f"--output, or delete the folder to train again")
+            dist.close()
+            return output
         say(f"resuming from step {state.step} of {plan.total} ({checkpoint_path})")
     if dist.main:
         config.save(output / "train_config.json")
@@ -615,15 +620,17 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     interrupted.restore()
 
     if dist.main:
-        finish(inputs, config, state, meta, optimisation, clock, samples, dist.world, say, progress)
+        finish(inputs, config, machine, state, meta, optimisation, clock, samples, dist.world, say, progress)
     dist.barrier()
     dist.close()
     return output
 
 
-def finish(inputs: Inputs, config: TrainConfig, state: Progress, meta: dict, optimisation: Optimisation,
-           clock: Clock, samples: int, world: int, say: Callable[[str], None], progress: bool) -> None:
-    """The model (with --select last), its history and speed in critic.json, stats.csv, the curves, a summary."""
+def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: Progress, meta: dict,
+           optimisation: Optimisation, clock: Clock, samples: int, world: int, say: Callable[[str], None],
+           progress: bool) -> None:
+    """The model (with --select last), calibrated; its history and speed in critic.json, stats.csv, the curves, a
+    summary."""
     output = Path(config.output)
     stepping = clock.training_seconds()
     elapsed = time.perf_counter() - clock.started
@@ -635,6 +642,8 @@ def finish(inputs: Inputs, config: TrainConfig, state: Progress, meta: dict, opt
     modelling.update_meta(output, history=state.history, train_seconds=elapsed, validation_seconds=clock.paused,
                           train_samples_per_second=samples / stepping, precision=optimisation.precision,
                           processes=world, **({"fp16_skipped_steps": skipped} if fp16 else {}))
+    if config.calibrate:
+        calibrate(output, inputs, machine, say)
     write_stats(state.history, output)
     if progress:
         print_stats(state.history, state.best_step)
@@ -643,6 +652,25 @@ def finish(inputs: Inputs, config: TrainConfig, state: Progress, meta: dict, opt
     say(f"trained in {elapsed:.0f} s: {samples / stepping:.1f} samples/s in training steps, "
         f"{clock.paused:.0f} s validating and checkpointing; best val {config.metric} "
         f"{state.best:.4f} at step {state.best_step}; model in {output}")
+
+
+def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str], None]) -> dict:
+    """Fit a temperature on the validation split's logits of the saved model and fold it into its head; critic.json
+    records it with the validation ECE and NLL before and after."""
+    model, tokenizer, meta = modelling.load(output, machine.device)
+    forward = modelling.torch_forward(model, machine.device, machine.precision)
+    logits = modelling.logits(forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels,
+                              pad_multiple=machine.multiple)
+    temperature = calibration.fit_temperature(logits, inputs.validation_labels)
+    summary = calibration.calibration_summary(logits, inputs.validation_labels, temperature)
+    calibration.fold_temperature(model, temperature)
+    # A finished run started again calibrates the calibrated model (T near 1): the total is the product.
+    summary["temperature"] = meta.get("calibration", {}).get("temperature", 1.0) * temperature
+    modelling.save(model, tokenizer, output, {**meta, "calibration": summary})
+    say(f"calibrated: temperature {summary['temperature']:.3f} folded into the head; validation ECE "
+        f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
+        f"{summary['nll_after']:.4f}")
+    return summary
 
 
 class _InterruptFlag:

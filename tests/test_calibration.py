@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+from critic import calibration
+from critic.model import softmax
+
+
+def overconfident(rows=20000, factor=3.0, seed=0):
+    """Logits whose softmax is the true probability, then multiplied by `factor`: a model `factor` times too sure."""
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(0, 2, size=(rows, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
+    return true_logits * factor, labels
+
+
+def test_temperature_undoes_overconfidence():
+    logits, labels = overconfident(factor=3.0)
+    temperature = calibration.fit_temperature(logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.05)
+    summary = calibration.calibration_summary(logits, labels, temperature)
+    assert summary["ece_before"] > 0.1 and summary["ece_after"] < 0.015
+    assert summary["nll_after"] < summary["nll_before"]
+    # a calibrated model is left alone
+    assert calibration.fit_temperature(logits / 3.0, labels) == pytest.approx(1.0, rel=0.05)
+
+
+def tiny_roberta():
+    config = RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=40, num_labels=3)
+    torch.manual_seed(0)
+    return RobertaForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize("build", ["bert", "roberta"])
+def test_folded_temperature_divides_the_logits(build, tiny_bert):
+    model = tiny_roberta() if build == "roberta" else \
+        AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).eval()
+    assert calibration.classification_layer(model) is (model.classifier.out_proj if build == "roberta"
+                                                       else model.classifier)
+    ids = torch.randint(5, 40, (3, 9))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        calibration.fold_temperature(model, 2.5)
+        after = model(input_ids=ids).logits
+    assert torch.allclose(after, before / 2.5, atol=1e-6)
+
+
+def test_training_ends_calibrated_and_every_consumer_reads_it(toy_model):
+    from transformers import pipeline
+
+    from critic.predict import Classifier
+
+    meta = json.loads((toy_model / "critic.json").read_text())
+    fitted = meta["calibration"]
+    assert fitted["temperature"] > 0 and fitted["temperature"] != 1.0
+    assert fitted["nll_after"] <= fitted["nll_before"]
+    texts = ["a wonderful moving film", "dull and boring plot"]
+    ours = Classifier.load(toy_model, backend="torch", precision="fp32").predict_proba(texts)
+    theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)
+    theirs = np.array([[next(s["score"] for s in row if s["label"] == name) for name in ("negative", "positive")]
+                       for row in theirs])
+    assert np.abs(ours - theirs).max() < 1e-5  # the pipeline reads the folded, calibrated head too
