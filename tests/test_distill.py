@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from critic import config, train
+from critic.cli import main
+from critic.distill import distill, teacher_probabilities
+
+
+def test_objective_mixes_labels_and_softened_teacher():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.2]])
+    labels = torch.tensor([0, 1])
+    hard = F.cross_entropy(logits, labels, reduction="sum")
+    assert torch.allclose(train.Objective()(logits, {"labels": labels}), hard)
+    # a teacher that agrees with the student exactly adds nothing
+    same = F.softmax(logits / 2.0, dim=-1)
+    mixed = train.Objective(teacher_share=0.5, temperature=2.0)(logits, {"labels": labels, "teacher": same})
+    assert torch.allclose(mixed, 0.5 * hard, atol=1e-6)
+    # the teacher's term alone, scaled by T^2
+    other = torch.tensor([[0.1, 0.9], [0.9, 0.1]])
+    only = train.Objective(teacher_share=1.0, temperature=2.0)(logits, {"labels": labels, "teacher": other})
+    expected = (other * (other.log() - F.log_softmax(logits / 2.0, dim=-1))).sum() * 4
+    assert torch.allclose(only, expected, atol=1e-5)
+
+
+def test_soften_is_the_teachers_logits_over_t():
+    logits = np.array([[3.0, -1.0, 0.5]])
+    probs = np.exp(logits) / np.exp(logits).sum()
+    expected = np.exp(logits / 3.0) / np.exp(logits / 3.0).sum()
+    assert np.allclose(train.soften(probs, 3.0), expected, atol=1e-6)
+
+
+def test_student_learns_from_a_teacher_and_its_scores_are_cached(toy_model, tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
+    data = toy_model.parent / "toy.csv"
+    cfg = config.build(dict(model=str(tiny_bert), data=str(data), preset="gpu", max_length=32, epochs=2,
+                            batch_size=32, lr=3e-3, output=str(tmp_path / "student"), device="cpu",
+                            teacher=str(toy_model), teacher_share=1.0, teacher_temperature=2.0))
+    with pytest.raises(ValueError, match="started by critic.distill"):
+        train.train(cfg, progress=False)
+    student = distill(cfg, progress=False)
+    meta = json.loads((student / "critic.json").read_text())
+    assert meta["history"][-1]["val_accuracy"] > 0.9  # from the teacher alone: the labels' share is 0
+    assert meta["distilled_from"] == {"teacher": str(toy_model), "share": 1.0, "temperature": 2.0, "windows": True}
+    cached = list((tmp_path / "cache" / "teachers").glob("*.npy"))
+    assert len(cached) == 1
+    probs = np.load(cached[0])
+    assert probs.shape == (meta["train_rows"], 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    lines = []
+    texts = ["placeholder"]  # another text set: another cache entry, not the first one's
+    teacher_probabilities(str(toy_model), texts, True, lines.append, progress=False)
+    assert len(list((tmp_path / "cache" / "teachers").glob("*.npy"))) == 2
+    teacher_probabilities(str(toy_model), texts, True, lines.append, progress=False)
+    assert lines[-1].startswith("teacher probabilities from")
+
+
+def test_distill_verb(toy_model, tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "student"
+    assert main(["distill", str(toy_model), "--model", str(tiny_bert), "--data", str(toy_model.parent / "toy.csv"),
+                 "--preset", "gpu", "--max-length", "32", "--epochs", "1", "--lr", "3e-3", "--device", "cpu",
+                 "--no-teacher-windows", "--output", str(out)]) == 0
+    assert json.loads((out / "critic.json").read_text())["distilled_from"]["windows"] is False
+    assert main(["distill", str(tmp_path / "nothing"), "--model", str(tiny_bert), "--data",
+                 str(toy_model.parent / "toy.csv"), "--preset", "gpu", "--device", "cpu", "--output",
+                 str(tmp_path / "x")]) == 2
