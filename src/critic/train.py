@@ -276,7 +276,6 @@ class Objective:
 
     teacher_share: float = 0.0
     temperature: float = 1.0
-    TARGETS = ("labels", "teacher")
 
     def __call__(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         hard = F.cross_entropy(logits, targets["labels"], reduction="sum")
@@ -291,7 +290,7 @@ class Optimisation:
     """The model as it runs forward (DDP, compiled), fused AdamW, the schedule and, in fp16, the loss scaler."""
 
     def __init__(self, model, config: TrainConfig, device: torch.device, precision: str, world: int,
-                 total_steps: int):
+                 total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor]):
         decay = [p for p in model.parameters() if p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
         self.params = decay + no_decay
@@ -310,19 +309,20 @@ class Optimisation:
         if config.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.device, self.precision, self.world, self.grad_clip = device, precision, world, config.grad_clip
-        self.objective = Objective(config.teacher_share, config.teacher_temperature) if config.teacher else Objective()
+        self.objective = objective
 
-    def step(self, batch: dict, global_rows: int) -> torch.Tensor:
+    def step(self, batch: dict, global_count: int) -> torch.Tensor:
         """One optimiser step on this process's share of a global batch; returns the share's summed loss, on the
-        device and unread (reading it would make the host wait for the GPU)."""
+        device and unread (reading it would make the host wait for the GPU). `global_count`: what the loss is a
+        mean over (the global batch's rows; masked tokens in pre-training)."""
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        targets = {k: inputs.pop(k) for k in Objective.TARGETS if k in inputs}
+        targets = {k: inputs.pop(k) for k in ("labels", "teacher") if k in inputs}
         with modelling.autocast(self.device, self.precision):
             logits = self.forward_model(**inputs).logits
         summed = self.objective(logits.float(), targets)
         # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
-        # world / global rows makes that average the mean over the whole global batch, as one process computes it.
-        self.scaler.scale(summed * (self.world / global_rows)).backward()
+        # world / global count makes that average the mean over the whole global batch, as one process computes it.
+        self.scaler.scale(summed * (self.world / global_count)).backward()
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
@@ -596,7 +596,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
         use_rowwise_attention(model)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
-    optimisation = Optimisation(model, config, device, machine.precision, dist.world, plan.total)
+    objective = Objective(config.teacher_share, config.teacher_temperature) if config.teacher else Objective()
+    optimisation = Optimisation(model, config, device, machine.precision, dist.world, plan.total, objective)
     say(f"training on {len(inputs.train):,} reviews, validating on {len(inputs.validation):,}; {config.max_length} "
         f"tokens, truncation {config.truncation}; {plan.total:,} steps of "
         + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens" if machine.by_tokens
@@ -699,16 +700,24 @@ def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: Progres
 
 def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str], None]) -> dict:
     """Fit a temperature on the validation split's logits of the saved model and fold it into its head; critic.json
-    records it with the validation ECE and NLL before and after."""
+    records it with the validation ECE and NLL before and after. A temperature that would raise the validation ECE
+    (a degenerate model whose logits all lean one way) is recorded but not applied."""
     model, tokenizer, meta = modelling.load(output, machine.device)
     forward = modelling.torch_forward(model, machine.device, machine.precision)
     logits = modelling.logits(forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels,
                               pad_multiple=machine.multiple)
-    temperature = calibration.fit_temperature(logits, inputs.validation_labels)
-    summary = calibration.calibration_summary(logits, inputs.validation_labels, temperature)
-    calibration.fold_temperature(model, temperature)
+    fitted = calibration.fit_temperature(logits, inputs.validation_labels)
+    summary = calibration.calibration_summary(logits, inputs.validation_labels, fitted)
+    summary["applied"] = summary["ece_after"] <= summary["ece_before"]
+    if not summary["applied"]:
+        modelling.update_meta(output, calibration=summary)
+        say(f"not calibrated: temperature {fitted:.3f} would raise the validation ECE "
+            f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained")
+        return summary
+    calibration.fold_temperature(model, fitted)
     # A finished run started again calibrates the calibrated model (T near 1): the total is the product.
-    summary["temperature"] = meta.get("calibration", {}).get("temperature", 1.0) * temperature
+    previous = meta.get("calibration", {})
+    summary["temperature"] = (previous.get("temperature", 1.0) if previous.get("applied", True) else 1.0) * fitted
     modelling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(f"calibrated: temperature {summary['temperature']:.3f} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "

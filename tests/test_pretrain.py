@@ -1,0 +1,110 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from critic import config, train
+from critic.cli import main
+from critic.config import PretrainConfig
+from critic.pretrain import Masker, pretrain, word_offsets
+
+
+def pretrain_config(model, data, output, **extra):
+    base = dict(model=str(model), data=str(data), max_length=24, epochs=3, batch_size=16, lr=2e-3,
+                warmup_ratio=0.0, output=str(output), device="cpu", holdout=0.1)
+    return config.build({**base, **extra}, None, PretrainConfig)
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    import synthetic
+
+    path = tmp_path_factory.mktemp("mlm") / "toy.csv"
+    synthetic.reviews(600).to_csv(path, index=False)
+    return path
+
+
+def test_masking_follows_bert_and_is_reproducible(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    masker = Masker(tokenizer, 0.15, whole_word=False, seed=1)
+    special = sorted(set(tokenizer.all_special_ids))
+    ids = torch.randint(max(special) + 1, len(tokenizer), (64, 40))
+    ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    mask = torch.ones_like(ids)
+    mask[:8, 30:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    first, again = masker(batch, step=3, rank=0), masker(batch, step=3, rank=0)
+    assert torch.equal(first["input_ids"], again["input_ids"]) and torch.equal(first["labels"], again["labels"])
+    assert not torch.equal(masker(batch, step=4, rank=0)["labels"], first["labels"])
+    chosen = first["labels"] != -100
+    assert 0.12 < chosen.float().sum() / (mask.sum() - 2 * 64) < 0.18
+    assert not chosen[:, 0].any() and not chosen[:, -1].any() and not chosen[mask == 0].any()
+    assert torch.equal(first["labels"][chosen], ids[chosen])  # the loss asks for the original token
+    replaced = (first["input_ids"] == tokenizer.mask_token_id) & chosen
+    assert 0.7 < replaced.sum() / chosen.sum() < 0.9  # 80% [MASK]
+
+
+def test_whole_word_masking_masks_all_pieces_of_a_word():
+    continues = torch.tensor([[False, False, True, True, False, True]])  # [CLS] play ##ing ##s good ##ness
+    offsets = word_offsets(continues)
+    assert offsets[0, 2, 0] == offsets[0, 1, 1] and offsets[0, 4, 0] != offsets[0, 3, 1]
+
+
+def test_pretraining_lowers_the_heldout_loss_and_the_encoder_fine_tunes(tiny_bert, toy_file, tmp_path):
+    out = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "mlm"), progress=False)
+    log = [json.loads(line) for line in (out / "pretrain_log.jsonl").read_text().splitlines()]
+    evals = [e["holdout_loss"] for e in log if e["event"] == "eval"]
+    assert len(evals) == 4 and evals[-1] < evals[0] - 0.5  # before, then after each of 3 epochs
+    record = json.loads((out / "pretrain.json").read_text())
+    assert record["config"]["data"] == str(toy_file) and record["steps"] > 0
+    tuned = train.train(config.build(dict(model=str(out), data=str(toy_file), preset="gpu", max_length=32, epochs=2,
+                                          batch_size=32, lr=3e-3, output=str(tmp_path / "tuned"), device="cpu")),
+                        progress=False)
+    assert json.loads((tuned / "critic.json").read_text())["history"][-1]["val_auc"] > 0.95
+
+
+def test_whole_word_pretraining_runs_from_the_cli(tiny_bert, toy_file, tmp_path):
+    out = tmp_path / "wwm"
+    assert main(["pretrain", "--model", str(tiny_bert), "--data", str(toy_file), "--max-length", "24", "--epochs",
+                 "1", "--whole-word", "--device", "cpu", "--train-size", "100", "--output", str(out)]) == 0
+    assert json.loads((out / "pretrain.json").read_text())["config"]["whole_word"] is True
+    assert main(["pretrain", "--model", str(tiny_bert), "--data", str(toy_file), "--mask-probability", "1.5",
+                 "--output", str(tmp_path / "bad")]) == 2
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file, tmp_path):
+    # 30 epochs of the toy text: long enough that the signal lands mid-run
+    whole = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "whole", epochs=30), progress=False)
+    script = ("import sys; from critic import config; from critic.config import PretrainConfig; "
+              "from critic.pretrain import pretrain; "
+              f"pretrain(config.build(dict(model={str(tiny_bert)!r}, data={str(toy_file)!r}, max_length=24, "
+              f"epochs=30, batch_size=16, lr=2e-3, warmup_ratio=0.0, output={str(tmp_path / 'cut')!r}, device='cpu', "
+              "holdout=0.1, log_every=1), None, PretrainConfig), progress=False)")
+    env = dict(os.environ)  # the same threads as this process: sums in another order would differ in the last bit
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "cut" / "pretrain_log.jsonl"
+    for _ in range(600):
+        if log.is_file() and '"train"' in log.read_text():
+            break
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it could be interrupted: {process.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    else:
+        pytest.fail("no training step was logged in 30 s")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    assert (tmp_path / "cut" / "checkpoint" / "state.pt").is_file()
+    assert json.loads((tmp_path / "cut" / "pretrain_log.jsonl").read_text().splitlines()[-1])["step"] < 30 * 30
+    resumed = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "cut", epochs=30, log_every=1),
+                       progress=False)
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
