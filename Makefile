@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[onnx,serve,test,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[onnx,serve,test,bench,tune]'
 	touch $@
 
 quickstart: setup

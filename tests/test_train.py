@@ -283,3 +283,37 @@ def test_train_help_is_written_beside_each_setting():
 def test_linear_schedule():
     factor = train.linear_schedule(warmup=2, total=10)
     assert [round(factor(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_layer_decay_slows_the_lower_layers(tiny_bert):
+    from critic import model as modelling
+
+    net, _ = modelling.build(tiny_bert, dropout=0.3)
+    assert net.config.hidden_dropout_prob == 0.3 and net.config.attention_probs_dropout_prob == 0.3
+    groups = train.parameter_groups(net, weight_decay=0.01, layer_decay=0.5, lr=1e-3)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(net.named_parameters())
+    assert rate[id(named["classifier.weight"])] == 1e-3
+    assert rate[id(named["bert.encoder.layer.1.output.dense.weight"])] == 5e-4
+    assert rate[id(named["bert.encoder.layer.0.output.dense.weight"])] == 2.5e-4
+    assert rate[id(named["bert.embeddings.word_embeddings.weight"])] == 1.25e-4
+    assert decay[id(named["bert.encoder.layer.0.output.dense.weight"])] == 0.01
+    assert decay[id(named["bert.encoder.layer.0.output.dense.bias"])] == 0.0
+    assert len(rate) == len(named)  # every parameter in exactly one group
+    flat = train.parameter_groups(net, 0.01, 1.0, 1e-3)
+    assert {g["lr"] for g in flat} == {1e-3}
+
+
+def test_cross_validation_fold_validates_inside_the_training_split(tmp_path, tiny_bert, toy_csv):
+    from critic import data
+
+    out = train.train(settings(tiny_bert, toy_csv, tmp_path / "f", epochs=1, fold="2/3", layer_decay=0.9),
+                      progress=False)
+    meta = json.loads((out / "critic.json").read_text())
+    train_split = data.load(str(toy_csv)).split("train")
+    held = (data.fold_of(train_split["text"], 3) == 1).sum()
+    assert meta["train_rows"] == len(train_split) - held and 0.2 < held / len(train_split) < 0.45
+    assert meta["config"]["fold"] == "2/3"
+    with pytest.raises(ValueError, match="fold '4/3': need N >= 2 and 1 <= K <= N"):
+        TrainConfig(fold="4/3")

@@ -14,6 +14,7 @@ examples:
   critic train --model minilm --epochs 3     fine-tune; every setting is also in `critic train --help`
   critic pretrain --model minilm             in-domain masked-language-model training before fine-tuning
   critic distill runs/mpnet-imdb --model minilm   a small student taught by a fine-tuned teacher
+  critic tune --train-size 5000 --trials 20   hyper-parameter search; best settings in runs/tune/best.toml
   critic evaluate runs/minilm-imdb           metrics, curves, calibration and an HTML report on the test split
   critic predict runs/minilm-imdb "A moving, beautifully shot film."
   critic predict runs/minilm-imdb --file reviews.csv --long-reviews windows   scored.csv beside it; resumable
@@ -136,6 +137,18 @@ def cmd_pretrain(args) -> int:
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
     pretrain(config.build(overrides, args.config, PretrainConfig), log=_log)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from critic.tune import SPACE, TuneOptions, tune
+
+    if args.output is None:
+        args.output = "runs/tune"
+    options = TuneOptions(trials=args.trials, folds=args.folds,
+                          space=tuple(args.space.split(",")) if args.space else tuple(SPACE),
+                          tracking_uri=args.tracking_uri, timeout_s=args.timeout, keep_models=args.keep_models)
+    tune(_train_config(args), options, log=_log)
     return 0
 
 
@@ -317,6 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
                                   "  critic train --model runs/minilm-mlm --output runs/minilm-mlm-imdb")
     _train_options(pre, PretrainConfig)
     pre.set_defaults(run=cmd_pretrain)
+
+    tun = verbs.add_parser("tune", help="hyper-parameter search (Optuna, trials tracked in MLflow)",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Search training settings with Optuna (TPE sampling, median pruning on each "
+                                       "epoch's validation). The base job is every `critic train` option below; the "
+                                       "searched ones are drawn per trial. Trials validate on the validation split, "
+                                       "or with --folds K by K-fold cross-validation inside the training split; the "
+                                       "test split is never read. Every trial is an MLflow run. Writes trials.csv, "
+                                       "tune.html (table and Optuna's plots) and best.toml into --output; a search "
+                                       "started again continues.",
+                           epilog="examples:\n  critic tune --preset gpu --trials 30\n"
+                                  "  critic tune --train-size 5000 --folds 3 --space lr,epochs,warmup_ratio\n"
+                                  "  critic train --config runs/tune/best.toml --preset gpu\n"
+                                  "  mlflow ui --backend-store-uri sqlite:///runs/tune/mlflow.db")
+    search = tun.add_argument_group("the search")
+    search.add_argument("--trials", type=int, default=20, help="trials in all, counting finished ones (default 20)")
+    search.add_argument("--folds", type=int, default=0,
+                        help="K-fold cross-validation inside the training split (K >= 2; default 0: the validation "
+                             "split)")
+    search.add_argument("--space", help="comma-separated settings to search (default: all of lr, epochs, "
+                                        "warmup_ratio, weight_decay, layer_decay, batch_size, max_length, head_share, "
+                                        "dropout)")
+    search.add_argument("--tracking-uri", help="MLflow tracking server or store (default: sqlite in --output)")
+    search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    search.add_argument("--keep-models", action="store_true", help="keep every trial's weights (default: logs only)")
+    _train_options(tun)
+    tun.set_defaults(run=cmd_tune)
 
     dis = verbs.add_parser("distill", help="train a small student from a fine-tuned teacher's probabilities",
                            formatter_class=argparse.RawDescriptionHelpFormatter,

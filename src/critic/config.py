@@ -13,6 +13,17 @@ from pathlib import Path
 from critic.text import LONG_REVIEW_MODES, POOLS, STRATEGIES
 
 
+def parse_fold(spec: str) -> tuple[int, int]:
+    """'2/5' -> (2, 5): the second of five folds."""
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"fold {spec!r}: write K/N, e.g. 1/5") from None
+    if not (n >= 2 and 1 <= k <= n):
+        raise ValueError(f"fold {spec!r}: need N >= 2 and 1 <= K <= N")
+    return k, n
+
+
 def setting(default, help: str):
     """A config field with its help text beside it; `critic train --help` prints it."""
     if isinstance(default, list):
@@ -32,6 +43,8 @@ class TrainConfig:
     drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)")
     train_size: int | None = setting(None, "train on a seeded random subset of N reviews (the notebook used 10,000)")
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews")
+    fold: str | None = setting(None, "cross-validation: 'K/N' trains on the training split without its K-th of N "
+                                     "folds (by text hash) and validates on that fold, not on the validation split")
     test_size: int | None = setting(None, "evaluate at the end on a seeded subset of N test reviews (quickstart)")
     # text
     cleaning: str = setting("default", "cleaning recipe: default, notebook or none (saved with the model)")
@@ -61,6 +74,10 @@ class TrainConfig:
     warmup_ratio: float = setting(0.06, "share of steps spent warming the learning rate up, before linear decay "
                                         "to 0")
     grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)")
+    layer_decay: float = setting(1.0, "layer-wise learning-rate decay: each layer below the head learns this times "
+                                      "as fast as the one above it (1: one rate for all; 0.8-0.95 is common)")
+    dropout: float | None = setting(None, "dropout of the encoder's hidden states and attention (default: the "
+                                          "model's own, 0.1 for most)")
     seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights")
     # distillation
     teacher: str | None = setting(None, "a fine-tuned critic model folder whose probabilities the model learns "
@@ -111,6 +128,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_length", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay {self.layer_decay} is outside (0, 1]")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout {self.dropout} is outside [0, 1)")
+        if self.fold is not None:
+            parse_fold(self.fold)
         if not 0 <= self.teacher_share <= 1:
             raise ValueError(f"teacher_share {self.teacher_share} is outside [0, 1]")
         if self.teacher_temperature <= 0:

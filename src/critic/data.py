@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from critic import sources
@@ -304,6 +305,11 @@ def assign_splits(texts: pd.Series, fractions: tuple[float, float, float] = SPLI
     edges = (round(fractions[0] * 10_000), round((fractions[0] + fractions[1]) * 10_000))
     return pd.Series(pd.cut(buckets, [-1, edges[0] - 1, edges[1] - 1, 10_000], labels=SPLITS).astype(str),
                      index=texts.index)
+
+
+def fold_of(texts: pd.Series, folds: int) -> np.ndarray:
+    """Each text's cross-validation fold (0 … folds-1), by its sha256: stable across runs and machines."""
+    return texts.map(lambda t: int(text_hash(t)[8:16], 16) % folds).to_numpy()
 
 
 def digest_texts(texts: pd.Series) -> str:

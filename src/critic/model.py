@@ -26,15 +26,22 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES):
-    """A pretrained encoder with a new classification head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
+def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES, dropout: float | None = None):
+    """A pretrained encoder with a new classification head (and, if given, its dropout rates set to `dropout`)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
+    overrides = {}
+    if dropout is not None:
+        encoder_config = AutoConfig.from_pretrained(encoder_path)
+        overrides = {name: dropout for name in DROPOUT_FIELDS if hasattr(encoder_config, name)}
     # fp32 master weights whatever the folder stores (transformers 5 would keep an fp16 copy's dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
         encoder_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, dtype=torch.float32)
+        label2id={name: i for i, name in enumerate(labels)}, dtype=torch.float32, **overrides)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     return model, tokenizer
 

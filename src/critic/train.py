@@ -17,6 +17,7 @@ import math
 import os
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from critic import calibration, data, model as modelling, sources
-from critic.config import TrainConfig
+from critic.config import TrainConfig, parse_fold
 from critic.kernels import use_rowwise_attention
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, length_grouped_batches, pad, prepare
 
@@ -268,6 +269,23 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
 # ------------------------------------------------------------------------------------------ the step
 
 
+def parameter_groups(model, weight_decay: float, layer_decay: float, lr: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only (not biases and LayerNorm); with layer_decay < 1 each encoder
+    layer's rate is layer_decay times the one above it (the head at `lr`, the embeddings lowest)."""
+    layers = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layers
+    groups: dict[tuple[int, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        found = re.search(r"\.layer\.(\d+)\.", name)
+        below = "embeddings" in name or "relative_attention_bias" in name  # MPNet's is shared by all its layers
+        depth = int(found[1]) + 1 if found else 0 if below else layers + 1
+        groups.setdefault((depth, param.ndim >= 2), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if matrix else 0.0,
+             "lr": lr * layer_decay ** (layers + 1 - depth)}
+            for (depth, matrix), params in sorted(groups.items())]
+
+
 @dataclass(frozen=True)
 class Objective:
     """A batch's loss, summed over its rows: cross-entropy with the labels; when distilling, mixed with the
@@ -291,12 +309,10 @@ class Optimisation:
 
     def __init__(self, model, config: TrainConfig, device: torch.device, precision: str, world: int,
                  total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor]):
-        decay = [p for p in model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights
-        self.params = decay + no_decay
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}],
-                                           lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
+        groups = parameter_groups(model, config.weight_decay, getattr(config, "layer_decay", 1.0), config.lr)
+        self.params = [p for group in groups for p in group["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps,
+                                           fused=device.type in ("cuda", "cpu"))
         warmup = int(config.warmup_ratio * total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(warmup, total_steps))
         # fp16 (GPUs without bf16: T4, V100) needs a scaled loss, or small gradients underflow to zero. A step whose
@@ -420,8 +436,15 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
                            data.parse_label_map(config.label_map) if config.label_map else None)
     dataset = data.load(config.data, columns, config.drop_invalid, log=say)
     train_frame = dataset.split("train", config.train_size, config.seed)
-    val_frame = dataset.split("validation", config.eval_size, config.seed)
-    model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say))
+    if config.fold:  # cross-validation inside the training split: the validation split stays unseen
+        k, n = parse_fold(config.fold)
+        held = data.fold_of(train_frame["text"], n) == k - 1
+        train_frame, val_frame = train_frame[~held].reset_index(drop=True), train_frame[held].reset_index(drop=True)
+        if config.eval_size and config.eval_size < len(val_frame):
+            val_frame = val_frame.sample(n=config.eval_size, random_state=config.seed).reset_index(drop=True)
+    else:
+        val_frame = dataset.split("validation", config.eval_size, config.seed)
+    model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say), dropout=config.dropout)
     carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
     encoder = Encoder(tokenizer)
     truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
@@ -553,7 +576,8 @@ def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
     keep = ("model", "data", "text_column", "label_column", "label_map", "drop_invalid", "train_size", "eval_size",
             "cleaning", "max_length", "truncation", "head_tokens", "epochs", "batch_size", "batching",
             "batch_tokens", "lr", "weight_decay", "adam_eps", "warmup_ratio", "grad_clip", "seed", "select",
-            "metric", "teacher", "teacher_share", "teacher_temperature", "teacher_windows")
+            "metric", "teacher", "teacher_share", "teacher_temperature", "teacher_windows", "layer_decay", "dropout",
+            "fold")
     return {**{k: getattr(config, k) for k in keep}, "precision": precision, "processes": world}
 
 
@@ -573,9 +597,10 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
 
 
 def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True,
-          teacher: Teacher | None = None) -> Path:
+          teacher: Teacher | None = None, on_validation: Callable[[dict], None] | None = None) -> Path:
     """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint.
-    `teacher` gives the teacher's probabilities when distilling (critic.distill.distill passes it)."""
+    `teacher` gives the teacher's probabilities when distilling (critic.distill.distill passes it);
+    `on_validation` is called with each validation's history entry (critic.tune reports them to its pruner)."""
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
@@ -629,39 +654,42 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     samples = 0
     epoch_ends = set(plan.epoch_ends)
     model.train()
-    for batch, global_rows in prepared_batches(plan.steps[state.step:], inputs.train, inputs.targets,
-                                               inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
-                                               pin=device.type == "cuda"):
-        summed = optimisation.step(batch, global_rows)
-        log_losses.add(summed, len(batch["labels"]))
-        epoch_losses.add(summed, len(batch["labels"]))
-        state.step += 1
-        samples += global_rows
-        if bar is not None:
-            bar.update(1)
-        at_log_point = state.step % config.log_every == 0
-        if at_log_point and dist.main:
-            log_training(output / "train_log.jsonl", state.step, samples, log_losses, clock, optimisation, bar)
-        stop = False
-        if state.step in epoch_ends or (config.eval_every and state.step % config.eval_every == 0):
-            with clock.pause():
-                if dist.main:
-                    stop = validate_and_select(inputs, machine, config, state, plan.total,
-                                               plan.epoch_at(state.step), epoch_losses.take(), meta, say)
+    try:
+        for batch, global_rows in prepared_batches(plan.steps[state.step:], inputs.train, inputs.targets,
+                                                   inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
+                                                   pin=device.type == "cuda"):
+            summed = optimisation.step(batch, global_rows)
+            log_losses.add(summed, len(batch["labels"]))
+            epoch_losses.add(summed, len(batch["labels"]))
+            state.step += 1
+            samples += global_rows
+            if bar is not None:
+                bar.update(1)
+            at_log_point = state.step % config.log_every == 0
+            if at_log_point and dist.main:
+                log_training(output / "train_log.jsonl", state.step, samples, log_losses, clock, optimisation, bar)
+            stop = False
+            if state.step in epoch_ends or (config.eval_every and state.step % config.eval_every == 0):
+                with clock.pause():
+                    if dist.main:
+                        stop = validate_and_select(inputs, machine, config, state, plan.total,
+                                                   plan.epoch_at(state.step), epoch_losses.take(), meta, say)
+                    save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
+                    if on_validation is not None and dist.main:
+                        on_validation(state.history[-1])  # may raise to stop the run (a pruned search trial)
+                stop = dist.any(stop)
+            if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
                 save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
-            stop = dist.any(stop)
-        if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-            save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
-            dist.barrier()
-            interrupted.restore()
-            raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {checkpoint_path}, "
-                                    f"run the same command again to resume")
-        if stop:
-            say(f"early stop: no improvement in {config.patience} evaluations")
-            break
-    if bar is not None:
-        bar.close()
-    interrupted.restore()
+                dist.barrier()
+                raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {checkpoint_path}, "
+                                        f"run the same command again to resume")
+            if stop:
+                say(f"early stop: no improvement in {config.patience} evaluations")
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        interrupted.restore()
 
     if dist.main:
         finish(inputs, config, machine, state, meta, optimisation, clock, samples, dist.world, say, progress)
