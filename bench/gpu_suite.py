@@ -163,12 +163,13 @@ def distilbert(ctx: Context, name: str) -> Path:
 
 
 def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
-    from critic.train import train
+    import critic
 
     cfg = config.build(dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device),
                             **settings))
     started = time.perf_counter()
-    folder = train(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True), progress=False)
+    folder = critic.train_model(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True),
+                                progress=False)
     meta = json.loads((folder / "critic.json").read_text())
     meta["wall_seconds"] = time.perf_counter() - started
     return folder, meta

@@ -52,7 +52,27 @@ SMOKES = {
 
 
 def test_every_bench_script_has_a_smoke():
-    assert {path.name for path in BENCH.glob("*.py")} == set(SMOKES) | {"gpu_suite.py"}
+    assert {path.name for path in BENCH.glob("*.py")} == set(SMOKES) | {"gpu_suite.py", "gpu_recipe.py"}
+
+
+def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert, toy_model):
+    sys.path.insert(0, str(BENCH))
+    import gpu_suite
+
+    reviews = tmp_path / "reviews.csv"
+    synthetic.reviews(1000).to_csv(reviews, index=False)
+    gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
+    out = tmp_path / "recipe.json"
+    result = subprocess.run([sys.executable, str(BENCH / "gpu_recipe.py"), "run", "--artifacts",
+                             str(tmp_path / "luggage"), "--smoke", "--teacher", str(toy_model), "--out", str(out)],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "distill"]
+    for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
+        assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
+    assert rows["candidate"]["settings"]["layer_decay"] == 0.9 and rows["distill"]["settings"]["teacher"]
+    assert rows["pretrain"]["pretrain_holdout_loss"] and rows["512-head+tail"]["temperature"]
 
 
 @pytest.mark.parametrize("script", sorted(SMOKES))

@@ -27,7 +27,7 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-def train_model(config=None, toml: str | Path | None = None, **settings) -> Path:
+def train_model(config=None, toml: str | Path | None = None, log=None, progress: bool = True, **settings) -> Path:
     """Fine-tune as `config` (a TrainConfig) or as keyword settings say (with `teacher`: distil from that model);
     returns the model folder."""
     from critic import config as configuration
@@ -35,7 +35,7 @@ def train_model(config=None, toml: str | Path | None = None, **settings) -> Path
     from critic.train import train
 
     config = config or configuration.build(settings, toml)
-    return (distill if config.teacher else train)(config)
+    return (distill if config.teacher else train)(config, log=log, progress=progress)
 
 
 def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,

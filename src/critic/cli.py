@@ -116,15 +116,14 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from critic.distill import distill
-    from critic.train import train
+    import critic
 
     cfg = _train_config(args)
     _log(f"preset {cfg.preset}: {cfg.model} on {cfg.data}, {cfg.epochs} epoch(s), batch {cfg.batch_size}, "
          f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}"
          + (f"; teacher {cfg.teacher} (share {cfg.teacher_share}, temperature {cfg.teacher_temperature})"
             if cfg.teacher else ""))
-    (distill if cfg.teacher else train)(cfg, log=_log)
+    critic.train_model(cfg, log=_log)
     return 0
 
 

@@ -1,0 +1,191 @@
+"""The accuracy ablation (issue 10): each row adds one lever to MiniLM on IMDB, trained on the whole training split
+and scored on the whole test split, with accuracy, its 95% interval, ECE and the GPU seconds it cost. One JSON object,
+written after every row, so a run cut short by the machine's time limit keeps what it measured.
+
+    python bench/gpu_suite.py build                          # here: .gpu/ (MiniLM fp16 + IMDB xz), as for the suite
+    python bench/gpu_recipe.py run --artifacts .gpu --out results.json [--rows 512-head+tail windows ...]
+    python bench/gpu_recipe.py run --artifacts .gpu --smoke  # every row, tiny, on this CPU (CI runs it)
+
+Rows, in order (a row that needs an earlier row's model runs that row first):
+  256-head         the notebook's window: the first 256 tokens, 3 epochs
+  512-head         512 tokens, the first
+  512-head+tail    512 tokens, the first 128 + the last 382 (critic's default recipe)
+  windows          the head+tail model, long reviews scored through overlapping windows (no training)
+  candidate        the head+tail recipe with lr 1e-4, 4 epochs, warmup 0.1, layer-wise lr decay 0.9 (or the
+                   settings of --tuned FILE, a `critic tune` best.toml)
+  pretrain         `critic pretrain` (1 epoch of masked-language modelling on the training split, 256 tokens), then
+                   the head+tail recipe from that encoder
+  distill          the head+tail recipe as a student of --teacher FOLDER (a fine-tuned critic model, e.g. MPNet),
+                   skipped without one
+Every model is calibrated (temperature on the validation split); each row reports the validation ECE before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+import traceback
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+import gpu_suite  # noqa: E402
+from critic import config, model as modelling  # noqa: E402
+
+FULL = dict(train_size=None, eval_size=None, test_size=None, pretrain_size=None, tiny=False, train={})
+SMOKE = dict(train_size=None, eval_size=None, test_size=None, pretrain_size=300, tiny=True,
+             train=dict(max_length=64, batch_size=32, lr=3e-3, epochs=2))
+
+CANDIDATE = dict(lr=1e-4, epochs=4, warmup_ratio=0.1, layer_decay=0.9)
+
+
+def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
+    """The train settings of a row (before the smoke's shrinking)."""
+    recipe = {"256-head": dict(max_length=256, truncation="head"), "512-head": dict(max_length=512, truncation="head"),
+              "512-head+tail": dict(max_length=512, truncation="head+tail"),
+              "candidate": dict(max_length=512, truncation="head+tail", **(tuned or CANDIDATE)),
+              "pretrain": dict(max_length=512, truncation="head+tail"),
+              "distill": dict(max_length=512, truncation="head+tail")}[name]
+    shrink = sizes["train"]
+    if shrink:  # the smoke: tiny windows and one epoch, the row's levers kept where they fit
+        recipe = {**recipe, **shrink, "max_length": min(recipe.get("max_length", 64), shrink["max_length"])}
+    return {**recipe, "train_size": sizes["train_size"], "eval_size": sizes["eval_size"]}
+
+
+class Recipe:
+    def __init__(self, ctx: gpu_suite.Context, tuned: dict | None, teacher: str | None):
+        self.ctx, self.tuned, self.teacher = ctx, tuned, teacher
+        self.models: dict[str, Path] = {}
+
+    def evaluate(self, folder: Path, **options) -> dict:
+        from critic import data, evaluate as evaluation
+        from critic.predict import Classifier
+
+        sizes = self.ctx.sizes
+        classifier = Classifier.load(folder, device=str(self.ctx.device), **options)
+        frame = data.load(self.ctx.data).split("test", sizes["test_size"], 42)
+        started = time.perf_counter()
+        probs = classifier.predict_proba(frame["text"].tolist())
+        _sync(self.ctx.device)
+        scored = evaluation.evaluate(frame["label"].to_numpy(), probs, classifier.labels)
+        return {"test_accuracy": scored["accuracy"], "test_accuracy_ci95": scored["accuracy_ci95"],
+                "test_ece": scored["ece"], "roc_auc": scored.get("roc_auc"), "test_rows": scored["rows"],
+                "score_seconds": time.perf_counter() - started}
+
+    def train(self, name: str, model: str | None = None, **extra) -> dict:
+        settings = {**row_settings(name, self.ctx.sizes, self.tuned), **extra}
+        folder, meta = gpu_suite.critic_train(self.ctx, name, model=str(model or self.ctx.minilm), **settings)
+        self.models[name] = folder
+        fitted = meta.get("calibration", {})
+        return {"settings": {k: v for k, v in settings.items() if v is not None}, "train_seconds":
+                meta["train_seconds"], "train_rows": meta["train_rows"], "precision": meta["precision"],
+                "validation_accuracy": meta["history"][-1]["val_accuracy"],
+                "validation_ece_before": fitted.get("ece_before"), "validation_ece_after": fitted.get("ece_after"),
+                "temperature": fitted.get("temperature"), **self.evaluate(folder, long_reviews="truncate")}
+
+    def row(self, name: str) -> dict:
+        if name == "windows":
+            if "512-head+tail" not in self.models:
+                raise RuntimeError("needs the 512-head+tail row's model (run that row first)")
+            return {"of": "512-head+tail", **self.evaluate(self.models["512-head+tail"], long_reviews="windows")}
+        if name == "pretrain":
+            return self.pretrained()
+        if name == "distill":
+            if not self.teacher:
+                return {"skipped": "no --teacher given"}
+            return self.train(name, teacher=self.teacher)
+        return self.train(name)
+
+    def pretrained(self) -> dict:
+        from critic.config import PretrainConfig
+        from critic.pretrain import pretrain
+
+        sizes = self.ctx.sizes
+        settings = dict(model=str(self.ctx.minilm), data=self.ctx.data, max_length=64 if sizes["tiny"] else 256,
+                        epochs=1, train_size=sizes["pretrain_size"], device=str(self.ctx.device),
+                        output=str(self.ctx.folder("mlm")), batch_size=16 if sizes["tiny"] else 64)
+        started = time.perf_counter()
+        encoder = pretrain(config.build(settings, None, PretrainConfig), log=_log, progress=False)
+        mlm_seconds = time.perf_counter() - started
+        history = json.loads((encoder / "pretrain.json").read_text())["history"]
+        shutil.rmtree(encoder / "checkpoint", ignore_errors=True)
+        out = self.train("pretrain", model=str(encoder))
+        return {"pretrain_seconds": mlm_seconds, "pretrain_holdout_loss": history, **out}
+
+
+ROWS = ("256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "distill")
+
+
+def _log(message: str) -> None:
+    print(f"  critic: {message}", file=sys.stderr, flush=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(artifacts: Path, out: Path | None, smoke: bool, rows: list[str], tuned: Path | None, teacher: str | None,
+        device: str = "auto") -> dict:
+    work = Path(tempfile.mkdtemp(prefix="critic-gpu-recipe-"))
+    os.environ.update(CRITIC_CACHE=str(work / "cache"), CRITIC_OFFLINE="1", HF_HUB_OFFLINE="1")
+    device_ = torch.device("cpu") if smoke else modelling.resolve_device(device)
+    ctx = gpu_suite.Context(data=gpu_suite.unpack(artifacts, work, smoke), minilm=artifacts / gpu_suite.MODEL_DIR,
+                            device=device_, sizes=SMOKE if smoke else FULL, work=work)
+    settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
+    if settings:
+        settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
+    recipe = Recipe(ctx, settings, teacher)
+    report = {"suite": "critic accuracy ablation (bench/gpu_recipe.py)", "smoke": smoke,
+              "machine": gpu_suite.machine(device_), "rows": {}}
+    if rows and "windows" in rows and "512-head+tail" not in rows:
+        rows = ["512-head+tail", *rows]
+    for name in rows or ROWS:
+        print(f"gpu_recipe: {name} …", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                report["rows"][name] = recipe.row(name)
+        except Exception:
+            report["rows"][name] = {"error": traceback.format_exc()[-3000:]}
+        report["rows"][name]["seconds"] = round(time.perf_counter() - began, 1)
+        if out:
+            out.write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps(report, indent=1, default=str))
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    r = verbs.add_parser("run", help="run the ablation (on the GPU machine, or --smoke here)")
+    r.add_argument("--artifacts", default=".gpu", help="the folder `gpu_suite.py build` wrote")
+    r.add_argument("--out", help="also write the JSON here (after every row)")
+    r.add_argument("--rows", nargs="*", choices=ROWS, help="only these rows (default: all)")
+    r.add_argument("--tuned", help="a `critic tune` best.toml for the candidate row")
+    r.add_argument("--teacher", help="a fine-tuned critic model folder for the distill row")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
+    args = parser.parse_args(argv)
+    report = run(Path(args.artifacts), Path(args.out) if args.out else None, args.smoke, args.rows or [],
+                 Path(args.tuned) if args.tuned else None, args.teacher, args.device)
+    failed = [name for name, row in report["rows"].items() if "error" in row]
+    if failed:
+        print(f"gpu_recipe: failed rows: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
