@@ -43,7 +43,7 @@ def test_report_files(tmp_path):
     json_path, html_path = evaluate.write(summary, tmp_path, "Evaluation", "toy")
     saved = json.loads(json_path.read_text())
     assert saved["rows"] == 100 and "_roc" not in saved
-    assert html_path.read_text().count("<svg") == 4
+    assert html_path.read_text().count("<svg") == 5  # confusion heat map, ROC, PR, reliability, confidence
 
 
 def test_ece_is_the_standard_fifteen_bins_over_zero_to_one():

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -51,13 +52,17 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     from critic.predict import Classifier
 
     classifier = Classifier.load(model, backend=backend)
-    frame = datasets.load(data).split(split, size, seed)
+    # the evaluation rows read as the model's training rows were, with the model's classes in the model's order
+    columns = dataclasses.replace(datasets.columns_of(classifier.meta.get("config") or {}),
+                                  labels=tuple(classifier.labels))
+    frame = datasets.load(data, columns).split(split, size, seed)
     texts = frame["text"].tolist()
     tokens = classifier.encode(texts)
     with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
         probs = classifier.proba_from_tokens(tokens, progress=bar)
     summary = evaluate.evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
-                                tokens.lengths + classifier.encoder.specials)
+                                tokens.lengths + classifier.encoder.specials,
+                                ordered=bool(classifier.meta.get("ordered")))
     if baseline:
         trained_on = _training_rows(classifier.meta)
         if trained_on is not None:
@@ -72,9 +77,11 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     folder = Path(output) if output else Path(model) / "evaluation"
     json_path, html_path = evaluate.write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
-    headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece", "rows",
-                                        "data", "backend", "baseline") if k in summary}
-    modelling.update_meta(model, evaluation=headline)
+    headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "f1_weighted", "roc_auc", "pr_auc",
+                                        "ece", "top2_accuracy", "mean_absolute_error", "within_one", "rows", "data",
+                                        "backend", "baseline") if k in summary}
+    if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
+        modelling.update_meta(model, evaluation=headline)
     return summary
 
 
@@ -85,10 +92,7 @@ def _training_rows(meta: dict):
 
     settings = meta.get("config") or {}
     try:
-        columns = datasets.Columns(settings.get("text_column"), settings.get("label_column"),
-                                   datasets.parse_label_map(settings["label_map"]) if settings.get("label_map")
-                                   else None)
-        dataset = datasets.load(meta["data"], columns, settings.get("drop_invalid", False))
+        dataset = datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
         return dataset.split("train", settings.get("train_size"), settings.get("seed", 42))
     except (KeyError, OSError, ValueError) as error:
         print(f"critic: no baseline: the model's training rows cannot be read again ({error})", file=sys.stderr)

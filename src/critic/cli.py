@@ -34,8 +34,10 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("reading a file")
     group.add_argument("--text-column", help="column holding the review text (default: text, review, sentence, …)")
     group.add_argument("--label-column", help="column holding the label (default: label, sentiment, …)")
-    group.add_argument("--label-map", help="how raw labels map to classes, e.g. 'good=positive,bad=negative' "
-                                           "(default: positive/negative, pos/neg, 1/0)")
+    group.add_argument("--label-map", help="how raw labels map to classes, e.g. 'good=positive,bad=negative' or "
+                                           "'1=negative,2=negative,3=neutral,4=positive,5=positive' (default: "
+                                           "positive/negative, pos/neg, 1/0 as binary; any other values are classes)")
+    group.add_argument("--labels", help="the classes in order, e.g. 1,2,3,4,5 (default: from the data)")
     group.add_argument("--drop-invalid", action="store_true",
                        help="skip rows with a missing text or an unknown label (counted and recorded) "
                             "instead of stopping")
@@ -44,8 +46,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 def _columns(args):
     from critic import data
 
-    label_map = data.parse_label_map(args.label_map) if args.label_map else None
-    return data.Columns(args.text_column, args.label_column, label_map)
+    return data.columns_of(vars(args))
 
 
 # ------------------------------------------------------------------------------------------------ verbs
@@ -210,7 +211,7 @@ def cmd_explain(args) -> int:
     classifier = Classifier.load(args.model, backend="torch", precision="fp32")
     console = Console()
     for text in args.texts:
-        result = explain(classifier, text, steps=args.steps)
+        result = explain(classifier, text, steps=args.steps, target=args.label)
         console.print(f"[bold]{result.label}[/bold] {result.probability:.3f}" +
                       (" [dim](the review was longer than the window: dimmed words were not read)[/dim]"
                        if result.truncated else ""))
@@ -431,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("model", help="a model folder written by `critic train`")
     exp.add_argument("texts", nargs="+", help="reviews to explain")
     exp.add_argument("--steps", type=int, default=24, help="integration steps (more: slower, more exact)")
+    exp.add_argument("--label", help="the class to explain (default: the predicted one)")
     exp.set_defaults(run=cmd_explain)
 
     srv = verbs.add_parser("serve", help="an HTTP API with micro-batching and a web page",

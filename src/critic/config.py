@@ -39,7 +39,13 @@ class TrainConfig:
     data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder")
     text_column: str | None = setting(None, "column holding the text")
     label_column: str | None = setting(None, "column holding the label")
-    label_map: str | None = setting(None, "'VALUE=positive,VALUE=negative' for other label spellings")
+    label_map: str | None = setting(None, "raw label values to classes: 'good=positive,bad=negative', or "
+                                          "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes "
+                                          "from stars")
+    labels: str | None = setting(None, "the classes in order, comma-separated (default: from the data; binary "
+                                       "sentiment as negative,positive, stars in numeric order)")
+    class_weights: str = setting("none", "weights of the classes in the loss: none, balanced (inverse frequency) "
+                                         "or 'a=1,b=3'")
     drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)")
     train_size: int | None = setting(None, "train on a seeded random subset of N reviews (the notebook used 10,000)")
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews")
@@ -122,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"precision '{self.precision}': choose auto, bf16, fp16 or fp32")
         if self.batching not in ("auto", "tokens", "reviews"):
             raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
+        if self.class_weights not in ("none", "balanced") and "=" not in self.class_weights:
+            raise ValueError(f"class_weights '{self.class_weights}': choose none, balanced or 'CLASS=NUMBER,…'")
         if self.batch_tokens is not None and self.batch_tokens < self.max_length:
             raise ValueError(f"batch_tokens {self.batch_tokens} must hold at least one review of max_length "
                              f"{self.max_length}")

@@ -1,8 +1,11 @@
 """Read review datasets, validate them, map labels, clean texts, dedupe and split.
 
-Every dataset comes out as a pandas DataFrame with columns `text` (str) and `label` (0 = negative,
-1 = positive). A row with a missing text or an unknown label is reported with its file and line; the load
-stops unless the caller asks to drop such rows, and then the dropped count is reported and recorded.
+Every dataset comes out as a pandas DataFrame with columns `text` (str) and `label` (the index of the row's class
+in the dataset's `labels`). Binary sentiment (negative, positive) is recognised in its usual spellings; any other
+label column gives its own classes (stars 1-5 in numeric order, names in alphabetical order, or the order given
+with --labels), and --label-map maps raw values to classes. A row with a missing text or an unknown label is
+reported with its file and line; the load stops unless the caller asks to drop such rows, and then the dropped
+count is reported and recorded.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ LABEL_NAMES = ("negative", "positive")
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")
-LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class")
+LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class", "stars", "rating", "overall")
 KNOWN_LABELS = {
     "negative": 0, "positive": 1, "neg": 0, "pos": 1, "0": 0, "1": 1,
     "false": 0, "true": 1, "bad": 0, "good": 1,
@@ -88,33 +91,121 @@ class Report:
     rows_read: int = 0
     dropped: list[str] = field(default_factory=list)
     duplicates_removed: int = 0
+    labels: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
 
     def as_dict(self) -> dict:
         return {"source": self.source, "rows_read": self.rows_read, "rows_dropped": len(self.dropped),
-                "dropped_examples": self.dropped[:20], "duplicates_removed": self.duplicates_removed}
+                "dropped_examples": self.dropped[:20], "duplicates_removed": self.duplicates_removed,
+                "labels": self.labels}
 
 
 @dataclass(frozen=True)
 class Columns:
-    """How to find text and label in a file. `label_map` maps raw label values (as strings) to 0/1."""
+    """How to find text and label in a file: `label_map` maps raw label values (as strings) to class names,
+    `labels` fixes the classes and their order (default: from the data)."""
 
     text: str | None = None
     label: str | None = None
-    label_map: dict[str, int] | None = None
+    label_map: dict[str, str] | None = None
+    labels: tuple[str, ...] | None = None
 
 
-def parse_label_map(spec: str) -> dict[str, int]:
-    """'good=positive,bad=negative' or 'good=1,bad=0' -> {'good': 1, 'bad': 0}."""
+MAX_CLASSES = 100
+
+
+def columns_of(settings) -> Columns:
+    """The Columns of a job's settings (a TrainConfig, or a model's saved config as a dict)."""
+    get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
+    label_map, labels = get("label_map"), get("labels")
+    return Columns(get("text_column"), get("label_column"), parse_label_map(label_map) if label_map else None,
+                   parse_labels(labels) if isinstance(labels, str) else labels)
+
+
+def parse_label_map(spec: str) -> dict[str, str]:
+    """'good=positive,bad=negative' -> {'good': 'positive', 'bad': 'negative'}; '1=neg,2=neg,3=neutral,…' for any
+    classes. The old binary form 'good=1,bad=0' still means positive/negative."""
     mapping = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        raw, _, value = item.partition("=")
-        value = value.strip().lower()
-        if value not in ("0", "1", *LABEL_NAMES):
-            raise DataError(f"label map '{item}': the target must be positive/negative or 1/0")
-        mapping[raw.strip()] = 1 if value in ("1", "positive") else 0
-    if set(mapping.values()) != {0, 1}:
-        raise DataError(f"label map '{spec}' must map at least one value to each of positive and negative")
+        raw, equals, value = item.partition("=")
+        if not equals or not raw.strip() or not value.strip():
+            raise DataError(f"label map '{item}': write VALUE=CLASS, e.g. 'good=positive'")
+        mapping[raw.strip()] = value.strip()
+    if not mapping:
+        raise DataError(f"label map '{spec}' is empty")
+    if set(mapping.values()) <= {"0", "1"}:
+        mapping = {raw: LABEL_NAMES[int(value)] for raw, value in mapping.items()}
+    if len(set(mapping.values())) < 2:
+        raise DataError(f"label map '{spec}' must map at least one value to each of two classes or more")
     return mapping
+
+
+def parse_labels(spec: str | None) -> tuple[str, ...] | None:
+    """'1,2,3,4,5' -> ('1', '2', '3', '4', '5')."""
+    if not spec:
+        return None
+    labels = tuple(part.strip() for part in spec.split(",") if part.strip())
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise DataError(f"labels '{spec}': name at least two different classes, comma-separated")
+    return labels
+
+
+def _raw_label(value: object) -> str:
+    """A label as text: 4.0 (a float column) reads as '4', like the 4 of a CSV."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip() if value is not None and not (isinstance(value, float) and value != value) else ""
+
+
+def natural_order(values) -> tuple[str, ...]:
+    """Numbers by value (stars 1..5), then names alphabetically (negative, neutral, positive)."""
+    def key(value: str):
+        try:
+            return (0, float(value), "")
+        except ValueError:
+            return (1, 0.0, value.lower())
+
+    return tuple(sorted(values, key=key))
+
+
+def is_ordered(labels: tuple[str, ...]) -> bool:
+    """Numeric class names (stars) are ordered: an error of one star is smaller than one of four."""
+    try:
+        [float(label) for label in labels]
+    except ValueError:
+        return False
+    return len(labels) > 2
+
+
+def resolve_labels(raw: list[str], columns: Columns) -> tuple[tuple[str, ...], Callable[[str], int | None]]:
+    """The classes of a label column and the function from a raw value to a class index (None: unknown)."""
+    distinct = {value for value in raw if value}
+    if columns.label_map:
+        targets = tuple(dict.fromkeys(columns.label_map.values()))
+        labels = columns.labels or (LABEL_NAMES if set(targets) == set(LABEL_NAMES) else natural_order(targets))
+        unknown = sorted(set(targets) - set(labels))
+        if unknown:
+            raise DataError(f"label map targets {', '.join(unknown)} are not among --labels {', '.join(labels)}")
+        lookup = {**{label: label for label in labels}, **columns.label_map}
+    elif columns.labels and set(columns.labels) != set(LABEL_NAMES):
+        labels, lookup = columns.labels, {label: label for label in columns.labels}
+    elif {KNOWN_LABELS.get(value.lower()) for value in distinct} >= {0, 1} or \
+            any(value.lower() in KNOWN_LABELS and not value.isdigit() for value in distinct):
+        # Binary sentiment in its usual spellings (both 0 and 1, or a word such as positive): another value is a
+        # bad row (a typo, a stray header), not a third class; more classes are named with --labels.
+        labels, lookup = LABEL_NAMES, {k: LABEL_NAMES[v] for k, v in KNOWN_LABELS.items()}
+    else:
+        labels = natural_order(distinct)
+        lookup = {label: label for label in labels}
+    if len(labels) > MAX_CLASSES:
+        raise DataError(f"the label column has {len(labels):,} different values ({', '.join(labels[:5])}, …); is it "
+                        f"the right column? Name it with --label-column")
+    index = {label: i for i, label in enumerate(labels)}
+
+    def to_index(value: str) -> int | None:
+        name = lookup.get(value, lookup.get(value.lower()))
+        return index.get(name) if name is not None else None
+
+    return tuple(labels), to_index
 
 
 def records(path: Path) -> Iterator[tuple[int, dict]]:
@@ -206,8 +297,7 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
     if path.is_dir() or path.name.endswith(".tar.gz"):
         return read_aclimdb(path)
     report = Report(source=str(path))
-    label_map = columns.label_map or KNOWN_LABELS
-    texts, labels, errors = [], [], []
+    texts, raw_labels, lines, errors = [], [], [], []
     text_key = label_key = None
     for where, record in records(path):
         if text_key is None:
@@ -217,36 +307,46 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
                 label_key = pick_column(keys, columns.label, LABEL_COLUMNS, "label", path)
         report.rows_read += 1
         text = record.get(text_key)
-        problem = None
         if not isinstance(text, str) or not text.strip():
-            problem = f"missing text ({text_key!r} is {_show(text)})"
-        elif not_utf8(text):
-            problem = "not UTF-8 text; re-save the file as UTF-8"
-        label = None
-        if not unlabeled and problem is None:
-            raw = record.get(label_key)
-            key = str(raw).strip() if raw is not None else ""
-            label = label_map.get(key, label_map.get(key.lower()))
-            if label is None:
-                expected = ", ".join(sorted(label_map))
-                problem = (f"unknown label {_show(raw)} in column {label_key!r} (expected one of: {expected}; "
-                           f"map other values with --label-map 'VALUE=positive,VALUE=negative')")
-        if problem:
-            errors.append(f"{path}, line {where}: {problem}")
+            errors.append((where, f"missing text ({text_key!r} is {_show(text)})"))
+            continue
+        if not_utf8(text):
+            errors.append((where, "not UTF-8 text; re-save the file as UTF-8"))
             continue
         texts.append(text)
-        labels.append(label)
-    if errors and not drop_invalid:
-        shown = "\n  ".join(errors[:10])
-        more = f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise DataError(f"{len(errors)} invalid row(s):\n  {shown}{more}\n"
+        raw_labels.append("" if unlabeled else _raw_label(record.get(label_key)))
+        lines.append(where)
+    labels = LABEL_NAMES
+    if not unlabeled:
+        labels, to_index = resolve_labels(raw_labels, columns)
+        keep, indices = [], []
+        for text, raw, where in zip(texts, raw_labels, lines):
+            label = to_index(raw)
+            if label is None:
+                expected = sorted(KNOWN_LABELS) if labels == LABEL_NAMES else labels
+                errors.append((where, f"unknown label {_show(raw or None)} in column {label_key!r} (expected one of: "
+                                      f"{', '.join(expected)}; map other values with --label-map 'VALUE=CLASS', or "
+                                      f"name every class with --labels, e.g. negative,neutral,positive)"))
+                continue
+            keep.append(text)
+            indices.append(label)
+        texts = keep
+    messages = [f"{path}, line {where}: {problem}" for where, problem in sorted(errors)]
+    if messages and not drop_invalid:
+        shown = "\n  ".join(messages[:10])
+        more = f"\n  … and {len(messages) - 10} more" if len(messages) > 10 else ""
+        raise DataError(f"{len(messages)} invalid row(s):\n  {shown}{more}\n"
                         f"Fix them, or pass --drop-invalid to skip them (the count is reported and recorded).")
-    if errors:
-        print(f"critic: dropped {len(errors)} invalid row(s) from {path}; first: {errors[0]}", file=sys.stderr)
-    report.dropped = errors
+    if messages:
+        print(f"critic: dropped {len(messages)} invalid row(s) from {path}; first: {messages[0]}", file=sys.stderr)
+    report.dropped = messages
+    report.labels = list(labels)
     frame = pd.DataFrame({"text": texts})
     if not unlabeled:
-        frame["label"] = pd.Series(labels, dtype="int64")
+        frame["label"] = pd.Series(indices, dtype="int64")
+        if len(set(indices)) < 2:
+            raise DataError(f"{path}: every row has the label {labels[indices[0]] if indices else '(none)'}; a "
+                            f"classifier needs at least two classes")
     return frame, report
 
 
@@ -307,6 +407,21 @@ def assign_splits(texts: pd.Series, fractions: tuple[float, float, float] = SPLI
                      index=texts.index)
 
 
+def assign_stratified_splits(frame: pd.DataFrame,
+                             fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> pd.Series:
+    """80/10/10 within each class, rows ordered by the sha256 of their text: every split keeps the class balance
+    (a rare class is not left out of validation by chance), and the split is as reproducible as `assign_splits`."""
+    splits = pd.Series("train", index=frame.index, dtype=object)
+    for _, part in frame.groupby("label", sort=True):
+        ordered = part["text"].map(text_hash).sort_values().index
+        first = round(fractions[0] * len(ordered))
+        second = first + max(round(fractions[1] * len(ordered)), 1 if len(ordered) >= 3 else 0)
+        splits[ordered[first:second]] = "validation"
+        splits[ordered[second:second + max(round(fractions[2] * len(ordered)), 1 if len(ordered) >= 3 else 0)]] \
+            = "test"
+    return splits
+
+
 def fold_of(texts: pd.Series, folds: int) -> np.ndarray:
     """Each text's cross-validation fold (0 … folds-1), by its sha256: stable across runs and machines."""
     return texts.map(lambda t: int(text_hash(t)[8:16], 16) % folds).to_numpy()
@@ -324,7 +439,10 @@ def manifest(frame: pd.DataFrame, report: Report, split_column: str = "split") -
     """Counts and a sha256 over each split's texts, so that results are comparable across machines."""
     splits = {}
     for name, part in frame.groupby(split_column, sort=False):
-        splits[name] = {"rows": len(part), "positive": int(part["label"].sum()), "texts_sha256": digest_texts(part["text"])}
+        counts = part["label"].value_counts()
+        splits[name] = {"rows": len(part), "classes": {label: int(counts.get(i, 0))
+                                                       for i, label in enumerate(report.labels)},
+                        "texts_sha256": digest_texts(part["text"])}
     return {**report.as_dict(), "splits": dict(sorted(splits.items()))}
 
 
@@ -337,6 +455,10 @@ class Dataset:
 
     frame: pd.DataFrame  # text, label, split (and official_split for aclImdb)
     manifest: dict
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.manifest.get("labels", LABEL_NAMES))
 
     def split(self, name: str, size: int | None = None, seed: int = 42) -> pd.DataFrame:
         column = "official_split" if name.startswith("official-") else "split"
@@ -367,19 +489,25 @@ def load(data: str | Path = "imdb", columns: Columns = Columns(), drop_invalid: 
     else:
         frame, report = read_table(data, columns, drop_invalid=drop_invalid)
     frame = dedupe(frame, report)
-    frame["split"] = assign_splits(frame["text"])
+    # More than two classes: stratified, so that a rare class reaches validation and test. Binary files keep the
+    # plain hash split (balanced enough at their sizes) so that existing models' splits do not move.
+    frame["split"] = assign_stratified_splits(frame) if len(report.labels) > 2 else assign_splits(frame["text"])
     return Dataset(frame, manifest(frame, report))
 
 
 def load_dataset(data: str | Path = "imdb", split: str = "train", size: int | None = None, seed: int = 42,
                  text_column: str | None = None, label_column: str | None = None,
-                 label_map: dict[str, int] | str | None = None, drop_invalid: bool = False) -> pd.DataFrame:
-    """`critic.load_dataset("imdb", split="train")` -> DataFrame with `text` and `label` (0 negative, 1 positive).
+                 label_map: dict[str, str] | str | None = None, drop_invalid: bool = False,
+                 labels: str | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """`critic.load_dataset("imdb", split="train")` -> DataFrame with `text` and `label` (the class's index: 0
+    negative, 1 positive for binary sentiment; `critic.data.load(...).labels` names the classes of other data).
 
     `split` is train, validation, test or all (official-train / official-test with the Stanford tarball);
     `size` takes a seeded random subset.
     """
     if isinstance(label_map, str):
         label_map = parse_label_map(label_map)
-    columns = Columns(text_column, label_column, label_map)
+    if isinstance(labels, str):
+        labels = parse_labels(labels)
+    columns = Columns(text_column, label_column, label_map, labels)
     return load(data, columns, drop_invalid).split(split, size, seed)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from critic import data, model as modelling, sources
+from critic import model as modelling, sources
 from critic.config import TrainConfig
 from critic.train import Teacher, train
 
@@ -24,11 +24,12 @@ def distill(config: TrainConfig, log: Callable[[str], None] | None = None, progr
 
 
 def teacher_for(config: TrainConfig, say: Callable[[str], None], progress: bool = True) -> Teacher:
-    return lambda texts: teacher_probabilities(config.teacher, texts, config.teacher_windows, say, progress)
+    return lambda texts, labels: teacher_probabilities(config.teacher, texts, config.teacher_windows, say, progress,
+                                                       labels)
 
 
 def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Callable[[str], None],
-                          progress: bool = True) -> np.ndarray:
+                          progress: bool = True, labels: list[str] | None = None) -> np.ndarray:
     """The teacher's probabilities for `texts`, computed once and cached (a resumed or repeated run reads them).
     With `windows` the teacher reads every review whole, through overlapping windows."""
     from critic.predict import Classifier
@@ -44,8 +45,9 @@ def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Ca
         say(f"teacher probabilities from {cached}")
         return np.load(cached)
     classifier = Classifier.load(folder, long_reviews="windows" if windows else None)
-    if classifier.labels != list(data.LABEL_NAMES):
-        raise ValueError(f"teacher {teacher} predicts {classifier.labels}, the student {list(data.LABEL_NAMES)}")
+    if labels is not None and classifier.labels != list(labels):
+        raise ValueError(f"teacher {teacher} predicts {', '.join(classifier.labels)}; the student learns "
+                         f"{', '.join(labels)}")
     say(f"scoring {len(texts):,} training reviews with the teacher {teacher}"
         + (" (whole reviews, through windows)" if windows else ""))
     from tqdm.auto import tqdm

@@ -23,8 +23,9 @@ def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -
 
 
 def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str], texts: Sequence[str] | None = None,
-             token_lengths: Sequence[int] | None = None, mistakes: int = 10) -> dict:
-    """Every metric for a binary (or multi-class) classifier from true labels and predicted probabilities."""
+             token_lengths: Sequence[int] | None = None, mistakes: int = 10, ordered: bool = False) -> dict:
+    """Every metric for a binary or multi-class classifier from true labels and predicted probabilities; with
+    `ordered` classes (stars) also the mean absolute error in classes and the share within one class."""
     from sklearn.metrics import (average_precision_score, classification_report, confusion_matrix,
                                  precision_recall_curve, roc_auc_score, roc_curve)
 
@@ -41,24 +42,37 @@ def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str
         "accuracy": float(correct.mean()),
         "accuracy_ci95": list(bootstrap_accuracy(correct)),
         "f1_macro": float(per_class["macro avg"]["f1-score"]),
+        "f1_weighted": float(per_class["weighted avg"]["f1-score"]),
         "per_class": {n: {k: float(per_class[n][k]) for k in ("precision", "recall", "f1-score", "support")}
                       for n in names},
         "confusion_matrix": confusion_matrix(labels, predicted, labels=list(range(len(names)))).tolist(),
         "ece": expected_calibration_error(labels, confidence, predicted),
         "labels": names,
     }
+    counts = np.asarray(summary["confusion_matrix"], dtype=float)
+    summary["confusion_matrix_normalized"] = (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).tolist()
     if len(names) == 2 and len(set(labels.tolist())) == 2:
         positive = probs[:, 1]
         fpr, tpr, _ = roc_curve(labels, positive)
         precision, recall, _ = precision_recall_curve(labels, positive)
         summary.update(roc_auc=float(roc_auc_score(labels, positive)),
                        pr_auc=float(average_precision_score(labels, positive)),
-                       _roc=(fpr, tpr), _pr=(recall, precision))
+                       _roc={names[1]: (fpr, tpr)}, _pr={names[1]: (recall, precision)})
+    elif len(names) > 2:
+        summary.update(one_vs_rest(labels, probs, names))
+        top2 = np.argsort(-probs, axis=1)[:, :2]
+        summary["top2_accuracy"] = float((top2 == labels[:, None]).any(axis=1).mean())
+    if ordered:
+        distance = np.abs(predicted - labels)
+        summary.update(mean_absolute_error=float(distance.mean()), within_one=float((distance <= 1).mean()))
     from sklearn.calibration import calibration_curve
 
     if len(names) == 2:
         observed, expected = calibration_curve(labels, probs[:, 1], n_bins=10, strategy="uniform")
-        summary["_calibration"] = (expected, observed)
+        summary["_calibration"] = (expected, observed, f"predicted P({names[1]})")
+    else:  # the predicted class's confidence against how often it is right
+        observed, expected = calibration_curve(correct.astype(int), confidence, n_bins=10, strategy="uniform")
+        summary["_calibration"] = (expected, observed, "confidence of the predicted class")
     if token_lengths is not None:
         lengths = np.asarray(token_lengths)
         buckets = []
@@ -78,6 +92,25 @@ def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str
     summary["_confidence"] = confidence
     summary["_correct"] = correct
     return summary
+
+
+def one_vs_rest(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict:
+    """Each class against the others: its ROC and PR curves and AUCs, and their macro average."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    roc, pr, roc_aucs, pr_aucs = {}, {}, [], []
+    for i, name in enumerate(names):
+        mine = (labels == i).astype(int)
+        if 0 < mine.sum() < len(mine):
+            fpr, tpr, _ = roc_curve(mine, probs[:, i])
+            precision, recall, _ = precision_recall_curve(mine, probs[:, i])
+            roc[name], pr[name] = (fpr, tpr), (recall, precision)
+            roc_aucs.append(roc_auc_score(mine, probs[:, i]))
+            pr_aucs.append(average_precision_score(mine, probs[:, i]))
+    if not roc_aucs:
+        return {}
+    return {"roc_auc": float(np.mean(roc_aucs)), "pr_auc": float(np.mean(pr_aucs)), "_roc": roc, "_pr": pr,
+            "auc_note": "one class against the rest, macro average"}
 
 
 def baseline(train_texts: Sequence[str], train_labels: Sequence[int], texts: Sequence[str], labels: Sequence[int],
@@ -109,10 +142,15 @@ def public(summary: dict) -> dict:
 
 def to_html(summary: dict, title: str, subtitle: str) -> str:
     low, high = summary["accuracy_ci95"]
+    extra = [(name, f"{summary[key]:.2%}" if key != "mean_absolute_error" else f"{summary[key]:.3f}")
+             for key, name in (("top2_accuracy", "top-2 accuracy"), ("within_one", "within one class"),
+                               ("mean_absolute_error", "mean absolute error (classes)")) if key in summary]
     sections = [("Summary", report.kpis([
         ("accuracy", f"{summary['accuracy']:.2%}"), ("95% interval (bootstrap)", f"{low:.2%} – {high:.2%}"),
-        ("macro F1", f"{summary['f1_macro']:.4f}"), ("ROC AUC", f"{summary.get('roc_auc', float('nan')):.4f}"),
-        ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"), ("ECE", f"{summary['ece']:.4f}"),
+        ("macro F1", f"{summary['f1_macro']:.4f}"), ("weighted F1", f"{summary['f1_weighted']:.4f}"),
+        ("ROC AUC" + (" (macro, one vs rest)" if len(summary["labels"]) > 2 else ""),
+         f"{summary.get('roc_auc', float('nan')):.4f}"),
+        ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"), ("ECE", f"{summary['ece']:.4f}"), *extra,
         ("reviews", summary["rows"])]))]
     names = summary["labels"]
     if summary.get("baseline") or summary.get("calibration"):
@@ -122,24 +160,29 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
         [(n, c["precision"], c["recall"], c["f1-score"], int(c["support"])) for n, c in summary["per_class"].items()])))
     sections.append(("Confusion matrix (rows: true, columns: predicted)", report.table(
         ["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])])))
-    plots = []
+    plots = [confusion_heat_map(summary)]
     if "_roc" in summary:
         fig, ax = report.figure(4.2, 3.6)
-        ax.plot(*summary["_roc"], label=f"AUC {summary['roc_auc']:.4f}")
+        for name, curve in summary["_roc"].items():
+            ax.plot(*curve, label=name if len(summary["_roc"]) > 1 else f"AUC {summary['roc_auc']:.4f}")
         ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-        ax.legend(loc="lower right")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate",
+               title="ROC" + (f" (one vs rest, macro AUC {summary['roc_auc']:.4f})" if len(summary["_roc"]) > 1
+                              else ""))
+        ax.legend(loc="lower right", fontsize=8)
         plots.append(report.svg(fig))
         fig, ax = report.figure(4.2, 3.6)
-        ax.plot(*summary["_pr"], label=f"AP {summary['pr_auc']:.4f}")
+        for name, curve in summary["_pr"].items():
+            ax.plot(*curve, label=name if len(summary["_pr"]) > 1 else f"AP {summary['pr_auc']:.4f}")
         ax.set(xlabel="recall", ylabel="precision", title="Precision–recall")
-        ax.legend(loc="lower left")
+        ax.legend(loc="lower left", fontsize=8)
         plots.append(report.svg(fig))
     if "_calibration" in summary:
+        expected, observed, axis = summary["_calibration"]
         fig, ax = report.figure(4.2, 3.6)
-        ax.plot(*summary["_calibration"], "o-", label=f"model (ECE {summary['ece']:.3f})")
+        ax.plot(expected, observed, "o-", label=f"model (ECE {summary['ece']:.3f})")
         ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8, label="perfect")
-        ax.set(xlabel=f"predicted P({names[1]})", ylabel="observed share", title="Reliability")
+        ax.set(xlabel=axis, ylabel="observed share", title="Reliability")
         ax.legend(loc="upper left")
         plots.append(report.svg(fig))
     fig, ax = report.figure(4.2, 3.6)
@@ -160,6 +203,23 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
             [(m["row"], m["true"], m["predicted"], m["confidence"], m["text"]) for m in summary["confident_mistakes"]],
             text_columns=(4,))))
     return report.page(title, subtitle, sections)
+
+
+def confusion_heat_map(summary: dict) -> str:
+    """The confusion matrix as shares of each true class, counts written in the cells."""
+    names, counts = summary["labels"], np.asarray(summary["confusion_matrix"])
+    shares = np.asarray(summary["confusion_matrix_normalized"])
+    size = 2.6 + 0.45 * len(names)
+    fig, ax = report.figure(size + 0.8, size)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+           xlabel="predicted", ylabel="true", title="Confusion (share of each true class)")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{counts[i, j]:,}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "#222")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return report.svg(fig)
 
 
 def comparison_rows(summary: dict) -> list[tuple]:
@@ -198,7 +258,12 @@ def print_summary(summary: dict, console=None) -> None:
     low, high = summary["accuracy_ci95"]
     console.print(f"[bold]accuracy {summary['accuracy']:.2%}[/bold] (95% interval {low:.2%} – {high:.2%}) on "
                   f"{summary['rows']:,} reviews; ROC AUC {summary.get('roc_auc', float('nan')):.4f}; "
-                  f"PR AUC {summary.get('pr_auc', float('nan')):.4f}; ECE {summary['ece']:.4f}")
+                  f"PR AUC {summary.get('pr_auc', float('nan')):.4f}; ECE {summary['ece']:.4f}; macro F1 "
+                  f"{summary['f1_macro']:.4f}, weighted F1 {summary['f1_weighted']:.4f}")
+    if "top2_accuracy" in summary:
+        console.print(f"top-2 accuracy {summary['top2_accuracy']:.2%}"
+                      + (f"; within one class {summary['within_one']:.2%}, mean absolute error "
+                         f"{summary['mean_absolute_error']:.3f} classes" if "within_one" in summary else ""))
     table = Table(title_justify="left")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")

@@ -28,12 +28,15 @@ class Explanation:
                 "text": self.text, "words": self.words}
 
 
-def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8) -> Explanation:
-    """Attribute `classifier`'s decision on `text` to its words."""
+def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8,
+            target: str | None = None) -> Explanation:
+    """Attribute `classifier`'s probability of `target` (default: the predicted class) on `text` to its words."""
     from captum.attr import LayerIntegratedGradients
 
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text 0: empty text")
+    if target is not None and target not in classifier.labels:
+        raise ValueError(f"no class {target!r}; the classes are {', '.join(classifier.labels)}")
     cleaned = data.cleaner(classifier.cleaning)(text)
     encoding = classifier.encoder.backend.encode(cleaned, add_special_tokens=False)
     ids = np.asarray(encoding.ids, dtype=np.int64)
@@ -50,13 +53,13 @@ def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8
     model = classifier.model.float().eval()
     device = next(model.parameters()).device
 
-    def positive_probability(inputs, attention):
+    def probabilities(inputs, attention):
         return torch.softmax(model(input_ids=inputs, attention_mask=attention).logits.float(), dim=-1)
 
     with torch.inference_mode():
-        probs = positive_probability(input_ids.to(device), mask.to(device))[0].cpu().numpy()
-    target = int(probs.argmax())
-    method = LayerIntegratedGradients(lambda i, a: positive_probability(i, a)[:, target], model.get_input_embeddings())
+        probs = probabilities(input_ids.to(device), mask.to(device))[0].cpu().numpy()
+    target = int(probs.argmax()) if target is None else classifier.labels.index(target)
+    method = LayerIntegratedGradients(lambda i, a: probabilities(i, a)[:, target], model.get_input_embeddings())
     attributions = method.attribute(input_ids.to(device), baselines=baseline.to(device),
                                     additional_forward_args=(mask.to(device),), n_steps=steps,
                                     internal_batch_size=internal_batch_size)

@@ -6,6 +6,8 @@ PyTorch is checked on the spot and recorded in critic.json.
 
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 
@@ -89,7 +91,10 @@ def export(model_dir: str | Path, int8: bool = True, log=None) -> dict:
             probs = modelling.softmax(modelling.logits(onnx_forward(folder / report[name]), framed, encoder.pad_id,
                                                        model.config.num_labels))
             report[f"{name}_max_abs_diff"] = float(np.abs(probs - reference).max())
-    modelling.update_meta(model_dir, onnx=report)
+    if meta.get("foreign"):  # a classifier critic did not train: its own README stays as it is
+        (model_dir / modelling.META_FILE).write_text(json.dumps({**meta, "onnx": report}, indent=2))
+    else:
+        modelling.update_meta(model_dir, onnx=report)
     if log:
         log(f"exported {folder / FP32}" + (f" and {folder / INT8}" if int8 else "") +
             f"; largest probability difference from PyTorch: fp32 {report['fp32_max_abs_diff']:.1e}" +

@@ -47,16 +47,33 @@ def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES, 
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu"):
-    """(model, tokenizer, meta) from a folder written by `save`."""
+    """(model, tokenizer, meta) from a folder written by `save`, or from any Hugging Face sequence classifier's
+    folder (its labels from its config, no cleaning, its tokenizer's own limit: what transformers.pipeline does)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
-    if not (folder / META_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: not a critic model (no {META_FILE}); train one with `critic train`")
+    critic_made = (folder / META_FILE).is_file()
+    if not critic_made and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a critic model (no {META_FILE}) nor a Hugging Face model folder (no "
+                                f"config.json); train one with `critic train`")
     quiet_transformers()
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return model, tokenizer, json.loads((folder / META_FILE).read_text())
+    meta = json.loads((folder / META_FILE).read_text()) if critic_made else foreign_meta(model, tokenizer, folder)
+    return model, tokenizer, meta
+
+
+def foreign_meta(model, tokenizer, folder: Path) -> dict:
+    """What critic needs to know of a classifier it did not train, read from the model's own config."""
+    config = model.config
+    if config.problem_type == "multi_label_classification" or config.num_labels < 2:
+        raise ValueError(f"{folder}: a {'multi-label' if config.num_labels >= 2 else 'regression'} model; critic "
+                         f"scores single-label classifiers (softmax over two or more classes)")
+    labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else config.max_position_embeddings
+    return {"name": folder.name, "labels": labels, "cleaning": "none", "foreign": True, "base_model": str(folder),
+            "truncation": {"max_length": int(limit), "strategy": "head", "head": int(limit)},
+            "long_reviews": {"mode": "truncate"}}
 
 
 def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from critic import data, model as modelling
+from critic import data, model as modelling, sources
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
@@ -75,6 +75,9 @@ class Classifier:
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
         path = Path(path)
+        if not path.exists() and not path.is_absolute() and not str(path).startswith(".") and \
+                str(path).count("/") <= 1:  # a hub id: a classifier critic did not train, fetched into the cache
+            path = sources.resolve_model(str(path))
         device_ = modelling.resolve_device(device)
         backend = _pick_backend(backend, path, device_, serving)
         model, tokenizer, meta = modelling.load(path, device_)

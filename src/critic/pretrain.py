@@ -79,7 +79,7 @@ def word_offsets(continues: torch.Tensor) -> np.ndarray:
 
 def sequences(config: PretrainConfig, encoder: Encoder, say: Callable[[str], None]) -> Ragged:
     """The training split's reviews, cleaned, tokenized (cached) and cut into framed sequences of max_length."""
-    columns = data.Columns(config.text_column, config.label_column, None)
+    columns = data.Columns(config.text_column, config.label_column)
     texts = data.load(config.data, columns, log=say).split("train", config.train_size, config.seed)["text"]
     clean = data.cleaner(config.cleaning)
     tokens = encoder.encode_cached([clean(t) for t in texts], sources.cache_root() / "tokens")

@@ -3,6 +3,8 @@ the model's tokens, markup, and samples. As a dict (JSON), a terminal summary an
 
 from __future__ import annotations
 
+import html
+
 import re
 from pathlib import Path
 
@@ -30,7 +32,9 @@ def profile(dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str
         "exact_duplicates_removed": dataset.manifest["duplicates_removed"],
         "duplicates_across_splits": _cross_split_duplicates(frame),
         "splits": dataset.manifest["splits"],
-        "label_balance": {data.LABEL_NAMES[k]: int(v) for k, v in frame["label"].value_counts().sort_index().items()},
+        "labels": list(dataset.labels),
+        "label_balance": {name: int((frame["label"] == i).sum()) for i, name in enumerate(dataset.labels)},
+        "rare_classes": rare_classes(frame["label"].to_numpy(), dataset.labels),
         "characters": _stats(chars.to_numpy()),
         "share_with_html_tags": float(frame["text"].str.contains(_TAG).mean()),
         "share_with_non_ascii": float(frame["text"].str.contains(_NON_ASCII).mean()),
@@ -45,8 +49,8 @@ def profile(dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str
         summary["_token_lengths"] = tokens
     rng = np.random.default_rng(seed)
     summary["samples"] = [
-        {"label": data.LABEL_NAMES[label], "text": text[:400] + ("…" if len(text) > 400 else "")}
-        for label in (0, 1)
+        {"label": dataset.labels[label], "text": text[:400] + ("…" if len(text) > 400 else "")}
+        for label in range(len(dataset.labels))
         for text in frame.loc[frame["label"] == label, "text"].iloc[
             rng.choice(int((frame["label"] == label).sum()), size=min(samples, int((frame["label"] == label).sum())),
                        replace=False)]
@@ -54,6 +58,20 @@ def profile(dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str
     summary["_char_lengths"] = chars.to_numpy()
     summary["_labels"] = frame["label"].to_numpy()
     return summary
+
+
+RARE_SHARE, RARE_ROWS = 0.05, 50
+
+
+def rare_classes(labels: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """Warnings for classes under 5% of the rows or under 50 rows: too few to learn or to measure well."""
+    warnings = []
+    for i, name in enumerate(names):
+        count = int((labels == i).sum())
+        if count < RARE_ROWS or count < RARE_SHARE * len(labels):
+            warnings.append(f"class {name!r} has {count:,} rows ({count / max(len(labels), 1):.1%}): consider "
+                            f"--class-weights balanced, and read its recall, not only the accuracy")
+    return warnings
 
 
 def _cross_split_duplicates(frame: pd.DataFrame) -> int:
@@ -79,10 +97,12 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
         ("with HTML tags", f"{summary['share_with_html_tags']:.1%}"),
         ("with non-ASCII", f"{summary['share_with_non_ascii']:.1%}"),
     ]))]
-    split_rows = [(name, s["rows"], s["positive"], s["rows"] - s["positive"], s["texts_sha256"][:16])
+    names = summary["labels"]
+    split_rows = [(name, s["rows"], *(s["classes"].get(c, 0) for c in names), s["texts_sha256"][:16])
                   for name, s in summary["splits"].items()]
     sections.append(("Splits and label balance", report.table(
-        ["split", "rows", "positive", "negative", "texts sha256 (first 16)"], split_rows)))
+        ["split", "rows", *names, "texts sha256 (first 16)"], split_rows)
+        + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in summary["rare_classes"])))
     plots = []
     labels = summary["_labels"]
     for key, unit in (("_char_lengths", "characters"), ("_token_lengths", "tokens")):
@@ -91,9 +111,9 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
         fig, ax = report.figure()
         values = summary[key]
         upper = np.percentile(values, 99.5)
-        for label, color in ((0, "#c0392b"), (1, "#2e86c1")):
-            ax.hist(np.minimum(values[labels == label], upper), bins=60, alpha=0.55, color=color,
-                    label=data.LABEL_NAMES[label])
+        colours = ("#c0392b", "#2e86c1") if len(names) == 2 else report.plt.cm.viridis(np.linspace(0, 0.9, len(names)))
+        for label, color in enumerate(colours):
+            ax.hist(np.minimum(values[labels == label], upper), bins=60, alpha=0.55, color=color, label=names[label])
         if unit == "tokens":
             for w in WINDOWS:
                 ax.axvline(w, color="#333", lw=0.8, ls="--")
@@ -127,10 +147,12 @@ def print_summary(summary: dict, console=None) -> None:
     table.add_row("rows", f"{summary['rows']:,} (read {summary['rows_read']:,}, "
                           f"{summary['exact_duplicates_removed']:,} exact duplicates removed, "
                           f"{summary['rows_dropped_invalid']:,} invalid dropped)")
-    table.add_row("splits", ", ".join(f"{k} {v['rows']:,} ({v['positive'] / max(v['rows'], 1):.1%} positive)"
-                                      for k, v in summary["splits"].items()))
+    table.add_row("splits", ", ".join(f"{k} {v['rows']:,}" for k, v in summary["splits"].items()))
     table.add_row("texts in two splits", str(summary["duplicates_across_splits"]))
-    table.add_row("labels", ", ".join(f"{k} {v:,}" for k, v in summary["label_balance"].items()))
+    total = max(sum(summary["label_balance"].values()), 1)
+    table.add_row("labels", ", ".join(f"{k} {v:,} ({v / total:.1%})" for k, v in summary["label_balance"].items()))
+    for warning in summary["rare_classes"]:
+        table.add_row("[yellow]warning[/yellow]", warning)
     c = summary["characters"]
     table.add_row("characters", f"mean {c['mean']:.0f}, median {c['median']:.0f}, p90 {c['p90']:.0f}, max {c['max']:,}")
     if "tokens" in summary:

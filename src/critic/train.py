@@ -57,7 +57,12 @@ def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     probs = modelling.softmax(logits)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.tensor(labels)).item())
     accuracy = float((probs.argmax(1) == labels).mean())
-    auc = float(roc_auc_score(labels, probs[:, 1])) if len(set(labels.tolist())) == 2 else float("nan")
+    present = len(set(labels.tolist()))
+    if probs.shape[1] == 2:
+        auc = float(roc_auc_score(labels, probs[:, 1])) if present == 2 else float("nan")
+    else:  # one class against the rest, averaged over the classes: needs every class in the validation rows
+        auc = float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1])))) \
+            if present == probs.shape[1] else float("nan")
     return {"loss": loss, "accuracy": accuracy, "auc": auc}
 
 
@@ -294,9 +299,10 @@ class Objective:
 
     teacher_share: float = 0.0
     temperature: float = 1.0
+    class_weights: torch.Tensor | None = None  # on the device of the logits
 
     def __call__(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        hard = F.cross_entropy(logits, targets["labels"], reduction="sum")
+        hard = F.cross_entropy(logits, targets["labels"], weight=self.class_weights, reduction="sum")
         if "teacher" not in targets:
             return hard
         t = self.temperature
@@ -426,15 +432,15 @@ class Inputs:
     targets: dict[str, torch.Tensor]  # per training row: labels, and a teacher's softened probabilities
     validation: Ragged
     validation_labels: np.ndarray
+    class_weights: torch.Tensor | None = None
 
 
-Teacher = Callable[[list[str]], np.ndarray]  # training texts -> the teacher's probabilities (critic.distill)
+# (training texts, the classes) -> the teacher's probabilities (critic.distill)
+Teacher = Callable[[list[str], list[str]], np.ndarray]
 
 
 def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None = None) -> Inputs:
-    columns = data.Columns(config.text_column, config.label_column,
-                           data.parse_label_map(config.label_map) if config.label_map else None)
-    dataset = data.load(config.data, columns, config.drop_invalid, log=say)
+    dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
     train_frame = dataset.split("train", config.train_size, config.seed)
     if config.fold:  # cross-validation inside the training split: the validation split stays unseen
         k, n = parse_fold(config.fold)
@@ -444,23 +450,49 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
             val_frame = val_frame.sample(n=config.eval_size, random_state=config.seed).reset_index(drop=True)
     else:
         val_frame = dataset.split("validation", config.eval_size, config.seed)
-    model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say), dropout=config.dropout)
+    model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say), dataset.labels,
+                                       dropout=config.dropout)
     carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
     encoder = Encoder(tokenizer)
     truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
     cache = sources.cache_root() / "tokens"
     targets = {"labels": torch.tensor(train_frame["label"].to_numpy())}
+    weights = class_weights(config.class_weights, train_frame["label"].to_numpy(), dataset.labels)
     if config.teacher:
         if teacher is None:
             raise ValueError("a run with a teacher is started by critic.distill (or `critic distill`)")
-        probs = teacher(train_frame["text"].tolist())
+        probs = teacher(train_frame["text"].tolist(), list(dataset.labels))
         agree = (probs.argmax(1) == train_frame["label"].to_numpy()).mean()
         say(f"teacher {config.teacher} agrees with {agree:.2%} of the training labels")
         targets["teacher"] = torch.from_numpy(soften(probs, config.teacher_temperature))
     return Inputs(dataset, model, tokenizer, encoder, truncation,
                   prepare(train_frame["text"], encoder, config.cleaning, truncation, cache), targets,
                   prepare(val_frame["text"], encoder, config.cleaning, truncation, cache),
-                  val_frame["label"].to_numpy())
+                  val_frame["label"].to_numpy(), weights)
+
+
+def class_weights(spec: str, labels: np.ndarray, names: tuple[str, ...]) -> torch.Tensor | None:
+    """Per-class weights of the loss: none, balanced (rows / (classes x rows of the class), as scikit-learn's
+    compute_class_weight), or explicit 'a=1,b=3' (classes left out weigh 1)."""
+    if spec == "none":
+        return None
+    if spec == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(labels)
+        weights = np.ones(len(names))
+        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+        return torch.tensor(weights, dtype=torch.float32)
+    weights = np.ones(len(names))
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, value = item.partition("=")
+        if name.strip() not in names:
+            raise ValueError(f"class weight '{item}': no class {name.strip()!r}; the classes are {', '.join(names)}")
+        try:
+            weights[names.index(name.strip())] = float(value)
+        except ValueError:
+            raise ValueError(f"class weight '{item}': write CLASS=NUMBER, e.g. neutral=3") from None
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -577,14 +609,15 @@ def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
             "cleaning", "max_length", "truncation", "head_tokens", "epochs", "batch_size", "batching",
             "batch_tokens", "lr", "weight_decay", "adam_eps", "warmup_ratio", "grad_clip", "seed", "select",
             "metric", "teacher", "teacher_share", "teacher_temperature", "teacher_windows", "layer_decay", "dropout",
-            "fold")
+            "fold", "labels", "class_weights")
     return {**{k: getattr(config, k) for k in keep}, "precision": precision, "processes": world}
 
 
 def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
     """What critic.json says of the run, besides its history."""
     return {"name": Path(config.output).name, "base_model": config.model, "data": config.data,
-            "labels": list(data.LABEL_NAMES), "cleaning": config.cleaning, "truncation": inputs.truncation.as_dict(),
+            "labels": list(inputs.dataset.labels), "ordered": data.is_ordered(inputs.dataset.labels),
+            "cleaning": config.cleaning, "truncation": inputs.truncation.as_dict(),
             "train_rows": len(inputs.train), "manifest": inputs.dataset.manifest, "config": config.to_dict(),
             "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
             "notes": config.notes,
@@ -621,7 +654,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
         use_rowwise_attention(model)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
-    objective = Objective(config.teacher_share, config.teacher_temperature) if config.teacher else Objective()
+    weights = None if inputs.class_weights is None else inputs.class_weights.to(device)
+    objective = Objective(config.teacher_share if config.teacher else 0.0, config.teacher_temperature, weights)
     optimisation = Optimisation(model, config, device, machine.precision, dist.world, plan.total, objective)
     say(f"training on {len(inputs.train):,} reviews, validating on {len(inputs.validation):,}; {config.max_length} "
         f"tokens, truncation {config.truncation}; {plan.total:,} steps of "

@@ -10,6 +10,7 @@ a web page to try the model.
 
 import asyncio
 import csv
+import functools
 import hmac
 import io
 import time
@@ -80,8 +81,11 @@ class Problem(BaseModel):
 NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f]"
 
 
-def request_models(settings: ServeSettings):
-    """Request bodies whose schema states the server's limits, so that clients and fuzzers see them."""
+def request_models(settings: ServeSettings, labels: list[str]):
+    """Request bodies whose schema states the server's limits and the model's classes, so that clients and fuzzers
+    see them."""
+    from typing import Literal
+
     Text = Annotated[str, Field(min_length=1, max_length=settings.max_text_chars, pattern=NOT_BLANK)]
 
     class OneText(BaseModel):
@@ -92,7 +96,11 @@ def request_models(settings: ServeSettings):
         model_config = ConfigDict(extra="forbid")
         texts: list[Text] = Field(min_length=1, max_length=settings.max_texts, description="several reviews")
 
-    return OneText | ManyTexts, OneText
+    class ExplainText(OneText):
+        label: Literal[tuple(labels)] | None = Field(  # type: ignore[valid-type]
+            None, description="the class to explain (default: the predicted one)")
+
+    return OneText | ManyTexts, ExplainText
 
 
 class Metrics:
@@ -223,7 +231,7 @@ CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema":
 def api_router(service: Service) -> APIRouter:
     """/v1: predict, explain, score-csv; behind the API key when one is set."""
     settings, classifier = service.settings, service.classifier
-    PredictRequest, ExplainRequest = request_models(settings)
+    PredictRequest, ExplainRequest = request_models(settings, classifier.labels)
 
     def authorised(x_api_key: Annotated[str | None, Header()] = None) -> None:
         if settings.api_key and not (x_api_key and hmac.compare_digest(x_api_key, settings.api_key)):
@@ -243,7 +251,8 @@ def api_router(service: Service) -> APIRouter:
     async def explain(body: ExplainRequest) -> ExplainResponse:
         from critic.explain import explain as attribute
 
-        result = await service.batcher.run_exclusive(attribute, classifier, body.text)
+        result = await service.batcher.run_exclusive(functools.partial(attribute, target=body.label), classifier,
+                                                     body.text)
         return ExplainResponse(model=service.name, **result.as_dict())
 
     @router.post("/score-csv", responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
