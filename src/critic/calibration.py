@@ -57,9 +57,10 @@ def classification_layer(model) -> torch.nn.Linear:
     `classifier.out_proj` in RoBERTa and MPNet): the last Linear with one output per label."""
     model = getattr(model, "module", model)
     model = getattr(model, "_orig_mod", model)
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    classes = model.config.num_labels
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == classes]
     if not layers:
-        raise ValueError(f"{type(model).__name__}: no linear layer with {model.config.num_labels} outputs to calibrate")
+        raise ValueError(f"{type(model).__name__}: no linear layer with {classes} outputs to calibrate")
     return layers[-1]
 
 

@@ -13,7 +13,6 @@ the interrupt flag is checked too; batches are padded and pinned in a background
 from __future__ import annotations
 
 import json
-import math
 import os
 import queue
 import random
@@ -496,7 +495,8 @@ def class_weights(spec: str, labels: np.ndarray, names: tuple[str, ...]) -> torc
 
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the teacher's logits divided by T, recovered from its (possibly window-pooled) probabilities."""
+    """softmax(log p / T): the teacher's logits divided by T, recovered from its (possibly window-pooled)
+    probabilities."""
     logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     return (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
