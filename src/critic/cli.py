@@ -170,10 +170,28 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict_ray(args) -> int:
+    from critic.scale import predict_ray
+
+    if not args.file:
+        raise SystemExit("critic predict --engine ray: give --file (a file, a folder, a glob or a URI)")
+    source = Path(args.file.rstrip("/*"))
+    output = Path(args.output) if args.output else source.with_name(source.stem + ".scored")
+    summary = predict_ray(args.model, [args.file], output, args.text_column, workers=args.workers,
+                          cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                          batch_size=args.ray_batch_size, address=args.address,
+                          backend=args.backend, log=_log)
+    _log(f"{summary['rows']:,} rows scored, {summary['rejected']:,} rejected, {summary['skipped_files']} file(s) "
+         f"done earlier, in {summary['seconds']:.0f} s -> {output}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from critic.files import predict_file
     from critic.predict import Classifier
 
+    if args.engine == "ray":
+        return cmd_predict_ray(args)
     classifier = Classifier.load(args.model, device=args.device, backend=args.backend,
                                  long_reviews=args.long_reviews, stride=args.stride, pool=args.pool,
                                  compile=args.compile)
@@ -415,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true",
                     help="with --file: score again from the start even when the output exists or a run was "
                          "interrupted (by default an interrupted run continues where it stopped)")
+    ray = pr.add_argument_group("on a Ray cluster (--engine ray; pip install 'critic[ray]')")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="ray: score --file (a file, folder, glob or s3://… URI of CSV/TSV/JSONL/Parquet) with Ray "
+                          "Data into Parquet under OUTPUT/scored/ and OUTPUT/rejected/; finished files are skipped "
+                          "when run again")
+    ray.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001 (default: a local one)")
+    ray.add_argument("--workers", type=int, default=2, help="scoring actors, each with its own copy of the model")
+    ray.add_argument("--cpus-per-worker", type=float, default=1)
+    ray.add_argument("--gpus-per-worker", type=float, default=0, help="0: CPU actors; 1: one GPU per actor")
+    ray.add_argument("--ray-batch-size", type=int, default=256, help="rows per batch handed to an actor")
     pr.set_defaults(run=cmd_predict)
 
     ex = verbs.add_parser("export", help="export to ONNX (fp32 and int8) for fast CPU inference",
