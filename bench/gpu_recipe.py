@@ -23,15 +23,11 @@ Every model is calibrated (temperature on the validation split); each row report
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 import tomllib
-import traceback
 from pathlib import Path
 
 import torch
@@ -41,7 +37,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 import gpu_suite  # noqa: E402
-from critic import config, model as modelling  # noqa: E402
+from critic import config  # noqa: E402
 
 FULL = dict(train_size=None, eval_size=None, test_size=None, pretrain_size=None, tiny=False, train={})
 SMOKE = dict(train_size=None, eval_size=None, test_size=None, pretrain_size=300, tiny=True,
@@ -138,33 +134,19 @@ def _sync(device: torch.device) -> None:
 
 def run(artifacts: Path, out: Path | None, smoke: bool, rows: list[str], tuned: Path | None, teacher: str | None,
         device: str = "auto") -> dict:
-    work = Path(tempfile.mkdtemp(prefix="critic-gpu-recipe-"))
-    os.environ.update(CRITIC_CACHE=str(work / "cache"), CRITIC_OFFLINE="1", HF_HUB_OFFLINE="1")
-    device_ = torch.device("cpu") if smoke else modelling.resolve_device(device)
-    ctx = gpu_suite.Context(data=gpu_suite.unpack(artifacts, work, smoke), minilm=artifacts / gpu_suite.MODEL_DIR,
-                            device=device_, sizes=SMOKE if smoke else FULL, work=work)
+    ctx = gpu_suite.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
     recipe = Recipe(ctx, settings, teacher)
     report = {"suite": "critic accuracy ablation (bench/gpu_recipe.py)", "smoke": smoke,
-              "machine": gpu_suite.machine(device_), "rows": {}}
+              "machine": gpu_suite.machine(ctx.device), "rows": {}}
     if rows and "windows" in rows and "512-head+tail" not in rows:
         rows = ["512-head+tail", *rows]
     for name in rows or ROWS:
-        print(f"gpu_recipe: {name} …", file=sys.stderr, flush=True)
-        began = time.perf_counter()
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                report["rows"][name] = recipe.row(name)
-        except Exception:
-            report["rows"][name] = {"error": traceback.format_exc()[-3000:]}
-        report["rows"][name]["seconds"] = round(time.perf_counter() - began, 1)
-        if out:
-            out.write_text(json.dumps(report, indent=1, default=str))
-    print(json.dumps(report, indent=1, default=str))
-    shutil.rmtree(work, ignore_errors=True)
-    return report
+        gpu_suite.run_step(report, "rows", name, lambda: recipe.row(name))
+        gpu_suite.write_report(report, out)
+    return gpu_suite.finish_run(report, ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -346,33 +346,51 @@ def targets(steps: dict) -> dict:
 # ------------------------------------------------------------------------------------------ run
 
 
-def run(artifacts: Path, out: Path | None, smoke: bool, only: list[str] | None = None, device: str = "auto") -> dict:
-    work = Path(tempfile.mkdtemp(prefix="critic-gpu-suite-"))
-    os.environ["CRITIC_CACHE"] = str(work / "cache")
-    os.environ["CRITIC_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def open_context(artifacts: Path, smoke: bool, device: str, sizes: dict, prefix: str) -> Context:
+    """A fresh work folder and cache, offline, the reviews unpacked: where a suite's steps run."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.update(CRITIC_CACHE=str(work / "cache"), CRITIC_OFFLINE="1", HF_HUB_OFFLINE="1")
     device_ = torch.device("cpu") if smoke else modelling.resolve_device(device)
-    ctx = Context(data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_,
-                  sizes=SMOKE if smoke else FULL, work=work)
-    report = {"suite": "critic GPU suite (bench/gpu_suite.py)", "smoke": smoke, "machine": machine(device_),
+    return Context(data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_, sizes=sizes,
+                   work=work)
+
+
+def run_step(report: dict, section: str, name: str, step) -> None:
+    """One step into report[section][name]: its figures, or its error (the other steps still run), and its
+    seconds."""
+    print(f"{Path(sys.argv[0]).stem}: {name} …", file=sys.stderr, flush=True)
+    began = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report alone (Trainer prints)
+            report[section][name] = step()
+    except Exception:
+        report[section][name] = {"error": traceback.format_exc()[-3000:]}
+    report[section][name]["seconds"] = round(time.perf_counter() - began, 1)
+
+
+def write_report(report: dict, out: Path | None) -> None:
+    """After every step, so that a run cut short keeps what it measured."""
+    if out:
+        out.write_text(json.dumps(report, indent=1, default=str))
+
+
+def finish_run(report: dict, ctx: Context) -> dict:
+    print(json.dumps(report, indent=1, default=str))
+    shutil.rmtree(ctx.work, ignore_errors=True)
+    return report
+
+
+def run(artifacts: Path, out: Path | None, smoke: bool, only: list[str] | None = None, device: str = "auto") -> dict:
+    ctx = open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-suite-")
+    report = {"suite": "critic GPU suite (bench/gpu_suite.py)", "smoke": smoke, "machine": machine(ctx.device),
               "steps": {}}
     started = time.perf_counter()
     for name in only or list(STEPS):
-        print(f"gpu_suite: {name} …", file=sys.stderr, flush=True)
-        began = time.perf_counter()
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report alone (Trainer prints)
-                report["steps"][name] = STEPS[name](ctx)
-        except Exception:  # reported, and the other steps still run
-            report["steps"][name] = {"error": traceback.format_exc()[-3000:]}
-        report["steps"][name]["seconds"] = round(time.perf_counter() - began, 1)
+        run_step(report, "steps", name, lambda: STEPS[name](ctx))
         report["targets"] = targets(report["steps"])
         report["seconds"] = round(time.perf_counter() - started, 1)
-        if out:
-            out.write_text(json.dumps(report, indent=1, default=str))
-    print(json.dumps(report, indent=1, default=str))
-    shutil.rmtree(work, ignore_errors=True)
-    return report
+        write_report(report, out)
+    return finish_run(report, ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

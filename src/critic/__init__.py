@@ -55,7 +55,8 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     # the evaluation rows read as the model's training rows were, with the model's classes in the model's order
     columns = dataclasses.replace(datasets.columns_of(classifier.meta.get("config") or {}),
                                   labels=tuple(classifier.labels))
-    frame = datasets.load(data, columns).split(split, size, seed)
+    dataset = datasets.load(data, columns)
+    frame = dataset.split(split, size, seed)
     texts = frame["text"].tolist()
     tokens = classifier.encode(texts)
     with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
@@ -64,7 +65,7 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
                                 tokens.lengths + classifier.encoder.specials,
                                 ordered=bool(classifier.meta.get("ordered")))
     if baseline:
-        trained_on = _training_rows(classifier.meta)
+        trained_on = _training_rows(classifier.meta, dataset if str(data) == str(classifier.meta.get("data")) else None)
         if trained_on is not None:
             clean = datasets.cleaner(classifier.cleaning)
             summary["baseline"] = evaluate.baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
@@ -85,14 +86,15 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     return summary
 
 
-def _training_rows(meta: dict):
+def _training_rows(meta: dict, loaded=None):
     """The reviews the model was trained on (its data, training split, subset and seed), or None where they cannot
-    be read again."""
+    be read again. `loaded`: the same data already read (with the model's columns and classes), read once."""
     from critic import data as datasets
 
     settings = meta.get("config") or {}
     try:
-        dataset = datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
+        dataset = loaded if loaded is not None and not settings.get("drop_invalid") else \
+            datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
         return dataset.split("train", settings.get("train_size"), settings.get("seed", 42))
     except (KeyError, OSError, ValueError) as error:
         print(f"critic: no baseline: the model's training rows cannot be read again ({error})", file=sys.stderr)

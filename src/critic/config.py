@@ -4,6 +4,7 @@ The resolved config is saved with every run (train_config.json) and with every m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tomllib
 import typing
@@ -233,6 +234,7 @@ class PretrainConfig:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
 
+@functools.cache
 def field_types(kind: type = TrainConfig) -> dict[str, tuple[type, bool]]:
     """Each setting's type, None-able or not: `int | None` -> (int, True)."""
     hints = typing.get_type_hints(kind)

@@ -38,8 +38,10 @@ def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Ca
     meta_file = folder / modelling.META_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(f"teacher {teacher}: not a critic model folder (train one with `critic train`)")
-    key = hashlib.sha256(meta_file.read_bytes() + (folder / "model.safetensors").read_bytes()[:1 << 20]
-                         + f"{windows}".encode() + "\0".join(texts).encode("utf-8", "surrogateescape")).hexdigest()
+    with open(folder / "model.safetensors", "rb") as weights:
+        head = weights.read(1 << 20)  # the header and first tensors: with critic.json, enough to tell models apart
+    key = hashlib.sha256(meta_file.read_bytes() + head + f"{windows}".encode()
+                         + "\0".join(texts).encode("utf-8", "surrogateescape")).hexdigest()
     cached = sources.cache_root() / "teachers" / f"{key[:32]}.npy"
     if cached.is_file():
         say(f"teacher probabilities from {cached}")

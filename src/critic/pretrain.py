@@ -21,8 +21,8 @@ from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
-                          _InterruptFlag, _progress, _truncate_log, load_checkpoint, plan_batches, save_checkpoint,
-                          seed_everything)
+                          _InterruptFlag, _progress, _truncate_log, plan_batches, resume, save_checkpoint,
+                          seed_everything, stop_interrupted)
 
 
 def masked_token_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -124,26 +124,40 @@ def holdout_loss(model, inputs: Ragged, masker: Masker, device: torch.device, pr
     return total / max(count, 1)
 
 
+def masked_lm(name: str, say: Callable[[str], None]):
+    """The encoder with a masked-language-model head (a new one where the checkpoint has none), in fp32."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    base = sources.resolve_model(name, log=say)
+    modelling.quiet_transformers()
+    return AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32), AutoTokenizer.from_pretrained(base)
+
+
+def split_holdout(everything: Ragged, share: float, seed: int) -> tuple[Ragged, Ragged]:
+    """(training sequences, held-out sequences): a seeded `share` kept aside to measure the masked-token loss."""
+    order = np.random.default_rng(seed).permutation(len(everything))
+    held = order[:int(len(order) * share)]
+    return everything.take(order[len(held):]), everything.take(held)
+
+
+def record_holdout(output: Path, state: Progress, epoch: float, loss: float, say: Callable[[str], None]) -> None:
+    state.history.append({"step": state.step, "epoch": epoch, "holdout_loss": loss})
+    _append_log(output / "pretrain_log.jsonl", {"event": "eval", **state.history[-1]})
+    say(f"epoch {epoch:.0f}: held-out masked-token loss {loss:.4f} (perplexity {np.exp(loss):.2f})")
+
+
 def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
     """Masked-language-model training as `config` says; returns the encoder folder. Resumes from OUTPUT's
     checkpoint."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    base = sources.resolve_model(config.model, log=say)
-    modelling.quiet_transformers()
-    model = AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    model, tokenizer = masked_lm(config.model, say)
     encoder = Encoder(tokenizer)
     with dist.local_main_first():
-        everything = sequences(config, encoder, say)
-    order = np.random.default_rng(config.seed).permutation(len(everything))
-    held = order[:int(len(order) * config.holdout)]
-    train_seqs, held_seqs = everything.take(order[len(held):]), everything.take(held)
+        train_seqs, held_seqs = split_holdout(sequences(config, encoder, say), config.holdout, config.seed)
 
     device = dist.device
     precision = modelling.resolve_precision(config.precision, device)
@@ -155,15 +169,11 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     optimisation = Optimisation(model, config, device, precision, dist.world, plan.total, masked_token_loss)
     resumable = {k: v for k, v in vars(config).items() if k not in ("device", "output", "log_every", "compile")}
     resumable.update(precision=precision, processes=dist.world)
-    state = Progress()
     checkpoint_path = output / CHECKPOINT
-    if checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, model, optimisation, resumable, dist.rank, device)
-        if state.step >= plan.total:
-            say(f"{output} holds a finished run; nothing to do")
-            dist.close()
-            return output
-        say(f"resuming from step {state.step} of {plan.total} ({checkpoint_path})")
+    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say)
+    if state is None:
+        dist.close()
+        return output
     if dist.main:
         config.save(output / "pretrain_config.json")
         _truncate_log(output / "pretrain_log.jsonl", state.step)
@@ -180,39 +190,34 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     losses = LossMeter(device)
     clock = Clock(device)
     epoch_ends = set(plan.epoch_ends)
-    for batch, count in masked_batches(plan.steps[state.step:], state.step, train_seqs, masker, encoder.pad_id,
-                                       multiple, dist.rank, dist.world, pin=device.type == "cuda"):
-        summed = optimisation.step(batch, count)
-        losses.add(summed, int((batch["labels"] != -100).sum()))
-        state.step += 1
-        if bar is not None:
-            bar.update(1)
-        at_log_point = state.step % config.log_every == 0
-        if at_log_point and dist.main:
-            loss = losses.take()
-            _append_log(output / "pretrain_log.jsonl", {"event": "train", "step": state.step, "loss": loss,
-                                                        "lr": optimisation.scheduler.get_last_lr()[0]})
+    try:
+        for batch, count in masked_batches(plan.steps[state.step:], state.step, train_seqs, masker, encoder.pad_id,
+                                           multiple, dist.rank, dist.world, pin=device.type == "cuda"):
+            summed = optimisation.step(batch, count)
+            losses.add(summed, int((batch["labels"] != -100).sum()))
+            state.step += 1
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}")
-        if state.step in epoch_ends:
-            with clock.pause():
-                if dist.main and len(held_seqs):
-                    loss = holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id, multiple)
-                    state.history.append({"step": state.step, "epoch": plan.epoch_at(state.step),
-                                          "holdout_loss": loss})
-                    _append_log(output / "pretrain_log.jsonl", {"event": "eval", **state.history[-1]})
-                    say(f"epoch {plan.epoch_at(state.step):.0f}: held-out masked-token loss {loss:.4f} "
-                        f"(perplexity {np.exp(loss):.2f})")
-                save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
-        if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-            save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
-            dist.barrier()
-            interrupted.restore()
-            raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {checkpoint_path}, "
-                                    f"run the same command again to resume")
-    if bar is not None:
-        bar.close()
-    interrupted.restore()
+                bar.update(1)
+            at_log_point = state.step % config.log_every == 0
+            if at_log_point and dist.main:
+                loss = losses.take()
+                _append_log(output / "pretrain_log.jsonl", {"event": "train", "step": state.step, "loss": loss,
+                                                            "lr": optimisation.scheduler.get_last_lr()[0]})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.3f}")
+            if state.step in epoch_ends:
+                with clock.pause():
+                    if dist.main and len(held_seqs):
+                        record_holdout(output, state, plan.epoch_at(state.step),
+                                       holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id,
+                                                    multiple), say)
+                    save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
+            if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
+                stop_interrupted(checkpoint_path, dist, model, optimisation, state, resumable)
+    finally:
+        if bar is not None:
+            bar.close()
+        interrupted.restore()
     if dist.main:
         save_encoder(model, tokenizer, output, config, state, clock)
         say(f"encoder in {output}: fine-tune it with `critic train --model {output}`")

@@ -603,6 +603,30 @@ def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: di
     return Progress(**saved["state"])
 
 
+def resume(path: Path, model, optimisation: Optimisation, resumable: dict, dist: Distributed, total: int,
+           say: Callable[[str], None], finished: Callable[[Progress], bool] = lambda done: False) -> Progress | None:
+    """Where a run stands: a fresh Progress without a checkpoint, the checkpoint's (weights, optimiser and random
+    state loaded) with one, None when the checkpoint holds a finished run (all steps done, or `finished`)."""
+    if not path.is_file():
+        return Progress()
+    state = load_checkpoint(path, model, optimisation, resumable, dist.rank, dist.device)
+    if state.step >= total or finished(state):
+        say(f"{path.parent.parent} holds a finished run (step {state.step} of {total}); nothing to do. Use another "
+            f"--output, or delete the folder to run again")
+        return None
+    say(f"resuming from step {state.step} of {total} ({path})")
+    return state
+
+
+def stop_interrupted(path: Path, dist: Distributed, model, optimisation: Optimisation, progress: Progress,
+                     resumable: dict):
+    """Ctrl-C or SIGTERM reached a process: every process checkpoints (rank 0 writes) and the run stops."""
+    save_checkpoint(path, dist, model, optimisation, progress, resumable)
+    dist.barrier()
+    raise KeyboardInterrupt(f"interrupted at step {progress.step}; checkpoint saved in {path}, run the same command "
+                            f"again to resume")
+
+
 def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
     """The settings that must match for a checkpoint to be resumed: all that change the weights."""
     keep = ("model", "data", "text_column", "label_column", "label_map", "drop_invalid", "train_size", "eval_size",
@@ -664,17 +688,13 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         + f"; {device}, {machine.precision}")
 
     # ---- resume
-    state = Progress()
     checkpoint_path = output / CHECKPOINT
     resumable = _resumable(config, dist.world, machine.precision)
-    if checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, model, optimisation, resumable, dist.rank, device)
-        if state.step >= plan.total or (config.patience and state.bad_evals >= config.patience):
-            say(f"{output} holds a finished run (step {state.step} of {plan.total}); nothing to do. Use another "
-                f"--output, or delete the folder to train again")
-            dist.close()
-            return output
-        say(f"resuming from step {state.step} of {plan.total} ({checkpoint_path})")
+    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say,
+                   finished=lambda done: bool(config.patience) and done.bad_evals >= config.patience)
+    if state is None:
+        dist.close()
+        return output
     if dist.main:
         config.save(output / "train_config.json")
         _truncate_log(output / "train_log.jsonl", state.step)
@@ -713,10 +733,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
                         on_validation(state.history[-1])  # may raise to stop the run (a pruned search trial)
                 stop = dist.any(stop)
             if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-                save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
-                dist.barrier()
-                raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {checkpoint_path}, "
-                                        f"run the same command again to resume")
+                stop_interrupted(checkpoint_path, dist, model, optimisation, state, resumable)
             if stop:
                 say(f"early stop: no improvement in {config.patience} evaluations")
                 break
