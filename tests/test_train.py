@@ -4,10 +4,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -317,3 +321,111 @@ def test_cross_validation_fold_validates_inside_the_training_split(tmp_path, tin
     assert meta["config"]["fold"] == "2/3"
     with pytest.raises(ValueError, match="fold '4/3': need N >= 2 and 1 <= K <= N"):
         TrainConfig(fold="4/3")
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """A torchrun and its workers (torchrun starts each worker in a session of its own)."""
+    try:
+        root = psutil.Process(process.pid)
+        for member in [root, *root.children(recursive=True)]:
+            member.kill()
+    except psutil.NoSuchProcess:
+        pass
+    process.communicate()
+
+
+@pytest.fixture
+def machines(tiny_bert, toy_csv):
+    """Starts one of two machines of a torchrun --nnodes 2 run: one process each, its own cache, a c10d rendezvous
+    on this host (the first machine hosts it), one shared OUTPUT. Whatever is still running at the end is killed."""
+    started = []
+
+    def start(out, cache, *extra, port, host, shared_store=False):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-machines",
+                   "--rdzv-conf", f"is_host={str(host).lower()}", "--max-restarts", "3",
+                   "-m", "critic.cli", "train", "--model", str(tiny_bert), "--data", str(toy_csv), "--preset", "gpu",
+                   "--max-length", "48", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu", "--output",
+                   str(out), *map(str, extra)]
+        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1", "CRITIC_CACHE": str(cache),
+                                             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": str(int(not shared_store))}))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            kill_tree(process)
+
+
+def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_bert, toy_csv, machines):
+    """torchrun --nnodes 2: the same weights as two processes on one machine. One machine is then killed mid-run
+    (SIGKILL to its torchrun and worker); the survivor's torchrun restarts its worker and waits at the rendezvous;
+    the lost machine's command started again rejoins, and the run resumes from the shared checkpoint to the
+    weights of the uninterrupted run."""
+    args = ("--epochs", "4", "--eval-every", "5", "--select", "last")
+    finished(torchrun(tiny_bert, toy_csv, tmp_path / "one-machine", *args, port=29537))
+    caches = tmp_path / "cache-a", tmp_path / "cache-b"
+    together = tmp_path / "two-machines"
+    first = machines(together, caches[0], *args, port=29538, host=True, shared_store=True)
+    second = machines(together, caches[1], *args, port=29538, host=False, shared_store=True)
+    logs = first.communicate(timeout=300)[1] + second.communicate(timeout=300)[1]
+    assert first.returncode == second.returncode == 0, logs[-3000:]
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on every machine" in logs  # with torchrun's default, rank 0 warns
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "one-machine").values(),
+                                                 weights(together).values()))
+    assert json.loads((together / "critic.json").read_text())["processes"] == 2
+
+    out = tmp_path / "lost"
+    first = machines(out, caches[0], *args, port=29539, host=True)
+    second = machines(out, caches[1], *args, port=29539, host=False)
+    checkpoint = out / train.CHECKPOINT
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.is_file(), "no checkpoint was written"
+    kill_tree(second)  # the second machine is gone, its worker with it
+    state = torch.load(checkpoint, weights_only=False)["state"]
+    total = json.loads((together / "critic.json").read_text())["history"][-1]["step"]
+    assert first.poll() is None and state["step"] < total  # the run had not finished
+    again = machines(out, caches[1], *args, port=29539, host=False)  # the lost machine's command, started again
+    logs = again.communicate(timeout=300)[1] + first.communicate(timeout=300)[1]
+    assert again.returncode == 0 and first.returncode == 0, logs[-3000:]  # the survivor restarted its worker
+    resumed_at = int(re.search(r"resuming from step (\d+) of", logs)[1])
+    assert state["step"] <= resumed_at < total  # (rank 0 may have finished writing a later one as the other died)
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "one-machine").values(), weights(out).values()))
+
+
+def _check_shared_in_process(rank: int, store_file: str, folders: list[str], errors) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    try:
+        train.Distributed("cpu").check_shared(Path(folders[rank]))
+    except RuntimeError as error:
+        errors.put((rank, str(error)))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_an_output_folder_that_is_not_shared_stops_every_process(tmp_path):
+    """Two processes whose OUTPUT is not the same folder (as on machines without a shared filesystem) both stop
+    with an error naming the process that cannot see rank 0's files; the same folder passes."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for folders, expected in (([tmp_path / "a", tmp_path / "a"], 0), ([tmp_path / "a", tmp_path / "b"], 2)):
+        for folder in folders:
+            folder.mkdir(exist_ok=True)
+        errors = context.Queue()
+        store = tmp_path / f"store-{expected}"
+        processes = [context.Process(target=_check_shared_in_process, args=(rank, str(store), list(map(str, folders)),
+                                                                            errors)) for rank in (0, 1)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(120)
+        found = [errors.get(timeout=5) for _ in range(expected)]
+        assert all(process.exitcode == 0 for process in processes)
+        assert sorted(rank for rank, _ in found) == list(range(expected))
+        assert all(f"rank 1 on {socket.gethostname()} cannot see" in message for _, message in found)
+        assert not list((tmp_path / "a").iterdir())  # the marker is cleaned up

@@ -21,8 +21,8 @@ from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
-                          _InterruptFlag, _progress, _truncate_log, plan_batches, resume, save_checkpoint,
-                          seed_everything, stop_interrupted)
+                          _InterruptFlag, _progress, _truncate_log, plan_batches, rejoin_warning, resume,
+                          save_checkpoint, seed_everything, stop_interrupted)
 
 
 def masked_token_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -153,6 +153,9 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    dist.check_shared(output)
+    if note := rejoin_warning():
+        say(note)
     seed_everything(config.seed)
     model, tokenizer = masked_lm(config.model, say)
     encoder = Encoder(tokenizer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -114,7 +115,7 @@ class Encoder:
                 return Ragged(stored["ids"], stored["offsets"])
         ragged = self.encode(texts)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial.npz")
+        partial = path.with_suffix(f".{socket.gethostname()}-{os.getpid()}.partial.npz")  # a shared cache too
         np.savez(partial, ids=ragged.ids, offsets=ragged.offsets)
         os.replace(partial, path)
         return ragged

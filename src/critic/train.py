@@ -17,9 +17,11 @@ import os
 import queue
 import random
 import re
+import socket
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,6 +92,18 @@ def atomic_save(obj, path: Path) -> None:
 # ------------------------------------------------------------------------------------------ processes
 
 
+def rejoin_warning() -> str | None:
+    """Under torchrun on several machines with --max-restarts, a lost machine started again can rejoin only when
+    torchrun does not share its rendezvous store with the workers (pytorch/pytorch#135712; with the store shared,
+    the survivor and the newcomer wait for each other at the next rendezvous, seen with torch 2.13)."""
+    env = os.environ
+    if (int(env.get("GROUP_WORLD_SIZE", "1")) > 1 and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+            and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"):
+        return ("a machine lost and started again cannot rejoin this run: start torchrun with "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on every machine (pytorch/pytorch#135712)")
+    return None
+
+
 class Distributed:
     """Rank, world size, the device this process trains on, and the few collectives the loop needs. A single
     process is a world of one. On GPUs each process takes the GPU of its LOCAL_RANK and NCCL moves CUDA tensors;
@@ -140,6 +154,24 @@ class Distributed:
                 torch.distributed.barrier(device_ids=[self.collective_device.index])
             else:
                 torch.distributed.barrier()
+
+    def check_shared(self, folder: Path) -> None:
+        """Every process must see the files rank 0 writes in `folder`: a resume reads rank 0's checkpoint there.
+        Processes on other machines fail at once, naming themselves, when the folder is not shared."""
+        if self.world == 1:
+            return
+        marker = folder / f".shared-{self.gather(uuid.uuid4().hex)[0]}"  # rank 0's name, the same on all
+        if self.main:
+            marker.touch()
+        self.barrier()
+        seen = self.gather((marker.exists(), socket.gethostname()))
+        self.barrier()
+        if self.main:
+            marker.unlink()
+        blind = [f"rank {rank} on {host}" for rank, (ok, host) in enumerate(seen) if not ok]
+        if blind:
+            raise RuntimeError(f"{folder}: {', '.join(blind)} cannot see the files rank 0 writes there; on several "
+                               f"machines --output must be a folder they all share (NFS, a cluster filesystem)")
 
     @contextmanager
     def local_main_first(self):
@@ -662,8 +694,10 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    for note in config.notes:
-        say(note)
+    dist.check_shared(output)
+    for note in [*config.notes, rejoin_warning()]:
+        if note:
+            say(note)
     seed_everything(config.seed)  # the same new head on every process
     with dist.local_main_first():  # it tokenizes and fills the cache; the machine's other processes read it
         inputs = load_inputs(config, say, teacher)
