@@ -15,8 +15,10 @@ Rows, in order (a row that needs an earlier row's model runs that row first):
                    settings of --tuned FILE, a `critic tune` best.toml)
   pretrain         `critic pretrain` (1 epoch of masked-language modelling on the training split, 256 tokens), then
                    the head+tail recipe from that encoder
-  distill          the head+tail recipe as a student of --teacher FOLDER (a fine-tuned critic model, e.g. MPNet),
-                   skipped without one
+  mpnet            the head+tail recipe from MPNet (--mpnet FOLDER: the encoder, e.g. joined from the parts that
+                   `gpu_suite.py pack` wrote), skipped without it
+  distill          the head+tail recipe as a student of --teacher FOLDER (a fine-tuned critic model), or of the mpnet
+                   row's model; skipped without either
 Every model is calibrated (temperature on the validation split); each row reports the validation ECE before and after.
 """
 
@@ -52,6 +54,7 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
               "512-head+tail": dict(max_length=512, truncation="head+tail"),
               "candidate": dict(max_length=512, truncation="head+tail", **(tuned or CANDIDATE)),
               "pretrain": dict(max_length=512, truncation="head+tail"),
+              "mpnet": dict(max_length=512, truncation="head+tail"),
               "distill": dict(max_length=512, truncation="head+tail")}[name]
     shrink = sizes["train"]
     if shrink:  # the smoke: tiny windows and one epoch, the row's levers kept where they fit
@@ -60,8 +63,8 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
 
 
 class Recipe:
-    def __init__(self, ctx: gpu_suite.Context, tuned: dict | None, teacher: str | None):
-        self.ctx, self.tuned, self.teacher = ctx, tuned, teacher
+    def __init__(self, ctx: gpu_suite.Context, tuned: dict | None, teacher: str | None, mpnet: str | None = None):
+        self.ctx, self.tuned, self.teacher, self.mpnet = ctx, tuned, teacher, mpnet
         self.models: dict[str, Path] = {}
 
     def evaluate(self, folder: Path, **options) -> dict:
@@ -97,10 +100,15 @@ class Recipe:
             return {"of": "512-head+tail", **self.evaluate(self.models["512-head+tail"], long_reviews="windows")}
         if name == "pretrain":
             return self.pretrained()
+        if name == "mpnet":
+            if not self.mpnet:
+                return {"skipped": "no --mpnet given"}
+            return self.train(name, model=self.mpnet)
         if name == "distill":
-            if not self.teacher:
-                return {"skipped": "no --teacher given"}
-            return self.train(name, teacher=self.teacher)
+            teacher = self.teacher or self.models.get("mpnet")
+            if not teacher:
+                return {"skipped": "no --teacher given and no mpnet row"}
+            return self.train(name, teacher=str(teacher))
         return self.train(name)
 
     def pretrained(self) -> dict:
@@ -120,7 +128,7 @@ class Recipe:
         return {"pretrain_seconds": mlm_seconds, "pretrain_holdout_loss": history, **out}
 
 
-ROWS = ("256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "distill")
+ROWS = ("256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet", "distill")
 
 
 def _log(message: str) -> None:
@@ -133,16 +141,18 @@ def _sync(device: torch.device) -> None:
 
 
 def run(artifacts: Path, out: Path | None, smoke: bool, rows: list[str], tuned: Path | None, teacher: str | None,
-        device: str = "auto") -> dict:
+        device: str = "auto", mpnet: str | None = None) -> dict:
     ctx = gpu_suite.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
-    recipe = Recipe(ctx, settings, teacher)
+    recipe = Recipe(ctx, settings, teacher, mpnet)
     report = {"suite": "critic accuracy ablation (bench/gpu_recipe.py)", "smoke": smoke,
               "machine": gpu_suite.machine(ctx.device), "rows": {}}
     if rows and "windows" in rows and "512-head+tail" not in rows:
         rows = ["512-head+tail", *rows]
+    if rows and "distill" in rows and not teacher and "mpnet" not in rows:
+        rows = [*rows[:rows.index("distill")], "mpnet", *rows[rows.index("distill"):]]
     for name in rows or ROWS:
         gpu_suite.run_step(report, "rows", name, lambda: recipe.row(name))
         gpu_suite.write_report(report, out)
@@ -157,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="also write the JSON here (after every row)")
     r.add_argument("--rows", nargs="*", choices=ROWS, help="only these rows (default: all)")
     r.add_argument("--tuned", help="a `critic tune` best.toml for the candidate row")
-    r.add_argument("--teacher", help="a fine-tuned critic model folder for the distill row")
+    r.add_argument("--teacher", help="a fine-tuned critic model folder for the distill row (default: the mpnet row's)")
+    r.add_argument("--mpnet", help="the MPNet encoder folder for the mpnet row (gpu_suite.py join prints it)")
     r.add_argument("--device", default="auto")
     r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args(argv)
     report = run(Path(args.artifacts), Path(args.out) if args.out else None, args.smoke, args.rows or [],
-                 Path(args.tuned) if args.tuned else None, args.teacher, args.device)
+                 Path(args.tuned) if args.tuned else None, args.teacher, args.device, args.mpnet)
     failed = [name for name, row in report["rows"].items() if "error" in row]
     if failed:
         print(f"gpu_recipe: failed rows: {', '.join(failed)}", file=sys.stderr)

@@ -5,6 +5,8 @@
     python bench/gpu_suite.py run --artifacts .gpu --out results.json     # on the GPU machine: about 5 minutes
     python bench/gpu_suite.py run --artifacts .gpu --smoke  # the same folder, every step tiny, on this CPU
     python bench/gpu_suite.py smoke                        # every step, tiny, on a CPU (CI runs it)
+    python bench/gpu_suite.py pack --model mpnet           # here: .gpu-mpnet/ = MPNet fp16 in 4 parts of <= 56 MiB
+    python bench/gpu_suite.py join .gpu-mpnet              # there, once every part has travelled (one per run)
 
 `run` needs no network and installs nothing: Python with torch, transformers (5.17 or later), accelerate, pandas,
 pyarrow and scikit-learn, this repository, and the folder that `build` wrote (small enough to travel with the
@@ -53,6 +55,8 @@ from critic import config, data, model as modelling, sources  # noqa: E402
 
 MODEL_DIR = "minilm-fp16"
 DATA_FILE = "IMDB_Dataset.csv.xz"
+PARTS_FILE = "parts.json"
+PART_MIB = 56  # with parts.json and the code, under the 64 MiB a run may carry
 
 FULL = dict(throughput_reviews=20000, throughput_batch=64, throughput_length=256, recipe={}, fp16_reviews=10000,
             fp16_eval=1000, scoring_length=256, scoring_probe=2000, scoring_reviews=None,
@@ -73,18 +77,9 @@ TARGETS = {  # issue 9, on one H100
 
 def build(out: Path, model: str = "minilm", dataset: str = "imdb", log=print) -> dict:
     """The suite's luggage: the encoder's weights in fp16 (training loads them back in fp32) and the reviews in xz."""
-    from safetensors.torch import load_file, save_file
-
     out.mkdir(parents=True, exist_ok=True)
-    source = sources.resolve_model(model, log=log)
     target = out / MODEL_DIR
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir()
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
-    weights = load_file(source / "model.safetensors")
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
+    fp16_encoder(sources.resolve_model(model, log=log), target)
     csv = Path(dataset) if Path(dataset).is_file() else sources.fetch(sources.DATASETS[dataset], log=log).path / \
         sources.IMDB_CSV
     with open(csv, "rb") as raw, lzma.open(out / DATA_FILE, "wb", preset=9) as packed:
@@ -93,6 +88,81 @@ def build(out: Path, model: str = "minilm", dataset: str = "imdb", log=print) ->
     total = sum(sizes.values())
     log(f"{out}: {total / 2**20:.1f} MiB ({', '.join(f'{k} {v / 2**20:.1f}' for k, v in sizes.items())})")
     return {"folder": str(out), "mib": round(total / 2**20, 1)}
+
+
+def fp16_encoder(source: Path, target: Path) -> None:
+    """An encoder folder with its weights in fp16: half the bytes to carry; training loads them back in fp32."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    weights = load_file(source / "model.safetensors")
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
+
+
+def pack(model: str, out: Path, part_mib: float = PART_MIB, log=print) -> dict:
+    """An encoder too large for one run's luggage (MPNet in fp16 is 210 MiB; a run carries at most 64 MiB): its
+    fp16 folder as one tar cut into parts of at most `part_mib`, with their sha256 in parts.json. Each part travels
+    with one run; the GPU machine keeps them between runs while it stays in use, and `join` rebuilds the folder."""
+    import hashlib
+    import tarfile
+
+    source = sources.resolve_model(model, log=log)
+    name = f"{Path(model).name}-fp16"
+    shutil.rmtree(out, ignore_errors=True)
+    staging = out / "staging"
+    fp16_encoder(source, staging / name)
+    whole = staging / "encoder.tar"
+    with tarfile.open(whole, "w") as tar:
+        tar.add(staging / name, arcname=name)
+    size, parts, digest = int(part_mib * 2**20), [], hashlib.sha256()
+    with open(whole, "rb") as stream:
+        while chunk := stream.read(size):
+            digest.update(chunk)
+            part = out / f"part-{len(parts) + 1:03d}"
+            part.write_bytes(chunk)
+            parts.append({"name": part.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    shutil.rmtree(staging)
+    manifest = {"folder": name, "sha256": digest.hexdigest(), "parts": parts}
+    (out / PARTS_FILE).write_text(json.dumps(manifest, indent=1))
+    log(f"{out}: {name} in {len(parts)} parts of at most {part_mib:g} MiB "
+        f"({sum(p['bytes'] for p in parts) / 2**20:.1f} MiB); carry {PARTS_FILE} and one part per run")
+    return manifest
+
+
+def join(folder: Path, log=print) -> Path:
+    """The encoder folder rebuilt from the parts `pack` wrote, each checked by its sha256; an error names the parts
+    that have not arrived or do not match. Joined once: a second call returns the folder."""
+    import hashlib
+    import tarfile
+
+    manifest = json.loads((folder / PARTS_FILE).read_text())
+    target = folder / manifest["folder"]
+    if (target / "model.safetensors").is_file():
+        return target
+    missing = [p["name"] for p in manifest["parts"] if not (folder / p["name"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: {', '.join(missing)} of {len(manifest['parts'])} parts not here yet; "
+                                f"carry them (one per run) before joining")
+    digest = hashlib.sha256()
+    whole = folder / "encoder.tar"
+    with open(whole, "wb") as stream:
+        for part in manifest["parts"]:
+            chunk = (folder / part["name"]).read_bytes()
+            if hashlib.sha256(chunk).hexdigest() != part["sha256"]:
+                raise ValueError(f"{folder / part['name']}: sha256 differs from {PARTS_FILE}; carry it again")
+            digest.update(chunk)
+            stream.write(chunk)
+    if digest.hexdigest() != manifest["sha256"]:
+        raise ValueError(f"{folder}: the joined parts' sha256 differs from {PARTS_FILE}")
+    with tarfile.open(whole) as tar:
+        tar.extractall(folder, filter="data")
+    whole.unlink()
+    log(f"{target}: joined from {len(manifest['parts'])} parts")
+    return target
 
 
 # ------------------------------------------------------------------------------------------ context
@@ -400,6 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", default=".gpu")
     b.add_argument("--model", default="minilm", help="an encoder: minilm or a folder")
     b.add_argument("--data", default="imdb", help="imdb or a CSV file")
+    p = verbs.add_parser("pack", help="an encoder too large for one run (MPNet) in parts, one per run")
+    p.add_argument("--model", default="mpnet", help="mpnet, or any encoder folder")
+    p.add_argument("--out", default=".gpu-mpnet")
+    p.add_argument("--part-mib", type=float, default=PART_MIB)
+    j = verbs.add_parser("join", help="on the GPU machine: check the parts and rebuild the encoder folder")
+    j.add_argument("folder", nargs="?", default=".gpu-mpnet")
     r = verbs.add_parser("run", help="run the suite on this machine's GPU")
     r.add_argument("--artifacts", default=".gpu", help="the folder `build` wrote")
     r.add_argument("--out", help="also write the JSON here (after every step)")
@@ -413,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verb == "build":
         build(Path(args.out), args.model, args.data)
+        return 0
+    if args.verb == "pack":
+        pack(args.model, Path(args.out), args.part_mib)
+        return 0
+    if args.verb == "join":
+        print(join(Path(args.folder)))
         return 0
     if args.verb == "run":
         report = run(Path(args.artifacts), Path(args.out) if args.out else None, smoke=args.smoke, only=args.steps,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import synthetic
 
@@ -45,6 +46,7 @@ SMOKES = {
     "long_reviews.py": ["{model}", "--size", "24"],
     "predict_memory.py": ["{model}", "--rows", "300"],
     "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],
+    "scale_throughput.py": ["{model}", "--rows", "300", "--workers", "1", "--files", "3"],
     "serve_load.py": ["{model}", "--duration", "1", "--concurrency", "2", "--reviews", "20", "--skip-unbatched"],
     "train_throughput.py": ["--samples", "16", "--max-length", "32", "--batch-size", "8", "--notebook-batch-size",
                             "8", "--device", "cpu"],
@@ -55,7 +57,7 @@ def test_every_bench_script_has_a_smoke():
     assert {path.name for path in BENCH.glob("*.py")} == set(SMOKES) | {"gpu_suite.py", "gpu_recipe.py"}
 
 
-def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert, toy_model):
+def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
     import gpu_suite
 
@@ -64,14 +66,16 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert, toy_model):
     gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
     out = tmp_path / "recipe.json"
     result = subprocess.run([sys.executable, str(BENCH / "gpu_recipe.py"), "run", "--artifacts",
-                             str(tmp_path / "luggage"), "--smoke", "--teacher", str(toy_model), "--out", str(out)],
+                             str(tmp_path / "luggage"), "--smoke", "--mpnet", str(tiny_bert), "--out", str(out)],
                             capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
-    assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "distill"]
+    assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet",
+                          "distill"]
     for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
         assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
-    assert rows["candidate"]["settings"]["layer_decay"] == 0.9 and rows["distill"]["settings"]["teacher"]
+    assert rows["candidate"]["settings"]["layer_decay"] == 0.9
+    assert rows["distill"]["settings"]["teacher"].endswith("mpnet")  # the mpnet row's model teaches
     assert rows["pretrain"]["pretrain_holdout_loss"] and rows["512-head+tail"]["temperature"]
 
 
@@ -84,3 +88,34 @@ def test_bench_script_runs_on_tiny_inputs(script, toy_model, real_cache):
                             timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
     assert result.stdout.strip(), "a benchmark prints its figures"
+
+
+def test_an_encoder_travels_in_parts_and_is_joined_checked(tmp_path, tiny_bert):
+    """MPNet is too large for one run's luggage: `pack` cuts its fp16 folder into parts, `join` rebuilds it on the
+    GPU machine once every part has arrived, and names a part that is missing or damaged."""
+    sys.path.insert(0, str(BENCH))
+    import gpu_suite
+    from safetensors.torch import load_file
+
+    parts = tmp_path / "parts"
+    manifest = gpu_suite.pack(str(tiny_bert), parts, part_mib=0.02, log=lambda line: None)
+    assert len(manifest["parts"]) >= 3 and all(p["bytes"] <= 0.02 * 2**20 for p in manifest["parts"])
+    travelled = tmp_path / "there"  # the parts arrive one run at a time
+    travelled.mkdir()
+    shutil.copy(parts / gpu_suite.PARTS_FILE, travelled)
+    for part in manifest["parts"][:-1]:
+        shutil.copy(parts / part["name"], travelled)
+    last = manifest["parts"][-1]["name"]
+    with pytest.raises(FileNotFoundError, match=f"{last} of {len(manifest['parts'])} parts not here yet"):
+        gpu_suite.join(travelled, log=lambda line: None)
+    (travelled / last).write_bytes(b"x" + (parts / last).read_bytes()[1:])
+    with pytest.raises(ValueError, match=f"{last}: sha256 differs"):
+        gpu_suite.join(travelled, log=lambda line: None)
+    shutil.copy(parts / last, travelled)
+    folder = gpu_suite.join(travelled, log=lambda line: None)
+    original, joined = load_file(tiny_bert / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert set(original) == set(joined)
+    assert all(joined[k].dtype == torch.float16 and torch.equal(joined[k], original[k].half()) for k in original
+               if original[k].is_floating_point())
+    assert (folder / "vocab.txt").read_text() == (tiny_bert / "vocab.txt").read_text()
+    assert gpu_suite.join(travelled, log=lambda line: None) == folder  # joined once

@@ -2,6 +2,8 @@
 probabilities as critic predict, every row accounted for, finished files not scored again."""
 
 import json
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -96,3 +98,91 @@ def test_the_cli_engine(cluster, toy_model, reviews, tmp_path):
     written = read_all(out / "scored")
     assert len(written) == 200 and set(written["label"]) <= {"negative", "positive"}
     assert json.loads(next((out / "_done").glob("*.json")).read_text())["rows"] == 200
+
+
+def scoring_actors() -> list:
+    """The processes of Ray Data's scoring actors on this machine (their title names the map worker)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any("MapWorker" in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def test_a_worker_killed_mid_run_is_retried_and_no_row_is_lost_or_doubled(cluster, toy_model, tmp_path):
+    from critic.scale import predict_ray
+
+    source = tmp_path / "many.parquet"
+    rows = synthetic.reviews(20_000, seed=3)
+    rows.insert(0, "id", range(len(rows)))
+    rows.to_parquet(source)
+    out, result = tmp_path / "out", {}
+    run = threading.Thread(target=lambda: result.update(predict_ray(
+        toy_model, [str(source)], out, workers=2, batch_size=100, backend="torch", log=lambda line: None)))
+    run.start()
+    deadline = time.monotonic() + 120
+    while not scoring_actors() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = scoring_actors()
+    assert first, "no scoring actor started"
+    time.sleep(2)  # the actors are scoring now
+    assert run.is_alive(), "the run ended before the kill: the test would prove nothing"
+    victim = first[0]
+    victim.kill()  # SIGKILL: as the kernel's out-of-memory killer or a lost node would
+    victim.wait(10)
+    run.join(timeout=300)
+    assert not run.is_alive() and result["rows"] == len(rows)
+    scored = read_all(out / "scored")
+    assert sorted(scored["id"]) == list(range(len(rows)))  # none lost, none doubled
+    assert scored["label"].notna().all()
+
+
+def test_csv_output_keeps_texts_with_commas_quotes_and_newlines(cluster, toy_model, tmp_path):
+    source = tmp_path / "tricky.jsonl"
+    texts = ['a great, "moving" film', "dull\nand long", "loved it 😀"]
+    pd.DataFrame({"id": [1, 2, 3], "text": texts}).to_json(source, orient="records", lines=True)
+    out = tmp_path / "csv"
+    assert main(["predict", str(toy_model), "--engine", "ray", "--file", str(source), "--output", str(out),
+                 "--workers", "1", "--backend", "torch", "--output-format", "csv"]) == 0
+    written = pd.concat([pd.read_csv(p) for p in (out / "scored").rglob("*.csv")]).sort_values("id")
+    assert written["text"].tolist() == texts
+    assert list(written.columns) == ["id", "text", "label", "p_negative", "p_positive"]
+    assert np.allclose(written[["p_negative", "p_positive"]].sum(axis=1), 1)
+
+
+def test_many_files_are_scored_by_one_pool_of_actors(cluster, toy_model, tmp_path, monkeypatch):
+    from critic import scale
+
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    rows = synthetic.reviews(240, seed=4)
+    rows.insert(0, "id", range(len(rows)))
+    for k in range(12):
+        rows.iloc[k * 20:(k + 1) * 20].to_parquet(folder / f"part-{k:02d}.parquet")
+    (folder / "extra.jsonl").write_text('{"id": 999, "text": "a great film"}\n')
+    monkeypatch.setattr(scale, "GROUP_FILES", 8)
+    out = tmp_path / "out"
+    summary = scale.predict_ray(toy_model, [str(folder)], out, workers=2, batch_size=16, backend="torch",
+                                log=lambda line: None)
+    # 13 files: the JSONL file alone (another format), the 12 Parquet files in groups of at most 8
+    assert summary["groups"] == 3 and summary["rows"] == 241
+    records = [json.loads(p.read_text()) for p in (out / "_done").glob("*.json")]
+    assert sorted(len(r["files"]) for r in records) == [1, 4, 8]
+    assert sorted(read_all(out / "scored")["id"]) == [*range(240), 999]
+
+
+def test_files_are_grouped_by_format_count_and_size(tmp_path, monkeypatch):
+    from critic import scale
+
+    monkeypatch.setattr(scale, "GROUP_FILES", 3)
+    monkeypatch.setattr(scale, "GROUP_BYTES", 250)
+    files = []
+    for name, size in (("a.csv", 100), ("b.csv", 100), ("c.csv", 100), ("d.parquet", 10), ("e.parquet", 10),
+                       ("f.parquet", 10), ("g.parquet", 10)):
+        (tmp_path / name).write_bytes(b"x" * size)
+        files.append(str(tmp_path / name))
+    groups = [[scale.Path(p).name for p in group] for group in scale._groups([*files, "s3://bucket/h.parquet"])]
+    assert groups == [["a.csv", "b.csv"], ["c.csv"], ["d.parquet", "e.parquet", "f.parquet"],
+                      ["g.parquet", "h.parquet"]]

@@ -180,7 +180,7 @@ def cmd_predict_ray(args) -> int:
     summary = predict_ray(args.model, [args.file], output, args.text_column, workers=args.workers,
                           cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                           batch_size=args.ray_batch_size, address=args.address,
-                          backend=args.backend, log=_log)
+                          backend=args.backend, output_format=args.output_format, log=_log)
     _log(f"{summary['rows']:,} rows scored, {summary['rejected']:,} rejected, {summary['skipped_files']} file(s) "
          f"done earlier, in {summary['seconds']:.0f} s -> {output}")
     return 0
@@ -436,13 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     ray = pr.add_argument_group("on a Ray cluster (--engine ray; pip install 'critic[ray]')")
     ray.add_argument("--engine", choices=["local", "ray"], default="local",
                      help="ray: score --file (a file, folder, glob or s3://… URI of CSV/TSV/JSONL/Parquet) with Ray "
-                          "Data into Parquet under OUTPUT/scored/ and OUTPUT/rejected/; finished files are skipped "
-                          "when run again")
+                          "Data into Parquet (or CSV) under OUTPUT/scored/ and OUTPUT/rejected/; finished files are "
+                          "skipped when run again")
     ray.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001 (default: a local one)")
     ray.add_argument("--workers", type=int, default=2, help="scoring actors, each with its own copy of the model")
     ray.add_argument("--cpus-per-worker", type=float, default=1)
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="0: CPU actors; 1: one GPU per actor")
     ray.add_argument("--ray-batch-size", type=int, default=256, help="rows per batch handed to an actor")
+    ray.add_argument("--output-format", choices=["parquet", "csv"], default="parquet",
+                     help="the files written under OUTPUT/scored/ and OUTPUT/rejected/ (one per block)")
     pr.set_defaults(run=cmd_predict)
 
     ex = verbs.add_parser("export", help="export to ONNX (fp32 and int8) for fast CPU inference",
