@@ -15,8 +15,8 @@ Rows, in order (a row that needs an earlier row's model runs that row first):
                    settings of --tuned FILE, a `critic tune` best.toml)
   pretrain         `critic pretrain` (1 epoch of masked-language modelling on the training split, 256 tokens), then
                    the head+tail recipe from that encoder
-  mpnet            the head+tail recipe from MPNet (--mpnet FOLDER: the encoder, e.g. joined from the parts that
-                   `gpu_suite.py pack` wrote), skipped without it
+  mpnet            the head+tail recipe from MPNet at lr 2e-5 (--mpnet FOLDER: the encoder, e.g. joined from the
+                   parts that `gpu_suite.py pack` wrote), skipped without it
   distill          the head+tail recipe as a student of --teacher FOLDER (a fine-tuned critic model), or of the mpnet
                    row's model; skipped without either
 Every model is calibrated (temperature on the validation split); each row reports the validation ECE before and after.
@@ -54,7 +54,7 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
               "512-head+tail": dict(max_length=512, truncation="head+tail"),
               "candidate": dict(max_length=512, truncation="head+tail", **(tuned or CANDIDATE)),
               "pretrain": dict(max_length=512, truncation="head+tail"),
-              "mpnet": dict(max_length=512, truncation="head+tail"),
+              "mpnet": dict(max_length=512, truncation="head+tail", lr=2e-5),  # a base-size encoder's usual rate
               "distill": dict(max_length=512, truncation="head+tail")}[name]
     shrink = sizes["train"]
     if shrink:  # the smoke: tiny windows and one epoch, the row's levers kept where they fit

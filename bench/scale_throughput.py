@@ -56,6 +56,21 @@ def critic_predict_ray(model: str, source: Path, output: Path, backend: str, wor
                   str(BATCH)])
 
 
+def parity(local: Path, ray_output: Path) -> str:
+    """How Ray's scores compare with critic predict's on the same rows (every id present once, or it fails)."""
+    import pandas as pd
+
+    expected = pd.read_parquet(local).set_index("id")
+    got = pd.concat([pd.read_parquet(p) for p in sorted((ray_output / "scored").rglob("*.parquet"))])
+    if sorted(got["id"]) != sorted(expected.index):
+        raise SystemExit(f"Ray scored {len(got):,} rows with {got['id'].nunique():,} ids; expected {len(expected):,}")
+    got = got.set_index("id").loc[expected.index]
+    columns = [c for c in expected.columns if c.startswith("p_")]
+    gap = (got[columns] - expected[columns]).abs().to_numpy().max()
+    agree = (got["label"].to_numpy() == expected["label"].to_numpy()).mean()
+    return f"every row once, labels agree on {agree:.2%}, largest probability difference {gap:.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
@@ -67,6 +82,7 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp())
     reviews = data.read_table(data.sources.fetch(data.sources.IMDB).path / data.sources.IMDB_CSV)[0]
+    reviews.insert(0, "id", range(len(reviews)))
     source, small = folder / "reviews.parquet", folder / "one-batch.parquet"
     reviews.head(args.rows).to_parquet(source)
     reviews.head(BATCH).to_parquet(small)
@@ -82,7 +98,8 @@ def main() -> None:
         total = critic_predict_ray(args.model, source, folder / "ray", args.backend, workers)
         results[workers] = (total, fixed)
         print(f"--engine ray, {workers} worker(s): {total:.1f} s, {args.rows / total:.1f} rows/s; one batch "
-              f"({BATCH} rows) takes {fixed:.1f} s end to end", flush=True)
+              f"({BATCH} rows) takes {fixed:.1f} s end to end; {parity(folder / 'local.parquet', folder / 'ray')}",
+              flush=True)
 
     if args.files:
         many = folder / "many"
