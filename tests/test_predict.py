@@ -96,7 +96,7 @@ def test_predict_file_formats(toy_model, tmp_path, suffix):
 def test_predict_file_empty_row_is_named(toy_model, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "good"}\n{"text": ""}\n')
-    with pytest.raises(ValueError, match=r"in.jsonl, line 2: empty text in column 'text'"):
+    with pytest.raises(ValueError, match=r"in.jsonl, line 2: empty text \(column 'text'\)"):
         predict_file(Classifier.load(toy_model), source, tmp_path / "out.jsonl", progress=False)
 
 

@@ -14,6 +14,9 @@ from critic.predict import Classifier, add_scores
 from critic.text import Ragged
 
 
+PLAIN_TEXT = (".txt", ".text")  # one review per line, no columns
+
+
 def read_rows(path: Path, chunk: int = 1024) -> Iterator[tuple[int, list[dict]]]:
     """(first line or row number, rows) chunks of a CSV/TSV, JSONL, Parquet or plain-text file."""
     suffix = path.suffix.lower()
@@ -26,7 +29,7 @@ def read_rows(path: Path, chunk: int = 1024) -> Iterator[tuple[int, list[dict]]]
             yield first, rows
             first += len(rows)
         return
-    if suffix in (".txt", ".text"):
+    if suffix in PLAIN_TEXT:
         records = _review_lines(path)
     else:
         records = data.records(path)
@@ -179,7 +182,8 @@ def _checked_tokens(classifier: Classifier, rows: list[dict], key: str, source: 
         problem = data.text_problem(row.get(key))
         if problem is not None:
             where = f"{source}, {'row' if source.suffix == '.parquet' else 'line'} {first + offset}"
-            raise ValueError(f"{where}: {problem}" + (f" in column {key!r}" if "empty" in problem else ""))
+            column = "" if source.suffix.lower() in PLAIN_TEXT else f" (column {key!r})"  # a line is the text
+            raise ValueError(f"{where}: {problem}{column}")
         texts.append(row[key])
     return classifier.encode(texts)
 
