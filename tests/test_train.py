@@ -429,3 +429,24 @@ def test_an_output_folder_that_is_not_shared_stops_every_process(tmp_path):
         assert sorted(rank for rank, _ in found) == list(range(expected))
         assert all(f"rank 1 on {socket.gethostname()} cannot see" in message for _, message in found)
         assert not list((tmp_path / "a").iterdir())  # the marker is cleaned up
+
+
+def test_an_mpnet_encoder_trains_with_its_own_attention(tmp_path, tiny_bert, toy_csv):
+    """MPNet (the teacher of the accuracy recipe) has relative position bias in its attention: critic's CPU
+    row-wise attention must leave it alone, and the tiny MPNet must learn the toy reviews."""
+    from transformers import AutoConfig, MPNetConfig, MPNetModel
+
+    from critic.kernels import use_rowwise_attention
+
+    folder = tmp_path / "tiny-mpnet"
+    folder.mkdir()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tiny_bert / name).read_bytes())
+    torch.manual_seed(0)
+    encoder = MPNetModel(MPNetConfig(vocab_size=AutoConfig.from_pretrained(tiny_bert).vocab_size, hidden_size=32,
+                                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                     max_position_embeddings=130))
+    encoder.save_pretrained(folder)
+    assert not use_rowwise_attention(encoder)
+    out = train.train(settings(folder, toy_csv, tmp_path / "run", epochs=2), progress=False)
+    assert json.loads((out / "critic.json").read_text())["history"][-1]["val_accuracy"] > 0.9
