@@ -440,9 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "skipped when run again")
     ray.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001 (default: a local one)")
     ray.add_argument("--workers", type=int, default=2, help="scoring actors, each with its own copy of the model")
-    ray.add_argument("--cpus-per-worker", type=float, default=1)
+    ray.add_argument("--cpus-per-worker", type=float, default=1,
+                     help="CPUs each actor reserves (its torch threads); lowered when the actors would leave no CPU "
+                          "for reading")
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="0: CPU actors; 1: one GPU per actor")
-    ray.add_argument("--ray-batch-size", type=int, default=256, help="rows per batch handed to an actor")
+    ray.add_argument("--ray-batch-size", type=int, default=256,
+                     help="rows per batch handed to an actor, which sorts them by length into token-budget "
+                          "batches (give GPU actors more, e.g. 4096)")
     ray.add_argument("--output-format", choices=["parquet", "csv"], default="parquet",
                      help="the files written under OUTPUT/scored/ and OUTPUT/rejected/ (one per block)")
     pr.set_defaults(run=cmd_predict)
