@@ -186,3 +186,14 @@ def test_files_are_grouped_by_format_count_and_size(tmp_path, monkeypatch):
     groups = [[scale.Path(p).name for p in group] for group in scale._groups([*files, "s3://bucket/h.parquet"])]
     assert groups == [["a.csv", "b.csv"], ["c.csv"], ["d.parquet", "e.parquet", "f.parquet"],
                       ["g.parquet", "h.parquet"]]
+
+
+def test_a_folder_uri_is_listed_and_scored(cluster, toy_model, reviews, tmp_path):
+    from critic.scale import input_files, predict_ray
+
+    uri = f"file://{reviews}"
+    assert input_files([uri]) == [f"file://{reviews / 'a.csv'}", f"file://{reviews / 'b.parquet'}"]
+    with pytest.raises(FileNotFoundError, match="nothing to score"):
+        input_files([f"file://{tmp_path / 'empty'}"])
+    summary = predict_ray(toy_model, [uri], tmp_path / "out", workers=1, backend="torch", log=lambda line: None)
+    assert summary["rows"] == 498 and summary["rejected"] == 2

@@ -31,12 +31,12 @@ GROUP_BYTES = 1 << 30
 
 
 def input_files(inputs: list[str]) -> list[str]:
-    """Every file to score, in a stable order: files as given, a folder's readable files, a glob's matches; a URI
-    (s3://, gs://, …) is passed to Ray as it is."""
+    """Every file to score, in a stable order: files as given, a folder's readable files, a glob's matches, a URI's
+    file or the readable files under it."""
     files: list[str] = []
     for spec in inputs:
         if "://" in spec:
-            files.append(spec)
+            files += _uri_files(spec)
         elif Path(spec).is_dir():
             files += sorted(str(p) for p in Path(spec).rglob("*") if p.suffix.lower() in READABLE)
         elif any(ch in spec for ch in "*?["):
@@ -48,6 +48,20 @@ def input_files(inputs: list[str]) -> list[str]:
     if not files:
         raise FileNotFoundError(f"nothing to score in {', '.join(inputs)} (readable: {', '.join(READABLE)})")
     return files
+
+
+def _uri_files(uri: str) -> list[str]:
+    """A URI naming a readable file, or the readable files under a URI (s3://, gs://, file://, …), listed with
+    pyarrow's filesystem for its scheme."""
+    if Path(uri.split("?")[0]).suffix.lower() in READABLE:
+        return [uri]
+    import pyarrow.fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(uri)
+    scheme = uri.split("://", 1)[0]
+    listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return sorted(f"{scheme}://{info.path}" for info in listed
+                  if info.type == pafs.FileType.File and Path(info.path).suffix.lower() in READABLE)
 
 
 def read(paths: list[str]):
