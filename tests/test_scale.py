@@ -69,7 +69,8 @@ def test_ray_scores_like_critic_predict_and_accounts_for_every_row(cluster, toy_
     assert list(got.columns[:2]) == ["text", "truth"] and {"p_negative", "p_positive"} <= set(got.columns)
 
 
-def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(cluster, toy_model, reviews, tmp_path):
+def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(cluster, toy_model, reviews, tmp_path,
+                                                                          monkeypatch):
     from critic.scale import predict_ray
 
     out = tmp_path / "out"
@@ -89,6 +90,9 @@ def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(cluster
     assert len(read_all(out / "scored")) == 298 + 200  # nothing doubled
     fourth = predict_ray(toy_model, [str(reviews / "a.csv")], out, workers=1, backend="torch", log=lines.append)
     assert fourth["skipped_files"] == 1 and any("scored in an earlier run" in line for line in lines)
+    monkeypatch.chdir(reviews.parent)  # the same file named from another folder
+    fifth = predict_ray(toy_model, ["in/a.csv"], out, workers=1, backend="torch", log=lambda line: None)
+    assert fifth["skipped_files"] == 1 and fifth["rows"] == 0
 
 
 def test_the_cli_engine(cluster, toy_model, reviews, tmp_path):
