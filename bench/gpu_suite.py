@@ -196,7 +196,7 @@ def machine(device: torch.device) -> dict:
     import transformers
 
     info = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": str(device), "cpu": _cpu_model(),
+            "transformers": transformers.__version__, "device": str(device), "cpu": cpu_model(),
             "cpu_cores": os.cpu_count()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -206,7 +206,7 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

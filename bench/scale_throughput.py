@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,17 +22,12 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from critic import data  # noqa: E402
+from gpu_suite import cpu_model  # noqa: E402
 
 BATCH = 256  # rows per batch handed to a Ray actor (critic's default)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def timed(command: list[str]) -> float:
@@ -86,7 +80,7 @@ def main() -> None:
     source, small = folder / "reviews.parquet", folder / "one-batch.parquet"
     reviews.head(args.rows).to_parquet(source)
     reviews.head(BATCH).to_parquet(small)
-    print(f"{args.rows:,} IMDB reviews, {os.cpu_count()} CPUs: {cpu_name()}, {date.today()}", flush=True)
+    print(f"{args.rows:,} IMDB reviews, {os.cpu_count()} CPUs: {cpu_model()}, {date.today()}", flush=True)
 
     local_fixed = critic_predict(args.model, small, folder / "local-small.parquet", args.backend)
     local = critic_predict(args.model, source, folder / "local.parquet", args.backend)

@@ -21,7 +21,7 @@ from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
-                          _InterruptFlag, _progress, _truncate_log, plan_batches, rejoin_warning, resume,
+                          _InterruptFlag, _progress, _truncate_log, plan_batches, resume,
                           save_checkpoint, seed_everything, stop_interrupted)
 
 
@@ -152,10 +152,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    dist.check_shared(output)
-    if note := rejoin_warning():
-        say(note)
+    dist.open_output(output, say)
     seed_everything(config.seed)
     model, tokenizer = masked_lm(config.model, say)
     encoder = Encoder(tokenizer)

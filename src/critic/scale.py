@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -157,8 +158,8 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
             + (" …" if len(skipped) > 3 else ""))
     summary = {"rows": 0, "rejected": 0, "skipped_files": len(skipped), "groups": 0}
     started = time.perf_counter()
-    actors = dict(model=str(model), text_column=text_column, device="cuda" if gpus_per_worker else "cpu",
-                  backend=backend, workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker)
+    actors = Actors(str(model), text_column, "cuda" if gpus_per_worker else "cpu", backend, workers, cpus_per_worker,
+                    gpus_per_worker)
     for group in _groups([path for path in files if path not in finished]):
         name = _group_name(group)
         counts = _score_group(group, output, name, actors, batch_size, output_format)
@@ -173,7 +174,19 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
     return summary
 
 
-def _score_group(group: list[str], output: Path, name: str, actors: dict, batch_size: int,
+@dataclass(frozen=True)
+class Actors:
+    """The scoring actors of a run: what each loads, and what each reserves."""
+    model: str
+    text_column: str | None
+    device: str
+    backend: str
+    workers: int
+    cpus: float
+    gpus: float
+
+
+def _score_group(group: list[str], output: Path, name: str, actors: Actors, batch_size: int,
                  output_format: str) -> dict:
     """One pool of actors scores the group's files; the output is written, then the group recorded as done."""
     import ray.data
@@ -184,9 +197,9 @@ def _score_group(group: list[str], output: Path, name: str, actors: dict, batch_
     blocks = read(group).repartition(target_num_rows_per_block=batch_size)
     # A lost actor is restarted and its batches run again (Ray Data's default for actors: max_restarts=-1).
     scored = blocks.map_batches(
-        Scorer, fn_constructor_args=(actors["model"], actors["text_column"], actors["device"], actors["backend"]),
-        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors["workers"]),
-        num_cpus=actors["cpus"], num_gpus=actors["gpus"]).materialize()
+        Scorer, fn_constructor_args=(actors.model, actors.text_column, actors.device, actors.backend),
+        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors.workers),
+        num_cpus=actors.cpus, num_gpus=actors.gpus).materialize()
     accepted = scored.map_batches(_accepted, batch_format="pandas")
     rejected = scored.map_batches(_rejected, batch_format="pandas")
     counts = {"rows": accepted.count(), "rejected": rejected.count()}

@@ -173,6 +173,14 @@ class Distributed:
             raise RuntimeError(f"{folder}: {', '.join(blind)} cannot see the files rank 0 writes there; on several "
                                f"machines --output must be a folder they all share (NFS, a cluster filesystem)")
 
+    def open_output(self, folder: Path, say: Callable[[str], None]) -> None:
+        """The run's output folder: made, checked to be one folder every process sees, and a warning where a lost
+        machine could not rejoin the run."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.check_shared(folder)
+        if note := rejoin_warning():
+            say(note)
+
     @contextmanager
     def local_main_first(self):
         """The first process of each machine goes first (it tokenizes and fills the cache; the others then read
@@ -693,11 +701,9 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    dist.check_shared(output)
-    for note in [*config.notes, rejoin_warning()]:
-        if note:
-            say(note)
+    dist.open_output(output, say)
+    for note in config.notes:
+        say(note)
     seed_everything(config.seed)  # the same new head on every process
     with dist.local_main_first():  # it tokenizes and fills the cache; the machine's other processes read it
         inputs = load_inputs(config, say, teacher)
