@@ -63,8 +63,10 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
 
 
 class Recipe:
-    def __init__(self, ctx: gpu_suite.Context, tuned: dict | None, teacher: str | None, mpnet: str | None = None):
+    def __init__(self, ctx: gpu_suite.Context, tuned: dict | None, teacher: str | None, mpnet: str | None = None,
+                 trained: dict[str, Path] | None = None):
         self.ctx, self.tuned, self.teacher, self.mpnet = ctx, tuned, teacher, mpnet
+        self.trained = trained or {}  # rows whose model an earlier run trained (gpu_suite.py --keep): scored only
         self.models: dict[str, Path] = {}
 
     def evaluate(self, folder: Path, **options) -> dict:
@@ -84,7 +86,12 @@ class Recipe:
 
     def train(self, name: str, model: str | None = None, **extra) -> dict:
         settings = {**row_settings(name, self.ctx.sizes, self.tuned), **extra}
-        folder, meta = gpu_suite.critic_train(self.ctx, name, model=str(model or self.ctx.minilm), **settings)
+        if name in self.trained:
+            folder = self.trained[name]
+            meta = json.loads((folder / "critic.json").read_text())
+            settings = {"trained_earlier": str(folder), **settings}
+        else:
+            folder, meta = gpu_suite.critic_train(self.ctx, name, model=str(model or self.ctx.minilm), **settings)
         self.models[name] = folder
         fitted = meta.get("calibration", {})
         return {"settings": {k: v for k, v in settings.items() if v is not None}, "train_seconds":
@@ -141,12 +148,12 @@ def _sync(device: torch.device) -> None:
 
 
 def run(artifacts: Path, out: Path | None, smoke: bool, rows: list[str], tuned: Path | None, teacher: str | None,
-        device: str = "auto", mpnet: str | None = None) -> dict:
+        device: str = "auto", mpnet: str | None = None, trained: dict[str, Path] | None = None) -> dict:
     ctx = gpu_suite.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
-    recipe = Recipe(ctx, settings, teacher, mpnet)
+    recipe = Recipe(ctx, settings, teacher, mpnet, trained)
     report = {"suite": "critic accuracy ablation (bench/gpu_recipe.py)", "smoke": smoke,
               "machine": gpu_suite.machine(ctx.device), "rows": {}}
     if rows and "windows" in rows and "512-head+tail" not in rows:
@@ -169,11 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tuned", help="a `critic tune` best.toml for the candidate row")
     r.add_argument("--teacher", help="a fine-tuned critic model folder for the distill row (default: the mpnet row's)")
     r.add_argument("--mpnet", help="the MPNet encoder folder for the mpnet row (gpu_suite.py join prints it)")
+    r.add_argument("--trained", nargs="*", default=[], metavar="ROW=FOLDER",
+                   help="a row's model trained earlier with the same settings (gpu_suite.py run --keep FOLDER trains "
+                        "512-head+tail): scored, not trained again")
     r.add_argument("--device", default="auto")
     r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args(argv)
+    trained = dict(item.split("=", 1) for item in args.trained)
+    unknown = sorted(set(trained) - set(ROWS))
+    if unknown:
+        parser.error(f"--trained: unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     report = run(Path(args.artifacts), Path(args.out) if args.out else None, args.smoke, args.rows or [],
-                 Path(args.tuned) if args.tuned else None, args.teacher, args.device, args.mpnet)
+                 Path(args.tuned) if args.tuned else None, args.teacher, args.device, args.mpnet,
+                 {row: Path(folder) for row, folder in trained.items()})
     failed = [name for name, row in report["rows"].items() if "error" in row]
     if failed:
         print(f"gpu_recipe: failed rows: {', '.join(failed)}", file=sys.stderr)

@@ -27,7 +27,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     report = json.loads(out.read_text())
     assert json.loads(result.stdout) == report  # the one JSON object, printed
     steps = report["steps"]
-    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16"}
+    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16", "compiled"}
     assert not [name for name, step in steps.items() if "error" in step]
     assert steps["train_throughput"]["critic"]["samples_per_s"] > 0 and steps["train_throughput"]["hf_trainer"]
     assert steps["recipe"]["test_accuracy"] > 0.8  # the tiny BERT learns the toy reviews
@@ -77,6 +77,33 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert rows["candidate"]["settings"]["layer_decay"] == 0.9
     assert rows["distill"]["settings"]["teacher"].endswith("mpnet")  # the mpnet row's model teaches
     assert rows["pretrain"]["pretrain_holdout_loss"] and rows["512-head+tail"]["temperature"]
+
+
+def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tmp_path, tiny_bert):
+    sys.path.insert(0, str(BENCH))
+    import gpu_suite
+
+    reviews = tmp_path / "reviews.csv"
+    synthetic.reviews(1000).to_csv(reviews, index=False)
+    gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    kept = tmp_path / "kept"
+    suite = subprocess.run([sys.executable, str(SUITE), "run", "--artifacts", str(tmp_path / "luggage"), "--smoke",
+                            "--steps", "recipe", "--keep", str(kept)], capture_output=True, text=True, timeout=900,
+                           env=env)
+    assert suite.returncode == 0, suite.stderr[-4000:]
+    out = tmp_path / "recipe.json"
+    result = subprocess.run([sys.executable, str(BENCH / "gpu_recipe.py"), "run", "--artifacts",
+                             str(tmp_path / "luggage"), "--smoke", "--rows", "windows", "--trained",
+                             f"512-head+tail={kept}", "--out", str(out)], capture_output=True, text=True,
+                            timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["512-head+tail"]["settings"]["trained_earlier"] == str(kept)
+    assert "critic: trained in" not in result.stderr  # scored, not trained again
+    trained = json.loads((kept / "critic.json").read_text())
+    assert rows["512-head+tail"]["train_seconds"] == trained["train_seconds"]
+    assert rows["windows"]["test_accuracy"] > 0.8
 
 
 @pytest.mark.parametrize("script", sorted(SMOKES))
