@@ -2,16 +2,19 @@
 # Every GPU figure in one queue that runs in the background on the GPU machine, so that the short runs which carry
 # MPNet's parts (one per run, 64 MiB a run) overlap with the work instead of holding the card idle.
 #
-#   run 1 (carry .gpu):            setsid bash bench/gpu_queue.sh /tmp/results >/dev/null 2>&1 </dev/null &
-#   runs 2-5 (carry .gpu-mpnet/parts.json and one part each):   cat /tmp/results/queue.log
-#   later runs:                    sleep N; cp /tmp/results/*.json /tmp/results/*.log $OUT
+#   run 1 (carry .gpu):   setsid -f bash bench/gpu_queue.sh /tmp/results >/dev/null 2>&1 </dev/null
+#   runs 2-5 (carry .gpu-mpnet/parts.json and one part each, each within 30 s of the last):  cat /tmp/results/queue.log
+#   later runs:           sleep N; tar czf $OUT/results.tgz -C /tmp/results --exclude=recipe-model .
 #
-# Order, by what each figure is worth: the GPU suite (speed against Trainer and the pipeline, the MiniLM recipe,
-# fp16) keeping its recipe model; that model scored through windows; MPNet and the MiniLM distilled from it as soon
-# as every part has arrived; then the other ablation rows; torch.compile last. Pieces run one after another, so each
-# one's seconds are its own. Each piece writes RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log;
-# RESULTS/queue.log says when each started and ended. ARTIFACTS, PARTS and PYTHON override the folders and python;
-# arguments after RESULTS go to every piece (--smoke: tiny, on the CPU, to check the queue here).
+# The pieces run in the order given by PIECES (default below), one after another, so each one's seconds are its
+# own: `suite` (throughput against Trainer, the MiniLM recipe, scoring against the pipeline, fp16, the bare-loop
+# floor; it keeps its recipe model), `windows` (that model through windows; after suite), `compiled` (throughput
+# under torch.compile), `mpnet` (MPNet and the MiniLM distilled from it; waits up to MPNET_WAIT s for the parts),
+# or any row of gpu_recipe.py. MPNet's rows also run as soon as every part has arrived, between any two pieces.
+# The default is what 2026-11-27's H200 session left unmeasured, most wanted first. Each piece writes
+# RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log says when each started and
+# ended. ARTIFACTS, PARTS and PYTHON override the folders and python; arguments after RESULTS go to every piece
+# (--smoke: tiny, on the CPU, to check the queue here).
 set -u
 results=${1:?usage: gpu_queue.sh RESULTS [ARGS FOR EVERY PIECE]}
 shift
@@ -34,23 +37,34 @@ piece() {  # piece NAME SCRIPT ARGS...
 
 mpnet_done=0
 mpnet_when_ready() {  # the MPNet rows, once every part has arrived (join checks each part's sha256)
-    [ "$mpnet_done" = 1 ] && return
+    [ "$mpnet_done" = 1 ] && return 0
     local encoder
-    encoder=$("$py" bench/gpu_suite.py join "$parts" 2>>"$results/join.log") || return
+    encoder=$("$py" bench/gpu_suite.py join "$parts" 2>>"$results/join.log") || return 1
     mpnet_done=1
     piece mpnet bench/gpu_recipe.py run --artifacts "$artifacts" --rows mpnet distill --mpnet "$encoder"
 }
 
+run_piece() {
+    case $1 in
+    suite) piece suite bench/gpu_suite.py run --artifacts "$artifacts" --keep "$results/recipe-model" \
+        --steps train_throughput recipe scoring fp16 bare_loop ;;
+    windows) piece windows bench/gpu_recipe.py run --artifacts "$artifacts" --rows 512-head+tail windows \
+        --trained "512-head+tail=$results/recipe-model" ;;
+    compiled) piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput bare_loop compiled ;;
+    mpnet)
+        local waited=0
+        until mpnet_when_ready || [ "$waited" -ge "${MPNET_WAIT:-120}" ]; do
+            sleep 5
+            waited=$((waited + 5))
+        done
+        [ "$mpnet_done" = 1 ] || say "mpnet: its parts did not all arrive in ${MPNET_WAIT:-120} s (join.log)" ;;
+    *) piece "$1" bench/gpu_recipe.py run --artifacts "$artifacts" --rows "$1" ;;
+    esac
+}
+
 say "queue on $(hostname): $("$py" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
-piece suite bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput recipe scoring fp16 \
-    --keep "$results/recipe-model"
-piece windows bench/gpu_recipe.py run --artifacts "$artifacts" --rows 512-head+tail windows \
-    --trained "512-head+tail=$results/recipe-model"
-mpnet_when_ready
-for row in pretrain candidate 256-head 512-head; do
-    piece "$row" bench/gpu_recipe.py run --artifacts "$artifacts" --rows "$row"
+for name in ${PIECES:-candidate mpnet 512-head compiled suite windows}; do
+    run_piece "$name"
     mpnet_when_ready
 done
-piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput compiled
-mpnet_when_ready
 say "queue done"

@@ -24,6 +24,8 @@ code). Steps, each timing critic and its peer in the same run:
                     chosen on a probe). Targets: >= 10,000 reviews/s and >= 5x.
   fp16              DistilBERT architecture, 2 epochs in fp16 with loss scaling (the T4/V100 path): skipped
                     steps, validation accuracy, finite weights.
+  bare_loop         the throughput step's model and token budget in a bare PyTorch loop: the card's floor per
+                    step, against critic's steady milliseconds per step.
   compiled          the train_throughput run again under torch.compile (last: compiling for changing batch
                     shapes can take minutes), its samples/s against the eager run's.
 
@@ -290,6 +292,48 @@ def step_train_throughput(ctx: Context) -> dict:
     return out
 
 
+def step_bare_loop(ctx: Context) -> dict:
+    """The card's floor for the throughput step's work: the same model trained by a bare PyTorch loop (fused AdamW,
+    the same precision) on full batches of the same token budget, random tokens, nothing else in the loop. Against
+    critic's steady milliseconds per step it tells whether time goes to critic's loop or to eager PyTorch itself
+    (on an H200, 2026-11-27, MiniLM kept the card busy about half the time)."""
+    from transformers import AutoModelForSequenceClassification
+
+    common = ctx.results.get("throughput_settings")
+    if common is None:
+        raise RuntimeError("needs the train_throughput step's settings")
+    rows, width = common["batch_size"], common["max_length"]
+    model = AutoModelForSequenceClassification.from_pretrained(common["model"], num_labels=2).to(ctx.device).train()
+    if ctx.device.type == "cuda":
+        model.set_attn_implementation("sdpa")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    precision = modelling.resolve_precision("auto", ctx.device)
+    generator = torch.Generator().manual_seed(0)
+    vocabulary = model.config.vocab_size  # ordinary word ids: past the special tokens (the first thousand in BERT)
+    ids = torch.randint(min(1000, vocabulary // 2), vocabulary, (rows, width), generator=generator).to(ctx.device)
+    labels = torch.randint(0, 2, (rows,), generator=generator).to(ctx.device)
+    mask = torch.ones_like(ids)
+    warmup, timed = (3, 5) if ctx.sizes["tiny"] else (20, 100)
+    for index in range(warmup + timed):
+        if index == warmup:
+            _sync(ctx.device)
+            started = time.perf_counter()
+        with modelling.autocast(ctx.device, precision):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(ctx.device)
+    bare_ms = (time.perf_counter() - started) / timed * 1000
+    entries = [json.loads(line) for line in (ctx.folder("throughput-critic") / "train_log.jsonl").read_text().splitlines()]
+    logged = [e for e in entries if e["event"] == "train" and "samples" in e]
+    middle, last = logged[len(logged) // 2], logged[-1]
+    critic_ms = (last["time"] - middle["time"]) / max(last["step"] - middle["step"], 1) * 1000
+    return {"batch": f"{rows} x {width} tokens", "precision": precision, "bare_ms_per_step": bare_ms,
+            "bare_samples_per_s": rows / bare_ms * 1000, "critic_steady_ms_per_step": critic_ms,
+            "note": "critic's steps hold the same token budget, in rows of varying width"}
+
+
 def step_compiled(ctx: Context) -> dict:
     """The throughput step's run again under torch.compile: last, since compiling for the token batches' changing
     shapes can take minutes, and a time-boxed run should lose this figure before the others."""
@@ -399,7 +443,7 @@ def step_fp16(ctx: Context) -> dict:
 
 
 STEPS = {"train_throughput": step_train_throughput, "recipe": step_recipe, "scoring": step_scoring,
-         "fp16": step_fp16, "compiled": step_compiled}
+         "fp16": step_fp16, "bare_loop": step_bare_loop, "compiled": step_compiled}
 
 
 def _sync(device: torch.device) -> None:

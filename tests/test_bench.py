@@ -27,7 +27,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     report = json.loads(out.read_text())
     assert json.loads(result.stdout) == report  # the one JSON object, printed
     steps = report["steps"]
-    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16", "compiled"}
+    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16", "bare_loop", "compiled"}
     assert not [name for name, step in steps.items() if "error" in step]
     assert steps["train_throughput"]["critic"]["samples_per_s"] > 0 and steps["train_throughput"]["hf_trainer"]
     assert steps["recipe"]["test_accuracy"] > 0.8  # the tiny BERT learns the toy reviews
