@@ -62,6 +62,11 @@ run_piece() {
     esac
 }
 
+if command -v nvidia-smi >/dev/null; then  # the SMs' busy share each second: is the card waiting for the host?
+    nvidia-smi dmon -s u -d 1 >"$results/gpu-utilization.log" 2>&1 &
+    dmon=$!
+    trap 'kill $dmon 2>/dev/null' EXIT
+fi
 say "queue on $(hostname): $("$py" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
 for name in ${PIECES:-candidate mpnet 512-head compiled suite windows}; do
     run_piece "$name"

@@ -146,3 +146,23 @@ def test_an_encoder_travels_in_parts_and_is_joined_checked(tmp_path, tiny_bert):
                if original[k].is_floating_point())
     assert (folder / "vocab.txt").read_text() == (tiny_bert / "vocab.txt").read_text()
     assert gpu_suite.join(travelled, log=lambda line: None) == folder  # joined once
+
+
+def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, tiny_bert):
+    sys.path.insert(0, str(BENCH))
+    import gpu_suite
+
+    reviews = tmp_path / "reviews.csv"
+    synthetic.reviews(1000).to_csv(reviews, index=False)
+    gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
+    gpu_suite.pack(str(tiny_bert), tmp_path / "parts", part_mib=0.05, log=lambda line: None)
+    results = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "ARTIFACTS": str(tmp_path / "luggage"),
+           "PARTS": str(tmp_path / "parts"), "PYTHON": sys.executable, "PIECES": "256-head mpnet"}
+    subprocess.run(["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"], check=True, timeout=900, env=env,
+                   cwd=BENCH.parent)
+    log = (results / "queue.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in log[1:]] == [
+        "start 256-head", "end 256-head (exit 0)", "start mpnet", "end mpnet (exit 0)", "queue done"]
+    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet", "distill"]
+    assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
