@@ -263,6 +263,14 @@ def steady_speed(folder: Path) -> float | None:
     return (last["samples"] - middle["samples"]) / max(last["time"] - middle["time"], 1e-9)
 
 
+def seconds_at_step(folder: Path) -> dict[int, float]:
+    """The training clock's seconds (from the loop's start, validation left out) at each logged step: where a run's
+    time went (on an H200 the first half of the throughput run took three times as long as the second)."""
+    entries = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    return {e["step"]: round(e["samples"] / e["samples_per_second"], 2) for e in entries
+            if e["event"] == "train" and e.get("samples_per_second")}
+
+
 # ------------------------------------------------------------------------------------------ steps
 
 
@@ -279,6 +287,7 @@ def step_train_throughput(ctx: Context) -> dict:
     out["critic"] = {"samples_per_s": meta["train_samples_per_second"], "precision": meta["precision"],
                      "batching": f"tokens ({batch} x {length} per batch)" if ctx.device.type == "cuda" else
                      f"reviews ({batch})", "steady_samples_per_s": steady_speed(ctx.folder("throughput-critic"))}
+    out["critic"]["seconds_at_step"] = seconds_at_step(ctx.folder("throughput-critic"))
     ctx.results["throughput_settings"] = common
 
     frame = data.load(ctx.data).split("train", n, 42)  # the rows critic trained on (its seed is 42)
@@ -356,7 +365,8 @@ def step_recipe(ctx: Context) -> dict:
     summary = critic.evaluate_model(folder, ctx.data, split="test", baseline=False)
     ctx.results["recipe_model"] = folder
     return {"train_seconds": meta["train_seconds"], "validation_seconds": meta["validation_seconds"],
-            "train_samples_per_s": meta["train_samples_per_second"], "train_rows": meta["train_rows"],
+            "train_samples_per_s": meta["train_samples_per_second"], "seconds_at_step": seconds_at_step(folder),
+            "train_rows": meta["train_rows"],
             "epochs": meta["config"]["epochs"], "max_length": meta["truncation"]["max_length"],
             "truncation": meta["truncation"]["strategy"], "precision": meta["precision"],
             "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]],
