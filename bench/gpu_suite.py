@@ -315,32 +315,37 @@ def step_bare_loop(ctx: Context) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(common["model"], num_labels=2).to(ctx.device).train()
     if ctx.device.type == "cuda":
         model.set_attn_implementation("sdpa")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     precision = modelling.resolve_precision("auto", ctx.device)
+    bare_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, (3, 5) if ctx.sizes["tiny"] else (20, 100))
+    clock = sorted(seconds_at_step(ctx.folder("throughput-critic")).items())
+    (middle_step, middle_s), (last_step, last_s) = clock[len(clock) // 2], clock[-1]
+    critic_ms = (last_s - middle_s) / max(last_step - middle_step, 1) * 1000
+    return {"batch": f"{rows} x {width} tokens", "precision": precision, "bare_ms_per_step": bare_ms,
+            "bare_samples_per_s": rows / bare_ms * 1000, "critic_steady_ms_per_step": critic_ms,
+            "note": "critic's steps hold the same token budget, in rows of varying width"}
+
+
+def bare_ms_per_step(model, rows: int, width: int, device: torch.device, precision: str,
+                     steps: tuple[int, int]) -> float:
+    """Milliseconds per training step of a plain loop on one fixed batch of random word ids, after warm-up steps."""
     generator = torch.Generator().manual_seed(0)
     vocabulary = model.config.vocab_size  # ordinary word ids: past the special tokens (the first thousand in BERT)
-    ids = torch.randint(min(1000, vocabulary // 2), vocabulary, (rows, width), generator=generator).to(ctx.device)
-    labels = torch.randint(0, 2, (rows,), generator=generator).to(ctx.device)
+    ids = torch.randint(min(1000, vocabulary // 2), vocabulary, (rows, width), generator=generator).to(device)
+    labels = torch.randint(0, 2, (rows,), generator=generator).to(device)
     mask = torch.ones_like(ids)
-    warmup, timed = (3, 5) if ctx.sizes["tiny"] else (20, 100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    warmup, timed = steps
     for index in range(warmup + timed):
         if index == warmup:
-            _sync(ctx.device)
+            _sync(device)
             started = time.perf_counter()
-        with modelling.autocast(ctx.device, precision):
+        with modelling.autocast(device, precision):
             logits = model(input_ids=ids, attention_mask=mask).logits
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(ctx.device)
-    bare_ms = (time.perf_counter() - started) / timed * 1000
-    entries = [json.loads(line) for line in (ctx.folder("throughput-critic") / "train_log.jsonl").read_text().splitlines()]
-    logged = [e for e in entries if e["event"] == "train" and "samples" in e]
-    middle, last = logged[len(logged) // 2], logged[-1]
-    critic_ms = (last["time"] - middle["time"]) / max(last["step"] - middle["step"], 1) * 1000
-    return {"batch": f"{rows} x {width} tokens", "precision": precision, "bare_ms_per_step": bare_ms,
-            "bare_samples_per_s": rows / bare_ms * 1000, "critic_steady_ms_per_step": critic_ms,
-            "note": "critic's steps hold the same token budget, in rows of varying width"}
+    _sync(device)
+    return (time.perf_counter() - started) / timed * 1000
 
 
 def step_compiled(ctx: Context) -> dict:
