@@ -52,6 +52,10 @@ run_piece() {
         --trained "512-head+tail=$results/recipe-model" ;;
     compiled) piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput bare_loop compiled ;;
     mpnet)
+        if [ ! -f "$parts/parts.json" ]; then  # no transport under way: nothing to wait for
+            say "mpnet: no $parts/parts.json, skipped"
+            return
+        fi
         local waited=0
         until mpnet_when_ready || [ "$waited" -ge "${MPNET_WAIT:-120}" ]; do
             sleep 5
