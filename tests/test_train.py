@@ -450,3 +450,14 @@ def test_an_mpnet_encoder_trains_with_its_own_attention(tmp_path, tiny_bert, toy
     assert not use_rowwise_attention(encoder)
     out = train.train(settings(folder, toy_csv, tmp_path / "run", epochs=2), progress=False)
     assert json.loads((out / "critic.json").read_text())["history"][-1]["val_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("command", ["fetch", "profile", "train", "pretrain", "tune", "distill", "evaluate", "predict",
+                                     "export", "explain", "serve", "quickstart"])
+def test_every_command_explains_itself(command, capsys):
+    from critic.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "--" in capsys.readouterr().out  # its options, each with its text (a % in one once broke pretrain's)

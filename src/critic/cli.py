@@ -96,9 +96,10 @@ def _train_options(parser: argparse.ArgumentParser, config_class=None) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind, _ = types[f.name]
-        text = f"{f.metadata['help']} (default: {f.default})"
+        described = f.metadata["help"].replace("%", "%%")  # argparse formats help texts with %
+        text = f"{described} (default: {f.default})"
         if kind is bool:
-            text = f"{f.metadata['help']} (default: {f.default}; --no-{flag[2:]} for false)"
+            text = f"{described} (default: {f.default}; --no-{flag[2:]} for false)"
             parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL", help=text)
             parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
                                 const="false", help=argparse.SUPPRESS)
