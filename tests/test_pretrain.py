@@ -107,3 +107,30 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file
                        progress=False)
     a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_head_warmup_trains_the_new_head_alone_then_everything(tiny_bert, toy_file, tmp_path):
+    checkpoint = load_file(tiny_bert / "model.safetensors")  # a BertModel: no masked-LM head
+
+    def encoder_unchanged(folder) -> bool:
+        weights = load_file(folder / "model.safetensors")
+        encoder = {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}
+        assert encoder and set(encoder) <= set(checkpoint)
+        return all(torch.equal(v, checkpoint[k]) for k, v in encoder.items())
+
+    lines = []
+    held = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "held", epochs=1, head_warmup=1.0),
+                    log=lines.append, progress=False)
+    assert encoder_unchanged(held)  # every step was head-only: the encoder is the checkpoint's, to the bit
+    evals = [json.loads(line)["holdout_loss"] for line in (held / "pretrain_log.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "eval"]
+    assert evals[-1] < evals[0] - 0.1  # the new head learned (3.87 -> 3.67: a head alone on a random tiny encoder)
+    assert any("train only the new cls.predictions" in line for line in lines)
+    after = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "after", epochs=1, head_warmup=0.5),
+                     progress=False)
+    assert not encoder_unchanged(after)  # then everything trains
+
+
+def test_head_warmup_must_be_a_share():
+    with pytest.raises(ValueError, match="head_warmup 1.5 is outside"):
+        config.build(dict(head_warmup=1.5), None, PretrainConfig)

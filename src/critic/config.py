@@ -201,6 +201,9 @@ class PretrainConfig:
     mask_probability: float = setting(0.15, "share of tokens masked (BERT: 15%; of those 80% [MASK], 10% a random "
                                             "token, 10% unchanged)")
     whole_word: bool = setting(False, "mask whole words: all pieces of a word or none")
+    head_warmup: float = setting(0.0, "share of the steps that train only what the checkpoint lacks (a new "
+                                      "masked-LM head: all-MiniLM-L6-v2 has none), the encoder held still, before "
+                                      "everything trains: a random head's first gradients would reshape the encoder")
     holdout: float = setting(0.02, "share of sequences held out to measure the masked-token loss after each epoch")
     epochs: int = setting(1, "passes over the training text")
     batch_size: int = setting(64, "sequences per step and process")
@@ -224,6 +227,8 @@ class PretrainConfig:
             raise ValueError(f"mask_probability {self.mask_probability} is outside (0, 1)")
         if not 0 <= self.holdout < 0.5:
             raise ValueError(f"holdout {self.holdout} is outside [0, 0.5)")
+        if not 0 <= self.head_warmup <= 1:
+            raise ValueError(f"head_warmup {self.head_warmup} is outside [0, 1]")
         if self.batching not in ("auto", "tokens", "reviews"):
             raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
         for name in ("epochs", "batch_size", "max_length", "log_every"):

@@ -125,12 +125,32 @@ def holdout_loss(model, inputs: Ragged, masker: Masker, device: torch.device, pr
 
 
 def masked_lm(name: str, say: Callable[[str], None]):
-    """The encoder with a masked-language-model head (a new one where the checkpoint has none), in fp32."""
+    """(the encoder with a masked-language-model head in fp32, its tokenizer, the names of the parameters the
+    checkpoint lacks: a new head's, where it has none)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     base = sources.resolve_model(name, log=say)
     modelling.quiet_transformers()
-    return AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32), AutoTokenizer.from_pretrained(base)
+    model, loading = AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32, output_loading_info=True)
+    new = {name for name, _ in model.named_parameters()} & set(loading["missing_keys"])
+    return model, AutoTokenizer.from_pretrained(base), sorted(new)
+
+
+class HeadWarmup:
+    """For the first `steps` steps only the parameters the checkpoint lacked learn: the others' gradients are
+    dropped before the optimiser step (AdamW leaves a parameter without a gradient alone, weight decay included).
+    Dropping them, rather than freezing the encoder, keeps DDP's view of the parameters the same all run."""
+
+    def __init__(self, model, new: list[str], steps: int):
+        fresh = set(new)
+        self.held = [p for name, p in model.named_parameters() if name not in fresh]
+        self.steps = steps if fresh else 0
+
+    def __call__(self, step: int) -> None:
+        """Called after the backward pass of step `step` (counted from 0)."""
+        if step < self.steps:
+            for parameter in self.held:
+                parameter.grad = None
 
 
 def split_holdout(everything: Ragged, share: float, seed: int) -> tuple[Ragged, Ragged]:
@@ -154,7 +174,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     output = Path(config.output)
     dist.open_output(output, say)
     seed_everything(config.seed)
-    model, tokenizer = masked_lm(config.model, say)
+    model, tokenizer, new = masked_lm(config.model, say)
     encoder = Encoder(tokenizer)
     with dist.local_main_first():
         train_seqs, held_seqs = split_holdout(sequences(config, encoder, say), config.holdout, config.seed)
@@ -166,7 +186,9 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     plan = plan_batches(train_seqs.lengths, config, dist.world, by_tokens, multiple)
     model.to(device).train()
     masker = Masker(tokenizer, config.mask_probability, config.whole_word, config.seed)
-    optimisation = Optimisation(model, config, device, precision, dist.world, plan.total, masked_token_loss)
+    warmup = HeadWarmup(model, new, round(config.head_warmup * plan.total))
+    optimisation = Optimisation(model, config, device, precision, dist.world, plan.total, masked_token_loss,
+                                before_update=warmup)
     resumable = {k: v for k, v in vars(config).items() if k not in ("device", "output", "log_every", "compile")}
     resumable.update(precision=precision, processes=dist.world)
     checkpoint_path = output / CHECKPOINT
@@ -179,7 +201,11 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
         _truncate_log(output / "pretrain_log.jsonl", state.step)
     say(f"masked-language-model training of {config.model}: {len(train_seqs):,} sequences, {len(held_seqs):,} held "
         f"out; {plan.total:,} steps; {device}, {precision}"
-        + (", whole-word masking" if config.whole_word else ""))
+        + (", whole-word masking" if config.whole_word else "")
+        + (f"; the first {warmup.steps:,} steps train only the new {', '.join(new)}" if warmup.steps else ""))
+    if new and not warmup.steps:
+        say(f"{config.model} has no trained {', '.join(new)}: they start random (--head-warmup trains them alone "
+            f"first)")
     if dist.main and state.step == 0 and len(held_seqs):
         loss = holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id, multiple)
         _append_log(output / "pretrain_log.jsonl", {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})

@@ -353,7 +353,8 @@ class Optimisation:
     """The model as it runs forward (DDP, compiled), fused AdamW, the schedule and, in fp16, the loss scaler."""
 
     def __init__(self, model, config: TrainConfig, device: torch.device, precision: str, world: int,
-                 total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor]):
+                 total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor],
+                 before_update: Callable[[int], None] | None = None):
         groups = parameter_groups(model, config.weight_decay, getattr(config, "layer_decay", 1.0), config.lr)
         self.params = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps,
@@ -371,6 +372,7 @@ class Optimisation:
             self.forward_model = torch.compile(self.forward_model)
         self.device, self.precision, self.world, self.grad_clip = device, precision, world, config.grad_clip
         self.objective = objective
+        self.before_update = before_update  # called with the step's index between backward and update
 
     def step(self, batch: dict, global_count: int) -> torch.Tensor:
         """One optimiser step on this process's share of a global batch; returns the share's summed loss, on the
@@ -384,6 +386,8 @@ class Optimisation:
         # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
         # world / global count makes that average the mean over the whole global batch, as one process computes it.
         self.scaler.scale(summed * (self.world / global_count)).backward()
+        if self.before_update is not None:
+            self.before_update(self.scheduler.last_epoch)  # the steps taken so far: resumed with the schedule
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
