@@ -72,7 +72,7 @@ if command -v nvidia-smi >/dev/null; then  # the SMs' busy share each second: is
     trap 'kill $dmon 2>/dev/null' EXIT
 fi
 say "queue on $(hostname): $("$py" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
-for name in ${PIECES:-candidate mpnet 512-head compiled batch-64 suite windows}; do
+for name in ${PIECES:-candidate mpnet 512-head compiled batch-64 pretrain-warm suite windows}; do
     run_piece "$name"
     mpnet_when_ready
 done

@@ -20,6 +20,8 @@ Rows, in order (a row that needs an earlier row's model runs that row first):
   distill          the head+tail recipe as a student of --teacher FOLDER (a fine-tuned critic model), or of the mpnet
                    row's model; skipped without either
   batch-64         the head+tail recipe in batches of 64 (half the steps) at lr 1e-4
+  pretrain-warm    the pretrain row with its first 20% of steps training MiniLM's new masked-LM head alone
+                   (`critic pretrain --head-warmup 0.2`)
 Every model is calibrated (temperature on the validation split); each row reports the validation ECE before and after.
 """
 
@@ -55,6 +57,7 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
               "512-head+tail": dict(max_length=512, truncation="head+tail"),
               "candidate": dict(max_length=512, truncation="head+tail", **(tuned or CANDIDATE)),
               "pretrain": dict(max_length=512, truncation="head+tail"),
+              "pretrain-warm": dict(max_length=512, truncation="head+tail"),
               "mpnet": dict(max_length=512, truncation="head+tail", lr=2e-5),  # a base-size encoder's usual rate
               "distill": dict(max_length=512, truncation="head+tail"),
               # half the steps: on an H200 the loop is host-bound (27 ms a step whatever its width), so fewer,
@@ -111,8 +114,8 @@ class Recipe:
             if "512-head+tail" not in self.models:
                 raise RuntimeError("needs the 512-head+tail row's model (run that row first)")
             return {"of": "512-head+tail", **self.evaluate(self.models["512-head+tail"], long_reviews="windows")}
-        if name == "pretrain":
-            return self.pretrained()
+        if name in ("pretrain", "pretrain-warm"):
+            return self.pretrained(name, head_warmup=0.2 if name == "pretrain-warm" else 0.0)
         if name == "mpnet":
             if not self.mpnet:
                 return {"skipped": "no --mpnet given"}
@@ -124,24 +127,26 @@ class Recipe:
             return self.train(name, teacher=str(teacher))
         return self.train(name)
 
-    def pretrained(self) -> dict:
+    def pretrained(self, name: str, head_warmup: float) -> dict:
         from critic.config import PretrainConfig
         from critic.pretrain import pretrain
 
         sizes = self.ctx.sizes
         settings = dict(model=str(self.ctx.minilm), data=self.ctx.data, max_length=64 if sizes["tiny"] else 256,
                         epochs=1, train_size=sizes["pretrain_size"], device=str(self.ctx.device),
-                        output=str(self.ctx.folder("mlm")), batch_size=16 if sizes["tiny"] else 64)
+                        output=str(self.ctx.folder(f"mlm-{name}")), batch_size=16 if sizes["tiny"] else 64,
+                        head_warmup=head_warmup)
         started = time.perf_counter()
         encoder = pretrain(config.build(settings, None, PretrainConfig), log=_log, progress=False)
         mlm_seconds = time.perf_counter() - started
         history = json.loads((encoder / "pretrain.json").read_text())["history"]
         shutil.rmtree(encoder / "checkpoint", ignore_errors=True)
-        out = self.train("pretrain", model=str(encoder))
+        out = self.train(name, model=str(encoder))
         return {"pretrain_seconds": mlm_seconds, "pretrain_holdout_loss": history, **out}
 
 
-ROWS = ("256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet", "distill", "batch-64")
+ROWS = ("256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet", "distill", "batch-64",
+        "pretrain-warm")
 
 
 def _log(message: str) -> None:

@@ -71,13 +71,14 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet",
-                          "distill", "batch-64"]
+                          "distill", "batch-64", "pretrain-warm"]
     for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
         assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
     assert rows["candidate"]["settings"]["layer_decay"] == 0.9
     assert rows["batch-64"]["settings"]["batch_size"] == 2 * rows["512-head+tail"]["settings"]["batch_size"]
     assert rows["distill"]["settings"]["teacher"].endswith("mpnet")  # the mpnet row's model teaches
     assert rows["pretrain"]["pretrain_holdout_loss"] and rows["512-head+tail"]["temperature"]
+    assert rows["pretrain-warm"]["pretrain_holdout_loss"]
 
 
 def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tmp_path, tiny_bert):
