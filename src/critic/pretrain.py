@@ -136,6 +136,11 @@ def masked_lm(name: str, say: Callable[[str], None]):
     return model, AutoTokenizer.from_pretrained(base), sorted(new)
 
 
+def groups(names: list[str]) -> str:
+    """Parameter names by module, for a message: cls.predictions.bias, cls.predictions.transform… -> cls.predictions.*"""
+    return ", ".join(sorted({".".join(name.split(".")[:2]) + ".*" for name in names}))
+
+
 class HeadWarmup:
     """For the first `steps` steps only the parameters the checkpoint lacked learn: the others' gradients are
     dropped before the optimiser step (AdamW leaves a parameter without a gradient alone, weight decay included).
@@ -202,10 +207,9 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     say(f"masked-language-model training of {config.model}: {len(train_seqs):,} sequences, {len(held_seqs):,} held "
         f"out; {plan.total:,} steps; {device}, {precision}"
         + (", whole-word masking" if config.whole_word else "")
-        + (f"; the first {warmup.steps:,} steps train only the new {', '.join(new)}" if warmup.steps else ""))
+        + (f"; the first {warmup.steps:,} steps train only the new {groups(new)}" if warmup.steps else ""))
     if new and not warmup.steps:
-        say(f"{config.model} has no trained {', '.join(new)}: they start random (--head-warmup trains them alone "
-            f"first)")
+        say(f"{config.model} has no trained {groups(new)}: it starts random (--head-warmup trains it alone first)")
     if dist.main and state.step == 0 and len(held_seqs):
         loss = holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id, multiple)
         _append_log(output / "pretrain_log.jsonl", {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
