@@ -132,7 +132,7 @@ def masked_lm(name: str, say: Callable[[str], None]):
     base = sources.resolve_model(name, log=say)
     modelling.quiet_transformers()
     model, loading = AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32, output_loading_info=True)
-    new = {name for name, _ in model.named_parameters()} & set(loading["missing_keys"])
+    new = {param for param, _ in model.named_parameters()} & set(loading["missing_keys"])
     return model, AutoTokenizer.from_pretrained(base), sorted(new)
 
 
