@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--device", default="auto")
     r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args(argv)
+    malformed = [item for item in args.trained if "=" not in item]
+    if malformed:
+        parser.error(f"--trained takes ROW=FOLDER, got {', '.join(malformed)}")
     trained = dict(item.split("=", 1) for item in args.trained)
     unknown = sorted(set(trained) - set(ROWS))
     if unknown:
