@@ -81,13 +81,15 @@ def test_whole_word_pretraining_runs_from_the_cli(tiny_bert, toy_file, tmp_path)
 
 
 def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file, tmp_path):
-    # 30 epochs of the toy text: long enough that the signal lands mid-run
-    whole = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "whole", epochs=30), progress=False)
+    # 30 epochs of the toy text: long enough that the signal lands mid-run, in the first half, where only the new
+    # masked-LM head trains (--head-warmup 0.5): the resumed run crosses into the second half and its new schedule
+    whole = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "whole", epochs=30, head_warmup=0.5),
+                     progress=False)
     script = ("import sys; from critic import config; from critic.config import PretrainConfig; "
               "from critic.pretrain import pretrain; "
               f"pretrain(config.build(dict(model={str(tiny_bert)!r}, data={str(toy_file)!r}, max_length=24, "
               f"epochs=30, batch_size=16, lr=2e-3, warmup_ratio=0.0, output={str(tmp_path / 'cut')!r}, device='cpu', "
-              "holdout=0.1, log_every=1), None, PretrainConfig), progress=False)")
+              "holdout=0.1, log_every=1, head_warmup=0.5), None, PretrainConfig), progress=False)")
     env = dict(os.environ)  # the same threads as this process: sums in another order would differ in the last bit
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
     log = tmp_path / "cut" / "pretrain_log.jsonl"
@@ -102,9 +104,11 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) != 0
     assert (tmp_path / "cut" / "checkpoint" / "state.pt").is_file()
-    assert json.loads((tmp_path / "cut" / "pretrain_log.jsonl").read_text().splitlines()[-1])["step"] < 30 * 30
-    resumed = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "cut", epochs=30, log_every=1),
-                       progress=False)
+    cut_at = json.loads((tmp_path / "cut" / "pretrain_log.jsonl").read_text().splitlines()[-1])["step"]
+    total = json.loads((whole / "pretrain.json").read_text())["steps"]
+    assert cut_at < total / 2
+    resumed = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "cut", epochs=30, log_every=1,
+                                       head_warmup=0.5), progress=False)
     a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -134,3 +138,16 @@ def test_head_warmup_trains_the_new_head_alone_then_everything(tiny_bert, toy_fi
 def test_head_warmup_must_be_a_share():
     with pytest.raises(ValueError, match="head_warmup 1.5 is outside"):
         config.build(dict(head_warmup=1.5), None, PretrainConfig)
+
+
+def test_head_warmup_starts_the_learning_rate_schedule_again_when_the_encoder_joins():
+    from critic.pretrain import HeadWarmup
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    warmup = HeadWarmup(model, ["1.weight", "1.bias"], steps=10)
+    factor = warmup.schedule(warmup_ratio=0.1, total=110)
+    assert factor(9) < 0.2  # the head's own schedule has decayed by the join
+    assert factor(10) == pytest.approx(0.1) and factor(19) == pytest.approx(1.0)  # 10 steps of warm-up again
+    assert factor(109) < 0.02
+    assert HeadWarmup(model, [], steps=10).schedule(0.1, 110) is None  # nothing new: the usual schedule
+    assert HeadWarmup(model, ["1.weight"], steps=0).schedule(0.1, 110) is None

@@ -203,7 +203,8 @@ class PretrainConfig:
     whole_word: bool = setting(False, "mask whole words: all pieces of a word or none")
     head_warmup: float = setting(0.0, "share of the steps that train only what the checkpoint lacks (a new "
                                       "masked-LM head: all-MiniLM-L6-v2 has none), the encoder held still, before "
-                                      "everything trains: a random head's first gradients would reshape the encoder")
+                                      "everything trains with the learning-rate warm-up started again: a random "
+                                      "head's first gradients would reshape the encoder")
     holdout: float = setting(0.02, "share of sequences held out to measure the masked-token loss after each epoch")
     epochs: int = setting(1, "passes over the training text")
     batch_size: int = setting(64, "sequences per step and process")

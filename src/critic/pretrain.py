@@ -21,7 +21,7 @@ from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
-                          _InterruptFlag, _progress, _truncate_log, plan_batches, resume,
+                          _InterruptFlag, _progress, _truncate_log, linear_schedule, plan_batches, resume,
                           save_checkpoint, seed_everything, stop_interrupted)
 
 
@@ -151,6 +151,16 @@ class HeadWarmup:
         self.held = [p for name, p in model.named_parameters() if name not in fresh]
         self.steps = steps if fresh else 0
 
+    def schedule(self, warmup_ratio: float, total: int) -> Callable[[int], float] | None:
+        """The learning rate's factor by step: the usual warm-up and linear decay, started again when the encoder
+        joins, so that its first updates (fresh AdamW moments) are small; None without a head warm-up."""
+        if not self.steps:
+            return None
+        rest = total - self.steps
+        head = linear_schedule(max(1, int(warmup_ratio * self.steps)), self.steps)
+        everything = linear_schedule(max(1, int(warmup_ratio * rest)), rest)
+        return lambda step: head(step) if step < self.steps else everything(step - self.steps)
+
     def __call__(self, step: int) -> None:
         """Called after the backward pass of step `step` (counted from 0)."""
         if step < self.steps:
@@ -193,7 +203,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     masker = Masker(tokenizer, config.mask_probability, config.whole_word, config.seed)
     warmup = HeadWarmup(model, new, round(config.head_warmup * plan.total))
     optimisation = Optimisation(model, config, device, precision, dist.world, plan.total, masked_token_loss,
-                                before_update=warmup)
+                                before_update=warmup, schedule=warmup.schedule(config.warmup_ratio, plan.total))
     resumable = {k: v for k, v in vars(config).items() if k not in ("device", "output", "log_every", "compile")}
     resumable.update(precision=precision, processes=dist.world)
     checkpoint_path = output / CHECKPOINT

@@ -354,13 +354,15 @@ class Optimisation:
 
     def __init__(self, model, config: TrainConfig, device: torch.device, precision: str, world: int,
                  total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor],
-                 before_update: Callable[[int], None] | None = None):
+                 before_update: Callable[[int], None] | None = None,
+                 schedule: Callable[[int], float] | None = None):
         groups = parameter_groups(model, config.weight_decay, getattr(config, "layer_decay", 1.0), config.lr)
         self.params = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps,
                                            fused=device.type in ("cuda", "cpu"))
         warmup = int(config.warmup_ratio * total_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(warmup, total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           schedule or linear_schedule(warmup, total_steps))
         # fp16 (GPUs without bf16: T4, V100) needs a scaled loss, or small gradients underflow to zero. A step whose
         # gradients overflow is skipped by the fused optimiser itself, on the GPU, without a sync.
         self.scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE, enabled=precision == "fp16")
