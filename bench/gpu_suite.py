@@ -249,26 +249,41 @@ def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
     return folder, meta
 
 
-def steady_speed(folder: Path) -> float | None:
-    """Samples/s over the second half of the run's logged steps (compilation and warm-up left out)."""
+def training_clock(folder: Path) -> list[tuple[int, int, float]]:
+    """(step, samples, seconds) at each logged step, on the run's own training clock: from the loop's start,
+    validation and checkpoints left out (samples over the logged samples/s)."""
     entries = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    logged = [e for e in entries if e["event"] == "train" and "samples" in e]
-    if len(logged) < 3:
+    return [(e["step"], e["samples"], e["samples"] / e["samples_per_second"]) for e in entries
+            if e["event"] == "train" and e.get("samples_per_second")]
+
+
+def steady(folder: Path) -> tuple[float, float] | None:
+    """(samples/s, milliseconds per step) over the second half of the logged steps (compilation and warm-up left
+    out); None with fewer than 3 logged steps."""
+    clock = training_clock(folder)
+    if len(clock) < 3:
         return None
-    middle, last = logged[len(logged) // 2], logged[-1]
-    # the training clock is the log's own: time between two log points, validations excluded when none fell between
-    evals = [e for e in entries if e["event"] == "eval" and middle["step"] < e["step"] <= last["step"]]
-    if evals:
-        return None
-    return (last["samples"] - middle["samples"]) / max(last["time"] - middle["time"], 1e-9)
+    (step0, samples0, seconds0), (step1, samples1, seconds1) = clock[len(clock) // 2], clock[-1]
+    elapsed = max(seconds1 - seconds0, 1e-9)
+    return (samples1 - samples0) / elapsed, elapsed / max(step1 - step0, 1) * 1000
+
+
+def steady_speed(folder: Path) -> float | None:
+    figures = steady(folder)
+    return figures[0] if figures else None
 
 
 def seconds_at_step(folder: Path) -> dict[int, float]:
-    """The training clock's seconds (from the loop's start, validation left out) at each logged step: where a run's
-    time went (on an H200 the first half of the throughput run took three times as long as the second)."""
-    entries = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    return {e["step"]: round(e["samples"] / e["samples_per_second"], 2) for e in entries
-            if e["event"] == "train" and e.get("samples_per_second")}
+    """The training clock's seconds at each logged step: where a run's time went (on an H200 the first half of the
+    throughput run took three times as long as the second)."""
+    return {step: round(seconds, 2) for step, _, seconds in training_clock(folder)}
+
+
+def throughput_settings(ctx: Context) -> dict:
+    """The settings the train_throughput step trained with, for the steps that repeat its work."""
+    if "throughput_settings" not in ctx.results:
+        raise RuntimeError("needs the train_throughput step's settings")
+    return ctx.results["throughput_settings"]
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -308,20 +323,16 @@ def step_bare_loop(ctx: Context) -> dict:
     (on an H200, 2026-11-27, MiniLM kept the card busy about half the time)."""
     from transformers import AutoModelForSequenceClassification
 
-    common = ctx.results.get("throughput_settings")
-    if common is None:
-        raise RuntimeError("needs the train_throughput step's settings")
+    common = throughput_settings(ctx)
     rows, width = common["batch_size"], common["max_length"]
     model = AutoModelForSequenceClassification.from_pretrained(common["model"], num_labels=2).to(ctx.device).train()
     if ctx.device.type == "cuda":
         model.set_attn_implementation("sdpa")
     precision = modelling.resolve_precision("auto", ctx.device)
     bare_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, (3, 5) if ctx.sizes["tiny"] else (20, 100))
-    clock = sorted(seconds_at_step(ctx.folder("throughput-critic")).items())
-    (middle_step, middle_s), (last_step, last_s) = clock[len(clock) // 2], clock[-1]
-    critic_ms = (last_s - middle_s) / max(last_step - middle_step, 1) * 1000
+    critic = steady(ctx.folder("throughput-critic"))
     return {"batch": f"{rows} x {width} tokens", "precision": precision, "bare_ms_per_step": bare_ms,
-            "bare_samples_per_s": rows / bare_ms * 1000, "critic_steady_ms_per_step": critic_ms,
+            "bare_samples_per_s": rows / bare_ms * 1000, "critic_steady_ms_per_step": critic[1] if critic else None,
             "note": "critic's steps hold the same token budget, in rows of varying width"}
 
 
@@ -351,10 +362,7 @@ def bare_ms_per_step(model, rows: int, width: int, device: torch.device, precisi
 def step_compiled(ctx: Context) -> dict:
     """The throughput step's run again under torch.compile: last, since compiling for the token batches' changing
     shapes can take minutes, and a time-boxed run should lose this figure before the others."""
-    common = ctx.results.get("throughput_settings")
-    if common is None:
-        raise RuntimeError("needs the train_throughput step's settings")
-    folder, meta = critic_train(ctx, "throughput-compiled", compile=True, **common)
+    folder, meta = critic_train(ctx, "throughput-compiled", compile=True, **throughput_settings(ctx))
     eager = json.loads((ctx.folder("throughput-critic") / "critic.json").read_text())["train_samples_per_second"]
     return {"samples_per_s": meta["train_samples_per_second"], "steady_samples_per_s": steady_speed(folder),
             "eager_samples_per_s": eager, "ratio_vs_eager": meta["train_samples_per_second"] / eager,
