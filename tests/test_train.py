@@ -238,6 +238,10 @@ def test_presets_and_overrides(tmp_path):
     assert (notebook.max_length, notebook.truncation, notebook.batch_size, notebook.lr, notebook.epochs,
             notebook.warmup_ratio, notebook.select, notebook.cleaning) == (256, "head", 16, 3e-5, 3, 0.0, "last",
                                                                            "notebook")
+    best, gpu = config.build({"preset": "best"}), config.build({"preset": "gpu"})
+    assert (best.long_reviews, gpu.long_reviews) == ("windows", "truncate")  # the rest of the recipe is the gpu one
+    assert {k: v for k, v in best.to_dict().items() if k not in ("long_reviews", "preset")} == \
+        {k: v for k, v in gpu.to_dict().items() if k not in ("long_reviews", "preset")}
     toml = tmp_path / "job.toml"
     toml.write_text('[train]\npreset = "cpu"\nepochs = 2\nlr = 1e-4\n')
     job = config.build({"epochs": "4", "compile": "true"}, toml)

@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "resumes from its checkpoint when started again. Under torchrun it trains "
                                          "with DistributedDataParallel.",
                              epilog="examples:\n  critic train                                  default recipe "
-                                    "(preset auto)\n  critic train --preset notebook --model distilbert-base-uncased"
+                                    "(preset auto)\n  critic train --preset best                    the best measured combination\n"
+                                    "  critic train --preset notebook --model distilbert-base-uncased"
                                     "\n  critic train --train-size 10000 --max-length 256 --truncation head\n"
                                     "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu")
     _train_options(train)
@@ -514,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="The whole path on the embedded default: IMDB and MiniLM fetched and "
                                          "verified, the data profiled, a model trained (the cpu preset without a "
                                          "GPU: minutes, it says what it gave up) and evaluated on the test split.")
-    quick.add_argument("--preset", default="auto", help="auto, cpu, gpu or notebook")
+    quick.add_argument("--preset", default="auto", help="auto, cpu, gpu, best or notebook")
     quick.add_argument("--output", default="runs", help="folder for everything (default: runs)")
     quick.set_defaults(run=cmd_quickstart)
     return parser
