@@ -7,7 +7,8 @@
 #   later runs:           sleep N; tar czf $OUT/results.tgz -C /tmp/results --exclude=recipe-model .
 #
 # The pieces run in the order given by PIECES (default below), one after another, so each one's seconds are its
-# own: `suite` (throughput against Trainer, the MiniLM recipe, scoring against the pipeline, fp16, the bare-loop
+# own: `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
+# host), `suite` (throughput against Trainer, the MiniLM recipe, scoring against the pipeline, fp16, the bare-loop
 # floor; it keeps its recipe model), `windows` (that model through windows; after suite), `compiled` (throughput
 # under torch.compile), `mpnet` (MPNet and the MiniLM distilled from it; waits up to MPNET_WAIT s for the parts),
 # or any row of gpu_recipe.py. MPNet's rows also run as soon as every part has arrived, between any two pieces.
@@ -50,6 +51,7 @@ run_piece() {
         --steps train_throughput recipe scoring fp16 bare_loop ;;
     windows) piece windows bench/gpu_recipe.py run --artifacts "$artifacts" --rows 512-head+tail windows \
         --trained "512-head+tail=$results/recipe-model" ;;
+    floor) piece floor bench/gpu_suite.py run --artifacts "$artifacts" --steps bare_loop ;;
     compiled) piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput bare_loop compiled ;;
     mpnet)
         if [ ! -f "$parts/parts.json" ]; then  # no transport under way: nothing to wait for
@@ -72,7 +74,7 @@ if command -v nvidia-smi >/dev/null; then  # the SMs' busy share each second: is
     trap 'kill $dmon 2>/dev/null' EXIT
 fi
 say "queue on $(hostname): $("$py" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
-for name in ${PIECES:-candidate mpnet 512-head compiled batch-64 pretrain-warm suite windows}; do
+for name in ${PIECES:-floor candidate mpnet 512-head compiled batch-64 pretrain-warm suite windows}; do
     run_piece "$name"
     mpnet_when_ready
 done

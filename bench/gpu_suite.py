@@ -329,21 +329,27 @@ def step_bare_loop(ctx: Context) -> dict:
     if ctx.device.type == "cuda":
         model.set_attn_implementation("sdpa")
     precision = modelling.resolve_precision("auto", ctx.device)
-    bare_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, (3, 5) if ctx.sizes["tiny"] else (20, 100))
+    steps = (3, 5) if ctx.sizes["tiny"] else (20, 100)
+    bare_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, steps, mask=False)
+    host_read_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, steps, mask=True)
     critic = steady(ctx.folder("throughput-critic"))
     return {"batch": f"{rows} x {width} tokens", "precision": precision, "bare_ms_per_step": bare_ms,
-            "bare_samples_per_s": rows / bare_ms * 1000, "critic_steady_ms_per_step": critic[1] if critic else None,
-            "note": "critic's steps hold the same token budget, in rows of varying width"}
+            "bare_samples_per_s": rows / bare_ms * 1000, "bare_with_2d_mask_ms_per_step": host_read_ms,
+            "critic_steady_ms_per_step": critic[1] if critic else None,
+            "note": "bare: no mask (the batch is full); with_2d_mask: an all-ones 2-D mask, which transformers "
+                    "reads back on the host at every forward (critic.model.ready_mask spares that read); critic's "
+                    "steps hold the same token budget, in rows of varying width"}
 
 
 def bare_ms_per_step(model, rows: int, width: int, device: torch.device, precision: str,
-                     steps: tuple[int, int]) -> float:
-    """Milliseconds per training step of a plain loop on one fixed batch of random word ids, after warm-up steps."""
+                     steps: tuple[int, int], mask: bool) -> float:
+    """Milliseconds per training step of a plain loop on one fixed batch of random word ids, after warm-up steps;
+    with `mask`, the batch carries a 2-D attention mask of ones, as a plain loop over padded batches does."""
     generator = torch.Generator().manual_seed(0)
     vocabulary = model.config.vocab_size  # ordinary word ids: past the special tokens (the first thousand in BERT)
     ids = torch.randint(min(1000, vocabulary // 2), vocabulary, (rows, width), generator=generator).to(device)
     labels = torch.randint(0, 2, (rows,), generator=generator).to(device)
-    mask = torch.ones_like(ids)
+    inputs = {"input_ids": ids, **({"attention_mask": torch.ones_like(ids)} if mask else {})}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     warmup, timed = steps
     for index in range(warmup + timed):
@@ -351,7 +357,7 @@ def bare_ms_per_step(model, rows: int, width: int, device: torch.device, precisi
             _sync(device)
             started = time.perf_counter()
         with modelling.autocast(device, precision):
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            logits = model(**inputs).logits
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -34,6 +34,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     # critic and the pipeline agree (both in fp32 in the smoke)
     assert steps["scoring"]["max_abs_probability_difference"] < 1e-5
     assert steps["fp16"]["precision"] == "fp16" and steps["fp16"]["finite_weights"]
+    assert steps["bare_loop"]["bare_ms_per_step"] > 0 and steps["bare_loop"]["bare_with_2d_mask_ms_per_step"] > 0
     assert set(report["targets"]) == {"train_samples_per_s", "train_ratio_vs_trainer", "recipe_train_seconds",
                                       "scoring_reviews_per_s", "scoring_ratio_vs_pipeline"}
     assert report["machine"]["torch"] and report["machine"]["date"]

@@ -95,3 +95,64 @@ def test_rowwise_attention_applies_attention_dropout(tiny_bert):
     model.eval()
     first, second = (model(input_ids=input_ids, attention_mask=mask).logits for _ in range(2))
     assert torch.equal(first, second)
+
+
+def tiny_classifier(kind: str):
+    """A tiny random classifier of each architecture `ready_mask` knows, built here."""
+    import transformers
+
+    small = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=40)
+    configs = {"bert": transformers.BertConfig(**small), "roberta": transformers.RobertaConfig(**small),
+               "mpnet": transformers.MPNetConfig(**small),
+               "distilbert": transformers.DistilBertConfig(vocab_size=60, dim=32, n_layers=2, n_heads=2,
+                                                           hidden_dim=64, max_position_embeddings=40)}
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(configs[kind]).eval()
+
+
+class HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the operations that read a tensor's value on the host: on a GPU, each makes the host wait for it."""
+
+    READS = ("aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.equal.default")
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += str(func) in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "mpnet"])
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_the_ready_mask_gives_the_models_own_results_without_a_host_read(kind, weights):
+    from critic.model import ready_mask
+
+    model = tiny_classifier(kind).to(weights)
+    assert model.config._attn_implementation == ("eager" if kind == "mpnet" else "sdpa")
+    input_ids, mask = right_padded(LENGTHS, 60)
+    full_ids, full_mask = right_padded([12] * 4, 60, seed=1)
+    with torch.inference_mode():
+        for ids, mask, padded in ((input_ids, mask, True), (full_ids, full_mask, False)):
+            expected = model(input_ids=ids, attention_mask=mask).logits.float()
+            ready = ready_mask(model, mask, padded)
+            assert (ready is None) == (not padded)
+            with HostReads() as reads:
+                logits = model(input_ids=ids, attention_mask=ready).logits.float()
+            assert reads.count == 0
+            assert torch.allclose(logits, expected, atol=1e-5 if weights == torch.float32 else 2e-2)
+
+
+def test_other_architectures_and_the_cpu_keep_the_2d_mask(tiny_bert):
+    from critic.model import device_batch, ready_mask
+
+    input_ids, mask = right_padded(LENGTHS, 60)
+    model = tiny_classifier("bert")
+    rowwise, _ = inference_model(model, "fp32", CPU)
+    assert ready_mask(rowwise, mask, padded=True) is mask  # the row-wise kernel reads the 2-D mask
+    model.config.model_type = "some-new-encoder"
+    assert ready_mask(model, mask, padded=True) is mask
+    moved = device_batch(tiny_classifier("bert"), {"input_ids": input_ids, "attention_mask": mask}, CPU)
+    assert moved["attention_mask"] is mask and moved["input_ids"] is input_ids

@@ -224,17 +224,57 @@ def inference_model(model, precision: str, device: torch.device):
     return model, precision
 
 
+# Architectures whose forward takes a ready 4-D attention mask as it is (transformers' masking_utils, 5.17 to 5.24;
+# tests/test_model.py checks each against the mask transformers builds).
+READY_MASK_MODELS = frozenset({"bert", "roberta", "distilbert", "mpnet"})
+
+
+def ready_mask(model, attention_mask: torch.Tensor | None, padded: bool) -> torch.Tensor | None:
+    """The 2-D padding mask in the form transformers would build from it, built without reading it on the host.
+
+    Given a 2-D mask, transformers first asks whether any token is padded (`mask.all()`), a value read back from
+    the GPU at every forward: the host waits for the GPU to finish everything queued, then queues the rest of the
+    step while the GPU waits for it. That was the only host read in a training step (found with a dispatch-mode
+    probe); on one H200 the card was busy 43-58% of the time. The host already knows the answer (`padded`, from its
+    own copy): no padding gives no mask (SDPA may then take its flash kernel), padding the 4-D mask — booleans for
+    SDPA, additive for eager attention (MPNet). Other architectures get their 2-D mask."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    implementation = model.config._attn_implementation
+    if attention_mask is None or model.config.model_type not in READY_MASK_MODELS \
+            or implementation not in ("sdpa", "eager"):
+        return attention_mask
+    if not padded:
+        return None
+    keep = attention_mask[:, None, None, :].bool()
+    if implementation == "sdpa":
+        return keep
+    return torch.zeros(keep.shape, dtype=model.dtype, device=keep.device).masked_fill_(~keep,
+                                                                                      torch.finfo(model.dtype).min)
+
+
+def device_batch(model, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A padded batch (host tensors) on `device`. On a GPU it is copied from pinned memory without blocking, and
+    its padding mask arrives in the form that spares a host read at every forward (`ready_mask`)."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    moved = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    if "attention_mask" in batch:
+        padded = not bool(batch["attention_mask"].all())  # the host's copy: no wait for the GPU
+        moved["attention_mask"] = ready_mask(model, moved["attention_mask"], padded)
+        if moved["attention_mask"] is None:
+            del moved["attention_mask"]
+    return moved
+
+
 def torch_forward(model, device: torch.device, precision: str = "fp32"):
     """A function from a padded batch (torch tensors) to logits, for `logits`. On a GPU the batch is copied from
     pinned memory without blocking and the logits stay on the GPU, so the host prepares the next batch meanwhile."""
     model.eval()
-    gpu = device.type == "cuda"
 
     @torch.inference_mode()
     def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = {k: (v.pin_memory() if gpu else v).to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, precision):
-            return model(**batch).logits.float()
+            return model(**device_batch(model, batch, device)).logits.float()
 
     return forward
 

@@ -366,7 +366,7 @@ class Optimisation:
         # fp16 (GPUs without bf16: T4, V100) needs a scaled loss, or small gradients underflow to zero. A step whose
         # gradients overflow is skipped by the fused optimiser itself, on the GPU, without a sync.
         self.scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE, enabled=precision == "fp16")
-        self.forward_model = model
+        self.model = self.forward_model = model
         if world > 1:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
@@ -380,7 +380,7 @@ class Optimisation:
         """One optimiser step on this process's share of a global batch; returns the share's summed loss, on the
         device and unread (reading it would make the host wait for the GPU). `global_count`: what the loss is a
         mean over (the global batch's rows; masked tokens in pre-training)."""
-        inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        inputs = modelling.device_batch(self.model, batch, self.device)
         targets = {k: inputs.pop(k) for k in ("labels", "teacher") if k in inputs}
         with modelling.autocast(self.device, self.precision):
             logits = self.forward_model(**inputs).logits
