@@ -259,8 +259,8 @@ def training_clock(folder: Path) -> list[tuple[int, int, float]]:
 
 def steady(folder: Path) -> tuple[float, float] | None:
     """(samples/s, milliseconds per step) over the second half of the logged steps (compilation and warm-up left
-    out); None with fewer than 3 logged steps."""
-    clock = training_clock(folder)
+    out); None with fewer than 3 logged steps, or no log (a run not made, or a model trained elsewhere)."""
+    clock = training_clock(folder) if (folder / "train_log.jsonl").is_file() else []
     if len(clock) < 3:
         return None
     (step0, samples0, seconds0), (step1, samples1, seconds1) = clock[len(clock) // 2], clock[-1]
@@ -280,10 +280,11 @@ def seconds_at_step(folder: Path) -> dict[int, float]:
 
 
 def throughput_settings(ctx: Context) -> dict:
-    """The settings the train_throughput step trained with, for the steps that repeat its work."""
-    if "throughput_settings" not in ctx.results:
-        raise RuntimeError("needs the train_throughput step's settings")
-    return ctx.results["throughput_settings"]
+    """The train_throughput step's settings, for it and the steps that repeat its work (bare_loop can run alone)."""
+    sizes = ctx.sizes
+    return dict(model=str(distilbert(ctx, "distilbert")), train_size=sizes["throughput_reviews"],
+                eval_size=256 if not sizes["tiny"] else 32, max_length=sizes["throughput_length"], truncation="head",
+                epochs=1, batch_size=sizes["throughput_batch"], log_every=20 if not sizes["tiny"] else 2)
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -292,18 +293,14 @@ def throughput_settings(ctx: Context) -> dict:
 def step_train_throughput(ctx: Context) -> dict:
     from train_throughput import hf_trainer
 
-    sizes = ctx.sizes
-    model = distilbert(ctx, "distilbert")
-    n, batch, length = sizes["throughput_reviews"], sizes["throughput_batch"], sizes["throughput_length"]
-    common = dict(model=str(model), train_size=n, eval_size=256 if not sizes["tiny"] else 32, max_length=length,
-                  truncation="head", epochs=1, batch_size=batch, log_every=20 if not sizes["tiny"] else 2)
+    common = throughput_settings(ctx)
+    model, n, batch, length = common["model"], common["train_size"], common["batch_size"], common["max_length"]
     out = {"reviews": n, "max_length": length, "batch": batch}
     _, meta = critic_train(ctx, "throughput-critic", **common)
     out["critic"] = {"samples_per_s": meta["train_samples_per_second"], "precision": meta["precision"],
                      "batching": f"tokens ({batch} x {length} per batch)" if ctx.device.type == "cuda" else
                      f"reviews ({batch})", "steady_samples_per_s": steady_speed(ctx.folder("throughput-critic"))}
     out["critic"]["seconds_at_step"] = seconds_at_step(ctx.folder("throughput-critic"))
-    ctx.results["throughput_settings"] = common
 
     frame = data.load(ctx.data).split("train", n, 42)  # the rows critic trained on (its seed is 42)
     texts, labels = frame["text"].map(data.clean_default).tolist(), frame["label"].to_numpy()

@@ -161,11 +161,14 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
     gpu_suite.pack(str(tiny_bert), tmp_path / "parts", part_mib=0.05, log=lambda line: None)
     results = tmp_path / "results"
     env = {**os.environ, "OMP_NUM_THREADS": "2", "ARTIFACTS": str(tmp_path / "luggage"),
-           "PARTS": str(tmp_path / "parts"), "PYTHON": sys.executable, "PIECES": "256-head mpnet"}
+           "PARTS": str(tmp_path / "parts"), "PYTHON": sys.executable, "PIECES": "floor 256-head mpnet"}
     subprocess.run(["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"], check=True, timeout=900, env=env,
                    cwd=BENCH.parent)
     log = (results / "queue.log").read_text().splitlines()
     assert [line.split(" ", 1)[1] for line in log[1:]] == [
-        "start 256-head", "end 256-head (exit 0)", "start mpnet", "end mpnet (exit 0)", "queue done"]
+        "start floor", "end floor (exit 0)",
+        "start mpnet", "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
+        "start 256-head", "end 256-head (exit 0)", "queue done"]
+    assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
     assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet", "distill"]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
