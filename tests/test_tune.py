@@ -22,13 +22,14 @@ def test_search_writes_table_plots_best_settings_and_mlflow_runs(tiny_bert, tmp_
     synthetic.reviews(600).to_csv(data, index=False)
     out = tmp_path / "search"
     options = TuneOptions(trials=3, space=("lr", "epochs", "head_share"))
-    result = tune(base(tiny_bert, data, out), options, log=lambda line: None)
+    result = tune(base(tiny_bert, data, out, train_size=400), options, log=lambda line: None)
     assert result["complete"] >= 1 and 0.5 <= result["best_value"] <= 1.0
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and {"params_lr", "params_epochs", "params_head_share"} <= set(trials.columns)
     best = tomllib.loads((out / "best.toml").read_text())["train"]
     assert best["model"] == str(tiny_bert) and 1 <= best["epochs"] <= 5 and best["truncation"] == "head+tail"
     assert config.build(best).lr == best["lr"]  # critic train --config takes it
+    assert "train_size" not in best and "searched on 400 training reviews" in (out / "best.toml").read_text()
     page = (out / "tune.html").read_text()
     assert "plotly" in page and "params_lr" in page
     assert not list(out.glob("trial-*/run/*.safetensors")) and not list(out.glob("trial-*/run/checkpoint"))
@@ -39,11 +40,11 @@ def test_search_writes_table_plots_best_settings_and_mlflow_runs(tiny_bert, tmp_
     runs = mlflow.search_runs(experiment_names=[f"critic-tune-{out.name}"])
     assert len(runs) == 3 and runs["params.lr"].notna().all()
     # started again with more trials: goes on from the three it has
-    more = tune(base(tiny_bert, data, out), TuneOptions(trials=4, space=("lr", "epochs", "head_share")),
+    more = tune(base(tiny_bert, data, out, train_size=400), TuneOptions(trials=4, space=("lr", "epochs", "head_share")),
                 log=lambda line: None)
     assert len(pd.read_csv(out / "trials.csv")) == 4 and more["complete"] >= result["complete"]
     with pytest.raises(ValueError, match="holds a search with other settings \\(max_length\\)"):
-        tune(base(tiny_bert, data, out, max_length=48), options, log=lambda line: None)
+        tune(base(tiny_bert, data, out, train_size=400, max_length=48), options, log=lambda line: None)
 
 
 def test_cross_validated_search_from_the_cli(tiny_bert, tmp_path):

@@ -210,13 +210,17 @@ def write_results(study, base: TrainConfig, options: TuneOptions, output: Path, 
     best = study.best_trial
     frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params"))
     frame.to_csv(output / "trials.csv", index=False)
+    # What the search was about and what it found; not the search's size (--train-size), so that
+    # `critic train --config best.toml --preset gpu` trains on the whole training split.
     settings = {**{k: v for k, v in base.to_dict().items()
-                   if k in ("model", "data", "text_column", "label_column", "label_map", "train_size", "cleaning",
-                            "truncation", "metric", "seed") and v is not None},
+                   if k in ("model", "data", "text_column", "label_column", "label_map", "cleaning", "truncation",
+                            "metric", "seed") and v is not None},
                 **trial_settings(base, best.params)}
+    searched_on = f"{base.train_size:,} training reviews" if base.train_size else "the whole training split"
     toml = output / "best.toml"
     toml.write_text(f"# critic tune: best of {len(complete)} complete trial(s), validation {base.metric} "
-                    f"{best.value:.4f} (trial {best.number})\n[train]\n" + to_toml(settings))
+                    f"{best.value:.4f} (trial {best.number}); searched on {searched_on}\n[train]\n"
+                    + to_toml(settings))
     page = output / "tune.html"
     page.write_text(tune_html(study, base, options, frame))
     say(f"best: trial {best.number}, validation {base.metric} {best.value:.4f}: "
