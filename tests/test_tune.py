@@ -42,7 +42,9 @@ def test_search_writes_table_plots_best_settings_and_mlflow_runs(tiny_bert, tmp_
     # started again with more trials: goes on from the three it has
     more = tune(base(tiny_bert, data, out, train_size=400), TuneOptions(trials=4, space=("lr", "epochs", "head_share")),
                 log=lambda line: None)
-    assert len(pd.read_csv(out / "trials.csv")) == 4 and more["complete"] >= result["complete"]
+    continued = pd.read_csv(out / "trials.csv")
+    assert len(continued) == 4 and more["complete"] >= result["complete"]
+    assert continued["params_lr"].iloc[3] not in set(continued["params_lr"].iloc[:3])  # new settings, not a rerun
     with pytest.raises(ValueError, match="holds a search with other settings \\(max_length\\)"):
         tune(base(tiny_bert, data, out, train_size=400, max_length=48), options, log=lambda line: None)
 

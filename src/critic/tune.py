@@ -158,8 +158,11 @@ def tune(base: TrainConfig, options: TuneOptions, log: Callable[[str], None] | N
     mlflow.set_experiment(f"critic-tune-{output.name}")
     storage = JournalStorage(JournalFileBackend(str(output / "optuna.journal")))
     study = optuna.create_study(study_name="critic", storage=storage, load_if_exists=True,
-                                direction=_direction(base.metric), sampler=optuna.samplers.TPESampler(seed=base.seed),
+                                direction=_direction(base.metric),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=50))
+    # Seeded for repeatable searches, by the trials already there: a continued search seeded as it first was drew the
+    # first trials' settings again.
+    study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
     _check_same_search(study, base, options)
     _retry_interrupted(study, say)
     from optuna.trial import TrialState
