@@ -25,7 +25,8 @@ code). Steps, each timing critic and its peer in the same run:
   fp16              DistilBERT architecture, 2 epochs in fp16 with loss scaling (the T4/V100 path): skipped
                     steps, validation accuracy, finite weights.
   bare_loop         the throughput step's model and token budget in a bare PyTorch loop: the card's floor per
-                    step, against critic's steady milliseconds per step.
+                    step, against critic's steady milliseconds per step; again with a 2-D mask of ones, which
+                    transformers reads back on the host at every forward (what that read costs a step).
   compiled          the train_throughput run again under torch.compile (last: compiling for changing batch
                     shapes can take minutes), its samples/s against the eager run's.
 
