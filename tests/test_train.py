@@ -238,6 +238,9 @@ def test_presets_and_overrides(tmp_path):
     assert (notebook.max_length, notebook.truncation, notebook.batch_size, notebook.lr, notebook.epochs,
             notebook.warmup_ratio, notebook.select, notebook.cleaning) == (256, "head", 16, 3e-5, 3, 0.0, "last",
                                                                            "notebook")
+    cpu, smaller = config.build({"preset": "cpu"}), config.build({"preset": "cpu", "train_size": "1000", "epochs": "2"})
+    assert "2,000 training reviews" in cpu.notes[0] and "1 epoch instead of 3" in cpu.notes[0]
+    assert "1,000 training reviews" in smaller.notes[0] and "2 epochs instead of 3" in smaller.notes[0]  # as run
     best, gpu = config.build({"preset": "best"}), config.build({"preset": "gpu"})
     assert (best.long_reviews, gpu.long_reviews) == ("windows", "truncate")  # the rest of the recipe is the gpu one
     assert {k: v for k, v in best.to_dict().items() if k not in ("long_reviews", "preset")} == \
