@@ -6,7 +6,7 @@ import pytest
 
 from critic import config
 from critic.cli import main
-from critic.tune import TuneOptions, trial_settings, tune
+from critic.tune import TuneOptions, resolution, trial_settings, tune
 
 
 def base(model, data, output, **extra):
@@ -22,7 +22,10 @@ def test_search_writes_table_plots_best_settings_and_mlflow_runs(tiny_bert, tmp_
     synthetic.reviews(600).to_csv(data, index=False)
     out = tmp_path / "search"
     options = TuneOptions(trials=3, space=("lr", "epochs", "head_share"))
-    result = tune(base(tiny_bert, data, out, train_size=400), options, log=lambda line: None)
+    said = []
+    result = tune(base(tiny_bert, data, out, train_size=400, eval_size=50), options, log=said.append)
+    assert any("validation on 50 reviews: trials within about ±9.9%" in line for line in said)
+    assert round(resolution(500), 3) == 0.031 and resolution(4879) < 0.011
     assert result["complete"] >= 1 and 0.5 <= result["best_value"] <= 1.0
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and {"params_lr", "params_epochs", "params_head_share"} <= set(trials.columns)
@@ -40,13 +43,14 @@ def test_search_writes_table_plots_best_settings_and_mlflow_runs(tiny_bert, tmp_
     runs = mlflow.search_runs(experiment_names=[f"critic-tune-{out.name}"])
     assert len(runs) == 3 and runs["params.lr"].notna().all()
     # started again with more trials: goes on from the three it has
-    more = tune(base(tiny_bert, data, out, train_size=400), TuneOptions(trials=4, space=("lr", "epochs", "head_share")),
+    more = tune(base(tiny_bert, data, out, train_size=400, eval_size=50), TuneOptions(trials=4, space=("lr", "epochs", "head_share")),
                 log=lambda line: None)
     continued = pd.read_csv(out / "trials.csv")
     assert len(continued) == 4 and more["complete"] >= result["complete"]
     assert continued["params_lr"].iloc[3] not in set(continued["params_lr"].iloc[:3])  # new settings, not a rerun
     with pytest.raises(ValueError, match="holds a search with other settings \\(max_length\\)"):
-        tune(base(tiny_bert, data, out, train_size=400, max_length=48), options, log=lambda line: None)
+        tune(base(tiny_bert, data, out, train_size=400, eval_size=50, max_length=48), options,
+             log=lambda line: None)
 
 
 def test_cross_validated_search_from_the_cli(tiny_bert, tmp_path):
