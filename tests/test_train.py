@@ -242,9 +242,10 @@ def test_presets_and_overrides(tmp_path):
     assert "2,000 training reviews" in cpu.notes[0] and "1 epoch instead of 3" in cpu.notes[0]
     assert "1,000 training reviews" in smaller.notes[0] and "2 epochs instead of 3" in smaller.notes[0]  # as run
     best, gpu = config.build({"preset": "best"}), config.build({"preset": "gpu"})
-    assert (best.long_reviews, gpu.long_reviews) == ("windows", "truncate")  # the rest of the recipe is the gpu one
-    assert {k: v for k, v in best.to_dict().items() if k not in ("long_reviews", "preset")} == \
-        {k: v for k, v in gpu.to_dict().items() if k not in ("long_reviews", "preset")}
+    assert (gpu.model, gpu.batch_size, gpu.lr) == ("minilm", 64, 1e-4)  # half the steps: the batch-64 row
+    assert (best.model, best.batch_size, best.lr) == ("mpnet", 32, 2e-5)  # the mpnet row
+    assert {k: v for k, v in best.to_dict().items() if k not in ("model", "batch_size", "lr", "preset")} == \
+        {k: v for k, v in gpu.to_dict().items() if k not in ("model", "batch_size", "lr", "preset")}
     toml = tmp_path / "job.toml"
     toml.write_text('[train]\npreset = "cpu"\nepochs = 2\nlr = 1e-4\n')
     job = config.build({"epochs": "4", "compile": "true"}, toml)

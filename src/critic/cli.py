@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "resumes from its checkpoint when started again. Under torchrun it trains "
                                          "with DistributedDataParallel.",
                              epilog="examples:\n  critic train                                  default recipe "
-                                    "(preset auto)\n  critic train --preset best                    the best measured combination\n"
+                                    "(preset auto)\n  critic train --preset best                    the most accurate "
+                                    "measured (MPNet)\n"
                                     "  critic train --preset notebook --model distilbert-base-uncased"
                                     "\n  critic train --train-size 10000 --max-length 256 --truncation head\n"
                                     "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu")
