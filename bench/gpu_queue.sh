@@ -4,18 +4,18 @@
 #
 #   run 1 (carry .gpu):   setsid -f bash bench/gpu_queue.sh /tmp/results >/dev/null 2>&1 </dev/null
 #   runs 2-5 (carry .gpu-mpnet/parts.json and one part each, each within 30 s of the last):  cat /tmp/results/queue.log
-#   later runs:           sleep N; tar czf $OUT/results.tgz -C /tmp/results --exclude=recipe-model .
+#   later runs:           sleep N; tar czf $OUT/results.tgz -C /tmp/results .
 #
 # The pieces run in the order given by PIECES (default below), one after another, so each one's seconds are its
 # own: `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
-# host), `suite` (throughput against Trainer, the MiniLM recipe, scoring against the pipeline, fp16, the bare-loop
-# floor; it keeps its recipe model), `windows` (that model through windows; after suite), `compiled` (throughput
-# under torch.compile), `mpnet` (MPNet and the MiniLM distilled from it; waits up to MPNET_WAIT s for the parts),
-# or any row of gpu_recipe.py. MPNet's rows also run as soon as every part has arrived, between any two pieces.
-# The default is what 2026-11-27's H200 session left unmeasured, most wanted first. Each piece writes
-# RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log says when each started and
-# ended. ARTIFACTS, PARTS and PYTHON override the folders and python; arguments after RESULTS go to every piece
-# (--smoke: tiny, on the CPU, to check the queue here).
+# host), `suite` (throughput against Trainer, the gpu preset's recipe, scoring against the pipeline, fp16, the
+# bare-loop floor), `compiled` (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default
+# mpnet, mpnet-windows and mpnet-4ep; it waits up to MPNET_WAIT s for the parts), or any row of gpu_recipe.py.
+# MPNet's rows also run as soon as every part has arrived, between any two pieces. The default is what the H200
+# sessions of 2026-11-27 left unmeasured, most wanted first (`floor` first: its half minute covers the parts'
+# journey). Each piece writes RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log
+# says when each started and ended. ARTIFACTS, PARTS and PYTHON override the folders and python; arguments after
+# RESULTS go to every piece (--smoke: tiny, on the CPU, to check the queue here).
 set -u
 results=${1:?usage: gpu_queue.sh RESULTS [ARGS FOR EVERY PIECE]}
 shift
@@ -42,15 +42,14 @@ mpnet_when_ready() {  # the MPNet rows, once every part has arrived (join checks
     local encoder
     encoder=$("$py" bench/gpu_suite.py join "$parts" 2>>"$results/join.log") || return 1
     mpnet_done=1
-    piece mpnet bench/gpu_recipe.py run --artifacts "$artifacts" --rows mpnet distill --mpnet "$encoder"
+    piece mpnet bench/gpu_recipe.py run --artifacts "$artifacts" --rows ${MPNET_ROWS:-mpnet mpnet-windows mpnet-4ep} \
+        --mpnet "$encoder"
 }
 
 run_piece() {
     case $1 in
-    suite) piece suite bench/gpu_suite.py run --artifacts "$artifacts" --keep "$results/recipe-model" \
+    suite) piece suite bench/gpu_suite.py run --artifacts "$artifacts" \
         --steps train_throughput recipe scoring fp16 bare_loop ;;
-    windows) piece windows bench/gpu_recipe.py run --artifacts "$artifacts" --rows 512-head+tail windows \
-        --trained "512-head+tail=$results/recipe-model" ;;
     floor) piece floor bench/gpu_suite.py run --artifacts "$artifacts" --steps bare_loop ;;
     compiled) piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput bare_loop compiled ;;
     mpnet)
@@ -74,7 +73,7 @@ if command -v nvidia-smi >/dev/null; then  # the SMs' busy share each second: is
     trap 'kill $dmon 2>/dev/null' EXIT
 fi
 say "queue on $(hostname): $("$py" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
-for name in ${PIECES:-floor candidate mpnet 512-head compiled batch-64 pretrain-warm suite windows}; do
+for name in ${PIECES:-floor mpnet suite pretrain-warm}; do
     run_piece "$name"
     mpnet_when_ready
 done

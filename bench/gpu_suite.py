@@ -582,8 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="also write the JSON here (after every step)")
     r.add_argument("--steps", nargs="*", choices=list(STEPS), help="only these steps (default: all)")
     r.add_argument("--device", default="auto")
-    r.add_argument("--keep", help="copy the recipe step's model here (gpu_recipe.py --trained 512-head+tail=FOLDER "
-                                  "then scores it instead of training it again)")
+    r.add_argument("--keep", help="copy the recipe step's model here (the gpu preset's, the settings of "
+                                  "gpu_recipe.py's batch-64 row: its --trained batch-64=FOLDER then scores it "
+                                  "instead of training it again)")
     r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (checks a built folder here)")
     s = verbs.add_parser("smoke", help="every step, tiny, on the CPU")
     s.add_argument("--model", default="minilm", help="an encoder for the recipe (its tokenizer serves all)")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import synthetic
+from critic import config
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"
 
@@ -72,7 +73,7 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet",
-                          "distill", "batch-64", "pretrain-warm"]
+                          "distill", "batch-64", "pretrain-warm", "mpnet-windows", "mpnet-4ep"]
     for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
         assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
     assert rows["candidate"]["settings"]["layer_decay"] == 0.9
@@ -80,6 +81,20 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert rows["distill"]["settings"]["teacher"].endswith("mpnet")  # the mpnet row's model teaches
     assert rows["pretrain"]["pretrain_holdout_loss"] and rows["512-head+tail"]["temperature"]
     assert rows["pretrain-warm"]["pretrain_holdout_loss"]
+    assert rows["mpnet-windows"]["of"] == "mpnet"
+    assert rows["mpnet-4ep"]["settings"]["epochs"] == rows["mpnet"]["settings"]["epochs"] + 1
+
+
+def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
+    sys.path.insert(0, str(BENCH))
+    import gpu_recipe
+
+    first = gpu_recipe.row_settings("512-head+tail", gpu_recipe.FULL, None)
+    assert (first["batch_size"], first["lr"]) == (32, 5e-5)  # as on 2026-11-27, whatever the preset says now
+    gpu, batch64 = config.build({"preset": "gpu"}), gpu_recipe.row_settings("batch-64", gpu_recipe.FULL, None)
+    assert (gpu.batch_size, gpu.lr, gpu.max_length, gpu.truncation) == (
+        batch64["batch_size"], batch64["lr"], batch64["max_length"], batch64["truncation"])  # the preset's own row
+    assert gpu_recipe.row_settings("mpnet", gpu_recipe.FULL, None)["lr"] == config.build({"preset": "best"}).lr
 
 
 def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tmp_path, tiny_bert):
@@ -170,5 +185,5 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "start mpnet", "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
         "start 256-head", "end 256-head (exit 0)", "queue done"]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
-    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet", "distill"]
+    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet", "mpnet-windows", "mpnet-4ep"]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
