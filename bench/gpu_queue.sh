@@ -10,7 +10,7 @@
 # own: `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
 # host), `suite` (throughput against Trainer, the gpu preset's recipe, scoring against the pipeline, fp16, the
 # bare-loop floor), `compiled` (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default
-# mpnet, mpnet-windows and mpnet-4ep; it waits up to MPNET_WAIT s for the parts), or any row of gpu_recipe.py.
+# mpnet-4ep, mpnet-windows and distill-oof; it waits up to MPNET_WAIT s for the parts), or any row of gpu_recipe.py.
 # MPNet's rows also run as soon as every part has arrived, between any two pieces. The default is what the H200
 # sessions of 2026-11-27 left unmeasured, most wanted first (`floor` first: its half minute covers the parts'
 # journey). Each piece writes RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log
@@ -42,8 +42,9 @@ mpnet_when_ready() {  # the MPNet rows, once every part has arrived (join checks
     local encoder
     encoder=$("$py" bench/gpu_suite.py join "$parts" 2>>"$results/join.log") || return 1
     mpnet_done=1
-    piece mpnet bench/gpu_recipe.py run --artifacts "$artifacts" --rows ${MPNET_ROWS:-mpnet mpnet-windows mpnet-4ep} \
-        --mpnet "$encoder"
+    local rows=${MPNET_ROWS:-mpnet-4ep mpnet-windows distill-oof}
+    # shellcheck disable=SC2086  # the rows are words
+    piece mpnet bench/gpu_recipe.py run --artifacts "$artifacts" --rows $rows --mpnet "$encoder"
 }
 
 run_piece() {

@@ -73,7 +73,7 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet",
-                          "distill", "batch-64", "pretrain-warm", "mpnet-windows", "mpnet-4ep"]
+                          "distill", "batch-64", "pretrain-warm", "mpnet-windows", "mpnet-4ep", "distill-oof"]
     for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
         assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
     assert rows["candidate"]["settings"]["layer_decay"] == 0.9
@@ -83,6 +83,8 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert rows["pretrain-warm"]["pretrain_holdout_loss"]
     assert rows["mpnet-windows"]["of"] == "mpnet"
     assert rows["mpnet-4ep"]["settings"]["epochs"] == rows["mpnet"]["settings"]["epochs"] + 1
+    assert [t["fold"] for t in rows["distill-oof"]["teachers"]] == ["1/2", "2/2"]  # two MPNets, one per fold
+    assert rows["distill-oof"]["settings"]["teacher"].count(",") == 1
 
 
 def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
@@ -185,5 +187,5 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "start mpnet", "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
         "start 256-head", "end 256-head (exit 0)", "queue done"]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
-    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet", "mpnet-windows", "mpnet-4ep"]
+    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet-4ep", "mpnet-windows", "distill-oof"]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8

@@ -1,13 +1,14 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from critic import config, train
+from critic import config, data, train
 from critic.cli import main
-from critic.distill import distill, teacher_probabilities
+from critic.distill import distill, fold_teachers, out_of_fold_probabilities, teacher_probabilities
 
 
 def test_objective_mixes_labels_and_softened_teacher():
@@ -67,3 +68,34 @@ def test_distill_verb(toy_model, tiny_bert, tmp_path, monkeypatch):
     assert main(["distill", str(tmp_path / "nothing"), "--model", str(tiny_bert), "--data",
                  str(toy_model.parent / "toy.csv"), "--preset", "gpu", "--device", "cpu", "--output",
                  str(tmp_path / "x")]) == 2
+
+
+def test_teachers_trained_on_folds_each_score_the_reviews_they_did_not_train_on(toy_model, tiny_bert, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
+    data_file = toy_model.parent / "toy.csv"
+    common = dict(model=str(tiny_bert), data=str(data_file), preset="gpu", max_length=32, epochs=1, batch_size=32,
+                  lr=3e-3, device="cpu")
+    teachers = [str(train.train(config.build({**common, "fold": f"{k}/2", "output": str(tmp_path / f"t{k}")}),
+                                progress=False)) for k in (1, 2)]
+    assert fold_teachers(teachers[::-1]) == teachers  # ordered by fold, whatever the order given
+    texts = pd.read_csv(data_file)["text"].tolist()[:200]
+    fold = data.fold_of(pd.Series(texts), 2)
+    oof = out_of_fold_probabilities(teachers, texts, ["negative", "positive"], False, lambda line: None, False)
+    for k, teacher in enumerate(teachers):  # fold k's reviews: the teacher that held fold k out
+        rows = np.flatnonzero(fold == k)
+        own = teacher_probabilities(teacher, [texts[i] for i in rows], False, lambda line: None, False)
+        assert 0 < len(rows) < len(texts) and np.allclose(oof[rows], own, atol=1e-6)
+    assert not np.allclose(oof, teacher_probabilities(teachers[0], texts, False, lambda line: None, False))
+
+    out = tmp_path / "student"
+    assert main(["distill", *teachers, "--model", str(tiny_bert), "--data", str(data_file), "--preset", "gpu",
+                 "--max-length", "32", "--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--device", "cpu",
+                 "--no-teacher-windows", "--output", str(out)]) == 0
+    meta = json.loads((out / "critic.json").read_text())
+    assert meta["distilled_from"]["teacher"] == ",".join(teachers) and meta["history"][-1]["val_accuracy"] > 0.9
+
+    with pytest.raises(ValueError, match="was not trained on a fold"):
+        fold_teachers([teachers[0], str(toy_model)])
+    with pytest.raises(ValueError, match="one teacher for each of 1/2 … 2/2"):
+        fold_teachers([teachers[0], teachers[0]])

@@ -154,7 +154,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    args.teacher = args.teacher_folder
+    args.teacher = ",".join(args.teacher_folder)
     if args.output is None:
         args.output = "runs/" + Path(args.model or "minilm").name + "-distilled"
     return cmd_train(args)
@@ -388,10 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "--teacher-temperature, mixed by --teacher-share. The teacher scores the "
                                        "training reviews once (cached), whole through windows unless "
                                        "--no-teacher-windows. Every `critic train` option applies; the result is an "
-                                       "ordinary critic model.",
-                           epilog="example:\n  critic train --model mpnet --output runs/mpnet-imdb --preset gpu\n"
-                                  "  critic distill runs/mpnet-imdb --model minilm --preset gpu")
-    dis.add_argument("teacher_folder", metavar="TEACHER", help="a fine-tuned critic model folder")
+                                       "ordinary critic model. Several teachers trained with --fold 1/N … N/N teach "
+                                       "out of fold: each scores the training reviews it did not train on (a "
+                                       "teacher on its own training reviews mostly repeats their labels).",
+                           epilog="examples:\n  critic train --preset best --output runs/mpnet-imdb\n"
+                                  "  critic distill runs/mpnet-imdb --model minilm --preset gpu\n\n"
+                                  "  critic train --preset best --fold 1/2 --output runs/mpnet-1\n"
+                                  "  critic train --preset best --fold 2/2 --output runs/mpnet-2\n"
+                                  "  critic distill runs/mpnet-1 runs/mpnet-2 --preset gpu   # out of fold")
+    dis.add_argument("teacher_folder", metavar="TEACHER", nargs="+",
+                     help="a fine-tuned critic model folder, or one per fold (trained with --fold K/N)")
     _train_options(dis)
     dis.set_defaults(run=cmd_distill)
 

@@ -92,7 +92,8 @@ class TrainConfig:
     seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights")
     # distillation
     teacher: str | None = setting(None, "a fine-tuned critic model folder whose probabilities the model learns "
-                                        "from, besides the labels (`critic distill TEACHER` sets it)")
+                                        "from, besides the labels (`critic distill TEACHER` sets it); several, "
+                                        "comma-separated, trained with --fold 1/N … N/N: out of fold")
     teacher_share: float = setting(0.5, "with a teacher: weight of the teacher's term in the loss (the labels' "
                                         "term weighs the rest)")
     teacher_temperature: float = setting(2.0, "with a teacher: temperature that softens its probabilities")
