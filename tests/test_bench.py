@@ -28,7 +28,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     report = json.loads(out.read_text())
     assert json.loads(result.stdout) == report  # the one JSON object, printed
     steps = report["steps"]
-    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16", "bare_loop", "compiled"}
+    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16", "bare_loop", "profile", "compiled"}
     assert not [name for name, step in steps.items() if "error" in step]
     assert steps["train_throughput"]["critic"]["samples_per_s"] > 0 and steps["train_throughput"]["hf_trainer"]
     assert steps["recipe"]["test_accuracy"] > 0.8  # the tiny BERT learns the toy reviews
@@ -36,6 +36,10 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     assert steps["scoring"]["max_abs_probability_difference"] < 1e-5
     assert steps["fp16"]["precision"] == "fp16" and steps["fp16"]["finite_weights"]
     assert steps["bare_loop"]["bare_ms_per_step"] > 0 and steps["bare_loop"]["bare_with_2d_mask_ms_per_step"] > 0
+    profile = steps["profile"]  # the host's time in a step is part of the step's, and the profiler saw its operations
+    assert 0 < profile["host_ms_in_step_median"] <= profile["ms_per_step_median"]
+    assert profile["host_operations"] and all(op["calls_per_step"] > 0 for op in profile["host_operations"])
+    assert any(op["name"] == "aten::mm" or op["name"] == "aten::addmm" for op in profile["host_operations"])
     assert set(report["targets"]) == {"train_samples_per_s", "train_ratio_vs_trainer", "recipe_train_seconds",
                                       "scoring_reviews_per_s", "scoring_ratio_vs_pipeline"}
     assert report["machine"]["torch"] and report["machine"]["date"]
