@@ -68,8 +68,8 @@ class TrainConfig:
     # optimisation
     epochs: int = setting(3, "passes over the training data")
     # Batch 64 at lr 1e-4 rather than 32 at 5e-5: on one H200 (2026-11-27) MiniLM's step is host-bound, 21.7 ms for
-    # 64 x 512 tokens against 26.4 ms for 32 x 512, so half the steps trained the recipe in 35.0 s instead of 72.3 s,
-    # at 93.78% (93.14-94.42) on the test split against 93.64% (docs/benchmarks.md, the batch-64 row).
+    # 64 x 512 tokens against 26.4 ms for 32 x 512, so half the steps trained the recipe in 35.0 s where batches of
+    # 32 took 68-72 s, at 93.78% (93.14-94.42) on the test split against 93.64% (docs/benchmarks.md, batch-64 row).
     batch_size: int = setting(64, "reviews per step and process (torchrun: the global batch is this x processes); "
                                   "with token batching, the size of a batch of the longest reviews (shorter ones "
                                   "come up to 4x as many)")
