@@ -42,8 +42,11 @@ def test_student_learns_from_a_teacher_and_its_scores_are_cached(toy_model, tiny
                             teacher=str(toy_model), teacher_share=1.0, teacher_temperature=2.0))
     with pytest.raises(ValueError, match="started by critic.distill"):
         train.train(cfg, progress=False)
-    student = distill(cfg, progress=False)
+    said = []
+    student = distill(cfg, log=said.append, progress=False)
     meta = json.loads((student / "critic.json").read_text())
+    agreement = next(line for line in said if "agrees with" in line)  # the toy teacher learned its labels
+    assert float(agreement.split("agrees with ")[1].split("%")[0]) > 98 and "--fold 1/N" in agreement
     assert meta["history"][-1]["val_accuracy"] > 0.9  # from the teacher alone: the labels' share is 0
     assert meta["distilled_from"] == {"teacher": str(toy_model), "share": 1.0, "temperature": 2.0, "windows": True}
     cached = list((tmp_path / "cache" / "teachers").glob("*.npy"))
