@@ -43,8 +43,8 @@ def test_search_writes_table_plots_best_settings_and_mlflow_runs(tiny_bert, tmp_
     runs = mlflow.search_runs(experiment_names=[f"critic-tune-{out.name}"])
     assert len(runs) == 3 and runs["params.lr"].notna().all()
     # started again with more trials: goes on from the three it has
-    more = tune(base(tiny_bert, data, out, train_size=400, eval_size=50), TuneOptions(trials=4, space=("lr", "epochs", "head_share")),
-                log=lambda line: None)
+    more = tune(base(tiny_bert, data, out, train_size=400, eval_size=50),
+                TuneOptions(trials=4, space=("lr", "epochs", "head_share")), log=lambda line: None)
     continued = pd.read_csv(out / "trials.csv")
     assert len(continued) == 4 and more["complete"] >= result["complete"]
     assert continued["params_lr"].iloc[3] not in set(continued["params_lr"].iloc[:3])  # new settings, not a rerun

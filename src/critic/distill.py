@@ -46,14 +46,19 @@ def teacher_folders(teacher: str) -> list[str]:
     return [folder.strip() for folder in teacher.split(",") if folder.strip()]
 
 
+def teacher_meta_file(teacher: str) -> Path:
+    """The teacher's critic.json; an error when the folder is not a critic model."""
+    meta_file = Path(teacher) / modelling.META_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"teacher {teacher}: not a critic model folder (train one with `critic train`)")
+    return meta_file
+
+
 def fold_teachers(folders: list[str]) -> list[str]:
     """Teachers trained with --fold 1/N … N/N, ordered by fold; an error names what is missing or extra."""
     folds = {}
     for folder in folders:
-        meta_file = Path(folder) / modelling.META_FILE
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"teacher {folder}: not a critic model folder (train one with `critic train`)")
-        fold = json.loads(meta_file.read_text()).get("config", {}).get("fold")
+        fold = json.loads(teacher_meta_file(folder).read_text()).get("config", {}).get("fold")
         if not fold:
             raise ValueError(f"teacher {folder} was not trained on a fold: several teachers teach out of fold, "
                              f"each trained with --fold K/N for K = 1 … N")
@@ -86,9 +91,7 @@ def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Ca
     from critic.predict import Classifier
 
     folder = Path(teacher)
-    meta_file = folder / modelling.META_FILE
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"teacher {teacher}: not a critic model folder (train one with `critic train`)")
+    meta_file = teacher_meta_file(teacher)
     with open(folder / "model.safetensors", "rb") as weights:
         head = weights.read(1 << 20)  # the header and first tensors: with critic.json, enough to tell models apart
     key = hashlib.sha256(meta_file.read_bytes() + head + f"{windows}".encode()
