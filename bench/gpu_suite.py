@@ -344,6 +344,57 @@ def step_bare_loop(ctx: Context) -> dict:
                     "steps hold the same token budget, in rows of varying width"}
 
 
+class StepTimer:
+    """Wraps Optimisation.step: each step's start and the host's time inside it (queueing the GPU's work), and
+    torch.profiler over steps [first, first + count)."""
+
+    def __init__(self, device: torch.device, first: int, count: int):
+        self.device, self.first, self.count = device, first, count
+        self.starts: list[float] = []
+        self.inside: list[float] = []
+        activities = [torch.profiler.ProfilerActivity.CPU] + (
+            [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        self.profiler = torch.profiler.profile(activities=activities)
+        self.window_began: float | None = None
+        self.window_seconds: float | None = None
+
+    def wrap(self, step):
+        def timed(optimisation, batch, global_count):
+            self.profile_edge(len(self.starts))
+            began = time.perf_counter()
+            self.starts.append(began)
+            try:
+                return step(optimisation, batch, global_count)
+            finally:
+                self.inside.append(time.perf_counter() - began)
+
+        return timed
+
+    def profile_edge(self, index: int) -> None:
+        """Starts the profiler before step `first`, stops it before step `first + count` (the GPU waited for)."""
+        if index == self.first:
+            _sync(self.device)
+            self.profiler.start()
+            self.window_began = time.perf_counter()
+        if index == self.first + self.count:
+            _sync(self.device)
+            self.window_seconds = time.perf_counter() - self.window_began
+            self.profiler.stop()
+
+    def medians(self) -> dict:
+        """Milliseconds from one step's start to the next, inside the step and outside it: medians over the second
+        half of the steps, the profiled ones (and the step before them, which paid the profiler's start) left out."""
+        between = np.diff(self.starts) * 1000  # step i's start to step i+1's
+        within = np.array(self.inside[:-1]) * 1000
+        index = np.arange(len(between))
+        steady = (index >= len(between) // 2) & ((index < self.first - 1) | (index > self.first + self.count))
+        if not steady.any():
+            raise RuntimeError(f"the run took {len(self.starts)} steps: none steady and unprofiled")
+        return {"steps": len(self.starts), "ms_per_step_median": float(np.median(between[steady])),
+                "host_ms_in_step_median": float(np.median(within[steady])),
+                "host_ms_outside_step_median": float(np.median(between[steady] - within[steady]))}
+
+
 def step_profile(ctx: Context) -> dict:
     """Where a step's time goes: the host's time inside each optimiser step (Optimisation.step, queueing the GPU's
     work) against the time from one step's start to the next (the rest: the next batch, the loss meter, logging),
@@ -352,47 +403,17 @@ def step_profile(ctx: Context) -> dict:
     from critic import train
 
     first, count = ctx.sizes["profiled_steps"]
-    starts, inside = [], []
-    activities = [torch.profiler.ProfilerActivity.CPU] + (
-        [torch.profiler.ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])
-    profiler = torch.profiler.profile(activities=activities)
-    window = {}
+    timer = StepTimer(ctx.device, first, count)
     original = train.Optimisation.step
-
-    def timed(self, batch, global_count):
-        index = len(starts)
-        if index == first:
-            _sync(ctx.device)
-            profiler.start()
-            window["began"] = time.perf_counter()
-        if index == first + count:
-            _sync(ctx.device)
-            window["seconds"] = time.perf_counter() - window["began"]
-            profiler.stop()
-        began = time.perf_counter()
-        starts.append(began)
-        try:
-            return original(self, batch, global_count)
-        finally:
-            inside.append(time.perf_counter() - began)
-
-    train.Optimisation.step = timed
+    train.Optimisation.step = timer.wrap(original)
     try:
         critic_train(ctx, "profile-critic", **{**throughput_settings(ctx), "train_size": ctx.sizes["profile_reviews"]})
     finally:
         train.Optimisation.step = original
-    if "seconds" not in window:
-        raise RuntimeError(f"the run took {len(starts)} steps, fewer than the {first + count + 1} profiled")
-    between = np.diff(starts) * 1000  # step i's start to step i+1's
-    within = np.array(inside[:-1]) * 1000
-    steady = np.arange(len(between)) >= len(between) // 2
-    steady &= (np.arange(len(between)) < first - 1) | (np.arange(len(between)) > first + count)  # not profiled
-    if not steady.any():
-        raise RuntimeError(f"the run took {len(starts)} steps: none steady and unprofiled")
-    return {"steps": len(starts), "ms_per_step_median": float(np.median(between[steady])),
-            "host_ms_in_step_median": float(np.median(within[steady])),
-            "host_ms_outside_step_median": float(np.median(between[steady] - within[steady])),
-            "profiled_steps": [first, first + count], **profiled_operations(profiler, window["seconds"], count)}
+    if timer.window_seconds is None:
+        raise RuntimeError(f"the run took {len(timer.starts)} steps, fewer than the {first + count + 1} profiled")
+    return {**timer.medians(), "profiled_steps": [first, first + count],
+            **profiled_operations(timer.profiler, timer.window_seconds, count)}
 
 
 def profiled_operations(profiler, seconds: float, steps: int, top: int = 25) -> dict:
