@@ -150,7 +150,7 @@ def test_interrupted_scoring_resumes_where_it_stopped(toy_model, tmp_path, suffi
         if len(calls) == 3:
             # a partial write lands in the file before the crash; the resume must drop it
             if suffix != ".parquet":
-                with open(target, "a") as f:
+                with open(target.with_name(target.name + ".partial"), "a") as f:
                     f.write('{"id": 999, "te' if suffix == ".jsonl" else '999,"half a ro')
             raise KeyboardInterrupt
         return real(*args)
@@ -175,7 +175,8 @@ def test_non_utf8_row_is_named_and_rows_before_it_are_kept(toy_model, tmp_path):
     target = tmp_path / "out.csv"
     with pytest.raises(ValueError, match=r"in.txt, line 6: not UTF-8 text"):
         predict_file(Classifier.load(toy_model), source, target, chunk=5, progress=False)
-    assert len(pd.read_csv(target)) == 5  # the first chunk was scored and kept, ready to resume
+    assert len(pd.read_csv(tmp_path / "out.csv.partial")) == 5  # the first chunk was scored and kept, ready to resume
+    assert not target.exists()  # the output appears whole, at the end
 
 
 def test_a_one_megabyte_review(toy_model):
@@ -243,3 +244,108 @@ def test_plain_text_skips_blank_lines_and_keeps_line_numbers(toy_model, tmp_path
     source.write_text("a great fun film\n\nawful boring mess\n\n")
     assert predict_file(Classifier.load(toy_model), source, tmp_path / "out.csv", progress=False) == 2
     assert pd.read_csv(tmp_path / "out.csv")["text"].tolist() == ["a great fun film", "awful boring mess"]
+
+
+# ------------------------------------------------------------------------------ file scoring keeps files safe
+
+
+def test_predict_file_never_writes_over_its_input(toy_model, tmp_path):
+    source = tmp_path / "reviews.csv"
+    source.write_text("review\na great fun film\nawful boring mess\n")
+    original = source.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(source)
+    clf = Classifier.load(toy_model)
+    for target in (source, link):
+        with pytest.raises(ValueError, match="(is the input file itself|is a link)"):
+            predict_file(clf, source, target, progress=False, overwrite=True)
+    assert source.read_bytes() == original
+    assert main(["predict", str(toy_model), "--file", str(source), "--output", str(source), "--overwrite"]) == 2
+    assert source.read_bytes() == original
+
+
+def test_overwrite_keeps_the_previous_output_until_the_new_one_is_whole(toy_model, tmp_path, monkeypatch):
+    from critic import files
+
+    source = tmp_path / "in.txt"
+    source.write_text("a great fun film\n" * 30)
+    target = tmp_path / "out.csv"
+    target.write_text("an earlier result\n")
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "_score_chunk", crash)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(Classifier.load(toy_model), source, target, chunk=10, progress=False, overwrite=True)
+    assert target.read_text() == "an earlier result\n"
+
+
+def test_a_resume_must_match_the_input_model_and_options(toy_model, tmp_path, monkeypatch):
+    from critic import files
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic.reviews(30, seed=2)["text"]))
+    target = tmp_path / "out.parquet"
+    clf = Classifier.load(toy_model, precision="fp32")
+    real = files._score_chunk
+    calls = []
+
+    def dies_on_second_chunk(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(files, "_score_chunk", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(clf, source, target, chunk=10, progress=False)
+    monkeypatch.setattr(files, "_score_chunk", real)
+    with pytest.raises(ValueError, match="another the options"):
+        predict_file(clf, source, target, text_column="text", chunk=10, progress=False)
+    with pytest.raises(ValueError, match="another the model"):
+        predict_file(Classifier.load(toy_model, long_reviews="windows"), source, target, chunk=10, progress=False)
+    with open(source, "a") as f:
+        f.write(json.dumps({"text": "one more review"}) + "\n")
+    with pytest.raises(ValueError, match="another the input file"):
+        predict_file(clf, source, target, chunk=10, progress=False)
+    # --overwrite starts over and clears the interrupted run's Parquet parts: no row twice, none stale
+    stale = files.parts_folder(target.with_name(target.name + ".partial")) / "part-000010.parquet"
+    pd.DataFrame({"text": ["stale"], "label": ["x"]}).to_parquet(stale)
+    assert predict_file(clf, source, target, chunk=10, progress=False, overwrite=True) == 31
+    scored = pd.read_parquet(target)
+    assert len(scored) == 31 and "stale" not in scored["text"].tolist()
+
+
+def test_parquet_output_takes_a_column_that_starts_empty(toy_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    rows = [{"text": "a great fun film", "note": None}, {"text": "awful mess", "note": None},
+            {"text": "the best film", "note": "seen twice"}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = tmp_path / "out.parquet"
+    assert predict_file(Classifier.load(toy_model), source, target, chunk=2, progress=False) == 3
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(target).column("note").to_pylist() == [None, None, "seen twice"]
+
+
+def test_the_inputs_own_label_columns_are_kept(toy_model, tmp_path):
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"review": ["a great fun film", "awful boring mess"], "label": ["mine", "mine"],
+                  "p_positive": [0.5, 0.5]}).to_csv(source, index=False)
+    target = tmp_path / "out.csv"
+    predict_file(Classifier.load(toy_model), source, target, progress=False)
+    scored = pd.read_csv(target)
+    assert list(scored.columns) == ["review", "label", "p_positive", "critic_label", "critic_p_negative",
+                                    "critic_p_positive"]
+    assert scored["label"].tolist() == ["mine", "mine"] and scored["critic_label"].tolist() == ["positive", "negative"]
+
+
+def test_csv_output_neutralises_formulas(toy_model, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text('review,id\n"=HYPERLINK(""http://x"",""a great fun film"")",-3\n@SUM(1) awful mess,+7a\n')
+    target = tmp_path / "out.csv"
+    predict_file(Classifier.load(toy_model), source, target, progress=False)
+    scored = pd.read_csv(target, dtype=str)
+    assert scored["review"].tolist() == ['\'=HYPERLINK("http://x","a great fun film")', "'@SUM(1) awful mess"]
+    assert scored["id"].tolist() == ["-3", "'+7a"]  # a number stays a number

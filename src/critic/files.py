@@ -1,16 +1,18 @@
 """Streaming, resumable scoring of files: CSV/TSV, JSONL, Parquet or plain text in, the same rows with `label` and
-`p_<label>` columns out, chunk by chunk, the next chunk tokenized while the model scores this one."""
+`p_<label>` columns out (never over the input, never over a column of its own), chunk by chunk, the next chunk tokenized while the model scores this one."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from critic import data
-from critic.predict import Classifier, add_scores
+from critic.predict import Classifier, add_scores, score_columns, spreadsheet_safe
 from critic.text import Ragged
 
 
@@ -53,14 +55,15 @@ def _review_lines(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 class Writer:
-    """Appends scored rows to CSV, TSV or JSONL files, or writes Parquet parts; `position()` is what a resume needs."""
+    """Appends scored rows to a CSV, TSV or JSONL file, or writes Parquet parts; `position()` is what a resume needs.
+    It writes `path` (the run's partial file); `finish(target)` moves the whole output into place."""
 
-    def __init__(self, path: Path, resume_bytes: int | None = None):
+    def __init__(self, path: Path, suffix: str, resume_bytes: int | None = None):
         self.path = path
-        self.suffix = path.suffix.lower()
+        self.suffix = suffix
         if self.suffix not in (".csv", ".tsv", ".jsonl", ".parquet"):
             raise ValueError(f"{path}: unknown output format; use .csv, .tsv, .jsonl or .parquet")
-        self.parts = path.with_name(path.name + ".parts")
+        self.parts = parts_folder(path)
         self.handle = None
         self.fields = None
         if self.suffix == ".parquet":
@@ -93,60 +96,85 @@ class Writer:
                 self.fields = list(rows[0])
                 csv.writer(self.handle, delimiter=self._delimiter).writerow(self.fields)
             csv.DictWriter(self.handle, fieldnames=self.fields, delimiter=self._delimiter,
-                           extrasaction="ignore").writerows(rows)
+                           extrasaction="ignore").writerows({k: spreadsheet_safe(v) for k, v in row.items()}
+                                                            for row in rows)
         self.handle.flush()
 
     def position(self) -> int:
         return self.handle.tell() if self.handle is not None else 0
 
-    def finish(self) -> None:
+    def finish(self, target: Path) -> None:
+        """The output, whole, at `target` (renamed into place: a crash before leaves the previous file as it was)."""
         if self.handle is not None:
             self.handle.close()
         if self.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             parts = sorted(self.parts.glob("part-*.parquet"))
             if parts:
-                tables = [pq.read_table(p) for p in parts]
-                with pq.ParquetWriter(self.path, tables[0].schema) as writer:
-                    for table in tables:
-                        writer.write_table(table)
+                join_parquet(parts, self.path)
             for p in parts:
                 p.unlink()
             self.parts.rmdir()
+        if self.path.exists():
+            os.replace(self.path, target)
+
+
+def parts_folder(path: Path) -> Path:
+    return path.with_name(path.name + ".parts")
+
+
+def join_parquet(parts: list[Path], target: Path) -> None:
+    """One Parquet file from parts written chunk by chunk, one part in memory at a time. Their schemas are unified
+    first: a column that was empty (null) in one chunk and text in another is text throughout."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+    with pq.ParquetWriter(target, schema) as writer:
+        for part in parts:
+            table = pq.read_table(part)
+            writer.write_table(pa.table([table.column(f.name).cast(f.type) if f.name in table.column_names
+                                         else pa.nulls(len(table), f.type) for f in schema], schema=schema))
 
 
 def predict_file(classifier: Classifier, source: Path, target: Path, text_column: str | None = None,
                  chunk: int = 1024, progress: bool = True, overwrite: bool = False) -> int:
-    """Score every row of `source` into `target`: the input's columns plus `label` and `p_<label>` columns.
+    """Score every row of `source` into `target`: the input's columns plus the label and one probability per class
+    (`label`, `p_<label>`; prefixed with `critic_` where the input has such columns already).
 
-    Streams chunk by chunk, tokenizing the next chunk while the model scores this one. After each chunk the
-    position is recorded in TARGET.progress.json, so an interrupted run continues where it stopped when started
-    again; the file is removed when the run completes. Returns the number of rows in `target`.
+    Streams chunk by chunk, tokenizing the next chunk while the model scores this one, into TARGET.partial, renamed
+    to `target` at the end (never the input itself). After each chunk the position is recorded in
+    TARGET.progress.json with what makes a resume valid (the input's size and time, the model, the options), so an
+    interrupted run continues where it stopped when started again with the same; the record is removed when the
+    run completes. Returns the number of rows in `target`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
     source, target = Path(source), Path(target)
+    _check_target(source, target)
     sidecar = target.with_name(target.name + ".progress.json")
-    done, resume_bytes = _resume_point(source, target, sidecar, overwrite)
-    writer = Writer(target, resume_bytes if done else None)
+    run = _run_record(classifier, source, text_column)
+    partial = target.with_name(target.name + ".partial")
+    done, resume_bytes = _resume_point(run, target, partial, sidecar, overwrite)
+    writer = Writer(partial, target.suffix.lower(), resume_bytes if done else None)
     bar = tqdm(total=_count_rows(source), initial=done, unit="review", desc="scoring", disable=not progress,
                file=sys.stderr, mininterval=1.0)
-    key = None
+    key = columns = None
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
             for first, rows in _rows_after(read_rows(source, chunk), done):
-                key = key or data.pick_column(list(rows[0]), text_column, data.TEXT_COLUMNS, "text", source)
+                if key is None:
+                    key = data.pick_column(list(rows[0]), text_column, data.TEXT_COLUMNS, "text", source)
+                    columns = score_columns(classifier.labels, taken=list(rows[0]))
                 job = (rows, pool.submit(_checked_tokens, classifier, rows, key, source, first))
                 if pending is not None:
-                    done = _score_chunk(classifier, *pending, writer, done, bar, sidecar, source)
+                    done = _score_chunk(classifier, *pending, columns, writer, done, bar, sidecar, run)
                 pending = job
             if pending is not None:
-                done = _score_chunk(classifier, *pending, writer, done, bar, sidecar, source)
-        writer.finish()
+                done = _score_chunk(classifier, *pending, columns, writer, done, bar, sidecar, run)
+        writer.finish(target)
         sidecar.unlink(missing_ok=True)
     finally:
         bar.close()
@@ -155,15 +183,39 @@ def predict_file(classifier: Classifier, source: Path, target: Path, text_column
     return done
 
 
-def _resume_point(source: Path, target: Path, sidecar: Path, overwrite: bool) -> tuple[int, int | None]:
-    """Rows already scored and the output's byte length then, from an interrupted run's sidecar; (0, None) fresh."""
+def _check_target(source: Path, target: Path) -> None:
+    if target.is_symlink():
+        raise ValueError(f"{target} is a link; name a plain file as the output")
+    if target.exists() and source.exists() and os.path.samefile(source, target):
+        raise ValueError(f"{target} is the input file itself; name another output (scoring writes a new file)")
+
+
+def _run_record(classifier: Classifier, source: Path, text_column: str | None) -> dict:
+    """What must be the same for a resumed run to continue an interrupted one."""
+    stat = source.stat()
+    return {"input": {"path": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+            "model": classifier.identity(), "options": {"text_column": text_column}}
+
+
+RESUME_PARTS = {"input": "the input file (another file, or changed since)", "model": "the model (another one, or "
+                "retrained, or another backend, precision or long-review setting)", "options": "the options"}
+
+
+def _resume_point(run: dict, target: Path, partial: Path, sidecar: Path, overwrite: bool) -> tuple[int, int | None]:
+    """Rows already scored and the partial output's byte length then, from an interrupted run's record that matches
+    this run; (0, None) fresh, with what an earlier run left cleared."""
     if sidecar.is_file() and not overwrite:
         state = json.loads(sidecar.read_text())
-        if state["source"] != str(source.resolve()):
-            raise ValueError(f"{sidecar} belongs to another input ({state['source']}); pass --overwrite to start over")
+        changed = [RESUME_PARTS[part] for part in RESUME_PARTS if state.get("run", {}).get(part) != run[part]]
+        if changed:
+            raise ValueError(f"{sidecar} records an interrupted run with another {'; '.join(changed)}: it cannot "
+                             f"be continued; pass --overwrite to start over")
         return state["rows"], state["bytes"]
     if target.exists() and not overwrite:
         raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
+    partial.unlink(missing_ok=True)
+    shutil.rmtree(parts_folder(partial), ignore_errors=True)
+    sidecar.unlink(missing_ok=True)
     return 0, None
 
 
@@ -188,13 +240,13 @@ def _checked_tokens(classifier: Classifier, rows: list[dict], key: str, source: 
     return classifier.encode(texts)
 
 
-def _score_chunk(classifier: Classifier, rows: list[dict], tokens, writer: Writer, done: int, bar, sidecar: Path,
-                 source: Path) -> int:
-    add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels)
+def _score_chunk(classifier: Classifier, rows: list[dict], tokens, columns: list[str], writer: Writer, done: int,
+                 bar, sidecar: Path, run: dict) -> int:
+    add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels, columns)
     writer.write(rows, part=done)
     done += len(rows)
     partial = sidecar.with_suffix(".tmp")
-    partial.write_text(json.dumps({"source": str(source.resolve()), "rows": done, "bytes": writer.position()}))
+    partial.write_text(json.dumps({"run": run, "rows": done, "bytes": writer.position()}))
     partial.replace(sidecar)
     bar.update(len(rows))
     return done

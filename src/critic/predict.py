@@ -50,6 +50,7 @@ class Classifier:
         self.labels: list[str] = list(meta["labels"])
         self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))  # as saved
         self.backend = backend
+        self.path = Path(model_dir) if model_dir is not None else None
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
         # ONNX Runtime); a GPU wants large ones.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
@@ -89,6 +90,16 @@ class Classifier:
     @property
     def name(self) -> str:
         return self.meta.get("name", "critic")
+
+    def identity(self) -> dict:
+        """What decides the probabilities it gives: the model's folder and weights (their size and time), the
+        backend, the precision and the handling of long reviews."""
+        weights = self.path / "model.safetensors" if self.path is not None else None
+        stat = weights.stat() if weights is not None and weights.is_file() else None
+        return {"path": str(self.path.resolve()) if self.path is not None else None,
+                "weights": [stat.st_size, stat.st_mtime_ns] if stat else None, "backend": self.backend,
+                "precision": self.precision, "truncation": self.truncation.as_dict(),
+                "long_reviews": [self.long_reviews.mode, self.long_reviews.stride, self.long_reviews.pool]}
 
     def encode(self, texts: Sequence[str] | str) -> Ragged:
         """Cleaned, tokenized, not yet truncated: every token of every text."""
@@ -173,16 +184,38 @@ def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool
     return probs[order[last]]
 
 
-def add_scores(rows: list[dict], probs: np.ndarray, labels: Sequence[str]) -> list[dict]:
-    """The scored form of input rows: their own columns plus `label` and one `p_<label>` column per label."""
+def score_columns(labels: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
+    """The prediction's columns: `label` and one `p_<label>` per class; all prefixed with `critic_` (as often as it
+    takes) when the input already has a column of one of those names, so that no input column is overwritten."""
+    columns = ["label", *(f"p_{name}" for name in labels)]
+    prefix = ""
+    while any(prefix + column in taken for column in columns):
+        prefix += "critic_"
+    return [prefix + column for column in columns]
+
+
+def add_scores(rows: list[dict], probs: np.ndarray, labels: Sequence[str], columns: Sequence[str]) -> list[dict]:
+    """The scored form of input rows: their own columns plus `columns` (from `score_columns`): the label, then one
+    probability per class."""
     for row, p in zip(rows, probs):
-        row["label"] = labels[int(p.argmax())]
-        row.update({f"p_{name}": round(float(value), 6) for name, value in zip(labels, p)})
+        row[columns[0]] = labels[int(p.argmax())]
+        row.update({column: round(float(value), 6) for column, value in zip(columns[1:], p)})
     return rows
 
 
-def score_columns(labels: Sequence[str]) -> list[str]:
-    return ["label", *(f"p_{name}" for name in labels)]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A text cell that a spreadsheet would run as a formula (it starts with = + - @, a tab or a carriage return),
+    behind a single quote so that it reads as text, as OWASP's CSV-injection advice says; numbers (-3.5) and
+    everything else as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
 
 
 def _check_texts(texts) -> list[str]:

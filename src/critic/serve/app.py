@@ -268,12 +268,14 @@ def api_router(service: Service) -> APIRouter:
             if await request.is_disconnected():
                 return Response(status_code=499)
             probs.append(await service.scored(texts[start:start + chunk], deadline))
-        from critic.predict import add_scores, score_columns
+        from critic.predict import add_scores, score_columns, spreadsheet_safe
 
+        columns = score_columns(classifier.labels, taken=fields)
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields + score_columns(classifier.labels), extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=fields + columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(add_scores(rows, np.concatenate(probs), classifier.labels))
+        writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()}
+                         for row in add_scores(rows, np.concatenate(probs), classifier.labels, columns))
         return Response(out.getvalue(), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="scored.csv"'})
 
