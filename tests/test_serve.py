@@ -159,13 +159,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(toy_model):
+def start_server(model, *options, env=None) -> tuple[str, subprocess.Popen]:
+    """`critic serve MODEL` on a free port, ready; its log (stdout and stderr) in the process's stdout pipe."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
-                                "--max-batch", "32", "--max-wait-ms", "20", "--backend", "torch",
-                                "--precision", "fp32"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(model), "--port", str(port),
+                                "--backend", "torch", "--precision", "fp32", *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -177,10 +177,22 @@ def server(toy_model):
     else:
         process.kill()
         pytest.fail("server did not become ready:\n" + process.stdout.read())
-    yield url, process
+    return url, process
+
+
+def stop_server(process: subprocess.Popen) -> str:
+    """SIGTERM, then the server's whole log."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    log, _ = process.communicate(timeout=30)
+    return log
+
+
+@pytest.fixture(scope="module")
+def server(toy_model):
+    url, process = start_server(toy_model, "--max-batch", "32", "--max-wait-ms", "20")
+    yield url, process
+    stop_server(process)
 
 
 def test_api_contract(server):
@@ -348,7 +360,7 @@ def test_upload_limits(classifier):
     with TestClient(create_app(classifier, settings)) as c:
         rows = "review\n" + "a great film\n" * 51
         response = c.post("/v1/score-csv", content=rows, headers={"content-type": "text/csv"})
-        assert response.status_code == 413 and "51 rows; the limit is 50 per upload" in response.json()["detail"]
+        assert response.status_code == 413 and "more than 50 rows; the limit is 50 per upload" in response.json()["detail"]
         big = "review\n" + ("a great film " * 40 + "\n") * 10
         response = c.post("/v1/score-csv", content=big, headers={"content-type": "text/csv"})
         assert response.status_code == 413 and "over 4,000 bytes" in response.json()["detail"]
@@ -399,3 +411,146 @@ def test_single_predictions_stay_fast_while_a_large_upload_is_scored(server):
     assert outcome["status"] == 200 and outcome["lines"] == 5001
     assert len(latencies) >= 20, outcome  # the upload took long enough to overlap many single requests
     assert np.percentile(latencies, 99) < 1.0, (np.percentile(latencies, [50, 99]), outcome)
+
+
+# ------------------------------------------------------------------------------- hostile requests (security review)
+
+
+def peak_rss_growth(pid: int, action):
+    """(how far the process's peak resident memory rose above its size before, `action`'s result): the kernel's
+    peak (VmHWM) is reset first, so the figure is the peak during `action` alone."""
+    status = Path(f"/proc/{pid}/status")
+
+    def kib(field: str) -> int:
+        return int(next(line for line in status.read_text().splitlines() if line.startswith(field)).split()[1])
+
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = kib("VmRSS:")
+    result = action()
+    return (kib("VmHWM:") - before) << 10, result
+
+
+def chunked_post(url: str, path: str, total: int, piece: int = 1 << 20) -> bytes:
+    """POST up to `total` bytes as a chunked body (no Content-Length, no API key), a MiB at a time, until the server
+    answers; returns the answer's status line."""
+    import select
+    import urllib.parse
+
+    address = urllib.parse.urlsplit(url)
+    chunk = f"{piece:x}\r\n".encode() + b"x" * piece + b"\r\n"
+    with socket.create_connection((address.hostname, address.port), timeout=120) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
+                     f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        try:
+            for _ in range(total // piece):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server has answered
+                sock.sendall(chunk)
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it closed after answering; the answer is waiting to be read
+        return sock.recv(65536).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/predict"])
+def test_a_huge_chunked_body_is_refused_without_filling_memory(server, path):
+    """A 1 GiB body without Content-Length: 413 at the limit, before any key check, and the server's memory grows
+    by less than 200 MB (before the fix it read the whole body first: +2 GB)."""
+    url, process = server
+    growth, status = peak_rss_growth(process.pid, lambda: chunked_post(url, path, 1 << 30))
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert growth < 200e6, f"{growth / 1e6:.0f} MB"
+    assert httpx.get(f"{url}/healthz").status_code == 200  # and it goes on answering
+
+
+def test_a_csv_of_millions_of_tiny_rows_is_refused_cheaply(server):
+    """19.8 MB of one-letter rows (under the 20 MB body limit): 413 for the row limit, the peak memory growth under
+    300 MB (before the fix it parsed every row first: +2.0 GB)."""
+    url, process = server
+    body = b"review\n" + b"a\n" * 9_900_000
+
+    def upload():
+        return httpx.post(f"{url}/v1/score-csv", content=body, headers={"content-type": "text/csv"}, timeout=120)
+
+    growth, response = peak_rss_growth(process.pid, upload)
+    assert response.status_code == 413 and "more than 10,000 rows" in response.json()["detail"]
+    assert growth < 300e6, f"{growth / 1e6:.0f} MB"
+
+
+def test_a_non_ascii_api_key_is_refused_not_a_crash(classifier):
+    with TestClient(create_app(classifier, ServeSettings(api_key="s3cret"))) as c:
+        for key in ("s3crét".encode("utf-8"), "s3crét".encode("latin-1"), b"\xff\xfe"):
+            assert c.post("/v1/predict", json={"text": "good"}, headers={"X-API-Key": key}).status_code == 401
+    with TestClient(create_app(classifier, ServeSettings(api_key="clé"))) as c:
+        ok = c.post("/v1/predict", json={"text": "good"}, headers={"X-API-Key": "clé".encode("utf-8")})
+        assert ok.status_code == 200
+
+
+def test_score_csv_keeps_the_uploads_columns_and_neutralises_formulas(client):
+    upload = 'review,label\n"=cmd|\' /C calc\'!A0 a great fun film",mine\n-2 awful boring mess,+1\n'
+    response = client.post("/v1/score-csv", content=upload, headers={"content-type": "text/csv"})
+    lines = response.text.splitlines()
+    assert lines[0] == "review,label,critic_label,critic_p_negative,critic_p_positive"
+    assert lines[1].startswith("'=cmd|' /C calc'!A0 a great fun film,mine,positive,")
+    assert lines[2].startswith("'-2 awful boring mess,+1,negative,")  # +1 is a number: left as it is
+
+
+def test_security_headers(client):
+    for path in ("/", "/page.js", "/v1/predict"):
+        response = client.get(path) if path != "/v1/predict" else client.post(path, json={"text": "good"})
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+    page = client.get("/").text
+    assert "<script>" not in page and "<style>" not in page and "onclick=" not in page  # nothing inline
+
+
+def evil_label_model(toy_model, folder: Path) -> Path:
+    """The toy model with its positive class renamed to an HTML tag that runs script if parsed as HTML."""
+    model = folder / "evil"
+    shutil.copytree(toy_model, model, ignore=shutil.ignore_patterns("checkpoint", "onnx", "evaluation"))
+    evil = '<img src=x onerror="window.pwned=1">'
+    meta = json.loads((model / "critic.json").read_text())
+    meta["labels"] = ["negative", evil]
+    (model / "critic.json").write_text(json.dumps(meta))
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "negative", "1": evil}, {"negative": 0, evil: 1}
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_page_shows_label_names_as_text_and_keeps_the_key_out_of_the_address(toy_model, tmp_path):
+    """In headless Chromium: a label that is an HTML tag is shown as text and runs nothing; the API key is typed
+    into the page, sent as a header, and never reaches the access log."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    key = "k3y-for-the-page-test"
+    url, process = start_server(evil_label_model(toy_model, tmp_path), "--api-key-env", "CRITIC_TEST_KEY",
+                                env={"CRITIC_TEST_KEY": key})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url)
+            page.fill("#review", "a great fun film")
+            page.click("#analyse")
+            page.wait_for_selector("#review-error:not(.hidden)")
+            assert "401" in page.inner_text("#review-error")  # no key yet
+            page.click("#key-box summary")
+            page.fill("#api-key", key)
+            page.click("#analyse")
+            page.wait_for_selector("#words span[data-score]")
+            assert page.inner_text("#verdict").startswith('<img src=x onerror="window.pwned=1">')
+            assert '<img src=x onerror="window.pwned=1"> ' in page.inner_text("#probabilities")
+            assert page.eval_on_selector_all("#result img", "images => images.length") == 0
+            assert page.evaluate("window.pwned") is None
+            page.reload()  # the key stays with the tab, not in the address
+            assert page.input_value("#api-key") == key and key not in page.url
+            browser.close()
+    finally:
+        log = stop_server(process)
+    assert "GET / HTTP" in log and key not in log
