@@ -239,6 +239,39 @@ def test_onnx_export_parity_and_backends(toy_model, tmp_path, monkeypatch):
     assert Classifier.load(folder, device="cpu", serving=True).backend == "onnx-int8"
 
 
+def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
+    """Retraining into a folder whose onnx/ stayed behind served the old model (security review 7): an export is
+    tied to the weights' sha256, refused or passed over with any other, and removed by a new save."""
+    import shutil
+
+    import torch
+
+    from critic.export import export
+
+    folder = tmp_path / "copy"
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    export(folder, int8=False)
+    model, tokenizer, meta = modelling.load(folder)
+    with torch.no_grad():
+        model.classifier.bias += torch.tensor([2.0, -2.0])  # another model: leans negative
+    other = tmp_path / "other"
+    modelling.save(model, tokenizer, other, meta)
+    stale = folder / "model.safetensors"
+    stale.write_bytes((other / "model.safetensors").read_bytes())  # weights replaced behind the export's back
+    with pytest.raises(ValueError, match="was made from other weights"):
+        Classifier.load(folder, backend="onnx")
+    assert Classifier.load(folder, device="cpu", serving=True).backend == "torch"
+    assert "not using the ONNX export" in capsys.readouterr().err
+    export(folder, int8=False)
+    assert Classifier.load(folder, backend="onnx").backend == "onnx"
+    modelling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
+    assert (folder / "onnx" / "model.onnx").is_file()
+    with torch.no_grad():
+        model.classifier.bias -= torch.tensor([2.0, -2.0])
+    modelling.save(model, tokenizer, folder, meta)  # new weights: the export goes
+    assert not (folder / "onnx").exists()
+
+
 def test_plain_text_skips_blank_lines_and_keeps_line_numbers(toy_model, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("a great fun film\n\nawful boring mess\n\n")

@@ -1,7 +1,8 @@
 """Export a trained model to ONNX for CPU inference with ONNX Runtime: fp32, and int8 by dynamic quantization.
 
-The files go into MODEL/onnx/ (model.onnx, model.int8.onnx); `critic predict` uses them when present. Parity with
-PyTorch is checked on the spot and recorded in critic.json.
+The files go into MODEL/onnx/ (model.onnx, model.int8.onnx) with the sha256 of the weights they were made from;
+`critic predict` uses them only with those weights, and a new save of the model removes them. Parity with PyTorch is
+checked on the spot and recorded in critic.json.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def export(model_dir: str | Path, int8: bool = True, log=None) -> dict:
     model, tokenizer, meta = modelling.load(model_dir, "cpu")
     folder = model_dir / ONNX_DIR
     folder.mkdir(exist_ok=True)
+    (folder / modelling.EXPORT_RECORD).unlink(missing_ok=True)  # written again last: a cut-short export is not used
     encoder = Encoder(tokenizer)
     max_length = meta["truncation"]["max_length"]
     # A padded example, so that the exporter traces the attention mask for real.
@@ -91,8 +93,9 @@ def export(model_dir: str | Path, int8: bool = True, log=None) -> dict:
             probs = modelling.softmax(modelling.logits(onnx_forward(folder / report[name]), framed, encoder.pad_id,
                                                        model.config.num_labels))
             report[f"{name}_max_abs_diff"] = float(np.abs(probs - reference).max())
+    modelling.tie_to_weights(folder, model_dir)
     if meta.get("foreign"):  # a classifier critic did not train: its own README stays as it is
-        (model_dir / modelling.META_FILE).write_text(json.dumps({**meta, "onnx": report}, indent=2))
+        modelling.write_text_atomic(model_dir / modelling.META_FILE, json.dumps({**meta, "onnx": report}, indent=2))
     else:
         modelling.update_meta(model_dir, onnx=report)
     if log:

@@ -4,14 +4,17 @@ critic.json (cleaning, truncation, labels, metrics, data manifest, versions) and
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from critic import data
+from critic import data, sources
 from critic.kernels import use_rowwise_attention
 from critic.text import Ragged, keep_normalizer, pad, sorted_batches
 
@@ -52,6 +55,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu"):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
+    finish_saving(folder)  # a save that was cut short while moving its files in
     critic_made = (folder / META_FILE).is_file()
     if not critic_made and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: not a critic model (no {META_FILE}) nor a Hugging Face model folder (no "
@@ -77,15 +81,115 @@ def foreign_meta(model, tokenizer, folder: Path) -> dict:
 
 
 def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """The model folder (weights, config, tokenizer, critic.json, the card), written as one set (`write_set`)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # torch.compile
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    keep_normalizer(tokenizer, folder)
-    write_meta(folder, meta)
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        keep_normalizer(tokenizer, staging)
+        write_meta(staging, meta)
+
+    return write_set(folder, write)
+
+
+SAVING, COMPLETE = ".saving", "COMPLETE"
+WEIGHTS = "model.safetensors"
+
+
+def write_set(folder: str | Path, write: Callable[[Path], None]) -> Path:
+    """Files that belong together, written so that a crash, a signal or a full disk at any moment leaves the
+    folder with the previous set or the new one, never a truncated or mixed one: `write(staging)` writes them into
+    FOLDER/.saving, they are flushed to disk and marked complete, then moved in (`finish_saving`; a move cut short
+    is finished by the next save or load). Exports of other weights are removed (critic.export)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    finish_saving(folder, discard_incomplete=True)
+    staging = folder / SAVING
+    staging.mkdir()
+    write(staging)
+    for path in staging.iterdir():
+        _fsync(path)
+    (staging / COMPLETE).write_text("")
+    _fsync(staging / COMPLETE)
+    _fsync(staging)
+    if (staging / WEIGHTS).is_file():
+        drop_stale_exports(folder, staging / WEIGHTS)
+    finish_saving(folder)
     return folder
+
+
+def finish_saving(folder: Path, discard_incomplete: bool = False) -> None:
+    """Move a complete staged set into `folder` (critic.json last); with `discard_incomplete`, remove a set whose
+    writing never completed (only the writer does: a reader may be looking while a save is under way)."""
+    staging = folder / SAVING
+    if not staging.is_dir():
+        return
+    if not (staging / COMPLETE).is_file():
+        if discard_incomplete:
+            shutil.rmtree(staging)
+        return
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == META_FILE):
+        if path.name != COMPLETE:
+            try:
+                os.replace(path, folder / path.name)
+            except FileNotFoundError:  # another process finishing the same move
+                pass
+    (staging / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    _fsync(folder)
+
+
+# An export (critic export's onnx/) records the weights it was made from: it is used only with those weights.
+EXPORT_RECORD = "source-weights.json"
+
+
+def tie_to_weights(export: Path, model_dir: Path) -> None:
+    """Record in `export` the sha256 (and size and time) of MODEL_DIR's weights."""
+    weights = Path(model_dir) / WEIGHTS
+    stat = weights.stat()
+    write_text_atomic(export / EXPORT_RECORD, json.dumps({"sha256": sources.sha256_file(weights),
+                                                          "stat": [stat.st_size, stat.st_mtime_ns]}))
+
+
+def export_mismatch(export: Path, model_dir: Path) -> str | None:
+    """Why the export in `export` cannot be used with MODEL_DIR's weights, or None when it was made from them (a
+    file of the same size and time is taken as the same; otherwise the weights are hashed)."""
+    record = Path(export) / EXPORT_RECORD
+    if not record.is_file():
+        return f"{export} does not record the weights it was made from (made before critic tied exports to weights)"
+    tied = json.loads(record.read_text())
+    weights = Path(model_dir) / WEIGHTS
+    stat = weights.stat()
+    if tied["stat"] == [stat.st_size, stat.st_mtime_ns] or tied["sha256"] == sources.sha256_file(weights):
+        return None
+    return f"{export} was made from other weights than {weights} (the model was saved again since)"
+
+
+def drop_stale_exports(folder: Path, new_weights: Path) -> None:
+    """Remove the exports in `folder` made from weights other than `new_weights`."""
+    tied = [sub for sub in folder.iterdir() if (sub / EXPORT_RECORD).is_file()]
+    digest = sources.sha256_file(new_weights) if tied else None
+    for export in tied:
+        if json.loads((export / EXPORT_RECORD).read_text())["sha256"] != digest:
+            shutil.rmtree(export)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """A whole file or the previous one, never a truncated one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    _fsync(partial)
+    os.replace(partial, path)
 
 
 def write_meta(folder: Path, meta: dict) -> None:
@@ -93,8 +197,8 @@ def write_meta(folder: Path, meta: dict) -> None:
 
     meta = {**meta, "versions": {"critic": _version(), "torch": torch.__version__,
                                  "transformers": transformers.__version__, "python": platform.python_version()}}
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    (folder / "README.md").write_text(model_card(meta))
+    write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2, default=str))
+    write_text_atomic(folder / "README.md", model_card(meta))
 
 
 def update_meta(folder: str | Path, **changes) -> dict:
@@ -103,6 +207,12 @@ def update_meta(folder: str | Path, **changes) -> dict:
     meta.update(changes)
     write_meta(folder, meta)
     return meta
+
+
+def run_complete(folder: Path) -> bool:
+    """Whether `critic train` finished writing this folder (its last step marks critic.json complete)."""
+    meta = Path(folder) / META_FILE
+    return meta.is_file() and json.loads(meta.read_text()).get("complete") is True
 
 
 def _version() -> str:

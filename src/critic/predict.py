@@ -6,6 +6,7 @@ Follows the scikit-learn / SetFit convention: `Classifier.load(path)`, `.predict
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -160,9 +161,19 @@ def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool 
         # accurately; but in the server's model thread PyTorch answers one review in 22 ms against ONNX's 14 ms.
         if device.type != "cpu" or (modelling.cpu_has_bf16() and not serving):
             return "torch"
-        return next((name for name in ("onnx-int8", "onnx") if files[name].is_file()), "torch")
-    if backend in files and not files[backend].is_file():
-        raise FileNotFoundError(f"{files[backend]} does not exist; run `critic export {path}` first")
+        exported = next((name for name in ("onnx-int8", "onnx") if files[name].is_file()), None)
+        if exported is None:
+            return "torch"
+        if stale := modelling.export_mismatch(path / ONNX_DIR, path):
+            print(f"critic: not using the ONNX export: {stale}; scoring with PyTorch (`critic export {path}` makes "
+                  f"a new one)", file=sys.stderr)
+            return "torch"
+        return exported
+    if backend in files:
+        if not files[backend].is_file():
+            raise FileNotFoundError(f"{files[backend]} does not exist; run `critic export {path}` first")
+        if stale := modelling.export_mismatch(path / ONNX_DIR, path):
+            raise ValueError(f"backend {backend}: {stale}; run `critic export {path}` again")
     return backend
 
 
