@@ -151,3 +151,22 @@ def test_head_warmup_starts_the_learning_rate_schedule_again_when_the_encoder_jo
     assert factor(109) < 0.02
     assert HeadWarmup(model, [], steps=10).schedule(0.1, 110) is None  # nothing new: the usual schedule
     assert HeadWarmup(model, ["1.weight"], steps=0).schedule(0.1, 110) is None
+
+
+def test_a_full_disk_while_saving_the_encoder_leaves_no_half_folder_and_a_rerun_saves_it(tiny_bert, toy_file,
+                                                                                       tmp_path, monkeypatch):
+    from transformers import PreTrainedTokenizerBase
+
+    out = tmp_path / "mlm"
+    real = PreTrainedTokenizerBase.save_pretrained
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        pretrain(pretrain_config(tiny_bert, toy_file, out, epochs=1), progress=False)
+    assert not (out / "model.safetensors").exists() and not (out / "pretrain.json").exists()
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", real)
+    pretrain(pretrain_config(tiny_bert, toy_file, out, epochs=1), progress=False)
+    assert json.loads((out / "pretrain.json").read_text())["steps"] > 0 and (out / "model.safetensors").is_file()

@@ -469,3 +469,100 @@ def test_every_command_explains_itself(command, capsys):
         main([command, "--help"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: critic {command}")
+
+
+# ------------------------------------------------------------------ the final save (security review 2 and 5)
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun_completes_it(
+        tmp_path, tiny_bert, toy_csv, monkeypatch):
+    """The disk fills while calibration writes the final model: the folder keeps the best model as it was saved at
+    validation (not a mix, not a truncated file), and running the same command again finishes the run."""
+    from critic import model as modelling
+
+    out = tmp_path / "run"
+    real_calibrate, real_write_meta = train.calibrate, modelling.write_meta
+    before = {}
+
+    def calibrate(output, *args):
+        before["weights"] = sha256(output / "model.safetensors")
+        return real_calibrate(output, *args)
+
+    def full_disk(folder, meta):
+        if "calibration" in meta:
+            raise OSError(28, "No space left on device")
+        return real_write_meta(folder, meta)
+
+    monkeypatch.setattr(train, "calibrate", calibrate)
+    monkeypatch.setattr(modelling, "write_meta", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False)
+    assert sha256(out / "model.safetensors") == before["weights"]
+    meta = json.loads((out / "critic.json").read_text())
+    assert meta["selected"].startswith("best") and "calibration" not in meta and "complete" not in meta
+    modelling.load(out)
+
+    monkeypatch.setattr(modelling, "write_meta", real_write_meta)
+    assert train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False) == out
+    meta = json.loads((out / "critic.json").read_text())
+    assert meta["complete"] is True and "applied" in meta["calibration"] and meta["history"]
+    assert (out / "stats.csv").is_file() and not (out / ".saving").exists()
+
+
+SIGTERM_IN_THE_FINAL_SAVE = """
+import json, os, signal, sys
+from critic import config, model as modelling, train
+
+real = modelling.write_meta
+
+def write_meta(folder, meta):
+    if "calibration" in meta:  # calibration is writing the final model
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(folder, meta)
+
+modelling.write_meta = write_meta
+train.train(config.build(json.loads(sys.argv[1])), progress=False)
+"""
+
+
+def test_sigterm_during_the_final_save_keeps_the_last_model_and_a_rerun_completes_it(tmp_path, tiny_bert, toy_csv):
+    from critic import model as modelling
+
+    out = tmp_path / "run"
+    options = dict(model=str(tiny_bert), data=str(toy_csv), preset="gpu", max_length=48, epochs=1, batch_size=32,
+                   lr=3e-3, output=str(out), device="cpu", select="last")
+    script = tmp_path / "killed.py"
+    script.write_text(SIGTERM_IN_THE_FINAL_SAVE)
+    killed = subprocess.run([sys.executable, str(script), json.dumps(options)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGTERM, killed.stderr
+    last = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["model"]
+    saved = load_file(out / "model.safetensors")
+    assert all(torch.equal(saved[name], last[name]) for name in saved)  # the last model, whole, uncalibrated
+    assert "complete" not in json.loads((out / "critic.json").read_text())
+    modelling.load(out)
+    assert train.train(config.build(options), progress=False) == out
+    meta = json.loads((out / "critic.json").read_text())
+    assert meta["complete"] is True and "applied" in meta["calibration"]
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, tiny_bert, toy_csv):
+    """Anyone who can write the output folder (a shared one, on several machines) could put a pickle there that
+    runs code when the run resumes: the checkpoint is loaded as tensors and plain values only."""
+    out = tmp_path / "run"
+    proof = tmp_path / "code-ran"
+    (out / "checkpoint").mkdir(parents=True)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {proof}",))
+
+    torch.save({"model": Payload()}, out / "checkpoint" / "state.pt")
+    with pytest.raises(ValueError, match="not a checkpoint critic wrote .*loads only tensors and plain values"):
+        train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False)
+    assert not proof.exists()

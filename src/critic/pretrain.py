@@ -24,6 +24,8 @@ from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisatio
                           _InterruptFlag, _progress, _truncate_log, linear_schedule, plan_batches, resume,
                           save_checkpoint, seed_everything, stop_interrupted)
 
+PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
+
 
 def masked_token_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy over the masked positions only (label -100 elsewhere), summed."""
@@ -207,7 +209,8 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     resumable = {k: v for k, v in vars(config).items() if k not in ("device", "output", "log_every", "compile")}
     resumable.update(precision=precision, processes=dist.world)
     checkpoint_path = output / CHECKPOINT
-    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say)
+    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say,
+                   finished=lambda done: done.step >= plan.total, saved=lambda: (output / PRETRAIN_RECORD).is_file())
     if state is None:
         dist.close()
         return output
@@ -267,10 +270,15 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
 
 
 def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: Progress, clock: Clock) -> None:
-    """A standard Hugging Face folder (the encoder with its MLM head; a classifier built from it drops the head)."""
+    """A standard Hugging Face folder (the encoder with its MLM head; a classifier built from it drops the head),
+    written as one set (a crash leaves the previous one or this one; a rerun saves it again)."""
     model = getattr(model, "_orig_mod", model)
-    model.save_pretrained(output, safe_serialization=True)
-    tokenizer.save_pretrained(output)
-    (output / "pretrain.json").write_text(json.dumps({
-        "base_model": config.model, "data": config.data, "history": state.history, "steps": state.step,
-        "train_seconds": clock.training_seconds(), "finished": time.time(), "config": vars(config)}, indent=2))
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / PRETRAIN_RECORD).write_text(json.dumps({
+            "base_model": config.model, "data": config.data, "history": state.history, "steps": state.step,
+            "train_seconds": clock.training_seconds(), "finished": time.time(), "config": vars(config)}, indent=2))
+
+    modelling.write_set(output, write)

@@ -631,14 +631,24 @@ def save_checkpoint(path: Path, dist: Distributed, model, optimisation: Optimisa
     calls it, the first one writes."""
     rng = dist.gather(rng_state(dist.device))
     if dist.main:
+        name, key, position, has_gauss, gauss = np.random.get_state()
         atomic_save({"model": model.state_dict(), **optimisation.state_dict(), "state": asdict(progress),
-                     "config": resumable, "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                                                  "processes": rng}}, path)
+                     "config": resumable, "rng": {"python": random.getstate(), "processes": rng,
+                                                  "numpy": (name, key.tolist(), position, has_gauss, gauss)}}, path)
 
 
 def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: dict, rank: int,
                     device: torch.device) -> Progress:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    import pickle
+    import re
+
+    try:  # tensors and plain values only: a pickle in a shared output folder could otherwise run code
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        found = f"a reference to {named.group(1)}" if named else "objects other than tensors and plain values"
+        raise ValueError(f"{path}: not a checkpoint critic wrote (it holds {found}); critic loads only tensors and "
+                         f"plain values from a checkpoint. Delete {path.parent} if you did not put it there") from None
     if saved["config"] != resumable:
         changed = sorted(k for k in set(resumable) | set(saved["config"])
                          if resumable.get(k) != saved["config"].get(k))
@@ -647,22 +657,30 @@ def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: di
     model.load_state_dict(saved["model"])
     optimisation.load_state_dict(saved)
     random.setstate(saved["rng"]["python"])
-    np.random.set_state(saved["rng"]["numpy"])
+    name, key, position, has_gauss, gauss = saved["rng"]["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), position, has_gauss, gauss))
     set_rng_state(saved["rng"]["processes"][rank], device)
     return Progress(**saved["state"])
 
 
 def resume(path: Path, model, optimisation: Optimisation, resumable: dict, dist: Distributed, total: int,
-           say: Callable[[str], None], finished: Callable[[Progress], bool] = lambda done: False) -> Progress | None:
+           say: Callable[[str], None], finished: Callable[[Progress], bool], saved: Callable[[], bool]
+           ) -> Progress | None:
     """Where a run stands: a fresh Progress without a checkpoint, the checkpoint's (weights, optimiser and random
-    state loaded) with one, None when the checkpoint holds a finished run (all steps done, or `finished`)."""
+    state loaded) with one, None when the checkpoint holds a finished run (`finished`) whose final save completed
+    (`saved`). A finished run whose final save was cut short (a crash, a signal, a full disk) is returned as it is,
+    to be saved again."""
     if not path.is_file():
         return Progress()
     state = load_checkpoint(path, model, optimisation, resumable, dist.rank, dist.device)
-    if state.step >= total or finished(state):
-        say(f"{path.parent.parent} holds a finished run (step {state.step} of {total}); nothing to do. Use another "
-            f"--output, or delete the folder to run again")
-        return None
+    if finished(state):
+        if saved():
+            say(f"{path.parent.parent} holds a finished run (step {state.step} of {total}); nothing to do. Use "
+                f"another --output, or delete the folder to run again")
+            return None
+        say(f"{path.parent.parent}: training finished at step {state.step} of {total}, but the final save did not "
+            f"complete; saving it now")
+        return state
     say(f"resuming from step {state.step} of {total} ({path})")
     return state
 
@@ -739,8 +757,12 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     # ---- resume
     checkpoint_path = output / CHECKPOINT
     resumable = _resumable(config, dist.world, machine.precision)
-    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say,
-                   finished=lambda done: bool(config.patience) and done.bad_evals >= config.patience)
+
+    def finished(done: Progress) -> bool:
+        return done.step >= plan.total or (bool(config.patience) and done.bad_evals >= config.patience)
+
+    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say, finished,
+                   saved=lambda: modelling.run_complete(output))
     if state is None:
         dist.close()
         return output
@@ -758,7 +780,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     epoch_ends = set(plan.epoch_ends)
     model.train()
     try:
-        for batch, global_rows in prepared_batches(plan.steps[state.step:], inputs.train, inputs.targets,
+        for batch, global_rows in prepared_batches([] if finished(state) else plan.steps[state.step:],
+                                                   inputs.train, inputs.targets,
                                                    inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
                                                    pin=device.type == "cuda"):
             summed = optimisation.step(batch, global_rows)
@@ -811,19 +834,22 @@ def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: Progres
     if config.select == "last":
         modelling.save(inputs.model, inputs.tokenizer, output, {**meta, "selected": f"last (step {state.step})",
                                                                 "validation": state.history[-1]})
-    modelling.update_meta(output, history=state.history, train_seconds=elapsed, validation_seconds=clock.paused,
-                          train_samples_per_second=samples / stepping, precision=optimisation.precision,
-                          processes=world, **({"fp16_skipped_steps": skipped} if fp16 else {}))
+    # A run whose final save is done again has trained no step in this process: it has no speed to record.
+    speed = {"train_seconds": elapsed, "validation_seconds": clock.paused,
+             "train_samples_per_second": samples / stepping} if samples else {}
+    modelling.update_meta(output, history=state.history, precision=optimisation.precision, processes=world, **speed,
+                          **({"fp16_skipped_steps": skipped} if fp16 else {}))
     if config.calibrate:
         calibrate(output, inputs, machine, say)
     write_stats(state.history, output)
+    modelling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
         print_stats(state.history, state.best_step)
     if fp16:
         say(f"fp16: {skipped} of {state.step} steps skipped for overflowing gradients (the loss scale adapts)")
-    say(f"trained in {elapsed:.0f} s: {samples / stepping:.1f} samples/s in training steps, "
-        f"{clock.paused:.0f} s validating and checkpointing; best val {config.metric} "
-        f"{state.best:.4f} at step {state.best_step}; model in {output}")
+    say(f"trained in {elapsed:.0f} s" + (f": {samples / stepping:.1f} samples/s in training steps, "
+                                         f"{clock.paused:.0f} s validating and checkpointing" if samples else "") +
+        f"; best val {config.metric} {state.best:.4f} at step {state.best_step}; model in {output}")
 
 
 def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str], None]) -> dict:
