@@ -121,7 +121,7 @@ def test_evaluate_model_and_cli(toy_model, tmp_path, capsys):
     assert main(["evaluate", str(toy_model), str(data), "--output", str(tmp_path / "ev"), "--no-baseline"]) == 0
     assert "baseline" not in json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert main(["predict", str(tmp_path / "nothing"), "x"]) == 2
-    assert "not a critic model" in capsys.readouterr().err
+    assert f"model folder {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
 
 
 def test_predict_file_refuses_to_overwrite_a_complete_output(toy_model, tmp_path):

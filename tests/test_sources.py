@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import re
 import threading
 import time
 
@@ -214,3 +215,28 @@ def test_real_three_class_drug_reviews_through_pip(real_cache):
     dataset = data.load("drugs")
     assert dataset.labels == ("negative", "neutral", "positive") and len(dataset.frame) == 978  # one duplicate
     assert dataset.manifest["splits"]["test"]["classes"] == {"negative": 25, "neutral": 9, "positive": 63}
+
+
+def test_a_missing_local_folder_is_never_a_hub_download(tmp_path, monkeypatch):
+    """Classifier.load("runs/x") run from another folder used to fetch the hub repository runs/x (security review
+    3): a name that looks like a path names the missing folder; hub ids go to the hub, hf: says so plainly."""
+    from critic.predict import Classifier
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "reviews.csv").write_text("text\n")
+    asked = []
+    real_fetch = sources.fetch
+    monkeypatch.setattr(sources, "fetch", lambda artifact, **options: asked.append(artifact.about) or
+                        real_fetch(artifact, **options))
+    for name in ("runs/x", "./x", "../x", "~/no-such-critic-model", "models/x", "a/b/c", str(tmp_path / "x")):
+        with pytest.raises(FileNotFoundError, match=f"model folder {re.escape(name)} does not exist"):
+            Classifier.load(name)
+    with pytest.raises(FileNotFoundError, match="reviews.csv is a file, not a model folder"):
+        Classifier.load("reviews.csv")
+    assert asked == []
+    for name, repo in (("some-org/some-model", "some-org/some-model"), ("hf:runs/x", "runs/x"),
+                       ("distilbert-base-uncased", "distilbert-base-uncased")):
+        with pytest.raises(sources.ArtifactError, match=f"Hugging Face hub {re.escape(repo)}"):
+            Classifier.load(name)  # offline in the tests: the hub is named as the source it would use
+    assert asked == ["some-org/some-model", "runs/x", "distilbert-base-uncased"]

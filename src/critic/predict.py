@@ -76,10 +76,9 @@ class Classifier:
         was saved with. compile: torch.compile the PyTorch model (GPUs; on a CPU it measured slower)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
-        path = Path(path)
-        if not path.exists() and not path.is_absolute() and not str(path).startswith(".") and \
-                str(path).count("/") <= 1:  # a hub id: a classifier critic did not train, fetched into the cache
+        if not Path(path).is_dir():  # a hub id (a classifier critic did not train), fetched into the cache
             path = sources.resolve_model(str(path))
+        path = Path(path)
         device_ = modelling.resolve_device(device)
         backend = _pick_backend(backend, path, device_, serving)
         model, tokenizer, meta = modelling.load(path, device_)

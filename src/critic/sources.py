@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -448,13 +449,40 @@ def hub_model(repo_id: str) -> Artifact:
                     about=repo_id)
 
 
+HUB_PREFIX = "hf:"  # hf:ORG/NAME: a hub id, whatever folders exist here
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+OUTPUT_ROOT = "runs"  # where critic train --output puts models by default
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A name that means a folder here, never a hub id: ./ ../ ~ or absolute, more than one /, a first part that is
+    a folder here or critic's own output root (runs/…), or a file that exists."""
+    first = name.split("/", 1)[0]
+    return (name.startswith((".", "~", "/", "\\")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
+            or ("/" in name and (first == OUTPUT_ROOT or Path(first).is_dir())))
+
+
 def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -> Path:
-    """A model folder for a short name (minilm, mpnet), a local folder, or a hub id."""
+    """A model folder for a local folder, a short name (minilm, mpnet), or a hub id (ORG/NAME, or hf:ORG/NAME to say
+    so plainly), fetched into the cache with a line saying so. A name that looks like a path is never sent to the
+    hub: a missing folder is an error that names it."""
+    log = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
+    if name_or_path.startswith(HUB_PREFIX):
+        return _from_hub(name_or_path[len(HUB_PREFIX):], log)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     if name_or_path in MODELS:
         return fetch(MODELS[name_or_path], log=log).path
-    if "/" in name_or_path or not name_or_path.startswith((".", "~")):
-        return fetch(hub_model(name_or_path), log=log).path
-    raise ArtifactError(f"model '{name_or_path}': not a folder, a known name ({', '.join(MODELS)}) or a hub id")
+    if looks_like_a_path(name_or_path):
+        problem = "is a file, not a model folder" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"model folder {name_or_path} {problem} (looked for {path.absolute()}); a model on "
+                                f"the Hugging Face hub is named {HUB_PREFIX}ORG/NAME")
+    return _from_hub(name_or_path, log)
+
+
+def _from_hub(repo_id: str, log: Callable[[str], None]) -> Path:
+    if not HUB_ID.fullmatch(repo_id):
+        raise ArtifactError(f"model '{repo_id}': not a folder, a known name ({', '.join(MODELS)}) or a hub id "
+                            f"(ORG/NAME)")
+    return fetch(hub_model(repo_id), log=log).path
