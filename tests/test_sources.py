@@ -3,6 +3,7 @@ import http.server
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,34 @@ def test_a_missing_local_folder_is_never_a_hub_download(tmp_path, monkeypatch):
         with pytest.raises(sources.ArtifactError, match=f"Hugging Face hub {re.escape(repo)}"):
             Classifier.load(name)  # offline in the tests: the hub is named as the source it would use
     assert asked == ["some-org/some-model", "runs/x", "distilbert-base-uncased"]
+
+
+def test_an_archive_member_outside_the_folder_or_too_large_is_refused(tmp_path, monkeypatch):
+    import zipfile
+
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    for member in ("models//etc/critic-escape", "models/../critic-escape", "models/a/../../critic-escape"):
+        archive_path = tmp_path / "hostile.zip"
+        with zipfile.ZipFile(archive_path, "w") as archive:
+            archive.writestr("models/config.json", "{}")
+            archive.writestr(member, "escaped")
+        with zipfile.ZipFile(archive_path) as archive, \
+                pytest.raises(sources.ArtifactError, match="would be written outside"):
+            sources._extract_under(archive, "models", folder)
+    assert not (tmp_path / "critic-escape").exists() and not Path("/etc/critic-escape").exists()
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 100)
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("models/model.safetensors", b"\0" * 1000)
+    with zipfile.ZipFile(tmp_path / "big.zip") as archive, pytest.raises(sources.ArtifactError, match="more than 100"):
+        sources._extract_under(archive, "models", folder)
+
+
+def test_a_download_is_bounded_in_size_and_time(http_server, online, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 20)
+    with pytest.raises(sources.ArtifactError, match="more than 20 bytes; refused"):
+        sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 1 << 20)
+    monkeypatch.setattr(sources, "DOWNLOAD_DEADLINE_S", -1)
+    with pytest.raises(sources.ArtifactError, match="not complete after -1 s"):
+        sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))

