@@ -76,7 +76,7 @@ def test_partial_download_leaves_nothing_in_cache(http_server, online, isolated_
     with pytest.raises(sources.ArtifactError) as error:
         sources.fetch(artifact(sources.url_file(f"{http_server}/cut.csv", "toy.csv", SHA)))
     assert "cut.csv" in str(error.value)
-    leftovers = [p for p in isolated_cache.rglob("*") if p.is_file()]
+    leftovers = [p for p in isolated_cache.rglob("*") if p.is_file() and p.suffix != ".lock"]  # the lock file stays
     assert leftovers == []
 
 
@@ -87,7 +87,7 @@ def test_interrupted_fetch_leaves_nothing_in_cache(isolated_cache):
 
     with pytest.raises(KeyboardInterrupt):
         sources.fetch(artifact(sources.Source("a slow download", interrupted)))
-    assert [p for p in isolated_cache.rglob("*") if p.is_file()] == []
+    assert [p for p in isolated_cache.rglob("*") if p.is_file() and p.suffix != ".lock"] == []  # the lock stays
 
 
 def test_all_sources_fail_lists_each_reason(http_server, online):
@@ -272,3 +272,28 @@ def test_a_download_is_bounded_in_size_and_time(http_server, online, monkeypatch
     monkeypatch.setattr(sources, "DOWNLOAD_DEADLINE_S", -1)
     with pytest.raises(sources.ArtifactError, match="not complete after -1 s"):
         sources.fetch(artifact(sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+
+
+def test_concurrent_fetches_of_one_artifact_fill_the_cache_once(tmp_path):
+    """Two processes (here two threads, each with its own lock handle) fetch the same artifact into an empty cache:
+    the second waits for the first and then finds it there; the source is read once and neither fails."""
+    fills, second_waiting, results = [], threading.Event(), {}
+
+    def second(line):
+        if line.startswith("waiting for another process"):
+            second_waiting.set()
+
+    def fill(folder):
+        fills.append(folder)
+        if len(fills) == 1:  # the first fetch: start the second one and let it reach the lock (or fill, unlocked)
+            thread = threading.Thread(target=lambda: results.update(second=sources.fetch(toy, log=second)))
+            results["thread"] = thread
+            thread.start()
+            assert second_waiting.wait(30) or len(fills) > 1
+        (folder / "toy.csv").write_bytes(CONTENT)
+
+    toy = artifact(sources.Source("a slow source", fill))
+    results["first"] = sources.fetch(toy)
+    results["thread"].join()
+    assert len(fills) == 1 and second_waiting.is_set()
+    assert results["first"].path == results["second"].path and (results["second"].path / "toy.csv").is_file()

@@ -8,6 +8,7 @@ into place, so an interrupted download leaves nothing half-written behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -301,21 +302,45 @@ def fetch(artifact: Artifact, local: str | Path | None = None, refresh: bool = F
     fetched = None
     if local is not None:
         fetched = _from_local(artifact, Path(local).expanduser(), target, failed)
-    if fetched is None and target.is_dir() and not refresh:
-        fetched = _from_cache(artifact, target, failed)
-    for source in artifact.sources if fetched is None else ():
-        if source.online and offline():
-            failures.append(f"{source.description}: skipped ({OFFLINE_ENV} or HF_HUB_OFFLINE is set)")
-            continue
-        if log:
-            log(f"fetching {artifact.name} from {source.description}")
-        fetched = _from_source(artifact, source, target, failed)
-        if fetched is not None:
-            break
+    # One process at a time fills an artifact's cache folder (`serve --workers N` on an empty cache, machines
+    # sharing one cache); the others wait, then find it there.
+    with _cache_lock(target, artifact.name, log) if fetched is None else contextlib.nullcontext():
+        if fetched is None and target.is_dir() and not refresh:
+            fetched = _from_cache(artifact, target, failed)
+        for source in artifact.sources if fetched is None else ():
+            if source.online and offline():
+                failures.append(f"{source.description}: skipped ({OFFLINE_ENV} or HF_HUB_OFFLINE is set)")
+                continue
+            if log:
+                log(f"fetching {artifact.name} from {source.description}")
+            fetched = _from_source(artifact, source, target, failed)
+            if fetched is not None:
+                break
     if fetched is None:
         tried = "\n".join(f"  - {line}" for line in failures)
         raise ArtifactError(f"could not obtain {artifact.kind} '{artifact.name}'. Sources tried, in order:\n{tried}")
     return fetched
+
+
+@contextlib.contextmanager
+def _cache_lock(target: Path, name: str, log: Callable[[str], None] | None):
+    """An exclusive lock on TARGET's lock file (flock: released by the kernel if the holder dies)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    with open(_ensure(target.parent) / f".{target.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log(f"waiting for another process that is fetching {name} into {target}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _from_local(artifact: Artifact, local: Path, target: Path, failed: Callable[[str], None]) -> Fetched | None:
