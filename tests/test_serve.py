@@ -554,3 +554,46 @@ def test_page_shows_label_names_as_text_and_keeps_the_key_out_of_the_address(toy
     finally:
         log = stop_server(process)
     assert "GET / HTTP" in log and key not in log
+
+
+def test_a_requests_cost_is_bounded_and_past_the_caps_it_is_503_with_retry_after(classifier):
+    with TestClient(create_app(classifier, ServeSettings(max_request_chars=100))) as c:
+        response = c.post("/v1/predict", json={"texts": ["a great fun film " * 4] * 2})
+        assert response.status_code == 413 and "136 characters in this request; the limit is 100" in response.text
+        assert c.post("/v1/predict", json={"texts": ["a great fun film"] * 2}).status_code == 200
+    with TestClient(create_app(classifier, ServeSettings(max_queued_texts=0))) as c:
+        response = c.post("/v1/predict", json={"text": "a great fun film"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert "texts are waiting to be scored" in response.json()["detail"]
+    with TestClient(create_app(classifier, ServeSettings(max_in_flight=0))) as c:
+        response = c.post("/v1/predict", json={"text": "a great fun film"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200  # probes still answer
+
+
+def test_the_queue_refuses_texts_past_its_cap_and_counts_them_out_when_scored():
+    import threading as th
+
+    release = th.Event()
+
+    def score(texts):
+        release.wait(10)
+        return np.zeros((len(texts), 2))
+
+    async def scenario():
+        from critic.serve.batching import Busy
+
+        batcher = MicroBatcher(score, max_batch=4, max_queued=5)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["a", "b", "c"]))
+        second = asyncio.ensure_future(batcher.submit(["d", "e"]))
+        await asyncio.sleep(0)
+        with pytest.raises(Busy, match="5 texts are waiting"):
+            await batcher.submit(["f"])
+        release.set()
+        await asyncio.gather(first, second)
+        assert batcher.queued == 0
+        await batcher.submit(["g"] * 5)  # room again
+        await batcher.stop()
+
+    asyncio.run(scenario())

@@ -260,6 +260,8 @@ def cmd_serve(args) -> int:
     settings = ServeSettings(max_batch=args.max_batch or default_max_batch(), max_wait_ms=args.max_wait_ms,
                              max_texts=args.max_texts, max_text_chars=args.max_text_chars,
                              max_body_bytes=args.max_body_bytes, max_upload_rows=args.max_upload_rows,
+                             max_request_chars=args.max_request_chars, max_queued_texts=args.max_queued_texts,
+                             max_in_flight=args.max_in_flight,
                              timeout_s=args.timeout, upload_timeout_s=args.upload_timeout, api_key=api_key,
                              cors_origins=args.cors_origin or [])
     args.max_batch = settings.max_batch
@@ -506,6 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
     srv.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
     srv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
+    srv.add_argument("--max-request-chars", type=int, default=200_000,
+                     help="characters in all texts of one request (more: 413); bounds a request's cost, which "
+                          "grows with length under --long-reviews windows")
+    srv.add_argument("--max-queued-texts", type=int, default=4096,
+                     help="texts waiting for the model (more: 503 with Retry-After, at once)")
+    srv.add_argument("--max-in-flight", type=int, default=256,
+                     help="requests answered at once, the probes apart (more: 503 with Retry-After, at once)")
     srv.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
     srv.add_argument("--max-upload-rows", type=int, default=10_000,
                      help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)")

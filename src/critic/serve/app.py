@@ -25,7 +25,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from critic.serve.batching import MicroBatcher
+from critic.serve.batching import Busy, MicroBatcher
+
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 @dataclass
@@ -39,6 +41,11 @@ class ServeSettings:
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 20_000_000  # /v1/score-csv
     max_upload_rows: int = 10_000  # /v1/score-csv
+    # What one request may cost: with sliding windows a text's cost grows with its length, so the characters of a
+    # request are bounded too (200,000: about 50,000 tokens, some 400 windows at the default stride).
+    max_request_chars: int = 200_000
+    max_queued_texts: int = 4096  # texts waiting for the model; past it a request gets 503 with Retry-After
+    max_in_flight: int = 256  # requests being answered at once (the probes apart); past it 503 with Retry-After
     timeout_s: float = 30.0
     upload_timeout_s: float = 600.0  # /v1/score-csv: scored in chunks, between which other requests are answered
     api_key: str | None = None
@@ -147,6 +154,8 @@ class Service:
             return await asyncio.wait_for(self.batcher.submit(texts), max(deadline - time.monotonic(), 0))
         except asyncio.TimeoutError:
             raise HTTPException(504, "no answer in time; the server is busy, try again") from None
+        except Busy as error:
+            raise HTTPException(503, f"busy: {error}; try again", headers=RETRY_AFTER) from None
 
 
 def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
@@ -155,7 +164,8 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     metrics = Metrics()
     service = Service(classifier, settings, metrics, MicroBatcher(classifier.predict_proba, settings.max_batch,
                                                                   settings.max_wait_ms / 1000,
-                                                                  on_batch=metrics.scored_batch))
+                                                                  on_batch=metrics.scored_batch,
+                                                                  max_queued=settings.max_queued_texts))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -174,6 +184,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key"])
     app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: a 413 is counted too
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
     app.middleware("http")(deadline_and_metrics(settings, metrics))
     app.exception_handler(RequestValidationError)(_invalid)
     app.exception_handler(ValueError)(_unscorable)
@@ -214,6 +225,31 @@ class BodyLimit:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+
+class InFlightLimit:
+    """At most `limit` requests answered at once (the probes apart): one more gets 503 with Retry-After at once,
+    before its body is read, instead of queueing without end."""
+
+    PROBES = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.PROBES:
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            busy = JSONResponse({"detail": f"busy: {self.active} requests in progress; try again"}, status_code=503,
+                                headers=RETRY_AFTER)
+            return await busy(scope, receive, send)
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 async def _refuse(scope, receive, send, limit: int) -> None:
@@ -269,7 +305,8 @@ async def _unscorable(request: Request, error: ValueError):
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
-ERRORS = {401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, 504: {"model": Problem}}
+ERRORS = {401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem},
+          504: {"model": Problem}}
 CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
     "type": "string", "description": "a CSV file with a header line and a column of reviews"}}}}}
 
@@ -291,6 +328,9 @@ def api_router(service: Service) -> APIRouter:
     @router.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> PredictResponse:
         texts = [body.text] if hasattr(body, "text") else body.texts
+        if (characters := sum(map(len, texts))) > settings.max_request_chars:
+            raise HTTPException(413, f"{characters:,} characters in this request; the limit is "
+                                     f"{settings.max_request_chars:,} (send the texts in several requests)")
         probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
         return PredictResponse(model=service.name, version=service.version, predictions=[
             Prediction(label=classifier.labels[int(p.argmax())],

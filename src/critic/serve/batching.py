@@ -12,18 +12,24 @@ import numpy as np
 STOP = object()  # queued by stop(): score what came before, then end
 
 
+class Busy(Exception):
+    """The queue holds as many texts as it may: the request is refused at once rather than left to wait."""
+
+
 class MicroBatcher:
     """Collects texts from concurrent requests into batches of up to `max_batch` texts. While a batch is being
     scored, new requests queue up and form the next one, so under load batches fill without waiting; the first
     request of a batch may also wait up to `max_wait_s` for company (0 by default: on a CPU that only adds
-    latency). `max_batch=1` scores each request alone."""
+    latency). `max_batch=1` scores each request alone. At most `max_queued` texts wait at once (more: Busy)."""
 
     def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.0,
-                 on_batch: Callable[[int], object] | None = None):
+                 on_batch: Callable[[int], object] | None = None, max_queued: int | None = None):
         self.score = score
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
+        self.max_queued = max_queued
+        self.queued = 0  # texts submitted and not yet taken for scoring
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="critic-model")
@@ -41,7 +47,10 @@ class MicroBatcher:
         self.executor.shutdown(wait=True)
 
     async def submit(self, texts: list[str]) -> np.ndarray:
+        if self.max_queued is not None and self.queued + len(texts) > self.max_queued:
+            raise Busy(f"{self.queued:,} texts are waiting to be scored (at most {self.max_queued:,})")
         future = asyncio.get_running_loop().create_future()
+        self.queued += len(texts)
         await self.queue.put((texts, future))
         return await future
 
@@ -82,6 +91,7 @@ class MicroBatcher:
         return batch, None
 
     async def _score(self, batch: list) -> None:
+        self.queued -= sum(len(texts) for texts, _ in batch)
         batch = [(texts, future) for texts, future in batch if not future.done()]  # the requester gave up
         if not batch:
             return
