@@ -297,3 +297,24 @@ def test_concurrent_fetches_of_one_artifact_fill_the_cache_once(tmp_path):
     results["thread"].join()
     assert len(fills) == 1 and second_waiting.is_set()
     assert results["first"].path == results["second"].path and (results["second"].path / "toy.csv").is_file()
+
+
+def test_a_copied_folder_is_hashed_again_whatever_its_stamp_says(tmp_path):
+    """The verified-stamp remembers files by size, time, inode, device and change time: a copy that keeps sizes and
+    times (cp -p) with other bytes inside is hashed, and refused."""
+    import os
+    import shutil
+
+    original = tmp_path / "original"
+    original.mkdir()
+    (original / "toy.csv").write_bytes(CONTENT)
+    toy = artifact()
+    sources.verify(toy, original)  # writes the stamp
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)  # copy2: sizes and times kept, stamp copied along
+    tampered = CONTENT.replace(b"great", b"worst")
+    stat = (copy / "toy.csv").stat()
+    (copy / "toy.csv").write_bytes(tampered)
+    os.utime(copy / "toy.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same time
+    with pytest.raises(sources.ChecksumError, match="does not match the pinned"):
+        sources.verify(toy, copy)

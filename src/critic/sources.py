@@ -265,7 +265,9 @@ def cache_folder(artifact: Artifact) -> Path:
 
 
 def verify(artifact: Artifact, folder: Path) -> dict[str, str]:
-    """Check the pinned files in `folder`; remember the result per (size, mtime) so a cache hit costs a stat."""
+    """Check the pinned files in `folder`; remember the result per file identity so a cache hit costs a stat. The
+    identity holds the device, inode and change time, which no copy keeps and no user can set: a folder copied
+    with its stamp (or a file touched back to its old time) is hashed again."""
     pins = artifact.matching_variant(folder)
     if pins is None:
         wanted = " or ".join(", ".join(v) for v in artifact.variants)
@@ -275,7 +277,7 @@ def verify(artifact: Artifact, folder: Path) -> dict[str, str]:
     changed = False
     for name, expected in pins.items():
         stat = (folder / name).stat()
-        key = [stat.st_size, stat.st_mtime_ns]
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev, stat.st_ctime_ns]
         if stamps.get(name, {}).get("stat") == key and stamps[name]["sha256"] == expected:
             continue
         actual = sha256_file(folder / name)
