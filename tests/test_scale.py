@@ -201,3 +201,28 @@ def test_a_folder_uri_is_listed_and_scored(cluster, toy_model, reviews, tmp_path
         input_files([f"file://{tmp_path / 'empty'}"])
     summary = predict_ray(toy_model, [uri], tmp_path / "out", workers=1, backend="torch", log=lambda line: None)
     assert summary["rows"] == 498 and summary["rejected"] == 2
+
+
+def test_ray_keeps_the_inputs_columns_neutralises_csv_formulas_and_touches_only_its_own_folders(
+        cluster, toy_model, tmp_path):
+    from critic.scale import predict_ray
+
+    source = tmp_path / "mine.jsonl"
+    pd.DataFrame({"text": ["=HYPERLINK(1) a great fun film", "awful boring mess"], "label": ["mine", "mine"],
+                  "id": ["-3", "@x"]}).to_json(source, orient="records", lines=True)
+    out = tmp_path / "out"
+    other = out / "scored" / "someone-elses-folder"
+    other.mkdir(parents=True)
+    (other / "keep.txt").write_text("not critic's")
+    predict_ray(toy_model, [str(source)], out, workers=1, backend="torch", output_format="csv",
+                log=lambda line: None)
+    assert (other / "keep.txt").read_text() == "not critic's"
+    written = pd.concat([pd.read_csv(p, dtype=str) for p in (out / "scored").rglob("*.csv")]).sort_values("critic_label")
+    assert list(written.columns) == ["text", "label", "id", "critic_label", "critic_p_negative", "critic_p_positive"]
+    assert written["label"].tolist() == ["mine", "mine"] and written["critic_label"].tolist() == ["negative", "positive"]
+    assert written["text"].tolist() == ["awful boring mess", "'=HYPERLINK(1) a great fun film"]
+    assert written["id"].tolist() == ["'@x", "-3"]
+    linked = tmp_path / "linked"
+    linked.symlink_to(out)
+    with pytest.raises(ValueError, match="a link; name a plain folder"):
+        predict_ray(toy_model, [str(source)], linked, workers=1, backend="torch", log=lambda line: None)

@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 
 from critic import data
-from critic.predict import score_columns
+from critic.predict import score_columns, spreadsheet_safe
 
 READABLE = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 REJECTED_COLUMN = "rejected_reason"
 OUTPUT_FORMATS = ("parquet", "csv")
 GROUP_FILES = 64
 GROUP_BYTES = 1 << 30
+RUN_FOLDERS = ("scored", "rejected", "_done")
 
 
 def input_files(inputs: list[str]) -> list[str]:
@@ -110,10 +111,12 @@ class Scorer:
         probs = np.full((len(frame), len(labels)), np.nan)
         if good.any():
             probs[good] = self.classifier.predict_proba([t for t, ok in zip(texts, good) if ok])
-        frame["label"] = [labels[int(p.argmax())] if ok else None for p, ok in zip(probs, good)]
-        for column, values in zip(score_columns(labels)[1:], probs.T):  # [0] is "label"
-            frame[column] = values
+        # The input's columns, the reason (empty when scored), then the scores, named apart from the input's own
         frame[REJECTED_COLUMN] = [p or "" for p in problems]
+        label_column, *probability_columns = score_columns(labels, taken=[*batch.column_names, REJECTED_COLUMN])
+        frame[label_column] = [labels[int(p.argmax())] if ok else None for p, ok in zip(probs, good)]
+        for column, values in zip(probability_columns, probs.T):
+            frame[column] = values
         frame[key] = [t.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for t in texts]
         return frame
 
@@ -123,8 +126,15 @@ def _accepted(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rejected(batch: pd.DataFrame) -> pd.DataFrame:
-    return batch[batch[REJECTED_COLUMN] != ""].drop(columns=["label", *[c for c in batch.columns
-                                                                        if c.startswith("p_")]])
+    """The rows that could not be scored: the input's columns and the reason (the scores come after it)."""
+    return batch[batch[REJECTED_COLUMN] != ""].iloc[:, :list(batch.columns).index(REJECTED_COLUMN) + 1]
+
+
+def _spreadsheet_safe(batch: pd.DataFrame) -> pd.DataFrame:
+    for column in batch.columns:
+        if not pd.api.types.is_numeric_dtype(batch[column]):  # text, however pandas holds it
+            batch[column] = batch[column].map(spreadsheet_safe).astype(object)
+    return batch
 
 
 def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_column: str | None = None,
@@ -142,9 +152,14 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
 
     say = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
     output = Path(output)
+    links = [str(path) for path in (output, *(output / part for part in RUN_FOLDERS)) if path.is_symlink()]
+    if links:
+        raise ValueError(f"{', '.join(links)}: a link; name a plain folder as the output (critic clears what an "
+                         f"interrupted run left in it)")
     files = input_files(inputs)
     finished = _finished_files(output)
-    _clear_unfinished(output)
+    groups = list(_groups([path for path in files if path not in finished]))
+    _clear_unfinished(output, [_group_name(group) for group in groups])
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -160,7 +175,7 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
     started = time.perf_counter()
     actors = Actors(str(model), text_column, "cuda" if gpus_per_worker else "cpu", backend, workers, cpus_per_worker,
                     gpus_per_worker)
-    for group in _groups([path for path in files if path not in finished]):
+    for group in groups:
         name = _group_name(group)
         counts = _score_group(group, output, name, actors, batch_size, output_format)
         where = group[0] if len(group) == 1 else f"{len(group)} {Path(group[0]).suffix} files from {group[0]}"
@@ -245,17 +260,19 @@ def _finished_files(output: Path) -> set[str]:
             for path in json.loads(record.read_text())["files"]}
 
 
-def _clear_unfinished(output: Path) -> None:
-    """What an interrupted run left: output folders of groups that were never recorded as done."""
+def _clear_unfinished(output: Path, names: list[str]) -> None:
+    """What an interrupted run of the same groups left: their output folders, never recorded as done. Nothing
+    else in OUTPUT is touched."""
     for part in ("scored", "rejected"):
-        for folder in sorted((output / part).glob("*")):
-            if not (output / "_done" / f"{folder.name}.json").is_file():
-                shutil.rmtree(folder, ignore_errors=True)
+        for name in names:
+            folder = output / part / name
+            if folder.is_dir() and not folder.is_symlink() and not (output / "_done" / f"{name}.json").is_file():
+                shutil.rmtree(folder)
 
 
 def write(dataset, folder: Path, output_format: str) -> None:
     """Ray writes one file per block into `folder`: Parquet, or CSV with a header in each file."""
     if output_format == "csv":
-        dataset.write_csv(str(folder))
+        dataset.map_batches(_spreadsheet_safe, batch_format="pandas").write_csv(str(folder))
     else:
         dataset.write_parquet(str(folder))
