@@ -145,9 +145,17 @@ def finish_saving(folder: Path, discard_incomplete: bool = False) -> None:
 EXPORT_RECORD = "source-weights.json"
 
 
+def weights_file(model_dir: Path) -> Path:
+    """The file that holds (or, sharded, indexes) a model folder's weights."""
+    for name in (WEIGHTS, "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"):
+        if (Path(model_dir) / name).is_file():
+            return Path(model_dir) / name
+    raise FileNotFoundError(f"{model_dir}: no weights ({WEIGHTS} or pytorch_model.bin)")
+
+
 def tie_to_weights(export: Path, model_dir: Path) -> None:
     """Record in `export` the sha256 (and size and time) of MODEL_DIR's weights."""
-    weights = Path(model_dir) / WEIGHTS
+    weights = weights_file(model_dir)
     stat = weights.stat()
     write_text_atomic(export / EXPORT_RECORD, json.dumps({"sha256": sources.sha256_file(weights),
                                                           "stat": [stat.st_size, stat.st_mtime_ns]}))
@@ -160,7 +168,7 @@ def export_mismatch(export: Path, model_dir: Path) -> str | None:
     if not record.is_file():
         return f"{export} does not record the weights it was made from (made before critic tied exports to weights)"
     tied = json.loads(record.read_text())
-    weights = Path(model_dir) / WEIGHTS
+    weights = weights_file(model_dir)
     stat = weights.stat()
     if tied["stat"] == [stat.st_size, stat.st_mtime_ns] or tied["sha256"] == sources.sha256_file(weights):
         return None
