@@ -217,9 +217,12 @@ def test_ray_keeps_the_inputs_columns_neutralises_csv_formulas_and_touches_only_
     predict_ray(toy_model, [str(source)], out, workers=1, backend="torch", output_format="csv",
                 log=lambda line: None)
     assert (other / "keep.txt").read_text() == "not critic's"
-    written = pd.concat([pd.read_csv(p, dtype=str) for p in (out / "scored").rglob("*.csv")]).sort_values("critic_label")
-    assert list(written.columns) == ["text", "label", "id", "critic_label", "critic_p_negative", "critic_p_positive"]
-    assert written["label"].tolist() == ["mine", "mine"] and written["critic_label"].tolist() == ["negative", "positive"]
+    written = pd.concat([pd.read_csv(p, dtype=str) for p in (out / "scored").rglob("*.csv")])
+    written = written.sort_values("critic_label")
+    assert list(written.columns) == ["text", "label", "id", "critic_label", "critic_p_negative",
+                                     "critic_p_positive"]
+    assert written["label"].tolist() == ["mine", "mine"]
+    assert written["critic_label"].tolist() == ["negative", "positive"]
     assert written["text"].tolist() == ["awful boring mess", "'=HYPERLINK(1) a great fun film"]
     assert written["id"].tolist() == ["'@x", "-3"]
     linked = tmp_path / "linked"

@@ -360,7 +360,8 @@ def test_upload_limits(classifier):
     with TestClient(create_app(classifier, settings)) as c:
         rows = "review\n" + "a great film\n" * 51
         response = c.post("/v1/score-csv", content=rows, headers={"content-type": "text/csv"})
-        assert response.status_code == 413 and "more than 50 rows; the limit is 50 per upload" in response.json()["detail"]
+        assert response.status_code == 413
+        assert "more than 50 rows; the limit is 50 per upload" in response.json()["detail"]
         big = "review\n" + ("a great film " * 40 + "\n") * 10
         response = c.post("/v1/score-csv", content=big, headers={"content-type": "text/csv"})
         assert response.status_code == 413 and "over 4,000 bytes" in response.json()["detail"]

@@ -1,5 +1,6 @@
 """Streaming, resumable scoring of files: CSV/TSV, JSONL, Parquet or plain text in, the same rows with `label` and
-`p_<label>` columns out (never over the input, never over a column of its own), chunk by chunk, the next chunk tokenized while the model scores this one."""
+`p_<label>` columns out (never over the input, never over a column of its own), chunk by chunk, the next chunk
+tokenized while the model scores this one."""
 
 from __future__ import annotations
 

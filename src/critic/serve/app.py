@@ -268,7 +268,8 @@ async def _refuse(scope, receive, send, limit: int) -> None:
 # The page runs only its own script and style (no inline code, so an injected tag cannot run) and cannot be framed.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                               "img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
