@@ -50,18 +50,21 @@ def critic_predict_ray(model: str, source: Path, output: Path, backend: str, wor
                   str(BATCH)])
 
 
-def parity(local: Path, ray_output: Path) -> str:
+def parity(source: Path, local: Path, ray_output: Path) -> str:
     """How Ray's scores compare with critic predict's on the same rows (every id present once, or it fails)."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     expected = pd.read_parquet(local).set_index("id")
     got = pd.concat([pd.read_parquet(p) for p in sorted((ray_output / "scored").rglob("*.parquet"))])
     if sorted(got["id"]) != sorted(expected.index):
         raise SystemExit(f"Ray scored {len(got):,} rows with {got['id'].nunique():,} ids; expected {len(expected):,}")
     got = got.set_index("id").loc[expected.index]
-    columns = [c for c in expected.columns if c.startswith("p_")]
+    # What critic added to the input's columns: the predicted label, then one probability per class (named apart
+    # from the input's own `label`, the truth)
+    predicted, *columns = [c for c in expected.columns if c not in pq.read_schema(source).names]
     gap = (got[columns] - expected[columns]).abs().to_numpy().max()
-    agree = (got["label"].to_numpy() == expected["label"].to_numpy()).mean()
+    agree = (got[predicted].to_numpy() == expected[predicted].to_numpy()).mean()
     return f"every row once, labels agree on {agree:.2%}, largest probability difference {gap:.1e}"
 
 
@@ -92,7 +95,8 @@ def main() -> None:
         total = critic_predict_ray(args.model, source, folder / "ray", args.backend, workers)
         results[workers] = (total, fixed)
         print(f"--engine ray, {workers} worker(s): {total:.1f} s, {args.rows / total:.1f} rows/s; one batch "
-              f"({BATCH} rows) takes {fixed:.1f} s end to end; {parity(folder / 'local.parquet', folder / 'ray')}",
+              f"({BATCH} rows) takes {fixed:.1f} s end to end; "
+              f"{parity(source, folder / 'local.parquet', folder / 'ray')}",
               flush=True)
 
     if args.files:
