@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 from critic.data import load_dataset
@@ -65,7 +64,8 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
                                 tokens.lengths + classifier.encoder.specials,
                                 ordered=bool(classifier.meta.get("ordered")))
     if baseline:
-        trained_on = _training_rows(classifier.meta, dataset if str(data) == str(classifier.meta.get("data")) else None)
+        trained_on = evaluate.model_rows(classifier.meta, "train",
+                                         dataset if str(data) == str(classifier.meta.get("data")) else None)
         if trained_on is not None:
             clean = datasets.cleaner(classifier.cleaning)
             summary["baseline"] = evaluate.baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
@@ -84,21 +84,6 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
         modelling.update_meta(model, evaluation=headline)
     return summary
-
-
-def _training_rows(meta: dict, loaded=None):
-    """The reviews the model was trained on (its data, training split, subset and seed), or None where they cannot
-    be read again. `loaded`: the same data already read (with the model's columns and classes), read once."""
-    from critic import data as datasets
-
-    settings = meta.get("config") or {}
-    try:
-        dataset = loaded if loaded is not None and not settings.get("drop_invalid") else \
-            datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
-        return dataset.split("train", settings.get("train_size"), settings.get("seed", 42))
-    except (KeyError, OSError, ValueError) as error:
-        print(f"critic: no baseline: the model's training rows cannot be read again ({error})", file=sys.stderr)
-        return None
 
 
 def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm", cleaning: str = "default",

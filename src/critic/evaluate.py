@@ -4,6 +4,7 @@ accuracy by review length, and the most confident mistakes. As a dict (JSON), a 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,22 @@ from critic import report
 from critic.calibration import expected_calibration_error
 
 LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
+
+
+def model_rows(meta: dict, split: str, loaded=None):
+    """A split of the data a model was trained on (its data, training subset for "train", seed), or None where it
+    cannot be read again. `loaded`: the same data already read (with the model's columns and classes), read once."""
+    from critic import data as datasets
+
+    settings = meta.get("config") or {}
+    try:
+        dataset = loaded if loaded is not None and not settings.get("drop_invalid") else \
+            datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
+        return dataset.split(split, settings.get("train_size") if split == "train" else None,
+                             settings.get("seed", 42))
+    except (KeyError, OSError, ValueError) as error:
+        print(f"critic: the model's {split} rows cannot be read again ({error})", file=sys.stderr)
+        return None
 
 
 def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
