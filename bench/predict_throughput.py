@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data  # noqa: E402
-from critic.export import INT8, ONNX_DIR, export  # noqa: E402
+from critic.backends import engine_path  # noqa: E402
+from critic.export import export  # noqa: E402
 from critic.predict import Classifier  # noqa: E402
 
 
@@ -45,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = Path(args.model)
     backends = args.backends or (["torch", "onnx", "onnx-int8"] if args.device == "cpu" else ["torch"])
-    if any(b.startswith("onnx") for b in backends) and not (model_dir / ONNX_DIR / INT8).is_file():
-        export(model_dir, int8=True, log=print)
+    if any(b.startswith("onnx") for b in backends) and not engine_path(model_dir, "onnx-int8").is_file():
+        export(model_dir, ["onnx", "onnx-int8"], log=print)
 
     frame = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)
     texts, labels = frame["text"].tolist(), frame["label"].to_numpy()

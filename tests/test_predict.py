@@ -214,29 +214,83 @@ def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(toy_mo
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_onnx_export_parity_and_backends(toy_model, tmp_path, monkeypatch):
+def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(toy_model, tmp_path, monkeypatch,
+                                                                             capsys):
     import shutil
 
+    from critic import backends
     from critic.export import export
 
     folder = tmp_path / "copy"
-    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint", "onnx", "openvino"))
     with pytest.raises(FileNotFoundError, match="run `critic export"):
         Classifier.load(folder, backend="onnx")
-    report = export(folder, int8=True)
-    assert report["fp32_max_abs_diff"] < 1e-4
-    assert json.loads((folder / "critic.json").read_text())["onnx"]["fp32_max_abs_diff"] == report["fp32_max_abs_diff"]
+    report = export(folder)
+    assert report["onnx_max_abs_diff"] < 1e-4  # fp32
+    for name in ("onnx-int8", "openvino", "openvino-int8"):  # int8, and OpenVINO in bf16 on a chip that has it
+        assert report[f"{name}_max_abs_diff"] < 0.02, name
+    measured = json.loads((folder / "critic.json").read_text())["backends"]
+    assert set(measured["reviews_per_s"]) == {"torch", *backends.ENGINES} and measured["cpu"] == backends.cpu_name()
+    assert measured["ranking"] == sorted(measured["ranking"], key=lambda n: -measured["reviews_per_s"][n])
+    assert Classifier.load(folder, device="cpu").backend == measured["ranking"][0]  # the fastest measured
     texts = synthetic.reviews(30, seed=11)["text"].tolist()
-    reference = Classifier.load(folder, backend="torch", precision="fp32").predict_proba(texts)
-    onnx = Classifier.load(folder, backend="onnx").predict_proba(texts)
-    assert np.abs(onnx - reference).max() < 1e-4
+    reference = Classifier.load(folder, backend="torch", precision="fp32", long_reviews="windows").predict_proba(texts)
+    for name in backends.ENGINES:  # what critic adds (here sliding windows) works on every backend
+        scored = Classifier.load(folder, backend=name, long_reviews="windows").predict_proba(texts)
+        assert np.abs(scored - reference).max() < (1e-4 if name == "onnx" else 0.05), name
+        assert (scored.argmax(1) == reference.argmax(1)).mean() >= 0.9
+
+    # a backend that lost accuracy is never taken, nor one whose files went; another CPU's figures are not used
+    record = json.loads((folder / "critic.json").read_text())
+    record["backends"]["ranking"] = ["openvino-int8", "onnx", "torch"]
+    assert backends.measured_choice(record, folder) == "openvino-int8"
+    shutil.rmtree(folder / "openvino")
+    assert backends.measured_choice(record, folder, say=print) == "onnx"
+    assert "not using openvino-int8, measured fastest: " in capsys.readouterr().out
+    record["backends"]["cpu"] = "another CPU"
+    assert backends.measured_choice(record, folder) is None
+
+    # without a measurement: PyTorch where the chip has bf16 (not when serving), else ONNX int8
+    modelling.update_meta(folder, backends=None)
     monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: False)
-    auto = Classifier.load(folder, device="cpu")
-    assert auto.backend == "onnx-int8"
-    assert (auto.predict_proba(texts).argmax(1) == reference.argmax(1)).mean() >= 0.9
+    assert Classifier.load(folder, device="cpu").backend == "onnx-int8"
     monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: True)
     assert Classifier.load(folder, device="cpu").backend == "torch"
     assert Classifier.load(folder, device="cpu", serving=True).backend == "onnx-int8"
+
+
+def test_export_names_the_extra_to_install_and_refuses_an_int8_model_that_loses_accuracy(toy_model, tmp_path,
+                                                                                         monkeypatch):
+    import shutil
+
+    from critic import backends, export as exporting
+
+    monkeypatch.setattr(backends, "installed", lambda name: not name.startswith("openvino"))
+    with pytest.raises(ImportError, match=r"pip install 'critic\[openvino\]'"):
+        exporting.export(toy_model, ["openvino"])
+    monkeypatch.undo()
+    folder = tmp_path / "copy"
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint", "onnx", "openvino"))
+    real = Classifier.predict_proba
+
+    def int8_flips_a_fifth(self, texts, *args, **kwargs):
+        probs = real(self, texts, *args, **kwargs)
+        if self.backend == "onnx-int8":
+            probs[: len(probs) // 5] = probs[: len(probs) // 5, ::-1]
+        return probs
+
+    monkeypatch.setattr(Classifier, "predict_proba", int8_flips_a_fifth)
+
+    def cannot_convert(*args):
+        raise RuntimeError("Cannot create Einsum layer\nwith more detail")
+
+    monkeypatch.setattr(exporting, "export_openvino", cannot_convert)  # an architecture an engine cannot take
+    lines = []
+    measured = exporting.export(folder, ["onnx", "onnx-int8", "openvino"], log=lines.append)["backends"]
+    assert "openvino left out: bert could not be converted (RuntimeError: Cannot create Einsum layer)" in lines
+    assert "onnx-int8" in measured["refused"] and "onnx-int8" not in measured["ranking"]
+    assert "accuracy points against PyTorch" in measured["refused"]["onnx-int8"]
+    assert set(measured["reviews_per_s"]) == {"torch", "onnx", "onnx-int8"}
 
 
 def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
@@ -250,7 +304,7 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
 
     folder = tmp_path / "copy"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
-    export(folder, int8=False)
+    export(folder, ["onnx"])
     model, tokenizer, meta = modelling.load(folder)
     with torch.no_grad():
         model.classifier.bias += torch.tensor([2.0, -2.0])  # another model: leans negative
@@ -261,8 +315,9 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     with pytest.raises(ValueError, match="was made from other weights"):
         Classifier.load(folder, backend="onnx")
     assert Classifier.load(folder, device="cpu", serving=True).backend == "torch"
-    assert "not using the ONNX export" in capsys.readouterr().err
-    export(folder, int8=False)
+    assert "not using onnx, measured fastest" in capsys.readouterr().err or \
+        json.loads((folder / "critic.json").read_text())["backends"]["ranking"][0] == "torch"
+    export(folder, ["onnx"])
     assert Classifier.load(folder, backend="onnx").backend == "onnx"
     modelling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
     assert (folder / "onnx" / "model.onnx").is_file()

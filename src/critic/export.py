@@ -1,32 +1,37 @@
-"""Export a trained model to ONNX for CPU inference with ONNX Runtime: fp32, and int8 by dynamic quantization.
+"""Export a trained model for fast CPU scoring, and measure which backend is fastest on this machine.
 
-The files go into MODEL/onnx/ (model.onnx, model.int8.onnx) with the sha256 of the weights they were made from;
-`critic predict` uses them only with those weights, and a new save of the model removes them. Parity with PyTorch is
-checked on the spot and recorded in critic.json.
+ONNX Runtime (MODEL/onnx/: model.onnx, and model.int8.onnx by dynamic quantization) and OpenVINO (MODEL/openvino/:
+model.xml, which OpenVINO runs in bf16 where the chip has it, and model.int8.xml, quantized statically by NNCF on
+validation reviews). Each folder records the sha256 of the weights it was made from: `critic predict` uses it only
+with those weights, and a new save of the model removes it. Parity with PyTorch is checked on the spot; then every
+backend scores the same validation reviews on this machine, and critic.json records each one's rate and accuracy:
+`--backend auto` takes the fastest that lost no more than 0.3 accuracy points against PyTorch.
 """
 
 from __future__ import annotations
 
 import json
-
+import sys
 import time
+from datetime import date
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from critic import model as modelling
-from critic.text import Encoder, Ragged, Truncation, pad, prepare
+from critic import backends, model as modelling
+from critic.text import Encoder, Ragged, Truncation, pad, prepare, sorted_batches
 
-ONNX_DIR = "onnx"
-FP32 = "model.onnx"
-INT8 = "model.int8.onnx"
 PARITY_TEXTS = [
     "A moving, beautifully shot film with a superb cast.",
     "Dull, lifeless and far too long. I want my two hours back.",
     "Not bad at all, though the second half drags.",
     "The worst sequel ever made.",
 ]
+MAX_LOSS = 0.003  # a backend that loses more accuracy than this against PyTorch on the same reviews is refused
+MEASURE_REVIEWS = 500  # validation reviews each backend scores, twice (the faster pass counts)
+CALIBRATION_REVIEWS = 300  # for NNCF's static int8: OpenVINO's guide asks for a few hundred samples
 
 
 class _Logits(torch.nn.Module):
@@ -38,68 +43,184 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def onnx_forward(path: Path, threads: int | None = None):
-    """A function from a padded batch to logits, running an ONNX Runtime session."""
-    import onnxruntime as ort
+def export(model_dir: str | Path, names: Sequence[str] | None = None, data: str | None = None,
+           measure_reviews: int = MEASURE_REVIEWS, log: Callable[[str], None] | None = None) -> dict:
+    """Write the backends `names` (default: every one whose engine is installed), check their parity with
+    PyTorch, measure every backend on this machine and record the figures in critic.json. `data`: the reviews to
+    calibrate and measure on (default: the validation split of the model's own data). A backend that cannot be
+    made for this model is left out with a line saying why."""
+    say = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
+    model_dir = Path(model_dir)
+    names = list(names) if names is not None else [n for n in backends.ENGINES if backends.installed(n)]
+    for name in names:
+        backends.require(name)
+    model, tokenizer, meta = modelling.load(model_dir, "cpu")
+    encoder = Encoder(tokenizer)
+    reviews = _reviews(meta, data, measure_reviews + CALIBRATION_REVIEWS, say)
+    calibration = None
+    if "openvino-int8" in names:
+        if reviews is None:
+            say("openvino-int8 left out: no reviews to calibrate it on (pass --data)")
+            names.remove("openvino-int8")
+        else:  # reviews apart from those measured on, or (a small validation split) the same ones
+            texts = reviews[0][measure_reviews:] or reviews[0][:CALIBRATION_REVIEWS]
+            calibration = _batches(prepare(texts, encoder, meta["cleaning"], Truncation(**meta["truncation"])),
+                                   encoder.pad_id)
+    report, names = write_exports(model, model_dir, meta, names, calibration, say)
+    report.update(parity(model, encoder, meta, model_dir, names))
+    for folder in {backends.ENGINES[name].folder for name in names}:
+        modelling.tie_to_weights(model_dir / folder, model_dir)
+    say(f"exported {', '.join(names) or 'nothing'}; largest probability difference from PyTorch: "
+        + ", ".join(f"{n} {report[f'{n}_max_abs_diff']:.1e}" for n in names))
+    record = {"exports": report}
+    if reviews is not None:
+        record["backends"] = measure(model_dir, ["torch", *names], reviews[0][:measure_reviews],
+                                     reviews[1][:measure_reviews], say)
+    else:
+        say("not measured: no reviews to measure the backends on (pass --data); `--backend auto` keeps its default")
+    if meta.get("foreign"):  # a classifier critic did not train: its own README stays as it is
+        modelling.write_text_atomic(model_dir / modelling.META_FILE, json.dumps({**meta, **record}, indent=2))
+    else:
+        modelling.update_meta(model_dir, **record)
+    return {**report, **record}
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
-        return session.run(["logits"], feeds)[0]
+def write_exports(model, model_dir: Path, meta: dict, names: list[str], calibration: list[dict] | None,
+                  say: Callable[[str], None]) -> tuple[dict, list[str]]:
+    """Each engine's files for the backends in `names`; (their report, the backends written). An engine that
+    cannot convert this model is left out with one line, and the others go on."""
+    report, written = {}, []
+    for folder, write in (("onnx", export_onnx), ("openvino", export_openvino)):
+        wanted = [name for name in names if backends.ENGINES[name].folder == folder]
+        if not wanted:
+            continue
+        try:
+            report.update(write(model, model_dir, meta, wanted, calibration))
+            written += wanted
+        except Exception as error:  # a conversion's failure is that engine's, not the export's
+            say(f"{', '.join(wanted)} left out: {model.config.model_type} could not be converted "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+    return report, written
 
-    return forward
 
-
-def export(model_dir: str | Path, int8: bool = True, log=None) -> dict:
-    """Write MODEL/onnx/model.onnx (and model.int8.onnx); return and record the parity figures."""
+def export_onnx(model, model_dir: Path, meta: dict, names: list[str], calibration=None) -> dict:
+    """ONNX through the dynamo exporter, and its int8 form by ONNX Runtime's dynamic quantization."""
     import logging
 
-    model_dir = Path(model_dir)
-    model, tokenizer, meta = modelling.load(model_dir, "cpu")
-    folder = model_dir / ONNX_DIR
+    folder = model_dir / backends.ENGINES["onnx"].folder
     folder.mkdir(exist_ok=True)
     (folder / modelling.EXPORT_RECORD).unlink(missing_ok=True)  # written again last: a cut-short export is not used
-    encoder = Encoder(tokenizer)
-    max_length = meta["truncation"]["max_length"]
-    # A padded example, so that the exporter traces the attention mask for real.
-    example = pad(Ragged(np.arange(2, 20, dtype=np.int32) % 100 + 1000, np.array([0, 12, 18])), [0, 1], encoder.pad_id)
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=max_length)
+    example = _example(model)
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=meta["truncation"]["max_length"])
     started = time.perf_counter()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     program = torch.onnx.export(_Logits(model).eval(), (example["input_ids"], example["attention_mask"]), dynamo=True,
                                 input_names=["input_ids", "attention_mask"], output_names=["logits"],
                                 dynamic_shapes={"input_ids": {0: batch, 1: length},
                                                 "attention_mask": {0: batch, 1: length}}, verbose=False)
-    program.save(str(folder / FP32))
-    report = {"fp32": FP32, "export_seconds": round(time.perf_counter() - started, 1)}
-    if int8:
+    program.save(str(backends.engine_path(model_dir, "onnx")))
+    report = {"onnx_seconds": round(time.perf_counter() - started, 1)}
+    if "onnx-int8" in names:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Per-channel scales: per-tensor ones cost MiniLM 1.65 accuracy points on IMDB, per-channel none
         # (docs/benchmarks.md).
-        quantize_dynamic(folder / FP32, folder / INT8, weight_type=QuantType.QInt8, per_channel=True)
-        report["int8"] = INT8
-
-    framed = prepare(PARITY_TEXTS, encoder, meta["cleaning"], Truncation(**meta["truncation"]))
-    reference = modelling.softmax(modelling.logits(modelling.torch_forward(model, torch.device("cpu")), framed,
-                                                   encoder.pad_id, model.config.num_labels))
-    for name in ("fp32", "int8"):
-        if name in report:
-            probs = modelling.softmax(modelling.logits(onnx_forward(folder / report[name]), framed, encoder.pad_id,
-                                                       model.config.num_labels))
-            report[f"{name}_max_abs_diff"] = float(np.abs(probs - reference).max())
-    modelling.tie_to_weights(folder, model_dir)
-    if meta.get("foreign"):  # a classifier critic did not train: its own README stays as it is
-        modelling.write_text_atomic(model_dir / modelling.META_FILE, json.dumps({**meta, "onnx": report}, indent=2))
-    else:
-        modelling.update_meta(model_dir, onnx=report)
-    if log:
-        log(f"exported {folder / FP32}" + (f" and {folder / INT8}" if int8 else "") +
-            f"; largest probability difference from PyTorch: fp32 {report['fp32_max_abs_diff']:.1e}" +
-            (f", int8 {report['int8_max_abs_diff']:.1e}" if int8 else ""))
+        quantize_dynamic(backends.engine_path(model_dir, "onnx"), backends.engine_path(model_dir, "onnx-int8"),
+                         weight_type=QuantType.QInt8, per_channel=True)
     return report
+
+
+def export_openvino(model, model_dir: Path, meta: dict, names: list[str], calibration: list[dict] | None) -> dict:
+    """OpenVINO IR converted from the PyTorch model (weights kept in fp32: the runtime picks bf16 or f32 for the
+    chip), and with `calibration` batches its static int8 form by NNCF (SmoothQuant and per-channel weights, as
+    NNCF does for transformers)."""
+    import openvino as ov
+
+    folder = model_dir / backends.ENGINES["openvino"].folder
+    folder.mkdir(exist_ok=True)
+    (folder / modelling.EXPORT_RECORD).unlink(missing_ok=True)
+    started = time.perf_counter()
+    converted = ov.convert_model(_Logits(model).eval(), example_input=_example(model))
+    ov.save_model(converted, backends.engine_path(model_dir, "openvino"), compress_to_fp16=False)
+    report = {"openvino_seconds": round(time.perf_counter() - started, 1)}
+    if "openvino-int8" in names:
+        import nncf
+
+        started = time.perf_counter()
+        quantized = nncf.quantize(converted, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(calibration))
+        ov.save_model(quantized, backends.engine_path(model_dir, "openvino-int8"), compress_to_fp16=False)
+        report["openvino_int8_seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _example(model) -> dict[str, torch.Tensor]:
+    """A padded batch, so that the exporters trace the attention mask for real."""
+    vocab = model.config.vocab_size
+    ids = Ragged(np.arange(2, 20, dtype=np.int64) % max(vocab - 1, 2) + 1, np.array([0, 12, 18]))
+    return pad(ids, [0, 1], model.config.pad_token_id or 0)
+
+
+def _batches(inputs: Ragged, pad_id: int, size: int = 8) -> list[dict[str, np.ndarray]]:
+    return [{key: value.numpy() for key, value in pad(inputs, rows, pad_id, 1).items()}
+            for rows in sorted_batches(inputs.lengths, max_tokens=1 << 30, max_batch=size)]
+
+
+def parity(model, encoder: Encoder, meta: dict, model_dir: Path, names: Sequence[str]) -> dict:
+    """The largest probability difference of each backend from PyTorch in fp32 on a few reviews."""
+    framed = prepare(PARITY_TEXTS, encoder, meta["cleaning"], Truncation(**meta["truncation"]))
+    classes = model.config.num_labels
+    reference = modelling.softmax(modelling.logits(modelling.torch_forward(model, torch.device("cpu")), framed,
+                                                   encoder.pad_id, classes))
+    return {f"{name}_max_abs_diff": float(np.abs(modelling.softmax(modelling.logits(
+        backends.forward(name, model_dir), framed, encoder.pad_id, classes)) - reference).max()) for name in names}
+
+
+def _reviews(meta: dict, data: str | None, size: int, say) -> tuple[list[str], np.ndarray] | None:
+    """(texts, labels as class indices) of `size` reviews: `data`'s validation split, or the model's own."""
+    import dataclasses
+
+    from critic import data as datasets, evaluate
+
+    if data is not None:
+        columns = dataclasses.replace(datasets.columns_of(meta.get("config") or {}), labels=tuple(meta["labels"]))
+        frame = datasets.load(data, columns).split("validation", None, 42)
+    elif meta.get("data"):
+        frame = evaluate.model_rows(meta, "validation")
+    else:
+        return None
+    if frame is None or len(frame) == 0:
+        return None
+    frame = frame.sample(n=min(size, len(frame)), random_state=0)
+    say(f"calibrating and measuring on {len(frame):,} validation reviews of {data or meta['data']}")
+    return frame["text"].tolist(), frame["label"].to_numpy()
+
+
+def measure(model_dir: Path, names: Sequence[str], texts: list[str], labels: np.ndarray,
+            say: Callable[[str], None]) -> dict:
+    """Every backend scores the same reviews on this machine, as critic runs it (its batching, its threads; two
+    passes, the faster counts); a backend more than MAX_LOSS less accurate than PyTorch is refused."""
+    from critic.predict import Classifier
+
+    rates, accuracy, scorers = {}, {}, {}
+    for name in names:
+        scorers[name] = Classifier.load(model_dir, device="cpu", backend=name, long_reviews="truncate")
+        scorers[name].predict_proba(texts[:16])  # the first call's one-off costs
+    for _ in range(2):
+        for name, scorer in scorers.items():
+            started = time.perf_counter()
+            probs = scorer.predict_proba(texts)
+            rates[name] = max(rates.get(name, 0.0), len(texts) / (time.perf_counter() - started))
+            accuracy[name] = float((probs.argmax(1) == labels).mean())
+    refused = {name: f"{(accuracy[name] - accuracy['torch']) * 100:+.2f} accuracy points against PyTorch"
+               for name in names if accuracy[name] < accuracy["torch"] - MAX_LOSS}
+    ranking = sorted((n for n in names if n not in refused), key=lambda n: -rates[n])
+    torch_precision = scorers["torch"].precision
+    for name in names:
+        say(f"{name + (' ' + torch_precision if name == 'torch' else ''):>15}: {rates[name]:6.1f} reviews/s, "
+            f"accuracy {accuracy[name]:.4f}" + (f" (refused: {refused[name]})" if name in refused else "")
+            + (" <- the fastest: --backend auto takes it" if name == ranking[0] else ""))
+    return {"cpu": backends.cpu_name(), "threads": torch.get_num_threads(), "date": str(date.today()),
+            "reviews": len(texts), "torch_precision": torch_precision, "max_loss_points": MAX_LOSS * 100,
+            "reviews_per_s": {n: round(rates[n], 1) for n in names}, "accuracy": accuracy, "refused": refused,
+            "ranking": ranking}

@@ -6,6 +6,7 @@ Follows the scikit-learn / SetFit convention: `Classifier.load(path)`, `.predict
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from critic import data, model as modelling, sources
+from critic import backends, data, model as modelling, sources
+from critic.backends import BACKENDS
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ class Classifier:
             self.forward = modelling.torch_forward(torch.compile(scorer, dynamic=True) if compile else scorer, device,
                                                    autocast)
         else:
-            from critic.export import FP32, INT8, ONNX_DIR, onnx_forward
-
-            self.forward = onnx_forward(Path(model_dir) / ONNX_DIR / (INT8 if backend == "onnx-int8" else FP32))
+            self.forward = backends.forward(backend, model_dir)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", backend: str = "auto",
@@ -152,28 +151,40 @@ class Classifier:
 
 
 def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool = False) -> str:
-    from critic.export import FP32, INT8, ONNX_DIR
-
-    files = {"onnx": path / ONNX_DIR / FP32, "onnx-int8": path / ONNX_DIR / INT8}
     if backend == "auto":
-        # Measured on a bf16 CPU (docs/benchmarks.md): PyTorch bf16 scores batches faster than ONNX int8, and as
-        # accurately; but in the server's model thread PyTorch answers one review in 22 ms against ONNX's 14 ms.
-        if device.type != "cpu" or (modelling.cpu_has_bf16() and not serving):
-            return "torch"
-        exported = next((name for name in ("onnx-int8", "onnx") if files[name].is_file()), None)
-        if exported is None:
-            return "torch"
-        if stale := modelling.export_mismatch(path / ONNX_DIR, path):
-            print(f"critic: not using the ONNX export: {stale}; scoring with PyTorch (`critic export {path}` makes "
-                  f"a new one)", file=sys.stderr)
-            return "torch"
-        return exported
-    if backend in files:
-        if not files[backend].is_file():
-            raise FileNotFoundError(f"{files[backend]} does not exist; run `critic export {path}` first")
-        if stale := modelling.export_mismatch(path / ONNX_DIR, path):
+        return _auto_backend(path, device, serving)
+    if backend in backends.ENGINES:
+        backends.require(backend)
+        file = backends.engine_path(path, backend)
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} does not exist; run `critic export {path}` first")
+        if stale := modelling.export_mismatch(file.parent, path):
             raise ValueError(f"backend {backend}: {stale}; run `critic export {path}` again")
     return backend
+
+
+def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
+    """On a GPU, PyTorch. On a CPU, the fastest backend `critic export` measured on this kind of CPU; without a
+    measurement, PyTorch where the chip has bf16 (measured faster than ONNX int8 on batches, and as accurate), and
+    otherwise, or when serving (one review: ONNX 14 ms against PyTorch's 22 ms in the server's model thread), the
+    ONNX export (int8 first) where there is one."""
+    if device.type != "cpu":
+        return "torch"
+    if (meta := path / modelling.META_FILE).is_file():
+        chosen = backends.measured_choice(json.loads(meta.read_text()), path,
+                                          say=lambda line: print(f"critic: {line}", file=sys.stderr))
+        if chosen is not None:
+            return chosen
+    if modelling.cpu_has_bf16() and not serving:
+        return "torch"
+    exported = next((name for name in ("onnx-int8", "onnx") if backends.engine_path(path, name).is_file()), None)
+    if exported is None or not backends.installed(exported):
+        return "torch"
+    if stale := modelling.export_mismatch(backends.engine_path(path, exported).parent, path):
+        print(f"critic: not using the ONNX export: {stale}; scoring with PyTorch (`critic export {path}` makes "
+              f"a new one)", file=sys.stderr)
+        return "torch"
+    return exported
 
 
 def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool: str) -> np.ndarray:

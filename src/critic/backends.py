@@ -1,0 +1,119 @@
+"""The engines a Classifier scores with on a CPU besides PyTorch: ONNX Runtime and OpenVINO, each in full precision
+(OpenVINO runs bf16 where the chip has it) and in int8. Their files live in the model folder (onnx/, openvino/), tied
+to the weights they were made from (critic.model.tie_to_weights). `critic export` measures every backend on this
+machine and records it; `--backend auto` then takes the fastest that kept the accuracy (`measured_choice`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from critic import model as modelling
+
+
+@dataclass(frozen=True)
+class Engine:
+    folder: str  # under the model folder
+    file: str
+    package: str  # what runs it
+    extra: str  # the optional extra that installs it: critic[extra]
+
+
+ENGINES = {
+    "onnx": Engine("onnx", "model.onnx", "onnxruntime", "onnx"),
+    "onnx-int8": Engine("onnx", "model.int8.onnx", "onnxruntime", "onnx"),
+    "openvino": Engine("openvino", "model.xml", "openvino", "openvino"),
+    "openvino-int8": Engine("openvino", "model.int8.xml", "openvino", "openvino"),
+}
+BACKENDS = ("auto", "torch", *ENGINES)
+
+
+def engine_path(model_dir: str | Path, name: str) -> Path:
+    engine = ENGINES[name]
+    return Path(model_dir) / engine.folder / engine.file
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(ENGINES[name].package) is not None
+
+
+def require(name: str) -> None:
+    """An ImportError that says what to install when the engine's package is missing."""
+    if not installed(name):
+        engine = ENGINES[name]
+        raise ImportError(f"backend {name} needs {engine.package}: pip install 'critic[{engine.extra}]'")
+
+
+def forward(name: str, model_dir: str | Path):
+    """A function from a padded batch (torch tensors) to logits (numpy), running the engine's exported model."""
+    require(name)
+    path = engine_path(model_dir, name)
+    return onnx_forward(path) if ENGINES[name].package == "onnxruntime" else openvino_forward(path)
+
+
+def onnx_forward(path: Path, threads: int | None = None):
+    """ONNX Runtime with every graph optimisation (its transformer fusions included)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+        return session.run(["logits"], feeds)[0]
+
+    return run
+
+
+def openvino_forward(path: Path):
+    """OpenVINO's CPU plugin at its defaults: bf16 where the chip has AVX512-BF16 or AMX, f32 elsewhere; int8
+    kernels (VNNI, AMX) for a quantized model; a latency-minded stream over all cores."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feeds = {"input_ids": batch["input_ids"].numpy().astype(np.int64),
+                 "attention_mask": batch["attention_mask"].numpy().astype(np.int64)}
+        return request.infer(feeds)[0].copy()
+
+    return run
+
+
+def cpu_name() -> str:
+    """The processor's model name, which a measurement is valid for."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def measured_choice(meta: dict, model_dir: Path, say=None) -> str | None:
+    """The fastest backend `critic export` measured on this kind of CPU that kept the accuracy and can run here
+    (its engine installed, its files there and made from these weights), or None without a measurement for it."""
+    record = meta.get("backends")
+    if not record or record.get("cpu") != cpu_name():
+        return None
+    for name in record["ranking"]:
+        if name not in ENGINES:
+            return name
+        path = engine_path(model_dir, name)
+        problem = (f"{ENGINES[name].package} is not installed" if not installed(name) else
+                   f"{path} is missing" if not path.is_file() else modelling.export_mismatch(path.parent, model_dir))
+        if problem is None:
+            return name
+        if say is not None:
+            say(f"not using {name}, measured fastest: {problem}")
+    return None
