@@ -1,0 +1,270 @@
+"""CPU scoring: critic against the engines a user picks for speed, each at its best, in one run, on the same model
+and the same IMDB test reviews, tokenization included, each engine's accuracy beside its rate.
+
+The peers, run by hand as their documentation shows, on length-sorted batches (their best case):
+  - transformers.pipeline in bf16 (where the chip has it);
+  - OpenVINO: `openvino.convert_model` of the PyTorch model, at its defaults (bf16 where the chip has it), with the
+    f32 hint, and statically quantized to int8 by NNCF on validation reviews;
+  - ONNX Runtime: the model exported to ONNX, its transformer fusions applied (onnxruntime.transformers.optimizer:
+    attention, skip-layernorm, GELU), and that dynamically quantized to int8;
+  - CTranslate2 int8, for the BERT-architecture models it supports (it has no MPNet).
+critic runs as a user gets it after `critic export MODEL` (`Classifier.load(MODEL)`, backend auto) and with each of
+its backends. The peers read the texts critic's cleaning already cleaned (their cleaning is not timed), and cut the
+first MAX_LENGTH tokens; critic cleans inside its timing and cuts as the model was trained (head+tail). Ratios last.
+
+    python bench/cpu_engines.py runs/minilm-imdb                    # 1,000 test reviews
+    python bench/cpu_engines.py runs/mpnet-imdb --reviews 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from critic import backends, data, model as modelling  # noqa: E402
+from critic.export import export  # noqa: E402
+from critic.predict import Classifier  # noqa: E402
+
+PEERS = ("pipeline-bf16", "openvino", "openvino-f32", "openvino-int8", "onnxruntime-fused", "onnxruntime-fused-int8",
+         "ctranslate2-int8")
+
+
+class Logits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def sorted_batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
+    """(positions, tokenized batch as numpy) for batches of texts sorted by length, tokenized as they are used."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="np")
+
+
+def score_by_hand(run, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
+    """Probabilities from `run(input_ids, attention_mask) -> logits`, over sorted batches, in input order."""
+    out = None
+    for rows, batch in sorted_batches(tokenizer, texts, batch_size, max_length):
+        probs = modelling.softmax(run(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)))
+        out = np.zeros((len(texts), probs.shape[1]), dtype=np.float32) if out is None else out
+        out[rows] = probs
+    return out
+
+
+def pipeline_peer(model_dir: Path, **_):
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(model_dir), top_k=None, dtype=torch.bfloat16, device="cpu")
+    labels = json.loads((model_dir / "critic.json").read_text())["labels"]
+
+    def score(texts, batch_size, max_length, tokenizer):
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        results = classify([texts[i] for i in order], batch_size=batch_size, truncation=True, max_length=max_length)
+        out = np.zeros((len(texts), len(labels)), dtype=np.float32)
+        out[order] = [[next(s["score"] for s in row if s["label"] == name) for name in labels] for row in results]
+        return out
+
+    return score
+
+
+def openvino_peer(model_dir: Path, work: Path, hint: str | None = None, calibration: list[str] | None = None,
+                  tokenizer=None, max_length: int = 256, **_):
+    import openvino as ov
+
+    model, _, _ = modelling.load(model_dir)
+    example = tokenizer(["a padded example", "and a longer one, to trace the attention mask"], padding=True,
+                        return_tensors="pt")
+    converted = ov.convert_model(Logits(model).eval(), example_input=dict(example))
+    if calibration is not None:
+        import nncf
+
+        batches = [{k: v.astype(np.int64) for k, v in batch.items()}
+                   for _, batch in sorted_batches(tokenizer, calibration, 8, max_length)]
+        converted = nncf.quantize(converted, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(batches))
+    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint} if hint else {})
+
+    def score(texts, batch_size, max_length, tokenizer):
+        return score_by_hand(lambda ids, mask: compiled({"input_ids": ids, "attention_mask": mask})[0],
+                             tokenizer, texts, batch_size, max_length)
+
+    return score
+
+
+def onnxruntime_peer(model_dir: Path, work: Path, int8: bool = False, **_):
+    """Exported with the TorchScript exporter (whose graphs ONNX Runtime's transformer optimizer recognises), fused
+    at its highest level for the CPU, and dynamically quantized to int8 (VNNI) on request."""
+    import onnxruntime as ort
+    from onnxruntime.transformers import optimizer
+
+    model, tokenizer, _ = modelling.load(model_dir)
+    exported, fused = work / "model.onnx", work / "model.fused.onnx"
+    if not fused.is_file():
+        example = tokenizer(["a padded example", "and a longer one"], padding=True, return_tensors="pt")
+        torch.onnx.export(Logits(model).eval(), (example["input_ids"], example["attention_mask"]), str(exported),
+                          dynamo=False, input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "length"},
+                                        "attention_mask": {0: "batch", 1: "length"}}, opset_version=17)
+        optimizer.optimize_model(str(exported), model_type="bert", num_heads=model.config.num_attention_heads,
+                                 hidden_size=model.config.hidden_size, opt_level=2).save_model_to_file(str(fused))
+    path = fused
+    if int8:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path = work / "model.fused.int8.onnx"
+        # the fused graph's contrib operators leave shape inference without types: tell it they are float
+        quantize_dynamic(fused, path, weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def score(texts, batch_size, max_length, tokenizer):
+        return score_by_hand(lambda ids, mask: session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0],
+                             tokenizer, texts, batch_size, max_length)
+
+    return score
+
+
+def ctranslate2_peer(model_dir: Path, work: Path, **_):
+    """CTranslate2's encoder in int8 and the classification head applied to its pooled output (CTranslate2 has no
+    sequence-classification head)."""
+    import ctranslate2
+    import transformers
+    from ctranslate2.converters import TransformersConverter
+
+    model, tokenizer, _ = modelling.load(model_dir)
+    if model.config.model_type != "bert":
+        raise NotImplementedError(f"CTranslate2 has no {model.config.model_type}")
+    # CTranslate2 4.8 reads a setting transformers 5 no longer keeps on BERT's config
+    transformers.BertConfig.position_embedding_type = "absolute"
+    TransformersConverter(str(model_dir)).convert(str(work / "ct2"), quantization="int8", force=True)
+    encoder = ctranslate2.Encoder(str(work / "ct2"), device="cpu", compute_type="int8",
+                                  intra_threads=torch.get_num_threads())
+    weight, bias = model.classifier.weight.detach().numpy(), model.classifier.bias.detach().numpy()
+
+    def score(texts, batch_size, max_length, tokenizer):
+        out = np.zeros((len(texts), len(bias)), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            ids = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length)["input_ids"]
+            pooled = np.asarray(encoder.forward_batch([tokenizer.convert_ids_to_tokens(x) for x in ids]).pooler_output)
+            out[rows] = modelling.softmax(pooled @ weight.T + bias)
+        return out
+
+    return score
+
+
+def build_peer(name: str, model_dir: Path, work: Path, tokenizer, calibration: list[str], max_length: int):
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    options = dict(model_dir=model_dir, work=folder, tokenizer=tokenizer, max_length=max_length)
+    return {"pipeline-bf16": lambda: pipeline_peer(**options),
+            "openvino": lambda: openvino_peer(**options),
+            "openvino-f32": lambda: openvino_peer(**options, hint="f32"),
+            "openvino-int8": lambda: openvino_peer(**options, calibration=calibration),
+            "onnxruntime-fused": lambda: onnxruntime_peer(**options),
+            "onnxruntime-fused-int8": lambda: onnxruntime_peer(**options, int8=True),
+            "ctranslate2-int8": lambda: ctranslate2_peer(**options)}[name]()
+
+
+def timed(score, texts: list[str], passes: int) -> tuple[float, np.ndarray]:
+    """The best rate of `passes` runs (the first call's one-off costs paid before), and the probabilities."""
+    score(texts[:16])
+    best = 0.0
+    for _ in range(passes):
+        started = time.perf_counter()
+        probs = score(texts)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best, probs
+
+
+def main() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")  # the exporters' and converters' notes on tracing: the figures are the output
+    logging.getLogger().setLevel(logging.ERROR)
+    modelling.quiet_transformers()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a fine-tuned critic model folder")
+    parser.add_argument("--reviews", type=int, default=1000, help="IMDB test reviews (default 1,000)")
+    parser.add_argument("--calibration", type=int, default=300, help="validation reviews for the static int8 models")
+    parser.add_argument("--batch-size", type=int, default=32, help="the peers' batch size (default 32)")
+    parser.add_argument("--passes", type=int, default=2, help="runs of each engine; the fastest counts (default 2)")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
+    parser.add_argument("--out", help="write the figures as JSON here too")
+    args = parser.parse_args()
+    model_dir = Path(args.model)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    meta = json.loads((model_dir / modelling.META_FILE).read_text())
+    max_length = meta["truncation"]["max_length"]
+    test = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)
+    texts, labels = test["text"].tolist(), test["label"].to_numpy()
+    clean = data.cleaner(meta["cleaning"])
+    cleaned = [clean(t) for t in texts]
+    calibration = [clean(t) for t in data.load_dataset("imdb", split="validation", size=args.calibration,
+                                                        seed=1)["text"]]
+    machine = {"cpu": backends.cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+               "bf16": modelling.cpu_has_bf16(), "torch": torch.__version__, "date": str(date.today())}
+    print(f"{len(texts):,} IMDB test reviews, window {max_length}; {machine['cpu']}, {machine['cores']} cores, "
+          f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}", flush=True)
+
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.peers:
+            try:
+                score = build_peer(name, model_dir, Path(work), tokenizer, calibration, max_length)
+            except (ImportError, NotImplementedError) as error:
+                print(f"{name}: skipped ({error})", flush=True)
+                continue
+            rate, probs = timed(lambda batch: score(batch, args.batch_size, max_length, tokenizer), cleaned,
+                                args.passes)
+            results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
+            print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
+
+    export(model_dir, log=lambda line: print(f"  critic export: {line}", flush=True))
+    for backend in ("auto", "torch", *backends.ENGINES):
+        classifier = Classifier.load(model_dir, device="cpu", backend=backend, long_reviews="truncate")
+        rate, probs = timed(classifier.predict_proba, texts, args.passes)
+        name = f"critic {backend}" + (f" ({classifier.backend})" if backend == "auto" else "")
+        results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
+        print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
+
+    ours = next(name for name in results if name.startswith("critic auto"))
+    fastest = max((n for n in results if not n.startswith("critic")), key=lambda n: results[n]["reviews_per_s"],
+                  default=None)
+    ratios = {}
+    for peer in dict.fromkeys(p for p in (fastest, "pipeline-bf16") if p in results):
+        ratios[peer] = results[ours]["reviews_per_s"] / results[peer]["reviews_per_s"]
+        delta = (results[ours]["accuracy"] - results[peer]["accuracy"]) * 100
+        print(f"ratio {ours} / {peer}{' (the fastest peer)' if peer == fastest else ''}: {ratios[peer]:.2f}x "
+              f"(accuracy {delta:+.2f} points)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine, "reviews": len(texts), "max_length": max_length,
+                                              "results": results, "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
