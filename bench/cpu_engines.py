@@ -212,6 +212,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="the peers' batch size (default 32)")
     parser.add_argument("--passes", type=int, default=2, help="runs of each engine; the fastest counts (default 2)")
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
+    parser.add_argument("--ours", nargs="*", default=["auto", "torch", *backends.ENGINES],
+                        choices=["auto", "torch", *backends.ENGINES], help="critic's backends to run (default: all)")
+    parser.add_argument("--export", action="store_true",
+                        help="run `critic export` again even where the model has a measurement for this CPU")
     parser.add_argument("--out", help="write the figures as JSON here too")
     args = parser.parse_args()
     model_dir = Path(args.model)
@@ -244,8 +248,12 @@ def main() -> None:
             results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
             print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
 
-    export(model_dir, log=lambda line: print(f"  critic export: {line}", flush=True))
-    for backend in ("auto", "torch", *backends.ENGINES):
+    measured = json.loads((model_dir / modelling.META_FILE).read_text()).get("backends") or {}
+    if args.export or measured.get("cpu") != machine["cpu"]:
+        export(model_dir, log=lambda line: print(f"  critic export: {line}", flush=True))
+    else:
+        print(f"  critic export: measured on this CPU on {measured['date']}: {', '.join(measured['ranking'])}")
+    for backend in args.ours:
         classifier = Classifier.load(model_dir, device="cpu", backend=backend, long_reviews="truncate")
         rate, probs = timed(classifier.predict_proba, texts, args.passes)
         name = f"critic {backend}" + (f" ({classifier.backend})" if backend == "auto" else "")

@@ -4,6 +4,7 @@ the saturation rate for its p99. The offline rate of the same backend on the sam
 run, is the yardstick: micro-batching must not waste the engine.
 
     python bench/serve_load.py runs/minilm-imdb [--backend onnx-int8] [--duration 10]
+    python bench/serve_load.py runs/minilm-imdb --backend onnx-int8 openvino-int8 --concurrency 1 16
 Needs wrk (Debian package `wrk`).
 """
 
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data  # noqa: E402
+from critic.backends import cpu_name as cpu_model  # noqa: E402
 from critic.predict import Classifier  # noqa: E402
 
 
@@ -120,7 +123,9 @@ async def open_loop(url: str, texts: list[str], rate: float, duration: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
-    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--backend", nargs="+", default=["auto"],
+                        help="one or more backends, each served and measured in turn (auto: what `critic serve` "
+                             "takes by default)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load level")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16, 32, 64])
     parser.add_argument("--reviews", type=int, default=500)
@@ -132,18 +137,33 @@ def main() -> None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     texts = data.load_dataset("imdb", split="test", size=args.reviews, seed=1)["text"].tolist()
-    clf = Classifier.load(args.model, backend=args.backend)
+    print(f"{cpu_model()}, {date.today()}", flush=True)
+    summary = {}
+    for backend in args.backend:
+        summary[backend] = serve_backend(args, backend, texts)
+    if len(summary) > 1:
+        print(f"\n{'backend':>24}{'1 client p50 ms':>17}{'p99 ms':>8}{'16 clients req/s':>18}")
+        for name, levels in summary.items():
+            one, sixteen = levels.get(1), levels.get(16)
+            print(f"{name:>24}" + (f"{one['p50'] * 1e3:17.1f}{one['p99'] * 1e3:8.1f}" if one else f"{'':25}")
+                  + (f"{sixteen['rps']:18.1f}" if sixteen else ""))
+
+
+def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
+    """One backend served: its offline rate, then each load level (micro-batched, and unbatched unless skipped);
+    returns the micro-batched levels by number of clients."""
+    clf = Classifier.load(args.model, backend=backend, serving=True)
     clf.predict_proba(texts[:32])
     started = time.perf_counter()
     clf.predict_proba(texts)
     offline = len(texts) / (time.perf_counter() - started)
     backend = clf.backend
     del clf
-    print(f"backend {backend}; offline (critic predict, same reviews): {offline:.1f} reviews/s", flush=True)
+    print(f"\nbackend {backend}; offline (critic predict, same reviews): {offline:.1f} reviews/s", flush=True)
 
     folder = Path(tempfile.mkdtemp())
     script = lua_script(texts, folder)
-    saturation = {}
+    saturation, levels = {}, {}
     configs = [(f"micro-batching (up to {args.max_batch}, wait {args.max_wait_ms:g} ms)", args.max_batch,
                 args.max_wait_ms)] + ([("no batching", 1, 0.0)] if not args.skip_unbatched else [])
     for label, max_batch, max_wait_ms in configs:
@@ -156,7 +176,9 @@ def main() -> None:
             for connections in args.concurrency:
                 result = wrk(url, script, connections, args.duration)
                 best = max(best, result["rps"])
-                print(f"{connections:8d}{result['rps']:10.1f}{result['p50'] * 1e3:10.0f}{result['p99'] * 1e3:10.0f}"
+                if max_batch > 1:
+                    levels[connections] = result
+                print(f"{connections:8d}{result['rps']:10.1f}{result['p50'] * 1e3:10.1f}{result['p99'] * 1e3:10.1f}"
                       f"{result['errors']:8d}", flush=True)
             saturation[label] = best
             if max_batch > 1:
@@ -167,9 +189,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
-    print()
     for label, best in saturation.items():
         print(f"saturation {label}: {best:.1f} req/s = {best / offline:.0%} of offline {offline:.1f} reviews/s")
+    return levels
 
 
 if __name__ == "__main__":

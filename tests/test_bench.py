@@ -54,7 +54,8 @@ SMOKES = {
     "predict_memory.py": ["{model}", "--rows", "300"],
     "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],
     "scale_throughput.py": ["{model}", "--rows", "300", "--workers", "1", "--files", "3"],
-    "serve_load.py": ["{model}", "--duration", "1", "--concurrency", "2", "--reviews", "20", "--skip-unbatched"],
+    "serve_load.py": ["{model}", "--duration", "1", "--concurrency", "1", "16", "--reviews", "20", "--skip-unbatched",
+                      "--backend", "torch", "auto"],
     "train_throughput.py": ["--samples", "16", "--max-length", "32", "--batch-size", "8", "--notebook-batch-size",
                             "8", "--device", "cpu"],
 }

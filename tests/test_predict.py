@@ -321,6 +321,10 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     assert Classifier.load(folder, backend="onnx").backend == "onnx"
     modelling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
     assert (folder / "onnx" / "model.onnx").is_file()
+    assert Classifier.load(folder, backend="onnx").backend == "onnx"  # hashed once, then known by size and time
+    stat = (folder / "model.safetensors").stat()
+    assert json.loads((folder / "onnx" / modelling.EXPORT_RECORD).read_text())["stat"] == [stat.st_size,
+                                                                                         stat.st_mtime_ns]
     with torch.no_grad():
         model.classifier.bias -= torch.tensor([2.0, -2.0])
     modelling.save(model, tokenizer, folder, meta)  # new weights: the export goes

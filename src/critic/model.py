@@ -170,7 +170,13 @@ def export_mismatch(export: Path, model_dir: Path) -> str | None:
     tied = json.loads(record.read_text())
     weights = weights_file(model_dir)
     stat = weights.stat()
-    if tied["stat"] == [stat.st_size, stat.st_mtime_ns] or tied["sha256"] == sources.sha256_file(weights):
+    if tied["stat"] == [stat.st_size, stat.st_mtime_ns]:
+        return None
+    if tied["sha256"] == sources.sha256_file(weights):
+        try:  # the same weights written again: remember their new size and time, so the next load needs no hash
+            write_text_atomic(record, json.dumps({**tied, "stat": [stat.st_size, stat.st_mtime_ns]}))
+        except OSError:
+            pass
         return None
     return f"{export} was made from other weights than {weights} (the model was saved again since)"
 
