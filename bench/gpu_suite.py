@@ -60,6 +60,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 from critic import config, data, model as modelling, sources  # noqa: E402
+from critic.backends import cpu_name as cpu_model  # noqa: E402
 
 MODEL_DIR = "minilm-fp16"
 DATA_FILE = "IMDB_Dataset.csv.xz"
@@ -214,16 +215,6 @@ def machine(device: torch.device) -> dict:
                     capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                     bf16=torch.cuda.is_bf16_supported())
     return info
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def distilbert(ctx: Context, name: str) -> Path:

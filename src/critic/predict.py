@@ -20,7 +20,6 @@ from critic.backends import BACKENDS
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
 
-
 @dataclass(frozen=True)
 class LongReviews:
     """What to do with reviews longer than the window: `truncate` (the model's truncation strategy), or score
