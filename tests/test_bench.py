@@ -133,10 +133,12 @@ def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tm
 
 
 @pytest.mark.parametrize("script", sorted(SMOKES))
-def test_bench_script_runs_on_tiny_inputs(script, toy_model, real_cache):
+def test_bench_script_runs_on_tiny_inputs(script, toy_model, real_cache, tmp_path):
     if script == "serve_load.py" and not shutil.which("wrk"):
         pytest.fail("serve_load.py needs wrk (Debian package `wrk`; .ci/run installs it)")
-    arguments = [a.format(model=toy_model) for a in SMOKES[script]]
+    model = tmp_path / "model"  # a copy: a benchmark may export into the folder, and other tests read the shared one
+    shutil.copytree(toy_model, model, ignore=shutil.ignore_patterns("checkpoint"))
+    arguments = [a.format(model=model) for a in SMOKES[script]]
     result = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True,
                             timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
