@@ -107,13 +107,19 @@ def measured_choice(meta: dict, model_dir: Path, say=None) -> str | None:
     if not record or record.get("cpu") != cpu_name():
         return None
     for name in record["ranking"]:
-        if name not in ENGINES:
-            return name
-        path = engine_path(model_dir, name)
-        problem = (f"{ENGINES[name].package} is not installed" if not installed(name) else
-                   f"{path} is missing" if not path.is_file() else modelling.export_mismatch(path.parent, model_dir))
+        problem = unusable(name, model_dir) if name in ENGINES else None
         if problem is None:
             return name
         if say is not None:
             say(f"not using {name}, measured fastest: {problem}")
     return None
+
+
+def unusable(name: str, model_dir: Path) -> str | None:
+    """Why the engine backend `name` cannot score with MODEL_DIR's weights here, or None when it can."""
+    path = engine_path(model_dir, name)
+    if not installed(name):
+        return f"{ENGINES[name].package} is not installed"
+    if not path.is_file():
+        return f"{path} is missing"
+    return modelling.export_mismatch(path.parent, model_dir)

@@ -98,6 +98,9 @@ def write_exports(model, model_dir: Path, meta: dict, names: list[str], calibrat
         wanted = [name for name in names if backends.ENGINES[name].folder == folder]
         if not wanted:
             continue
+        (model_dir / folder).mkdir(exist_ok=True)
+        # written again last (tie_to_weights): an export cut short is never taken for one of these weights
+        (model_dir / folder / modelling.EXPORT_RECORD).unlink(missing_ok=True)
         try:
             report.update(write(model, model_dir, meta, wanted, calibration))
             written += wanted
@@ -111,9 +114,6 @@ def export_onnx(model, model_dir: Path, meta: dict, names: list[str], calibratio
     """ONNX through the dynamo exporter, and its int8 form by ONNX Runtime's dynamic quantization."""
     import logging
 
-    folder = model_dir / backends.ENGINES["onnx"].folder
-    folder.mkdir(exist_ok=True)
-    (folder / modelling.EXPORT_RECORD).unlink(missing_ok=True)  # written again last: a cut-short export is not used
     example = _example(model)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=meta["truncation"]["max_length"])
     started = time.perf_counter()
@@ -140,9 +140,6 @@ def export_openvino(model, model_dir: Path, meta: dict, names: list[str], calibr
     NNCF does for transformers)."""
     import openvino as ov
 
-    folder = model_dir / backends.ENGINES["openvino"].folder
-    folder.mkdir(exist_ok=True)
-    (folder / modelling.EXPORT_RECORD).unlink(missing_ok=True)
     started = time.perf_counter()
     converted = ov.convert_model(_Logits(model).eval(), example_input=_example(model))
     ov.save_model(converted, backends.engine_path(model_dir, "openvino"), compress_to_fp16=False)

@@ -179,7 +179,7 @@ def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
     exported = next((name for name in ("onnx-int8", "onnx") if backends.engine_path(path, name).is_file()), None)
     if exported is None or not backends.installed(exported):
         return "torch"
-    if stale := modelling.export_mismatch(backends.engine_path(path, exported).parent, path):
+    if stale := backends.unusable(exported, path):
         print(f"critic: not using the ONNX export: {stale}; scoring with PyTorch (`critic export {path}` makes "
               f"a new one)", file=sys.stderr)
         return "torch"
