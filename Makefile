@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine; both set up .venv first (idempotent).
 #   make quickstart   fetch IMDB + MiniLM, profile the data, train and evaluate (CPU-sized preset without a GPU)
-#   make test         run the test suite
+#   make test         run the test suite (everything: what CI runs)
+#   make test-fast    the suite without its slow and integration tests, for development (a few minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup quickstart test
+.PHONY: setup quickstart test test-fast
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -18,3 +19,6 @@ quickstart: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)

@@ -9,6 +9,16 @@ from pathlib import Path
 import pytest
 
 
+# A test that starts a live server, a Ray cluster or torchrun on two "machines" takes tens of seconds: slow.
+SLOW_FIXTURES = {"server", "cluster", "machines"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
     """Session-wide fixtures (models trained once) never touch the user's cache, nor the network."""
@@ -105,6 +115,17 @@ def toy_model(tmp_path_factory, tiny_bert) -> Path:
     settings = dict(model=str(tiny_bert), data=str(folder / "toy.csv"), preset="gpu", max_length=32, epochs=2,
                     batch_size=32, lr=3e-3, output=str(folder / "model"), device="cpu")
     return train.train(config.build(settings), progress=False)
+
+
+@pytest.fixture
+def own_toy_model(toy_model, tmp_path) -> Path:
+    """A copy of the toy model (without its checkpoint and exports) that a test may write into; toy.csv beside it."""
+    import shutil
+
+    folder = tmp_path / "toy" / "model"
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint", "onnx", "openvino", "evaluation"))
+    shutil.copy(toy_model.parent / "toy.csv", folder.parent / "toy.csv")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from critic import config
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"
 
 
+@pytest.mark.slow
 def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     reviews = tmp_path / "reviews.csv"
     synthetic.reviews(1200).to_csv(reviews, index=False)
@@ -65,6 +66,7 @@ def test_every_bench_script_has_a_smoke():
     assert {path.name for path in BENCH.glob("*.py")} == set(SMOKES) | {"gpu_suite.py", "gpu_recipe.py"}
 
 
+@pytest.mark.slow
 def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
     import gpu_suite
@@ -105,6 +107,7 @@ def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
     assert gpu_recipe.row_settings("mpnet", gpu_recipe.FULL, None)["lr"] == config.build({"preset": "best"}).lr
 
 
+@pytest.mark.slow
 def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
     import gpu_suite
@@ -132,6 +135,7 @@ def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tm
     assert rows["windows"]["test_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMOKES))
 def test_bench_script_runs_on_tiny_inputs(script, toy_model, real_cache, tmp_path):
     if script == "serve_load.py" and not shutil.which("wrk"):
@@ -176,6 +180,7 @@ def test_an_encoder_travels_in_parts_and_is_joined_checked(tmp_path, tiny_bert):
     assert gpu_suite.join(travelled, log=lambda line: None) == folder  # joined once
 
 
+@pytest.mark.slow
 def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
     import gpu_suite

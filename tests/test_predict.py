@@ -100,7 +100,8 @@ def test_predict_file_empty_row_is_named(toy_model, tmp_path):
         predict_file(Classifier.load(toy_model), source, tmp_path / "out.jsonl", progress=False)
 
 
-def test_evaluate_model_and_cli(toy_model, tmp_path, capsys):
+def test_evaluate_model_and_cli(own_toy_model, tmp_path, capsys):
+    toy_model = own_toy_model  # the evaluation writes into the model's card and critic.json
     data = toy_model.parent / "toy.csv"
     summary = critic.evaluate_model(toy_model, data, "test")
     assert summary["accuracy"] > 0.9

@@ -22,6 +22,7 @@ from schemathesis.checks import positive_data_acceptance
 from fastapi.testclient import TestClient
 
 import synthetic
+from ports import free_port
 from critic.predict import Classifier
 from critic.serve import ServeSettings, create_app
 from critic.serve.batching import MicroBatcher
@@ -153,10 +154,20 @@ def test_a_failing_batch_fails_its_requests_not_the_server():
 # ------------------------------------------------------------------------------------- a real server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def in_flight(url: str, path: str) -> float:
+    """Requests to `path` the server is answering now, from its metrics."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f'critic_requests_in_flight{{path="{path}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {timeout:g} s")
+        time.sleep(0.01)
 
 
 def start_server(model, *options, env=None) -> tuple[str, subprocess.Popen]:
@@ -285,10 +296,12 @@ def test_browser_page(server, tmp_path):
         browser.close()
 
 
+@pytest.mark.slow
 def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
-                                "--backend", "torch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--backend", "torch", "--max-batch", "1"],  # one text per batch: slow to drain
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -308,7 +321,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     threads = [threading.Thread(target=heavy) for _ in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_until(lambda: in_flight(url, "/v1/predict") == 8)  # every request has reached the server
     process.send_signal(signal.SIGTERM)
     for t in threads:
         t.join()
@@ -400,7 +413,7 @@ def test_single_predictions_stay_fast_while_a_large_upload_is_scored(server):
 
     uploader = threading.Thread(target=upload_it)
     uploader.start()
-    time.sleep(0.3)  # the upload is being read and scored
+    wait_until(lambda: in_flight(url, "/v1/score-csv") == 1)  # the upload is being read and scored
     latencies = []
     with httpx.Client(timeout=60) as client:
         while uploader.is_alive() and len(latencies) < 2000:
@@ -521,6 +534,7 @@ def evil_label_model(toy_model, folder: Path) -> Path:
     return model
 
 
+@pytest.mark.slow
 def test_page_shows_label_names_as_text_and_keeps_the_key_out_of_the_address(toy_model, tmp_path):
     """In headless Chromium: a label that is an HTML tag is shown as text and runs nothing; the API key is typed
     into the page, sent as a header, and never reaches the access log."""

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import synthetic
+from ports import free_port
 from critic import config, train
 from critic.config import TrainConfig
 
@@ -115,9 +116,9 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, tiny_bert, toy_csv):
         train.train(settings(tiny_bert, toy_csv, tmp_path / "r", epochs=1, lr=1e-2), progress=False)
 
 
-def torchrun(model, data, out, *extra, port=29533):
+def torchrun(model, data, out, *extra):
     """`critic train` under torchrun: 2 processes on the CPU (gloo), one thread each."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
                "-m", "critic.cli", "train", "--model", str(model), "--data", str(data), "--preset", "gpu",
                "--max-length", "48", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu", "--output", str(out),
                *map(str, extra)]
@@ -148,6 +149,7 @@ def tiny_bert_without_dropout(tmp_path_factory, tiny_bert):
     return folder
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path, tiny_bert_without_dropout, toy_csv):
     """2 gloo processes with 16 reviews each take the same steps as one process with 32: same global batches, and
     the gradients averaged by DDP are the one process's. Weights agree to float rounding (1e-6, fp32)."""
@@ -171,18 +173,19 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path, ti
     assert abs(one_meta["history"][-1]["val_loss"] - two_meta["history"][-1]["val_loss"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weights(tmp_path, tiny_bert, toy_csv):
     """A DDP run stopped by SIGTERM mid-epoch and started again ends with the weights of an uninterrupted one:
     every process's random state (its own dropout) is in the checkpoint."""
     args = ("--epochs", "4", "--eval-every", "5", "--log-every", "1", "--select", "last", "--lr", "1e-3")
-    reference = torchrun(tiny_bert, toy_csv, tmp_path / "ref", *args, port=29534)
+    reference = torchrun(tiny_bert, toy_csv, tmp_path / "ref", *args)
     finished(reference)
     saved = torch.load(tmp_path / "ref" / train.CHECKPOINT, weights_only=False)
     first, second = (process["torch"] for process in saved["rng"]["processes"])
     assert not torch.equal(first, second)  # each process draws its own dropout masks
 
     out = tmp_path / "stopped"
-    process = torchrun(tiny_bert, toy_csv, out, *args, port=29535)
+    process = torchrun(tiny_bert, toy_csv, out, *args)
     for line in process.stderr:
         step = re.search(r"critic: step (\d+)/", line)
         if step and int(step[1]) >= 10:
@@ -194,7 +197,7 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
     total = json.loads((tmp_path / "ref" / "critic.json").read_text())["history"][-1]["step"]
     assert 10 <= state["step"] < total
 
-    finished(torchrun(tiny_bert, toy_csv, out, *args, port=29536))
+    finished(torchrun(tiny_bert, toy_csv, out, *args))
     a, b = weights(tmp_path / "ref"), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -372,11 +375,12 @@ def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_be
     the lost machine's command started again rejoins, and the run resumes from the shared checkpoint to the
     weights of the uninterrupted run."""
     args = ("--epochs", "4", "--eval-every", "5", "--select", "last")
-    finished(torchrun(tiny_bert, toy_csv, tmp_path / "one-machine", *args, port=29537))
+    finished(torchrun(tiny_bert, toy_csv, tmp_path / "one-machine", *args))
     caches = tmp_path / "cache-a", tmp_path / "cache-b"
     together = tmp_path / "two-machines"
-    first = machines(together, caches[0], *args, port=29538, host=True, shared_store=True)
-    second = machines(together, caches[1], *args, port=29538, host=False, shared_store=True)
+    port = free_port()
+    first = machines(together, caches[0], *args, port=port, host=True, shared_store=True)
+    second = machines(together, caches[1], *args, port=port, host=False, shared_store=True)
     logs = first.communicate(timeout=300)[1] + second.communicate(timeout=300)[1]
     assert first.returncode == second.returncode == 0, logs[-3000:]
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on every machine" in logs  # with torchrun's default, rank 0 warns
@@ -385,8 +389,9 @@ def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_be
     assert json.loads((together / "critic.json").read_text())["processes"] == 2
 
     out = tmp_path / "lost"
-    first = machines(out, caches[0], *args, port=29539, host=True)
-    second = machines(out, caches[1], *args, port=29539, host=False)
+    port = free_port()
+    first = machines(out, caches[0], *args, port=port, host=True)
+    second = machines(out, caches[1], *args, port=port, host=False)
     checkpoint = out / train.CHECKPOINT
     deadline = time.monotonic() + 240
     while not checkpoint.is_file() and time.monotonic() < deadline and first.poll() is None:
@@ -396,7 +401,7 @@ def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_be
     state = torch.load(checkpoint, weights_only=False)["state"]
     total = json.loads((together / "critic.json").read_text())["history"][-1]["step"]
     assert first.poll() is None and state["step"] < total  # the run had not finished
-    again = machines(out, caches[1], *args, port=29539, host=False)  # the lost machine's command, started again
+    again = machines(out, caches[1], *args, port=port, host=False)  # the lost machine's command, started again
     logs = again.communicate(timeout=300)[1] + first.communicate(timeout=300)[1]
     assert again.returncode == 0 and first.returncode == 0, logs[-3000:]  # the survivor restarted its worker
     resumed_at = int(re.search(r"resuming from step (\d+) of", logs)[1])

@@ -114,7 +114,7 @@ class Metrics:
     """The Prometheus series the server exports, in a registry of its own."""
 
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("critic_requests_total", "HTTP requests", ["path", "status"], registry=self.registry)
@@ -123,6 +123,8 @@ class Metrics:
         self.batch_texts = Histogram("critic_batch_texts", "Texts per scored batch", registry=self.registry,
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.texts = Counter("critic_texts_total", "Texts scored", registry=self.registry)
+        self.in_flight = Gauge("critic_requests_in_flight", "Requests being answered", ["path"],
+                               registry=self.registry)
 
     def scored_batch(self, texts: int) -> None:
         self.batch_texts.observe(texts)
@@ -276,6 +278,9 @@ SECURITY_HEADERS = {
 }
 
 
+SCORING_PATHS = ("/v1/predict", "/v1/explain", "/v1/score-csv")  # the in-flight gauge's labels, besides "other"
+
+
 def deadline_and_metrics(settings: ServeSettings, metrics: Metrics):
     """A deadline under every request (504), the security headers on every answer, and the request metrics."""
 
@@ -283,10 +288,14 @@ def deadline_and_metrics(settings: ServeSettings, metrics: Metrics):
         started = time.perf_counter()
         # The endpoints keep their own deadlines and stop their work; this one is the net under them.
         timeout = (settings.upload_timeout_s if request.url.path == "/v1/score-csv" else settings.timeout_s) + 1
+        in_flight = metrics.in_flight.labels(request.url.path if request.url.path in SCORING_PATHS else "other")
+        in_flight.inc()
         try:
             response = await asyncio.wait_for(call_next(request), timeout)
         except asyncio.TimeoutError:
             response = JSONResponse({"detail": f"no answer within {timeout:g} s"}, status_code=504)
+        finally:
+            in_flight.dec()
         if request.url.path not in ("/docs", "/redoc", "/docs/oauth2-redirect"):  # FastAPI's pages run inline code
             response.headers.update(SECURITY_HEADERS)
         path = request.scope.get("route").path if request.scope.get("route") else "other"
