@@ -295,6 +295,22 @@ def test_train_help_is_written_beside_each_setting():
     assert config.build({"preset": "cpu", "calibrate": "false"}).calibrate is False
 
 
+def test_every_setting_says_whether_a_resume_must_match_it():
+    """A new setting that changes the weights, left unmarked, would resume a checkpoint silently mixed: each setting
+    of every config must declare it, and the fine-tuning and pre-training configs share the loop's settings."""
+    from critic.config import LoopConfig, PretrainConfig
+
+    for kind in (LoopConfig, TrainConfig, PretrainConfig):
+        for f in dataclasses.fields(kind):
+            assert f.metadata.get("resume") in (True, False), f"{kind.__name__}.{f.name}"
+    loop = {f.name for f in dataclasses.fields(LoopConfig)}
+    assert loop <= {f.name for f in dataclasses.fields(TrainConfig)} and loop <= {f.name for f in
+                                                                               dataclasses.fields(PretrainConfig)}
+    job = TrainConfig(lr=3e-5, log_every=7)
+    assert job.resume_settings()["lr"] == 3e-5 and "log_every" not in job.resume_settings()
+    assert train.checkpoint_settings(job, 2, "bf16") == {**job.resume_settings(), "precision": "bf16", "processes": 2}
+
+
 def test_linear_schedule():
     factor = train.linear_schedule(warmup=2, total=10)
     assert [round(factor(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]

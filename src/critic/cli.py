@@ -89,8 +89,8 @@ def _train_options(parser: argparse.ArgumentParser, config_class=None) -> None:
 
     config_class = config_class or TrainConfig
     types = field_types(config_class)
-    table = "train" if config_class is TrainConfig else "pretrain"
-    parser.add_argument("--config", help=f"a TOML file of settings (a [{table}] table or top-level keys)")
+    parser.add_argument("--config", help=f"a TOML file of settings (a [{config_class.TOML_TABLE}] table or top-level "
+                                         f"keys)")
     for f in dataclasses.fields(config_class):
         if f.name == "notes":
             continue

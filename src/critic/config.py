@@ -1,5 +1,7 @@
-"""The dataclass a training job is described by: defaults, presets, a TOML file, then command-line overrides.
-The resolved config is saved with every run (train_config.json) and with every model."""
+"""The config family a training job is described by: the loop's settings in LoopConfig, fine-tuning's (TrainConfig)
+and pre-training's (PretrainConfig) on top; each setting carries its help and whether it must match to resume.
+Defaults, presets, a TOML file, then command-line overrides; the resolved config is saved with every run
+(train_config.json) and with every model."""
 
 from __future__ import annotations
 
@@ -25,101 +27,163 @@ def parse_fold(spec: str) -> tuple[int, int]:
     return k, n
 
 
-def setting(default, help: str):
-    """A config field with its help text beside it; `critic train --help` prints it."""
+def setting(default, help: str, *, resume: bool):
+    """A config field with its help text beside it (`critic train --help` prints it) and whether a checkpoint must
+    have been written with the same value to be resumed: every setting that changes the weights must say so."""
+    metadata = {"help": help, "resume": resume}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
-class TrainConfig:
+class LoopConfig:
+    """The training loop's settings, shared by every kind of training: what it reads, how it steps, where it runs
+    and writes. Fine-tuning (TrainConfig) and pre-training (PretrainConfig) add their own on top."""
+
+    TOML_TABLE: typing.ClassVar[str] = "train"  # the table of a TOML file the settings are read from
+
     # what
-    model: str = setting("minilm", "encoder to fine-tune: minilm, mpnet, a hub id (distilbert-base-uncased, "
-                                   "roberta-base) or a folder")
-    data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder")
-    text_column: str | None = setting(None, "column holding the text")
-    label_column: str | None = setting(None, "column holding the label")
-    label_map: str | None = setting(None, "raw label values to classes: 'good=positive,bad=negative', or "
-                                          "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes "
-                                          "from stars")
-    labels: str | None = setting(None, "the classes in order, comma-separated (default: from the data; binary "
-                                       "sentiment as negative,positive, stars in numeric order)")
-    class_weights: str = setting("none", "weights of the classes in the loss: none, balanced (inverse frequency) "
-                                         "or 'a=1,b=3'")
-    drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)")
-    train_size: int | None = setting(None, "train on a seeded random subset of N reviews (the notebook used 10,000)")
-    eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews")
-    fold: str | None = setting(None, "cross-validation: 'K/N' trains on the training split without its K-th of N "
-                                     "folds (by text hash) and validates on that fold, not on the validation split")
-    test_size: int | None = setting(None, "evaluate at the end on a seeded subset of N test reviews (quickstart)")
-    # text
-    cleaning: str = setting("default", "cleaning recipe: default, notebook or none (saved with the model)")
-    max_length: int = setting(512, "window in tokens, special tokens included (the model's limit is usually 512)")
-    truncation: str = setting("head+tail", "how longer reviews are cut: head, tail or head+tail")
-    head_tokens: int | None = setting(None, "with head+tail: tokens kept from the start, the rest of the window "
-                                            "from the end (default: a quarter of the window, 128 of 512)")
-    long_reviews: str = setting("truncate", "how `critic predict` treats reviews longer than the window by "
-                                            "default: truncate, or windows (overlapping windows scored and pooled: "
-                                            "+1.2 points on IMDB, 2.2x the compute)")
-    window_stride: int | None = setting(None, "with windows: tokens between window starts (default: half a window)")
-    window_pool: str = setting("max-confidence", "with windows: mean-prob, mean-logit or max-confidence (best "
-                                                 "measured on IMDB)")
+    model: str = setting("minilm", "encoder to start from: minilm, mpnet, a hub id (distilbert-base-uncased, "
+                                   "roberta-base) or a folder", resume=True)
+    data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder", resume=True)
+    text_column: str | None = setting(None, "column holding the text", resume=True)
+    label_column: str | None = setting(None, "column holding the label", resume=True)
+    train_size: int | None = setting(None, "train on a seeded random subset of N reviews of the training split",
+                                     resume=True)
+    cleaning: str = setting("default", "cleaning recipe: default, notebook or none (saved with the model)",
+                            resume=True)
+    max_length: int = setting(512, "window in tokens, special tokens included (the model's limit is usually 512)",
+                              resume=True)
     # optimisation
-    epochs: int = setting(3, "passes over the training data")
+    epochs: int = setting(3, "passes over the training data", resume=True)
     # Batch 64 at lr 1e-4 rather than 32 at 5e-5: on one H200 (2026-11-27) MiniLM's step is host-bound, 21.7 ms for
     # 64 x 512 tokens against 26.4 ms for 32 x 512, so half the steps trained the recipe in 35.0 s where batches of
     # 32 took 68-72 s, at 93.78% (93.14-94.42) on the test split against 93.64% (docs/benchmarks.md, batch-64 row).
-    batch_size: int = setting(64, "reviews per step and process (torchrun: the global batch is this x processes); "
-                                  "with token batching, the size of a batch of the longest reviews (shorter ones "
-                                  "come up to 4x as many)")
+    batch_size: int = setting(64, "sequences per step and process (torchrun: the global batch is this x "
+                                  "processes); with token batching, the size of a batch of the longest ones "
+                                  "(shorter ones come up to 4x as many)", resume=True)
     batching: str = setting("auto", "tokens: fill each batch to a token budget (short reviews in larger batches; "
                                     "the GPU default), reviews: a fixed --batch-size, auto: tokens on GPUs, reviews "
-                                    "on CPUs")
+                                    "on CPUs", resume=True)
     batch_tokens: int | None = setting(None, "with token batching: padded tokens per batch and process (default "
-                                             "batch-size x max-length)")
+                                             "batch-size x max-length)", resume=True)
     lr: float = setting(1e-4, "peak learning rate of AdamW (for MiniLM-size encoders; base-size ones such as MPNet "
-                              "want about 2e-5)")
-    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
-    adam_eps: float = setting(1e-8, "AdamW epsilon")
+                              "want about 2e-5)", resume=True)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", resume=True)
+    adam_eps: float = setting(1e-8, "AdamW epsilon", resume=True)
     warmup_ratio: float = setting(0.06, "share of steps spent warming the learning rate up, before linear decay "
-                                        "to 0")
-    grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)")
+                                        "to 0", resume=True)
+    grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)", resume=True)
+    seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights", resume=True)
+    log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps (each read waits for "
+                                 "the GPU)", resume=False)
+    # machine
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 …", resume=False)
+    # (the precision a run resolves to, bf16 for auto on most machines, must match: the loop adds it)
+    precision: str = setting("auto", "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32",
+                             resume=False)
+    compile: bool = setting(False, "torch.compile the model (pays off on long GPU runs)", resume=False)
+    # where
+    output: str = setting("runs/minilm-imdb", "folder for the model, logs, plots and checkpoints (a run there "
+                                              "resumes)", resume=False)
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision '{self.precision}': choose auto, bf16, fp16 or fp32")
+        if self.batching not in ("auto", "tokens", "reviews"):
+            raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
+        if self.batch_tokens is not None and self.batch_tokens < self.max_length:
+            raise ValueError(f"batch_tokens {self.batch_tokens} must hold at least one review of max_length "
+                             f"{self.max_length}")
+        for name in ("epochs", "batch_size", "max_length", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr {self.lr} is outside (0, 1)")
+
+    def resume_settings(self) -> dict:
+        """The settings a checkpoint must have been written with to be resumed (all that change the weights)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["resume"]}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_values(cls, values: dict):
+        """The config from settings by name (typed, or strings from the command line), checked."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}")
+        return cls(**{name: parse_value(name, value, cls) for name, value in values.items()})
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """Fine-tuning an encoder into a classifier (`critic train`, `critic distill`, `critic tune`)."""
+
+    # what
+    label_map: str | None = setting(None, "raw label values to classes: 'good=positive,bad=negative', or "
+                                          "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes "
+                                          "from stars", resume=True)
+    labels: str | None = setting(None, "the classes in order, comma-separated (default: from the data; binary "
+                                       "sentiment as negative,positive, stars in numeric order)", resume=True)
+    class_weights: str = setting("none", "weights of the classes in the loss: none, balanced (inverse frequency) "
+                                         "or 'a=1,b=3'", resume=True)
+    drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)", resume=True)
+    eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)
+    fold: str | None = setting(None, "cross-validation: 'K/N' trains on the training split without its K-th of N "
+                                     "folds (by text hash) and validates on that fold, not on the validation split",
+                               resume=True)
+    test_size: int | None = setting(None, "evaluate at the end on a seeded subset of N test reviews (quickstart)",
+                                    resume=False)
+    # text
+    truncation: str = setting("head+tail", "how longer reviews are cut: head, tail or head+tail", resume=True)
+    head_tokens: int | None = setting(None, "with head+tail: tokens kept from the start, the rest of the window "
+                                            "from the end (default: a quarter of the window, 128 of 512)",
+                                      resume=True)
+    long_reviews: str = setting("truncate", "how `critic predict` treats reviews longer than the window by "
+                                            "default: truncate, or windows (overlapping windows scored and pooled: "
+                                            "+1.2 points on IMDB, 2.2x the compute)", resume=False)
+    window_stride: int | None = setting(None, "with windows: tokens between window starts (default: half a window)",
+                                        resume=False)
+    window_pool: str = setting("max-confidence", "with windows: mean-prob, mean-logit or max-confidence (best "
+                                                 "measured on IMDB)", resume=False)
+    # optimisation
     layer_decay: float = setting(1.0, "layer-wise learning-rate decay: each layer below the head learns this times "
-                                      "as fast as the one above it (1: one rate for all; 0.8-0.95 is common)")
+                                      "as fast as the one above it (1: one rate for all; 0.8-0.95 is common)",
+                                 resume=True)
     dropout: float | None = setting(None, "dropout of the encoder's hidden states and attention (default: the "
-                                          "model's own, 0.1 for most)")
-    seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights")
+                                          "model's own, 0.1 for most)", resume=True)
     # distillation
     teacher: str | None = setting(None, "a fine-tuned critic model folder whose probabilities the model learns "
                                         "from, besides the labels (`critic distill TEACHER` sets it); several, "
-                                        "comma-separated, trained with --fold 1/N … N/N: out of fold")
+                                        "comma-separated, trained with --fold 1/N … N/N: out of fold", resume=True)
     teacher_share: float = setting(0.5, "with a teacher: weight of the teacher's term in the loss (the labels' "
-                                        "term weighs the rest)")
-    teacher_temperature: float = setting(2.0, "with a teacher: temperature that softens its probabilities")
+                                        "term weighs the rest)", resume=True)
+    teacher_temperature: float = setting(2.0, "with a teacher: temperature that softens its probabilities",
+                                         resume=True)
     teacher_windows: bool = setting(True, "with a teacher: it reads each review whole through overlapping "
-                                          "windows, while the student reads its window")
+                                          "windows, while the student reads its window", resume=True)
     # validation and selection
-    eval_every: int = setting(0, "also validate every N steps (0: once per epoch)")
-    log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps (each read waits for "
-                                 "the GPU)")
-    patience: int = setting(0, "stop after N validations without improvement (0: never stop early)")
-    select: str = setting("best", "which weights to keep: best (by --metric on validation) or last")
-    metric: str = setting("accuracy", "validation metric for selection and early stopping: accuracy, auc or loss")
+    eval_every: int = setting(0, "also validate every N steps (0: once per epoch)", resume=False)
+    patience: int = setting(0, "stop after N validations without improvement (0: never stop early)", resume=False)
+    select: str = setting("best", "which weights to keep: best (by --metric on validation) or last", resume=True)
+    metric: str = setting("accuracy", "validation metric for selection and early stopping: accuracy, auc or loss",
+                          resume=True)
     calibrate: bool = setting(True, "fit a temperature on the validation split after training and fold it into "
-                                    "the classification head, so every consumer reads calibrated probabilities")
-    # machine
-    device: str = setting("auto", "auto, cpu, cuda, cuda:1 …")
-    precision: str = setting("auto", "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32")
-    compile: bool = setting(False, "torch.compile the model (pays off on long GPU runs)")
-    # where
-    output: str = setting("runs/minilm-imdb", "folder for the model, logs, plots and checkpoints (a run there "
-                                              "resumes)")
+                                    "the classification head, so every consumer reads calibrated probabilities",
+                              resume=False)
     preset: str = setting("auto", "auto (gpu with a GPU, else cpu), gpu, best (the most accurate measured: "
-                                  "MPNet), cpu or notebook (the starting notebook's settings)")
-    notes: list[str] = setting([], "what a preset gave up, printed and saved with the model")
+                                  "MPNet), cpu or notebook (the starting notebook's settings)", resume=False)
+    notes: list[str] = setting([], "what a preset gave up, printed and saved with the model", resume=False)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.truncation not in STRATEGIES:
             raise ValueError(f"truncation '{self.truncation}': choose one of {', '.join(STRATEGIES)}")
         if self.long_reviews not in LONG_REVIEW_MODES:
@@ -130,18 +194,8 @@ class TrainConfig:
             raise ValueError(f"select '{self.select}': choose best or last")
         if self.metric not in ("accuracy", "auc", "loss"):
             raise ValueError(f"metric '{self.metric}': choose accuracy, auc or loss")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision '{self.precision}': choose auto, bf16, fp16 or fp32")
-        if self.batching not in ("auto", "tokens", "reviews"):
-            raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
         if self.class_weights not in ("none", "balanced") and "=" not in self.class_weights:
             raise ValueError(f"class_weights '{self.class_weights}': choose none, balanced or 'CLASS=NUMBER,…'")
-        if self.batch_tokens is not None and self.batch_tokens < self.max_length:
-            raise ValueError(f"batch_tokens {self.batch_tokens} must hold at least one review of max_length "
-                             f"{self.max_length}")
-        for name in ("epochs", "batch_size", "max_length", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay {self.layer_decay} is outside (0, 1]")
         if self.dropout is not None and not 0 <= self.dropout < 1:
@@ -152,14 +206,15 @@ class TrainConfig:
             raise ValueError(f"teacher_share {self.teacher_share} is outside [0, 1]")
         if self.teacher_temperature <= 0:
             raise ValueError(f"teacher_temperature must be positive, got {self.teacher_temperature}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr {self.lr} is outside (0, 1)")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+    @classmethod
+    def from_values(cls, values: dict):
+        """The preset's settings under `values` (a cpu preset's run notes what it gave up)."""
+        preset = resolve_preset(values.get("preset", "auto"))
+        job = super().from_values({**PRESETS[preset], **values, "preset": preset})
+        if job.preset == "cpu" and "notes" not in values:
+            job.notes = [cpu_preset_note(job)]
+        return job
 
 
 # Presets change defaults; a TOML file and the command line still override them.
@@ -205,59 +260,37 @@ def resolve_preset(name: str) -> str:
 
 
 @dataclass
-class PretrainConfig:
-    """In-domain masked-language-model training of an encoder (`critic pretrain`)."""
+class PretrainConfig(LoopConfig):
+    """In-domain masked-language-model training of an encoder (`critic pretrain`): only the training split's text
+    is read, never validation or test text; the label column is read only to split the file as `critic train`
+    does."""
 
-    model: str = setting("minilm", "encoder to train further: minilm, mpnet, a hub id or a folder")
-    data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder: its training split is read "
-                                "(never validation or test text)")
-    text_column: str | None = setting(None, "column holding the text")
-    label_column: str | None = setting(None, "column holding the label (used only to split the file as "
-                                             "`critic train` does)")
-    train_size: int | None = setting(None, "a seeded random subset of N training reviews")
-    cleaning: str = setting("default", "cleaning recipe: default, notebook or none")
+    TOML_TABLE: typing.ClassVar[str] = "pretrain"
+
     max_length: int = setting(256, "sequence length in tokens; longer reviews are cut into several sequences, so "
-                                   "every token is read")
+                                   "every token is read", resume=True)
+    epochs: int = setting(1, "passes over the training text", resume=True)
+    adam_eps: float = setting(1e-6, "AdamW epsilon", resume=True)
+    output: str = setting("runs/minilm-imdb-mlm", "folder for the encoder, its log and checkpoint (a run there "
+                                                  "resumes); `critic train --model FOLDER` takes it", resume=False)
     mask_probability: float = setting(0.15, "share of tokens masked (BERT: 15%; of those 80% [MASK], 10% a random "
-                                            "token, 10% unchanged)")
-    whole_word: bool = setting(False, "mask whole words: all pieces of a word or none")
+                                            "token, 10% unchanged)", resume=True)
+    whole_word: bool = setting(False, "mask whole words: all pieces of a word or none", resume=True)
     head_warmup: float = setting(0.0, "share of the steps that train only what the checkpoint lacks (a new "
                                       "masked-LM head: all-MiniLM-L6-v2 has none), the encoder held still, before "
                                       "everything trains with the learning-rate warm-up started again: a random "
-                                      "head's first gradients would reshape the encoder")
-    holdout: float = setting(0.02, "share of sequences held out to measure the masked-token loss after each epoch")
-    epochs: int = setting(1, "passes over the training text")
-    batch_size: int = setting(64, "sequences per step and process")
-    batching: str = setting("auto", "tokens, reviews or auto (tokens on GPUs), as in `critic train`")
-    batch_tokens: int | None = setting(None, "with token batching: padded tokens per batch and process")
-    lr: float = setting(1e-4, "peak learning rate of AdamW")
-    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
-    adam_eps: float = setting(1e-6, "AdamW epsilon")
-    warmup_ratio: float = setting(0.06, "share of steps warming the learning rate up, then linear decay to 0")
-    grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)")
-    seed: int = setting(42, "random seed (the masks of every step derive from it)")
-    log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:1 …")
-    precision: str = setting("auto", "auto (bf16 where the chip has it), bf16, fp16 or fp32")
-    compile: bool = setting(False, "torch.compile the model")
-    output: str = setting("runs/minilm-imdb-mlm", "folder for the encoder, its log and checkpoint (a run there "
-                                                  "resumes); `critic train --model FOLDER` takes it")
+                                      "head's first gradients would reshape the encoder", resume=True)
+    holdout: float = setting(0.02, "share of sequences held out to measure the masked-token loss after each epoch",
+                             resume=True)
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 < self.mask_probability < 1:
             raise ValueError(f"mask_probability {self.mask_probability} is outside (0, 1)")
         if not 0 <= self.holdout < 0.5:
             raise ValueError(f"holdout {self.holdout} is outside [0, 0.5)")
         if not 0 <= self.head_warmup <= 1:
             raise ValueError(f"head_warmup {self.head_warmup} is outside [0, 1]")
-        if self.batching not in ("auto", "tokens", "reviews"):
-            raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
-        for name in ("epochs", "batch_size", "max_length", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
 
 @functools.cache
@@ -309,24 +342,13 @@ def parse_value(name: str, raw, config_class: type = TrainConfig):
     return raw
 
 
-def build(overrides: dict | None = None, toml_path: str | Path | None = None, config_class: type = TrainConfig):
-    """Defaults, then the preset (training), then the TOML file, then `overrides` (already typed, or strings)."""
+def build(overrides: dict | None = None, toml_path: str | Path | None = None,
+          config_class: type[LoopConfig] = TrainConfig):
+    """Defaults, then the preset (fine-tuning), then the TOML file, then `overrides` (already typed, or strings)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    table = "train" if config_class is TrainConfig else "pretrain"
     from_file: dict = {}
     if toml_path:
         with open(toml_path, "rb") as f:
             from_file = tomllib.load(f)
-        from_file = from_file.get(table, from_file)
-    values = {**from_file, **overrides}
-    if config_class is TrainConfig:
-        preset = resolve_preset(values.get("preset", "auto"))
-        values = {**PRESETS[preset], **values, "preset": preset}
-    known = [f.name for f in dataclasses.fields(config_class)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}")
-    job = config_class(**{name: parse_value(name, value, config_class) for name, value in values.items()})
-    if config_class is TrainConfig and job.preset == "cpu" and "notes" not in values:
-        job.notes = [cpu_preset_note(job)]
-    return job
+        from_file = from_file.get(config_class.TOML_TABLE, from_file)
+    return config_class.from_values({**from_file, **overrides})

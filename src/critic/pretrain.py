@@ -21,7 +21,7 @@ from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
-                          _InterruptFlag, _progress, _truncate_log, linear_schedule, plan_batches, resume,
+                          _InterruptFlag, _progress, _truncate_log, checkpoint_settings, linear_schedule, plan_batches, resume,
                           save_checkpoint, seed_everything, stop_interrupted)
 
 PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
@@ -206,8 +206,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     warmup = HeadWarmup(model, new, round(config.head_warmup * plan.total))
     optimisation = Optimisation(model, config, device, precision, dist.world, plan.total, masked_token_loss,
                                 before_update=warmup, schedule=warmup.schedule(config.warmup_ratio, plan.total))
-    resumable = {k: v for k, v in vars(config).items() if k not in ("device", "output", "log_every", "compile")}
-    resumable.update(precision=precision, processes=dist.world)
+    resumable = checkpoint_settings(config, dist.world, precision)
     checkpoint_path = output / CHECKPOINT
     state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say,
                    finished=lambda done: done.step >= plan.total, saved=lambda: (output / PRETRAIN_RECORD).is_file())

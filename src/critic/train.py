@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from critic import calibration, data, model as modelling, sources
-from critic.config import TrainConfig, parse_fold
+from critic.config import LoopConfig, TrainConfig, parse_fold
 from critic.kernels import use_rowwise_attention
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, length_grouped_batches, pad, prepare
 
@@ -694,14 +694,10 @@ def stop_interrupted(path: Path, dist: Distributed, model, optimisation: Optimis
                             f"again to resume")
 
 
-def _resumable(config: TrainConfig, world: int, precision: str) -> dict:
-    """The settings that must match for a checkpoint to be resumed: all that change the weights."""
-    keep = ("model", "data", "text_column", "label_column", "label_map", "drop_invalid", "train_size", "eval_size",
-            "cleaning", "max_length", "truncation", "head_tokens", "epochs", "batch_size", "batching",
-            "batch_tokens", "lr", "weight_decay", "adam_eps", "warmup_ratio", "grad_clip", "seed", "select",
-            "metric", "teacher", "teacher_share", "teacher_temperature", "teacher_windows", "layer_decay", "dropout",
-            "fold", "labels", "class_weights")
-    return {**{k: getattr(config, k) for k in keep}, "precision": precision, "processes": world}
+def checkpoint_settings(config: LoopConfig, world: int, precision: str) -> dict:
+    """What a checkpoint must have been written with to be resumed: the settings that change the weights (each
+    setting says whether it does), the precision they resolved to and the number of processes."""
+    return {**config.resume_settings(), "precision": precision, "processes": world}
 
 
 def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
@@ -756,7 +752,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
 
     # ---- resume
     checkpoint_path = output / CHECKPOINT
-    resumable = _resumable(config, dist.world, machine.precision)
+    resumable = checkpoint_settings(config, dist.world, machine.precision)
 
     def finished(done: Progress) -> bool:
         return done.step >= plan.total or (bool(config.patience) and done.bad_evals >= config.patience)
