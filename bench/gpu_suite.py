@@ -391,16 +391,16 @@ def step_profile(ctx: Context) -> dict:
     work) against the time from one step's start to the next (the rest: the next batch, the loss meter, logging),
     medians over the second half of the steps; and torch.profiler's operations by their host time over a few
     steady steps, with the share of that window the GPU was busy."""
-    from critic import train
+    from critic import loop
 
     first, count = ctx.sizes["profiled_steps"]
     timer = StepTimer(ctx.device, first, count)
-    original = train.Optimisation.step
-    train.Optimisation.step = timer.wrap(original)
+    original = loop.Optimisation.step
+    loop.Optimisation.step = timer.wrap(original)
     try:
         critic_train(ctx, "profile-critic", **{**throughput_settings(ctx), "train_size": ctx.sizes["profile_reviews"]})
     finally:
-        train.Optimisation.step = original
+        loop.Optimisation.step = original
     if timer.window_seconds is None:
         raise RuntimeError(f"the run took {len(timer.starts)} steps, fewer than the {first + count + 1} profiled")
     return {**timer.medians(), "profiled_steps": [first, first + count],

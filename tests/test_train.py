@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import synthetic
 from ports import free_port
-from critic import config, train
+from critic import config, loop, train
 from critic.config import TrainConfig
 
 
@@ -96,7 +96,7 @@ def test_resume_after_kill_gives_same_weights(tmp_path, tiny_bert, toy_csv):
             break
     process.wait()
     assert process.returncode == -signal.SIGKILL and killed_at is not None
-    state = torch.load(out / train.CHECKPOINT, weights_only=False)["state"]
+    state = torch.load(out / loop.CHECKPOINT, weights_only=False)["state"]
     total = json.loads((reference / "critic.json").read_text())["history"][-1]["step"]
     # Killed mid-run; the checkpoint is step 9's, or step 6's when the kill landed while step 9's was being
     # written (the save is atomic, so the older one is intact).
@@ -180,7 +180,7 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
     args = ("--epochs", "4", "--eval-every", "5", "--log-every", "1", "--select", "last", "--lr", "1e-3")
     reference = torchrun(tiny_bert, toy_csv, tmp_path / "ref", *args)
     finished(reference)
-    saved = torch.load(tmp_path / "ref" / train.CHECKPOINT, weights_only=False)
+    saved = torch.load(tmp_path / "ref" / loop.CHECKPOINT, weights_only=False)
     first, second = (process["torch"] for process in saved["rng"]["processes"])
     assert not torch.equal(first, second)  # each process draws its own dropout masks
 
@@ -193,7 +193,7 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
             break
     process.communicate(timeout=120)
     assert process.returncode != 0
-    state = torch.load(out / train.CHECKPOINT, weights_only=False)["state"]
+    state = torch.load(out / loop.CHECKPOINT, weights_only=False)["state"]
     total = json.loads((tmp_path / "ref" / "critic.json").read_text())["history"][-1]["step"]
     assert 10 <= state["step"] < total
 
@@ -205,7 +205,7 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
 def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_csv, monkeypatch):
     """fp16 (GPUs without bf16) scales the loss. A scale far too large makes the first steps overflow: they are
     skipped and counted, the scale comes down, and the model still learns, with finite weights."""
-    monkeypatch.setattr(train, "FP16_INIT_SCALE", 2.0**40)
+    monkeypatch.setattr(loop, "FP16_INIT_SCALE", 2.0**40)
     out = train.train(settings(tiny_bert, toy_csv, tmp_path / "fp16", precision="fp16", epochs=3, log_every=5),
                       progress=False)
     meta = json.loads((out / "critic.json").read_text())
@@ -222,7 +222,7 @@ def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_
 def test_token_budget_plan(tmp_path):
     lengths = np.random.default_rng(0).integers(5, 300, size=2000)
     cfg = TrainConfig(batch_size=8, max_length=256, batching="tokens", epochs=2)
-    plan = train.plan_batches(lengths, cfg, world=2, by_tokens=True, multiple=8)
+    plan = loop.plan_batches(lengths, cfg, world=2, by_tokens=True, multiple=8)
     for epoch in plan.epochs:
         rows = np.concatenate(epoch)
         assert sorted(rows.tolist()) == list(range(2000))  # every review once an epoch
@@ -303,16 +303,16 @@ def test_every_setting_says_whether_a_resume_must_match_it():
     for kind in (LoopConfig, TrainConfig, PretrainConfig):
         for f in dataclasses.fields(kind):
             assert f.metadata.get("resume") in (True, False), f"{kind.__name__}.{f.name}"
-    loop = {f.name for f in dataclasses.fields(LoopConfig)}
-    assert loop <= {f.name for f in dataclasses.fields(TrainConfig)} and loop <= {f.name for f in
-                                                                               dataclasses.fields(PretrainConfig)}
+    shared = {f.name for f in dataclasses.fields(LoopConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(PretrainConfig)}
     job = TrainConfig(lr=3e-5, log_every=7)
     assert job.resume_settings()["lr"] == 3e-5 and "log_every" not in job.resume_settings()
-    assert train.checkpoint_settings(job, 2, "bf16") == {**job.resume_settings(), "precision": "bf16", "processes": 2}
+    assert loop.checkpoint_settings(job, 2, "bf16") == {**job.resume_settings(), "precision": "bf16", "processes": 2}
 
 
 def test_linear_schedule():
-    factor = train.linear_schedule(warmup=2, total=10)
+    factor = loop.linear_schedule(warmup=2, total=10)
     assert [round(factor(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
 
 
@@ -321,7 +321,7 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
 
     net, _ = modelling.build(tiny_bert, dropout=0.3)
     assert net.config.hidden_dropout_prob == 0.3 and net.config.attention_probs_dropout_prob == 0.3
-    groups = train.parameter_groups(net, weight_decay=0.01, layer_decay=0.5, lr=1e-3)
+    groups = loop.parameter_groups(net, weight_decay=0.01, layer_decay=0.5, lr=1e-3)
     rate = {id(p): g["lr"] for g in groups for p in g["params"]}
     decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     named = dict(net.named_parameters())
@@ -332,7 +332,7 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
     assert decay[id(named["bert.encoder.layer.0.output.dense.weight"])] == 0.01
     assert decay[id(named["bert.encoder.layer.0.output.dense.bias"])] == 0.0
     assert len(rate) == len(named)  # every parameter in exactly one group
-    flat = train.parameter_groups(net, 0.01, 1.0, 1e-3)
+    flat = loop.parameter_groups(net, 0.01, 1.0, 1e-3)
     assert {g["lr"] for g in flat} == {1e-3}
 
 
@@ -408,7 +408,7 @@ def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_be
     port = free_port()
     first = machines(out, caches[0], *args, port=port, host=True)
     second = machines(out, caches[1], *args, port=port, host=False)
-    checkpoint = out / train.CHECKPOINT
+    checkpoint = out / loop.CHECKPOINT
     deadline = time.monotonic() + 240
     while not checkpoint.is_file() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
@@ -429,7 +429,7 @@ def _check_shared_in_process(rank: int, store_file: str, folders: list[str], err
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0")
     torch.distributed.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
     try:
-        train.Distributed("cpu").check_shared(Path(folders[rank]))
+        loop.Distributed("cpu").check_shared(Path(folders[rank]))
     except RuntimeError as error:
         errors.put((rank, str(error)))
     finally:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
-from critic.train import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
+from critic.loop import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
                           _InterruptFlag, _progress, _truncate_log, checkpoint_settings, linear_schedule, plan_batches, resume,
                           save_checkpoint, seed_everything, stop_interrupted)
 
