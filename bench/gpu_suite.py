@@ -336,7 +336,7 @@ def step_bare_loop(ctx: Context) -> dict:
 
 
 class StepTimer:
-    """Wraps Optimisation.step: each step's start and the host's time inside it (queueing the GPU's work), and
+    """Wraps TrainingStep.run: each step's start and the host's time inside it (queueing the GPU's work), and
     torch.profiler over steps [first, first + count)."""
 
     def __init__(self, device: torch.device, first: int, count: int):
@@ -350,12 +350,12 @@ class StepTimer:
         self.window_seconds: float | None = None
 
     def wrap(self, step):
-        def timed(optimisation, batch, global_count):
+        def timed(training_step, batch, global_count):
             self.profile_edge(len(self.starts))
             began = time.perf_counter()
             self.starts.append(began)
             try:
-                return step(optimisation, batch, global_count)
+                return step(training_step, batch, global_count)
             finally:
                 self.inside.append(time.perf_counter() - began)
 
@@ -387,7 +387,7 @@ class StepTimer:
 
 
 def step_profile(ctx: Context) -> dict:
-    """Where a step's time goes: the host's time inside each optimiser step (Optimisation.step, queueing the GPU's
+    """Where a step's time goes: the host's time inside each optimiser step (TrainingStep.run, queueing the GPU's
     work) against the time from one step's start to the next (the rest: the next batch, the loss meter, logging),
     medians over the second half of the steps; and torch.profiler's operations by their host time over a few
     steady steps, with the share of that window the GPU was busy."""
@@ -395,12 +395,12 @@ def step_profile(ctx: Context) -> dict:
 
     first, count = ctx.sizes["profiled_steps"]
     timer = StepTimer(ctx.device, first, count)
-    original = loop.Optimisation.step
-    loop.Optimisation.step = timer.wrap(original)
+    original = loop.TrainingStep.run
+    loop.TrainingStep.run = timer.wrap(original)
     try:
         critic_train(ctx, "profile-critic", **{**throughput_settings(ctx), "train_size": ctx.sizes["profile_reviews"]})
     finally:
-        loop.Optimisation.step = original
+        loop.TrainingStep.run = original
     if timer.window_seconds is None:
         raise RuntimeError(f"the run took {len(timer.starts)} steps, fewer than the {first + count + 1} profiled")
     return {**timer.medians(), "profiled_steps": [first, first + count],

@@ -15,14 +15,14 @@ def test_objective_mixes_labels_and_softened_teacher():
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.2]])
     labels = torch.tensor([0, 1])
     hard = F.cross_entropy(logits, labels, reduction="sum")
-    assert torch.allclose(train.Objective()(logits, {"labels": labels}), hard)
+    assert torch.allclose(train.ClassificationLoss()(logits, {"labels": labels}), hard)
     # a teacher that agrees with the student exactly adds nothing
     same = F.softmax(logits / 2.0, dim=-1)
-    mixed = train.Objective(teacher_share=0.5, temperature=2.0)(logits, {"labels": labels, "teacher": same})
+    mixed = train.ClassificationLoss(teacher_share=0.5, temperature=2.0)(logits, {"labels": labels, "teacher": same})
     assert torch.allclose(mixed, 0.5 * hard, atol=1e-6)
     # the teacher's term alone, scaled by T^2
     other = torch.tensor([[0.1, 0.9], [0.9, 0.1]])
-    only = train.Objective(teacher_share=1.0, temperature=2.0)(logits, {"labels": labels, "teacher": other})
+    only = train.ClassificationLoss(teacher_share=1.0, temperature=2.0)(logits, {"labels": labels, "teacher": other})
     expected = (other * (other.log() - F.log_softmax(logits / 2.0, dim=-1))).sum() * 4
     assert torch.allclose(only, expected, atol=1e-5)
 

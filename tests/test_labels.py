@@ -108,7 +108,7 @@ def test_class_weights():
     assert train.class_weights("c=4", labels, ("a", "b", "c")).tolist() == [1, 1, 4]
     with pytest.raises(ValueError, match="no class 'd'; the classes are a, b, c"):
         train.class_weights("d=2", labels, ("a", "b", "c"))
-    weighted = train.Objective(class_weights=torch.tensor([1.0, 3.0]))
+    weighted = train.ClassificationLoss(class_weights=torch.tensor([1.0, 3.0]))
     logits, target = torch.zeros(2, 2), torch.tensor([0, 1])
     assert torch.allclose(weighted(logits, {"labels": target}), torch.log(torch.tensor(2.0)) * 4)
 

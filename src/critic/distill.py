@@ -1,6 +1,6 @@
 """Distillation: a student (MiniLM by default) learns from a fine-tuned teacher's probabilities as well as from the
 labels. The teacher scores the training reviews once (cached), whole through windows if asked, and the training
-loop mixes its softened probabilities into the loss (train.Objective). The result is an ordinary critic model.
+loop mixes its softened probabilities into the loss (train.ClassificationLoss). The result is an ordinary critic model.
 
 Several teachers, trained with `--fold 1/N` … `--fold N/N`, teach out of fold: each scores the training reviews it
 did not train on. A teacher scoring its own training reviews mostly repeats their labels (on one H200, 2026-11-27,

@@ -249,10 +249,10 @@ def prepared_batches(steps: Iterable[np.ndarray], inputs: Ragged, targets: dict[
         return batch, len(rows_global)
 
     prepared = map(prepare_one, steps)
-    return _ahead(prepared, depth=4) if pin else prepared
+    return read_ahead(prepared, depth=4) if pin else prepared
 
 
-def _ahead(items: Iterator, depth: int) -> Iterator:
+def read_ahead(items: Iterator, depth: int) -> Iterator:
     """Iterate `items` in a background thread, up to `depth` items ahead of the consumer."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -308,8 +308,9 @@ def parameter_groups(model, weight_decay: float, layer_decay: float, lr: float) 
             for (depth, matrix), params in sorted(groups.items())]
 
 
-class Optimisation:
-    """The model as it runs forward (DDP, compiled), fused AdamW, the schedule and, in fp16, the loss scaler."""
+class TrainingStep:
+    """One step of training, all of it: the forward pass (DDP, compiled, under autocast), the objective, the scaled
+    backward pass, clipping, the fused AdamW update with the fp16 loss scaler, and the learning-rate schedule."""
 
     def __init__(self, model, config: LoopConfig, device: torch.device, precision: str, world: int,
                  total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor],
@@ -335,8 +336,8 @@ class Optimisation:
         self.objective = objective
         self.before_update = before_update  # called with the step's index between backward and update
 
-    def step(self, batch: dict, global_count: int) -> torch.Tensor:
-        """One optimiser step on this process's share of a global batch; returns the share's summed loss, on the
+    def run(self, batch: dict, global_count: int) -> torch.Tensor:
+        """One training step on this process's share of a global batch; returns the share's summed loss, on the
         device and unread (reading it would make the host wait for the GPU). `global_count`: what the loss is a
         mean over (the global batch's rows; masked tokens in pre-training)."""
         inputs = modelling.device_batch(self.model, batch, self.device)
@@ -434,7 +435,7 @@ class Machine:
 
 
 @dataclass
-class Progress:
+class RunState:
     """Where a run stands; saved in every checkpoint."""
 
     step: int = 0
@@ -445,33 +446,33 @@ class Progress:
 
 
 def log_training(path: Path, step: int, samples: int, losses: LossMeter, clock: Clock,
-                 optimisation: Optimisation, bar) -> None:
+                 training_step: TrainingStep, bar) -> None:
     """A train_log.jsonl line (and the progress bar's figures): the loss since the last one, read from the device."""
     loss = losses.take()
     speed = samples / clock.training_seconds()
-    entry = {"event": "train", "step": step, "loss": loss, "lr": optimisation.scheduler.get_last_lr()[0],
+    entry = {"event": "train", "step": step, "loss": loss, "lr": training_step.scheduler.get_last_lr()[0],
              "samples": samples, "samples_per_second": speed}
-    if optimisation.scaler.is_enabled():
-        entry.update(loss_scale=optimisation.scaler.get_scale(), skipped_steps=optimisation.skipped_steps(step))
-    _append_log(path, entry)
+    if training_step.scaler.is_enabled():
+        entry.update(loss_scale=training_step.scaler.get_scale(), skipped_steps=training_step.skipped_steps(step))
+    append_log(path, entry)
     if bar is not None:
         bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{speed:.0f}")
 
 
-def save_checkpoint(path: Path, dist: Distributed, model, optimisation: Optimisation, progress: Progress,
+def save_checkpoint(path: Path, dist: Distributed, model, training_step: TrainingStep, progress: RunState,
                     resumable: dict) -> None:
     """Everything a resume needs, with every process's random state (each draws its own dropout); every process
     calls it, the first one writes."""
     rng = dist.gather(rng_state(dist.device))
     if dist.main:
         name, key, position, has_gauss, gauss = np.random.get_state()
-        atomic_save({"model": model.state_dict(), **optimisation.state_dict(), "state": asdict(progress),
+        atomic_save({"model": model.state_dict(), **training_step.state_dict(), "state": asdict(progress),
                      "config": resumable, "rng": {"python": random.getstate(), "processes": rng,
                                                   "numpy": (name, key.tolist(), position, has_gauss, gauss)}}, path)
 
 
-def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: dict, rank: int,
-                    device: torch.device) -> Progress:
+def load_checkpoint(path: Path, model, training_step: TrainingStep, resumable: dict, rank: int,
+                    device: torch.device) -> RunState:
     import pickle
     import re
 
@@ -488,24 +489,24 @@ def load_checkpoint(path: Path, model, optimisation: Optimisation, resumable: di
         raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)}); "
                          f"use another --output or delete {path.parent}")
     model.load_state_dict(saved["model"])
-    optimisation.load_state_dict(saved)
+    training_step.load_state_dict(saved)
     random.setstate(saved["rng"]["python"])
     name, key, position, has_gauss, gauss = saved["rng"]["numpy"]
     np.random.set_state((name, np.array(key, dtype=np.uint32), position, has_gauss, gauss))
     set_rng_state(saved["rng"]["processes"][rank], device)
-    return Progress(**saved["state"])
+    return RunState(**saved["state"])
 
 
-def resume(path: Path, model, optimisation: Optimisation, resumable: dict, dist: Distributed, total: int,
-           say: Callable[[str], None], finished: Callable[[Progress], bool], saved: Callable[[], bool]
-           ) -> Progress | None:
-    """Where a run stands: a fresh Progress without a checkpoint, the checkpoint's (weights, optimiser and random
+def resume(path: Path, model, training_step: TrainingStep, resumable: dict, dist: Distributed, total: int,
+           say: Callable[[str], None], finished: Callable[[RunState], bool], saved: Callable[[], bool]
+           ) -> RunState | None:
+    """Where a run stands: a fresh RunState without a checkpoint, the checkpoint's (weights, optimiser and random
     state loaded) with one, None when the checkpoint holds a finished run (`finished`) whose final save completed
     (`saved`). A finished run whose final save was cut short (a crash, a signal, a full disk) is returned as it is,
     to be saved again."""
     if not path.is_file():
-        return Progress()
-    state = load_checkpoint(path, model, optimisation, resumable, dist.rank, dist.device)
+        return RunState()
+    state = load_checkpoint(path, model, training_step, resumable, dist.rank, dist.device)
     if finished(state):
         if saved():
             say(f"{path.parent.parent} holds a finished run (step {state.step} of {total}); nothing to do. Use "
@@ -518,10 +519,10 @@ def resume(path: Path, model, optimisation: Optimisation, resumable: dict, dist:
     return state
 
 
-def stop_interrupted(path: Path, dist: Distributed, model, optimisation: Optimisation, progress: Progress,
+def stop_interrupted(path: Path, dist: Distributed, model, training_step: TrainingStep, progress: RunState,
                      resumable: dict):
     """Ctrl-C or SIGTERM reached a process: every process checkpoints (rank 0 writes) and the run stops."""
-    save_checkpoint(path, dist, model, optimisation, progress, resumable)
+    save_checkpoint(path, dist, model, training_step, progress, resumable)
     dist.barrier()
     raise KeyboardInterrupt(f"interrupted at step {progress.step}; checkpoint saved in {path}, run the same command "
                             f"again to resume")
@@ -533,7 +534,7 @@ def checkpoint_settings(config: LoopConfig, world: int, precision: str) -> dict:
     return {**config.resume_settings(), "precision": precision, "processes": world}
 
 
-class _InterruptFlag:
+class InterruptFlag:
     """Turns SIGINT/SIGTERM into a flag checked between steps; a second Ctrl-C interrupts at once."""
 
     def __init__(self):
@@ -559,7 +560,7 @@ class _InterruptFlag:
         self.previous = {}
 
 
-def _progress(total: int, done: int, enabled: bool):
+def progress_bar(total: int, done: int, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -568,12 +569,12 @@ def _progress(total: int, done: int, enabled: bool):
                 file=sys.stderr, mininterval=1.0)
 
 
-def _append_log(path: Path, entry: dict) -> None:
+def append_log(path: Path, entry: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps({"time": time.time(), **entry}) + "\n")
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """On resume, forget log lines written after the checkpoint."""
     if not path.is_file():
         return

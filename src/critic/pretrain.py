@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from critic import data, model as modelling, sources
 from critic.config import PretrainConfig
 from critic.text import Encoder, Ragged, frame_windows, pad
-from critic.loop import (CHECKPOINT, Clock, Distributed, LossMeter, Optimisation, Progress, _ahead, _append_log,
-                          _InterruptFlag, _progress, _truncate_log, checkpoint_settings, linear_schedule, plan_batches, resume,
+from critic.loop import (CHECKPOINT, Clock, Distributed, LossMeter, TrainingStep, RunState, read_ahead, append_log,
+                          InterruptFlag, progress_bar, truncate_log, checkpoint_settings, linear_schedule, plan_batches, resume,
                           save_checkpoint, seed_everything, stop_interrupted)
 
 PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
@@ -104,7 +104,7 @@ def masked_batches(steps: list[np.ndarray], first_step: int, inputs: Ragged, mas
         return ({k: v.pin_memory() for k, v in batch.items()} if pin else batch), max(count, 1)
 
     prepared = (prepare_one(first_step + i, rows) for i, rows in enumerate(steps))
-    return _ahead(prepared, depth=4) if pin else prepared
+    return read_ahead(prepared, depth=4) if pin else prepared
 
 
 def holdout_loss(model, inputs: Ragged, masker: Masker, device: torch.device, precision: str, pad_id: int,
@@ -177,9 +177,9 @@ def split_holdout(everything: Ragged, share: float, seed: int) -> tuple[Ragged, 
     return everything.take(order[len(held):]), everything.take(held)
 
 
-def record_holdout(output: Path, state: Progress, epoch: float, loss: float, say: Callable[[str], None]) -> None:
+def record_holdout(output: Path, state: RunState, epoch: float, loss: float, say: Callable[[str], None]) -> None:
     state.history.append({"step": state.step, "epoch": epoch, "holdout_loss": loss})
-    _append_log(output / "pretrain_log.jsonl", {"event": "eval", **state.history[-1]})
+    append_log(output / "pretrain_log.jsonl", {"event": "eval", **state.history[-1]})
     say(f"epoch {epoch:.0f}: held-out masked-token loss {loss:.4f} (perplexity {np.exp(loss):.2f})")
 
 
@@ -204,18 +204,18 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     model.to(device).train()
     masker = Masker(tokenizer, config.mask_probability, config.whole_word, config.seed)
     warmup = HeadWarmup(model, new, round(config.head_warmup * plan.total))
-    optimisation = Optimisation(model, config, device, precision, dist.world, plan.total, masked_token_loss,
+    training_step = TrainingStep(model, config, device, precision, dist.world, plan.total, masked_token_loss,
                                 before_update=warmup, schedule=warmup.schedule(config.warmup_ratio, plan.total))
     resumable = checkpoint_settings(config, dist.world, precision)
     checkpoint_path = output / CHECKPOINT
-    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say,
+    state = resume(checkpoint_path, model, training_step, resumable, dist, plan.total, say,
                    finished=lambda done: done.step >= plan.total, saved=lambda: (output / PRETRAIN_RECORD).is_file())
     if state is None:
         dist.close()
         return output
     if dist.main:
         config.save(output / "pretrain_config.json")
-        _truncate_log(output / "pretrain_log.jsonl", state.step)
+        truncate_log(output / "pretrain_log.jsonl", state.step)
     say(f"masked-language-model training of {config.model}: {len(train_seqs):,} sequences, {len(held_seqs):,} held "
         f"out; {plan.total:,} steps; {device}, {precision}"
         + (", whole-word masking" if config.whole_word else "")
@@ -224,18 +224,18 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
         say(f"{config.model} has no trained {groups(new)}: it starts random (--head-warmup trains it alone first)")
     if dist.main and state.step == 0 and len(held_seqs):
         loss = holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id, multiple)
-        _append_log(output / "pretrain_log.jsonl", {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
+        append_log(output / "pretrain_log.jsonl", {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
         say(f"before: held-out masked-token loss {loss:.4f}")
 
-    interrupted = _InterruptFlag()
-    bar = _progress(plan.total, state.step, progress and dist.main)
+    interrupted = InterruptFlag()
+    bar = progress_bar(plan.total, state.step, progress and dist.main)
     losses = LossMeter(device)
     clock = Clock(device)
     epoch_ends = set(plan.epoch_ends)
     try:
         for batch, count in masked_batches(plan.steps[state.step:], state.step, train_seqs, masker, encoder.pad_id,
                                            multiple, dist.rank, dist.world, pin=device.type == "cuda"):
-            summed = optimisation.step(batch, count)
+            summed = training_step.run(batch, count)
             losses.add(summed, int((batch["labels"] != -100).sum()))
             state.step += 1
             if bar is not None:
@@ -243,8 +243,8 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
             at_log_point = state.step % config.log_every == 0
             if at_log_point and dist.main:
                 loss = losses.take()
-                _append_log(output / "pretrain_log.jsonl", {"event": "train", "step": state.step, "loss": loss,
-                                                            "lr": optimisation.scheduler.get_last_lr()[0]})
+                append_log(output / "pretrain_log.jsonl", {"event": "train", "step": state.step, "loss": loss,
+                                                            "lr": training_step.scheduler.get_last_lr()[0]})
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.3f}")
             if state.step in epoch_ends:
@@ -253,9 +253,9 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
                         record_holdout(output, state, plan.epoch_at(state.step),
                                        holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id,
                                                     multiple), say)
-                    save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
+                    save_checkpoint(checkpoint_path, dist, model, training_step, state, resumable)
             if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-                stop_interrupted(checkpoint_path, dist, model, optimisation, state, resumable)
+                stop_interrupted(checkpoint_path, dist, model, training_step, state, resumable)
     finally:
         if bar is not None:
             bar.close()
@@ -268,7 +268,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     return output
 
 
-def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: Progress, clock: Clock) -> None:
+def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: RunState, clock: Clock) -> None:
     """A standard Hugging Face folder (the encoder with its MLM head; a classifier built from it drops the head),
     written as one set (a crash leaves the previous one or this one; a rerun saves it again)."""
     model = getattr(model, "_orig_mod", model)

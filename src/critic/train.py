@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from critic import calibration, data, model as modelling, sources
 from critic.config import TrainConfig, parse_fold
 from critic.kernels import use_rowwise_attention
-from critic.loop import (_append_log, CHECKPOINT, checkpoint_settings, Clock, Distributed, _InterruptFlag, log_training,
-                         LossMeter, Machine, Optimisation, plan_batches, prepared_batches, Progress, _progress,
-                         rank_seed, resume, save_checkpoint, seed_everything, stop_interrupted, _truncate_log)
+from critic.loop import (append_log, CHECKPOINT, checkpoint_settings, Clock, Distributed, InterruptFlag, log_training,
+                         LossMeter, Machine, TrainingStep, plan_batches, prepared_batches, RunState, progress_bar,
+                         rank_seed, resume, save_checkpoint, seed_everything, stop_interrupted, truncate_log)
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
 
 
@@ -53,7 +53,7 @@ def better(metric: str, new: float, old: float | None) -> bool:
 
 
 @dataclass(frozen=True)
-class Objective:
+class ClassificationLoss:
     """A batch's loss, summed over its rows: cross-entropy with the labels; when distilling, mixed with the
     KL divergence from the teacher's probabilities softened at `temperature` (Hinton et al. 2015), scaled by T^2
     so that its gradients keep their size whatever T is."""
@@ -170,7 +170,7 @@ def validate(model, inputs: Ragged, labels: np.ndarray, device: torch.device, pr
     return validation_metrics(logits, labels)
 
 
-def record(progress: Progress, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
+def record(progress: RunState, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
     """Add a validation to the history; returns its entry and whether it is the best so far."""
     entry = {"step": progress.step, "epoch": round(epoch, 3), **{f"val_{k}": v for k, v in metrics.items()},
              "train_loss": train_loss}
@@ -183,7 +183,7 @@ def record(progress: Progress, metrics: dict, metric: str, epoch: float, train_l
     return entry, improved
 
 
-def validate_and_select(inputs: Inputs, machine: Machine, config: TrainConfig, progress: Progress, total: int,
+def validate_and_select(inputs: Inputs, machine: Machine, config: TrainConfig, progress: RunState, total: int,
                         epoch: float, train_loss: float, meta: dict, say: Callable[[str], None]) -> bool:
     """Validate, log, keep the best model (with --select best); True when patience has run out."""
     output = Path(config.output)
@@ -194,7 +194,7 @@ def validate_and_select(inputs: Inputs, machine: Machine, config: TrainConfig, p
         modelling.save(inputs.model, inputs.tokenizer, output, {
             **meta, "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
             "validation": entry})
-    _append_log(output / "train_log.jsonl", {"event": "eval", **entry})
+    append_log(output / "train_log.jsonl", {"event": "eval", **entry})
     say(f"step {progress.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
         f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else ""))
     return config.patience > 0 and progress.bad_evals >= config.patience
@@ -242,8 +242,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         use_rowwise_attention(model)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
     weights = None if inputs.class_weights is None else inputs.class_weights.to(device)
-    objective = Objective(config.teacher_share if config.teacher else 0.0, config.teacher_temperature, weights)
-    optimisation = Optimisation(model, config, device, machine.precision, dist.world, plan.total, objective)
+    objective = ClassificationLoss(config.teacher_share if config.teacher else 0.0, config.teacher_temperature, weights)
+    training_step = TrainingStep(model, config, device, machine.precision, dist.world, plan.total, objective)
     say(f"training on {len(inputs.train):,} reviews, validating on {len(inputs.validation):,}; {config.max_length} "
         f"tokens, truncation {config.truncation}; {plan.total:,} steps of "
         + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens" if machine.by_tokens
@@ -254,22 +254,22 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     checkpoint_path = output / CHECKPOINT
     resumable = checkpoint_settings(config, dist.world, machine.precision)
 
-    def finished(done: Progress) -> bool:
+    def finished(done: RunState) -> bool:
         return done.step >= plan.total or (bool(config.patience) and done.bad_evals >= config.patience)
 
-    state = resume(checkpoint_path, model, optimisation, resumable, dist, plan.total, say, finished,
+    state = resume(checkpoint_path, model, training_step, resumable, dist, plan.total, say, finished,
                    saved=lambda: modelling.run_complete(output))
     if state is None:
         dist.close()
         return output
     if dist.main:
         config.save(output / "train_config.json")
-        _truncate_log(output / "train_log.jsonl", state.step)
+        truncate_log(output / "train_log.jsonl", state.step)
     meta = run_meta(config, inputs)
 
     # ---- the loop. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume.
-    interrupted = _InterruptFlag()
-    bar = _progress(plan.total, state.step, progress and dist.main)
+    interrupted = InterruptFlag()
+    bar = progress_bar(plan.total, state.step, progress and dist.main)
     log_losses, epoch_losses = LossMeter(device), LossMeter(device)
     clock = Clock(device)
     samples = 0
@@ -280,7 +280,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
                                                    inputs.train, inputs.targets,
                                                    inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
                                                    pin=device.type == "cuda"):
-            summed = optimisation.step(batch, global_rows)
+            summed = training_step.run(batch, global_rows)
             log_losses.add(summed, len(batch["labels"]))
             epoch_losses.add(summed, len(batch["labels"]))
             state.step += 1
@@ -289,19 +289,19 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
                 bar.update(1)
             at_log_point = state.step % config.log_every == 0
             if at_log_point and dist.main:
-                log_training(output / "train_log.jsonl", state.step, samples, log_losses, clock, optimisation, bar)
+                log_training(output / "train_log.jsonl", state.step, samples, log_losses, clock, training_step, bar)
             stop = False
             if state.step in epoch_ends or (config.eval_every and state.step % config.eval_every == 0):
                 with clock.pause():
                     if dist.main:
                         stop = validate_and_select(inputs, machine, config, state, plan.total,
                                                    plan.epoch_at(state.step), epoch_losses.take(), meta, say)
-                    save_checkpoint(checkpoint_path, dist, model, optimisation, state, resumable)
+                    save_checkpoint(checkpoint_path, dist, model, training_step, state, resumable)
                     if on_validation is not None and dist.main:
                         on_validation(state.history[-1])  # may raise to stop the run (a pruned search trial)
                 stop = dist.any(stop)
             if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-                stop_interrupted(checkpoint_path, dist, model, optimisation, state, resumable)
+                stop_interrupted(checkpoint_path, dist, model, training_step, state, resumable)
             if stop:
                 say(f"early stop: no improvement in {config.patience} evaluations")
                 break
@@ -311,29 +311,29 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
         interrupted.restore()
 
     if dist.main:
-        finish(inputs, config, machine, state, meta, optimisation, clock, samples, dist.world, say, progress)
+        finish(inputs, config, machine, state, meta, training_step, clock, samples, dist.world, say, progress)
     dist.barrier()
     dist.close()
     return output
 
 
-def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: Progress, meta: dict,
-           optimisation: Optimisation, clock: Clock, samples: int, world: int, say: Callable[[str], None],
+def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: RunState, meta: dict,
+           training_step: TrainingStep, clock: Clock, samples: int, world: int, say: Callable[[str], None],
            progress: bool) -> None:
     """The model (with --select last), calibrated; its history and speed in critic.json, stats.csv, the curves, a
     summary."""
     output = Path(config.output)
     stepping = clock.training_seconds()
     elapsed = time.perf_counter() - clock.started
-    fp16 = optimisation.scaler.is_enabled()
-    skipped = optimisation.skipped_steps(state.step)
+    fp16 = training_step.scaler.is_enabled()
+    skipped = training_step.skipped_steps(state.step)
     if config.select == "last":
         modelling.save(inputs.model, inputs.tokenizer, output, {**meta, "selected": f"last (step {state.step})",
                                                                 "validation": state.history[-1]})
     # A run whose final save is done again has trained no step in this process: it has no speed to record.
     speed = {"train_seconds": elapsed, "validation_seconds": clock.paused,
              "train_samples_per_second": samples / stepping} if samples else {}
-    modelling.update_meta(output, history=state.history, precision=optimisation.precision, processes=world, **speed,
+    modelling.update_meta(output, history=state.history, precision=training_step.precision, processes=world, **speed,
                           **({"fp16_skipped_steps": skipped} if fp16 else {}))
     if config.calibrate:
         calibrate(output, inputs, machine, say)
