@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -235,18 +235,18 @@ def plan_batches(lengths: np.ndarray, config: LoopConfig, world: int, by_tokens:
 
 
 def prepared_batches(steps: Iterable[np.ndarray], inputs: Ragged, targets: dict[str, torch.Tensor], pad_id: int,
-                     multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int]]:
-    """(this process's padded share of each global batch, the global batch's size), with the rows of each of
-    `targets` (labels, a teacher's probabilities). With `pin` (a GPU) the batches are prepared in a background
-    thread into pinned memory, so the copy to the GPU does not block."""
+                     multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int, int]]:
+    """(this process's padded share of each global batch, with the rows of each of `targets` (labels, a teacher's
+    probabilities); the global batch's size, twice: its loss is a mean over its rows). With `pin` (a GPU) the
+    batches are prepared in a background thread into pinned memory, so the copy to the GPU does not block."""
 
-    def prepare_one(rows_global: np.ndarray) -> tuple[dict, int]:
+    def prepare_one(rows_global: np.ndarray) -> tuple[dict, int, int]:
         rows = np.array_split(rows_global, world)[rank]
         batch = pad(inputs, rows, pad_id, multiple)
         batch.update({name: values[torch.from_numpy(rows)] for name, values in targets.items()})
         if pin:
             batch = {k: v.pin_memory() for k, v in batch.items()}
-        return batch, len(rows_global)
+        return batch, len(rows_global), len(rows_global)
 
     prepared = map(prepare_one, steps)
     return read_ahead(prepared, depth=4) if pin else prepared
@@ -433,6 +433,11 @@ class Machine:
     multiple: int  # batch widths rounded up to it
     by_tokens: bool  # batches filled to a token budget, or a fixed number of reviews
 
+    @classmethod
+    def choose(cls, config: LoopConfig, device: torch.device) -> "Machine":
+        return cls(device, modelling.resolve_precision(config.precision, device), modelling.pad_multiple(device),
+                   config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"))
+
 
 @dataclass
 class RunState:
@@ -459,73 +464,74 @@ def log_training(path: Path, step: int, samples: int, losses: LossMeter, clock: 
         bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{speed:.0f}")
 
 
-def save_checkpoint(path: Path, dist: Distributed, model, training_step: TrainingStep, progress: RunState,
-                    resumable: dict) -> None:
-    """Everything a resume needs, with every process's random state (each draws its own dropout); every process
-    calls it, the first one writes."""
-    rng = dist.gather(rng_state(dist.device))
-    if dist.main:
-        name, key, position, has_gauss, gauss = np.random.get_state()
-        atomic_save({"model": model.state_dict(), **training_step.state_dict(), "state": asdict(progress),
-                     "config": resumable, "rng": {"python": random.getstate(), "processes": rng,
-                                                  "numpy": (name, key.tolist(), position, has_gauss, gauss)}}, path)
+class Checkpoint:
+    """The run's checkpoint (OUTPUT/checkpoint/state.pt): the weights, the optimiser, the schedule and loss scale,
+    where the run stands, every process's random state, and the settings it must match to be resumed."""
 
+    def __init__(self, path: Path, dist: Distributed, model, training_step: TrainingStep, settings: dict):
+        self.path, self.dist, self.model, self.training_step, self.settings = path, dist, model, training_step, settings
 
-def load_checkpoint(path: Path, model, training_step: TrainingStep, resumable: dict, rank: int,
-                    device: torch.device) -> RunState:
-    import pickle
-    import re
+    def save(self, state: RunState) -> None:
+        """Every process calls it (each draws its own dropout: its random state is kept); the first one writes."""
+        rng = self.dist.gather(rng_state(self.dist.device))
+        if self.dist.main:
+            name, key, position, has_gauss, gauss = np.random.get_state()
+            atomic_save({"model": self.model.state_dict(), **self.training_step.state_dict(), "state": asdict(state),
+                         "config": self.settings,
+                         "rng": {"python": random.getstate(), "processes": rng,
+                                 "numpy": (name, key.tolist(), position, has_gauss, gauss)}}, self.path)
 
-    try:  # tensors and plain values only: a pickle in a shared output folder could otherwise run code
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        named = re.search(r"GLOBAL ([\w.]+)", str(error))
-        found = f"a reference to {named.group(1)}" if named else "objects other than tensors and plain values"
-        raise ValueError(f"{path}: not a checkpoint critic wrote (it holds {found}); critic loads only tensors and "
-                         f"plain values from a checkpoint. Delete {path.parent} if you did not put it there") from None
-    if saved["config"] != resumable:
-        changed = sorted(k for k in set(resumable) | set(saved["config"])
-                         if resumable.get(k) != saved["config"].get(k))
-        raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)}); "
-                         f"use another --output or delete {path.parent}")
-    model.load_state_dict(saved["model"])
-    training_step.load_state_dict(saved)
-    random.setstate(saved["rng"]["python"])
-    name, key, position, has_gauss, gauss = saved["rng"]["numpy"]
-    np.random.set_state((name, np.array(key, dtype=np.uint32), position, has_gauss, gauss))
-    set_rng_state(saved["rng"]["processes"][rank], device)
-    return RunState(**saved["state"])
+    def load(self) -> RunState:
+        import pickle
 
+        try:  # tensors and plain values only: a pickle in a shared output folder could otherwise run code
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            named = re.search(r"GLOBAL ([\w.]+)", str(error))
+            found = f"a reference to {named.group(1)}" if named else "objects other than tensors and plain values"
+            raise ValueError(f"{self.path}: not a checkpoint critic wrote (it holds {found}); critic loads only "
+                             f"tensors and plain values from a checkpoint. Delete {self.path.parent} if you did not "
+                             f"put it there") from None
+        if saved["config"] != self.settings:
+            changed = sorted(k for k in set(self.settings) | set(saved["config"])
+                             if self.settings.get(k) != saved["config"].get(k))
+            raise ValueError(f"{self.path} belongs to a run with other settings ({', '.join(changed)}); "
+                             f"use another --output or delete {self.path.parent}")
+        self.model.load_state_dict(saved["model"])
+        self.training_step.load_state_dict(saved)
+        random.setstate(saved["rng"]["python"])
+        name, key, position, has_gauss, gauss = saved["rng"]["numpy"]
+        np.random.set_state((name, np.array(key, dtype=np.uint32), position, has_gauss, gauss))
+        set_rng_state(saved["rng"]["processes"][self.dist.rank], self.dist.device)
+        return RunState(**saved["state"])
 
-def resume(path: Path, model, training_step: TrainingStep, resumable: dict, dist: Distributed, total: int,
-           say: Callable[[str], None], finished: Callable[[RunState], bool], saved: Callable[[], bool]
-           ) -> RunState | None:
-    """Where a run stands: a fresh RunState without a checkpoint, the checkpoint's (weights, optimiser and random
-    state loaded) with one, None when the checkpoint holds a finished run (`finished`) whose final save completed
-    (`saved`). A finished run whose final save was cut short (a crash, a signal, a full disk) is returned as it is,
-    to be saved again."""
-    if not path.is_file():
-        return RunState()
-    state = load_checkpoint(path, model, training_step, resumable, dist.rank, dist.device)
-    if finished(state):
-        if saved():
-            say(f"{path.parent.parent} holds a finished run (step {state.step} of {total}); nothing to do. Use "
-                f"another --output, or delete the folder to run again")
-            return None
-        say(f"{path.parent.parent}: training finished at step {state.step} of {total}, but the final save did not "
-            f"complete; saving it now")
+    def resume(self, total: int, say: Callable[[str], None], finished: Callable[[RunState], bool],
+               saved: Callable[[], bool]) -> RunState | None:
+        """Where a run stands: a fresh RunState without a checkpoint, the checkpoint's (weights, optimiser and
+        random state loaded) with one, None when the checkpoint holds a finished run (`finished`) whose final save
+        completed (`saved`). A finished run whose final save was cut short (a crash, a signal, a full disk) is
+        returned as it is, to be saved again."""
+        if not self.path.is_file():
+            return RunState()
+        state = self.load()
+        folder = self.path.parent.parent
+        if finished(state):
+            if saved():
+                say(f"{folder} holds a finished run (step {state.step} of {total}); nothing to do. Use another "
+                    f"--output, or delete the folder to run again")
+                return None
+            say(f"{folder}: training finished at step {state.step} of {total}, but the final save did not "
+                f"complete; saving it now")
+            return state
+        say(f"resuming from step {state.step} of {total} ({self.path})")
         return state
-    say(f"resuming from step {state.step} of {total} ({path})")
-    return state
 
-
-def stop_interrupted(path: Path, dist: Distributed, model, training_step: TrainingStep, progress: RunState,
-                     resumable: dict):
-    """Ctrl-C or SIGTERM reached a process: every process checkpoints (rank 0 writes) and the run stops."""
-    save_checkpoint(path, dist, model, training_step, progress, resumable)
-    dist.barrier()
-    raise KeyboardInterrupt(f"interrupted at step {progress.step}; checkpoint saved in {path}, run the same command "
-                            f"again to resume")
+    def stop_interrupted(self, state: RunState):
+        """Ctrl-C or SIGTERM reached a process: every process checkpoints (rank 0 writes) and the run stops."""
+        self.save(state)
+        self.dist.barrier()
+        raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {self.path}, run the same "
+                                f"command again to resume")
 
 
 def checkpoint_settings(config: LoopConfig, world: int, precision: str) -> dict:
@@ -580,3 +586,148 @@ def truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+# ------------------------------------------------------------------------------------------------------ the loop
+
+
+class Job(Protocol):
+    """What a kind of training brings to the loop: its model and training rows, its step's objective, its batches,
+    what it does at a validation point, and its final save. Fine-tuning and distillation (critic.train.FineTuning)
+    and masked-language-model pre-training (critic.pretrain.Pretraining) are the two."""
+
+    log_file: str  # under OUTPUT: the log's JSON lines
+    config_file: str  # under OUTPUT: the resolved config
+    model: torch.nn.Module
+    lengths: np.ndarray  # each training row's tokens, for the plan of batches
+
+    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+        """The model made ready for the machine (on its device already) and its TrainingStep."""
+
+    def finished(self, state: RunState, total: int) -> bool:
+        """Whether a run at `state` has no step left."""
+
+    def saved(self) -> bool:
+        """Whether the final save of a finished run completed."""
+
+    def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
+        """What the run says (and measures) before its first step, resumed or not; on every process."""
+
+    def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed
+                ) -> Iterator[tuple[dict, int, int]]:
+        """For each step from `first`: (this process's share of the global batch, ready for TrainingStep.run; what
+        the loss is a mean over: the global batch's rows, or its masked tokens; the global batch's rows)."""
+
+    def rows(self, batch: dict) -> int:
+        """What the share's summed loss counts (reviews, or masked tokens)."""
+
+    def validates_at(self, step: int) -> bool:
+        """Besides the end of each epoch."""
+
+    def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
+        """On the first process: validate, record in `state`, keep what is best; True to stop early."""
+
+    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
+        """On the first process: the final save and summary."""
+
+
+def run(config: LoopConfig, prepare: Callable[[Callable[[str], None]], Job], log: Callable[[str], None] | None = None,
+        progress: bool = True, on_validation: Callable[[dict], None] | None = None) -> Path:
+    """Train as `config` says; returns OUTPUT. `prepare(say)` loads the job (its data and model; the first process
+    of each machine first, so that it fills the cache for the others). Resumes from OUTPUT's checkpoint, and
+    returns at once for a finished run. `on_validation` is called with each validation's history entry (critic.tune
+    reports them to its pruner, and may raise there to stop the run)."""
+    dist = Distributed(config.device)
+    say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
+    output = Path(config.output)
+    dist.open_output(output, say)
+    seed_everything(config.seed)  # the same new head on every process
+    with dist.local_main_first():
+        job = prepare(say)
+    machine = Machine.choose(config, dist.device)
+    plan = plan_batches(job.lengths, config, dist.world, machine.by_tokens, machine.multiple)
+    job.model.to(machine.device)
+    torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
+    training_step = job.training_step(machine, dist.world, plan.total)
+    checkpoint = Checkpoint(output / CHECKPOINT, dist, job.model, training_step,
+                            checkpoint_settings(config, dist.world, machine.precision))
+    state = checkpoint.resume(plan.total, say, lambda done: job.finished(done, plan.total), job.saved)
+    if state is None:
+        dist.close()
+        return output
+    if dist.main:
+        config.save(output / job.config_file)
+        truncate_log(output / job.log_file, state.step)
+    job.begin(state, plan, machine, dist)
+    steps = Steps(job, config, output, dist, machine, plan, training_step, checkpoint, say)
+    steps.take(state, progress and dist.main, on_validation)
+    if dist.main:
+        job.finish(state, steps.clock, steps.samples, training_step, dist.world)
+    dist.barrier()
+    dist.close()
+    return output
+
+
+@dataclass
+class Steps:
+    """The steps of a run, from where it stands to the end of its plan, with validation points, logging, checkpoints
+    and interruption. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume."""
+
+    job: Job
+    config: LoopConfig
+    output: Path
+    dist: Distributed
+    machine: Machine
+    plan: Plan
+    training_step: TrainingStep
+    checkpoint: Checkpoint
+    say: Callable[[str], None]
+    samples: int = 0
+
+    def __post_init__(self):
+        self.clock = Clock(self.machine.device)
+        self.log_losses, self.epoch_losses = LossMeter(self.machine.device), LossMeter(self.machine.device)
+
+    def take(self, state: RunState, show_progress: bool, on_validation: Callable[[dict], None] | None) -> None:
+        dist, job, log_every = self.dist, self.job, self.config.log_every
+        interrupted = InterruptFlag()
+        bar = progress_bar(self.plan.total, state.step, show_progress)
+        epoch_ends = set(self.plan.epoch_ends)
+        left = [] if job.finished(state, self.plan.total) else self.plan.steps[state.step:]
+        job.model.train()
+        try:
+            for batch, global_count, global_rows in job.batches(left, state.step, self.machine, dist):
+                summed = self.training_step.run(batch, global_count)
+                rows = job.rows(batch)
+                self.log_losses.add(summed, rows)
+                self.epoch_losses.add(summed, rows)
+                state.step += 1
+                self.samples += global_rows
+                if bar is not None:
+                    bar.update(1)
+                at_log_point = state.step % log_every == 0
+                if at_log_point and dist.main:
+                    log_training(self.output / job.log_file, state.step, self.samples, self.log_losses, self.clock,
+                                 self.training_step, bar)
+                stop = False
+                if state.step in epoch_ends or job.validates_at(state.step):
+                    stop = self.validation_point(state, on_validation)
+                if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
+                    self.checkpoint.stop_interrupted(state)
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            interrupted.restore()
+
+    def validation_point(self, state: RunState, on_validation: Callable[[dict], None] | None) -> bool:
+        """Validate (the first process), checkpoint (every process), report; True on every process to stop."""
+        with self.clock.pause():
+            stop = False
+            if self.dist.main:
+                stop = self.job.validate(state, self.plan.epoch_at(state.step), self.epoch_losses.take())
+            self.checkpoint.save(state)
+            if on_validation is not None and self.dist.main and state.history:
+                on_validation(state.history[-1])  # may raise to stop the run (a pruned search trial)
+        return self.dist.any(stop)

@@ -2,13 +2,13 @@
 BERT-base). BERT's recipe: 15% of the tokens chosen (or whole words), 80% of those replaced by [MASK], 10% by a
 random token, 10% left as they are (transformers' DataCollatorForLanguageModeling does the masking). Reviews longer
 than the window are cut into several sequences, so every token of the training split is read; validation and test
-text never are. The loop is train's: the same optimiser, batches, checkpoints, interruption and resume, and its
-result is an encoder folder that `critic train --model FOLDER` fine-tunes."""
+text never are. It is a job of the one training loop (critic.loop): the same step, batches, checkpoints,
+interruption and resume as fine-tuning; its result is an encoder folder that `critic train --model FOLDER`
+fine-tunes."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,12 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, model as modelling, sources
+from critic import data, loop, model as modelling, sources
 from critic.config import PretrainConfig
+from critic.loop import (append_log, Clock, Distributed, linear_schedule, Machine, Plan, read_ahead, RunState,
+                         TrainingStep)
 from critic.text import Encoder, Ragged, frame_windows, pad
-from critic.loop import (CHECKPOINT, Clock, Distributed, LossMeter, TrainingStep, RunState, read_ahead, append_log,
-                          InterruptFlag, progress_bar, truncate_log, checkpoint_settings, linear_schedule, plan_batches, resume,
-                          save_checkpoint, seed_everything, stop_interrupted)
 
 PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
 
@@ -93,15 +92,15 @@ def sequences(config: PretrainConfig, encoder: Encoder, say: Callable[[str], Non
 
 
 def masked_batches(steps: list[np.ndarray], first_step: int, inputs: Ragged, masker: Masker, pad_id: int,
-                   multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int]]:
-    """(this process's masked share of each global batch, the global batch's masked-token count)."""
+                   multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int, int]]:
+    """(this process's masked share of each global batch, the global batch's masked-token count, its rows)."""
 
-    def prepare_one(step: int, rows_global: np.ndarray) -> tuple[dict, int]:
+    def prepare_one(step: int, rows_global: np.ndarray) -> tuple[dict, int, int]:
         shares = [masker(pad(inputs, rows, pad_id, multiple), step, r) for r, rows in
                   enumerate(np.array_split(rows_global, world))]  # every share's mask, for the global count
         batch = shares[rank]
         count = sum(int((share["labels"] != -100).sum()) for share in shares)
-        return ({k: v.pin_memory() for k, v in batch.items()} if pin else batch), max(count, 1)
+        return ({k: v.pin_memory() for k, v in batch.items()} if pin else batch), max(count, 1), len(rows_global)
 
     prepared = (prepare_one(first_step + i, rows) for i, rows in enumerate(steps))
     return read_ahead(prepared, depth=4) if pin else prepared
@@ -177,95 +176,81 @@ def split_holdout(everything: Ragged, share: float, seed: int) -> tuple[Ragged, 
     return everything.take(order[len(held):]), everything.take(held)
 
 
-def record_holdout(output: Path, state: RunState, epoch: float, loss: float, say: Callable[[str], None]) -> None:
-    state.history.append({"step": state.step, "epoch": epoch, "holdout_loss": loss})
-    append_log(output / "pretrain_log.jsonl", {"event": "eval", **state.history[-1]})
-    say(f"epoch {epoch:.0f}: held-out masked-token loss {loss:.4f} (perplexity {np.exp(loss):.2f})")
-
-
 def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
     """Masked-language-model training as `config` says; returns the encoder folder. Resumes from OUTPUT's
     checkpoint."""
-    dist = Distributed(config.device)
-    say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
-    output = Path(config.output)
-    dist.open_output(output, say)
-    seed_everything(config.seed)
-    model, tokenizer, new = masked_lm(config.model, say)
-    encoder = Encoder(tokenizer)
-    with dist.local_main_first():
-        train_seqs, held_seqs = split_holdout(sequences(config, encoder, say), config.holdout, config.seed)
+    return loop.run(config, lambda say: Pretraining(config, say), log, progress)
 
-    device = dist.device
-    precision = modelling.resolve_precision(config.precision, device)
-    multiple = modelling.pad_multiple(device)
-    by_tokens = config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda")
-    plan = plan_batches(train_seqs.lengths, config, dist.world, by_tokens, multiple)
-    model.to(device).train()
-    masker = Masker(tokenizer, config.mask_probability, config.whole_word, config.seed)
-    warmup = HeadWarmup(model, new, round(config.head_warmup * plan.total))
-    training_step = TrainingStep(model, config, device, precision, dist.world, plan.total, masked_token_loss,
-                                before_update=warmup, schedule=warmup.schedule(config.warmup_ratio, plan.total))
-    resumable = checkpoint_settings(config, dist.world, precision)
-    checkpoint_path = output / CHECKPOINT
-    state = resume(checkpoint_path, model, training_step, resumable, dist, plan.total, say,
-                   finished=lambda done: done.step >= plan.total, saved=lambda: (output / PRETRAIN_RECORD).is_file())
-    if state is None:
-        dist.close()
-        return output
-    if dist.main:
-        config.save(output / "pretrain_config.json")
-        truncate_log(output / "pretrain_log.jsonl", state.step)
-    say(f"masked-language-model training of {config.model}: {len(train_seqs):,} sequences, {len(held_seqs):,} held "
-        f"out; {plan.total:,} steps; {device}, {precision}"
-        + (", whole-word masking" if config.whole_word else "")
-        + (f"; the first {warmup.steps:,} steps train only the new {groups(new)}" if warmup.steps else ""))
-    if new and not warmup.steps:
-        say(f"{config.model} has no trained {groups(new)}: it starts random (--head-warmup trains it alone first)")
-    if dist.main and state.step == 0 and len(held_seqs):
-        loss = holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id, multiple)
-        append_log(output / "pretrain_log.jsonl", {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
-        say(f"before: held-out masked-token loss {loss:.4f}")
 
-    interrupted = InterruptFlag()
-    bar = progress_bar(plan.total, state.step, progress and dist.main)
-    losses = LossMeter(device)
-    clock = Clock(device)
-    epoch_ends = set(plan.epoch_ends)
-    try:
-        for batch, count in masked_batches(plan.steps[state.step:], state.step, train_seqs, masker, encoder.pad_id,
-                                           multiple, dist.rank, dist.world, pin=device.type == "cuda"):
-            summed = training_step.run(batch, count)
-            losses.add(summed, int((batch["labels"] != -100).sum()))
-            state.step += 1
-            if bar is not None:
-                bar.update(1)
-            at_log_point = state.step % config.log_every == 0
-            if at_log_point and dist.main:
-                loss = losses.take()
-                append_log(output / "pretrain_log.jsonl", {"event": "train", "step": state.step, "loss": loss,
-                                                            "lr": training_step.scheduler.get_last_lr()[0]})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.3f}")
-            if state.step in epoch_ends:
-                with clock.pause():
-                    if dist.main and len(held_seqs):
-                        record_holdout(output, state, plan.epoch_at(state.step),
-                                       holdout_loss(model, held_seqs, masker, device, precision, encoder.pad_id,
-                                                    multiple), say)
-                    save_checkpoint(checkpoint_path, dist, model, training_step, state, resumable)
-            if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-                stop_interrupted(checkpoint_path, dist, model, training_step, state, resumable)
-    finally:
-        if bar is not None:
-            bar.close()
-        interrupted.restore()
-    if dist.main:
-        save_encoder(model, tokenizer, output, config, state, clock)
-        say(f"encoder in {output}: fine-tune it with `critic train --model {output}`")
-    dist.barrier()
-    dist.close()
-    return output
+class Pretraining:
+    """Masked-language-model training as a job of the training loop: the encoder with its masked-LM head, the
+    training split cut into sequences (a share held out), BERT's masking per step, the held-out loss after each
+    epoch, and the encoder saved as one set with pretrain.json."""
+
+    log_file = "pretrain_log.jsonl"
+    config_file = "pretrain_config.json"
+
+    def __init__(self, config: PretrainConfig, say: Callable[[str], None]):
+        self.config, self.say, self.output = config, say, Path(config.output)
+        self.model, self.tokenizer, self.new = masked_lm(config.model, say)
+        self.encoder = Encoder(self.tokenizer)
+        self.train_seqs, self.held_seqs = split_holdout(sequences(config, self.encoder, say), config.holdout,
+                                                        config.seed)
+        self.lengths = self.train_seqs.lengths
+        self.masker = Masker(self.tokenizer, config.mask_probability, config.whole_word, config.seed)
+
+    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+        self.machine = machine
+        self.warmup = HeadWarmup(self.model, self.new, round(self.config.head_warmup * total))
+        return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total,
+                            masked_token_loss, before_update=self.warmup,
+                            schedule=self.warmup.schedule(self.config.warmup_ratio, total))
+
+    def finished(self, state: RunState, total: int) -> bool:
+        return state.step >= total
+
+    def saved(self) -> bool:
+        return (self.output / PRETRAIN_RECORD).is_file()
+
+    def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
+        config, new, warmup = self.config, self.new, self.warmup
+        self.say(f"masked-language-model training of {config.model}: {len(self.train_seqs):,} sequences, "
+                 f"{len(self.held_seqs):,} held out; {plan.total:,} steps; {machine.device}, {machine.precision}"
+                 + (", whole-word masking" if config.whole_word else "")
+                 + (f"; the first {warmup.steps:,} steps train only the new {groups(new)}" if warmup.steps else ""))
+        if new and not warmup.steps:
+            self.say(f"{config.model} has no trained {groups(new)}: it starts random (--head-warmup trains it alone "
+                     f"first)")
+        if dist.main and state.step == 0 and len(self.held_seqs):
+            loss = self.holdout_loss()
+            append_log(self.output / self.log_file, {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
+            self.say(f"before: held-out masked-token loss {loss:.4f}")
+
+    def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
+        return masked_batches(steps, first, self.train_seqs, self.masker, self.encoder.pad_id, machine.multiple,
+                              dist.rank, dist.world, pin=machine.device.type == "cuda")
+
+    def rows(self, batch: dict) -> int:
+        return int((batch["labels"] != -100).sum())
+
+    def validates_at(self, step: int) -> bool:
+        return False
+
+    def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
+        if len(self.held_seqs):
+            loss = self.holdout_loss()
+            state.history.append({"step": state.step, "epoch": epoch, "holdout_loss": loss, "train_loss": train_loss})
+            append_log(self.output / self.log_file, {"event": "eval", **state.history[-1]})
+            self.say(f"epoch {epoch:.0f}: held-out masked-token loss {loss:.4f} (perplexity {np.exp(loss):.2f})")
+        return False
+
+    def holdout_loss(self) -> float:
+        return holdout_loss(self.model, self.held_seqs, self.masker, self.machine.device, self.machine.precision,
+                            self.encoder.pad_id, self.machine.multiple)
+
+    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
+        save_encoder(self.model, self.tokenizer, self.output, self.config, state, clock)
+        self.say(f"encoder in {self.output}: fine-tune it with `critic train --model {self.output}`")
 
 
 def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: RunState, clock: Clock) -> None:

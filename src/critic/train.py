@@ -1,18 +1,15 @@
-"""Fine-tune an encoder into a sentiment classifier. The loop reads top to bottom: data, model, optimiser, the plan
-of batches, then steps with validation, checkpointing and early stopping.
+"""Fine-tune an encoder into a sentiment classifier (and distil one from a teacher): the FineTuning job that the
+training loop (critic.loop) runs — the classifier and its reviews, the classification loss, validation with
+selection and early stopping, and the final save with calibration.
 
 A run in OUTPUT writes: the model (the best or last checkpoint, a standard Hugging Face folder), train_config.json,
 train_log.jsonl, stats.csv (the notebook's table), learning_curve.svg and checkpoint/ (everything needed to
 resume: weights, optimiser, schedule, loss scale, every process's random state, position). Under torchrun the same
 command trains with DistributedDataParallel, on one machine or several (OUTPUT on a filesystem they all see).
-
-Nothing inside a step waits for the GPU: the loss is summed on the device and read every `log_every` steps, where
-the interrupt flag is checked too; batches are padded and pinned in a background thread while the GPU works.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import calibration, data, model as modelling, sources
+from critic import calibration, data, loop, model as modelling, sources
 from critic.config import TrainConfig, parse_fold
 from critic.kernels import use_rowwise_attention
-from critic.loop import (append_log, CHECKPOINT, checkpoint_settings, Clock, Distributed, InterruptFlag, log_training,
-                         LossMeter, Machine, TrainingStep, plan_batches, prepared_batches, RunState, progress_bar,
-                         rank_seed, resume, save_checkpoint, seed_everything, stop_interrupted, truncate_log)
+from critic.loop import (append_log, Clock, Distributed, Machine, Plan, prepared_batches, RunState, TrainingStep)
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
 
 
@@ -213,7 +208,7 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
                if config.teacher else {})}
 
 
-# ------------------------------------------------------------------------------------------ the loop
+# --------------------------------------------------------------------------------------------- the job
 
 
 def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True,
@@ -221,100 +216,71 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, progres
     """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint.
     `teacher` gives the teacher's probabilities when distilling (critic.distill.distill passes it);
     `on_validation` is called with each validation's history entry (critic.tune reports them to its pruner)."""
-    dist = Distributed(config.device)
-    say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
-    output = Path(config.output)
-    dist.open_output(output, say)
-    for note in config.notes:
-        say(note)
-    seed_everything(config.seed)  # the same new head on every process
-    with dist.local_main_first():  # it tokenizes and fills the cache; the machine's other processes read it
-        inputs = load_inputs(config, say, teacher)
-    model = inputs.model
+    return loop.run(config, lambda say: FineTuning(config, say, teacher, progress), log, progress, on_validation)
 
-    # ---- machine, plan, optimiser
-    device = dist.device
-    machine = Machine(device, modelling.resolve_precision(config.precision, device), modelling.pad_multiple(device),
-                      config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"))
-    plan = plan_batches(inputs.train.lengths, config, dist.world, machine.by_tokens, machine.multiple)
-    model.to(device)
-    if device.type == "cpu" and not config.compile:  # dynamo cannot trace its per-review loop
-        use_rowwise_attention(model)
-    torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
-    weights = None if inputs.class_weights is None else inputs.class_weights.to(device)
-    objective = ClassificationLoss(config.teacher_share if config.teacher else 0.0, config.teacher_temperature, weights)
-    training_step = TrainingStep(model, config, device, machine.precision, dist.world, plan.total, objective)
-    say(f"training on {len(inputs.train):,} reviews, validating on {len(inputs.validation):,}; {config.max_length} "
-        f"tokens, truncation {config.truncation}; {plan.total:,} steps of "
-        + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens" if machine.by_tokens
-           else f"{config.batch_size} reviews") + (f" on each of {dist.world} processes" if dist.world > 1 else "")
-        + f"; {device}, {machine.precision}")
 
-    # ---- resume
-    checkpoint_path = output / CHECKPOINT
-    resumable = checkpoint_settings(config, dist.world, machine.precision)
+class FineTuning:
+    """Fine-tuning (and distillation) as a job of the training loop: the classifier, its training and validation
+    reviews, the classification loss, validation with selection and early stopping, the final save with
+    calibration."""
 
-    def finished(done: RunState) -> bool:
-        return done.step >= plan.total or (bool(config.patience) and done.bad_evals >= config.patience)
+    log_file = "train_log.jsonl"
+    config_file = "train_config.json"
 
-    state = resume(checkpoint_path, model, training_step, resumable, dist, plan.total, say, finished,
-                   saved=lambda: modelling.run_complete(output))
-    if state is None:
-        dist.close()
-        return output
-    if dist.main:
-        config.save(output / "train_config.json")
-        truncate_log(output / "train_log.jsonl", state.step)
-    meta = run_meta(config, inputs)
+    def __init__(self, config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None, progress: bool):
+        for note in config.notes:
+            say(note)
+        self.config, self.say, self.show_progress = config, say, progress
+        self.inputs = load_inputs(config, say, teacher)  # it tokenizes and fills the cache
+        self.model, self.lengths = self.inputs.model, self.inputs.train.lengths
+        self.output = Path(config.output)
+        self.meta = run_meta(config, self.inputs)
 
-    # ---- the loop. Ctrl-C or SIGTERM finish the current step, write a checkpoint and stop; run again to resume.
-    interrupted = InterruptFlag()
-    bar = progress_bar(plan.total, state.step, progress and dist.main)
-    log_losses, epoch_losses = LossMeter(device), LossMeter(device)
-    clock = Clock(device)
-    samples = 0
-    epoch_ends = set(plan.epoch_ends)
-    model.train()
-    try:
-        for batch, global_rows in prepared_batches([] if finished(state) else plan.steps[state.step:],
-                                                   inputs.train, inputs.targets,
-                                                   inputs.encoder.pad_id, machine.multiple, dist.rank, dist.world,
-                                                   pin=device.type == "cuda"):
-            summed = training_step.run(batch, global_rows)
-            log_losses.add(summed, len(batch["labels"]))
-            epoch_losses.add(summed, len(batch["labels"]))
-            state.step += 1
-            samples += global_rows
-            if bar is not None:
-                bar.update(1)
-            at_log_point = state.step % config.log_every == 0
-            if at_log_point and dist.main:
-                log_training(output / "train_log.jsonl", state.step, samples, log_losses, clock, training_step, bar)
-            stop = False
-            if state.step in epoch_ends or (config.eval_every and state.step % config.eval_every == 0):
-                with clock.pause():
-                    if dist.main:
-                        stop = validate_and_select(inputs, machine, config, state, plan.total,
-                                                   plan.epoch_at(state.step), epoch_losses.take(), meta, say)
-                    save_checkpoint(checkpoint_path, dist, model, training_step, state, resumable)
-                    if on_validation is not None and dist.main:
-                        on_validation(state.history[-1])  # may raise to stop the run (a pruned search trial)
-                stop = dist.any(stop)
-            if (dist.world == 1 or at_log_point) and dist.any(interrupted.raised):
-                stop_interrupted(checkpoint_path, dist, model, training_step, state, resumable)
-            if stop:
-                say(f"early stop: no improvement in {config.patience} evaluations")
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        interrupted.restore()
+    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+        if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
+            use_rowwise_attention(self.model)
+        self.machine = machine
+        weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
+        teacher_share = self.config.teacher_share if self.config.teacher else 0.0
+        objective = ClassificationLoss(teacher_share, self.config.teacher_temperature, weights)
+        return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total, objective)
 
-    if dist.main:
-        finish(inputs, config, machine, state, meta, training_step, clock, samples, dist.world, say, progress)
-    dist.barrier()
-    dist.close()
-    return output
+    def finished(self, state: RunState, total: int) -> bool:
+        return state.step >= total or (bool(self.config.patience) and state.bad_evals >= self.config.patience)
+
+    def saved(self) -> bool:
+        return modelling.run_complete(self.output)
+
+    def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
+        config = self.config
+        self.total = plan.total
+        self.say(f"training on {len(self.inputs.train):,} reviews, validating on {len(self.inputs.validation):,}; "
+                 f"{config.max_length} tokens, truncation {config.truncation}; {plan.total:,} steps of "
+                 + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens"
+                    if machine.by_tokens else f"{config.batch_size} reviews")
+                 + (f" on each of {dist.world} processes" if dist.world > 1 else "")
+                 + f"; {machine.device}, {machine.precision}")
+
+    def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
+        return prepared_batches(steps, self.inputs.train, self.inputs.targets, self.inputs.encoder.pad_id,
+                                machine.multiple, dist.rank, dist.world, pin=machine.device.type == "cuda")
+
+    def rows(self, batch: dict) -> int:
+        return len(batch["labels"])
+
+    def validates_at(self, step: int) -> bool:
+        return bool(self.config.eval_every) and step % self.config.eval_every == 0
+
+    def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
+        stop = validate_and_select(self.inputs, self.machine, self.config, state, self.total, epoch, train_loss,
+                                   self.meta, self.say)
+        if stop:
+            self.say(f"early stop: no improvement in {self.config.patience} evaluations")
+        return stop
+
+    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
+        finish(self.inputs, self.config, self.machine, state, self.meta, training_step, clock, samples, world,
+               self.say, self.show_progress)
 
 
 def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: RunState, meta: dict,
