@@ -1,9 +1,11 @@
 """How good a classifier is, from its probabilities (never from hard 0/1 predictions): accuracy with a
 bootstrap interval, per-class precision/recall/F1, confusion matrix, ROC and precision-recall curves, calibration,
-accuracy by review length, and the most confident mistakes. As a dict (JSON), a terminal table and an HTML page."""
+accuracy by review length, and the most confident mistakes. As a dict (JSON), a terminal table and an HTML page.
+`evaluate_model` is the evaluation run: a model scores a split of its data and every figure is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -305,3 +307,51 @@ def print_summary(summary: dict, console=None) -> None:
 
 def write(summary: dict, folder: Path, title: str, subtitle: str) -> tuple[Path, Path]:
     return report.write(folder, "evaluation", public(summary), to_html(summary, title, subtitle))
+
+
+def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,
+                   seed: int = 42, output: str | Path | None = None, progress: bool = False,
+                   backend: str = "torch", baseline: bool = True) -> dict:
+    """Score `split` of `data` with a trained model and compute every metric; writes evaluation.json and
+    evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
+    (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
+    trained on the model's own training rows and scored beside it."""
+    from tqdm.auto import tqdm
+
+    from critic import data as datasets, model as modelling
+    from critic.predict import Classifier  # the run scores with the Classifier, as predict does
+
+    classifier = Classifier.load(model, backend=backend)
+    # the evaluation rows read as the model's training rows were, with the model's classes in the model's order
+    columns = dataclasses.replace(datasets.columns_of(classifier.meta.get("config") or {}),
+                                  labels=tuple(classifier.labels))
+    dataset = datasets.load(data, columns)
+    frame = dataset.split(split, size, seed)
+    texts = frame["text"].tolist()
+    tokens = classifier.encode(texts)
+    with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
+        probs = classifier.proba_from_tokens(tokens, progress=bar)
+    summary = evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
+                                tokens.lengths + classifier.encoder.specials,
+                                ordered=bool(classifier.meta.get("ordered")))
+    if baseline:
+        trained_on = model_rows(classifier.meta, "train",
+                                         dataset if str(data) == str(classifier.meta.get("data")) else None)
+        if trained_on is not None:
+            clean = datasets.cleaner(classifier.cleaning)
+            summary["baseline"] = baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
+                                                    [clean(t) for t in texts], frame["label"], classifier.labels)
+    if classifier.meta.get("calibration", {}).get("applied"):
+        summary["calibration"] = classifier.meta["calibration"]
+    summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
+    summary["backend"] = f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else \
+        classifier.backend
+    folder = Path(output) if output else Path(model) / "evaluation"
+    json_path, html_path = write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
+    summary["files"] = [str(json_path), str(html_path)]
+    headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "f1_weighted", "roc_auc", "pr_auc",
+                                        "ece", "top2_accuracy", "mean_absolute_error", "within_one", "rows", "data",
+                                        "backend", "baseline") if k in summary}
+    if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
+        modelling.update_meta(model, evaluation=headline)
+    return summary

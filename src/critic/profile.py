@@ -166,3 +166,22 @@ def print_summary(summary: dict, console=None) -> None:
 
 def write(summary: dict, folder: Path) -> tuple[Path, Path]:
     return report.write(folder, "profile", public(summary), to_html(summary))
+
+
+def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm", cleaning: str = "default",
+                    output: str | Path | None = None, columns=None, drop_invalid: bool = False,
+                    log=None) -> dict:
+    """Profile a dataset (token counts with `tokenizer`'s vocabulary, None to skip them); writes profile.json and
+    profile.html when `output` is given. `columns` is a critic.data.Columns for files."""
+    from critic import data as datasets, sources
+
+    encoder = None
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(tokenizer, log=log))))
+    dataset = datasets.load(data, columns or datasets.Columns(), drop_invalid, log=log)
+    summary = profile(dataset, encoder, cleaning)
+    if output:
+        write(summary, Path(output))
+    return public(summary)

@@ -380,3 +380,13 @@ def write_stats(history: list[dict], output: Path) -> None:
     for ax in (left, right):
         ax.grid(alpha=0.3)
     (output / "learning_curve.svg").write_text(report.svg(fig))
+
+
+def train_model(config=None, toml: str | Path | None = None, log=None, progress: bool = True, **settings) -> Path:
+    """Fine-tune as `config` (a TrainConfig) or as keyword settings say (with `teacher`: distil from that model);
+    returns the model folder."""
+    from critic import config as configuration
+    from critic.distill import distill  # distillation runs train() with a teacher
+
+    config = config or configuration.build(settings, toml)
+    return (distill if config.teacher else train)(config, log=log, progress=progress)
