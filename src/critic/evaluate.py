@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from critic import report
-from critic.calibration import expected_calibration_error
+from critic.modeling.calibration import expected_calibration_error
 
 LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
 
@@ -132,7 +132,7 @@ def one_vs_rest(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> 
             "auc_note": "one class against the rest, macro average"}
 
 
-def baseline(train_texts: Sequence[str], train_labels: Sequence[int], texts: Sequence[str], labels: Sequence[int],
+def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[int], texts: Sequence[str], labels: Sequence[int],
              label_names: Sequence[str]) -> dict:
     """TF-IDF over word 1-2-grams + logistic regression (scikit-learn), trained on the rows the model was trained on
     and scored on the same rows as the model: does the transformer earn its cost? About 91% on IMDB's full
@@ -318,7 +318,7 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     trained on the model's own training rows and scored beside it."""
     from tqdm.auto import tqdm
 
-    from critic import data as datasets, model as modelling
+    from critic import data as datasets, modeling
     from critic.predict import Classifier  # the run scores with the Classifier, as predict does
 
     classifier = Classifier.load(model, backend=backend)
@@ -332,15 +332,14 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
         probs = classifier.proba_from_tokens(tokens, progress=bar)
     summary = evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
-                                tokens.lengths + classifier.encoder.specials,
-                                ordered=bool(classifier.meta.get("ordered")))
+                       tokens.lengths + classifier.encoder.specials, ordered=bool(classifier.meta.get("ordered")))
     if baseline:
         trained_on = model_rows(classifier.meta, "train",
-                                         dataset if str(data) == str(classifier.meta.get("data")) else None)
+                                dataset if str(data) == str(classifier.meta.get("data")) else None)
         if trained_on is not None:
             clean = datasets.cleaner(classifier.cleaning)
-            summary["baseline"] = baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
-                                                    [clean(t) for t in texts], frame["label"], classifier.labels)
+            summary["baseline"] = tfidf_baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
+                                                 [clean(t) for t in texts], frame["label"], classifier.labels)
     if classifier.meta.get("calibration", {}).get("applied"):
         summary["calibration"] = classifier.meta["calibration"]
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
@@ -353,5 +352,5 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
                                         "ece", "top2_accuracy", "mean_absolute_error", "within_one", "rows", "data",
                                         "backend", "baseline") if k in summary}
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
-        modelling.update_meta(model, evaluation=headline)
+        modeling.update_meta(model, evaluation=headline)
     return summary
