@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from critic import data, model as modelling  # noqa: E402
+from critic import data, modeling  # noqa: E402
 from critic.predict import Classifier  # noqa: E402
 from critic.text import frame_all  # noqa: E402
 
@@ -41,28 +41,28 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
     fused = copy.deepcopy(clf.model).to(torch.bfloat16)
-    rowwise, _ = modelling.inference_model(clf.model, "bf16", clf.device)
+    rowwise, _ = modeling.inference_model(clf.model, "bf16", clf.device)
     variants = {
-        "fp32 weights, bf16 autocast, fused attention": modelling.torch_forward(clf.model, clf.device, "bf16"),
-        "bf16 weights, fused attention": modelling.torch_forward(fused, clf.device, "fp32"),
-        "bf16 weights, row-wise attention (critic)": modelling.torch_forward(rowwise, clf.device, "fp32"),
+        "fp32 weights, bf16 autocast, fused attention": modeling.torch_forward(clf.model, clf.device, "bf16"),
+        "bf16 weights, fused attention": modeling.torch_forward(fused, clf.device, "fp32"),
+        "bf16 weights, row-wise attention (critic)": modeling.torch_forward(rowwise, clf.device, "fp32"),
     }
     seconds = {name: [] for name in variants}
     logits = {}
     warm_up = frame_all(clf.encoder, clf.encode(texts[:32]), truncation)
     for forward in variants.values():
-        modelling.logits(forward, warm_up, clf.encoder.pad_id, len(clf.labels), clf.max_tokens)
+        modeling.logits(forward, warm_up, clf.encoder.pad_id, len(clf.labels), clf.max_tokens)
     for _ in range(args.repeats):
         for name, forward in variants.items():
             start = time.perf_counter()
-            logits[name] = modelling.logits(forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens)
+            logits[name] = modeling.logits(forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens)
             seconds[name].append(time.perf_counter() - start)
 
     first = next(iter(variants))
     print(f"\n{'':48}{'reviews/s (best, median)':>26}{'max |dp| vs first':>19}")
     for name in variants:
         best, median = len(texts) / min(seconds[name]), len(texts) / float(np.median(seconds[name]))
-        difference = np.abs(modelling.softmax(logits[name]) - modelling.softmax(logits[first])).max()
+        difference = np.abs(modeling.softmax(logits[name]) - modeling.softmax(logits[first])).max()
         print(f"{name:48}{best:14.1f}{median:12.1f}{difference:19.2e}")
     print(f"\nratio critic / first: {min(seconds[first]) / min(seconds[name]):.2f}x (best of {args.repeats})")
 

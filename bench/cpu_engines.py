@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from critic import backends, data, model as modelling  # noqa: E402
+from critic import backends, data, modeling  # noqa: E402
 from critic.export import export  # noqa: E402
 from critic.predict import Classifier  # noqa: E402
 
@@ -62,7 +62,7 @@ def score_by_hand(run, tokenizer, texts: list[str], batch_size: int, max_length:
     """Probabilities from `run(input_ids, attention_mask) -> logits`, over sorted batches, in input order."""
     out = None
     for rows, batch in sorted_batches(tokenizer, texts, batch_size, max_length):
-        probs = modelling.softmax(run(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)))
+        probs = modeling.softmax(run(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)))
         out = np.zeros((len(texts), probs.shape[1]), dtype=np.float32) if out is None else out
         out[rows] = probs
     return out
@@ -88,7 +88,7 @@ def openvino_peer(model_dir: Path, work: Path, hint: str | None = None, calibrat
                   tokenizer=None, max_length: int = 256, **_):
     import openvino as ov
 
-    model, _, _ = modelling.load(model_dir)
+    model, _, _ = modeling.load(model_dir)
     example = tokenizer(["a padded example", "and a longer one, to trace the attention mask"], padding=True,
                         return_tensors="pt")
     converted = ov.convert_model(Logits(model).eval(), example_input=dict(example))
@@ -114,7 +114,7 @@ def onnxruntime_peer(model_dir: Path, work: Path, int8: bool = False, **_):
     import onnxruntime as ort
     from onnxruntime.transformers import optimizer
 
-    model, tokenizer, _ = modelling.load(model_dir)
+    model, tokenizer, _ = modeling.load(model_dir)
     exported, fused = work / "model.onnx", work / "model.fused.onnx"
     if not fused.is_file():
         example = tokenizer(["a padded example", "and a longer one"], padding=True, return_tensors="pt")
@@ -151,7 +151,7 @@ def ctranslate2_peer(model_dir: Path, work: Path, **_):
     import transformers
     from ctranslate2.converters import TransformersConverter
 
-    model, tokenizer, _ = modelling.load(model_dir)
+    model, tokenizer, _ = modeling.load(model_dir)
     if model.config.model_type != "bert":
         raise NotImplementedError(f"CTranslate2 has no {model.config.model_type}")
     # CTranslate2 4.8 reads a setting transformers 5 no longer keeps on BERT's config
@@ -168,7 +168,7 @@ def ctranslate2_peer(model_dir: Path, work: Path, **_):
             rows = order[start:start + batch_size]
             ids = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length)["input_ids"]
             pooled = np.asarray(encoder.forward_batch([tokenizer.convert_ids_to_tokens(x) for x in ids]).pooler_output)
-            out[rows] = modelling.softmax(pooled @ weight.T + bias)
+            out[rows] = modeling.softmax(pooled @ weight.T + bias)
         return out
 
     return score
@@ -204,7 +204,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")  # the exporters' and converters' notes on tracing: the figures are the output
     logging.getLogger().setLevel(logging.ERROR)
-    modelling.quiet_transformers()
+    modeling.quiet_transformers()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a fine-tuned critic model folder")
     parser.add_argument("--reviews", type=int, default=1000, help="IMDB test reviews (default 1,000)")
@@ -222,7 +222,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    meta = json.loads((model_dir / modelling.META_FILE).read_text())
+    meta = json.loads((model_dir / modeling.META_FILE).read_text())
     max_length = meta["truncation"]["max_length"]
     test = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)
     texts, labels = test["text"].tolist(), test["label"].to_numpy()
@@ -231,7 +231,7 @@ def main() -> None:
     calibration = [clean(t) for t in data.load_dataset("imdb", split="validation", size=args.calibration,
                                                         seed=1)["text"]]
     machine = {"cpu": backends.cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-               "bf16": modelling.cpu_has_bf16(), "torch": torch.__version__, "date": str(date.today())}
+               "bf16": modeling.cpu_has_bf16(), "torch": torch.__version__, "date": str(date.today())}
     print(f"{len(texts):,} IMDB test reviews, window {max_length}; {machine['cpu']}, {machine['cores']} cores, "
           f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}", flush=True)
 
@@ -248,7 +248,7 @@ def main() -> None:
             results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
             print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
 
-    measured = json.loads((model_dir / modelling.META_FILE).read_text()).get("backends") or {}
+    measured = json.loads((model_dir / modeling.META_FILE).read_text()).get("backends") or {}
     if args.export or measured.get("cpu") != machine["cpu"]:
         export(model_dir, log=lambda line: print(f"  critic export: {line}", flush=True))
     else:

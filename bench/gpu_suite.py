@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from critic import config, data, model as modelling, sources  # noqa: E402
+from critic import config, data, modeling, sources  # noqa: E402
 from critic.backends import cpu_name as cpu_model  # noqa: E402
 
 MODEL_DIR = "minilm-fp16"
@@ -301,7 +301,7 @@ def step_train_throughput(ctx: Context) -> dict:
 
     frame = data.load(ctx.data).split("train", n, 42)  # the rows critic trained on (its seed is 42)
     texts, labels = frame["text"].map(data.clean_default).tolist(), frame["label"].to_numpy()
-    bf16 = torch.cuda.is_bf16_supported() if ctx.device.type == "cuda" else modelling.cpu_has_bf16()
+    bf16 = torch.cuda.is_bf16_supported() if ctx.device.type == "cuda" else modeling.cpu_has_bf16()
     args = argparse.Namespace(batch_size=batch, max_length=length)
     trainer = hf_trainer(model, texts, labels, args, ctx.device, ctx.folder("throughput-trainer"), bf16)
     out["hf_trainer"] = {"samples_per_s": trainer, "precision": "bf16" if bf16 else "fp32",
@@ -322,7 +322,7 @@ def step_bare_loop(ctx: Context) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(common["model"], num_labels=2).to(ctx.device).train()
     if ctx.device.type == "cuda":
         model.set_attn_implementation("sdpa")
-    precision = modelling.resolve_precision("auto", ctx.device)
+    precision = modeling.resolve_precision("auto", ctx.device)
     steps = (3, 5) if ctx.sizes["tiny"] else (20, 100)
     bare_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, steps, mask=False)
     host_read_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, steps, mask=True)
@@ -331,7 +331,7 @@ def step_bare_loop(ctx: Context) -> dict:
             "bare_samples_per_s": rows / bare_ms * 1000, "bare_with_2d_mask_ms_per_step": host_read_ms,
             "critic_steady_ms_per_step": critic[1] if critic else None,
             "note": "bare: no mask (the batch is full); with_2d_mask: an all-ones 2-D mask, which transformers "
-                    "reads back on the host at every forward (critic.model.ready_mask spares that read); critic's "
+                    "reads back on the host at every forward (critic.modeling.ready_mask spares that read); critic's "
                     "steps hold the same token budget, in rows of varying width"}
 
 
@@ -438,7 +438,7 @@ def bare_ms_per_step(model, rows: int, width: int, device: torch.device, precisi
         if index == warmup:
             _sync(device)
             started = time.perf_counter()
-        with modelling.autocast(device, precision):
+        with modeling.autocast(device, precision):
             logits = model(**inputs).logits
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
@@ -601,7 +601,7 @@ def open_context(artifacts: Path, smoke: bool, device: str, sizes: dict, prefix:
     """A fresh work folder and cache, offline, the reviews unpacked: where a suite's steps run."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ.update(CRITIC_CACHE=str(work / "cache"), CRITIC_OFFLINE="1", HF_HUB_OFFLINE="1")
-    device_ = torch.device("cpu") if smoke else modelling.resolve_device(device)
+    device_ = torch.device("cpu") if smoke else modeling.resolve_device(device)
     return Context(data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_, sizes=sizes,
                    work=work)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from critic import data, model as modelling  # noqa: E402
+from critic import data, modeling  # noqa: E402
 from critic.predict import Classifier, pool_windows  # noqa: E402
 from critic.text import POOLS, frame_windows  # noqa: E402
 
@@ -52,7 +52,7 @@ def main() -> None:
     stride = args.stride or budget // 2
     started = time.perf_counter()
     inputs, owners = frame_windows(clf.encoder, tokens, window, stride)
-    window_logits = modelling.logits(clf.forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens,
+    window_logits = modeling.logits(clf.forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens,
                                      pad_multiple=clf.pad_multiple)
     seconds = time.perf_counter() - started
     for pool in POOLS:

@@ -58,7 +58,7 @@ def main() -> None:
     print(f"{len(texts)} IMDB test reviews, window {max_length} tokens (head), device {args.device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
-    from critic.model import cpu_has_bf16
+    from critic.modeling import cpu_has_bf16
 
     bf16 = args.device != "cpu" or cpu_has_bf16()
     results = {}

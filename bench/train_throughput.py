@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from critic import config, data, model as modelling, sources  # noqa: E402
+from critic import config, data, modeling, sources  # noqa: E402
 from critic.train import train  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def notebook_loop(path: Path, texts: list[str], labels: np.ndarray, args, device
     """The notebook: every review padded to the window, fp32, fixed order batches, AdamW, linear schedule."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-    modelling.quiet_transformers()
+    modeling.quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).to(device)
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=args.max_length, return_tensors="pt")
@@ -72,7 +72,7 @@ def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: t
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments)
 
-    modelling.quiet_transformers()
+    modeling.quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     encoded = tokenizer(texts, truncation=True, max_length=args.max_length)
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip", nargs="*", default=[], choices=["notebook", "trainer"])
     args = parser.parse_args()
-    device = modelling.resolve_device(args.device)
+    device = modeling.resolve_device(args.device)
 
     work = Path(tempfile.mkdtemp(prefix="critic-bench-"))
     os.environ.setdefault("CRITIC_CACHE", str(sources.cache_root()))
@@ -144,7 +144,7 @@ def main() -> None:
           f"validation and checkpoints left out, as Trainer's figure leaves out its set-up)", flush=True)
     if "trainer" not in args.skip:
         # Trainer's default precision, and bf16 where the chip has it (a user who knows would switch it on)
-        bf16_ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else modelling.cpu_has_bf16()
+        bf16_ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else modeling.cpu_has_bf16()
         variants = [("hf_trainer_bf16", True)] if device.type == "cuda" else \
             [("hf_trainer", False)] + ([("hf_trainer_bf16", True)] if bf16_ok else [])
         for name, bf16 in variants:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
-from critic import calibration
-from critic.model import softmax
+from critic.modeling import calibration
+from critic.modeling import softmax
 
 
 def overconfident(rows=20000, factor=3.0, seed=0):

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from critic import calibration, evaluate
+from critic import evaluate
+from critic.modeling import calibration
 
 
 def test_metrics_from_probabilities():

@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from critic.kernels import ROWWISE_ATTENTION, use_rowwise_attention
-from critic.model import inference_model
+from critic.modeling.attention import ROWWISE_ATTENTION, use_rowwise_attention
+from critic.modeling import inference_model
 
 CPU = torch.device("cpu")
 
@@ -130,7 +130,7 @@ class HostReads(torch.utils._python_dispatch.TorchDispatchMode):
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "mpnet"])
 @pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
 def test_the_ready_mask_gives_the_models_own_results_without_a_host_read(kind, weights):
-    from critic.model import ready_mask
+    from critic.modeling import ready_mask
 
     model = tiny_classifier(kind).to(weights)
     assert model.config._attn_implementation == ("eager" if kind == "mpnet" else "sdpa")
@@ -148,7 +148,7 @@ def test_the_ready_mask_gives_the_models_own_results_without_a_host_read(kind, w
 
 
 def test_other_architectures_and_the_cpu_keep_the_2d_mask(tiny_bert):
-    from critic.model import device_batch, ready_mask
+    from critic.modeling import device_batch, ready_mask
 
     input_ids, mask = right_padded(LENGTHS, 60)
     model = tiny_classifier("bert")

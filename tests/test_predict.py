@@ -6,7 +6,7 @@ import pytest
 
 import critic
 import synthetic
-from critic import model as modelling
+from critic import modeling
 from critic.cli import main
 from critic.files import predict_file
 from critic.predict import Classifier
@@ -252,10 +252,10 @@ def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(to
     assert backends.measured_choice(record, folder) is None
 
     # without a measurement: PyTorch where the chip has bf16 (not when serving), else ONNX int8
-    modelling.update_meta(folder, backends=None)
-    monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: False)
+    modeling.update_meta(folder, backends=None)
+    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: False)
     assert Classifier.load(folder, device="cpu").backend == "onnx-int8"
-    monkeypatch.setattr(modelling, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: True)
     assert Classifier.load(folder, device="cpu").backend == "torch"
     assert Classifier.load(folder, device="cpu", serving=True).backend == "onnx-int8"
 
@@ -306,11 +306,11 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     folder = tmp_path / "copy"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
     export(folder, ["onnx"])
-    model, tokenizer, meta = modelling.load(folder)
+    model, tokenizer, meta = modeling.load(folder)
     with torch.no_grad():
         model.classifier.bias += torch.tensor([2.0, -2.0])  # another model: leans negative
     other = tmp_path / "other"
-    modelling.save(model, tokenizer, other, meta)
+    modeling.save(model, tokenizer, other, meta)
     stale = folder / "model.safetensors"
     stale.write_bytes((other / "model.safetensors").read_bytes())  # weights replaced behind the export's back
     with pytest.raises(ValueError, match="was made from other weights"):
@@ -320,15 +320,15 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
         json.loads((folder / "critic.json").read_text())["backends"]["ranking"][0] == "torch"
     export(folder, ["onnx"])
     assert Classifier.load(folder, backend="onnx").backend == "onnx"
-    modelling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
+    modeling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
     assert (folder / "onnx" / "model.onnx").is_file()
     assert Classifier.load(folder, backend="onnx").backend == "onnx"  # hashed once, then known by size and time
     stat = (folder / "model.safetensors").stat()
-    assert json.loads((folder / "onnx" / modelling.EXPORT_RECORD).read_text())["stat"] == [stat.st_size,
+    assert json.loads((folder / "onnx" / modeling.EXPORT_RECORD).read_text())["stat"] == [stat.st_size,
                                                                                          stat.st_mtime_ns]
     with torch.no_grad():
         model.classifier.bias -= torch.tensor([2.0, -2.0])
-    modelling.save(model, tokenizer, folder, meta)  # new weights: the export goes
+    modeling.save(model, tokenizer, folder, meta)  # new weights: the export goes
     assert not (folder / "onnx").exists()
 
 

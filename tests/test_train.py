@@ -317,9 +317,9 @@ def test_linear_schedule():
 
 
 def test_layer_decay_slows_the_lower_layers(tiny_bert):
-    from critic import model as modelling
+    from critic import modeling
 
-    net, _ = modelling.build(tiny_bert, dropout=0.3)
+    net, _ = modeling.build(tiny_bert, dropout=0.3)
     assert net.config.hidden_dropout_prob == 0.3 and net.config.attention_probs_dropout_prob == 0.3
     groups = loop.parameter_groups(net, weight_decay=0.01, layer_decay=0.5, lr=1e-3)
     rate = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -465,7 +465,7 @@ def test_an_mpnet_encoder_trains_with_its_own_attention(tmp_path, tiny_bert, toy
     row-wise attention must leave it alone, and the tiny MPNet must learn the toy reviews."""
     from transformers import AutoConfig, MPNetConfig, MPNetModel
 
-    from critic.kernels import use_rowwise_attention
+    from critic.modeling.attention import use_rowwise_attention
 
     folder = tmp_path / "tiny-mpnet"
     folder.mkdir()
@@ -505,10 +505,10 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
         tmp_path, tiny_bert, toy_csv, monkeypatch):
     """The disk fills while calibration writes the final model: the folder keeps the best model as it was saved at
     validation (not a mix, not a truncated file), and running the same command again finishes the run."""
-    from critic import model as modelling
+    from critic import modeling
 
     out = tmp_path / "run"
-    real_calibrate, real_write_meta = train.calibrate, modelling.write_meta
+    real_calibrate, real_write_meta = train.calibrate, modeling.write_meta
     before = {}
 
     def calibrate(output, *args):
@@ -521,15 +521,15 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
         return real_write_meta(folder, meta)
 
     monkeypatch.setattr(train, "calibrate", calibrate)
-    monkeypatch.setattr(modelling, "write_meta", full_disk)
+    monkeypatch.setattr(modeling.folder, "write_meta", full_disk)
     with pytest.raises(OSError, match="No space left"):
         train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False)
     assert sha256(out / "model.safetensors") == before["weights"]
     meta = json.loads((out / "critic.json").read_text())
     assert meta["selected"].startswith("best") and "calibration" not in meta and "complete" not in meta
-    modelling.load(out)
+    modeling.load(out)
 
-    monkeypatch.setattr(modelling, "write_meta", real_write_meta)
+    monkeypatch.setattr(modeling.folder, "write_meta", real_write_meta)
     assert train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False) == out
     meta = json.loads((out / "critic.json").read_text())
     assert meta["complete"] is True and "applied" in meta["calibration"] and meta["history"]
@@ -538,22 +538,22 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
 
 SIGTERM_IN_THE_FINAL_SAVE = """
 import json, os, signal, sys
-from critic import config, model as modelling, train
+from critic import config, modeling, train
 
-real = modelling.write_meta
+real = modeling.folder.write_meta
 
 def write_meta(folder, meta):
     if "calibration" in meta:  # calibration is writing the final model
         os.kill(os.getpid(), signal.SIGTERM)
     return real(folder, meta)
 
-modelling.write_meta = write_meta
+modeling.folder.write_meta = write_meta
 train.train(config.build(json.loads(sys.argv[1])), progress=False)
 """
 
 
 def test_sigterm_during_the_final_save_keeps_the_last_model_and_a_rerun_completes_it(tmp_path, tiny_bert, toy_csv):
-    from critic import model as modelling
+    from critic import modeling
 
     out = tmp_path / "run"
     options = dict(model=str(tiny_bert), data=str(toy_csv), preset="gpu", max_length=48, epochs=1, batch_size=32,
@@ -566,7 +566,7 @@ def test_sigterm_during_the_final_save_keeps_the_last_model_and_a_rerun_complete
     saved = load_file(out / "model.safetensors")
     assert all(torch.equal(saved[name], last[name]) for name in saved)  # the last model, whole, uncalibrated
     assert "complete" not in json.loads((out / "critic.json").read_text())
-    modelling.load(out)
+    modeling.load(out)
     assert train.train(config.build(options), progress=False) == out
     meta = json.loads((out / "critic.json").read_text())
     assert meta["complete"] is True and "applied" in meta["calibration"]

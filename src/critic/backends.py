@@ -1,6 +1,6 @@
 """The engines a Classifier scores with on a CPU besides PyTorch: ONNX Runtime and OpenVINO, each in full precision
 (OpenVINO runs bf16 where the chip has it) and in int8. Their files live in the model folder (onnx/, openvino/), tied
-to the weights they were made from (critic.model.tie_to_weights). `critic export` measures every backend on this
+to the weights they were made from (critic.modeling.tie_to_weights). `critic export` measures every backend on this
 machine and records it; `--backend auto` then takes the fastest that kept the accuracy (`measured_choice`)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from critic import model as modelling
+from critic import modeling
 
 
 @dataclass(frozen=True)
@@ -122,4 +122,4 @@ def unusable(name: str, model_dir: Path) -> str | None:
         return f"{ENGINES[name].package} is not installed"
     if not path.is_file():
         return f"{path} is missing"
-    return modelling.export_mismatch(path.parent, model_dir)
+    return modeling.export_mismatch(path.parent, model_dir)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from critic import data, model as modelling, sources
+from critic import data, modeling, sources
 from critic.config import TrainConfig, parse_fold
 from critic.train import Teacher, train
 
@@ -48,7 +48,7 @@ def teacher_folders(teacher: str) -> list[str]:
 
 def teacher_meta_file(teacher: str) -> Path:
     """The teacher's critic.json; an error when the folder is not a critic model."""
-    meta_file = Path(teacher) / modelling.META_FILE
+    meta_file = Path(teacher) / modeling.META_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(f"teacher {teacher}: not a critic model folder (train one with `critic train`)")
     return meta_file

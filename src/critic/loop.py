@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from critic import model as modelling
+from critic import modeling
 from critic.config import LoopConfig
 from critic.text import Ragged, length_grouped_batches, pad
 
@@ -91,7 +91,7 @@ class Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = modelling.resolve_device(device_name)
+        device = modeling.resolve_device(device_name)
         if device.type == "cuda":
             if self.world > 1:
                 device = torch.device("cuda", self.local_rank)
@@ -340,9 +340,9 @@ class TrainingStep:
         """One training step on this process's share of a global batch; returns the share's summed loss, on the
         device and unread (reading it would make the host wait for the GPU). `global_count`: what the loss is a
         mean over (the global batch's rows; masked tokens in pre-training)."""
-        inputs = modelling.device_batch(self.model, batch, self.device)
+        inputs = modeling.device_batch(self.model, batch, self.device)
         targets = {k: inputs.pop(k) for k in ("labels", "teacher") if k in inputs}
-        with modelling.autocast(self.device, self.precision):
+        with modeling.autocast(self.device, self.precision):
             logits = self.forward_model(**inputs).logits
         summed = self.objective(logits.float(), targets)
         # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
@@ -435,7 +435,7 @@ class Machine:
 
     @classmethod
     def choose(cls, config: LoopConfig, device: torch.device) -> "Machine":
-        return cls(device, modelling.resolve_precision(config.precision, device), modelling.pad_multiple(device),
+        return cls(device, modeling.resolve_precision(config.precision, device), modeling.pad_multiple(device),
                    config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"))
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from critic import backends, data, model as modelling, sources
+from critic import backends, data, modeling, sources
 from critic.backends import BACKENDS
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
@@ -55,12 +55,12 @@ class Classifier:
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
         # ONNX Runtime); a GPU wants large ones.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
-        self.pad_multiple = modelling.pad_multiple(device)
+        self.pad_multiple = modeling.pad_multiple(device)
         if backend == "torch":
             # On a CPU, torch.compile measured slower than the row-wise attention it cannot trace (docs/benchmarks.md).
             scorer, autocast = (model, precision) if device.type == "cpu" and compile else \
-                modelling.inference_model(model, precision, device)
-            self.forward = modelling.torch_forward(torch.compile(scorer, dynamic=True) if compile else scorer, device,
+                modeling.inference_model(model, precision, device)
+            self.forward = modeling.torch_forward(torch.compile(scorer, dynamic=True) if compile else scorer, device,
                                                    autocast)
         else:
             self.forward = backends.forward(backend, model_dir)
@@ -77,12 +77,12 @@ class Classifier:
         if not Path(path).is_dir():  # a hub id (a classifier critic did not train), fetched into the cache
             path = sources.resolve_model(str(path))
         path = Path(path)
-        device_ = modelling.resolve_device(device)
+        device_ = modeling.resolve_device(device)
         backend = _pick_backend(backend, path, device_, serving)
-        model, tokenizer, meta = modelling.load(path, device_)
+        model, tokenizer, meta = modeling.load(path, device_)
         overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
         chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
-        return cls(model, tokenizer, meta, device_, modelling.resolve_precision(precision, device_), backend, chosen,
+        return cls(model, tokenizer, meta, device_, modeling.resolve_precision(precision, device_), backend, chosen,
                    path, compile)
 
     @property
@@ -109,12 +109,12 @@ class Classifier:
         max_tokens = max_tokens or self.max_tokens
         if self.long_reviews.mode == "truncate":
             inputs = frame_all(self.encoder, tokens, self.truncation)
-            return modelling.softmax(modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels,
+            return modeling.softmax(modeling.logits(self.forward, inputs, self.encoder.pad_id, num_labels,
                                                       max_tokens, progress, self.pad_multiple))
         budget = self.truncation.max_length - self.encoder.specials
         stride = self.long_reviews.stride or budget // 2
         inputs, owners = frame_windows(self.encoder, tokens, self.truncation.max_length, stride)
-        window_logits = modelling.logits(self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens,
+        window_logits = modeling.logits(self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens,
                                          pad_multiple=self.pad_multiple)
         if progress is not None:
             progress.update(len(tokens))
@@ -157,7 +157,7 @@ def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool 
         file = backends.engine_path(path, backend)
         if not file.is_file():
             raise FileNotFoundError(f"{file} does not exist; run `critic export {path}` first")
-        if stale := modelling.export_mismatch(file.parent, path):
+        if stale := modeling.export_mismatch(file.parent, path):
             raise ValueError(f"backend {backend}: {stale}; run `critic export {path}` again")
     return backend
 
@@ -169,12 +169,12 @@ def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
     ONNX export (int8 first) where there is one."""
     if device.type != "cpu":
         return "torch"
-    if (meta := path / modelling.META_FILE).is_file():
+    if (meta := path / modeling.META_FILE).is_file():
         chosen = backends.measured_choice(json.loads(meta.read_text()), path,
                                           say=lambda line: print(f"critic: {line}", file=sys.stderr))
         if chosen is not None:
             return chosen
-    if modelling.cpu_has_bf16() and not serving:
+    if modeling.cpu_has_bf16() and not serving:
         return "torch"
     exported = next((name for name in ("onnx-int8", "onnx") if backends.engine_path(path, name).is_file()), None)
     if exported is None or not backends.installed(exported):
@@ -192,8 +192,8 @@ def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool
     if pool == "mean-logit":
         summed = np.zeros((count, window_logits.shape[1]))
         np.add.at(summed, owners, window_logits)
-        return modelling.softmax(summed / windows_per_text)
-    probs = modelling.softmax(window_logits)
+        return modeling.softmax(summed / windows_per_text)
+    probs = modeling.softmax(window_logits)
     if pool == "mean-prob":
         summed = np.zeros((count, probs.shape[1]))
         np.add.at(summed, owners, probs)

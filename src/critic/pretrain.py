@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, loop, model as modelling, sources
+from critic import data, loop, modeling, sources
 from critic.config import PretrainConfig
 from critic.loop import (append_log, Clock, Distributed, linear_schedule, Machine, Plan, read_ahead, RunState,
                          TrainingStep)
@@ -117,7 +117,7 @@ def holdout_loss(model, inputs: Ragged, masker: Masker, device: torch.device, pr
                            0)
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
-            with modelling.autocast(device, precision):
+            with modeling.autocast(device, precision):
                 logits = model(**batch).logits
             total += float(masked_token_loss(logits.float(), {"labels": labels}))
             count += int((labels != -100).sum())
@@ -131,7 +131,7 @@ def masked_lm(name: str, say: Callable[[str], None]):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     base = sources.resolve_model(name, log=say)
-    modelling.quiet_transformers()
+    modeling.quiet_transformers()
     model, loading = AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32, output_loading_info=True)
     new = {param for param, _ in model.named_parameters()} & set(loading["missing_keys"])
     return model, AutoTokenizer.from_pretrained(base), sorted(new)
@@ -265,4 +265,4 @@ def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: 
             "base_model": config.model, "data": config.data, "history": state.history, "steps": state.step,
             "train_seconds": clock.training_seconds(), "finished": time.time(), "config": vars(config)}, indent=2))
 
-    modelling.write_set(output, write)
+    modeling.write_set(output, write)

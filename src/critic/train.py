@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import calibration, data, loop, model as modelling, sources
+from critic import data, loop, modeling, sources
+from critic.modeling import calibration
 from critic.config import TrainConfig, parse_fold
-from critic.kernels import use_rowwise_attention
+from critic.modeling.attention import use_rowwise_attention
 from critic.loop import (append_log, Clock, Distributed, Machine, Plan, prepared_batches, RunState, TrainingStep)
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
 
@@ -29,7 +30,7 @@ from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    probs = modelling.softmax(logits)
+    probs = modeling.softmax(logits)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.tensor(labels)).item())
     accuracy = float((probs.argmax(1) == labels).mean())
     present = len(set(labels.tolist()))
@@ -100,7 +101,7 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
             val_frame = val_frame.sample(n=config.eval_size, random_state=config.seed).reset_index(drop=True)
     else:
         val_frame = dataset.split("validation", config.eval_size, config.seed)
-    model, tokenizer = modelling.build(sources.resolve_model(config.model, log=say), dataset.labels,
+    model, tokenizer = modeling.build(sources.resolve_model(config.model, log=say), dataset.labels,
                                        dropout=config.dropout)
     carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
     encoder = Encoder(tokenizer)
@@ -159,8 +160,8 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 def validate(model, inputs: Ragged, labels: np.ndarray, device: torch.device, precision: str, pad_id: int,
              multiple: int) -> dict:
     """Loss, accuracy and AUC on the validation split; leaves the model in training mode."""
-    forward = modelling.torch_forward(model, device, precision)
-    logits = modelling.logits(forward, inputs, pad_id, model.config.num_labels, pad_multiple=multiple)
+    forward = modeling.torch_forward(model, device, precision)
+    logits = modeling.logits(forward, inputs, pad_id, model.config.num_labels, pad_multiple=multiple)
     model.train()  # torch_forward switched dropout off
     return validation_metrics(logits, labels)
 
@@ -186,7 +187,7 @@ def validate_and_select(inputs: Inputs, machine: Machine, config: TrainConfig, p
                        inputs.encoder.pad_id, machine.multiple)
     entry, improved = record(progress, metrics, config.metric, epoch, train_loss)
     if improved and config.select == "best":
-        modelling.save(inputs.model, inputs.tokenizer, output, {
+        modeling.save(inputs.model, inputs.tokenizer, output, {
             **meta, "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
             "validation": entry})
     append_log(output / "train_log.jsonl", {"event": "eval", **entry})
@@ -249,7 +250,7 @@ class FineTuning:
         return state.step >= total or (bool(self.config.patience) and state.bad_evals >= self.config.patience)
 
     def saved(self) -> bool:
-        return modelling.run_complete(self.output)
+        return modeling.run_complete(self.output)
 
     def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
         config = self.config
@@ -294,17 +295,17 @@ def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: RunStat
     fp16 = training_step.scaler.is_enabled()
     skipped = training_step.skipped_steps(state.step)
     if config.select == "last":
-        modelling.save(inputs.model, inputs.tokenizer, output, {**meta, "selected": f"last (step {state.step})",
+        modeling.save(inputs.model, inputs.tokenizer, output, {**meta, "selected": f"last (step {state.step})",
                                                                 "validation": state.history[-1]})
     # A run whose final save is done again has trained no step in this process: it has no speed to record.
     speed = {"train_seconds": elapsed, "validation_seconds": clock.paused,
              "train_samples_per_second": samples / stepping} if samples else {}
-    modelling.update_meta(output, history=state.history, precision=training_step.precision, processes=world, **speed,
+    modeling.update_meta(output, history=state.history, precision=training_step.precision, processes=world, **speed,
                           **({"fp16_skipped_steps": skipped} if fp16 else {}))
     if config.calibrate:
         calibrate(output, inputs, machine, say)
     write_stats(state.history, output)
-    modelling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
+    modeling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
         print_stats(state.history, state.best_step)
     if fp16:
@@ -318,15 +319,15 @@ def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str
     """Fit a temperature on the validation split's logits of the saved model and fold it into its head; critic.json
     records it with the validation ECE and NLL before and after. A temperature that would raise the validation ECE
     (a degenerate model whose logits all lean one way) is recorded but not applied."""
-    model, tokenizer, meta = modelling.load(output, machine.device)
-    forward = modelling.torch_forward(model, machine.device, machine.precision)
-    logits = modelling.logits(forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels,
+    model, tokenizer, meta = modeling.load(output, machine.device)
+    forward = modeling.torch_forward(model, machine.device, machine.precision)
+    logits = modeling.logits(forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels,
                               pad_multiple=machine.multiple)
     fitted = calibration.fit_temperature(logits, inputs.validation_labels)
     summary = calibration.calibration_summary(logits, inputs.validation_labels, fitted)
     summary["applied"] = summary["ece_after"] <= summary["ece_before"]
     if not summary["applied"]:
-        modelling.update_meta(output, calibration=summary)
+        modeling.update_meta(output, calibration=summary)
         say(f"not calibrated: temperature {fitted:.3f} would raise the validation ECE "
             f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained")
         return summary
@@ -334,7 +335,7 @@ def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str
     # A finished run started again calibrates the calibrated model (T near 1): the total is the product.
     previous = meta.get("calibration", {})
     summary["temperature"] = (previous.get("temperature", 1.0) if previous.get("applied", True) else 1.0) * fitted
-    modelling.save(model, tokenizer, output, {**meta, "calibration": summary})
+    modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(f"calibrated: temperature {summary['temperature']:.3f} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
         f"{summary['nll_after']:.4f}")

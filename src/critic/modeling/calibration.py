@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from critic.model import softmax
+from critic.modeling import softmax
 
 
 def expected_calibration_error(labels: np.ndarray, confidence: np.ndarray, predicted: np.ndarray,
