@@ -163,7 +163,7 @@ class Recipe:
 
     def pretrained(self, name: str, head_warmup: float) -> dict:
         from critic.config import PretrainConfig
-        from critic.pretrain import pretrain
+        from critic.training.pretrain import pretrain
 
         sizes = self.ctx.sizes
         settings = dict(model=str(self.ctx.minilm), data=self.ctx.data, max_length=64 if sizes["tiny"] else 256,

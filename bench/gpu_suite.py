@@ -391,7 +391,7 @@ def step_profile(ctx: Context) -> dict:
     work) against the time from one step's start to the next (the rest: the next batch, the loss meter, logging),
     medians over the second half of the steps; and torch.profiler's operations by their host time over a few
     steady steps, with the share of that window the GPU was busy."""
-    from critic import loop
+    from critic.training import loop
 
     first, count = ctx.sizes["profiled_steps"]
     timer = StepTimer(ctx.device, first, count)

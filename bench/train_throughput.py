@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import config, data, modeling, sources  # noqa: E402
-from critic.train import train  # noqa: E402
+from critic.training.train import train  # noqa: E402
 
 
 def model_folder(arch: str, folder: Path) -> Path:

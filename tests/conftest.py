@@ -108,7 +108,8 @@ def tiny_distilbert(tmp_path_factory, tiny_bert) -> Path:
 def toy_model(tmp_path_factory, tiny_bert) -> Path:
     """The tiny BERT fine-tuned on 1,000 synthetic reviews (toy.csv lies beside the model folder)."""
     import synthetic
-    from critic import config, train
+    from critic import config
+    from critic.training import train
 
     folder = tmp_path_factory.mktemp("toy-model")
     synthetic.reviews(1000).to_csv(folder / "toy.csv", index=False)

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from critic import config, data, train
+from critic import config, data
+from critic.training import train
 from critic.cli import main
-from critic.distill import distill, fold_teachers, out_of_fold_probabilities, teacher_probabilities
+from critic.training.distill import distill, fold_teachers, out_of_fold_probabilities, teacher_probabilities
 
 
 def test_objective_mixes_labels_and_softened_teacher():
@@ -40,7 +41,7 @@ def test_student_learns_from_a_teacher_and_its_scores_are_cached(toy_model, tiny
     cfg = config.build(dict(model=str(tiny_bert), data=str(data), preset="gpu", max_length=32, epochs=2,
                             batch_size=32, lr=3e-3, output=str(tmp_path / "student"), device="cpu",
                             teacher=str(toy_model), teacher_share=1.0, teacher_temperature=2.0))
-    with pytest.raises(ValueError, match="started by critic.distill"):
+    with pytest.raises(ValueError, match="started by critic.training.distill"):
         train.train(cfg, progress=False)
     said = []
     student = distill(cfg, log=said.append, progress=False)

@@ -5,7 +5,8 @@ import json
 import pytest
 
 import critic
-from critic import config, train
+from critic import config
+from critic.training import train
 
 
 @pytest.mark.integration

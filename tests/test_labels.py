@@ -10,7 +10,8 @@ import torch
 
 import critic
 import synthetic
-from critic import config, data, train
+from critic import config, data
+from critic.training import train
 from critic.cli import main
 from critic.data import Columns, DataError
 from critic.predict import Classifier

@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from critic import config, train
+from critic import config
+from critic.training import train
 from critic.cli import main
 from critic.config import PretrainConfig
-from critic.pretrain import Masker, pretrain, word_offsets
+from critic.training.pretrain import Masker, pretrain, word_offsets
 
 
 def pretrain_config(model, data, output, **extra):
@@ -86,7 +87,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file
     whole = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "whole", epochs=30, head_warmup=0.5),
                      progress=False)
     script = ("import sys; from critic import config; from critic.config import PretrainConfig; "
-              "from critic.pretrain import pretrain; "
+              "from critic.training.pretrain import pretrain; "
               f"pretrain(config.build(dict(model={str(tiny_bert)!r}, data={str(toy_file)!r}, max_length=24, "
               f"epochs=30, batch_size=16, lr=2e-3, warmup_ratio=0.0, output={str(tmp_path / 'cut')!r}, device='cpu', "
               "holdout=0.1, log_every=1, head_warmup=0.5), None, PretrainConfig), progress=False)")
@@ -141,7 +142,7 @@ def test_head_warmup_must_be_a_share():
 
 
 def test_head_warmup_starts_the_learning_rate_schedule_again_when_the_encoder_joins():
-    from critic.pretrain import HeadWarmup
+    from critic.training.pretrain import HeadWarmup
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     warmup = HeadWarmup(model, ["1.weight", "1.bias"], steps=10)

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 import synthetic
 from ports import free_port
-from critic import config, loop, train
+from critic import config
+from critic.training import loop, train
 from critic.config import TrainConfig
 
 
@@ -538,7 +539,8 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
 
 SIGTERM_IN_THE_FINAL_SAVE = """
 import json, os, signal, sys
-from critic import config, modeling, train
+from critic import config, modeling
+from critic.training import train
 
 real = modeling.folder.write_meta
 

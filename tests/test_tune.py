@@ -6,7 +6,7 @@ import pytest
 
 from critic import config
 from critic.cli import main
-from critic.tune import TuneOptions, resolution, trial_settings, tune
+from critic.training.tune import TuneOptions, resolution, trial_settings, tune
 
 
 def base(model, data, output, **extra):

@@ -196,7 +196,7 @@ def cmd_pretrain(args) -> int:
 
     from critic import config
     from critic.config import PretrainConfig
-    from critic.pretrain import pretrain
+    from critic.training.pretrain import pretrain
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
     pretrain(config.build(overrides, args.config, PretrainConfig), log=_log)
@@ -233,7 +233,7 @@ def add_tune(verbs) -> None:
 
 
 def cmd_tune(args) -> int:
-    from critic.tune import SPACE, TuneOptions, tune
+    from critic.training.tune import SPACE, TuneOptions, tune
 
     if args.output is None:
         args.output = "runs/tune"
@@ -564,7 +564,7 @@ def add_quickstart(verbs) -> None:
 def cmd_quickstart(args) -> int:
     import critic
     from critic import config, evaluate, profile, sources
-    from critic.train import train
+    from critic.training.train import train
 
     _log("1/4 fetching IMDB and MiniLM")
     sources.fetch(sources.IMDB, log=_log)

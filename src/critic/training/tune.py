@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from critic.config import TrainConfig
-from critic.train import train
+from critic.training.train import train
 
 # name -> how Optuna draws it; `critic tune --space lr,epochs` searches a subset.
 SPACE: dict[str, Callable] = {

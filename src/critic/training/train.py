@@ -1,5 +1,5 @@
 """Fine-tune an encoder into a sentiment classifier (and distil one from a teacher): the FineTuning job that the
-training loop (critic.loop) runs — the classifier and its reviews, the classification loss, validation with
+training loop (critic.training.loop) runs — the classifier and its reviews, the classification loss, validation with
 selection and early stopping, and the final save with calibration.
 
 A run in OUTPUT writes: the model (the best or last checkpoint, a standard Hugging Face folder), train_config.json,
@@ -19,11 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, loop, modeling, sources
+from critic import data, modeling, sources
+from critic.training import loop
 from critic.modeling import calibration
 from critic.config import TrainConfig, parse_fold
 from critic.modeling.attention import use_rowwise_attention
-from critic.loop import (append_log, Clock, Distributed, Machine, Plan, prepared_batches, RunState, TrainingStep)
+from critic.training.loop import (append_log, Clock, Distributed, Machine, Plan, prepared_batches, RunState, TrainingStep)
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
 
 
@@ -86,7 +87,7 @@ class Inputs:
     class_weights: torch.Tensor | None = None
 
 
-# (training texts, the classes) -> the teacher's probabilities (critic.distill)
+# (training texts, the classes) -> the teacher's probabilities (critic.training.distill)
 Teacher = Callable[[list[str], list[str]], np.ndarray]
 
 
@@ -111,7 +112,7 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
     weights = class_weights(config.class_weights, train_frame["label"].to_numpy(), dataset.labels)
     if config.teacher:
         if teacher is None:
-            raise ValueError("a run with a teacher is started by critic.distill (or `critic distill`)")
+            raise ValueError("a run with a teacher is started by critic.training.distill (or `critic distill`)")
         probs = teacher(train_frame["text"].tolist(), list(dataset.labels))
         agree = (probs.argmax(1) == train_frame["label"].to_numpy()).mean()
         say(f"teacher {config.teacher} agrees with {agree:.2%} of the training labels"
@@ -215,8 +216,8 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
 def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True,
           teacher: Teacher | None = None, on_validation: Callable[[dict], None] | None = None) -> Path:
     """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint.
-    `teacher` gives the teacher's probabilities when distilling (critic.distill.distill passes it);
-    `on_validation` is called with each validation's history entry (critic.tune reports them to its pruner)."""
+    `teacher` gives the teacher's probabilities when distilling (critic.training.distill.distill passes it);
+    `on_validation` is called with each validation's history entry (critic.training.tune reports them to its pruner)."""
     return loop.run(config, lambda say: FineTuning(config, say, teacher, progress), log, progress, on_validation)
 
 
@@ -387,7 +388,7 @@ def train_model(config=None, toml: str | Path | None = None, log=None, progress:
     """Fine-tune as `config` (a TrainConfig) or as keyword settings say (with `teacher`: distil from that model);
     returns the model folder."""
     from critic import config as configuration
-    from critic.distill import distill  # distillation runs train() with a teacher
+    from critic.training.distill import distill  # distillation runs train() with a teacher
 
     config = config or configuration.build(settings, toml)
     return (distill if config.teacher else train)(config, log=log, progress=progress)

@@ -2,7 +2,7 @@
 BERT-base). BERT's recipe: 15% of the tokens chosen (or whole words), 80% of those replaced by [MASK], 10% by a
 random token, 10% left as they are (transformers' DataCollatorForLanguageModeling does the masking). Reviews longer
 than the window are cut into several sequences, so every token of the training split is read; validation and test
-text never are. It is a job of the one training loop (critic.loop): the same step, batches, checkpoints,
+text never are. It is a job of the one training loop (critic.training.loop): the same step, batches, checkpoints,
 interruption and resume as fine-tuning; its result is an encoder folder that `critic train --model FOLDER`
 fine-tunes."""
 
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, loop, modeling, sources
+from critic import data, modeling, sources
+from critic.training import loop
 from critic.config import PretrainConfig
-from critic.loop import (append_log, Clock, Distributed, linear_schedule, Machine, Plan, read_ahead, RunState,
+from critic.training.loop import (append_log, Clock, Distributed, linear_schedule, Machine, Plan, read_ahead, RunState,
                          TrainingStep)
 from critic.text import Encoder, Ragged, frame_windows, pad
 

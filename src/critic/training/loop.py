@@ -593,8 +593,8 @@ def truncate_log(path: Path, step: int) -> None:
 
 class Job(Protocol):
     """What a kind of training brings to the loop: its model and training rows, its step's objective, its batches,
-    what it does at a validation point, and its final save. Fine-tuning and distillation (critic.train.FineTuning)
-    and masked-language-model pre-training (critic.pretrain.Pretraining) are the two."""
+    what it does at a validation point, and its final save. Fine-tuning and distillation (critic.training.train.FineTuning)
+    and masked-language-model pre-training (critic.training.pretrain.Pretraining) are the two."""
 
     log_file: str  # under OUTPUT: the log's JSON lines
     config_file: str  # under OUTPUT: the resolved config
@@ -635,7 +635,7 @@ def run(config: LoopConfig, prepare: Callable[[Callable[[str], None]], Job], log
         progress: bool = True, on_validation: Callable[[dict], None] | None = None) -> Path:
     """Train as `config` says; returns OUTPUT. `prepare(say)` loads the job (its data and model; the first process
     of each machine first, so that it fills the cache for the others). Resumes from OUTPUT's checkpoint, and
-    returns at once for a finished run. `on_validation` is called with each validation's history entry (critic.tune
+    returns at once for a finished run. `on_validation` is called with each validation's history entry (critic.training.tune
     reports them to its pruner, and may raise there to stop the run)."""
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from critic import data, modeling, sources
 from critic.config import TrainConfig, parse_fold
-from critic.train import Teacher, train
+from critic.training.train import Teacher, train
 
 
 def distill(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
