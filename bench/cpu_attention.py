@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data, modeling  # noqa: E402
-from critic.predict import Classifier  # noqa: E402
+from critic.inference.predict import Classifier  # noqa: E402
 from critic.text import frame_all  # noqa: E402
 
 

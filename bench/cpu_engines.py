@@ -32,9 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from critic import backends, data, modeling  # noqa: E402
-from critic.export import export  # noqa: E402
-from critic.predict import Classifier  # noqa: E402
+from critic import data, modeling  # noqa: E402
+from critic.inference import backends  # noqa: E402
+from critic.inference.export import export  # noqa: E402
+from critic.inference.predict import Classifier  # noqa: E402
 
 PEERS = ("pipeline-bf16", "openvino", "openvino-f32", "openvino-int8", "onnxruntime-fused", "onnxruntime-fused-int8",
          "ctranslate2-int8")

@@ -95,7 +95,7 @@ class Recipe:
 
     def evaluate(self, folder: Path, **options) -> dict:
         from critic import data, evaluate as evaluation
-        from critic.predict import Classifier
+        from critic.inference.predict import Classifier
 
         sizes = self.ctx.sizes
         classifier = Classifier.load(folder, device=str(self.ctx.device), **options)

@@ -60,7 +60,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 from critic import config, data, modeling, sources  # noqa: E402
-from critic.backends import cpu_name as cpu_model  # noqa: E402
+from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
 
 MODEL_DIR = "minilm-fp16"
 DATA_FILE = "IMDB_Dataset.csv.xz"
@@ -477,7 +477,7 @@ def step_recipe(ctx: Context) -> dict:
 
 
 def step_scoring(ctx: Context) -> dict:
-    from critic.predict import Classifier
+    from critic.inference.predict import Classifier
 
     sizes = ctx.sizes
     model_dir = ctx.results.get("recipe_model")

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data, modeling  # noqa: E402
-from critic.predict import Classifier, pool_windows  # noqa: E402
+from critic.inference.predict import Classifier, pool_windows  # noqa: E402
 from critic.text import POOLS, frame_windows  # noqa: E402
 
 

@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data  # noqa: E402
-from critic.backends import engine_path  # noqa: E402
-from critic.export import export  # noqa: E402
-from critic.predict import Classifier  # noqa: E402
+from critic.inference.backends import engine_path  # noqa: E402
+from critic.inference.export import export  # noqa: E402
+from critic.inference.predict import Classifier  # noqa: E402
 
 
 def run_pipeline(model_dir: Path, texts: list[str], max_length: int, batch_size: int, device: str,

@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data  # noqa: E402
-from critic.backends import cpu_name as cpu_model  # noqa: E402
-from critic.predict import Classifier  # noqa: E402
+from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
+from critic.inference.predict import Classifier  # noqa: E402
 
 
 def free_port() -> int:

@@ -52,7 +52,7 @@ def test_folded_temperature_divides_the_logits(build, tiny_bert):
 def test_training_ends_calibrated_and_every_consumer_reads_it(toy_model):
     from transformers import pipeline
 
-    from critic.predict import Classifier
+    from critic.inference.predict import Classifier
 
     meta = json.loads((toy_model / "critic.json").read_text())
     fitted = meta["calibration"]

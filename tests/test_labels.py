@@ -14,7 +14,7 @@ from critic import config, data
 from critic.training import train
 from critic.cli import main
 from critic.data import Columns, DataError
-from critic.predict import Classifier
+from critic.inference.predict import Classifier
 
 THREE_WAY = "1=negative,2=negative,3=neutral,4=positive,5=positive"
 
@@ -132,7 +132,7 @@ def test_five_star_model_trains_evaluates_predicts_and_explains(five_star, stars
     classifier = Classifier.load(five_star)
     assert classifier.predict(["the best superb film", "worst terrible hated it", "bad dull plot"]) == ["5", "1", "2"]
     assert classifier.predict_proba(["a good fun film"]).shape == (1, 5)
-    from critic.explain import explain
+    from critic.inference.explain import explain
 
     towards_five = explain(classifier, "the best film", steps=8, target="5")
     assert towards_five.label == "5" and max(towards_five.words, key=lambda w: w["score"] or -9)["word"] == "best"

@@ -8,8 +8,8 @@ import critic
 import synthetic
 from critic import modeling
 from critic.cli import main
-from critic.files import predict_file
-from critic.predict import Classifier
+from critic.inference.files import predict_file
+from critic.inference.predict import Classifier
 
 
 def test_predict_and_proba(toy_model):
@@ -136,7 +136,7 @@ def test_predict_file_refuses_to_overwrite_a_complete_output(toy_model, tmp_path
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_interrupted_scoring_resumes_where_it_stopped(toy_model, tmp_path, suffix, monkeypatch):
-    from critic import files
+    from critic.inference import files
 
     texts = synthetic.reviews(50, seed=9)["text"].tolist()
     source = tmp_path / "in.jsonl"
@@ -190,7 +190,7 @@ def test_a_one_megabyte_review(toy_model):
 
 
 def test_windows_pooling_rules():
-    from critic.predict import pool_windows
+    from critic.inference.predict import pool_windows
 
     logits = np.array([[0.0, 2.0], [1.0, 0.0], [3.0, 0.0], [0.0, 0.5]])
     owners = np.array([0, 0, 1, 1])
@@ -219,8 +219,8 @@ def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(to
                                                                              capsys):
     import shutil
 
-    from critic import backends
-    from critic.export import export
+    from critic.inference import backends
+    from critic.inference.export import export
 
     folder = tmp_path / "copy"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint", "onnx", "openvino"))
@@ -264,7 +264,7 @@ def test_export_names_the_extra_to_install_and_refuses_an_int8_model_that_loses_
                                                                                          monkeypatch):
     import shutil
 
-    from critic import backends, export as exporting
+    from critic.inference import backends, export as exporting
 
     monkeypatch.setattr(backends, "installed", lambda name: not name.startswith("openvino"))
     with pytest.raises(ImportError, match=r"pip install 'critic\[openvino\]'"):
@@ -301,7 +301,7 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
 
     import torch
 
-    from critic.export import export
+    from critic.inference.export import export
 
     folder = tmp_path / "copy"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
@@ -358,7 +358,7 @@ def test_predict_file_never_writes_over_its_input(toy_model, tmp_path):
 
 
 def test_overwrite_keeps_the_previous_output_until_the_new_one_is_whole(toy_model, tmp_path, monkeypatch):
-    from critic import files
+    from critic.inference import files
 
     source = tmp_path / "in.txt"
     source.write_text("a great fun film\n" * 30)
@@ -375,7 +375,7 @@ def test_overwrite_keeps_the_previous_output_until_the_new_one_is_whole(toy_mode
 
 
 def test_a_resume_must_match_the_input_model_and_options(toy_model, tmp_path, monkeypatch):
-    from critic import files
+    from critic.inference import files
 
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic.reviews(30, seed=2)["text"]))

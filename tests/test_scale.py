@@ -11,8 +11,8 @@ import pytest
 
 import synthetic
 from critic.cli import main
-from critic.files import predict_file
-from critic.predict import Classifier
+from critic.inference.files import predict_file
+from critic.inference.predict import Classifier
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra critic[ray]; the set-up installs it")
 
@@ -48,7 +48,7 @@ def read_all(folder):
 
 
 def test_ray_scores_like_critic_predict_and_accounts_for_every_row(cluster, toy_model, reviews, tmp_path):
-    from critic.scale import predict_ray
+    from critic.inference.scale import predict_ray
 
     out = tmp_path / "out"
     summary = predict_ray(toy_model, [str(reviews)], out, workers=2, batch_size=64, backend="torch",
@@ -71,7 +71,7 @@ def test_ray_scores_like_critic_predict_and_accounts_for_every_row(cluster, toy_
 
 def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(cluster, toy_model, reviews, tmp_path,
                                                                           monkeypatch):
-    from critic.scale import predict_ray
+    from critic.inference.scale import predict_ray
 
     out = tmp_path / "out"
     predict_ray(toy_model, [str(reviews / "*.parquet")], out, workers=1, backend="torch", log=lambda line: None)
@@ -116,7 +116,7 @@ def scoring_actors() -> list:
 
 
 def test_a_worker_killed_mid_run_is_retried_and_no_row_is_lost_or_doubled(cluster, toy_model, tmp_path):
-    from critic.scale import predict_ray
+    from critic.inference.scale import predict_ray
 
     source = tmp_path / "many.parquet"
     rows = synthetic.reviews(20_000, seed=3)
@@ -157,7 +157,7 @@ def test_csv_output_keeps_texts_with_commas_quotes_and_newlines(cluster, toy_mod
 
 
 def test_many_files_are_scored_by_one_pool_of_actors(cluster, toy_model, tmp_path, monkeypatch):
-    from critic import scale
+    from critic.inference import scale
 
     folder = tmp_path / "lake"
     folder.mkdir()
@@ -178,7 +178,7 @@ def test_many_files_are_scored_by_one_pool_of_actors(cluster, toy_model, tmp_pat
 
 
 def test_files_are_grouped_by_format_count_and_size(tmp_path, monkeypatch):
-    from critic import scale
+    from critic.inference import scale
 
     monkeypatch.setattr(scale, "GROUP_FILES", 3)
     monkeypatch.setattr(scale, "GROUP_BYTES", 250)
@@ -193,7 +193,7 @@ def test_files_are_grouped_by_format_count_and_size(tmp_path, monkeypatch):
 
 
 def test_a_folder_uri_is_listed_and_scored(cluster, toy_model, reviews, tmp_path):
-    from critic.scale import input_files, predict_ray
+    from critic.inference.scale import input_files, predict_ray
 
     uri = f"file://{reviews}"
     assert input_files([uri]) == [f"file://{reviews / 'a.csv'}", f"file://{reviews / 'b.parquet'}"]
@@ -205,7 +205,7 @@ def test_a_folder_uri_is_listed_and_scored(cluster, toy_model, reviews, tmp_path
 
 def test_ray_keeps_the_inputs_columns_neutralises_csv_formulas_and_touches_only_its_own_folders(
         cluster, toy_model, tmp_path):
-    from critic.scale import predict_ray
+    from critic.inference.scale import predict_ray
 
     source = tmp_path / "mine.jsonl"
     pd.DataFrame({"text": ["=HYPERLINK(1) a great fun film", "awful boring mess"], "label": ["mine", "mine"],

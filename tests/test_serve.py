@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 import synthetic
 from ports import free_port
-from critic.predict import Classifier
+from critic.inference.predict import Classifier
 from critic.serve import ServeSettings, create_app
 from critic.serve.batching import MicroBatcher
 

@@ -221,7 +221,7 @@ def test_real_three_class_drug_reviews_through_pip(real_cache):
 def test_a_missing_local_folder_is_never_a_hub_download(tmp_path, monkeypatch):
     """Classifier.load("runs/x") run from another folder used to fetch the hub repository runs/x (security review
     3): a name that looks like a path names the missing folder; hub ids go to the hub, hf: says so plainly."""
-    from critic.predict import Classifier
+    from critic.inference.predict import Classifier
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

@@ -274,7 +274,7 @@ def cmd_distill(args) -> int:
 
 
 def add_evaluate(verbs) -> None:
-    from critic.predict import BACKENDS
+    from critic.inference.predict import BACKENDS
 
     verb = verbs.add_parser("evaluate", help="metrics, curves, calibration and an HTML report",
                           description="Score a split with a trained model: accuracy with a bootstrap 95%% interval, "
@@ -306,7 +306,7 @@ def cmd_evaluate(args) -> int:
 
 
 def add_predict(verbs) -> None:
-    from critic.predict import BACKENDS
+    from critic.inference.predict import BACKENDS
     from critic.text import LONG_REVIEW_MODES, POOLS
 
     verb = verbs.add_parser("predict", help="score texts or a file",
@@ -354,7 +354,7 @@ def add_predict(verbs) -> None:
 
 
 def cmd_predict_ray(args) -> int:
-    from critic.scale import predict_ray
+    from critic.inference.scale import predict_ray
 
     if not args.file:
         raise SystemExit("critic predict --engine ray: give --file (a file, a folder, a glob or a URI)")
@@ -370,8 +370,8 @@ def cmd_predict_ray(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from critic.files import predict_file
-    from critic.predict import Classifier
+    from critic.inference.files import predict_file
+    from critic.inference.predict import Classifier
 
     if args.engine == "ray":
         return cmd_predict_ray(args)
@@ -397,7 +397,7 @@ def cmd_predict(args) -> int:
 
 
 def add_export(verbs) -> None:
-    from critic.predict import BACKENDS
+    from critic.inference.predict import BACKENDS
 
     verb = verbs.add_parser("export", help="export for fast CPU scoring (ONNX Runtime, OpenVINO) and measure which "
                                          "backend is fastest here",
@@ -431,8 +431,8 @@ def add_export(verbs) -> None:
 
 
 def cmd_export(args) -> int:
-    from critic.backends import ENGINES, installed
-    from critic.export import export
+    from critic.inference.backends import ENGINES, installed
+    from critic.inference.export import export
 
     names = args.backends or [name for name in ENGINES if installed(name)]
     export(args.model, [n for n in names if args.int8 or not n.endswith("-int8")], data=args.data,
@@ -454,8 +454,8 @@ def add_explain(verbs) -> None:
 def cmd_explain(args) -> int:
     from rich.console import Console
 
-    from critic.explain import explain, render_terminal
-    from critic.predict import Classifier
+    from critic.inference.explain import explain, render_terminal
+    from critic.inference.predict import Classifier
 
     classifier = Classifier.load(args.model, backend="torch", precision="fp32")
     console = Console()
@@ -480,7 +480,7 @@ def default_max_batch() -> int:
 
 
 def add_serve(verbs) -> None:
-    from critic.predict import BACKENDS
+    from critic.inference.predict import BACKENDS
 
     verb = verbs.add_parser("serve", help="an HTTP API with micro-batching and a web page",
                            formatter_class=argparse.RawDescriptionHelpFormatter,

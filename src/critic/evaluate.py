@@ -319,7 +319,7 @@ def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "t
     from tqdm.auto import tqdm
 
     from critic import data as datasets, modeling
-    from critic.predict import Classifier  # the run scores with the Classifier, as predict does
+    from critic.inference.predict import Classifier  # the run scores with the Classifier, as predict does
 
     classifier = Classifier.load(model, backend=backend)
     # the evaluation rows read as the model's training rows were, with the model's classes in the model's order

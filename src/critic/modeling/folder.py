@@ -101,7 +101,7 @@ def write_set(folder: str | Path, write: Callable[[Path], None]) -> Path:
     """Files that belong together, written so that a crash, a signal or a full disk at any moment leaves the
     folder with the previous set or the new one, never a truncated or mixed one: `write(staging)` writes them into
     FOLDER/.saving, they are flushed to disk and marked complete, then moved in (`finish_saving`; a move cut short
-    is finished by the next save or load). Exports of other weights are removed (critic.export)."""
+    is finished by the next save or load). Exports of other weights are removed (critic.inference.export)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     finish_saving(folder, discard_incomplete=True)

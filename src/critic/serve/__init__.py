@@ -16,7 +16,7 @@ _MODEL_ENV, _SETTINGS_ENV, _BACKEND_ENV, _PRECISION_ENV = (
 
 def app_from_environment():
     """The app for each uvicorn worker process (`--workers N`), configured through the environment."""
-    from critic.predict import Classifier
+    from critic.inference.predict import Classifier
 
     settings = ServeSettings(**json.loads(os.environ.get(_SETTINGS_ENV, "{}")))
     classifier = Classifier.load(os.environ[_MODEL_ENV], backend=os.environ.get(_BACKEND_ENV, "auto"),

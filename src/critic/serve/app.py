@@ -348,7 +348,7 @@ def api_router(service: Service) -> APIRouter:
 
     @router.post("/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest) -> ExplainResponse:
-        from critic.explain import explain as attribute
+        from critic.inference.explain import explain as attribute
 
         result = await service.batcher.run_exclusive(functools.partial(attribute, target=body.label), classifier,
                                                      body.text)
@@ -367,7 +367,7 @@ def api_router(service: Service) -> APIRouter:
             if await request.is_disconnected():
                 return Response(status_code=499)
             probs.append(await service.scored(texts[start:start + chunk], deadline))
-        from critic.predict import add_scores, score_columns, spreadsheet_safe
+        from critic.inference.predict import add_scores, score_columns, spreadsheet_safe
 
         columns = score_columns(classifier.labels, taken=fields)
         out = io.StringIO()

@@ -88,7 +88,7 @@ def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Ca
                           progress: bool = True, labels: list[str] | None = None) -> np.ndarray:
     """The teacher's probabilities for `texts`, computed once and cached (a resumed or repeated run reads them).
     With `windows` the teacher reads every review whole, through overlapping windows."""
-    from critic.predict import Classifier
+    from critic.inference.predict import Classifier
 
     folder = Path(teacher)
     meta_file = teacher_meta_file(teacher)

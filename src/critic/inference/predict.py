@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from critic import backends, data, modeling, sources
-from critic.backends import BACKENDS
+from critic import data, modeling, sources
+from critic.inference import backends
+from critic.inference.backends import BACKENDS
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
 

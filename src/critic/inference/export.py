@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from critic import backends, modeling
+from critic import modeling
+from critic.inference import backends
 from critic.text import Encoder, Ragged, Truncation, pad, prepare, sorted_batches
 
 PARITY_TEXTS = [
@@ -204,7 +205,7 @@ def measure(model_dir: Path, names: Sequence[str], texts: list[str], labels: np.
     """Every backend scores the same `timed_reviews` reviews on this machine as critic runs it (its batching, its
     threads; two passes, the faster counts). Each int8 backend and PyTorch then score all of `texts`: an int8
     backend more than MAX_LOSS less accurate than PyTorch there is refused."""
-    from critic.predict import Classifier
+    from critic.inference.predict import Classifier
 
     rates, accuracy, scorers = {}, {}, {}
     for name in names:

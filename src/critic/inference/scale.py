@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from critic import data
-from critic.predict import score_columns, spreadsheet_safe
+from critic.inference.predict import score_columns, spreadsheet_safe
 
 READABLE = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 REJECTED_COLUMN = "rejected_reason"
@@ -90,7 +90,7 @@ class Scorer:
     """One per Ray actor: the Classifier is loaded once, then scores pyarrow batches."""
 
     def __init__(self, model: str, text_column: str | None, device: str, backend: str):
-        from critic.predict import Classifier
+        from critic.inference.predict import Classifier
 
         self.classifier = Classifier.load(model, device=device, backend=backend)
         self.text_column = text_column

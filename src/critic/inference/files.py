@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from critic import data
-from critic.predict import Classifier, add_scores, score_columns, spreadsheet_safe
+from critic.inference.predict import Classifier, add_scores, score_columns, spreadsheet_safe
 from critic.text import Ragged
 
 
