@@ -59,7 +59,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from critic import config, data, modeling, sources  # noqa: E402
+from critic import config, data, modeling  # noqa: E402
+from critic.data import sources  # noqa: E402
 from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
 
 MODEL_DIR = "minilm-fp16"

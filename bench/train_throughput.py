@@ -23,7 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from critic import config, data, modeling, sources  # noqa: E402
+from critic import config, data, modeling  # noqa: E402
+from critic.data import sources  # noqa: E402
 from critic.training.train import train  # noqa: E402
 
 

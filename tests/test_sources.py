@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from critic import sources
+from critic.data import sources
 from conftest import build_wheel
 
 CONTENT = b"review,sentiment\ngreat film,positive\nawful film,negative\n"

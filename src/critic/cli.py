@@ -54,7 +54,7 @@ def _columns(args):
 
 
 def add_fetch(verbs) -> None:
-    from critic import sources
+    from critic.data import sources
 
     verb = verbs.add_parser("fetch", help="get a dataset or model into the cache, verified by sha256",
                              description="Get an artifact into the cache. Sources are tried in order: --from PATH, "
@@ -70,7 +70,7 @@ def add_fetch(verbs) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from critic import sources
+    from critic.data import sources
 
     if args.what in sources.DATASETS:
         fetched = sources.fetch(sources.DATASETS[args.what], local=args.source, refresh=args.refresh, log=_log)
@@ -102,7 +102,7 @@ def add_profile(verbs) -> None:
 
 def cmd_profile(args) -> int:
     import critic
-    from critic import profile
+    from critic.data import profile
 
     output = Path(args.output)
     summary = critic.profile_dataset(args.data, None if args.tokenizer == "none" else args.tokenizer, args.cleaning,
@@ -563,7 +563,8 @@ def add_quickstart(verbs) -> None:
 
 def cmd_quickstart(args) -> int:
     import critic
-    from critic import config, evaluate, profile, sources
+    from critic import config, evaluate
+    from critic.data import profile, sources
     from critic.training.train import train
 
     _log("1/4 fetching IMDB and MiniLM")
@@ -605,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from critic.data import DataError
-    from critic.sources import ArtifactError
+    from critic.data.sources import ArtifactError
 
     try:
         return args.run(args) or 0

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from critic import data, modeling, sources
+from critic import data, modeling
+from critic.data import sources
 from critic.inference import backends
 from critic.inference.backends import BACKENDS
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows

@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from critic import data, sources
+from critic import data
+from critic.data import sources
 from critic.modeling.card import model_card
 from critic.text import keep_normalizer
 

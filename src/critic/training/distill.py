@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from critic import data, modeling, sources
+from critic import data, modeling
+from critic.data import sources
 from critic.config import TrainConfig, parse_fold
 from critic.training.train import Teacher, train
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, modeling, sources
+from critic import data, modeling
+from critic.data import sources
 from critic.training import loop
 from critic.config import PretrainConfig
 from critic.training.loop import (append_log, Clock, Distributed, linear_schedule, Machine, Plan, read_ahead, RunState,

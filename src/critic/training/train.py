@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, modeling, sources
+from critic import data, modeling
+from critic.data import sources
 from critic.training import loop
 from critic.modeling import calibration
 from critic.config import TrainConfig, parse_fold

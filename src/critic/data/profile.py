@@ -173,7 +173,8 @@ def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm",
                     log=None) -> dict:
     """Profile a dataset (token counts with `tokenizer`'s vocabulary, None to skip them); writes profile.json and
     profile.html when `output` is given. `columns` is a critic.data.Columns for files."""
-    from critic import data as datasets, sources
+    from critic import data as datasets
+    from critic.data import sources
 
     encoder = None
     if tokenizer:

@@ -1,4 +1,4 @@
-"""Read review datasets, validate them, map labels, clean texts, dedupe and split.
+"""Read review files (CSV, TSV, JSONL, Parquet, an aclImdb folder or tarball), validate them and map labels.
 
 Every dataset comes out as a pandas DataFrame with columns `text` (str) and `label` (the index of the row's class
 in the dataset's `labels`). Binary sentiment (negative, positive) is recognised in its usual spellings; any other
@@ -11,9 +11,6 @@ count is reported and recorded.
 from __future__ import annotations
 
 import csv
-import dataclasses
-import hashlib
-import html
 import io
 import json
 import re
@@ -23,14 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import pandas as pd
 
-from critic import sources
 
 LABEL_NAMES = ("negative", "positive")
-SPLITS = ("train", "validation", "test")
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")
 LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class", "stars", "rating", "overall")
 KNOWN_LABELS = {
@@ -44,41 +37,6 @@ class DataError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- cleaning
-
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
-_URL = re.compile(r"https?://\S+|www\.\S+")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_NOTEBOOK_DROP = re.compile(r"[\\\"'*]")
-
-
-def clean_none(text: str) -> str:
-    return text
-
-
-def clean_default(text: str) -> str:
-    """Unescape HTML entities and turn <br /> into spaces; keep case, accents and punctuation."""
-    return _SPACES.sub(" ", _BR.sub(" ", html.unescape(text))).strip()
-
-
-def clean_notebook(text: str) -> str:
-    """The starting notebook's rules: lowercase, drop non-ASCII, URLs, <br /> tags, backslashes, quotes, asterisks."""
-    text = text.lower()
-    text = _NON_ASCII.sub("", text)
-    text = _URL.sub("", text)
-    text = _BR.sub(" ", text)
-    text = _NOTEBOOK_DROP.sub("", text)
-    return _SPACES.sub(" ", text).strip()
-
-
-CLEANERS: dict[str, Callable[[str], str]] = {"none": clean_none, "default": clean_default, "notebook": clean_notebook}
-
-
-def cleaner(name: str) -> Callable[[str], str]:
-    try:
-        return CLEANERS[name]
-    except KeyError:
-        raise DataError(f"unknown cleaning recipe '{name}'; choose one of: {', '.join(CLEANERS)}") from None
 
 
 # -------------------------------------------------------------------------------------------- reading
@@ -388,131 +346,6 @@ def read_aclimdb(path: Path) -> tuple[pd.DataFrame, Report]:
 # -------------------------------------------------------------------------------------- dedupe, split
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def dedupe(frame: pd.DataFrame, report: Report | None = None) -> pd.DataFrame:
-    """Keep one row per exact text; a text seen with both labels is dropped entirely (it cannot be right)."""
-    label_counts = frame.groupby("text", sort=False)["label"].nunique()
-    conflicting = set(label_counts.index[label_counts > 1])
-    kept = frame[~frame["text"].isin(conflicting)].drop_duplicates("text", keep="first")
-    if report is not None:
-        report.duplicates_removed = len(frame) - len(kept)
-    return kept.reset_index(drop=True)
-
-
-def assign_splits(texts: pd.Series, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> pd.Series:
-    """Split by the sha256 of each text: independent of the source, its row order and the machine."""
-    buckets = texts.map(lambda t: int(text_hash(t)[:8], 16) % 10_000)
-    edges = (round(fractions[0] * 10_000), round((fractions[0] + fractions[1]) * 10_000))
-    return pd.Series(pd.cut(buckets, [-1, edges[0] - 1, edges[1] - 1, 10_000], labels=SPLITS).astype(str),
-                     index=texts.index)
-
-
-def assign_stratified_splits(frame: pd.DataFrame,
-                             fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> pd.Series:
-    """80/10/10 within each class, rows ordered by the sha256 of their text: every split keeps the class balance
-    (a rare class is not left out of validation by chance), and the split is as reproducible as `assign_splits`."""
-    splits = pd.Series("train", index=frame.index, dtype=object)
-    for _, part in frame.groupby("label", sort=True):
-        ordered = part["text"].map(text_hash).sort_values().index
-        first = round(fractions[0] * len(ordered))
-        second = first + max(round(fractions[1] * len(ordered)), 1 if len(ordered) >= 3 else 0)
-        splits[ordered[first:second]] = "validation"
-        splits[ordered[second:second + max(round(fractions[2] * len(ordered)), 1 if len(ordered) >= 3 else 0)]] \
-            = "test"
-    return splits
-
-
-def fold_of(texts: pd.Series, folds: int) -> np.ndarray:
-    """Each text's cross-validation fold (0 … folds-1), by its sha256: stable across runs and machines."""
-    return texts.map(lambda t: int(text_hash(t)[8:16], 16) % folds).to_numpy()
-
-
-def digest_texts(texts: pd.Series) -> str:
-    """One sha256 over a set of texts, independent of their order."""
-    digest = hashlib.sha256()
-    for h in sorted(texts.map(text_hash)):
-        digest.update(h.encode())
-    return digest.hexdigest()
-
-
-def manifest(frame: pd.DataFrame, report: Report, split_column: str = "split") -> dict:
-    """Counts and a sha256 over each split's texts, so that results are comparable across machines."""
-    splits = {}
-    for name, part in frame.groupby(split_column, sort=False):
-        counts = part["label"].value_counts()
-        splits[name] = {"rows": len(part), "classes": {label: int(counts.get(i, 0))
-                                                       for i, label in enumerate(report.labels)},
-                        "texts_sha256": digest_texts(part["text"])}
-    return {**report.as_dict(), "splits": dict(sorted(splits.items()))}
-
-
 # --------------------------------------------------------------------------------------- the front
 
 
-@dataclass
-class Dataset:
-    """A loaded dataset with every row's split, and the manifest that identifies it."""
-
-    frame: pd.DataFrame  # text, label, split (and official_split for aclImdb)
-    manifest: dict
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.manifest.get("labels", LABEL_NAMES))
-
-    def split(self, name: str, size: int | None = None, seed: int = 42) -> pd.DataFrame:
-        column = "official_split" if name.startswith("official-") else "split"
-        key = name.removeprefix("official-")
-        if name == "all":
-            part = self.frame
-        elif column not in self.frame or key not in set(self.frame[column]):
-            available = sorted(set(self.frame["split"]) | {f"official-{s}" for s in self.frame.get("official_split", [])})
-            raise DataError(f"no split '{name}'; available: {', '.join(available)}, all")
-        else:
-            part = self.frame[self.frame[column] == key]
-        if size is not None and size < len(part):
-            part = part.sample(n=size, random_state=seed)
-        return part[["text", "label"]].reset_index(drop=True)
-
-
-def load(data: str | Path = "imdb", columns: Columns = Columns(), drop_invalid: bool = False,
-         log: Callable[[str], None] | None = None) -> Dataset:
-    """Load a named dataset ('imdb') or a path, dedupe it and assign the deterministic 80/10/10 split.
-
-    A file that already has a column `split` with train/validation/test values keeps its own split.
-    """
-    if str(data) in sources.DATASETS:
-        fetched = sources.fetch(sources.DATASETS[str(data)], log=log)
-        (pinned,) = fetched.files
-        named = NAMED_COLUMNS.get(str(data), Columns())
-        frame, report = read_table(fetched.path / pinned, dataclasses.replace(named, labels=columns.labels or
-                                                                              named.labels), drop_invalid=drop_invalid)
-        report.source = f"{data} ({fetched.source}; {pinned} sha256 {fetched.files[pinned]})"
-    else:
-        frame, report = read_table(data, columns, drop_invalid=drop_invalid)
-    frame = dedupe(frame, report)
-    # More than two classes: stratified, so that a rare class reaches validation and test. Binary files keep the
-    # plain hash split (balanced enough at their sizes) so that existing models' splits do not move.
-    frame["split"] = assign_stratified_splits(frame) if len(report.labels) > 2 else assign_splits(frame["text"])
-    return Dataset(frame, manifest(frame, report))
-
-
-def load_dataset(data: str | Path = "imdb", split: str = "train", size: int | None = None, seed: int = 42,
-                 text_column: str | None = None, label_column: str | None = None,
-                 label_map: dict[str, str] | str | None = None, drop_invalid: bool = False,
-                 labels: str | tuple[str, ...] | None = None) -> pd.DataFrame:
-    """`critic.load_dataset("imdb", split="train")` -> DataFrame with `text` and `label` (the class's index: 0
-    negative, 1 positive for binary sentiment; `critic.data.load(...).labels` names the classes of other data).
-
-    `split` is train, validation, test or all (official-train / official-test with the Stanford tarball);
-    `size` takes a seeded random subset.
-    """
-    if isinstance(label_map, str):
-        label_map = parse_label_map(label_map)
-    if isinstance(labels, str):
-        labels = parse_labels(labels)
-    columns = Columns(text_column, label_column, label_map, labels)
-    return load(data, columns, drop_invalid).split(split, size, seed)
