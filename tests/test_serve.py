@@ -300,7 +300,9 @@ def test_browser_page(server, tmp_path):
 def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
-                                "--backend", "torch", "--max-batch", "1"],  # one text per batch: slow to drain
+                                # one text per batch and 256 texts per request: the first request is still being
+                                # answered when the eighth arrives
+                                "--backend", "torch", "--max-batch", "1", "--max-texts", "256"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -312,7 +314,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     else:
         process.kill()
         pytest.fail("the server did not become ready")
-    long_texts = synthetic.reviews(64, seed=2, min_words=25, max_words=30)["text"].tolist()
+    long_texts = synthetic.reviews(256, seed=2, min_words=25, max_words=30)["text"].tolist()
     statuses = []
 
     def heavy():
