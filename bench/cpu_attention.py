@@ -1,10 +1,10 @@
 """Where critic's CPU inference speed comes from: the same model, reviews and batches, scored three ways in one run.
 
-  1. fp32 weights under bf16 autocast, PyTorch's fused attention (scaled_dot_product_attention): critic before
-  2. bf16 weights (cast once), PyTorch's fused attention
-  3. bf16 weights, critic's row-wise attention (each review over its own tokens): what critic does now
+1. fp32 weights under bf16 autocast, PyTorch's fused attention (scaled_dot_product_attention): critic before
+2. bf16 weights (cast once), PyTorch's fused attention
+3. bf16 weights, critic's row-wise attention (each review over its own tokens): what critic does now
 
-    python bench/cpu_attention.py runs/minilm-imdb [--reviews 1000] [--repeats 3]
+  python bench/cpu_attention.py runs/minilm-imdb [--reviews 1000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ def main() -> None:
     texts = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)["text"].tolist()
     truncation = dataclasses.replace(clf.truncation, strategy="head")
     inputs = frame_all(clf.encoder, clf.encode(texts), truncation)
-    print(f"{len(texts)} IMDB test reviews, first {truncation.max_length} tokens (mean {inputs.lengths.mean():.0f}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{len(texts)} IMDB test reviews, first {truncation.max_length} tokens (mean {inputs.lengths.mean():.0f}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
 
     fused = copy.deepcopy(clf.model).to(torch.bfloat16)
     rowwise, _ = modeling.inference_model(clf.model, "bf16", clf.device)

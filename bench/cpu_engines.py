@@ -37,8 +37,15 @@ from critic.inference import backends  # noqa: E402
 from critic.inference.export import export  # noqa: E402
 from critic.inference.predict import Classifier  # noqa: E402
 
-PEERS = ("pipeline-bf16", "openvino", "openvino-f32", "openvino-int8", "onnxruntime-fused", "onnxruntime-fused-int8",
-         "ctranslate2-int8")
+PEERS = (
+    "pipeline-bf16",
+    "openvino",
+    "openvino-f32",
+    "openvino-int8",
+    "onnxruntime-fused",
+    "onnxruntime-fused-int8",
+    "ctranslate2-int8",
+)
 
 
 class Logits(torch.nn.Module):
@@ -54,9 +61,13 @@ def sorted_batches(tokenizer, texts: list[str], batch_size: int, max_length: int
     """(positions, tokenized batch as numpy) for batches of texts sorted by length, tokenized as they are used."""
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        yield rows, tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="np")
+        rows = order[start : start + batch_size]
+        yield (
+            rows,
+            tokenizer(
+                [texts[i] for i in rows], padding=True, truncation=True, max_length=max_length, return_tensors="np"
+            ),
+        )
 
 
 def score_by_hand(run, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
@@ -85,26 +96,42 @@ def pipeline_peer(model_dir: Path, **_):
     return score
 
 
-def openvino_peer(model_dir: Path, work: Path, hint: str | None = None, calibration: list[str] | None = None,
-                  tokenizer=None, max_length: int = 256, **_):
+def openvino_peer(
+    model_dir: Path,
+    work: Path,
+    hint: str | None = None,
+    calibration: list[str] | None = None,
+    tokenizer=None,
+    max_length: int = 256,
+    **_,
+):
     import openvino as ov
 
     model, _, _ = modeling.load(model_dir)
-    example = tokenizer(["a padded example", "and a longer one, to trace the attention mask"], padding=True,
-                        return_tensors="pt")
+    example = tokenizer(
+        ["a padded example", "and a longer one, to trace the attention mask"], padding=True, return_tensors="pt"
+    )
     converted = ov.convert_model(Logits(model).eval(), example_input=dict(example))
     if calibration is not None:
         import nncf
 
-        batches = [{k: v.astype(np.int64) for k, v in batch.items()}
-                   for _, batch in sorted_batches(tokenizer, calibration, 8, max_length)]
-        converted = nncf.quantize(converted, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(batches))
+        batches = [
+            {k: v.astype(np.int64) for k, v in batch.items()}
+            for _, batch in sorted_batches(tokenizer, calibration, 8, max_length)
+        ]
+        converted = nncf.quantize(
+            converted, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)
+        )
     compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint} if hint else {})
 
     def score(texts, batch_size, max_length, tokenizer):
-        return score_by_hand(lambda ids, mask: compiled({"input_ids": ids, "attention_mask": mask})[0],
-                             tokenizer, texts, batch_size, max_length)
+        return score_by_hand(
+            lambda ids, mask: compiled({"input_ids": ids, "attention_mask": mask})[0],
+            tokenizer,
+            texts,
+            batch_size,
+            max_length,
+        )
 
     return score
 
@@ -119,12 +146,23 @@ def onnxruntime_peer(model_dir: Path, work: Path, int8: bool = False, **_):
     exported, fused = work / "model.onnx", work / "model.fused.onnx"
     if not fused.is_file():
         example = tokenizer(["a padded example", "and a longer one"], padding=True, return_tensors="pt")
-        torch.onnx.export(Logits(model).eval(), (example["input_ids"], example["attention_mask"]), str(exported),
-                          dynamo=False, input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "length"},
-                                        "attention_mask": {0: "batch", 1: "length"}}, opset_version=17)
-        optimizer.optimize_model(str(exported), model_type="bert", num_heads=model.config.num_attention_heads,
-                                 hidden_size=model.config.hidden_size, opt_level=2).save_model_to_file(str(fused))
+        torch.onnx.export(
+            Logits(model).eval(),
+            (example["input_ids"], example["attention_mask"]),
+            str(exported),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}},
+            opset_version=17,
+        )
+        optimizer.optimize_model(
+            str(exported),
+            model_type="bert",
+            num_heads=model.config.num_attention_heads,
+            hidden_size=model.config.hidden_size,
+            opt_level=2,
+        ).save_model_to_file(str(fused))
     path = fused
     if int8:
         import onnx
@@ -132,15 +170,25 @@ def onnxruntime_peer(model_dir: Path, work: Path, int8: bool = False, **_):
 
         path = work / "model.fused.int8.onnx"
         # the fused graph's contrib operators leave shape inference without types: tell it they are float
-        quantize_dynamic(fused, path, weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            fused,
+            path,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def score(texts, batch_size, max_length, tokenizer):
-        return score_by_hand(lambda ids, mask: session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0],
-                             tokenizer, texts, batch_size, max_length)
+        return score_by_hand(
+            lambda ids, mask: session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0],
+            tokenizer,
+            texts,
+            batch_size,
+            max_length,
+        )
 
     return score
 
@@ -158,15 +206,16 @@ def ctranslate2_peer(model_dir: Path, work: Path, **_):
     # CTranslate2 4.8 reads a setting transformers 5 no longer keeps on BERT's config
     transformers.BertConfig.position_embedding_type = "absolute"
     TransformersConverter(str(model_dir)).convert(str(work / "ct2"), quantization="int8", force=True)
-    encoder = ctranslate2.Encoder(str(work / "ct2"), device="cpu", compute_type="int8",
-                                  intra_threads=torch.get_num_threads())
+    encoder = ctranslate2.Encoder(
+        str(work / "ct2"), device="cpu", compute_type="int8", intra_threads=torch.get_num_threads()
+    )
     weight, bias = model.classifier.weight.detach().numpy(), model.classifier.bias.detach().numpy()
 
     def score(texts, batch_size, max_length, tokenizer):
         out = np.zeros((len(texts), len(bias)), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             ids = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length)["input_ids"]
             pooled = np.asarray(encoder.forward_batch([tokenizer.convert_ids_to_tokens(x) for x in ids]).pooler_output)
             out[rows] = modeling.softmax(pooled @ weight.T + bias)
@@ -179,13 +228,15 @@ def build_peer(name: str, model_dir: Path, work: Path, tokenizer, calibration: l
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     options = dict(model_dir=model_dir, work=folder, tokenizer=tokenizer, max_length=max_length)
-    return {"pipeline-bf16": lambda: pipeline_peer(**options),
-            "openvino": lambda: openvino_peer(**options),
-            "openvino-f32": lambda: openvino_peer(**options, hint="f32"),
-            "openvino-int8": lambda: openvino_peer(**options, calibration=calibration),
-            "onnxruntime-fused": lambda: onnxruntime_peer(**options),
-            "onnxruntime-fused-int8": lambda: onnxruntime_peer(**options, int8=True),
-            "ctranslate2-int8": lambda: ctranslate2_peer(**options)}[name]()
+    return {
+        "pipeline-bf16": lambda: pipeline_peer(**options),
+        "openvino": lambda: openvino_peer(**options),
+        "openvino-f32": lambda: openvino_peer(**options, hint="f32"),
+        "openvino-int8": lambda: openvino_peer(**options, calibration=calibration),
+        "onnxruntime-fused": lambda: onnxruntime_peer(**options),
+        "onnxruntime-fused-int8": lambda: onnxruntime_peer(**options, int8=True),
+        "ctranslate2-int8": lambda: ctranslate2_peer(**options),
+    }[name]()
 
 
 def timed(score, texts: list[str], passes: int) -> tuple[float, np.ndarray]:
@@ -213,10 +264,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="the peers' batch size (default 32)")
     parser.add_argument("--passes", type=int, default=2, help="runs of each engine; the fastest counts (default 2)")
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
-    parser.add_argument("--ours", nargs="*", default=["auto", "torch", *backends.ENGINES],
-                        choices=["auto", "torch", *backends.ENGINES], help="critic's backends to run (default: all)")
-    parser.add_argument("--export", action="store_true",
-                        help="run `critic export` again even where the model has a measurement for this CPU")
+    parser.add_argument(
+        "--ours",
+        nargs="*",
+        default=["auto", "torch", *backends.ENGINES],
+        choices=["auto", "torch", *backends.ENGINES],
+        help="critic's backends to run (default: all)",
+    )
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="run `critic export` again even where the model has a measurement for this CPU",
+    )
     parser.add_argument("--out", help="write the figures as JSON here too")
     args = parser.parse_args()
     model_dir = Path(args.model)
@@ -229,12 +288,22 @@ def main() -> None:
     texts, labels = test["text"].tolist(), test["label"].to_numpy()
     clean = data.cleaner(meta["cleaning"])
     cleaned = [clean(t) for t in texts]
-    calibration = [clean(t) for t in data.load_dataset("imdb", split="validation", size=args.calibration,
-                                                        seed=1)["text"]]
-    machine = {"cpu": backends.cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-               "bf16": modeling.cpu_has_bf16(), "torch": torch.__version__, "date": str(date.today())}
-    print(f"{len(texts):,} IMDB test reviews, window {max_length}; {machine['cpu']}, {machine['cores']} cores, "
-          f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}", flush=True)
+    calibration = [
+        clean(t) for t in data.load_dataset("imdb", split="validation", size=args.calibration, seed=1)["text"]
+    ]
+    machine = {
+        "cpu": backends.cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "bf16": modeling.cpu_has_bf16(),
+        "torch": torch.__version__,
+        "date": str(date.today()),
+    }
+    print(
+        f"{len(texts):,} IMDB test reviews, window {max_length}; {machine['cpu']}, {machine['cores']} cores, "
+        f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}",
+        flush=True,
+    )
 
     results = {}
     with tempfile.TemporaryDirectory() as work:
@@ -244,8 +313,9 @@ def main() -> None:
             except (ImportError, NotImplementedError) as error:
                 print(f"{name}: skipped ({error})", flush=True)
                 continue
-            rate, probs = timed(lambda batch: score(batch, args.batch_size, max_length, tokenizer), cleaned,
-                                args.passes)
+            rate, probs = timed(
+                lambda batch, score=score: score(batch, args.batch_size, max_length, tokenizer), cleaned, args.passes
+            )
             results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
             print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
 
@@ -262,17 +332,30 @@ def main() -> None:
         print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
 
     ours = next(name for name in results if name.startswith("critic auto"))
-    fastest = max((n for n in results if not n.startswith("critic")), key=lambda n: results[n]["reviews_per_s"],
-                  default=None)
+    fastest = max(
+        (n for n in results if not n.startswith("critic")), key=lambda n: results[n]["reviews_per_s"], default=None
+    )
     ratios = {}
     for peer in dict.fromkeys(p for p in (fastest, "pipeline-bf16") if p in results):
         ratios[peer] = results[ours]["reviews_per_s"] / results[peer]["reviews_per_s"]
         delta = (results[ours]["accuracy"] - results[peer]["accuracy"]) * 100
-        print(f"ratio {ours} / {peer}{' (the fastest peer)' if peer == fastest else ''}: {ratios[peer]:.2f}x "
-              f"(accuracy {delta:+.2f} points)")
+        print(
+            f"ratio {ours} / {peer}{' (the fastest peer)' if peer == fastest else ''}: {ratios[peer]:.2f}x "
+            f"(accuracy {delta:+.2f} points)"
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine, "reviews": len(texts), "max_length": max_length,
-                                              "results": results, "ratios": ratios}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "reviews": len(texts),
+                    "max_length": max_length,
+                    "results": results,
+                    "ratios": ratios,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

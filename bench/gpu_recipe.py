@@ -38,9 +38,9 @@ import json
 import shutil
 import sys
 import time
-import tomllib
 from pathlib import Path
 
+import tomllib
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -48,11 +48,18 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 import gpu_suite  # noqa: E402
+
 from critic import config  # noqa: E402
 
 FULL = dict(train_size=None, eval_size=None, test_size=None, pretrain_size=None, tiny=False, train={})
-SMOKE = dict(train_size=None, eval_size=None, test_size=None, pretrain_size=300, tiny=True,
-             train=dict(max_length=64, batch_size=32, lr=3e-3, epochs=2))
+SMOKE = dict(
+    train_size=None,
+    eval_size=None,
+    test_size=None,
+    pretrain_size=300,
+    tiny=True,
+    train=dict(max_length=64, batch_size=32, lr=3e-3, epochs=2),
+)
 
 CANDIDATE = dict(lr=1e-4, epochs=4, warmup_ratio=0.1, layer_decay=0.9)
 # The recipe the first rows were measured with (one H200, 2026-11-27): every row starts from it, so the rows stay
@@ -64,18 +71,21 @@ WINDOWS_OF = {"windows": ("512-head+tail",), "mpnet-windows": ("mpnet-4ep", "mpn
 
 def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
     """The train settings of a row (before the smoke's shrinking)."""
-    recipe = {"256-head": dict(max_length=256, truncation="head"), "512-head": dict(max_length=512, truncation="head"),
-              "512-head+tail": dict(max_length=512, truncation="head+tail"),
-              "candidate": dict(max_length=512, truncation="head+tail", **(tuned or CANDIDATE)),
-              "pretrain": dict(max_length=512, truncation="head+tail"),
-              "pretrain-warm": dict(max_length=512, truncation="head+tail"),
-              "mpnet": dict(max_length=512, truncation="head+tail", lr=2e-5),  # a base-size encoder's usual rate
-              "mpnet-4ep": dict(max_length=512, truncation="head+tail", lr=2e-5, epochs=4),
-              "distill": dict(max_length=512, truncation="head+tail"),
-              "distill-oof": dict(max_length=512, truncation="head+tail"),
-              # half the steps: on an H200 the loop is host-bound (27 ms a step whatever its width); measured
-              # 2026-11-27: 35.0 s instead of 68-72, 93.78%, and now the gpu preset
-              "batch-64": dict(max_length=512, truncation="head+tail", batch_size=64, lr=1e-4)}[name]
+    recipe = {
+        "256-head": dict(max_length=256, truncation="head"),
+        "512-head": dict(max_length=512, truncation="head"),
+        "512-head+tail": dict(max_length=512, truncation="head+tail"),
+        "candidate": dict(max_length=512, truncation="head+tail", **(tuned or CANDIDATE)),
+        "pretrain": dict(max_length=512, truncation="head+tail"),
+        "pretrain-warm": dict(max_length=512, truncation="head+tail"),
+        "mpnet": dict(max_length=512, truncation="head+tail", lr=2e-5),  # a base-size encoder's usual rate
+        "mpnet-4ep": dict(max_length=512, truncation="head+tail", lr=2e-5, epochs=4),
+        "distill": dict(max_length=512, truncation="head+tail"),
+        "distill-oof": dict(max_length=512, truncation="head+tail"),
+        # half the steps: on an H200 the loop is host-bound (27 ms a step whatever its width); measured
+        # 2026-11-27: 35.0 s instead of 68-72, 93.78%, and now the gpu preset
+        "batch-64": dict(max_length=512, truncation="head+tail", batch_size=64, lr=1e-4),
+    }[name]
     shrink = sizes["train"]
     if shrink:  # the smoke: tiny windows and one epoch, the row's levers kept where they fit
         recipe = {**recipe, **shrink, "max_length": min(recipe.get("max_length", 64), shrink["max_length"])}
@@ -87,14 +97,21 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
 
 
 class Recipe:
-    def __init__(self, ctx: gpu_suite.Context, tuned: dict | None, teacher: str | None, mpnet: str | None = None,
-                 trained: dict[str, Path] | None = None):
+    def __init__(
+        self,
+        ctx: gpu_suite.Context,
+        tuned: dict | None,
+        teacher: str | None,
+        mpnet: str | None = None,
+        trained: dict[str, Path] | None = None,
+    ):
         self.ctx, self.tuned, self.teacher, self.mpnet = ctx, tuned, teacher, mpnet
         self.trained = trained or {}  # rows whose model an earlier run trained (gpu_suite.py --keep): scored only
         self.models: dict[str, Path] = {}
 
     def evaluate(self, folder: Path, **options) -> dict:
-        from critic import data, evaluate as evaluation
+        from critic import data
+        from critic import evaluate as evaluation
         from critic.inference.predict import Classifier
 
         sizes = self.ctx.sizes
@@ -104,9 +121,14 @@ class Recipe:
         probs = classifier.predict_proba(frame["text"].tolist())
         _sync(self.ctx.device)
         scored = evaluation.evaluate(frame["label"].to_numpy(), probs, classifier.labels)
-        return {"test_accuracy": scored["accuracy"], "test_accuracy_ci95": scored["accuracy_ci95"],
-                "test_ece": scored["ece"], "roc_auc": scored.get("roc_auc"), "test_rows": scored["rows"],
-                "score_seconds": time.perf_counter() - started}
+        return {
+            "test_accuracy": scored["accuracy"],
+            "test_accuracy_ci95": scored["accuracy_ci95"],
+            "test_ece": scored["ece"],
+            "roc_auc": scored.get("roc_auc"),
+            "test_rows": scored["rows"],
+            "score_seconds": time.perf_counter() - started,
+        }
 
     def train(self, name: str, model: str | None = None, **extra) -> dict:
         settings = {**row_settings(name, self.ctx.sizes, self.tuned), **extra}
@@ -119,12 +141,18 @@ class Recipe:
         self.models[name] = folder
         fitted = meta.get("calibration", {})
         clock = gpu_suite.steady(folder)  # milliseconds per step: on 2026-11-27's H200, 27-35 for MiniLM at 512
-        return {"settings": {k: v for k, v in settings.items() if v is not None}, "train_seconds":
-                meta["train_seconds"], "steady_ms_per_step": clock[1] if clock else None,
-                "train_rows": meta["train_rows"], "precision": meta["precision"],
-                "validation_accuracy": meta["history"][-1]["val_accuracy"],
-                "validation_ece_before": fitted.get("ece_before"), "validation_ece_after": fitted.get("ece_after"),
-                "temperature": fitted.get("temperature"), **self.evaluate(folder, long_reviews="truncate")}
+        return {
+            "settings": {k: v for k, v in settings.items() if v is not None},
+            "train_seconds": meta["train_seconds"],
+            "steady_ms_per_step": clock[1] if clock else None,
+            "train_rows": meta["train_rows"],
+            "precision": meta["precision"],
+            "validation_accuracy": meta["history"][-1]["val_accuracy"],
+            "validation_ece_before": fitted.get("ece_before"),
+            "validation_ece_after": fitted.get("ece_after"),
+            "temperature": fitted.get("temperature"),
+            **self.evaluate(folder, long_reviews="truncate"),
+        }
 
     def row(self, name: str) -> dict:
         if name in WINDOWS_OF:
@@ -157,8 +185,11 @@ class Recipe:
         for k in range(1, folds + 1):
             settings = {**row_settings("mpnet", self.ctx.sizes, None), "fold": f"{k}/{folds}"}
             folder, meta = gpu_suite.critic_train(self.ctx, f"mpnet-fold{k}", model=self.mpnet, **settings)
-            teachers[str(folder)] = {"fold": settings["fold"], "train_seconds": meta["train_seconds"],
-                                     "held_out_accuracy": max(h["val_accuracy"] for h in meta["history"])}
+            teachers[str(folder)] = {
+                "fold": settings["fold"],
+                "train_seconds": meta["train_seconds"],
+                "held_out_accuracy": max(h["val_accuracy"] for h in meta["history"]),
+            }
         return {"teachers": list(teachers.values()), **self.train(name, teacher=",".join(teachers))}
 
     def pretrained(self, name: str, head_warmup: float) -> dict:
@@ -166,10 +197,17 @@ class Recipe:
         from critic.training.pretrain import pretrain
 
         sizes = self.ctx.sizes
-        settings = dict(model=str(self.ctx.minilm), data=self.ctx.data, max_length=64 if sizes["tiny"] else 256,
-                        epochs=1, train_size=sizes["pretrain_size"], device=str(self.ctx.device),
-                        output=str(self.ctx.folder(f"mlm-{name}")), batch_size=16 if sizes["tiny"] else 64,
-                        head_warmup=head_warmup)
+        settings = dict(
+            model=str(self.ctx.minilm),
+            data=self.ctx.data,
+            max_length=64 if sizes["tiny"] else 256,
+            epochs=1,
+            train_size=sizes["pretrain_size"],
+            device=str(self.ctx.device),
+            output=str(self.ctx.folder(f"mlm-{name}")),
+            batch_size=16 if sizes["tiny"] else 64,
+            head_warmup=head_warmup,
+        )
         started = time.perf_counter()
         encoder = pretrain(config.build(settings, None, PretrainConfig), log=_log, progress=False)
         mlm_seconds = time.perf_counter() - started
@@ -179,8 +217,21 @@ class Recipe:
         return {"pretrain_seconds": mlm_seconds, "pretrain_holdout_loss": history, **out}
 
 
-ROWS = ("256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet", "distill", "batch-64",
-        "pretrain-warm", "mpnet-windows", "mpnet-4ep", "distill-oof")
+ROWS = (
+    "256-head",
+    "512-head",
+    "512-head+tail",
+    "windows",
+    "candidate",
+    "pretrain",
+    "mpnet",
+    "distill",
+    "batch-64",
+    "pretrain-warm",
+    "mpnet-windows",
+    "mpnet-4ep",
+    "distill-oof",
+)
 
 
 def _log(message: str) -> None:
@@ -192,22 +243,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(artifacts: Path, out: Path | None, smoke: bool, rows: list[str], tuned: Path | None, teacher: str | None,
-        device: str = "auto", mpnet: str | None = None, trained: dict[str, Path] | None = None) -> dict:
+def run(
+    artifacts: Path,
+    out: Path | None,
+    smoke: bool,
+    rows: list[str],
+    tuned: Path | None,
+    teacher: str | None,
+    device: str = "auto",
+    mpnet: str | None = None,
+    trained: dict[str, Path] | None = None,
+) -> dict:
     ctx = gpu_suite.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
     recipe = Recipe(ctx, settings, teacher, mpnet, trained)
-    report = {"suite": "critic accuracy ablation (bench/gpu_recipe.py)", "smoke": smoke,
-              "machine": gpu_suite.machine(ctx.device), "rows": {}}
+    report = {
+        "suite": "critic accuracy ablation (bench/gpu_recipe.py)",
+        "smoke": smoke,
+        "machine": gpu_suite.machine(ctx.device),
+        "rows": {},
+    }
     for windows, of in WINDOWS_OF.items():
         if rows and windows in rows and not set(of) & set(rows):
-            rows = [*rows[:rows.index(windows)], of[-1], *rows[rows.index(windows):]]
+            rows = [*rows[: rows.index(windows)], of[-1], *rows[rows.index(windows) :]]
     if rows and "distill" in rows and not teacher and "mpnet" not in rows:
-        rows = [*rows[:rows.index("distill")], "mpnet", *rows[rows.index("distill"):]]
+        rows = [*rows[: rows.index("distill")], "mpnet", *rows[rows.index("distill") :]]
     for name in rows or ROWS:
-        gpu_suite.run_step(report, "rows", name, lambda: recipe.row(name))
+        gpu_suite.run_step(report, "rows", name, lambda name=name: recipe.row(name))
         gpu_suite.write_report(report, out)
     return gpu_suite.finish_run(report, ctx)
 
@@ -222,9 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tuned", help="a `critic tune` best.toml for the candidate row")
     r.add_argument("--teacher", help="a fine-tuned critic model folder for the distill row (default: the mpnet row's)")
     r.add_argument("--mpnet", help="the MPNet encoder folder for the mpnet row (gpu_suite.py join prints it)")
-    r.add_argument("--trained", nargs="*", default=[], metavar="ROW=FOLDER",
-                   help="a row's model trained earlier with the same settings (gpu_suite.py run --keep FOLDER keeps "
-                        "the gpu preset's model: the batch-64 row's settings): scored, not trained again")
+    r.add_argument(
+        "--trained",
+        nargs="*",
+        default=[],
+        metavar="ROW=FOLDER",
+        help="a row's model trained earlier with the same settings (gpu_suite.py run --keep FOLDER keeps "
+        "the gpu preset's model: the batch-64 row's settings): scored, not trained again",
+    )
     r.add_argument("--device", default="auto")
     r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args(argv)
@@ -235,9 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(trained) - set(ROWS))
     if unknown:
         parser.error(f"--trained: unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
-    report = run(Path(args.artifacts), Path(args.out) if args.out else None, args.smoke, args.rows or [],
-                 Path(args.tuned) if args.tuned else None, args.teacher, args.device, args.mpnet,
-                 {row: Path(folder) for row, folder in trained.items()})
+    report = run(
+        Path(args.artifacts),
+        Path(args.out) if args.out else None,
+        args.smoke,
+        args.rows or [],
+        Path(args.tuned) if args.tuned else None,
+        args.teacher,
+        args.device,
+        args.mpnet,
+        {row: Path(folder) for row, folder in trained.items()},
+    )
     failed = [name for name, row in report["rows"].items() if "error" in row]
     if failed:
         print(f"gpu_recipe: failed rows: {', '.join(failed)}", file=sys.stderr)

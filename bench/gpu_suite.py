@@ -68,19 +68,47 @@ DATA_FILE = "IMDB_Dataset.csv.xz"
 PARTS_FILE = "parts.json"
 PART_MIB = 56  # with parts.json and the code, under the 64 MiB a run may carry
 
-FULL = dict(throughput_reviews=20000, throughput_batch=64, throughput_length=256, profile_reviews=6000,
-            profiled_steps=(30, 10), recipe={}, fp16_reviews=10000,
-            fp16_eval=1000, scoring_length=256, scoring_probe=2000, scoring_reviews=None,
-            pipeline_dtypes=("bf16", "fp16"), pipeline_batches=(64, 256), scoring_precision="auto", tiny=False)
-SMOKE = dict(throughput_reviews=160, throughput_batch=16, throughput_length=64, profile_reviews=160,
-             profiled_steps=(3, 2),
-             recipe=dict(train_size=800, eval_size=40, max_length=64, epochs=2, batch_size=32, lr=3e-3),
-             fp16_reviews=160, fp16_eval=40, scoring_length=64, scoring_probe=32, scoring_reviews=120,
-             pipeline_dtypes=("fp32",), pipeline_batches=(16,), scoring_precision="fp32", tiny=True)
+FULL = dict(
+    throughput_reviews=20000,
+    throughput_batch=64,
+    throughput_length=256,
+    profile_reviews=6000,
+    profiled_steps=(30, 10),
+    recipe={},
+    fp16_reviews=10000,
+    fp16_eval=1000,
+    scoring_length=256,
+    scoring_probe=2000,
+    scoring_reviews=None,
+    pipeline_dtypes=("bf16", "fp16"),
+    pipeline_batches=(64, 256),
+    scoring_precision="auto",
+    tiny=False,
+)
+SMOKE = dict(
+    throughput_reviews=160,
+    throughput_batch=16,
+    throughput_length=64,
+    profile_reviews=160,
+    profiled_steps=(3, 2),
+    recipe=dict(train_size=800, eval_size=40, max_length=64, epochs=2, batch_size=32, lr=3e-3),
+    fp16_reviews=160,
+    fp16_eval=40,
+    scoring_length=64,
+    scoring_probe=32,
+    scoring_reviews=120,
+    pipeline_dtypes=("fp32",),
+    pipeline_batches=(16,),
+    scoring_precision="fp32",
+    tiny=True,
+)
 
 TARGETS = {  # issue 9, on one H100
-    "train_samples_per_s": 4000, "train_ratio_vs_trainer": 3.0, "recipe_train_seconds": 60,
-    "scoring_reviews_per_s": 10000, "scoring_ratio_vs_pipeline": 5.0,
+    "train_samples_per_s": 4000,
+    "train_ratio_vs_trainer": 3.0,
+    "recipe_train_seconds": 60,
+    "scoring_reviews_per_s": 10000,
+    "scoring_ratio_vs_pipeline": 5.0,
 }
 
 
@@ -92,8 +120,11 @@ def build(out: Path, model: str = "minilm", dataset: str = "imdb", log=print) ->
     out.mkdir(parents=True, exist_ok=True)
     target = out / MODEL_DIR
     fp16_encoder(sources.resolve_model(model, log=log), target)
-    csv = Path(dataset) if Path(dataset).is_file() else sources.fetch(sources.DATASETS[dataset], log=log).path / \
-        sources.IMDB_CSV
+    csv = (
+        Path(dataset)
+        if Path(dataset).is_file()
+        else sources.fetch(sources.DATASETS[dataset], log=log).path / sources.IMDB_CSV
+    )
     with open(csv, "rb") as raw, lzma.open(out / DATA_FILE, "wb", preset=9) as packed:
         shutil.copyfileobj(raw, packed, 1 << 20)
     sizes = {p.name: p.stat().st_size for p in [*target.iterdir(), out / DATA_FILE]}
@@ -140,8 +171,10 @@ def pack(model: str, out: Path, part_mib: float = PART_MIB, log=print) -> dict:
     shutil.rmtree(staging)
     manifest = {"folder": name, "sha256": digest.hexdigest(), "parts": parts}
     (out / PARTS_FILE).write_text(json.dumps(manifest, indent=1))
-    log(f"{out}: {name} in {len(parts)} parts of at most {part_mib:g} MiB "
-        f"({sum(p['bytes'] for p in parts) / 2**20:.1f} MiB); carry {PARTS_FILE} and one part per run")
+    log(
+        f"{out}: {name} in {len(parts)} parts of at most {part_mib:g} MiB "
+        f"({sum(p['bytes'] for p in parts) / 2**20:.1f} MiB); carry {PARTS_FILE} and one part per run"
+    )
     return manifest
 
 
@@ -157,8 +190,10 @@ def join(folder: Path, log=print) -> Path:
         return target
     missing = [p["name"] for p in manifest["parts"] if not (folder / p["name"]).is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder}: {', '.join(missing)} of {len(manifest['parts'])} parts not here yet; "
-                                f"carry them (one per run) before joining")
+        raise FileNotFoundError(
+            f"{folder}: {', '.join(missing)} of {len(manifest['parts'])} parts not here yet; "
+            f"carry them (one per run) before joining"
+        )
     digest = hashlib.sha256()
     whole = folder / "encoder.tar"
     with open(whole, "wb") as stream:
@@ -207,14 +242,24 @@ def unpack(artifacts: Path, work: Path, smoke: bool) -> str:
 def machine(device: torch.device) -> dict:
     import transformers
 
-    info = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": str(device), "cpu": cpu_model(),
-            "cpu_cores": os.cpu_count()}
+    info = {
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(card=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                    bf16=torch.cuda.is_bf16_supported())
+        info.update(
+            card=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            cuda=torch.version.cuda,
+            bf16=torch.cuda.is_bf16_supported(),
+        )
     return info
 
 
@@ -237,11 +282,11 @@ def distilbert(ctx: Context, name: str) -> Path:
 def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
     import critic
 
-    cfg = config.build(dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device),
-                            **settings))
+    cfg = config.build(
+        dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device), **settings)
+    )
     started = time.perf_counter()
-    folder = critic.train_model(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True),
-                                progress=False)
+    folder = critic.train_model(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True), progress=False)
     meta = json.loads((folder / "critic.json").read_text())
     meta["wall_seconds"] = time.perf_counter() - started
     return folder, meta
@@ -251,8 +296,11 @@ def training_clock(folder: Path) -> list[tuple[int, int, float]]:
     """(step, samples, seconds) at each logged step, on the run's own training clock: from the loop's start,
     validation and checkpoints left out (samples over the logged samples/s)."""
     entries = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    return [(e["step"], e["samples"], e["samples"] / e["samples_per_second"]) for e in entries
-            if e["event"] == "train" and e.get("samples_per_second")]
+    return [
+        (e["step"], e["samples"], e["samples"] / e["samples_per_second"])
+        for e in entries
+        if e["event"] == "train" and e.get("samples_per_second")
+    ]
 
 
 def steady(folder: Path) -> tuple[float, float] | None:
@@ -280,9 +328,16 @@ def seconds_at_step(folder: Path) -> dict[int, float]:
 def throughput_settings(ctx: Context) -> dict:
     """The train_throughput step's settings, for it and the steps that repeat its work (bare_loop can run alone)."""
     sizes = ctx.sizes
-    return dict(model=str(distilbert(ctx, "distilbert")), train_size=sizes["throughput_reviews"],
-                eval_size=256 if not sizes["tiny"] else 32, max_length=sizes["throughput_length"], truncation="head",
-                epochs=1, batch_size=sizes["throughput_batch"], log_every=20 if not sizes["tiny"] else 2)
+    return dict(
+        model=str(distilbert(ctx, "distilbert")),
+        train_size=sizes["throughput_reviews"],
+        eval_size=256 if not sizes["tiny"] else 32,
+        max_length=sizes["throughput_length"],
+        truncation="head",
+        epochs=1,
+        batch_size=sizes["throughput_batch"],
+        log_every=20 if not sizes["tiny"] else 2,
+    )
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -295,9 +350,12 @@ def step_train_throughput(ctx: Context) -> dict:
     model, n, batch, length = common["model"], common["train_size"], common["batch_size"], common["max_length"]
     out = {"reviews": n, "max_length": length, "batch": batch}
     _, meta = critic_train(ctx, "throughput-critic", **common)
-    out["critic"] = {"samples_per_s": meta["train_samples_per_second"], "precision": meta["precision"],
-                     "batching": f"tokens ({batch} x {length} per batch)" if ctx.device.type == "cuda" else
-                     f"reviews ({batch})", "steady_samples_per_s": steady_speed(ctx.folder("throughput-critic"))}
+    out["critic"] = {
+        "samples_per_s": meta["train_samples_per_second"],
+        "precision": meta["precision"],
+        "batching": f"tokens ({batch} x {length} per batch)" if ctx.device.type == "cuda" else f"reviews ({batch})",
+        "steady_samples_per_s": steady_speed(ctx.folder("throughput-critic")),
+    }
     out["critic"]["seconds_at_step"] = seconds_at_step(ctx.folder("throughput-critic"))
 
     frame = data.load(ctx.data).split("train", n, 42)  # the rows critic trained on (its seed is 42)
@@ -305,8 +363,11 @@ def step_train_throughput(ctx: Context) -> dict:
     bf16 = torch.cuda.is_bf16_supported() if ctx.device.type == "cuda" else modeling.cpu_has_bf16()
     args = argparse.Namespace(batch_size=batch, max_length=length)
     trainer = hf_trainer(model, texts, labels, args, ctx.device, ctx.folder("throughput-trainer"), bf16)
-    out["hf_trainer"] = {"samples_per_s": trainer, "precision": "bf16" if bf16 else "fp32",
-                         "settings": f"batch {batch}, group_by_length, dynamic padding"}
+    out["hf_trainer"] = {
+        "samples_per_s": trainer,
+        "precision": "bf16" if bf16 else "fp32",
+        "settings": f"batch {batch}, group_by_length, dynamic padding",
+    }
     out["ratio_vs_trainer"] = out["critic"]["samples_per_s"] / trainer
     return out
 
@@ -328,12 +389,17 @@ def step_bare_loop(ctx: Context) -> dict:
     bare_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, steps, mask=False)
     host_read_ms = bare_ms_per_step(model, rows, width, ctx.device, precision, steps, mask=True)
     critic = steady(ctx.folder("throughput-critic"))
-    return {"batch": f"{rows} x {width} tokens", "precision": precision, "bare_ms_per_step": bare_ms,
-            "bare_samples_per_s": rows / bare_ms * 1000, "bare_with_2d_mask_ms_per_step": host_read_ms,
-            "critic_steady_ms_per_step": critic[1] if critic else None,
-            "note": "bare: no mask (the batch is full); with_2d_mask: an all-ones 2-D mask, which transformers "
-                    "reads back on the host at every forward (critic.modeling.ready_mask spares that read); critic's "
-                    "steps hold the same token budget, in rows of varying width"}
+    return {
+        "batch": f"{rows} x {width} tokens",
+        "precision": precision,
+        "bare_ms_per_step": bare_ms,
+        "bare_samples_per_s": rows / bare_ms * 1000,
+        "bare_with_2d_mask_ms_per_step": host_read_ms,
+        "critic_steady_ms_per_step": critic[1] if critic else None,
+        "note": "bare: no mask (the batch is full); with_2d_mask: an all-ones 2-D mask, which transformers "
+        "reads back on the host at every forward (critic.modeling.ready_mask spares that read); critic's "
+        "steps hold the same token budget, in rows of varying width",
+    }
 
 
 class StepTimer:
@@ -345,7 +411,8 @@ class StepTimer:
         self.starts: list[float] = []
         self.inside: list[float] = []
         activities = [torch.profiler.ProfilerActivity.CPU] + (
-            [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+        )
         self.profiler = torch.profiler.profile(activities=activities)
         self.window_began: float | None = None
         self.window_seconds: float | None = None
@@ -382,9 +449,12 @@ class StepTimer:
         steady = (index >= len(between) // 2) & ((index < self.first - 1) | (index > self.first + self.count))
         if not steady.any():
             raise RuntimeError(f"the run took {len(self.starts)} steps: none steady and unprofiled")
-        return {"steps": len(self.starts), "ms_per_step_median": float(np.median(between[steady])),
-                "host_ms_in_step_median": float(np.median(within[steady])),
-                "host_ms_outside_step_median": float(np.median(between[steady] - within[steady]))}
+        return {
+            "steps": len(self.starts),
+            "ms_per_step_median": float(np.median(between[steady])),
+            "host_ms_in_step_median": float(np.median(within[steady])),
+            "host_ms_outside_step_median": float(np.median(between[steady] - within[steady])),
+        }
 
 
 def step_profile(ctx: Context) -> dict:
@@ -404,8 +474,11 @@ def step_profile(ctx: Context) -> dict:
         loop.TrainingStep.run = original
     if timer.window_seconds is None:
         raise RuntimeError(f"the run took {len(timer.starts)} steps, fewer than the {first + count + 1} profiled")
-    return {**timer.medians(), "profiled_steps": [first, first + count],
-            **profiled_operations(timer.profiler, timer.window_seconds, count)}
+    return {
+        **timer.medians(),
+        "profiled_steps": [first, first + count],
+        **profiled_operations(timer.profiler, timer.window_seconds, count),
+    }
 
 
 def profiled_operations(profiler, seconds: float, steps: int, top: int = 25) -> dict:
@@ -417,15 +490,24 @@ def profiled_operations(profiler, seconds: float, steps: int, top: int = 25) -> 
 
     busy_us = sum(device_us(e) for e in events if e.device_type == torch.autograd.DeviceType.CUDA)  # the kernels
     busiest = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return {"window_ms_per_step": seconds / steps * 1000,
-            "gpu_busy_share": busy_us / (seconds * 1e6) if busy_us else None,
-            "host_operations": [{"name": e.key, "calls_per_step": e.count / steps,
-                                 "host_ms_per_step": e.self_cpu_time_total / steps / 1000,
-                                 "gpu_ms_per_step": device_us(e) / steps / 1000} for e in busiest]}
+    return {
+        "window_ms_per_step": seconds / steps * 1000,
+        "gpu_busy_share": busy_us / (seconds * 1e6) if busy_us else None,
+        "host_operations": [
+            {
+                "name": e.key,
+                "calls_per_step": e.count / steps,
+                "host_ms_per_step": e.self_cpu_time_total / steps / 1000,
+                "gpu_ms_per_step": device_us(e) / steps / 1000,
+            }
+            for e in busiest
+        ],
+    }
 
 
-def bare_ms_per_step(model, rows: int, width: int, device: torch.device, precision: str,
-                     steps: tuple[int, int], mask: bool) -> float:
+def bare_ms_per_step(
+    model, rows: int, width: int, device: torch.device, precision: str, steps: tuple[int, int], mask: bool
+) -> float:
     """Milliseconds per training step of a plain loop on one fixed batch of random word ids, after warm-up steps;
     with `mask`, the batch carries a 2-D attention mask of ones, as a plain loop over padded batches does."""
     generator = torch.Generator().manual_seed(0)
@@ -453,9 +535,13 @@ def step_compiled(ctx: Context) -> dict:
     shapes can take minutes, and a time-boxed run should lose this figure before the others."""
     folder, meta = critic_train(ctx, "throughput-compiled", compile=True, **throughput_settings(ctx))
     eager = json.loads((ctx.folder("throughput-critic") / "critic.json").read_text())["train_samples_per_second"]
-    return {"samples_per_s": meta["train_samples_per_second"], "steady_samples_per_s": steady_speed(folder),
-            "eager_samples_per_s": eager, "ratio_vs_eager": meta["train_samples_per_second"] / eager,
-            "note": "samples/s include compilation; steady: the second half of the steps"}
+    return {
+        "samples_per_s": meta["train_samples_per_second"],
+        "steady_samples_per_s": steady_speed(folder),
+        "eager_samples_per_s": eager,
+        "ratio_vs_eager": meta["train_samples_per_second"] / eager,
+        "note": "samples/s include compilation; steady: the second half of the steps",
+    }
 
 
 def step_recipe(ctx: Context) -> dict:
@@ -466,15 +552,23 @@ def step_recipe(ctx: Context) -> dict:
     # the TF-IDF baseline needs no GPU: measured on the CPU machine instead of spending the card's minutes on it
     summary = critic.evaluate_model(folder, ctx.data, split="test", baseline=False)
     ctx.results["recipe_model"] = folder
-    return {"train_seconds": meta["train_seconds"], "validation_seconds": meta["validation_seconds"],
-            "train_samples_per_s": meta["train_samples_per_second"], "seconds_at_step": seconds_at_step(folder),
-            "train_rows": meta["train_rows"],
-            "epochs": meta["config"]["epochs"], "max_length": meta["truncation"]["max_length"],
-            "truncation": meta["truncation"]["strategy"], "precision": meta["precision"],
-            "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]],
-            "test_accuracy": summary["accuracy"], "test_accuracy_ci95": summary["accuracy_ci95"],
-            "test_rows": summary["rows"], "roc_auc": summary["roc_auc"],
-            "evaluate_seconds": time.perf_counter() - started}
+    return {
+        "train_seconds": meta["train_seconds"],
+        "validation_seconds": meta["validation_seconds"],
+        "train_samples_per_s": meta["train_samples_per_second"],
+        "seconds_at_step": seconds_at_step(folder),
+        "train_rows": meta["train_rows"],
+        "epochs": meta["config"]["epochs"],
+        "max_length": meta["truncation"]["max_length"],
+        "truncation": meta["truncation"]["strategy"],
+        "precision": meta["precision"],
+        "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]],
+        "test_accuracy": summary["accuracy"],
+        "test_accuracy_ci95": summary["accuracy_ci95"],
+        "test_rows": summary["rows"],
+        "roc_auc": summary["roc_auc"],
+        "evaluate_seconds": time.perf_counter() - started,
+    }
 
 
 def step_scoring(ctx: Context) -> dict:
@@ -489,10 +583,15 @@ def step_scoring(ctx: Context) -> dict:
     dataset = data.load(ctx.data)
     frame = pd.concat([dataset.split("validation"), dataset.split("test")], ignore_index=True)  # unseen in training
     if sizes["scoring_reviews"]:
-        frame = frame.iloc[:sizes["scoring_reviews"]]
+        frame = frame.iloc[: sizes["scoring_reviews"]]
     labels = frame["label"].to_numpy()
-    clf = Classifier.load(model_dir, device=str(ctx.device), backend="torch", long_reviews="truncate",
-                          precision=sizes["scoring_precision"])
+    clf = Classifier.load(
+        model_dir,
+        device=str(ctx.device),
+        backend="torch",
+        long_reviews="truncate",
+        precision=sizes["scoring_precision"],
+    )
     length = sizes["scoring_length"]
     clf.truncation = dataclasses.replace(clf.truncation, max_length=length, strategy="head")
     texts = [data.cleaner(clf.cleaning)(t) for t in frame["text"]]  # both read the same cleaned text
@@ -512,14 +611,25 @@ def step_scoring(ctx: Context) -> dict:
     forward_seconds = time.perf_counter() - started - encode_seconds
 
     pipeline_speed, best, probes, theirs = pipeline_at_its_best(ctx, model_dir, texts, clf.labels, length)
-    return {"reviews": len(texts), "max_length": length,
-            "critic": {"reviews_per_s": critic_speed, "precision": clf.precision, "encode_seconds": encode_seconds,
-                       "truncate_and_forward_seconds": forward_seconds,
-                       "accuracy": float((ours.argmax(1) == labels).mean())},
-            "pipeline": {"reviews_per_s": pipeline_speed, **{k: best[k] for k in ("dtype", "batch")},
-                         "accuracy": float((theirs.argmax(1) == labels).mean()), "probes": probes},
-            "ratio_vs_pipeline": critic_speed / pipeline_speed,
-            "max_abs_probability_difference": float(np.abs(ours - theirs).max())}
+    return {
+        "reviews": len(texts),
+        "max_length": length,
+        "critic": {
+            "reviews_per_s": critic_speed,
+            "precision": clf.precision,
+            "encode_seconds": encode_seconds,
+            "truncate_and_forward_seconds": forward_seconds,
+            "accuracy": float((ours.argmax(1) == labels).mean()),
+        },
+        "pipeline": {
+            "reviews_per_s": pipeline_speed,
+            **{k: best[k] for k in ("dtype", "batch")},
+            "accuracy": float((theirs.argmax(1) == labels).mean()),
+            "probes": probes,
+        },
+        "ratio_vs_pipeline": critic_speed / pipeline_speed,
+        "max_abs_probability_difference": float(np.abs(ours - theirs).max()),
+    }
 
 
 def pipeline_at_its_best(ctx: Context, model_dir: Path, texts: list[str], labels: list[str], length: int):
@@ -531,10 +641,9 @@ def pipeline_at_its_best(ctx: Context, model_dir: Path, texts: list[str], labels
     device = 0 if ctx.device.type == "cuda" else -1
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     probes = []
-    probe = texts[:sizes["scoring_probe"]]
+    probe = texts[: sizes["scoring_probe"]]
     for dtype in sizes["pipeline_dtypes"]:
-        classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[dtype],
-                            top_k=None)
+        classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[dtype], top_k=None)
         for batch in sizes["pipeline_batches"]:
             classify(probe[:64], batch_size=batch, truncation=True, max_length=length)  # warm-up
             _sync(ctx.device)
@@ -544,34 +653,58 @@ def pipeline_at_its_best(ctx: Context, model_dir: Path, texts: list[str], labels
             speed = len(probe) / (time.perf_counter() - started)
             probes.append({"dtype": dtype, "batch": batch, "reviews_per_s": speed})
     best = max(probes, key=lambda p: p["reviews_per_s"])
-    classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[best["dtype"]],
-                        top_k=None)
+    classify = pipeline(
+        "text-classification", model=str(model_dir), device=device, dtype=dtypes[best["dtype"]], top_k=None
+    )
     started = time.perf_counter()
     scored = classify(texts, batch_size=best["batch"], truncation=True, max_length=length)
     _sync(ctx.device)
     speed = len(texts) / (time.perf_counter() - started)
-    probabilities = np.array([[next(s["score"] for s in row if s["label"] == name) for name in labels]
-                              for row in scored])
+    probabilities = np.array(
+        [[next(s["score"] for s in row if s["label"] == name) for name in labels] for row in scored]
+    )
     return speed, best, probes, probabilities
 
 
 def step_fp16(ctx: Context) -> dict:
     sizes = ctx.sizes
-    folder, meta = critic_train(ctx, "fp16", model=str(distilbert(ctx, "distilbert")), train_size=sizes["fp16_reviews"],
-                                eval_size=sizes["fp16_eval"], max_length=sizes["throughput_length"], truncation="head",
-                                epochs=2, batch_size=32, lr=1e-4, precision="fp16",
-                                log_every=20 if not sizes["tiny"] else 2)
+    folder, meta = critic_train(
+        ctx,
+        "fp16",
+        model=str(distilbert(ctx, "distilbert")),
+        train_size=sizes["fp16_reviews"],
+        eval_size=sizes["fp16_eval"],
+        max_length=sizes["throughput_length"],
+        truncation="head",
+        epochs=2,
+        batch_size=32,
+        lr=1e-4,
+        precision="fp16",
+        log_every=20 if not sizes["tiny"] else 2,
+    )
     from safetensors.torch import load_file
 
     finite = all(bool(torch.isfinite(w).all()) for w in load_file(folder / "model.safetensors").values())
     steps = meta["history"][-1]["step"]
-    return {"precision": meta["precision"], "steps": steps, "skipped_steps": meta.get("fp16_skipped_steps"),
-            "finite_weights": finite, "samples_per_s": meta["train_samples_per_second"],
-            "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]]}
+    return {
+        "precision": meta["precision"],
+        "steps": steps,
+        "skipped_steps": meta.get("fp16_skipped_steps"),
+        "finite_weights": finite,
+        "samples_per_s": meta["train_samples_per_second"],
+        "validation": [{k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for h in meta["history"]],
+    }
 
 
-STEPS = {"train_throughput": step_train_throughput, "recipe": step_recipe, "scoring": step_scoring,
-         "fp16": step_fp16, "bare_loop": step_bare_loop, "profile": step_profile, "compiled": step_compiled}
+STEPS = {
+    "train_throughput": step_train_throughput,
+    "recipe": step_recipe,
+    "scoring": step_scoring,
+    "fp16": step_fp16,
+    "bare_loop": step_bare_loop,
+    "profile": step_profile,
+    "compiled": step_compiled,
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -603,8 +736,9 @@ def open_context(artifacts: Path, smoke: bool, device: str, sizes: dict, prefix:
     work = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ.update(CRITIC_CACHE=str(work / "cache"), CRITIC_OFFLINE="1", HF_HUB_OFFLINE="1")
     device_ = torch.device("cpu") if smoke else modeling.resolve_device(device)
-    return Context(data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_, sizes=sizes,
-                   work=work)
+    return Context(
+        data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_, sizes=sizes, work=work
+    )
 
 
 def run_step(report: dict, section: str, name: str, step) -> None:
@@ -632,17 +766,28 @@ def finish_run(report: dict, ctx: Context) -> dict:
     return report
 
 
-def run(artifacts: Path, out: Path | None, smoke: bool, only: list[str] | None = None, device: str = "auto",
-        keep: Path | None = None) -> dict:
+def run(
+    artifacts: Path,
+    out: Path | None,
+    smoke: bool,
+    only: list[str] | None = None,
+    device: str = "auto",
+    keep: Path | None = None,
+) -> dict:
     ctx = open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-suite-")
-    report = {"suite": "critic GPU suite (bench/gpu_suite.py)", "smoke": smoke, "machine": machine(ctx.device),
-              "steps": {}}
+    report = {
+        "suite": "critic GPU suite (bench/gpu_suite.py)",
+        "smoke": smoke,
+        "machine": machine(ctx.device),
+        "steps": {},
+    }
     started = time.perf_counter()
     for name in only or list(STEPS):
-        run_step(report, "steps", name, lambda: STEPS[name](ctx))
+        run_step(report, "steps", name, lambda name=name: STEPS[name](ctx))
         if name == "recipe" and keep and "recipe_model" in ctx.results:  # gpu_recipe.py --trained takes it
-            shutil.copytree(ctx.results["recipe_model"], keep, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("checkpoint*"))
+            shutil.copytree(
+                ctx.results["recipe_model"], keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint*")
+            )
         report["targets"] = targets(report["steps"])
         report["seconds"] = round(time.perf_counter() - started, 1)
         write_report(report, out)
@@ -667,9 +812,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="also write the JSON here (after every step)")
     r.add_argument("--steps", nargs="*", choices=list(STEPS), help="only these steps (default: all)")
     r.add_argument("--device", default="auto")
-    r.add_argument("--keep", help="copy the recipe step's model here (the gpu preset's, the settings of "
-                                  "gpu_recipe.py's batch-64 row: its --trained batch-64=FOLDER then scores it "
-                                  "instead of training it again)")
+    r.add_argument(
+        "--keep",
+        help="copy the recipe step's model here (the gpu preset's, the settings of "
+        "gpu_recipe.py's batch-64 row: its --trained batch-64=FOLDER then scores it "
+        "instead of training it again)",
+    )
     r.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (checks a built folder here)")
     s = verbs.add_parser("smoke", help="every step, tiny, on the CPU")
     s.add_argument("--model", default="minilm", help="an encoder for the recipe (its tokenizer serves all)")
@@ -686,8 +834,14 @@ def main(argv: list[str] | None = None) -> int:
         print(join(Path(args.folder), log=lambda line: print(line, file=sys.stderr)))
         return 0
     if args.verb == "run":
-        report = run(Path(args.artifacts), Path(args.out) if args.out else None, smoke=args.smoke, only=args.steps,
-                     device=args.device, keep=Path(args.keep) if args.keep else None)
+        report = run(
+            Path(args.artifacts),
+            Path(args.out) if args.out else None,
+            smoke=args.smoke,
+            only=args.steps,
+            device=args.device,
+            keep=Path(args.keep) if args.keep else None,
+        )
     else:
         with tempfile.TemporaryDirectory(prefix="critic-gpu-smoke-") as folder:
             build(Path(folder), args.model, args.data, log=lambda m: print(m, file=sys.stderr))

@@ -37,23 +37,29 @@ def main() -> None:
     lengths = tokens.lengths + clf.encoder.specials
     window = clf.truncation.max_length
     groups = {"all": np.ones(len(labels), bool), f"> {window} tokens": lengths > window, "> 512 tokens": lengths > 512}
-    print(f"{len(labels)} IMDB test reviews; model window {window} tokens ({clf.truncation.strategy}, head "
-          f"{clf.truncation.head}); backend {clf.backend}; " +
-          ", ".join(f"{name}: {mask.sum()}" for name, mask in groups.items() if name != "all"), flush=True)
+    print(
+        f"{len(labels)} IMDB test reviews; model window {window} tokens ({clf.truncation.strategy}, head "
+        f"{clf.truncation.head}); backend {clf.backend}; "
+        + ", ".join(f"{name}: {mask.sum()}" for name, mask in groups.items() if name != "all"),
+        flush=True,
+    )
 
     results = {}
     for strategy, head in (("head", 0), ("tail", 0), ("head+tail", window // 4)):
         clf.truncation = dataclasses.replace(clf.truncation, strategy=strategy, head=head)
         started = time.perf_counter()
         probs = clf.proba_from_tokens(tokens)
-        results[f"truncate {strategy}" + (f" ({head}+{window - head - clf.encoder.specials})" if head else "")] = \
-            (probs, time.perf_counter() - started)
+        results[f"truncate {strategy}" + (f" ({head}+{window - head - clf.encoder.specials})" if head else "")] = (
+            probs,
+            time.perf_counter() - started,
+        )
     budget = window - clf.encoder.specials
     stride = args.stride or budget // 2
     started = time.perf_counter()
     inputs, owners = frame_windows(clf.encoder, tokens, window, stride)
-    window_logits = modeling.logits(clf.forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens,
-                                     pad_multiple=clf.pad_multiple)
+    window_logits = modeling.logits(
+        clf.forward, inputs, clf.encoder.pad_id, len(clf.labels), clf.max_tokens, pad_multiple=clf.pad_multiple
+    )
     seconds = time.perf_counter() - started
     for pool in POOLS:
         results[f"windows {pool} (stride {stride})"] = (pool_windows(window_logits, owners, len(labels), pool), seconds)

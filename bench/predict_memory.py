@@ -47,8 +47,19 @@ def main() -> None:
     reviews = reviews.head(args.rows)  # every review of the file, duplicates included, as a user would have it
     reviews.to_csv(source, index=False)
     sidecar = target.with_name(target.name + ".progress.json")
-    command = [sys.executable, "-m", "critic.cli", "predict", args.model, "--file", str(source), "--output",
-               str(target), "--backend", args.backend]
+    command = [
+        sys.executable,
+        "-m",
+        "critic.cli",
+        "predict",
+        args.model,
+        "--file",
+        str(source),
+        "--output",
+        str(target),
+        "--backend",
+        args.backend,
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []  # (rows done, rss MiB)
@@ -63,8 +74,10 @@ def main() -> None:
     early = max((rss for done, rss in samples if done <= 5000), default=0.0)
     peak = max(rss for _, rss in samples)
     print(f"scored {len(reviews):,} reviews from {source.name} in {seconds:.0f} s ({len(reviews) / seconds:.1f}/s)")
-    print(f"peak RSS up to 5,000 reviews: {early:.0f} MiB; peak over all {len(reviews):,}: {peak:.0f} MiB "
-          f"(growth {peak - early:+.0f} MiB)")
+    print(
+        f"peak RSS up to 5,000 reviews: {early:.0f} MiB; peak over all {len(reviews):,}: {peak:.0f} MiB "
+        f"(growth {peak - early:+.0f} MiB)"
+    )
     for fraction in (0.1, 0.25, 0.5, 0.75, 1.0):
         done, rss = min(samples, key=lambda s: abs(s[0] - fraction * len(reviews)))
         print(f"  after {done:>6,} reviews: {rss:6.0f} MiB")

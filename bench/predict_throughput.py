@@ -26,14 +26,19 @@ from critic.inference.export import export  # noqa: E402
 from critic.inference.predict import Classifier  # noqa: E402
 
 
-def run_pipeline(model_dir: Path, texts: list[str], max_length: int, batch_size: int, device: str,
-                 dtype: torch.dtype = torch.float32) -> np.ndarray:
+def run_pipeline(
+    model_dir: Path, texts: list[str], max_length: int, batch_size: int, device: str, dtype: torch.dtype = torch.float32
+) -> np.ndarray:
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(model_dir), device=device, top_k=None, dtype=dtype)
     out = classify(texts, batch_size=batch_size, truncation=True, max_length=max_length)
-    return np.array([[next(s["score"] for s in scores if s["label"] == label) for label in ("negative", "positive")]
-                     for scores in out])
+    return np.array(
+        [
+            [next(s["score"] for s in scores if s["label"] == label) for label in ("negative", "positive")]
+            for scores in out
+        ]
+    )
 
 
 def main() -> None:
@@ -55,8 +60,11 @@ def main() -> None:
     probe = Classifier.load(model_dir, backend="torch", device=args.device)
     cleaned = [data.cleaner(probe.cleaning)(t) for t in texts]
     max_length = probe.truncation.max_length
-    print(f"{len(texts)} IMDB test reviews, window {max_length} tokens (head), device {args.device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{len(texts)} IMDB test reviews, window {max_length} tokens (head), device {args.device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
 
     from critic.modeling import cpu_has_bf16
 
@@ -72,8 +80,14 @@ def main() -> None:
     if "torch" in backends and bf16:
         variants += [("torch", "bf16", False), ("torch", "bf16", True)]
     for backend, precision, compiled in variants:
-        clf = Classifier.load(model_dir, device=args.device, backend=backend, precision=precision,
-                              long_reviews="truncate", compile=compiled)
+        clf = Classifier.load(
+            model_dir,
+            device=args.device,
+            backend=backend,
+            precision=precision,
+            long_reviews="truncate",
+            compile=compiled,
+        )
         clf.truncation = dataclasses.replace(clf.truncation, strategy="head")
         clf.cleaning = "none"  # already cleaned above
         warm = time.perf_counter()
@@ -81,8 +95,11 @@ def main() -> None:
         warm = time.perf_counter() - warm
         start = time.perf_counter()
         probs = clf.predict_proba(cleaned)
-        name = f"critic {backend}" + (f" {precision}" if backend == "torch" else "") + \
-            (f" compiled ({warm:.0f} s once)" if compiled else "")
+        name = (
+            f"critic {backend}"
+            + (f" {precision}" if backend == "torch" else "")
+            + (f" compiled ({warm:.0f} s once)" if compiled else "")
+        )
         results[name] = (len(texts) / (time.perf_counter() - start), probs)
 
     reference = results["transformers.pipeline fp32"]

@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from critic import data  # noqa: E402
 from gpu_suite import cpu_model  # noqa: E402
+
+from critic import data  # noqa: E402
 
 BATCH = 256  # rows per batch handed to a Ray actor (critic's default)
 
@@ -39,15 +40,47 @@ def timed(command: list[str]) -> float:
 
 
 def critic_predict(model: str, source: Path, output: Path, backend: str) -> float:
-    return timed([sys.executable, "-m", "critic.cli", "predict", model, "--file", str(source), "--output",
-                  str(output), "--backend", backend, "--overwrite"])
+    return timed(
+        [
+            sys.executable,
+            "-m",
+            "critic.cli",
+            "predict",
+            model,
+            "--file",
+            str(source),
+            "--output",
+            str(output),
+            "--backend",
+            backend,
+            "--overwrite",
+        ]
+    )
 
 
 def critic_predict_ray(model: str, source: Path, output: Path, backend: str, workers: int) -> float:
     shutil.rmtree(output, ignore_errors=True)  # a fresh run, not one that skips a finished file
-    return timed([sys.executable, "-m", "critic.cli", "predict", model, "--engine", "ray", "--file", str(source),
-                  "--output", str(output), "--backend", backend, "--workers", str(workers), "--ray-batch-size",
-                  str(BATCH)])
+    return timed(
+        [
+            sys.executable,
+            "-m",
+            "critic.cli",
+            "predict",
+            model,
+            "--engine",
+            "ray",
+            "--file",
+            str(source),
+            "--output",
+            str(output),
+            "--backend",
+            backend,
+            "--workers",
+            str(workers),
+            "--ray-batch-size",
+            str(BATCH),
+        ]
+    )
 
 
 def parity(source: Path, local: Path, ray_output: Path) -> str:
@@ -87,36 +120,48 @@ def main() -> None:
 
     local_fixed = critic_predict(args.model, small, folder / "local-small.parquet", args.backend)
     local = critic_predict(args.model, source, folder / "local.parquet", args.backend)
-    print(f"critic predict --file: {local:.1f} s, {args.rows / local:.1f} rows/s; one batch ({BATCH} rows) takes "
-          f"{local_fixed:.1f} s end to end", flush=True)
+    print(
+        f"critic predict --file: {local:.1f} s, {args.rows / local:.1f} rows/s; one batch ({BATCH} rows) takes "
+        f"{local_fixed:.1f} s end to end",
+        flush=True,
+    )
     results = {}
     for workers in args.workers:
         fixed = critic_predict_ray(args.model, small, folder / "ray-small", args.backend, workers)
         total = critic_predict_ray(args.model, source, folder / "ray", args.backend, workers)
         results[workers] = (total, fixed)
-        print(f"--engine ray, {workers} worker(s): {total:.1f} s, {args.rows / total:.1f} rows/s; one batch "
-              f"({BATCH} rows) takes {fixed:.1f} s end to end; "
-              f"{parity(source, folder / 'local.parquet', folder / 'ray')}",
-              flush=True)
+        print(
+            f"--engine ray, {workers} worker(s): {total:.1f} s, {args.rows / total:.1f} rows/s; one batch "
+            f"({BATCH} rows) takes {fixed:.1f} s end to end; "
+            f"{parity(source, folder / 'local.parquet', folder / 'ray')}",
+            flush=True,
+        )
 
     if args.files:
         many = folder / "many"
         many.mkdir()
         size = -(-args.rows // args.files)
         for k in range(args.files):
-            reviews.iloc[k * size:min((k + 1) * size, args.rows)].to_parquet(many / f"part-{k:03d}.parquet")
+            reviews.iloc[k * size : min((k + 1) * size, args.rows)].to_parquet(many / f"part-{k:03d}.parquet")
         workers = max(args.workers)
         total = critic_predict_ray(args.model, many, folder / "ray-many", args.backend, workers)
-        print(f"--engine ray, {workers} worker(s), the same reviews in {args.files} files: {total:.1f} s, "
-              f"{args.rows / total:.1f} rows/s", flush=True)
+        print(
+            f"--engine ray, {workers} worker(s), the same reviews in {args.files} files: {total:.1f} s, "
+            f"{args.rows / total:.1f} rows/s",
+            flush=True,
+        )
 
     print("\nratio to critic predict --file (whole command; > 1 is faster):")
-    print(f"  local: without the fixed cost ({local_fixed:.1f} s): "
-          f"{(args.rows - BATCH) / max(local - local_fixed, 1e-9):.1f} rows/s")
+    print(
+        f"  local: without the fixed cost ({local_fixed:.1f} s): "
+        f"{(args.rows - BATCH) / max(local - local_fixed, 1e-9):.1f} rows/s"
+    )
     for workers, (total, fixed) in results.items():
         scoring = max(total - fixed, 1e-9)
-        print(f"  ray x{workers}: {local / total:.2f}x; without the fixed cost ({fixed:.1f} s): "
-              f"{(args.rows - BATCH) / scoring:.1f} rows/s")
+        print(
+            f"  ray x{workers}: {local / total:.2f}x; without the fixed cost ({fixed:.1f} s): "
+            f"{(args.rows - BATCH) / scoring:.1f} rows/s"
+        )
     shutil.rmtree(folder, ignore_errors=True)
 
 

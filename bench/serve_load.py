@@ -41,9 +41,25 @@ def free_port() -> int:
 def start_server(model: str, backend: str, max_batch: int, max_wait_ms: float, port: int) -> subprocess.Popen:
     import httpx
 
-    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", model, "--port", str(port), "--backend",
-                                backend, "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "critic.cli",
+            "serve",
+            model,
+            "--port",
+            str(port),
+            "--backend",
+            backend,
+            "--max-batch",
+            str(max_batch),
+            "--max-wait-ms",
+            str(max_wait_ms),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
@@ -71,8 +87,11 @@ end
 
 
 def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency", "-s",
-                          str(script), url], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+    ).stdout
 
     def seconds(label: str) -> float:
         match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -81,8 +100,12 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "p50": seconds("50"), "p99": seconds("99"),
-            "errors": (int(errors[1]) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0)}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        "p50": seconds("50"),
+        "p99": seconds("99"),
+        "errors": (int(errors[1]) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0),
+    }
 
 
 def wait_until_idle(url: str, text: str, quick_s: float = 0.3, limit_s: float = 60) -> None:
@@ -104,6 +127,7 @@ async def open_loop(url: str, texts: list[str], rate: float, duration: float) ->
 
     latencies, failures = [], 0
     async with httpx.AsyncClient(timeout=30) as client:
+
         async def one(i: int):
             nonlocal failures
             started = time.perf_counter()
@@ -116,16 +140,23 @@ async def open_loop(url: str, texts: list[str], rate: float, duration: float) ->
             await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-    return {"rate": rate, "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
-            "errors": failures}
+    return {
+        "rate": rate,
+        "p50": float(np.percentile(latencies, 50)),
+        "p99": float(np.percentile(latencies, 99)),
+        "errors": failures,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
-    parser.add_argument("--backend", nargs="+", default=["auto"],
-                        help="one or more backends, each served and measured in turn (auto: what `critic serve` "
-                             "takes by default)")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        default=["auto"],
+        help="one or more backends, each served and measured in turn (auto: what `critic serve` takes by default)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per load level")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16, 32, 64])
     parser.add_argument("--reviews", type=int, default=500)
@@ -145,8 +176,11 @@ def main() -> None:
         print(f"\n{'backend':>24}{'1 client p50 ms':>17}{'p99 ms':>8}{'16 clients req/s':>18}")
         for name, levels in summary.items():
             one, sixteen = levels.get(1), levels.get(16)
-            print(f"{name:>24}" + (f"{one['p50'] * 1e3:17.1f}{one['p99'] * 1e3:8.1f}" if one else f"{'':25}")
-                  + (f"{sixteen['rps']:18.1f}" if sixteen else ""))
+            print(
+                f"{name:>24}"
+                + (f"{one['p50'] * 1e3:17.1f}{one['p99'] * 1e3:8.1f}" if one else f"{'':25}")
+                + (f"{sixteen['rps']:18.1f}" if sixteen else "")
+            )
 
 
 def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
@@ -164,8 +198,9 @@ def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
     folder = Path(tempfile.mkdtemp())
     script = lua_script(texts, folder)
     saturation, levels = {}, {}
-    configs = [(f"micro-batching (up to {args.max_batch}, wait {args.max_wait_ms:g} ms)", args.max_batch,
-                args.max_wait_ms)] + ([("no batching", 1, 0.0)] if not args.skip_unbatched else [])
+    configs = [
+        (f"micro-batching (up to {args.max_batch}, wait {args.max_wait_ms:g} ms)", args.max_batch, args.max_wait_ms)
+    ] + ([("no batching", 1, 0.0)] if not args.skip_unbatched else [])
     for label, max_batch, max_wait_ms in configs:
         port = free_port()
         server = start_server(args.model, backend, max_batch, max_wait_ms, port)
@@ -178,14 +213,20 @@ def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
                 best = max(best, result["rps"])
                 if max_batch > 1:
                     levels[connections] = result
-                print(f"{connections:8d}{result['rps']:10.1f}{result['p50'] * 1e3:10.1f}{result['p99'] * 1e3:10.1f}"
-                      f"{result['errors']:8d}", flush=True)
+                print(
+                    f"{connections:8d}{result['rps']:10.1f}{result['p50'] * 1e3:10.1f}{result['p99'] * 1e3:10.1f}"
+                    f"{result['errors']:8d}",
+                    flush=True,
+                )
             saturation[label] = best
             if max_batch > 1:
                 wait_until_idle(url, texts[0])  # the last wrk level leaves a backlog behind
                 half = asyncio.run(open_loop(url, texts, best / 2, args.duration))
-                print(f"open loop at {half['rate']:.1f} req/s (half of saturation): p50 {half['p50'] * 1e3:.0f} ms, "
-                      f"p99 {half['p99'] * 1e3:.0f} ms, errors {half['errors']}", flush=True)
+                print(
+                    f"open loop at {half['rate']:.1f} req/s (half of saturation): p50 {half['p50'] * 1e3:.0f} ms, "
+                    f"p99 {half['p99'] * 1e3:.0f} ms, errors {half['errors']}",
+                    flush=True,
+                )
         finally:
             server.terminate()
             server.wait(timeout=60)

@@ -67,38 +67,74 @@ def notebook_loop(path: Path, texts: list[str], labels: np.ndarray, args, device
     return len(texts) / (time.perf_counter() - start)
 
 
-def hf_trainer(path: Path, texts: list[str], labels: np.ndarray, args, device: torch.device, out: Path,
-               bf16: bool) -> float:
+def hf_trainer(
+    path: Path, texts: list[str], labels: np.ndarray, args, device: torch.device, out: Path, bf16: bool
+) -> float:
     """Trainer as its documentation recommends for speed: dynamic padding, group_by_length, bf16 when asked."""
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     modeling.quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     encoded = tokenizer(texts, truncation=True, max_length=args.max_length)
-    dataset = [{"input_ids": ids, "attention_mask": mask, "labels": int(y)}
-               for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+    dataset = [
+        {"input_ids": ids, "attention_mask": mask, "labels": int(y)}
+        for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels)
+    ]
     gpu = device.type == "cuda"
     import inspect
 
     # transformers 4 says group_by_length=True, transformers 5 train_sampling_strategy="group_by_length"
-    grouping = {"group_by_length": True} if "group_by_length" in inspect.signature(TrainingArguments).parameters \
+    grouping = (
+        {"group_by_length": True}
+        if "group_by_length" in inspect.signature(TrainingArguments).parameters
         else {"train_sampling_strategy": "group_by_length"}
+    )
     training_args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
-        **grouping, bf16=bf16, report_to=[], save_strategy="no",
-        logging_strategy="no", use_cpu=not gpu, dataloader_num_workers=2 if gpu else 0, disable_tqdm=True)
-    trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+        output_dir=str(out),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=1,
+        learning_rate=5e-5,
+        **grouping,
+        bf16=bf16,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=not gpu,
+        dataloader_num_workers=2 if gpu else 0,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer)
+    )
     result = trainer.train()
     return float(result.metrics["train_samples_per_second"])
 
 
 def critic_run(path: Path, frame_path: Path, n: int, args, out: Path) -> tuple[float, dict]:
-    cfg = config.build(dict(model=str(path), data=str(frame_path), preset="gpu", train_size=n, eval_size=32,
-                            max_length=args.max_length, truncation="head", epochs=1, batch_size=args.batch_size,
-                            precision=args.precision, compile=args.compile, output=str(out), device=args.device))
+    cfg = config.build(
+        dict(
+            model=str(path),
+            data=str(frame_path),
+            preset="gpu",
+            train_size=n,
+            eval_size=32,
+            max_length=args.max_length,
+            truncation="head",
+            epochs=1,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            compile=args.compile,
+            output=str(out),
+            device=args.device,
+        )
+    )
     folder = train(cfg, log=lambda m: None, progress=False)
     meta = json.loads((folder / "critic.json").read_text())
     return float(meta["train_samples_per_second"]), meta
@@ -135,27 +171,42 @@ def main() -> None:
     texts, labels = frame["text"].map(data.clean_default).tolist(), frame["label"].to_numpy()
 
     results = {}
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
-          f"{'GPU' if device.type == 'cuda' else 'CPU cores'}), {args.arch}, {len(frame)} reviews, "
-          f"{args.max_length} tokens, torch {torch.__version__}", flush=True)
+    print(
+        f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
+        f"{'GPU' if device.type == 'cuda' else 'CPU cores'}), {args.arch}, {len(frame)} reviews, "
+        f"{args.max_length} tokens, torch {torch.__version__}",
+        flush=True,
+    )
     speed, meta = critic_run(path, frame_path, len(frame), args, work / "critic")
     results["critic"] = speed
-    print(f"critic       {speed:9.1f} samples/s  (batch {args.batch_size}, length-grouped, dynamic padding, "
-          f"precision {meta['config']['precision']}; training steps only: {meta['validation_seconds']:.1f} s of "
-          f"validation and checkpoints left out, as Trainer's figure leaves out its set-up)", flush=True)
+    print(
+        f"critic       {speed:9.1f} samples/s  (batch {args.batch_size}, length-grouped, dynamic padding, "
+        f"precision {meta['config']['precision']}; training steps only: {meta['validation_seconds']:.1f} s of "
+        f"validation and checkpoints left out, as Trainer's figure leaves out its set-up)",
+        flush=True,
+    )
     if "trainer" not in args.skip:
         # Trainer's default precision, and bf16 where the chip has it (a user who knows would switch it on)
         bf16_ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else modeling.cpu_has_bf16()
-        variants = [("hf_trainer_bf16", True)] if device.type == "cuda" else \
-            [("hf_trainer", False)] + ([("hf_trainer_bf16", True)] if bf16_ok else [])
+        variants = (
+            [("hf_trainer_bf16", True)]
+            if device.type == "cuda"
+            else [("hf_trainer", False)] + ([("hf_trainer_bf16", True)] if bf16_ok else [])
+        )
         for name, bf16 in variants:
             results[name] = hf_trainer(path, texts, labels, args, device, work / name, bf16)
-            print(f"HF Trainer   {results[name]:9.1f} samples/s  (batch {args.batch_size}, group_by_length, "
-                  f"dynamic padding, {'bf16' if bf16 else 'fp32'})", flush=True)
+            print(
+                f"HF Trainer   {results[name]:9.1f} samples/s  (batch {args.batch_size}, group_by_length, "
+                f"dynamic padding, {'bf16' if bf16 else 'fp32'})",
+                flush=True,
+            )
     if "notebook" not in args.skip:
         results["notebook"] = notebook_loop(path, texts, labels, args, device)
-        print(f"notebook     {results['notebook']:9.1f} samples/s  (batch {args.notebook_batch_size}, padded to "
-              f"{args.max_length}, fp32)", flush=True)
+        print(
+            f"notebook     {results['notebook']:9.1f} samples/s  (batch {args.notebook_batch_size}, padded to "
+            f"{args.max_length}, fp32)",
+            flush=True,
+        )
     for peer in ("hf_trainer", "hf_trainer_bf16", "notebook"):
         if peer in results:
             print(f"ratio critic / {peer}: {results['critic'] / results[peer]:.2f}x")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 # A test that starts a live server, a Ray cluster or torchrun on two "machines" takes tens of seconds: slow.
 SLOW_FIXTURES = {"server", "cluster", "machines"}
 
@@ -46,7 +45,9 @@ def build_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) 
         for member, content in files.items():
             archive.writestr(member, content)
         archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         archive.writestr(f"{info}/RECORD", "")
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -62,9 +63,48 @@ def wheelhouse(tmp_path, monkeypatch):
 
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
-    "the", "a", "film", "movie", "was", "is", "great", "good", "bad", "awful", "terrible", "wonderful", "loved",
-    "hated", "it", "plot", "acting", "boring", "brilliant", "and", "not", "i", "this", ".", ",", "!", "very",
-    "worst", "best", "ever", "story", "##s", "##ed", "##ing", "fun", "dull", "superb", "mess", "<", ">", "br", "/",
+    "the",
+    "a",
+    "film",
+    "movie",
+    "was",
+    "is",
+    "great",
+    "good",
+    "bad",
+    "awful",
+    "terrible",
+    "wonderful",
+    "loved",
+    "hated",
+    "it",
+    "plot",
+    "acting",
+    "boring",
+    "brilliant",
+    "and",
+    "not",
+    "i",
+    "this",
+    ".",
+    ",",
+    "!",
+    "very",
+    "worst",
+    "best",
+    "ever",
+    "story",
+    "##s",
+    "##ed",
+    "##ing",
+    "fun",
+    "dull",
+    "superb",
+    "mess",
+    "<",
+    ">",
+    "br",
+    "/",
 ]
 
 
@@ -76,8 +116,14 @@ def tiny_bert(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -95,8 +141,9 @@ def tiny_distilbert(tmp_path_factory, tiny_bert) -> Path:
     folder = tmp_path_factory.mktemp("tiny-distilbert")
     shutil.copy(tiny_bert / "vocab.txt", folder / "vocab.txt")
     DistilBertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
-    config = DistilBertConfig(vocab_size=len(VOCAB), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                              max_position_embeddings=128)
+    config = DistilBertConfig(
+        vocab_size=len(VOCAB), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
+    )
     import torch
 
     torch.manual_seed(0)
@@ -108,13 +155,23 @@ def tiny_distilbert(tmp_path_factory, tiny_bert) -> Path:
 def toy_model(tmp_path_factory, tiny_bert) -> Path:
     """The tiny BERT fine-tuned on 1,000 synthetic reviews (toy.csv lies beside the model folder)."""
     import synthetic
+
     from critic import config
     from critic.training import train
 
     folder = tmp_path_factory.mktemp("toy-model")
     synthetic.reviews(1000).to_csv(folder / "toy.csv", index=False)
-    settings = dict(model=str(tiny_bert), data=str(folder / "toy.csv"), preset="gpu", max_length=32, epochs=2,
-                    batch_size=32, lr=3e-3, output=str(folder / "model"), device="cpu")
+    settings = dict(
+        model=str(tiny_bert),
+        data=str(folder / "toy.csv"),
+        preset="gpu",
+        max_length=32,
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        output=str(folder / "model"),
+        device="cpu",
+    )
     return train.train(config.build(settings), progress=False)
 
 

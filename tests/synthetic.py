@@ -21,8 +21,13 @@ def reviews(n: int, seed: int = 0, min_words: int = 4, max_words: int = 30) -> p
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
-STAR_WORDS = {1: ["worst", "terrible", "hated"], 2: ["bad", "dull", "boring"], 3: ["ever", "not", "!"],
-              4: ["good", "fun", "loved"], 5: ["best", "superb", "brilliant"]}
+STAR_WORDS = {
+    1: ["worst", "terrible", "hated"],
+    2: ["bad", "dull", "boring"],
+    3: ["ever", "not", "!"],
+    4: ["good", "fun", "loved"],
+    5: ["best", "superb", "brilliant"],
+}
 
 
 def stars(n: int, seed: int = 0, shares: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)) -> pd.DataFrame:

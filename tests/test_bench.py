@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import synthetic
 import torch
 
-import synthetic
 from critic import config
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"
@@ -22,9 +22,13 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     reviews = tmp_path / "reviews.csv"
     synthetic.reviews(1200).to_csv(reviews, index=False)
     out = tmp_path / "suite.json"
-    result = subprocess.run([sys.executable, str(SUITE), "smoke", "--model", str(tiny_bert), "--data", str(reviews),
-                             "--out", str(out)], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    result = subprocess.run(
+        [sys.executable, str(SUITE), "smoke", "--model", str(tiny_bert), "--data", str(reviews), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(out.read_text())
     assert json.loads(result.stdout) == report  # the one JSON object, printed
@@ -41,8 +45,13 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     assert 0 < profile["host_ms_in_step_median"] <= profile["ms_per_step_median"]
     assert profile["host_operations"] and all(op["calls_per_step"] > 0 for op in profile["host_operations"])
     assert any(op["name"] == "aten::mm" or op["name"] == "aten::addmm" for op in profile["host_operations"])
-    assert set(report["targets"]) == {"train_samples_per_s", "train_ratio_vs_trainer", "recipe_train_seconds",
-                                      "scoring_reviews_per_s", "scoring_ratio_vs_pipeline"}
+    assert set(report["targets"]) == {
+        "train_samples_per_s",
+        "train_ratio_vs_trainer",
+        "recipe_train_seconds",
+        "scoring_reviews_per_s",
+        "scoring_ratio_vs_pipeline",
+    }
     assert report["machine"]["torch"] and report["machine"]["date"]
 
 
@@ -55,10 +64,32 @@ SMOKES = {
     "predict_memory.py": ["{model}", "--rows", "300"],
     "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],
     "scale_throughput.py": ["{model}", "--rows", "300", "--workers", "1", "--files", "3"],
-    "serve_load.py": ["{model}", "--duration", "1", "--concurrency", "1", "16", "--reviews", "20", "--skip-unbatched",
-                      "--backend", "torch", "auto"],
-    "train_throughput.py": ["--samples", "16", "--max-length", "32", "--batch-size", "8", "--notebook-batch-size",
-                            "8", "--device", "cpu"],
+    "serve_load.py": [
+        "{model}",
+        "--duration",
+        "1",
+        "--concurrency",
+        "1",
+        "16",
+        "--reviews",
+        "20",
+        "--skip-unbatched",
+        "--backend",
+        "torch",
+        "auto",
+    ],
+    "train_throughput.py": [
+        "--samples",
+        "16",
+        "--max-length",
+        "32",
+        "--batch-size",
+        "8",
+        "--notebook-batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ],
 }
 
 
@@ -75,13 +106,41 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     synthetic.reviews(1000).to_csv(reviews, index=False)
     gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
     out = tmp_path / "recipe.json"
-    result = subprocess.run([sys.executable, str(BENCH / "gpu_recipe.py"), "run", "--artifacts",
-                             str(tmp_path / "luggage"), "--smoke", "--mpnet", str(tiny_bert), "--out", str(out)],
-                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "gpu_recipe.py"),
+            "run",
+            "--artifacts",
+            str(tmp_path / "luggage"),
+            "--smoke",
+            "--mpnet",
+            str(tiny_bert),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
-    assert list(rows) == ["256-head", "512-head", "512-head+tail", "windows", "candidate", "pretrain", "mpnet",
-                          "distill", "batch-64", "pretrain-warm", "mpnet-windows", "mpnet-4ep", "distill-oof"]
+    assert list(rows) == [
+        "256-head",
+        "512-head",
+        "512-head+tail",
+        "windows",
+        "candidate",
+        "pretrain",
+        "mpnet",
+        "distill",
+        "batch-64",
+        "pretrain-warm",
+        "mpnet-windows",
+        "mpnet-4ep",
+        "distill-oof",
+    ]
     for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
         assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
     assert rows["candidate"]["settings"]["layer_decay"] == 0.9
@@ -103,7 +162,11 @@ def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
     assert (first["batch_size"], first["lr"]) == (32, 5e-5)  # as on 2026-11-27, whatever the preset says now
     gpu, batch64 = config.build({"preset": "gpu"}), gpu_recipe.row_settings("batch-64", gpu_recipe.FULL, None)
     assert (gpu.batch_size, gpu.lr, gpu.max_length, gpu.truncation) == (
-        batch64["batch_size"], batch64["lr"], batch64["max_length"], batch64["truncation"])  # the preset's own row
+        batch64["batch_size"],
+        batch64["lr"],
+        batch64["max_length"],
+        batch64["truncation"],
+    )  # the preset's own row
     assert gpu_recipe.row_settings("mpnet", gpu_recipe.FULL, None)["lr"] == config.build({"preset": "best"}).lr
 
 
@@ -117,15 +180,46 @@ def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tm
     gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     kept = tmp_path / "kept"
-    suite = subprocess.run([sys.executable, str(SUITE), "run", "--artifacts", str(tmp_path / "luggage"), "--smoke",
-                            "--steps", "recipe", "--keep", str(kept)], capture_output=True, text=True, timeout=900,
-                           env=env)
+    suite = subprocess.run(
+        [
+            sys.executable,
+            str(SUITE),
+            "run",
+            "--artifacts",
+            str(tmp_path / "luggage"),
+            "--smoke",
+            "--steps",
+            "recipe",
+            "--keep",
+            str(kept),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert suite.returncode == 0, suite.stderr[-4000:]
     out = tmp_path / "recipe.json"
-    result = subprocess.run([sys.executable, str(BENCH / "gpu_recipe.py"), "run", "--artifacts",
-                             str(tmp_path / "luggage"), "--smoke", "--rows", "windows", "--trained",
-                             f"512-head+tail={kept}", "--out", str(out)], capture_output=True, text=True,
-                            timeout=900, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "gpu_recipe.py"),
+            "run",
+            "--artifacts",
+            str(tmp_path / "luggage"),
+            "--smoke",
+            "--rows",
+            "windows",
+            "--trained",
+            f"512-head+tail={kept}",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     assert rows["512-head+tail"]["settings"]["trained_earlier"] == str(kept)
@@ -143,8 +237,13 @@ def test_bench_script_runs_on_tiny_inputs(script, toy_model, real_cache, tmp_pat
     model = tmp_path / "model"  # a copy: a benchmark may export into the folder, and other tests read the shared one
     shutil.copytree(toy_model, model, ignore=shutil.ignore_patterns("checkpoint"))
     arguments = [a.format(model=model) for a in SMOKES[script]]
-    result = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
     assert result.stdout.strip(), "a benchmark prints its figures"
 
@@ -174,8 +273,11 @@ def test_an_encoder_travels_in_parts_and_is_joined_checked(tmp_path, tiny_bert):
     folder = gpu_suite.join(travelled, log=lambda line: None)
     original, joined = load_file(tiny_bert / "model.safetensors"), load_file(folder / "model.safetensors")
     assert set(original) == set(joined)
-    assert all(joined[k].dtype == torch.float16 and torch.equal(joined[k], original[k].half()) for k in original
-               if original[k].is_floating_point())
+    assert all(
+        joined[k].dtype == torch.float16 and torch.equal(joined[k], original[k].half())
+        for k in original
+        if original[k].is_floating_point()
+    )
     assert (folder / "vocab.txt").read_text() == (tiny_bert / "vocab.txt").read_text()
     assert gpu_suite.join(travelled, log=lambda line: None) == folder  # joined once
 
@@ -190,15 +292,35 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
     gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
     gpu_suite.pack(str(tiny_bert), tmp_path / "parts", part_mib=0.05, log=lambda line: None)
     results = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "ARTIFACTS": str(tmp_path / "luggage"),
-           "PARTS": str(tmp_path / "parts"), "PYTHON": sys.executable, "PIECES": "floor 256-head mpnet"}
-    subprocess.run(["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"], check=True, timeout=900, env=env,
-                   cwd=BENCH.parent)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "2",
+        "ARTIFACTS": str(tmp_path / "luggage"),
+        "PARTS": str(tmp_path / "parts"),
+        "PYTHON": sys.executable,
+        "PIECES": "floor 256-head mpnet",
+    }
+    subprocess.run(
+        ["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"],
+        check=True,
+        timeout=900,
+        env=env,
+        cwd=BENCH.parent,
+    )
     log = (results / "queue.log").read_text().splitlines()
     assert [line.split(" ", 1)[1] for line in log[1:]] == [
-        "start floor", "end floor (exit 0)",
-        "start mpnet", "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
-        "start 256-head", "end 256-head (exit 0)", "queue done"]
+        "start floor",
+        "end floor (exit 0)",
+        "start mpnet",
+        "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
+        "start 256-head",
+        "end 256-head (exit 0)",
+        "queue done",
+    ]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
-    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet-4ep", "mpnet-windows", "distill-oof"]
+    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == [
+        "mpnet-4ep",
+        "mpnet-windows",
+        "distill-oof",
+    ]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8

@@ -5,8 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
-from critic.modeling import calibration
-from critic.modeling import softmax
+from critic.modeling import calibration, softmax
 
 
 def overconfident(rows=20000, factor=3.0, seed=0):
@@ -29,18 +28,29 @@ def test_temperature_undoes_overconfidence():
 
 
 def tiny_roberta():
-    config = RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=40, num_labels=3)
+    config = RobertaConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        num_labels=3,
+    )
     torch.manual_seed(0)
     return RobertaForSequenceClassification(config).eval()
 
 
 @pytest.mark.parametrize("build", ["bert", "roberta"])
 def test_folded_temperature_divides_the_logits(build, tiny_bert):
-    model = tiny_roberta() if build == "roberta" else \
-        AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).eval()
-    assert calibration.classification_layer(model) is (model.classifier.out_proj if build == "roberta"
-                                                       else model.classifier)
+    model = (
+        tiny_roberta()
+        if build == "roberta"
+        else AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).eval()
+    )
+    assert calibration.classification_layer(model) is (
+        model.classifier.out_proj if build == "roberta" else model.classifier
+    )
     ids = torch.randint(5, 40, (3, 9))
     with torch.no_grad():
         before = model(input_ids=ids).logits
@@ -61,6 +71,7 @@ def test_training_ends_calibrated_and_every_consumer_reads_it(toy_model):
     texts = ["a wonderful moving film", "dull and boring plot"]
     ours = Classifier.load(toy_model, backend="torch", precision="fp32").predict_proba(texts)
     theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)
-    theirs = np.array([[next(s["score"] for s in row if s["label"] == name) for name in ("negative", "positive")]
-                       for row in theirs])
+    theirs = np.array(
+        [[next(s["score"] for s in row if s["label"] == name) for name in ("negative", "positive")] for row in theirs]
+    )
     assert np.abs(ours - theirs).max() < 1e-5  # the pipeline reads the folded, calibrated head too

@@ -95,8 +95,12 @@ def test_unknown_format(tmp_path):
 
 
 def _aclimdb(root):
-    reviews = {("train", "pos"): ["great fun"], ("train", "neg"): ["dull mess"], ("test", "pos"): ["superb"],
-               ("test", "neg"): ["awful"]}
+    reviews = {
+        ("train", "pos"): ["great fun"],
+        ("train", "neg"): ["dull mess"],
+        ("test", "pos"): ["superb"],
+        ("test", "neg"): ["awful"],
+    }
     for (split, label), texts in reviews.items():
         folder = root / "aclImdb" / split / label
         folder.mkdir(parents=True)
@@ -131,7 +135,9 @@ def test_dedupe_drops_conflicting_labels():
 
 def test_splits_are_deterministic_order_independent_and_disjoint(tmp_path):
     texts = [f"review number {i} about film {i % 7}" for i in range(3000)]
-    frame = pd.DataFrame({"text": texts + texts[:50], "label": [i % 2 for i in range(3000)] + [i % 2 for i in range(50)]})
+    frame = pd.DataFrame(
+        {"text": texts + texts[:50], "label": [i % 2 for i in range(3000)] + [i % 2 for i in range(50)]}
+    )
     a = data.load(write_csv(tmp_path / "a.csv", frame))
     b = data.load(write_csv(tmp_path / "b.csv", frame.sample(frac=1, random_state=3)))
     assert a.manifest["splits"] == b.manifest["splits"]

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from critic import config, data
-from critic.training import train
 from critic.cli import main
+from critic.training import train
 from critic.training.distill import distill, fold_teachers, out_of_fold_probabilities, teacher_probabilities
 
 
@@ -38,9 +38,22 @@ def test_soften_is_the_teachers_logits_over_t():
 def test_student_learns_from_a_teacher_and_its_scores_are_cached(toy_model, tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
     data = toy_model.parent / "toy.csv"
-    cfg = config.build(dict(model=str(tiny_bert), data=str(data), preset="gpu", max_length=32, epochs=2,
-                            batch_size=32, lr=3e-3, output=str(tmp_path / "student"), device="cpu",
-                            teacher=str(toy_model), teacher_share=1.0, teacher_temperature=2.0))
+    cfg = config.build(
+        dict(
+            model=str(tiny_bert),
+            data=str(data),
+            preset="gpu",
+            max_length=32,
+            epochs=2,
+            batch_size=32,
+            lr=3e-3,
+            output=str(tmp_path / "student"),
+            device="cpu",
+            teacher=str(toy_model),
+            teacher_share=1.0,
+            teacher_temperature=2.0,
+        )
+    )
     with pytest.raises(ValueError, match="started by critic.training.distill"):
         train.train(cfg, progress=False)
     said = []
@@ -65,23 +78,73 @@ def test_student_learns_from_a_teacher_and_its_scores_are_cached(toy_model, tiny
 def test_distill_verb(toy_model, tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "student"
-    assert main(["distill", str(toy_model), "--model", str(tiny_bert), "--data", str(toy_model.parent / "toy.csv"),
-                 "--preset", "gpu", "--max-length", "32", "--epochs", "1", "--lr", "3e-3", "--device", "cpu",
-                 "--no-teacher-windows", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(toy_model),
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(toy_model.parent / "toy.csv"),
+                "--preset",
+                "gpu",
+                "--max-length",
+                "32",
+                "--epochs",
+                "1",
+                "--lr",
+                "3e-3",
+                "--device",
+                "cpu",
+                "--no-teacher-windows",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "critic.json").read_text())["distilled_from"]["windows"] is False
-    assert main(["distill", str(tmp_path / "nothing"), "--model", str(tiny_bert), "--data",
-                 str(toy_model.parent / "toy.csv"), "--preset", "gpu", "--device", "cpu", "--output",
-                 str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "distill",
+                str(tmp_path / "nothing"),
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(toy_model.parent / "toy.csv"),
+                "--preset",
+                "gpu",
+                "--device",
+                "cpu",
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
-def test_teachers_trained_on_folds_each_score_the_reviews_they_did_not_train_on(toy_model, tiny_bert, tmp_path,
-                                                                               monkeypatch):
+def test_teachers_trained_on_folds_each_score_the_reviews_they_did_not_train_on(
+    toy_model, tiny_bert, tmp_path, monkeypatch
+):
     monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
     data_file = toy_model.parent / "toy.csv"
-    common = dict(model=str(tiny_bert), data=str(data_file), preset="gpu", max_length=32, epochs=1, batch_size=32,
-                  lr=3e-3, device="cpu")
-    teachers = [str(train.train(config.build({**common, "fold": f"{k}/2", "output": str(tmp_path / f"t{k}")}),
-                                progress=False)) for k in (1, 2)]
+    common = dict(
+        model=str(tiny_bert),
+        data=str(data_file),
+        preset="gpu",
+        max_length=32,
+        epochs=1,
+        batch_size=32,
+        lr=3e-3,
+        device="cpu",
+    )
+    teachers = [
+        str(train.train(config.build({**common, "fold": f"{k}/2", "output": str(tmp_path / f"t{k}")}), progress=False))
+        for k in (1, 2)
+    ]
     assert fold_teachers(teachers[::-1]) == teachers  # ordered by fold, whatever the order given
     texts = pd.read_csv(data_file)["text"].tolist()[:200]
     fold = data.fold_of(pd.Series(texts), 2)
@@ -93,9 +156,34 @@ def test_teachers_trained_on_folds_each_score_the_reviews_they_did_not_train_on(
     assert not np.allclose(oof, teacher_probabilities(teachers[0], texts, False, lambda line: None, False))
 
     out = tmp_path / "student"
-    assert main(["distill", *teachers, "--model", str(tiny_bert), "--data", str(data_file), "--preset", "gpu",
-                 "--max-length", "32", "--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--device", "cpu",
-                 "--no-teacher-windows", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                *teachers,
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(data_file),
+                "--preset",
+                "gpu",
+                "--max-length",
+                "32",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "32",
+                "--lr",
+                "3e-3",
+                "--device",
+                "cpu",
+                "--no-teacher-windows",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "critic.json").read_text())
     assert meta["distilled_from"]["teacher"] == ",".join(teachers) and meta["history"][-1]["val_accuracy"] > 0.9
 

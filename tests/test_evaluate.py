@@ -10,8 +10,9 @@ from critic.modeling import calibration
 def test_metrics_from_probabilities():
     labels = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
-    summary = evaluate.evaluate(labels, probs, ["negative", "positive"], texts=["a", "b", "c", "d"],
-                                token_lengths=[10, 200, 300, 600])
+    summary = evaluate.evaluate(
+        labels, probs, ["negative", "positive"], texts=["a", "b", "c", "d"], token_lengths=[10, 200, 300, 600]
+    )
     assert summary["accuracy"] == 0.75
     assert summary["roc_auc"] == 1.0  # the probabilities rank every positive above every negative
     assert summary["confusion_matrix"] == [[1, 1], [0, 2]]
@@ -49,8 +50,10 @@ def test_report_files(tmp_path):
 
 def test_ece_is_the_standard_fifteen_bins_over_zero_to_one():
     # 0.94 and 0.96 share the bin (14/15, 1]: one wrong, one right -> |0.5 - 0.95| = 0.45
-    assert calibration.expected_calibration_error(np.array([0, 1]), np.array([0.94, 0.96]), np.array([1, 1])) == \
-        pytest.approx(0.45)
+    assert calibration.expected_calibration_error(
+        np.array([0, 1]), np.array([0.94, 0.96]), np.array([1, 1])
+    ) == pytest.approx(0.45)
     # bins are closed on the right: 1/15 shares (0, 1/15] with 0.06 -> |0.5 - 0.0633|
-    assert calibration.expected_calibration_error(np.array([1, 0]), np.array([1 / 15, 0.06]), np.array([1, 1])) == \
-        pytest.approx(abs(0.5 - (1 / 15 + 0.06) / 2))
+    assert calibration.expected_calibration_error(
+        np.array([1, 0]), np.array([1 / 15, 0.06]), np.array([1, 1])
+    ) == pytest.approx(abs(0.5 - (1 / 15 + 0.06) / 2))

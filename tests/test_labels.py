@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic
 import torch
 
 import critic
-import synthetic
 from critic import config, data
-from critic.training import train
 from critic.cli import main
 from critic.data import Columns, DataError
 from critic.inference.predict import Classifier
+from critic.training import train
 
 THREE_WAY = "1=negative,2=negative,3=neutral,4=positive,5=positive"
 
@@ -27,8 +27,17 @@ def stars_csv(tmp_path_factory):
 
 
 def fit(model, data_path, output, **extra):
-    settings = dict(model=str(model), data=str(data_path), preset="gpu", max_length=32, epochs=4, batch_size=16,
-                    lr=5e-3, device="cpu", output=str(output))
+    settings = dict(
+        model=str(model),
+        data=str(data_path),
+        preset="gpu",
+        max_length=32,
+        epochs=4,
+        batch_size=16,
+        lr=5e-3,
+        device="cpu",
+        output=str(output),
+    )
     return train.train(config.build({**settings, **extra}), progress=False)
 
 
@@ -39,8 +48,9 @@ def five_star(tmp_path_factory, tiny_bert, stars_csv):
 
 @pytest.fixture(scope="module")
 def three_way(tmp_path_factory, tiny_bert, stars_csv):
-    return fit(tiny_bert, stars_csv, tmp_path_factory.mktemp("three") / "model", label_map=THREE_WAY,
-               class_weights="balanced")
+    return fit(
+        tiny_bert, stars_csv, tmp_path_factory.mktemp("three") / "model", label_map=THREE_WAY, class_weights="balanced"
+    )
 
 
 # ------------------------------------------------------------------------------------------ reading labels
@@ -62,7 +72,9 @@ def test_labels_fix_the_order_and_refuse_other_values(tmp_path):
     path.write_text("text,label\na,low\nb,high\nc,mid\nd,huge\n")
     with pytest.raises(DataError) as error:
         data.read_table(path, Columns(labels=("low", "mid", "high")))
-    assert f"{path}, line 5: unknown label 'huge' in column 'label' (expected one of: low, mid, high" in str(error.value)
+    assert f"{path}, line 5: unknown label 'huge' in column 'label' (expected one of: low, mid, high" in str(
+        error.value
+    )
     frame, report = data.read_table(path, Columns(labels=("low", "mid", "high")), drop_invalid=True)
     assert report.labels == ["low", "mid", "high"] and frame["label"].tolist() == [0, 2, 1]
 
@@ -176,8 +188,8 @@ def foreign(request, tmp_path_factory, tiny_bert):
     folder = tmp_path_factory.mktemp(f"foreign-{request.param}")
     torch.manual_seed(request.param)
     model = BertForSequenceClassification.from_pretrained(
-        tiny_bert, num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)})
+        tiny_bert, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
     model.save_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     tokenizer.model_max_length = 24  # short, so that truncation is exercised
@@ -204,8 +216,9 @@ def test_a_foreign_classifier_scores_as_the_pipeline_does(foreign, capsys):
 def test_a_foreign_classifier_is_evaluated_on_its_own_labels(foreign, tmp_path):
     folder, names = foreign
     path = tmp_path / "labelled.csv"
-    pd.DataFrame({"text": [f"review {i}" for i in range(60)], "label": [names[i % len(names)] for i in range(60)]}) \
-        .to_csv(path, index=False)
+    pd.DataFrame(
+        {"text": [f"review {i}" for i in range(60)], "label": [names[i % len(names)] for i in range(60)]}
+    ).to_csv(path, index=False)
     summary = critic.evaluate_model(folder, path, "all", output=tmp_path / "ev", baseline=False)
     assert summary["labels"] == names and summary["rows"] == 60
     assert not (folder / "critic.json").exists()
@@ -214,8 +227,9 @@ def test_a_foreign_classifier_is_evaluated_on_its_own_labels(foreign, tmp_path):
 def test_a_multi_label_model_is_refused(tmp_path, tiny_bert):
     from transformers import BertForSequenceClassification
 
-    BertForSequenceClassification.from_pretrained(tiny_bert, num_labels=3, problem_type="multi_label_classification") \
-        .save_pretrained(tmp_path / "m")
+    BertForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=3, problem_type="multi_label_classification"
+    ).save_pretrained(tmp_path / "m")
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "m")

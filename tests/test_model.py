@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from critic.modeling.attention import ROWWISE_ATTENTION, use_rowwise_attention
 from critic.modeling import inference_model
+from critic.modeling.attention import ROWWISE_ATTENTION, use_rowwise_attention
 
 CPU = torch.device("cpu")
 
@@ -32,7 +32,7 @@ def test_rowwise_attention_equals_the_models_own(encoder, request):
     with torch.inference_mode():
         expected = model(input_ids=input_ids, attention_mask=mask).logits
         batched = fast(input_ids=input_ids, attention_mask=mask).logits
-        alone = torch.cat([fast(input_ids=input_ids[i:i + 1, :n]).logits for i, n in enumerate(LENGTHS)])
+        alone = torch.cat([fast(input_ids=input_ids[i : i + 1, :n]).logits for i, n in enumerate(LENGTHS)])
     assert torch.allclose(batched, expected, atol=1e-5)
     assert torch.allclose(batched, alone, atol=1e-5)
 
@@ -60,15 +60,19 @@ def test_an_architecture_without_attention_choice_keeps_its_own():
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
     torch.manual_seed(0)
-    model = MPNetForSequenceClassification(MPNetConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
-                                                       num_attention_heads=2, intermediate_size=64)).eval()
+    model = MPNetForSequenceClassification(
+        MPNetConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).eval()
     fast, _ = inference_model(model, "fp32", CPU)
     # the row-wise attention is exact, so equal outputs alone would not tell which attention ran
     assert fast.config._attn_implementation != ROWWISE_ATTENTION and not use_rowwise_attention(model)
     input_ids, mask = right_padded(LENGTHS, 60)
     with torch.inference_mode():
-        assert torch.allclose(fast(input_ids=input_ids, attention_mask=mask).logits,
-                              model(input_ids=input_ids, attention_mask=mask).logits, atol=1e-6)
+        assert torch.allclose(
+            fast(input_ids=input_ids, attention_mask=mask).logits,
+            model(input_ids=input_ids, attention_mask=mask).logits,
+            atol=1e-6,
+        )
 
 
 def test_rowwise_attention_trains_like_the_models_own(tiny_bert):
@@ -87,8 +91,9 @@ def test_rowwise_attention_trains_like_the_models_own(tiny_bert):
 
 def test_rowwise_attention_applies_attention_dropout(tiny_bert):
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, hidden_dropout_prob=0.0,
-                                                               attention_probs_dropout_prob=0.5)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5
+    )
     use_rowwise_attention(model)
     input_ids, mask = right_padded(LENGTHS, model.config.vocab_size)
     model.train()
@@ -103,12 +108,22 @@ def tiny_classifier(kind: str):
     """A tiny random classifier of each architecture `ready_mask` knows, built here."""
     import transformers
 
-    small = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=40)
-    configs = {"bert": transformers.BertConfig(**small), "roberta": transformers.RobertaConfig(**small),
-               "mpnet": transformers.MPNetConfig(**small),
-               "distilbert": transformers.DistilBertConfig(vocab_size=60, dim=32, n_layers=2, n_heads=2,
-                                                           hidden_dim=64, max_position_embeddings=40)}
+    small = dict(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+    )
+    configs = {
+        "bert": transformers.BertConfig(**small),
+        "roberta": transformers.RobertaConfig(**small),
+        "mpnet": transformers.MPNetConfig(**small),
+        "distilbert": transformers.DistilBertConfig(
+            vocab_size=60, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=40
+        ),
+    }
     torch.manual_seed(0)
     return AutoModelForSequenceClassification.from_config(configs[kind]).eval()
 
@@ -137,9 +152,9 @@ def test_the_ready_mask_gives_the_models_own_results_without_a_host_read(kind, w
     input_ids, mask = right_padded(LENGTHS, 60)
     full_ids, full_mask = right_padded([12] * 4, 60, seed=1)
     with torch.inference_mode():
-        for ids, mask, padded in ((input_ids, mask, True), (full_ids, full_mask, False)):
-            expected = model(input_ids=ids, attention_mask=mask).logits.float()
-            ready = ready_mask(model, mask, padded)
+        for ids, row_mask, padded in ((input_ids, mask, True), (full_ids, full_mask, False)):
+            expected = model(input_ids=ids, attention_mask=row_mask).logits.float()
+            ready = ready_mask(model, row_mask, padded)
             assert (ready is None) == (not padded)
             with HostReads() as reads:
                 logits = model(input_ids=ids, attention_mask=ready).logits.float()

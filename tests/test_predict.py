@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic
 
 import critic
-import synthetic
 from critic import modeling
 from critic.cli import main
 from critic.inference.files import predict_file
@@ -56,12 +56,16 @@ def test_the_pipeline_reads_raw_reviews_as_critic_does(toy_model, tiny_bert):
     from transformers import pipeline
 
     clf = Classifier.load(toy_model, precision="fp32")
-    texts = ["a great fun film<br /><br />the acting was superb &amp; brilliant",
-             "awful boring mess.<BR>the worst &quot;plot&quot; ever", "&lt;br /&gt; dull   and  \n boring"]
+    texts = [
+        "a great fun film<br /><br />the acting was superb &amp; brilliant",
+        "awful boring mess.<BR>the worst &quot;plot&quot; ever",
+        "&lt;br /&gt; dull   and  \n boring",
+    ]
     ours = clf.predict_proba(texts)
     theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)
-    got = np.array([[{s["label"]: s["score"] for s in scores}[k] for k in ("negative", "positive")]
-                    for scores in theirs])
+    got = np.array(
+        [[{s["label"]: s["score"] for s in scores}[k] for k in ("negative", "positive")] for scores in theirs]
+    )
     assert np.allclose(ours, got, atol=1e-5)
     from transformers import AutoTokenizer
 
@@ -87,8 +91,9 @@ def test_predict_file_formats(toy_model, tmp_path, suffix):
         source.write_text("\n".join(texts) + "\n")
     target = tmp_path / f"out{'.csv' if suffix == '.txt' else suffix}"
     assert predict_file(Classifier.load(toy_model), source, target, chunk=2, progress=False) == 3
-    scored = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
-              ".parquet": pd.read_parquet}[target.suffix](target)
+    scored = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[
+        target.suffix
+    ](target)
     assert scored["label"].tolist() == ["positive", "negative", "positive"]
     assert np.allclose(scored["p_negative"] + scored["p_positive"], 1, atol=1e-5)
 
@@ -215,8 +220,7 @@ def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(toy_mo
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(toy_model, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(toy_model, tmp_path, monkeypatch, capsys):
     import shutil
 
     from critic.inference import backends
@@ -260,11 +264,13 @@ def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(to
     assert Classifier.load(folder, device="cpu", serving=True).backend == "onnx-int8"
 
 
-def test_export_names_the_extra_to_install_and_refuses_an_int8_model_that_loses_accuracy(toy_model, tmp_path,
-                                                                                         monkeypatch):
+def test_export_names_the_extra_to_install_and_refuses_an_int8_model_that_loses_accuracy(
+    toy_model, tmp_path, monkeypatch
+):
     import shutil
 
-    from critic.inference import backends, export as exporting
+    from critic.inference import backends
+    from critic.inference import export as exporting
 
     monkeypatch.setattr(backends, "installed", lambda name: not name.startswith("openvino"))
     with pytest.raises(ImportError, match=r"pip install 'critic\[openvino\]'"):
@@ -316,16 +322,20 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     with pytest.raises(ValueError, match="was made from other weights"):
         Classifier.load(folder, backend="onnx")
     assert Classifier.load(folder, device="cpu", serving=True).backend == "torch"
-    assert "not using onnx, measured fastest" in capsys.readouterr().err or \
-        json.loads((folder / "critic.json").read_text())["backends"]["ranking"][0] == "torch"
+    assert (
+        "not using onnx, measured fastest" in capsys.readouterr().err
+        or json.loads((folder / "critic.json").read_text())["backends"]["ranking"][0] == "torch"
+    )
     export(folder, ["onnx"])
     assert Classifier.load(folder, backend="onnx").backend == "onnx"
     modeling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
     assert (folder / "onnx" / "model.onnx").is_file()
     assert Classifier.load(folder, backend="onnx").backend == "onnx"  # hashed once, then known by size and time
     stat = (folder / "model.safetensors").stat()
-    assert json.loads((folder / "onnx" / modeling.EXPORT_RECORD).read_text())["stat"] == [stat.st_size,
-                                                                                         stat.st_mtime_ns]
+    assert json.loads((folder / "onnx" / modeling.EXPORT_RECORD).read_text())["stat"] == [
+        stat.st_size,
+        stat.st_mtime_ns,
+    ]
     with torch.no_grad():
         model.classifier.bias -= torch.tensor([2.0, -2.0])
     modeling.save(model, tokenizer, folder, meta)  # new weights: the export goes
@@ -412,8 +422,11 @@ def test_a_resume_must_match_the_input_model_and_options(toy_model, tmp_path, mo
 
 def test_parquet_output_takes_a_column_that_starts_empty(toy_model, tmp_path):
     source = tmp_path / "in.jsonl"
-    rows = [{"text": "a great fun film", "note": None}, {"text": "awful mess", "note": None},
-            {"text": "the best film", "note": "seen twice"}]
+    rows = [
+        {"text": "a great fun film", "note": None},
+        {"text": "awful mess", "note": None},
+        {"text": "the best film", "note": "seen twice"},
+    ]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     target = tmp_path / "out.parquet"
     assert predict_file(Classifier.load(toy_model), source, target, chunk=2, progress=False) == 3
@@ -424,13 +437,20 @@ def test_parquet_output_takes_a_column_that_starts_empty(toy_model, tmp_path):
 
 def test_the_inputs_own_label_columns_are_kept(toy_model, tmp_path):
     source = tmp_path / "in.csv"
-    pd.DataFrame({"review": ["a great fun film", "awful boring mess"], "label": ["mine", "mine"],
-                  "p_positive": [0.5, 0.5]}).to_csv(source, index=False)
+    pd.DataFrame(
+        {"review": ["a great fun film", "awful boring mess"], "label": ["mine", "mine"], "p_positive": [0.5, 0.5]}
+    ).to_csv(source, index=False)
     target = tmp_path / "out.csv"
     predict_file(Classifier.load(toy_model), source, target, progress=False)
     scored = pd.read_csv(target)
-    assert list(scored.columns) == ["review", "label", "p_positive", "critic_label", "critic_p_negative",
-                                    "critic_p_positive"]
+    assert list(scored.columns) == [
+        "review",
+        "label",
+        "p_positive",
+        "critic_label",
+        "critic_p_negative",
+        "critic_p_positive",
+    ]
     assert scored["label"].tolist() == ["mine", "mine"] and scored["critic_label"].tolist() == ["positive", "negative"]
 
 

@@ -10,15 +10,25 @@ import torch
 from safetensors.torch import load_file
 
 from critic import config
-from critic.training import train
 from critic.cli import main
 from critic.config import PretrainConfig
+from critic.training import train
 from critic.training.pretrain import Masker, pretrain, word_offsets
 
 
 def pretrain_config(model, data, output, **extra):
-    base = dict(model=str(model), data=str(data), max_length=24, epochs=3, batch_size=16, lr=2e-3,
-                warmup_ratio=0.0, output=str(output), device="cpu", holdout=0.1)
+    base = dict(
+        model=str(model),
+        data=str(data),
+        max_length=24,
+        epochs=3,
+        batch_size=16,
+        lr=2e-3,
+        warmup_ratio=0.0,
+        output=str(output),
+        device="cpu",
+        holdout=0.1,
+    )
     return config.build({**base, **extra}, None, PretrainConfig)
 
 
@@ -66,31 +76,82 @@ def test_pretraining_lowers_the_heldout_loss_and_the_encoder_fine_tunes(tiny_ber
     assert len(evals) == 4 and evals[-1] < evals[0] - 0.5  # before, then after each of 3 epochs
     record = json.loads((out / "pretrain.json").read_text())
     assert record["config"]["data"] == str(toy_file) and record["steps"] > 0
-    tuned = train.train(config.build(dict(model=str(out), data=str(toy_file), preset="gpu", max_length=32, epochs=2,
-                                          batch_size=32, lr=3e-3, output=str(tmp_path / "tuned"), device="cpu")),
-                        progress=False)
+    tuned = train.train(
+        config.build(
+            dict(
+                model=str(out),
+                data=str(toy_file),
+                preset="gpu",
+                max_length=32,
+                epochs=2,
+                batch_size=32,
+                lr=3e-3,
+                output=str(tmp_path / "tuned"),
+                device="cpu",
+            )
+        ),
+        progress=False,
+    )
     assert json.loads((tuned / "critic.json").read_text())["history"][-1]["val_auc"] > 0.95
 
 
 def test_whole_word_pretraining_runs_from_the_cli(tiny_bert, toy_file, tmp_path):
     out = tmp_path / "wwm"
-    assert main(["pretrain", "--model", str(tiny_bert), "--data", str(toy_file), "--max-length", "24", "--epochs",
-                 "1", "--whole-word", "--device", "cpu", "--train-size", "100", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(toy_file),
+                "--max-length",
+                "24",
+                "--epochs",
+                "1",
+                "--whole-word",
+                "--device",
+                "cpu",
+                "--train-size",
+                "100",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "pretrain.json").read_text())["config"]["whole_word"] is True
-    assert main(["pretrain", "--model", str(tiny_bert), "--data", str(toy_file), "--mask-probability", "1.5",
-                 "--output", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(toy_file),
+                "--mask-probability",
+                "1.5",
+                "--output",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file, tmp_path):
     # 30 epochs of the toy text: long enough that the signal lands mid-run, in the first half, where only the new
     # masked-LM head trains (--head-warmup 0.5): the resumed run crosses into the second half and its new schedule
-    whole = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "whole", epochs=30, head_warmup=0.5),
-                     progress=False)
-    script = ("import sys; from critic import config; from critic.config import PretrainConfig; "
-              "from critic.training.pretrain import pretrain; "
-              f"pretrain(config.build(dict(model={str(tiny_bert)!r}, data={str(toy_file)!r}, max_length=24, "
-              f"epochs=30, batch_size=16, lr=2e-3, warmup_ratio=0.0, output={str(tmp_path / 'cut')!r}, device='cpu', "
-              "holdout=0.1, log_every=1, head_warmup=0.5), None, PretrainConfig), progress=False)")
+    whole = pretrain(
+        pretrain_config(tiny_bert, toy_file, tmp_path / "whole", epochs=30, head_warmup=0.5), progress=False
+    )
+    script = (
+        "import sys; from critic import config; from critic.config import PretrainConfig; "
+        "from critic.training.pretrain import pretrain; "
+        f"pretrain(config.build(dict(model={str(tiny_bert)!r}, data={str(toy_file)!r}, max_length=24, "
+        f"epochs=30, batch_size=16, lr=2e-3, warmup_ratio=0.0, output={str(tmp_path / 'cut')!r}, device='cpu', "
+        "holdout=0.1, log_every=1, head_warmup=0.5), None, PretrainConfig), progress=False)"
+    )
     env = dict(os.environ)  # the same threads as this process: sums in another order would differ in the last bit
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
     log = tmp_path / "cut" / "pretrain_log.jsonl"
@@ -108,8 +169,9 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file
     cut_at = json.loads((tmp_path / "cut" / "pretrain_log.jsonl").read_text().splitlines()[-1])["step"]
     total = json.loads((whole / "pretrain.json").read_text())["steps"]
     assert cut_at < total / 2
-    resumed = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "cut", epochs=30, log_every=1,
-                                       head_warmup=0.5), progress=False)
+    resumed = pretrain(
+        pretrain_config(tiny_bert, toy_file, tmp_path / "cut", epochs=30, log_every=1, head_warmup=0.5), progress=False
+    )
     a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -124,15 +186,22 @@ def test_head_warmup_trains_the_new_head_alone_then_everything(tiny_bert, toy_fi
         return all(torch.equal(v, checkpoint[k]) for k, v in encoder.items())
 
     lines = []
-    held = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "held", epochs=1, head_warmup=1.0),
-                    log=lines.append, progress=False)
+    held = pretrain(
+        pretrain_config(tiny_bert, toy_file, tmp_path / "held", epochs=1, head_warmup=1.0),
+        log=lines.append,
+        progress=False,
+    )
     assert encoder_unchanged(held)  # every step was head-only: the encoder is the checkpoint's, to the bit
-    evals = [json.loads(line)["holdout_loss"] for line in (held / "pretrain_log.jsonl").read_text().splitlines()
-             if json.loads(line)["event"] == "eval"]
+    evals = [
+        json.loads(line)["holdout_loss"]
+        for line in (held / "pretrain_log.jsonl").read_text().splitlines()
+        if json.loads(line)["event"] == "eval"
+    ]
     assert evals[-1] < evals[0] - 0.1  # the new head learned (3.87 -> 3.67: a head alone on a random tiny encoder)
     assert any("train only the new cls.predictions.*" in line for line in lines)
-    after = pretrain(pretrain_config(tiny_bert, toy_file, tmp_path / "after", epochs=1, head_warmup=0.5),
-                     progress=False)
+    after = pretrain(
+        pretrain_config(tiny_bert, toy_file, tmp_path / "after", epochs=1, head_warmup=0.5), progress=False
+    )
     assert not encoder_unchanged(after)  # then everything trains
 
 
@@ -154,8 +223,9 @@ def test_head_warmup_starts_the_learning_rate_schedule_again_when_the_encoder_jo
     assert HeadWarmup(model, ["1.weight"], steps=0).schedule(0.1, 110) is None
 
 
-def test_a_full_disk_while_saving_the_encoder_leaves_no_half_folder_and_a_rerun_saves_it(tiny_bert, toy_file,
-                                                                                       tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_the_encoder_leaves_no_half_folder_and_a_rerun_saves_it(
+    tiny_bert, toy_file, tmp_path, monkeypatch
+):
     from transformers import PreTrainedTokenizerBase
 
     out = tmp_path / "mlm"

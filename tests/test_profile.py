@@ -4,8 +4,8 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from critic import data
-from critic.data import profile
 from critic.cli import main
+from critic.data import profile
 from critic.text import Encoder
 
 
@@ -28,10 +28,27 @@ def test_profile_numbers(tmp_path, tiny_bert):
 def test_profile_cli(tmp_path, tiny_bert, capsys):
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps({"body": f"film {i}", "y": "good" if i % 2 else "bad"}) for i in range(20)))
-    code = main(["profile", str(path), "--tokenizer", str(tiny_bert), "--text-column", "body", "--label-column", "y",
-                 "--label-map", "good=positive,bad=negative", "--output", str(tmp_path / "p")])
+    code = main(
+        [
+            "profile",
+            str(path),
+            "--tokenizer",
+            str(tiny_bert),
+            "--text-column",
+            "body",
+            "--label-column",
+            "y",
+            "--label-map",
+            "good=positive,bad=negative",
+            "--output",
+            str(tmp_path / "p"),
+        ]
+    )
     assert code == 0
-    assert json.loads((tmp_path / "p" / "profile.json").read_text())["label_balance"] == {"negative": 10, "positive": 10}
+    assert json.loads((tmp_path / "p" / "profile.json").read_text())["label_balance"] == {
+        "negative": 10,
+        "positive": 10,
+    }
 
 
 def test_cli_error_names_the_row(tmp_path, capsys):

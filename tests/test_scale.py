@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 import synthetic
+
 from critic.cli import main
 from critic.inference.files import predict_file
 from critic.inference.predict import Classifier
@@ -43,21 +43,27 @@ def reviews(tmp_path):
 
 
 def read_all(folder):
-    return pd.concat([pd.read_parquet(p) for p in sorted(folder.rglob("*.parquet"))], ignore_index=True) \
-        if folder.exists() else pd.DataFrame()
+    return (
+        pd.concat([pd.read_parquet(p) for p in sorted(folder.rglob("*.parquet"))], ignore_index=True)
+        if folder.exists()
+        else pd.DataFrame()
+    )
 
 
 def test_ray_scores_like_critic_predict_and_accounts_for_every_row(cluster, toy_model, reviews, tmp_path):
     from critic.inference.scale import predict_ray
 
     out = tmp_path / "out"
-    summary = predict_ray(toy_model, [str(reviews)], out, workers=2, batch_size=64, backend="torch",
-                          log=lambda line: None)
+    summary = predict_ray(
+        toy_model, [str(reviews)], out, workers=2, batch_size=64, backend="torch", log=lambda line: None
+    )
     assert summary["rows"] == 498 and summary["rejected"] == 2
     scored, rejected = read_all(out / "scored"), read_all(out / "rejected")
     assert sorted(scored["id"]) == sorted(set(range(300)) - {4, 7} | set(range(1000, 1200)))  # none lost or doubled
     assert dict(zip(rejected["id"], rejected["rejected_reason"])) == {
-        4: "empty text", 7: "not UTF-8 text; re-save the file as UTF-8"}
+        4: "empty text",
+        7: "not UTF-8 text; re-save the file as UTF-8",
+    }
     # the same labels and probabilities as critic predict --file on the same rows
     good = pd.read_parquet(reviews / "b.parquet")
     local = tmp_path / "local.parquet"
@@ -69,8 +75,9 @@ def test_ray_scores_like_critic_predict_and_accounts_for_every_row(cluster, toy_
     assert list(got.columns[:2]) == ["text", "truth"] and {"p_negative", "p_positive"} <= set(got.columns)
 
 
-def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(cluster, toy_model, reviews, tmp_path,
-                                                                          monkeypatch):
+def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(
+    cluster, toy_model, reviews, tmp_path, monkeypatch
+):
     from critic.inference.scale import predict_ray
 
     out = tmp_path / "out"
@@ -97,8 +104,25 @@ def test_a_second_run_skips_finished_files_and_redoes_a_half_written_one(cluster
 
 def test_the_cli_engine(cluster, toy_model, reviews, tmp_path):
     out = tmp_path / "cli"
-    assert main(["predict", str(toy_model), "--engine", "ray", "--file", str(reviews / "b.parquet"), "--output",
-                 str(out), "--workers", "1", "--backend", "torch"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(toy_model),
+                "--engine",
+                "ray",
+                "--file",
+                str(reviews / "b.parquet"),
+                "--output",
+                str(out),
+                "--workers",
+                "1",
+                "--backend",
+                "torch",
+            ]
+        )
+        == 0
+    )
     written = read_all(out / "scored")
     assert len(written) == 200 and set(written["label"]) <= {"negative", "positive"}
     assert json.loads(next((out / "_done").glob("*.json")).read_text())["rows"] == 200
@@ -123,8 +147,13 @@ def test_a_worker_killed_mid_run_is_retried_and_no_row_is_lost_or_doubled(cluste
     rows.insert(0, "id", range(len(rows)))
     rows.to_parquet(source)
     out, result = tmp_path / "out", {}
-    run = threading.Thread(target=lambda: result.update(predict_ray(
-        toy_model, [str(source)], out, workers=2, batch_size=100, backend="torch", log=lambda line: None)))
+    run = threading.Thread(
+        target=lambda: result.update(
+            predict_ray(
+                toy_model, [str(source)], out, workers=2, batch_size=100, backend="torch", log=lambda line: None
+            )
+        )
+    )
     run.start()
     deadline = time.monotonic() + 120
     while not scoring_actors() and time.monotonic() < deadline:
@@ -148,8 +177,27 @@ def test_csv_output_keeps_texts_with_commas_quotes_and_newlines(cluster, toy_mod
     texts = ['a great, "moving" film', "dull\nand long", "loved it 😀"]
     pd.DataFrame({"id": [1, 2, 3], "text": texts}).to_json(source, orient="records", lines=True)
     out = tmp_path / "csv"
-    assert main(["predict", str(toy_model), "--engine", "ray", "--file", str(source), "--output", str(out),
-                 "--workers", "1", "--backend", "torch", "--output-format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(toy_model),
+                "--engine",
+                "ray",
+                "--file",
+                str(source),
+                "--output",
+                str(out),
+                "--workers",
+                "1",
+                "--backend",
+                "torch",
+                "--output-format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     written = pd.concat([pd.read_csv(p) for p in (out / "scored").rglob("*.csv")]).sort_values("id")
     assert written["text"].tolist() == texts
     assert list(written.columns) == ["id", "text", "label", "p_negative", "p_positive"]
@@ -164,12 +212,13 @@ def test_many_files_are_scored_by_one_pool_of_actors(cluster, toy_model, tmp_pat
     rows = synthetic.reviews(240, seed=4)
     rows.insert(0, "id", range(len(rows)))
     for k in range(12):
-        rows.iloc[k * 20:(k + 1) * 20].to_parquet(folder / f"part-{k:02d}.parquet")
+        rows.iloc[k * 20 : (k + 1) * 20].to_parquet(folder / f"part-{k:02d}.parquet")
     (folder / "extra.jsonl").write_text('{"id": 999, "text": "a great film"}\n')
     monkeypatch.setattr(scale, "GROUP_FILES", 8)
     out = tmp_path / "out"
-    summary = scale.predict_ray(toy_model, [str(folder)], out, workers=2, batch_size=16, backend="torch",
-                                log=lambda line: None)
+    summary = scale.predict_ray(
+        toy_model, [str(folder)], out, workers=2, batch_size=16, backend="torch", log=lambda line: None
+    )
     # 13 files: the JSONL file alone (another format), the 12 Parquet files in groups of at most 8
     assert summary["groups"] == 3 and summary["rows"] == 241
     records = [json.loads(p.read_text()) for p in (out / "_done").glob("*.json")]
@@ -183,13 +232,24 @@ def test_files_are_grouped_by_format_count_and_size(tmp_path, monkeypatch):
     monkeypatch.setattr(scale, "GROUP_FILES", 3)
     monkeypatch.setattr(scale, "GROUP_BYTES", 250)
     files = []
-    for name, size in (("a.csv", 100), ("b.csv", 100), ("c.csv", 100), ("d.parquet", 10), ("e.parquet", 10),
-                       ("f.parquet", 10), ("g.parquet", 10)):
+    for name, size in (
+        ("a.csv", 100),
+        ("b.csv", 100),
+        ("c.csv", 100),
+        ("d.parquet", 10),
+        ("e.parquet", 10),
+        ("f.parquet", 10),
+        ("g.parquet", 10),
+    ):
         (tmp_path / name).write_bytes(b"x" * size)
         files.append(str(tmp_path / name))
     groups = [[scale.Path(p).name for p in group] for group in scale._groups([*files, "s3://bucket/h.parquet"])]
-    assert groups == [["a.csv", "b.csv"], ["c.csv"], ["d.parquet", "e.parquet", "f.parquet"],
-                      ["g.parquet", "h.parquet"]]
+    assert groups == [
+        ["a.csv", "b.csv"],
+        ["c.csv"],
+        ["d.parquet", "e.parquet", "f.parquet"],
+        ["g.parquet", "h.parquet"],
+    ]
 
 
 def test_a_folder_uri_is_listed_and_scored(cluster, toy_model, reviews, tmp_path):
@@ -204,23 +264,23 @@ def test_a_folder_uri_is_listed_and_scored(cluster, toy_model, reviews, tmp_path
 
 
 def test_ray_keeps_the_inputs_columns_neutralises_csv_formulas_and_touches_only_its_own_folders(
-        cluster, toy_model, tmp_path):
+    cluster, toy_model, tmp_path
+):
     from critic.inference.scale import predict_ray
 
     source = tmp_path / "mine.jsonl"
-    pd.DataFrame({"text": ["=HYPERLINK(1) a great fun film", "awful boring mess"], "label": ["mine", "mine"],
-                  "id": ["-3", "@x"]}).to_json(source, orient="records", lines=True)
+    pd.DataFrame(
+        {"text": ["=HYPERLINK(1) a great fun film", "awful boring mess"], "label": ["mine", "mine"], "id": ["-3", "@x"]}
+    ).to_json(source, orient="records", lines=True)
     out = tmp_path / "out"
     other = out / "scored" / "someone-elses-folder"
     other.mkdir(parents=True)
     (other / "keep.txt").write_text("not critic's")
-    predict_ray(toy_model, [str(source)], out, workers=1, backend="torch", output_format="csv",
-                log=lambda line: None)
+    predict_ray(toy_model, [str(source)], out, workers=1, backend="torch", output_format="csv", log=lambda line: None)
     assert (other / "keep.txt").read_text() == "not critic's"
     written = pd.concat([pd.read_csv(p, dtype=str) for p in (out / "scored").rglob("*.csv")])
     written = written.sort_values("critic_label")
-    assert list(written.columns) == ["text", "label", "id", "critic_label", "critic_p_negative",
-                                     "critic_p_positive"]
+    assert list(written.columns) == ["text", "label", "id", "critic_label", "critic_p_negative", "critic_p_positive"]
     assert written["label"].tolist() == ["mine", "mine"]
     assert written["critic_label"].tolist() == ["negative", "positive"]
     assert written["text"].tolist() == ["awful boring mess", "'=HYPERLINK(1) a great fun film"]

@@ -18,11 +18,11 @@ import hypothesis
 import numpy as np
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
-from fastapi.testclient import TestClient
-
 import synthetic
+from fastapi.testclient import TestClient
 from ports import free_port
+from schemathesis.checks import positive_data_acceptance
+
 from critic.inference.predict import Classifier
 from critic.serve import ServeSettings, create_app
 from critic.serve.batching import MicroBatcher
@@ -51,24 +51,28 @@ def test_predict_one_and_many(client, classifier):
     assert np.allclose(got, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("body,status,message", [
-    ({}, 422, "text: Field required"),
-    ({"text": "a", "texts": ["b"]}, 422, "texts: Extra inputs are not permitted"),
-    ({"texts": []}, 422, "texts: List should have at least 1 item"),
-    ({"text": "   "}, 422, "text: String should match pattern"),
-    ({"text": "\x1c\x1f "}, 422, "text: String should match pattern"),
-    ({"texts": ["fine"] * 9}, 422, "texts: List should have at most 8 items"),
-    ({"text": "x" * 501}, 422, "text: String should have at most 500 characters"),
-    ({"text": 5}, 422, "text: Input should be a valid string"),
-])
+@pytest.mark.parametrize(
+    "body,status,message",
+    [
+        ({}, 422, "text: Field required"),
+        ({"text": "a", "texts": ["b"]}, 422, "texts: Extra inputs are not permitted"),
+        ({"texts": []}, 422, "texts: List should have at least 1 item"),
+        ({"text": "   "}, 422, "text: String should match pattern"),
+        ({"text": "\x1c\x1f "}, 422, "text: String should match pattern"),
+        ({"texts": ["fine"] * 9}, 422, "texts: List should have at most 8 items"),
+        ({"text": "x" * 501}, 422, "text: String should have at most 500 characters"),
+        ({"text": 5}, 422, "text: Input should be a valid string"),
+    ],
+)
 def test_bad_input_is_422_with_a_reason(client, body, status, message):
     response = client.post("/v1/predict", json=body)
     assert response.status_code == status and message in response.json()["detail"]
 
 
 def test_body_too_large_is_413(client):
-    response = client.post("/v1/predict", content=json.dumps({"text": "x" * 30_000}),
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/predict", content=json.dumps({"text": "x" * 30_000}), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and "over 20,000 bytes" in response.json()["detail"]
 
 
@@ -173,10 +177,26 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 def start_server(model, *options, env=None) -> tuple[str, subprocess.Popen]:
     """`critic serve MODEL` on a free port, ready; its log (stdout and stderr) in the process's stdout pipe."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(model), "--port", str(port),
-                                "--backend", "torch", "--precision", "fp32", *options],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "critic.cli",
+            "serve",
+            str(model),
+            "--port",
+            str(port),
+            "--backend",
+            "torch",
+            "--precision",
+            "fp32",
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -213,11 +233,18 @@ def test_api_contract(server):
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
-        "POST /v1/predict", "POST /v1/explain", "POST /v1/score-csv", "GET /healthz", "GET /readyz"}
+        "POST /v1/predict",
+        "POST /v1/explain",
+        "POST /v1/score-csv",
+        "GET /healthz",
+        "GET /readyz",
+    }
     for operation in operations:
+
         @hypothesis.given(case=operation.as_strategy())
-        @hypothesis.settings(max_examples=20, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.settings(
+            max_examples=20, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+        )
         def check(case):
             # A random string is schema-valid CSV text but rarely a CSV with a review column: for that operation
             # a 422 is the right answer, so only the other checks apply to it (no 500, responses match the schema).
@@ -229,8 +256,11 @@ def test_api_contract(server):
 
 def scored_batches(url) -> float:
     """Batches the server has scored so far (the module's server is shared: tests compare before and after)."""
-    return sum(float(line.split()[-1]) for line in httpx.get(f"{url}/metrics").text.splitlines()
-               if line.startswith("critic_batch_texts_count"))
+    return sum(
+        float(line.split()[-1])
+        for line in httpx.get(f"{url}/metrics").text.splitlines()
+        if line.startswith("critic_batch_texts_count")
+    )
 
 
 def test_hundred_parallel_clients(server, classifier):
@@ -250,8 +280,12 @@ def test_hundred_parallel_clients(server, classifier):
         t.join()
     assert sorted(answers) == list(range(100)) and all(a["status"] == 200 for a in answers.values())
     expected = classifier.predict_proba(texts)
-    got = np.array([[answers[i]["body"]["predictions"][0]["probabilities"][k] for k in ("negative", "positive")]
-                    for i in range(100)])
+    got = np.array(
+        [
+            [answers[i]["body"]["predictions"][0]["probabilities"][k] for k in ("negative", "positive")]
+            for i in range(100)
+        ]
+    )
     assert np.allclose(got, expected, atol=1e-4)  # every answer belongs to its own request
     assert scored_batches(url) - before < 100  # fewer batches than requests: they were grouped
 
@@ -267,9 +301,17 @@ def test_browser_page(server, tmp_path):
     upload = tmp_path / "reviews.csv"
     upload.write_text('id,review\n1,"a great, fun film"\n2,awful boring mess\n3,the best story ever\n')
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page()
         page.goto(url)
         page.fill("#review", "a great fun film")
@@ -299,11 +341,27 @@ def test_browser_page(server, tmp_path):
 @pytest.mark.slow
 def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "critic.cli", "serve", str(toy_model), "--port", str(port),
-                                # one text per batch and 256 texts per request: the first request is still being
-                                # answered when the eighth arrives
-                                "--backend", "torch", "--max-batch", "1", "--max-texts", "256"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "critic.cli",
+            "serve",
+            str(toy_model),
+            "--port",
+            str(port),
+            # one text per batch and 256 texts per request: the first request is still being
+            # answered when the eighth arrives
+            "--backend",
+            "torch",
+            "--max-batch",
+            "1",
+            "--max-texts",
+            "256",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -408,10 +466,10 @@ def test_single_predictions_stay_fast_while_a_large_upload_is_scored(server):
 
     def upload_it():
         started = time.perf_counter()
-        response = httpx.post(f"{url}/v1/score-csv", content=upload, headers={"content-type": "text/csv"},
-                              timeout=600)
-        outcome.update(status=response.status_code, lines=len(response.text.splitlines()),
-                       seconds=time.perf_counter() - started)
+        response = httpx.post(f"{url}/v1/score-csv", content=upload, headers={"content-type": "text/csv"}, timeout=600)
+        outcome.update(
+            status=response.status_code, lines=len(response.text.splitlines()), seconds=time.perf_counter() - started
+        )
 
     uploader = threading.Thread(target=upload_it)
     uploader.start()
@@ -455,8 +513,10 @@ def chunked_post(url: str, path: str, total: int, piece: int = 1 << 20) -> bytes
     address = urllib.parse.urlsplit(url)
     chunk = f"{piece:x}\r\n".encode() + b"x" * piece + b"\r\n"
     with socket.create_connection((address.hostname, address.port), timeout=120) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
-                     f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         try:
             for _ in range(total // piece):
                 if select.select([sock], [], [], 0)[0]:
@@ -496,15 +556,15 @@ def test_a_csv_of_millions_of_tiny_rows_is_refused_cheaply(server):
 
 def test_a_non_ascii_api_key_is_refused_not_a_crash(classifier):
     with TestClient(create_app(classifier, ServeSettings(api_key="s3cret"))) as c:
-        for key in ("s3crét".encode("utf-8"), "s3crét".encode("latin-1"), b"\xff\xfe"):
+        for key in ("s3crét".encode(), "s3crét".encode("latin-1"), b"\xff\xfe"):
             assert c.post("/v1/predict", json={"text": "good"}, headers={"X-API-Key": key}).status_code == 401
     with TestClient(create_app(classifier, ServeSettings(api_key="clé"))) as c:
-        ok = c.post("/v1/predict", json={"text": "good"}, headers={"X-API-Key": "clé".encode("utf-8")})
+        ok = c.post("/v1/predict", json={"text": "good"}, headers={"X-API-Key": "clé".encode()})
         assert ok.status_code == 200
 
 
 def test_score_csv_keeps_the_uploads_columns_and_neutralises_formulas(client):
-    upload = 'review,label\n"=cmd|\' /C calc\'!A0 a great fun film",mine\n-2 awful boring mess,+1\n'
+    upload = "review,label\n\"=cmd|' /C calc'!A0 a great fun film\",mine\n-2 awful boring mess,+1\n"
     response = client.post("/v1/score-csv", content=upload, headers={"content-type": "text/csv"})
     lines = response.text.splitlines()
     assert lines[0] == "review,label,critic_label,critic_p_negative,critic_p_positive"
@@ -546,8 +606,9 @@ def test_page_shows_label_names_as_text_and_keeps_the_key_out_of_the_address(toy
     from playwright.sync_api import sync_playwright
 
     key = "k3y-for-the-page-test"
-    url, process = start_server(evil_label_model(toy_model, tmp_path), "--api-key-env", "CRITIC_TEST_KEY",
-                                env={"CRITIC_TEST_KEY": key})
+    url, process = start_server(
+        evil_label_model(toy_model, tmp_path), "--api-key-env", "CRITIC_TEST_KEY", env={"CRITIC_TEST_KEY": key}
+    )
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])

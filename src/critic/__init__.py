@@ -20,8 +20,12 @@ from critic.data import load_dataset
 __version__ = "0.1.0"
 __all__ = ["Classifier", "load_dataset", "train_model", "evaluate_model", "profile_dataset"]
 
-FRONTS = {"Classifier": "critic.inference.predict", "train_model": "critic.training.train", "evaluate_model": "critic.evaluate",
-          "profile_dataset": "critic.data.profile"}
+FRONTS = {
+    "Classifier": "critic.inference.predict",
+    "train_model": "critic.training.train",
+    "evaluate_model": "critic.evaluate",
+    "profile_dataset": "critic.data.profile",
+}
 
 
 def __getattr__(name):

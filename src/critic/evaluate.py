@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,10 +25,12 @@ def model_rows(meta: dict, split: str, loaded=None):
 
     settings = meta.get("config") or {}
     try:
-        dataset = loaded if loaded is not None and not settings.get("drop_invalid") else \
-            datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
-        return dataset.split(split, settings.get("train_size") if split == "train" else None,
-                             settings.get("seed", 42))
+        dataset = (
+            loaded
+            if loaded is not None and not settings.get("drop_invalid")
+            else datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
+        )
+        return dataset.split(split, settings.get("train_size") if split == "train" else None, settings.get("seed", 42))
     except (KeyError, OSError, ValueError) as error:
         print(f"critic: the model's {split} rows cannot be read again ({error})", file=sys.stderr)
         return None
@@ -41,12 +43,25 @@ def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str], texts: Sequence[str] | None = None,
-             token_lengths: Sequence[int] | None = None, mistakes: int = 10, ordered: bool = False) -> dict:
+def evaluate(
+    labels: Sequence[int],
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    texts: Sequence[str] | None = None,
+    token_lengths: Sequence[int] | None = None,
+    mistakes: int = 10,
+    ordered: bool = False,
+) -> dict:
     """Every metric for a binary or multi-class classifier from true labels and predicted probabilities; with
     `ordered` classes (stars) also the mean absolute error in classes and the share within one class."""
-    from sklearn.metrics import (average_precision_score, classification_report, confusion_matrix,
-                                 precision_recall_curve, roc_auc_score, roc_curve)
+    from sklearn.metrics import (
+        average_precision_score,
+        classification_report,
+        confusion_matrix,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
@@ -54,16 +69,18 @@ def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str
     confidence = probs.max(axis=1)
     correct = predicted == labels
     names = list(label_names)
-    per_class = classification_report(labels, predicted, labels=list(range(len(names))), target_names=names,
-                                      output_dict=True, zero_division=0)
+    per_class = classification_report(
+        labels, predicted, labels=list(range(len(names))), target_names=names, output_dict=True, zero_division=0
+    )
     summary: dict = {
         "rows": int(len(labels)),
         "accuracy": float(correct.mean()),
         "accuracy_ci95": list(bootstrap_accuracy(correct)),
         "f1_macro": float(per_class["macro avg"]["f1-score"]),
         "f1_weighted": float(per_class["weighted avg"]["f1-score"]),
-        "per_class": {n: {k: float(per_class[n][k]) for k in ("precision", "recall", "f1-score", "support")}
-                      for n in names},
+        "per_class": {
+            n: {k: float(per_class[n][k]) for k in ("precision", "recall", "f1-score", "support")} for n in names
+        },
         "confusion_matrix": confusion_matrix(labels, predicted, labels=list(range(len(names)))).tolist(),
         "ece": expected_calibration_error(labels, confidence, predicted),
         "labels": names,
@@ -74,9 +91,12 @@ def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str
         positive = probs[:, 1]
         fpr, tpr, _ = roc_curve(labels, positive)
         precision, recall, _ = precision_recall_curve(labels, positive)
-        summary.update(roc_auc=float(roc_auc_score(labels, positive)),
-                       pr_auc=float(average_precision_score(labels, positive)),
-                       _roc={names[1]: (fpr, tpr)}, _pr={names[1]: (recall, precision)})
+        summary.update(
+            roc_auc=float(roc_auc_score(labels, positive)),
+            pr_auc=float(average_precision_score(labels, positive)),
+            _roc={names[1]: (fpr, tpr)},
+            _pr={names[1]: (recall, precision)},
+        )
     elif len(names) > 2:
         summary.update(one_vs_rest(labels, probs, names))
         top2 = np.argsort(-probs, axis=1)[:, :2]
@@ -99,15 +119,23 @@ def evaluate(labels: Sequence[int], probs: np.ndarray, label_names: Sequence[str
             members = (lengths >= low) & (lengths <= high)
             if members.any():
                 label = f"{low}–{high}" if high < 10**9 else f"> {low - 1}"
-                buckets.append({"tokens": label, "rows": int(members.sum()), "accuracy": float(correct[members].mean())})
+                buckets.append(
+                    {"tokens": label, "rows": int(members.sum()), "accuracy": float(correct[members].mean())}
+                )
         summary["accuracy_by_length"] = buckets
     if texts is not None:
         wrong = np.flatnonzero(~correct)
         worst = wrong[np.argsort(-confidence[wrong])][:mistakes]
         summary["confident_mistakes"] = [
-            {"row": int(i), "true": names[labels[i]], "predicted": names[predicted[i]],
-             "confidence": float(confidence[i]), "text": texts[i][:500] + ("…" if len(texts[i]) > 500 else "")}
-            for i in worst]
+            {
+                "row": int(i),
+                "true": names[labels[i]],
+                "predicted": names[predicted[i]],
+                "confidence": float(confidence[i]),
+                "text": texts[i][:500] + ("…" if len(texts[i]) > 500 else ""),
+            }
+            for i in worst
+        ]
     summary["_confidence"] = confidence
     summary["_correct"] = correct
     return summary
@@ -128,12 +156,22 @@ def one_vs_rest(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> 
             pr_aucs.append(average_precision_score(mine, probs[:, i]))
     if not roc_aucs:
         return {}
-    return {"roc_auc": float(np.mean(roc_aucs)), "pr_auc": float(np.mean(pr_aucs)), "_roc": roc, "_pr": pr,
-            "auc_note": "one class against the rest, macro average"}
+    return {
+        "roc_auc": float(np.mean(roc_aucs)),
+        "pr_auc": float(np.mean(pr_aucs)),
+        "_roc": roc,
+        "_pr": pr,
+        "auc_note": "one class against the rest, macro average",
+    }
 
 
-def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[int], texts: Sequence[str], labels: Sequence[int],
-             label_names: Sequence[str]) -> dict:
+def tfidf_baseline(
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    texts: Sequence[str],
+    labels: Sequence[int],
+    label_names: Sequence[str],
+) -> dict:
     """TF-IDF over word 1-2-grams + logistic regression (scikit-learn), trained on the rows the model was trained on
     and scored on the same rows as the model: does the transformer earn its cost? About 91% on IMDB's full
     training split, in under a minute on 2 CPU cores."""
@@ -144,15 +182,21 @@ def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[int], text
     from sklearn.pipeline import make_pipeline
 
     started = time.perf_counter()
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True),
-                          LogisticRegression(C=10.0, max_iter=1000))
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True),
+        LogisticRegression(C=10.0, max_iter=1000),
+    )
     model.fit(list(train_texts), np.asarray(train_labels))
     probs = np.zeros((len(texts), len(label_names)))
     probs[:, model.classes_] = model.predict_proba(list(texts))
     scored = evaluate(labels, probs, label_names)
     keep = ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece")
-    return {"model": "TF-IDF word 1-2-grams + logistic regression (C=10)", "train_rows": len(train_texts),
-            "seconds": time.perf_counter() - started, **{k: scored[k] for k in keep if k in scored}}
+    return {
+        "model": "TF-IDF word 1-2-grams + logistic regression (C=10)",
+        "train_rows": len(train_texts),
+        "seconds": time.perf_counter() - started,
+        **{k: scored[k] for k in keep if k in scored},
+    }
 
 
 def public(summary: dict) -> dict:
@@ -161,33 +205,68 @@ def public(summary: dict) -> dict:
 
 def to_html(summary: dict, title: str, subtitle: str) -> str:
     low, high = summary["accuracy_ci95"]
-    extra = [(name, f"{summary[key]:.2%}" if key != "mean_absolute_error" else f"{summary[key]:.3f}")
-             for key, name in (("top2_accuracy", "top-2 accuracy"), ("within_one", "within one class"),
-                               ("mean_absolute_error", "mean absolute error (classes)")) if key in summary]
-    sections = [("Summary", report.kpis([
-        ("accuracy", f"{summary['accuracy']:.2%}"), ("95% interval (bootstrap)", f"{low:.2%} – {high:.2%}"),
-        ("macro F1", f"{summary['f1_macro']:.4f}"), ("weighted F1", f"{summary['f1_weighted']:.4f}"),
-        ("ROC AUC" + (" (macro, one vs rest)" if len(summary["labels"]) > 2 else ""),
-         f"{summary.get('roc_auc', float('nan')):.4f}"),
-        ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"), ("ECE", f"{summary['ece']:.4f}"), *extra,
-        ("reviews", summary["rows"])]))]
+    extra = [
+        (name, f"{summary[key]:.2%}" if key != "mean_absolute_error" else f"{summary[key]:.3f}")
+        for key, name in (
+            ("top2_accuracy", "top-2 accuracy"),
+            ("within_one", "within one class"),
+            ("mean_absolute_error", "mean absolute error (classes)"),
+        )
+        if key in summary
+    ]
+    sections = [
+        (
+            "Summary",
+            report.kpis(
+                [
+                    ("accuracy", f"{summary['accuracy']:.2%}"),
+                    ("95% interval (bootstrap)", f"{low:.2%} – {high:.2%}"),
+                    ("macro F1", f"{summary['f1_macro']:.4f}"),
+                    ("weighted F1", f"{summary['f1_weighted']:.4f}"),
+                    (
+                        "ROC AUC" + (" (macro, one vs rest)" if len(summary["labels"]) > 2 else ""),
+                        f"{summary.get('roc_auc', float('nan')):.4f}",
+                    ),
+                    ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"),
+                    ("ECE", f"{summary['ece']:.4f}"),
+                    *extra,
+                    ("reviews", summary["rows"]),
+                ]
+            ),
+        )
+    ]
     names = summary["labels"]
     if summary.get("baseline") or summary.get("calibration"):
         sections.append(("Against a baseline, and calibration", comparison_html(summary)))
-    sections.append(("Per class", report.table(
-        ["class", "precision", "recall", "F1", "support"],
-        [(n, c["precision"], c["recall"], c["f1-score"], int(c["support"])) for n, c in summary["per_class"].items()])))
-    sections.append(("Confusion matrix (rows: true, columns: predicted)", report.table(
-        ["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])])))
+    sections.append(
+        (
+            "Per class",
+            report.table(
+                ["class", "precision", "recall", "F1", "support"],
+                [
+                    (n, c["precision"], c["recall"], c["f1-score"], int(c["support"]))
+                    for n, c in summary["per_class"].items()
+                ],
+            ),
+        )
+    )
+    sections.append(
+        (
+            "Confusion matrix (rows: true, columns: predicted)",
+            report.table(["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])]),
+        )
+    )
     plots = [confusion_heat_map(summary)]
     if "_roc" in summary:
         fig, ax = report.figure(4.2, 3.6)
         for name, curve in summary["_roc"].items():
             ax.plot(*curve, label=name if len(summary["_roc"]) > 1 else f"AUC {summary['roc_auc']:.4f}")
         ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate",
-               title="ROC" + (f" (one vs rest, macro AUC {summary['roc_auc']:.4f})" if len(summary["_roc"]) > 1
-                              else ""))
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            title="ROC" + (f" (one vs rest, macro AUC {summary['roc_auc']:.4f})" if len(summary["_roc"]) > 1 else ""),
+        )
         ax.legend(loc="lower right", fontsize=8)
         plots.append(report.svg(fig))
         fig, ax = report.figure(4.2, 3.6)
@@ -206,21 +285,41 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
         plots.append(report.svg(fig))
     fig, ax = report.figure(4.2, 3.6)
     confidence, correct = summary["_confidence"], summary["_correct"]
-    ax.hist([confidence[correct], confidence[~correct]], bins=20, stacked=True, color=["#2e86c1", "#c0392b"],
-            label=["right", "wrong"])
+    ax.hist(
+        [confidence[correct], confidence[~correct]],
+        bins=20,
+        stacked=True,
+        color=["#2e86c1", "#c0392b"],
+        label=["right", "wrong"],
+    )
     ax.set(xlabel="confidence", ylabel="reviews", title="Confidence")
     ax.legend()
     plots.append(report.svg(fig))
     sections.append(("Curves", "<div class='grid'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>"))
     if "accuracy_by_length" in summary:
-        sections.append(("Accuracy by review length (tokens)", report.table(
-            ["tokens", "reviews", "accuracy"], [(b["tokens"], b["rows"], b["accuracy"]) for b in
-                                                summary["accuracy_by_length"]])))
+        sections.append(
+            (
+                "Accuracy by review length (tokens)",
+                report.table(
+                    ["tokens", "reviews", "accuracy"],
+                    [(b["tokens"], b["rows"], b["accuracy"]) for b in summary["accuracy_by_length"]],
+                ),
+            )
+        )
     if summary.get("confident_mistakes"):
-        sections.append(("Most confident mistakes", report.table(
-            ["row", "true", "predicted", "confidence", "text"],
-            [(m["row"], m["true"], m["predicted"], m["confidence"], m["text"]) for m in summary["confident_mistakes"]],
-            text_columns=(4,))))
+        sections.append(
+            (
+                "Most confident mistakes",
+                report.table(
+                    ["row", "true", "predicted", "confidence", "text"],
+                    [
+                        (m["row"], m["true"], m["predicted"], m["confidence"], m["text"])
+                        for m in summary["confident_mistakes"]
+                    ],
+                    text_columns=(4,),
+                ),
+            )
+        )
     return report.page(title, subtitle, sections)
 
 
@@ -231,12 +330,26 @@ def confusion_heat_map(summary: dict) -> str:
     size = 2.6 + 0.45 * len(names)
     fig, ax = report.figure(size + 0.8, size)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-           xlabel="predicted", ylabel="true", title="Confusion (share of each true class)")
+    ax.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion (share of each true class)",
+    )
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{counts[i, j]:,}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if shares[i, j] > 0.5 else "#222")
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]:,}\n{shares[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if shares[i, j] > 0.5 else "#222",
+            )
     fig.colorbar(image, ax=ax, fraction=0.046)
     return report.svg(fig)
 
@@ -244,12 +357,22 @@ def confusion_heat_map(summary: dict) -> str:
 def comparison_rows(summary: dict) -> list[tuple]:
     """(model, accuracy, 95% interval, macro F1, ROC AUC, ECE) for the model and its baseline."""
     rows = []
-    for name, figures in (("this model", summary), ("baseline: " + summary.get("baseline", {}).get("model", ""),
-                                                     summary.get("baseline"))):
+    for name, figures in (
+        ("this model", summary),
+        ("baseline: " + summary.get("baseline", {}).get("model", ""), summary.get("baseline")),
+    ):
         if figures:
             low, high = figures["accuracy_ci95"]
-            rows.append((name, f"{figures['accuracy']:.2%}", f"{low:.2%} – {high:.2%}", f"{figures['f1_macro']:.4f}",
-                         f"{figures.get('roc_auc', float('nan')):.4f}", f"{figures['ece']:.4f}"))
+            rows.append(
+                (
+                    name,
+                    f"{figures['accuracy']:.2%}",
+                    f"{low:.2%} – {high:.2%}",
+                    f"{figures['f1_macro']:.4f}",
+                    f"{figures.get('roc_auc', float('nan')):.4f}",
+                    f"{figures['ece']:.4f}",
+                )
+            )
     return rows
 
 
@@ -257,15 +380,20 @@ def comparison_html(summary: dict) -> str:
     parts = []
     if summary.get("baseline"):
         base = summary["baseline"]
-        parts.append(report.table(["model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE"],
-                                  comparison_rows(summary)))
-        parts.append(f"<p>The baseline was trained on the same {base['train_rows']:,} training reviews as the model "
-                     f"in {base['seconds']:.0f} s, and scored on the same reviews.</p>")
+        parts.append(
+            report.table(["model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE"], comparison_rows(summary))
+        )
+        parts.append(
+            f"<p>The baseline was trained on the same {base['train_rows']:,} training reviews as the model "
+            f"in {base['seconds']:.0f} s, and scored on the same reviews.</p>"
+        )
     fitted = summary.get("calibration")
     if fitted:
-        parts.append(f"<p>Calibration: temperature {fitted['temperature']:.3f} fitted on {fitted['rows']:,} "
-                     f"validation reviews and folded into the head; validation ECE {fitted['ece_before']:.4f} → "
-                     f"{fitted['ece_after']:.4f}.</p>")
+        parts.append(
+            f"<p>Calibration: temperature {fitted['temperature']:.3f} fitted on {fitted['rows']:,} "
+            f"validation reviews and folded into the head; validation ECE {fitted['ece_before']:.4f} → "
+            f"{fitted['ece_after']:.4f}.</p>"
+        )
     return "".join(parts)
 
 
@@ -275,19 +403,29 @@ def print_summary(summary: dict, console=None) -> None:
 
     console = console or Console()
     low, high = summary["accuracy_ci95"]
-    console.print(f"[bold]accuracy {summary['accuracy']:.2%}[/bold] (95% interval {low:.2%} – {high:.2%}) on "
-                  f"{summary['rows']:,} reviews; ROC AUC {summary.get('roc_auc', float('nan')):.4f}; "
-                  f"PR AUC {summary.get('pr_auc', float('nan')):.4f}; ECE {summary['ece']:.4f}; macro F1 "
-                  f"{summary['f1_macro']:.4f}, weighted F1 {summary['f1_weighted']:.4f}")
+    console.print(
+        f"[bold]accuracy {summary['accuracy']:.2%}[/bold] (95% interval {low:.2%} – {high:.2%}) on "
+        f"{summary['rows']:,} reviews; ROC AUC {summary.get('roc_auc', float('nan')):.4f}; "
+        f"PR AUC {summary.get('pr_auc', float('nan')):.4f}; ECE {summary['ece']:.4f}; macro F1 "
+        f"{summary['f1_macro']:.4f}, weighted F1 {summary['f1_weighted']:.4f}"
+    )
     if "top2_accuracy" in summary:
-        console.print(f"top-2 accuracy {summary['top2_accuracy']:.2%}"
-                      + (f"; within one class {summary['within_one']:.2%}, mean absolute error "
-                         f"{summary['mean_absolute_error']:.3f} classes" if "within_one" in summary else ""))
+        console.print(
+            f"top-2 accuracy {summary['top2_accuracy']:.2%}"
+            + (
+                f"; within one class {summary['within_one']:.2%}, mean absolute error "
+                f"{summary['mean_absolute_error']:.3f} classes"
+                if "within_one" in summary
+                else ""
+            )
+        )
     table = Table(title_justify="left")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for name, c in summary["per_class"].items():
-        table.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}")
+        table.add_row(
+            name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}"
+        )
     console.print(table)
     if summary.get("baseline"):
         compared = Table(title="against the baseline", title_justify="left")
@@ -298,59 +436,105 @@ def print_summary(summary: dict, console=None) -> None:
         console.print(compared)
     if summary.get("calibration"):
         fitted = summary["calibration"]
-        console.print(f"calibrated: temperature {fitted['temperature']:.3f}, validation ECE {fitted['ece_before']:.4f}"
-                      f" -> {fitted['ece_after']:.4f}")
+        console.print(
+            f"calibrated: temperature {fitted['temperature']:.3f}, validation ECE {fitted['ece_before']:.4f}"
+            f" -> {fitted['ece_after']:.4f}"
+        )
     if "accuracy_by_length" in summary:
-        console.print("by length: " + ", ".join(f"{b['tokens']} tokens {b['accuracy']:.2%} ({b['rows']:,})"
-                                                for b in summary["accuracy_by_length"]))
+        console.print(
+            "by length: "
+            + ", ".join(
+                f"{b['tokens']} tokens {b['accuracy']:.2%} ({b['rows']:,})" for b in summary["accuracy_by_length"]
+            )
+        )
 
 
 def write(summary: dict, folder: Path, title: str, subtitle: str) -> tuple[Path, Path]:
     return report.write(folder, "evaluation", public(summary), to_html(summary, title, subtitle))
 
 
-def evaluate_model(model: str | Path, data: str | Path = "imdb", split: str = "test", size: int | None = None,
-                   seed: int = 42, output: str | Path | None = None, progress: bool = False,
-                   backend: str = "torch", baseline: bool = True) -> dict:
+def evaluate_model(
+    model: str | Path,
+    data: str | Path = "imdb",
+    split: str = "test",
+    size: int | None = None,
+    seed: int = 42,
+    output: str | Path | None = None,
+    progress: bool = False,
+    backend: str = "torch",
+    baseline: bool = True,
+) -> dict:
     """Score `split` of `data` with a trained model and compute every metric; writes evaluation.json and
     evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
     (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
     trained on the model's own training rows and scored beside it."""
     from tqdm.auto import tqdm
 
-    from critic import data as datasets, modeling
+    from critic import data as datasets
+    from critic import modeling
     from critic.inference.predict import Classifier  # the run scores with the Classifier, as predict does
 
     classifier = Classifier.load(model, backend=backend)
     # the evaluation rows read as the model's training rows were, with the model's classes in the model's order
-    columns = dataclasses.replace(datasets.columns_of(classifier.meta.get("config") or {}),
-                                  labels=tuple(classifier.labels))
+    columns = dataclasses.replace(
+        datasets.columns_of(classifier.meta.get("config") or {}), labels=tuple(classifier.labels)
+    )
     dataset = datasets.load(data, columns)
     frame = dataset.split(split, size, seed)
     texts = frame["text"].tolist()
     tokens = classifier.encode(texts)
     with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
         probs = classifier.proba_from_tokens(tokens, progress=bar)
-    summary = evaluate(frame["label"].to_numpy(), probs, classifier.labels, texts,
-                       tokens.lengths + classifier.encoder.specials, ordered=bool(classifier.meta.get("ordered")))
+    summary = evaluate(
+        frame["label"].to_numpy(),
+        probs,
+        classifier.labels,
+        texts,
+        tokens.lengths + classifier.encoder.specials,
+        ordered=bool(classifier.meta.get("ordered")),
+    )
     if baseline:
-        trained_on = model_rows(classifier.meta, "train",
-                                dataset if str(data) == str(classifier.meta.get("data")) else None)
+        trained_on = model_rows(
+            classifier.meta, "train", dataset if str(data) == str(classifier.meta.get("data")) else None
+        )
         if trained_on is not None:
             clean = datasets.cleaner(classifier.cleaning)
-            summary["baseline"] = tfidf_baseline([clean(t) for t in trained_on["text"]], trained_on["label"],
-                                                 [clean(t) for t in texts], frame["label"], classifier.labels)
+            summary["baseline"] = tfidf_baseline(
+                [clean(t) for t in trained_on["text"]],
+                trained_on["label"],
+                [clean(t) for t in texts],
+                frame["label"],
+                classifier.labels,
+            )
     if classifier.meta.get("calibration", {}).get("applied"):
         summary["calibration"] = classifier.meta["calibration"]
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
-    summary["backend"] = f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else \
-        classifier.backend
+    summary["backend"] = (
+        f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else classifier.backend
+    )
     folder = Path(output) if output else Path(model) / "evaluation"
     json_path, html_path = write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
-    headline = {k: summary[k] for k in ("accuracy", "accuracy_ci95", "f1_macro", "f1_weighted", "roc_auc", "pr_auc",
-                                        "ece", "top2_accuracy", "mean_absolute_error", "within_one", "rows", "data",
-                                        "backend", "baseline") if k in summary}
+    headline = {
+        k: summary[k]
+        for k in (
+            "accuracy",
+            "accuracy_ci95",
+            "f1_macro",
+            "f1_weighted",
+            "roc_auc",
+            "pr_auc",
+            "ece",
+            "top2_accuracy",
+            "mean_absolute_error",
+            "within_one",
+            "rows",
+            "data",
+            "backend",
+            "baseline",
+        )
+        if k in summary
+    }
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
         modeling.update_meta(model, evaluation=headline)
     return summary

@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import matplotlib
 
@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = """
-body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2430}
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1d2430}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #dde;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d6dae2;padding:.3em .7em;text-align:right}
 th{background:#f3f5f9}td.text{text-align:left;max-width:700px;font-size:.9em}
@@ -36,15 +37,17 @@ def svg(fig) -> str:
     fig.savefig(buffer, format="svg")
     plt.close(fig)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence], text_columns: Sequence[int] = ()) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = []
     for row in rows:
-        cells = "".join(f"<td class='text'>{html.escape(str(v))}</td>" if i in text_columns else
-                        f"<td>{html.escape(_fmt(v))}</td>" for i, v in enumerate(row))
+        cells = "".join(
+            f"<td class='text'>{html.escape(str(v))}</td>" if i in text_columns else f"<td>{html.escape(_fmt(v))}</td>"
+            for i, v in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -54,9 +57,11 @@ def kpis(pairs: Iterable[tuple[str, object]]) -> str:
 
 
 def page(title: str, subtitle: str, sections: Iterable[tuple[str, str]]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='muted'>{html.escape(subtitle)}</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='muted'>{html.escape(subtitle)}</p>",
+    ]
     for heading, content in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{content}")
     parts.append("</body></html>")

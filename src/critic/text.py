@@ -11,9 +11,9 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,19 +57,19 @@ class Ragged:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
     @classmethod
-    def from_pieces(cls, pieces: Sequence[np.ndarray]) -> "Ragged":
+    def from_pieces(cls, pieces: Sequence[np.ndarray]) -> Ragged:
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in pieces], out=offsets[1:])
         return cls(np.concatenate(pieces) if len(pieces) else np.zeros(0, np.int32), offsets)
 
-    def take(self, rows: Sequence[int]) -> "Ragged":
+    def take(self, rows: Sequence[int]) -> Ragged:
         return Ragged.from_pieces([self[i] for i in rows])
 
 
@@ -86,9 +86,9 @@ class Encoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         framed = tokenizer("hello", add_special_tokens=True)["input_ids"]
         plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
-        start = next(i for i in range(len(framed)) if framed[i:i + len(plain)] == plain)
+        start = next(i for i in range(len(framed)) if framed[i : i + len(plain)] == plain)
         self.prefix = np.array(framed[:start], dtype=np.int32)
-        self.suffix = np.array(framed[start + len(plain):], dtype=np.int32)
+        self.suffix = np.array(framed[start + len(plain) :], dtype=np.int32)
         self.fingerprint = hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
 
     @property
@@ -98,7 +98,9 @@ class Encoder:
     def encode(self, texts: Sequence[str], batch: int = 4096) -> Ragged:
         pieces = []
         for start in range(0, len(texts), batch):
-            for encoding in self.backend.encode_batch_fast(list(texts[start:start + batch]), add_special_tokens=False):
+            for encoding in self.backend.encode_batch_fast(
+                list(texts[start : start + batch]), add_special_tokens=False
+            ):
                 pieces.append(np.asarray(encoding.ids, dtype=np.int32))
         return Ragged.from_pieces(pieces)
 
@@ -125,8 +127,15 @@ class Encoder:
 
 
 # The named entities that `data.clean_default` decodes most often; &amp; last, as one pass of html.unescape does.
-HTML_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&apos;", "'"), ("&nbsp;", " "),
-                 ("&amp;", "&"))
+HTML_ENTITIES = (
+    ("&lt;", "<"),
+    ("&gt;", ">"),
+    ("&quot;", '"'),
+    ("&#39;", "'"),
+    ("&apos;", "'"),
+    ("&nbsp;", " "),
+    ("&amp;", "&"),
+)
 BR_TAG = r"(?i)<br\s*/?>"
 
 
@@ -172,10 +181,10 @@ def truncate(ids: np.ndarray, budget: int, strategy: str, head: int) -> np.ndarr
     if strategy == "head":
         return ids[:budget]
     if strategy == "tail":
-        return ids[len(ids) - budget:]
+        return ids[len(ids) - budget :]
     head = min(head, budget)
     tail = budget - head
-    return np.concatenate([ids[:head], ids[len(ids) - tail:]]) if tail else ids[:head]
+    return np.concatenate([ids[:head], ids[len(ids) - tail :]]) if tail else ids[:head]
 
 
 def windows(ids: np.ndarray, budget: int, stride: int) -> list[np.ndarray]:
@@ -186,14 +195,15 @@ def windows(ids: np.ndarray, budget: int, stride: int) -> list[np.ndarray]:
     if len(ids) <= budget:
         return [ids]
     starts = list(range(0, len(ids) - budget, stride)) + [len(ids) - budget]
-    return [ids[s:s + budget] for s in starts]
+    return [ids[s : s + budget] for s in starts]
 
 
 def frame_all(encoder: Encoder, ragged: Ragged, truncation: Truncation) -> Ragged:
     """Truncate each text and add the special tokens: the model's inputs, still unpadded."""
     budget = truncation.max_length - encoder.specials
-    return Ragged.from_pieces([encoder.frame(truncate(ragged[i], budget, truncation.strategy, truncation.head))
-                               for i in range(len(ragged))])
+    return Ragged.from_pieces(
+        [encoder.frame(truncate(ragged[i], budget, truncation.strategy, truncation.head)) for i in range(len(ragged))]
+    )
 
 
 def frame_windows(encoder: Encoder, ragged: Ragged, max_length: int, stride: int) -> tuple[Ragged, np.ndarray]:
@@ -207,8 +217,9 @@ def frame_windows(encoder: Encoder, ragged: Ragged, max_length: int, stride: int
     return Ragged.from_pieces(pieces), np.asarray(owners, np.int64)
 
 
-def prepare(texts: Sequence[str], encoder: Encoder, cleaning: str, truncation: Truncation,
-            cache_dir: Path | None = None) -> Ragged:
+def prepare(
+    texts: Sequence[str], encoder: Encoder, cleaning: str, truncation: Truncation, cache_dir: Path | None = None
+) -> Ragged:
     """Clean, tokenize once (cached when `cache_dir` is given), truncate and frame with special tokens."""
     from critic.data import cleaner
 
@@ -228,8 +239,9 @@ def pad(ragged: Ragged, rows: Sequence[int], pad_id: int, multiple: int = 8) -> 
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, group: int = 64,
-                           max_tokens: int | None = None, multiple: int = 1) -> list[np.ndarray]:
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, group: int = 64, max_tokens: int | None = None, multiple: int = 1
+) -> list[np.ndarray]:
     """Shuffle, sort by length inside groups of `group` batches, cut into batches, shuffle the batches.
 
     Batches hold reviews of similar length (little padding) while the order stays random from epoch to epoch.
@@ -242,13 +254,16 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
     chunk = batch_size * group
     batches = []
     for start in range(0, len(order), chunk):
-        block = order[start:start + chunk]
+        block = order[start : start + chunk]
         block = block[np.argsort(-lengths[block], kind="stable")]
         at = 0
         while at < len(block):
-            size = batch_size if max_tokens is None else \
-                rows_that_fit(int(lengths[block[at]]), max_tokens, batch_size, multiple)  # the longest: sorted first
-            batches.append(block[at:at + size])
+            size = (
+                batch_size
+                if max_tokens is None
+                else rows_that_fit(int(lengths[block[at]]), max_tokens, batch_size, multiple)
+            )  # the longest: sorted first
+            batches.append(block[at : at + size])
             at += size
     rng.shuffle(batches)
     return batches
@@ -260,7 +275,7 @@ def sorted_batches(lengths: np.ndarray, max_tokens: int, max_batch: int = 256) -
     start = 0
     while start < len(order):
         size = rows_that_fit(int(lengths[order[start]]), max_tokens, max_batch)
-        yield order[start:start + size]
+        yield order[start : start + size]
         start += size
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from critic.data.reading import DataError
-
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 

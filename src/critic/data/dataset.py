@@ -4,15 +4,22 @@ split, as a Dataset whose `split` gives a split's rows; `load_dataset` for one s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from critic.data import sources
-from critic.data.reading import (LABEL_NAMES, NAMED_COLUMNS, Columns, DataError, parse_label_map, parse_labels,
-                                 read_table)
+from critic.data.reading import (
+    LABEL_NAMES,
+    NAMED_COLUMNS,
+    Columns,
+    DataError,
+    parse_label_map,
+    parse_labels,
+    read_table,
+)
 from critic.data.splits import assign_splits, assign_stratified_splits, dedupe, manifest
 
 
@@ -33,7 +40,9 @@ class Dataset:
         if name == "all":
             part = self.frame
         elif column not in self.frame or key not in set(self.frame[column]):
-            available = sorted(set(self.frame["split"]) | {f"official-{s}" for s in self.frame.get("official_split", [])})
+            available = sorted(
+                set(self.frame["split"]) | {f"official-{s}" for s in self.frame.get("official_split", [])}
+            )
             raise DataError(f"no split '{name}'; available: {', '.join(available)}, all")
         else:
             part = self.frame[self.frame[column] == key]
@@ -42,8 +51,12 @@ class Dataset:
         return part[["text", "label"]].reset_index(drop=True)
 
 
-def load(data: str | Path = "imdb", columns: Columns = Columns(), drop_invalid: bool = False,
-         log: Callable[[str], None] | None = None) -> Dataset:
+def load(
+    data: str | Path = "imdb",
+    columns: Columns = Columns(),
+    drop_invalid: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Dataset:
     """Load a named dataset ('imdb') or a path, dedupe it and assign the deterministic 80/10/10 split.
 
     A file that already has a column `split` with train/validation/test values keeps its own split.
@@ -52,8 +65,11 @@ def load(data: str | Path = "imdb", columns: Columns = Columns(), drop_invalid: 
         fetched = sources.fetch(sources.DATASETS[str(data)], log=log)
         (pinned,) = fetched.files
         named = NAMED_COLUMNS.get(str(data), Columns())
-        frame, report = read_table(fetched.path / pinned, dataclasses.replace(named, labels=columns.labels or
-                                                                              named.labels), drop_invalid=drop_invalid)
+        frame, report = read_table(
+            fetched.path / pinned,
+            dataclasses.replace(named, labels=columns.labels or named.labels),
+            drop_invalid=drop_invalid,
+        )
         report.source = f"{data} ({fetched.source}; {pinned} sha256 {fetched.files[pinned]})"
     else:
         frame, report = read_table(data, columns, drop_invalid=drop_invalid)
@@ -64,10 +80,17 @@ def load(data: str | Path = "imdb", columns: Columns = Columns(), drop_invalid: 
     return Dataset(frame, manifest(frame, report))
 
 
-def load_dataset(data: str | Path = "imdb", split: str = "train", size: int | None = None, seed: int = 42,
-                 text_column: str | None = None, label_column: str | None = None,
-                 label_map: dict[str, str] | str | None = None, drop_invalid: bool = False,
-                 labels: str | tuple[str, ...] | None = None) -> pd.DataFrame:
+def load_dataset(
+    data: str | Path = "imdb",
+    split: str = "train",
+    size: int | None = None,
+    seed: int = 42,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_map: dict[str, str] | str | None = None,
+    drop_invalid: bool = False,
+    labels: str | tuple[str, ...] | None = None,
+) -> pd.DataFrame:
     """`critic.load_dataset("imdb", split="train")` -> DataFrame with `text` and `label` (the class's index: 0
     negative, 1 positive for binary sentiment; `critic.data.load(...).labels` names the classes of other data).
 

@@ -4,7 +4,6 @@ the model's tokens, markup, and samples. As a dict (JSON), a terminal summary an
 from __future__ import annotations
 
 import html
-
 import re
 from pathlib import Path
 
@@ -19,8 +18,9 @@ _TAG = re.compile(r"<[a-zA-Z/][^>]{0,80}>")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def profile(dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str = "default",
-            samples: int = 3, seed: int = 0) -> dict:
+def profile(
+    dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str = "default", samples: int = 3, seed: int = 0
+) -> dict:
     """Numbers that describe `dataset`; token counts use `encoder` (the model's tokenizer) after `cleaning`."""
     frame = dataset.frame
     chars = frame["text"].str.len()
@@ -52,8 +52,12 @@ def profile(dataset: data.Dataset, encoder: Encoder | None = None, cleaning: str
         {"label": dataset.labels[label], "text": text[:400] + ("…" if len(text) > 400 else "")}
         for label in range(len(dataset.labels))
         for text in frame.loc[frame["label"] == label, "text"].iloc[
-            rng.choice(int((frame["label"] == label).sum()), size=min(samples, int((frame["label"] == label).sum())),
-                       replace=False)]
+            rng.choice(
+                int((frame["label"] == label).sum()),
+                size=min(samples, int((frame["label"] == label).sum())),
+                replace=False,
+            )
+        ]
     ]
     summary["_char_lengths"] = chars.to_numpy()
     summary["_labels"] = frame["label"].to_numpy()
@@ -69,8 +73,10 @@ def rare_classes(labels: np.ndarray, names: tuple[str, ...]) -> list[str]:
     for i, name in enumerate(names):
         count = int((labels == i).sum())
         if count < RARE_ROWS or count < RARE_SHARE * len(labels):
-            warnings.append(f"class {name!r} has {count:,} rows ({count / max(len(labels), 1):.1%}): consider "
-                            f"--class-weights balanced, and read its recall, not only the accuracy")
+            warnings.append(
+                f"class {name!r} has {count:,} rows ({count / max(len(labels), 1):.1%}): consider "
+                f"--class-weights balanced, and read its recall, not only the accuracy"
+            )
     return warnings
 
 
@@ -80,8 +86,14 @@ def _cross_split_duplicates(frame: pd.DataFrame) -> int:
 
 
 def _stats(values: np.ndarray) -> dict:
-    return {"mean": float(values.mean()), "median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
-            "p99": float(np.percentile(values, 99)), "min": int(values.min()), "max": int(values.max())}
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p90": float(np.percentile(values, 90)),
+        "p99": float(np.percentile(values, 99)),
+        "min": int(values.min()),
+        "max": int(values.max()),
+    }
 
 
 def public(summary: dict) -> dict:
@@ -89,20 +101,34 @@ def public(summary: dict) -> dict:
 
 
 def to_html(summary: dict, title: str = "Dataset profile") -> str:
-    sections = [("Overview", report.kpis([
-        ("rows after dedupe", summary["rows"]), ("rows read", summary["rows_read"]),
-        ("invalid rows dropped", summary["rows_dropped_invalid"]),
-        ("exact duplicates removed", summary["exact_duplicates_removed"]),
-        ("texts in two splits", summary["duplicates_across_splits"]),
-        ("with HTML tags", f"{summary['share_with_html_tags']:.1%}"),
-        ("with non-ASCII", f"{summary['share_with_non_ascii']:.1%}"),
-    ]))]
+    sections = [
+        (
+            "Overview",
+            report.kpis(
+                [
+                    ("rows after dedupe", summary["rows"]),
+                    ("rows read", summary["rows_read"]),
+                    ("invalid rows dropped", summary["rows_dropped_invalid"]),
+                    ("exact duplicates removed", summary["exact_duplicates_removed"]),
+                    ("texts in two splits", summary["duplicates_across_splits"]),
+                    ("with HTML tags", f"{summary['share_with_html_tags']:.1%}"),
+                    ("with non-ASCII", f"{summary['share_with_non_ascii']:.1%}"),
+                ]
+            ),
+        )
+    ]
     names = summary["labels"]
-    split_rows = [(name, s["rows"], *(s["classes"].get(c, 0) for c in names), s["texts_sha256"][:16])
-                  for name, s in summary["splits"].items()]
-    sections.append(("Splits and label balance", report.table(
-        ["split", "rows", *names, "texts sha256 (first 16)"], split_rows)
-        + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in summary["rare_classes"])))
+    split_rows = [
+        (name, s["rows"], *(s["classes"].get(c, 0) for c in names), s["texts_sha256"][:16])
+        for name, s in summary["splits"].items()
+    ]
+    sections.append(
+        (
+            "Splits and label balance",
+            report.table(["split", "rows", *names, "texts sha256 (first 16)"], split_rows)
+            + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in summary["rare_classes"]),
+        )
+    )
     plots = []
     labels = summary["_labels"]
     for key, unit in (("_char_lengths", "characters"), ("_token_lengths", "tokens")):
@@ -123,15 +149,28 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
         ax.legend()
         plots.append(f"<figure>{report.svg(fig)}</figure>")
     sections.append(("Lengths", f"<div class='grid'>{''.join(plots)}</div>"))
-    length_rows = [(unit, *(summary[unit][k] for k in ("mean", "median", "p90", "p99", "max")))
-                   for unit in ("characters", "tokens") if unit in summary]
+    length_rows = [
+        (unit, *(summary[unit][k] for k in ("mean", "median", "p90", "p99", "max")))
+        for unit in ("characters", "tokens")
+        if unit in summary
+    ]
     sections.append(("Length statistics", report.table(["unit", "mean", "median", "p90", "p99", "max"], length_rows)))
     if "share_truncated" in summary:
-        sections.append((f"Truncated by the window ({summary['tokens']['tokenizer']})", report.table(
-            ["window (tokens)", "share of reviews longer"],
-            [(w, f"{s:.1%}") for w, s in summary["share_truncated"].items()])))
-    sections.append(("Samples", report.table(["label", "text"], [(s["label"], s["text"]) for s in summary["samples"]],
-                                             text_columns=(1,))))
+        sections.append(
+            (
+                f"Truncated by the window ({summary['tokens']['tokenizer']})",
+                report.table(
+                    ["window (tokens)", "share of reviews longer"],
+                    [(w, f"{s:.1%}") for w, s in summary["share_truncated"].items()],
+                ),
+            )
+        )
+    sections.append(
+        (
+            "Samples",
+            report.table(["label", "text"], [(s["label"], s["text"]) for s in summary["samples"]], text_columns=(1,)),
+        )
+    )
     return report.page(title, summary["source"], sections)
 
 
@@ -144,9 +183,12 @@ def print_summary(summary: dict, console=None) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("source", summary["source"])
-    table.add_row("rows", f"{summary['rows']:,} (read {summary['rows_read']:,}, "
-                          f"{summary['exact_duplicates_removed']:,} exact duplicates removed, "
-                          f"{summary['rows_dropped_invalid']:,} invalid dropped)")
+    table.add_row(
+        "rows",
+        f"{summary['rows']:,} (read {summary['rows_read']:,}, "
+        f"{summary['exact_duplicates_removed']:,} exact duplicates removed, "
+        f"{summary['rows_dropped_invalid']:,} invalid dropped)",
+    )
     table.add_row("splits", ", ".join(f"{k} {v['rows']:,}" for k, v in summary["splits"].items()))
     table.add_row("texts in two splits", str(summary["duplicates_across_splits"]))
     total = max(sum(summary["label_balance"].values()), 1)
@@ -168,9 +210,15 @@ def write(summary: dict, folder: Path) -> tuple[Path, Path]:
     return report.write(folder, "profile", public(summary), to_html(summary))
 
 
-def profile_dataset(data: str | Path = "imdb", tokenizer: str | None = "minilm", cleaning: str = "default",
-                    output: str | Path | None = None, columns=None, drop_invalid: bool = False,
-                    log=None) -> dict:
+def profile_dataset(
+    data: str | Path = "imdb",
+    tokenizer: str | None = "minilm",
+    cleaning: str = "default",
+    output: str | Path | None = None,
+    columns=None,
+    drop_invalid: bool = False,
+    log=None,
+) -> dict:
     """Profile a dataset (token counts with `tokenizer`'s vocabulary, None to skip them); writes profile.json and
     profile.html when `output` is given. `columns` is a critic.data.Columns for files."""
     from critic import data as datasets

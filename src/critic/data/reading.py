@@ -16,19 +16,26 @@ import json
 import re
 import sys
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pandas as pd
-
 
 LABEL_NAMES = ("negative", "positive")
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")
 LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class", "stars", "rating", "overall")
 KNOWN_LABELS = {
-    "negative": 0, "positive": 1, "neg": 0, "pos": 1, "0": 0, "1": 1,
-    "false": 0, "true": 1, "bad": 0, "good": 1,
+    "negative": 0,
+    "positive": 1,
+    "neg": 0,
+    "pos": 1,
+    "0": 0,
+    "1": 1,
+    "false": 0,
+    "true": 1,
+    "bad": 0,
+    "good": 1,
 }
 
 
@@ -53,9 +60,14 @@ class Report:
     labels: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "rows_read": self.rows_read, "rows_dropped": len(self.dropped),
-                "dropped_examples": self.dropped[:20], "duplicates_removed": self.duplicates_removed,
-                "labels": self.labels}
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "rows_dropped": len(self.dropped),
+            "dropped_examples": self.dropped[:20],
+            "duplicates_removed": self.duplicates_removed,
+            "labels": self.labels,
+        }
 
 
 @dataclass(frozen=True)
@@ -78,8 +90,12 @@ def columns_of(settings) -> Columns:
     """The Columns of a job's settings (a TrainConfig, or a model's saved config as a dict)."""
     get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
     label_map, labels = get("label_map"), get("labels")
-    return Columns(get("text_column"), get("label_column"), parse_label_map(label_map) if label_map else None,
-                   parse_labels(labels) if isinstance(labels, str) else labels)
+    return Columns(
+        get("text_column"),
+        get("label_column"),
+        parse_label_map(label_map) if label_map else None,
+        parse_labels(labels) if isinstance(labels, str) else labels,
+    )
 
 
 def parse_label_map(spec: str) -> dict[str, str]:
@@ -119,6 +135,7 @@ def _raw_label(value: object) -> str:
 
 def natural_order(values) -> tuple[str, ...]:
     """Numbers by value (stars 1..5), then names alphabetically (negative, neutral, positive)."""
+
     def key(value: str):
         try:
             return (0, float(value), "")
@@ -149,8 +166,9 @@ def resolve_labels(raw: list[str], columns: Columns) -> tuple[tuple[str, ...], C
         lookup = {**{label: label for label in labels}, **columns.label_map}
     elif columns.labels and set(columns.labels) != set(LABEL_NAMES):
         labels, lookup = columns.labels, {label: label for label in columns.labels}
-    elif {KNOWN_LABELS.get(value.lower()) for value in distinct} >= {0, 1} or \
-            any(value.lower() in KNOWN_LABELS and not value.isdigit() for value in distinct):
+    elif {KNOWN_LABELS.get(value.lower()) for value in distinct} >= {0, 1} or any(
+        value.lower() in KNOWN_LABELS and not value.isdigit() for value in distinct
+    ):
         # Binary sentiment in its usual spellings (both 0 and 1, or a word such as positive): another value is a
         # bad row (a typo, a stray header), not a third class; more classes are named with --labels.
         labels, lookup = LABEL_NAMES, {k: LABEL_NAMES[v] for k, v in KNOWN_LABELS.items()}
@@ -158,8 +176,10 @@ def resolve_labels(raw: list[str], columns: Columns) -> tuple[tuple[str, ...], C
         labels = natural_order(distinct)
         lookup = {label: label for label in labels}
     if len(labels) > MAX_CLASSES:
-        raise DataError(f"the label column has {len(labels):,} different values ({', '.join(labels[:5])}, …); is it "
-                        f"the right column? Name it with --label-column")
+        raise DataError(
+            f"the label column has {len(labels):,} different values ({', '.join(labels[:5])}, …); is it "
+            f"the right column? Name it with --label-column"
+        )
     index = {label: i for i, label in enumerate(labels)}
 
     def to_index(value: str) -> int | None:
@@ -210,6 +230,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     """Undecodable bytes come through as lone surrogates, so that the row holding them can be named."""
     if path.suffix == ".gz":
         import gzip
+
         return gzip.open(path, "rt", encoding="utf-8", newline="", errors="surrogateescape")
     return open(path, encoding="utf-8", newline="", errors="surrogateescape")
 
@@ -245,12 +266,15 @@ def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, .
     for candidate in candidates:
         if candidate in lowered:
             return lowered[candidate]
-    raise DataError(f"{path}: cannot tell which column holds the {what}; columns are {', '.join(columns)}. "
-                    f"Name it with --{what}-column")
+    raise DataError(
+        f"{path}: cannot tell which column holds the {what}; columns are {', '.join(columns)}. "
+        f"Name it with --{what}-column"
+    )
 
 
-def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: bool = False,
-               unlabeled: bool = False) -> tuple[pd.DataFrame, Report]:
+def read_table(
+    path: str | Path, columns: Columns = Columns(), drop_invalid: bool = False, unlabeled: bool = False
+) -> tuple[pd.DataFrame, Report]:
     """Read a file or an aclImdb folder into (DataFrame[text, label], Report)."""
     path = Path(path)
     if not path.exists():
@@ -285,9 +309,14 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
             label = to_index(raw)
             if label is None:
                 expected = sorted(KNOWN_LABELS) if labels == LABEL_NAMES else labels
-                errors.append((where, f"unknown label {_show(raw or None)} in column {label_key!r} (expected one of: "
-                                      f"{', '.join(expected)}; map other values with --label-map 'VALUE=CLASS', or "
-                                      f"name every class with --labels, e.g. negative,neutral,positive)"))
+                errors.append(
+                    (
+                        where,
+                        f"unknown label {_show(raw or None)} in column {label_key!r} (expected one of: "
+                        f"{', '.join(expected)}; map other values with --label-map 'VALUE=CLASS', or "
+                        f"name every class with --labels, e.g. negative,neutral,positive)",
+                    )
+                )
                 continue
             keep.append(text)
             indices.append(label)
@@ -296,8 +325,10 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
     if messages and not drop_invalid:
         shown = "\n  ".join(messages[:10])
         more = f"\n  … and {len(messages) - 10} more" if len(messages) > 10 else ""
-        raise DataError(f"{len(messages)} invalid row(s):\n  {shown}{more}\n"
-                        f"Fix them, or pass --drop-invalid to skip them (the count is reported and recorded).")
+        raise DataError(
+            f"{len(messages)} invalid row(s):\n  {shown}{more}\n"
+            f"Fix them, or pass --drop-invalid to skip them (the count is reported and recorded)."
+        )
     if messages:
         print(f"critic: dropped {len(messages)} invalid row(s) from {path}; first: {messages[0]}", file=sys.stderr)
     report.dropped = messages
@@ -306,8 +337,10 @@ def read_table(path: str | Path, columns: Columns = Columns(), drop_invalid: boo
     if not unlabeled:
         frame["label"] = pd.Series(indices, dtype="int64")
         if len(set(indices)) < 2:
-            raise DataError(f"{path}: every row has the label {labels[indices[0]] if indices else '(none)'}; a "
-                            f"classifier needs at least two classes")
+            raise DataError(
+                f"{path}: every row has the label {labels[indices[0]] if indices else '(none)'}; a "
+                f"classifier needs at least two classes"
+            )
     return frame, report
 
 
@@ -347,5 +380,3 @@ def read_aclimdb(path: Path) -> tuple[pd.DataFrame, Report]:
 
 
 # --------------------------------------------------------------------------------------- the front
-
-

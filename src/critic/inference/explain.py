@@ -24,12 +24,18 @@ class Explanation:
     truncated: bool
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "probability": self.probability, "truncated": self.truncated,
-                "text": self.text, "words": self.words}
+        return {
+            "label": self.label,
+            "probability": self.probability,
+            "truncated": self.truncated,
+            "text": self.text,
+            "words": self.words,
+        }
 
 
-def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8,
-            target: str | None = None) -> Explanation:
+def explain(
+    classifier, text: str, steps: int = 24, internal_batch_size: int = 8, target: str | None = None
+) -> Explanation:
     """Attribute `classifier`'s probability of `target` (default: the predicted class) on `text` to its words."""
     from captum.attr import LayerIntegratedGradients
 
@@ -41,8 +47,9 @@ def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8
     encoding = classifier.encoder.backend.encode(cleaned, add_special_tokens=False)
     ids = np.asarray(encoding.ids, dtype=np.int64)
     truncation = classifier.truncation
-    kept = truncate(np.arange(len(ids)), truncation.max_length - classifier.encoder.specials, truncation.strategy,
-                    truncation.head)
+    kept = truncate(
+        np.arange(len(ids)), truncation.max_length - classifier.encoder.specials, truncation.strategy, truncation.head
+    )
     encoder = classifier.encoder
     input_ids = torch.tensor(encoder.frame(ids[kept]), dtype=torch.long)[None]
     content = slice(len(encoder.prefix), input_ids.shape[1] - len(encoder.suffix))
@@ -60,9 +67,13 @@ def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8
         probs = probabilities(input_ids.to(device), mask.to(device))[0].cpu().numpy()
     target = int(probs.argmax()) if target is None else classifier.labels.index(target)
     method = LayerIntegratedGradients(lambda i, a: probabilities(i, a)[:, target], model.get_input_embeddings())
-    attributions = method.attribute(input_ids.to(device), baselines=baseline.to(device),
-                                    additional_forward_args=(mask.to(device),), n_steps=steps,
-                                    internal_batch_size=internal_batch_size)
+    attributions = method.attribute(
+        input_ids.to(device),
+        baselines=baseline.to(device),
+        additional_forward_args=(mask.to(device),),
+        n_steps=steps,
+        internal_batch_size=internal_batch_size,
+    )
     per_token = attributions.sum(dim=-1)[0, content].detach().float().cpu().numpy()
 
     word_scores: dict[int, float] = {}
@@ -78,8 +89,14 @@ def explain(classifier, text: str, steps: int = 24, internal_batch_size: int = 8
         seen.add(word)
         start, end = encoding.word_to_chars(word)
         score = word_scores.get(word)
-        words.append({"word": cleaned[start:end], "start": start, "end": end,
-                      "score": None if score is None else round(score / scale, 4)})
+        words.append(
+            {
+                "word": cleaned[start:end],
+                "start": start,
+                "end": end,
+                "score": None if score is None else round(score / scale, 4),
+            }
+        )
     return Explanation(cleaned, classifier.labels[target], float(probs[target]), words, len(kept) < len(ids))
 
 
@@ -89,7 +106,7 @@ def render_terminal(explanation: Explanation) -> str:
 
     pieces, position = [], 0
     for word in explanation.words:
-        pieces.append(escape(explanation.text[position:word["start"]]))
+        pieces.append(escape(explanation.text[position : word["start"]]))
         score = word["score"]
         if score is None:
             pieces.append(f"[dim]{escape(word['word'])}[/dim]")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,9 +48,14 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def export(model_dir: str | Path, names: Sequence[str] | None = None, data: str | None = None,
-           measure_reviews: int = MEASURE_REVIEWS, check_reviews: int = CHECK_REVIEWS,
-           log: Callable[[str], None] | None = None) -> dict:
+def export(
+    model_dir: str | Path,
+    names: Sequence[str] | None = None,
+    data: str | None = None,
+    measure_reviews: int = MEASURE_REVIEWS,
+    check_reviews: int = CHECK_REVIEWS,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Write the backends `names` (default: every one whose engine is installed), check their parity with
     PyTorch, measure every backend on this machine and record the figures in critic.json. `data`: the reviews to
     calibrate and measure on (default: the validation split of the model's own data). A backend that cannot be
@@ -71,14 +76,17 @@ def export(model_dir: str | Path, names: Sequence[str] | None = None, data: str 
             say("openvino-int8 left out: no reviews to calibrate it on (pass --data)")
             names.remove("openvino-int8")
         else:  # training reviews: the validation reviews it is checked on stay unseen
-            calibration = _batches(prepare(texts[0], encoder, meta["cleaning"], Truncation(**meta["truncation"])),
-                                   encoder.pad_id)
+            calibration = _batches(
+                prepare(texts[0], encoder, meta["cleaning"], Truncation(**meta["truncation"])), encoder.pad_id
+            )
     report, names = write_exports(model, model_dir, meta, names, calibration, say)
     report.update(parity(model, encoder, meta, model_dir, names))
     for folder in {backends.ENGINES[name].folder for name in names}:
         modeling.tie_to_weights(model_dir / folder, model_dir)
-    say(f"exported {', '.join(names) or 'nothing'}; largest probability difference from PyTorch: "
-        + ", ".join(f"{n} {report[f'{n}_max_abs_diff']:.1e}" for n in names))
+    say(
+        f"exported {', '.join(names) or 'nothing'}; largest probability difference from PyTorch: "
+        + ", ".join(f"{n} {report[f'{n}_max_abs_diff']:.1e}" for n in names)
+    )
     record = {"exports": report}
     if reviews is not None:
         record["backends"] = measure(model_dir, ["torch", *names], reviews[0], reviews[1], measure_reviews, say)
@@ -91,8 +99,9 @@ def export(model_dir: str | Path, names: Sequence[str] | None = None, data: str 
     return {**report, **record}
 
 
-def write_exports(model, model_dir: Path, meta: dict, names: list[str], calibration: list[dict] | None,
-                  say: Callable[[str], None]) -> tuple[dict, list[str]]:
+def write_exports(
+    model, model_dir: Path, meta: dict, names: list[str], calibration: list[dict] | None, say: Callable[[str], None]
+) -> tuple[dict, list[str]]:
     """Each engine's files for the backends in `names`; (their report, the backends written). An engine that
     cannot convert this model is left out with one line, and the others go on."""
     report, written = {}, []
@@ -107,8 +116,10 @@ def write_exports(model, model_dir: Path, meta: dict, names: list[str], calibrat
             report.update(write(model, model_dir, meta, wanted, calibration))
             written += wanted
         except Exception as error:  # a conversion's failure is that engine's, not the export's
-            say(f"{', '.join(wanted)} left out: {model.config.model_type} could not be converted "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            say(
+                f"{', '.join(wanted)} left out: {model.config.model_type} could not be converted "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            )
     return report, written
 
 
@@ -120,10 +131,15 @@ def export_onnx(model, model_dir: Path, meta: dict, names: list[str], calibratio
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=meta["truncation"]["max_length"])
     started = time.perf_counter()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    program = torch.onnx.export(_Logits(model).eval(), (example["input_ids"], example["attention_mask"]), dynamo=True,
-                                input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                                dynamic_shapes={"input_ids": {0: batch, 1: length},
-                                                "attention_mask": {0: batch, 1: length}}, verbose=False)
+    program = torch.onnx.export(
+        _Logits(model).eval(),
+        (example["input_ids"], example["attention_mask"]),
+        dynamo=True,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
+        verbose=False,
+    )
     program.save(str(backends.engine_path(model_dir, "onnx")))
     report = {"onnx_seconds": round(time.perf_counter() - started, 1)}
     if "onnx-int8" in names:
@@ -131,8 +147,12 @@ def export_onnx(model, model_dir: Path, meta: dict, names: list[str], calibratio
 
         # Per-channel scales: per-tensor ones cost MiniLM 1.65 accuracy points on IMDB, per-channel none
         # (docs/benchmarks.md).
-        quantize_dynamic(backends.engine_path(model_dir, "onnx"), backends.engine_path(model_dir, "onnx-int8"),
-                         weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            backends.engine_path(model_dir, "onnx"),
+            backends.engine_path(model_dir, "onnx-int8"),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
     return report
 
 
@@ -150,8 +170,9 @@ def export_openvino(model, model_dir: Path, meta: dict, names: list[str], calibr
         import nncf
 
         started = time.perf_counter()
-        quantized = nncf.quantize(converted, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(calibration))
+        quantized = nncf.quantize(
+            converted, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration)
+        )
         ov.save_model(quantized, backends.engine_path(model_dir, "openvino-int8"), compress_to_fp16=False)
         report["openvino_int8_seconds"] = round(time.perf_counter() - started, 1)
     return report
@@ -165,25 +186,36 @@ def _example(model) -> dict[str, torch.Tensor]:
 
 
 def _batches(inputs: Ragged, pad_id: int, size: int = 8) -> list[dict[str, np.ndarray]]:
-    return [{key: value.numpy() for key, value in pad(inputs, rows, pad_id, 1).items()}
-            for rows in sorted_batches(inputs.lengths, max_tokens=1 << 30, max_batch=size)]
+    return [
+        {key: value.numpy() for key, value in pad(inputs, rows, pad_id, 1).items()}
+        for rows in sorted_batches(inputs.lengths, max_tokens=1 << 30, max_batch=size)
+    ]
 
 
 def parity(model, encoder: Encoder, meta: dict, model_dir: Path, names: Sequence[str]) -> dict:
     """The largest probability difference of each backend from PyTorch in fp32 on a few reviews."""
     framed = prepare(PARITY_TEXTS, encoder, meta["cleaning"], Truncation(**meta["truncation"]))
     classes = model.config.num_labels
-    reference = modeling.softmax(modeling.logits(modeling.torch_forward(model, torch.device("cpu")), framed,
-                                                   encoder.pad_id, classes))
-    return {f"{name}_max_abs_diff": float(np.abs(modeling.softmax(modeling.logits(
-        backends.forward(name, model_dir), framed, encoder.pad_id, classes)) - reference).max()) for name in names}
+    reference = modeling.softmax(
+        modeling.logits(modeling.torch_forward(model, torch.device("cpu")), framed, encoder.pad_id, classes)
+    )
+    return {
+        f"{name}_max_abs_diff": float(
+            np.abs(
+                modeling.softmax(modeling.logits(backends.forward(name, model_dir), framed, encoder.pad_id, classes))
+                - reference
+            ).max()
+        )
+        for name in names
+    }
 
 
 def _reviews(meta: dict, data: str | None, split: str, size: int, say) -> tuple[list[str], np.ndarray] | None:
     """(texts, labels as class indices) of up to `size` reviews of `split`: of `data`, or of the model's own."""
     import dataclasses
 
-    from critic import data as datasets, evaluate
+    from critic import data as datasets
+    from critic import evaluate
 
     if data is not None:
         columns = dataclasses.replace(datasets.columns_of(meta.get("config") or {}), labels=tuple(meta["labels"]))
@@ -195,13 +227,21 @@ def _reviews(meta: dict, data: str | None, split: str, size: int, say) -> tuple[
     if frame is None or len(frame) == 0:
         return None
     frame = frame.sample(n=min(size, len(frame)), random_state=0)
-    say(f"{'calibrating int8 on' if split == 'train' else 'measuring on'} {len(frame):,} {split} reviews of "
-        f"{data or meta['data']}")
+    say(
+        f"{'calibrating int8 on' if split == 'train' else 'measuring on'} {len(frame):,} {split} reviews of "
+        f"{data or meta['data']}"
+    )
     return frame["text"].tolist(), frame["label"].to_numpy()
 
 
-def measure(model_dir: Path, names: Sequence[str], texts: list[str], labels: np.ndarray, timed_reviews: int,
-            say: Callable[[str], None]) -> dict:
+def measure(
+    model_dir: Path,
+    names: Sequence[str],
+    texts: list[str],
+    labels: np.ndarray,
+    timed_reviews: int,
+    say: Callable[[str], None],
+) -> dict:
     """Every backend scores the same `timed_reviews` reviews on this machine as critic runs it (its batching, its
     threads; two passes, the faster counts). Each int8 backend and PyTorch then score all of `texts`: an int8
     backend more than MAX_LOSS less accurate than PyTorch there is refused."""
@@ -217,19 +257,38 @@ def measure(model_dir: Path, names: Sequence[str], texts: list[str], labels: np.
             started = time.perf_counter()
             probs = scorer.predict_proba(timed)
             rates[name] = max(rates.get(name, 0.0), len(timed) / (time.perf_counter() - started))
-            accuracy[name] = float((probs.argmax(1) == labels[:len(timed)]).mean())
-    checked = {name: float((scorers[name].predict_proba(texts).argmax(1) == labels).mean())
-               for name in names if name == "torch" or name.endswith("-int8")}
-    refused = {name: f"{(checked[name] - checked['torch']) * 100:+.2f} accuracy points against PyTorch on "
-                     f"{len(texts):,} reviews" for name in checked if checked[name] < checked["torch"] - MAX_LOSS}
+            accuracy[name] = float((probs.argmax(1) == labels[: len(timed)]).mean())
+    checked = {
+        name: float((scorers[name].predict_proba(texts).argmax(1) == labels).mean())
+        for name in names
+        if name == "torch" or name.endswith("-int8")
+    }
+    refused = {
+        name: f"{(checked[name] - checked['torch']) * 100:+.2f} accuracy points against PyTorch on "
+        f"{len(texts):,} reviews"
+        for name in checked
+        if checked[name] < checked["torch"] - MAX_LOSS
+    }
     ranking = sorted((n for n in names if n not in refused), key=lambda n: -rates[n])
     torch_precision = scorers["torch"].precision
     for name in names:
-        say(f"{name + (' ' + torch_precision if name == 'torch' else ''):>15}: {rates[name]:6.1f} reviews/s, "
-            f"accuracy {accuracy[name]:.4f}" + (f", {checked[name]:.4f} on {len(texts):,}" if name in checked else "")
+        say(
+            f"{name + (' ' + torch_precision if name == 'torch' else ''):>15}: {rates[name]:6.1f} reviews/s, "
+            f"accuracy {accuracy[name]:.4f}"
+            + (f", {checked[name]:.4f} on {len(texts):,}" if name in checked else "")
             + (f" (refused: {refused[name]})" if name in refused else "")
-            + (" <- the fastest: --backend auto takes it" if name == ranking[0] else ""))
-    return {"cpu": backends.cpu_name(), "threads": torch.get_num_threads(), "date": str(date.today()),
-            "reviews": len(timed), "torch_precision": torch_precision, "max_loss_points": MAX_LOSS * 100,
-            "reviews_per_s": {n: round(rates[n], 1) for n in names}, "accuracy": accuracy,
-            "checked": {"reviews": len(texts), "accuracy": checked}, "refused": refused, "ranking": ranking}
+            + (" <- the fastest: --backend auto takes it" if name == ranking[0] else "")
+        )
+    return {
+        "cpu": backends.cpu_name(),
+        "threads": torch.get_num_threads(),
+        "date": str(date.today()),
+        "reviews": len(timed),
+        "torch_precision": torch_precision,
+        "max_loss_points": MAX_LOSS * 100,
+        "reviews_per_s": {n: round(rates[n], 1) for n in names},
+        "accuracy": accuracy,
+        "checked": {"reviews": len(texts), "accuracy": checked},
+        "refused": refused,
+        "ranking": ranking,
+    }

@@ -9,13 +9,12 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from critic import data
 from critic.inference.predict import Classifier, add_scores, score_columns, spreadsheet_safe
 from critic.text import Ragged
-
 
 PLAIN_TEXT = (".txt", ".text")  # one review per line, no columns
 
@@ -96,9 +95,9 @@ class Writer:
             if self.fields is None:
                 self.fields = list(rows[0])
                 csv.writer(self.handle, delimiter=self._delimiter).writerow(self.fields)
-            csv.DictWriter(self.handle, fieldnames=self.fields, delimiter=self._delimiter,
-                           extrasaction="ignore").writerows({k: spreadsheet_safe(v) for k, v in row.items()}
-                                                            for row in rows)
+            csv.DictWriter(
+                self.handle, fieldnames=self.fields, delimiter=self._delimiter, extrasaction="ignore"
+            ).writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
         self.handle.flush()
 
     def position(self) -> int:
@@ -133,12 +132,28 @@ def join_parquet(parts: list[Path], target: Path) -> None:
     with pq.ParquetWriter(target, schema) as writer:
         for part in parts:
             table = pq.read_table(part)
-            writer.write_table(pa.table([table.column(f.name).cast(f.type) if f.name in table.column_names
-                                         else pa.nulls(len(table), f.type) for f in schema], schema=schema))
+            writer.write_table(
+                pa.table(
+                    [
+                        table.column(f.name).cast(f.type)
+                        if f.name in table.column_names
+                        else pa.nulls(len(table), f.type)
+                        for f in schema
+                    ],
+                    schema=schema,
+                )
+            )
 
 
-def predict_file(classifier: Classifier, source: Path, target: Path, text_column: str | None = None,
-                 chunk: int = 1024, progress: bool = True, overwrite: bool = False) -> int:
+def predict_file(
+    classifier: Classifier,
+    source: Path,
+    target: Path,
+    text_column: str | None = None,
+    chunk: int = 1024,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> int:
     """Score every row of `source` into `target`: the input's columns plus the label and one probability per class
     (`label`, `p_<label>`; prefixed with `critic_` where the input has such columns already).
 
@@ -159,8 +174,15 @@ def predict_file(classifier: Classifier, source: Path, target: Path, text_column
     partial = target.with_name(target.name + ".partial")
     done, resume_bytes = _resume_point(run, target, partial, sidecar, overwrite)
     writer = Writer(partial, target.suffix.lower(), resume_bytes if done else None)
-    bar = tqdm(total=_count_rows(source), initial=done, unit="review", desc="scoring", disable=not progress,
-               file=sys.stderr, mininterval=1.0)
+    bar = tqdm(
+        total=_count_rows(source),
+        initial=done,
+        unit="review",
+        desc="scoring",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
     key = columns = None
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -194,12 +216,18 @@ def _check_target(source: Path, target: Path) -> None:
 def _run_record(classifier: Classifier, source: Path, text_column: str | None) -> dict:
     """What must be the same for a resumed run to continue an interrupted one."""
     stat = source.stat()
-    return {"input": {"path": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-            "model": classifier.identity(), "options": {"text_column": text_column}}
+    return {
+        "input": {"path": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "model": classifier.identity(),
+        "options": {"text_column": text_column},
+    }
 
 
-RESUME_PARTS = {"input": "the input file (another file, or changed since)", "model": "the model (another one, or "
-                "retrained, or another backend, precision or long-review setting)", "options": "the options"}
+RESUME_PARTS = {
+    "input": "the input file (another file, or changed since)",
+    "model": "the model (another one, or retrained, or another backend, precision or long-review setting)",
+    "options": "the options",
+}
 
 
 def _resume_point(run: dict, target: Path, partial: Path, sidecar: Path, overwrite: bool) -> tuple[int, int | None]:
@@ -209,8 +237,10 @@ def _resume_point(run: dict, target: Path, partial: Path, sidecar: Path, overwri
         state = json.loads(sidecar.read_text())
         changed = [RESUME_PARTS[part] for part in RESUME_PARTS if state.get("run", {}).get(part) != run[part]]
         if changed:
-            raise ValueError(f"{sidecar} records an interrupted run with another {'; '.join(changed)}: it cannot "
-                             f"be continued; pass --overwrite to start over")
+            raise ValueError(
+                f"{sidecar} records an interrupted run with another {'; '.join(changed)}: it cannot "
+                f"be continued; pass --overwrite to start over"
+            )
         return state["rows"], state["bytes"]
     if target.exists() and not overwrite:
         raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
@@ -241,8 +271,17 @@ def _checked_tokens(classifier: Classifier, rows: list[dict], key: str, source: 
     return classifier.encode(texts)
 
 
-def _score_chunk(classifier: Classifier, rows: list[dict], tokens, columns: list[str], writer: Writer, done: int,
-                 bar, sidecar: Path, run: dict) -> int:
+def _score_chunk(
+    classifier: Classifier,
+    rows: list[dict],
+    tokens,
+    columns: list[str],
+    writer: Writer,
+    done: int,
+    bar,
+    sidecar: Path,
+    run: dict,
+) -> int:
     add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels, columns)
     writer.write(rows, part=done)
     done += len(rows)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,9 +39,18 @@ class LongReviews:
 
 
 class Classifier:
-    def __init__(self, model, tokenizer, meta: dict, device: torch.device, precision: str = "fp32",
-                 backend: str = "torch", long_reviews: LongReviews | None = None, model_dir: Path | None = None,
-                 compile: bool = False):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        meta: dict,
+        device: torch.device,
+        precision: str = "fp32",
+        backend: str = "torch",
+        long_reviews: LongReviews | None = None,
+        model_dir: Path | None = None,
+        compile: bool = False,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
@@ -60,17 +69,30 @@ class Classifier:
         self.pad_multiple = modeling.pad_multiple(device)
         if backend == "torch":
             # On a CPU, torch.compile measured slower than the row-wise attention it cannot trace (docs/benchmarks.md).
-            scorer, autocast = (model, precision) if device.type == "cpu" and compile else \
-                modeling.inference_model(model, precision, device)
-            self.forward = modeling.torch_forward(torch.compile(scorer, dynamic=True) if compile else scorer, device,
-                                                   autocast)
+            scorer, autocast = (
+                (model, precision)
+                if device.type == "cpu" and compile
+                else modeling.inference_model(model, precision, device)
+            )
+            self.forward = modeling.torch_forward(
+                torch.compile(scorer, dynamic=True) if compile else scorer, device, autocast
+            )
         else:
             self.forward = backends.forward(backend, model_dir)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", backend: str = "auto",
-             long_reviews: str | None = None, stride: int | None = None, pool: str | None = None,
-             compile: bool = False, serving: bool = False) -> "Classifier":
+    def load(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        backend: str = "auto",
+        long_reviews: str | None = None,
+        stride: int | None = None,
+        pool: str | None = None,
+        compile: bool = False,
+        serving: bool = False,
+    ) -> Classifier:
         """Load a model folder. backend auto: PyTorch, except on a CPU without native bf16 or when `serving`, where
         the exported ONNX model (int8 first) is used when present. long_reviews/stride/pool override what the model
         was saved with. compile: torch.compile the PyTorch model (GPUs; on a CPU it measured slower)."""
@@ -84,8 +106,17 @@ class Classifier:
         model, tokenizer, meta = modeling.load(path, device_)
         overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
         chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
-        return cls(model, tokenizer, meta, device_, modeling.resolve_precision(precision, device_), backend, chosen,
-                   path, compile)
+        return cls(
+            model,
+            tokenizer,
+            meta,
+            device_,
+            modeling.resolve_precision(precision, device_),
+            backend,
+            chosen,
+            path,
+            compile,
+        )
 
     @property
     def name(self) -> str:
@@ -96,10 +127,14 @@ class Classifier:
         backend, the precision and the handling of long reviews."""
         weights = self.path / "model.safetensors" if self.path is not None else None
         stat = weights.stat() if weights is not None and weights.is_file() else None
-        return {"path": str(self.path.resolve()) if self.path is not None else None,
-                "weights": [stat.st_size, stat.st_mtime_ns] if stat else None, "backend": self.backend,
-                "precision": self.precision, "truncation": self.truncation.as_dict(),
-                "long_reviews": [self.long_reviews.mode, self.long_reviews.stride, self.long_reviews.pool]}
+        return {
+            "path": str(self.path.resolve()) if self.path is not None else None,
+            "weights": [stat.st_size, stat.st_mtime_ns] if stat else None,
+            "backend": self.backend,
+            "precision": self.precision,
+            "truncation": self.truncation.as_dict(),
+            "long_reviews": [self.long_reviews.mode, self.long_reviews.stride, self.long_reviews.pool],
+        }
 
     def encode(self, texts: Sequence[str] | str) -> Ragged:
         """Cleaned, tokenized, not yet truncated: every token of every text."""
@@ -111,19 +146,24 @@ class Classifier:
         max_tokens = max_tokens or self.max_tokens
         if self.long_reviews.mode == "truncate":
             inputs = frame_all(self.encoder, tokens, self.truncation)
-            return modeling.softmax(modeling.logits(self.forward, inputs, self.encoder.pad_id, num_labels,
-                                                      max_tokens, progress, self.pad_multiple))
+            return modeling.softmax(
+                modeling.logits(
+                    self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens, progress, self.pad_multiple
+                )
+            )
         budget = self.truncation.max_length - self.encoder.specials
         stride = self.long_reviews.stride or budget // 2
         inputs, owners = frame_windows(self.encoder, tokens, self.truncation.max_length, stride)
-        window_logits = modeling.logits(self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens,
-                                         pad_multiple=self.pad_multiple)
+        window_logits = modeling.logits(
+            self.forward, inputs, self.encoder.pad_id, num_labels, max_tokens, pad_multiple=self.pad_multiple
+        )
         if progress is not None:
             progress.update(len(tokens))
         return pool_windows(window_logits, owners, len(tokens), self.long_reviews.pool)
 
-    def predict_proba(self, texts: Sequence[str] | str, max_tokens: int | None = None, progress=None,
-                      chunk: int = 8192) -> np.ndarray:
+    def predict_proba(
+        self, texts: Sequence[str] | str, max_tokens: int | None = None, progress=None, chunk: int = 8192
+    ) -> np.ndarray:
         """Probabilities, one row per text. Many texts are taken `chunk` at a time, the next chunk tokenized in a
         thread while the model scores this one (the tokenizer releases the GIL)."""
         texts = _check_texts(texts)
@@ -131,7 +171,7 @@ class Classifier:
             return self.proba_from_tokens(self.encode(texts), max_tokens, progress)
         from concurrent.futures import ThreadPoolExecutor
 
-        parts = [texts[start:start + chunk] for start in range(0, len(texts), chunk)]
+        parts = [texts[start : start + chunk] for start in range(0, len(texts), chunk)]
         scored = []
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self.encode, parts[0])
@@ -146,9 +186,11 @@ class Classifier:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def __repr__(self) -> str:
-        return (f"Classifier({self.name!r}, labels={self.labels}, window={self.truncation.max_length} "
-                f"{self.truncation.strategy}, long reviews={self.long_reviews.mode}, backend={self.backend}, "
-                f"device={self.device}, precision={self.precision})")
+        return (
+            f"Classifier({self.name!r}, labels={self.labels}, window={self.truncation.max_length} "
+            f"{self.truncation.strategy}, long reviews={self.long_reviews.mode}, backend={self.backend}, "
+            f"device={self.device}, precision={self.precision})"
+        )
 
 
 def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool = False) -> str:
@@ -172,8 +214,9 @@ def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
     if device.type != "cpu":
         return "torch"
     if (meta := path / modeling.META_FILE).is_file():
-        chosen = backends.measured_choice(json.loads(meta.read_text()), path,
-                                          say=lambda line: print(f"critic: {line}", file=sys.stderr))
+        chosen = backends.measured_choice(
+            json.loads(meta.read_text()), path, say=lambda line: print(f"critic: {line}", file=sys.stderr)
+        )
         if chosen is not None:
             return chosen
     if modeling.cpu_has_bf16() and not serving:
@@ -182,8 +225,11 @@ def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
     if exported is None or not backends.installed(exported):
         return "torch"
     if stale := backends.unusable(exported, path):
-        print(f"critic: not using the ONNX export: {stale}; scoring with PyTorch (`critic export {path}` makes "
-              f"a new one)", file=sys.stderr)
+        print(
+            f"critic: not using the ONNX export: {stale}; scoring with PyTorch (`critic export {path}` makes "
+            f"a new one)",
+            file=sys.stderr,
+        )
         return "torch"
     return exported
 

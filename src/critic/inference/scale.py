@@ -15,9 +15,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,8 +64,11 @@ def _uri_files(uri: str) -> list[str]:
     filesystem, root = pafs.FileSystem.from_uri(uri)
     scheme = uri.split("://", 1)[0]
     listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    return sorted(f"{scheme}://{info.path}" for info in listed
-                  if info.type == pafs.FileType.File and Path(info.path).suffix.lower() in READABLE)
+    return sorted(
+        f"{scheme}://{info.path}"
+        for info in listed
+        if info.type == pafs.FileType.File and Path(info.path).suffix.lower() in READABLE
+    )
 
 
 def read(paths: list[str]):
@@ -76,9 +79,11 @@ def read(paths: list[str]):
 
     suffix = Path(paths[0].split("?")[0]).suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return ray.data.read_csv(paths, parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",",
-                                                                         newlines_in_values=True),
-                                 convert_options=pacsv.ConvertOptions(check_utf8=False))
+        return ray.data.read_csv(
+            paths,
+            parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(check_utf8=False),
+        )
     if suffix in (".jsonl", ".json"):
         return ray.data.read_json(paths, lines=suffix == ".jsonl")
     if suffix == ".parquet":
@@ -127,7 +132,7 @@ def _accepted(batch: pd.DataFrame) -> pd.DataFrame:
 
 def _rejected(batch: pd.DataFrame) -> pd.DataFrame:
     """The rows that could not be scored: the input's columns and the reason (the scores come after it)."""
-    return batch[batch[REJECTED_COLUMN] != ""].iloc[:, :list(batch.columns).index(REJECTED_COLUMN) + 1]
+    return batch[batch[REJECTED_COLUMN] != ""].iloc[:, : list(batch.columns).index(REJECTED_COLUMN) + 1]
 
 
 def _spreadsheet_safe(batch: pd.DataFrame) -> pd.DataFrame:
@@ -137,10 +142,20 @@ def _spreadsheet_safe(batch: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
-def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_column: str | None = None,
-                workers: int = 2, cpus_per_worker: float = 1, gpus_per_worker: float = 0, batch_size: int = 256,
-                address: str | None = None, backend: str = "auto", output_format: str = "parquet",
-                log: Callable[[str], None] | None = None) -> dict:
+def predict_ray(
+    model: str | Path,
+    inputs: list[str],
+    output: str | Path,
+    text_column: str | None = None,
+    workers: int = 2,
+    cpus_per_worker: float = 1,
+    gpus_per_worker: float = 0,
+    batch_size: int = 256,
+    address: str | None = None,
+    backend: str = "auto",
+    output_format: str = "parquet",
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Score every row of `inputs` on a Ray cluster into OUTPUT/scored/GROUP/ (and OUTPUT/rejected/GROUP/), as
     Parquet or CSV files (`output_format`), and return the counts. Files are scored in groups of the same format
     (up to GROUP_FILES files and GROUP_BYTES of input), each group by one pool of actors, each finished group
@@ -154,8 +169,10 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
     output = Path(output)
     links = [str(path) for path in (output, *(output / part for part in RUN_FOLDERS)) if path.is_symlink()]
     if links:
-        raise ValueError(f"{', '.join(links)}: a link; name a plain folder as the output (critic clears what an "
-                         f"interrupted run left in it)")
+        raise ValueError(
+            f"{', '.join(links)}: a link; name a plain folder as the output (critic clears what an "
+            f"interrupted run left in it)"
+        )
     files = input_files(inputs)
     finished = _finished_files(output)
     groups = list(_groups([path for path in files if path not in finished]))
@@ -165,16 +182,27 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
     cpus = ray.cluster_resources().get("CPU", 1)
     if workers * cpus_per_worker > cpus - 1:  # actors holding every CPU would leave none to read the files
         cpus_per_worker = max((cpus - 1) / workers, 0.01)
-        say(f"{workers} worker(s) on a cluster of {cpus:g} CPUs: {cpus_per_worker:.2f} CPU each, so that reading "
-            f"the input keeps a share")
+        say(
+            f"{workers} worker(s) on a cluster of {cpus:g} CPUs: {cpus_per_worker:.2f} CPU each, so that reading "
+            f"the input keeps a share"
+        )
     skipped = [path for path in files if path in finished]
     if skipped:
-        say(f"{len(skipped)} file(s) scored in an earlier run, skipped: {', '.join(skipped[:3])}"
-            + (" …" if len(skipped) > 3 else ""))
+        say(
+            f"{len(skipped)} file(s) scored in an earlier run, skipped: {', '.join(skipped[:3])}"
+            + (" …" if len(skipped) > 3 else "")
+        )
     summary = {"rows": 0, "rejected": 0, "skipped_files": len(skipped), "groups": 0}
     started = time.perf_counter()
-    actors = Actors(str(model), text_column, "cuda" if gpus_per_worker else "cpu", backend, workers, cpus_per_worker,
-                    gpus_per_worker)
+    actors = Actors(
+        str(model),
+        text_column,
+        "cuda" if gpus_per_worker else "cpu",
+        backend,
+        workers,
+        cpus_per_worker,
+        gpus_per_worker,
+    )
     for group in groups:
         name = _group_name(group)
         counts = _score_group(group, output, name, actors, batch_size, output_format)
@@ -192,6 +220,7 @@ def predict_ray(model: str | Path, inputs: list[str], output: str | Path, text_c
 @dataclass(frozen=True)
 class Actors:
     """The scoring actors of a run: what each loads, and what each reserves."""
+
     model: str
     text_column: str | None
     device: str
@@ -201,8 +230,9 @@ class Actors:
     gpus: float
 
 
-def _score_group(group: list[str], output: Path, name: str, actors: Actors, batch_size: int,
-                 output_format: str) -> dict:
+def _score_group(
+    group: list[str], output: Path, name: str, actors: Actors, batch_size: int, output_format: str
+) -> dict:
     """One pool of actors scores the group's files; the output is written, then the group recorded as done."""
     import ray.data
 
@@ -212,9 +242,14 @@ def _score_group(group: list[str], output: Path, name: str, actors: Actors, batc
     blocks = read(group).repartition(target_num_rows_per_block=batch_size)
     # A lost actor is restarted and its batches run again (Ray Data's default for actors: max_restarts=-1).
     scored = blocks.map_batches(
-        Scorer, fn_constructor_args=(actors.model, actors.text_column, actors.device, actors.backend),
-        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors.workers),
-        num_cpus=actors.cpus, num_gpus=actors.gpus).materialize()
+        Scorer,
+        fn_constructor_args=(actors.model, actors.text_column, actors.device, actors.backend),
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors.workers),
+        num_cpus=actors.cpus,
+        num_gpus=actors.gpus,
+    ).materialize()
     accepted = scored.map_batches(_accepted, batch_format="pandas")
     rejected = scored.map_batches(_rejected, batch_format="pandas")
     counts = {"rows": accepted.count(), "rejected": rejected.count()}
@@ -237,8 +272,11 @@ def _groups(files: list[str]) -> Iterator[list[str]]:
     size = 0
     for path in files:
         bytes_ = 0 if "://" in path else Path(path).stat().st_size
-        if group and (Path(path).suffix.lower() != Path(group[0]).suffix.lower() or len(group) == GROUP_FILES
-                      or size + bytes_ > GROUP_BYTES):
+        if group and (
+            Path(path).suffix.lower() != Path(group[0]).suffix.lower()
+            or len(group) == GROUP_FILES
+            or size + bytes_ > GROUP_BYTES
+        ):
             yield group
             group, size = [], 0
         group.append(path)
@@ -256,8 +294,9 @@ def _group_name(group: list[str]) -> str:
 
 
 def _finished_files(output: Path) -> set[str]:
-    return {path for record in sorted((output / "_done").glob("*.json"))
-            for path in json.loads(record.read_text())["files"]}
+    return {
+        path for record in sorted((output / "_done").glob("*.json")) for path in json.loads(record.read_text())["files"]
+    }
 
 
 def _clear_unfinished(output: Path, names: list[str]) -> None:

@@ -10,8 +10,9 @@ import torch
 from critic.modeling import softmax
 
 
-def expected_calibration_error(labels: np.ndarray, confidence: np.ndarray, predicted: np.ndarray,
-                               bins: int = 15) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, confidence: np.ndarray, predicted: np.ndarray, bins: int = 15
+) -> float:
     """The standard ECE (Guo et al. 2017): the confidence of the predicted class in `bins` equal-width bins over
     [0, 1], each (lower, upper]; the gap between mean confidence and accuracy, weighted by the bin's share."""
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
@@ -36,20 +37,30 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    fitted = minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
-                             bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    fitted = minimize_scalar(
+        lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(np.exp(fitted.x))
 
 
 def calibration_summary(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
     """ECE and NLL of `logits` before and after dividing them by `temperature`."""
+
     def ece(t: float) -> float:
         probs = softmax(np.asarray(logits, dtype=np.float64) / t)
         return expected_calibration_error(labels, probs.max(axis=1), probs.argmax(axis=1))
 
-    return {"temperature": temperature, "rows": int(len(labels)), "ece_before": ece(1.0),
-            "ece_after": ece(temperature), "nll_before": negative_log_likelihood(logits, labels),
-            "nll_after": negative_log_likelihood(logits, labels, temperature)}
+    return {
+        "temperature": temperature,
+        "rows": int(len(labels)),
+        "ece_before": ece(1.0),
+        "ece_after": ece(temperature),
+        "nll_before": negative_log_likelihood(logits, labels),
+        "nll_after": negative_log_likelihood(logits, labels, temperature),
+    }
 
 
 def classification_layer(model) -> torch.nn.Linear:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 
 
@@ -19,24 +18,47 @@ def model_card(meta: dict) -> str:
     base = meta.get("base_model") or ""
     hub_id = HUB_IDS.get(base, base if "/" in base and not Path(base).exists() else None)
     evaluation = meta.get("evaluation") or {}
-    results = [EvalResult(task_type="text-classification", dataset_type="imdb" if meta.get("data") == "imdb" else
-                          "custom", dataset_name=str(evaluation.get("data")), metric_type=metric,
-                          metric_value=float(evaluation[key])) for key, metric in CARD_METRICS.items()
-               if isinstance(evaluation.get(key), (int, float))]
-    data = ModelCardData(library_name="transformers", pipeline_tag="text-classification", tags=["sentiment", "critic"],
-                         base_model=hub_id, datasets=["imdb"] if meta.get("data") == "imdb" else None,
-                         model_name=meta.get("name", "critic") if results else None, eval_results=results or None)
+    results = [
+        EvalResult(
+            task_type="text-classification",
+            dataset_type="imdb" if meta.get("data") == "imdb" else "custom",
+            dataset_name=str(evaluation.get("data")),
+            metric_type=metric,
+            metric_value=float(evaluation[key]),
+        )
+        for key, metric in CARD_METRICS.items()
+        if isinstance(evaluation.get(key), (int, float))
+    ]
+    data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["sentiment", "critic"],
+        base_model=hub_id,
+        datasets=["imdb"] if meta.get("data") == "imdb" else None,
+        model_name=meta.get("name", "critic") if results else None,
+        eval_results=results or None,
+    )
     truncation = meta.get("truncation", {})
     lines = [
-        f"# {meta.get('name', 'critic sentiment classifier')}", "",
+        f"# {meta.get('name', 'critic sentiment classifier')}",
+        "",
         f"A sentiment classifier fine-tuned with critic from `{base}` on {meta.get('data')}.",
-        f"Labels: {', '.join(meta.get('labels', []))}.", "",
-        "## Use", "", "```python", "from critic import Classifier",
-        "clf = Classifier.load('PATH')", "clf.predict(['A moving, beautifully shot film.'])", "```", "",
+        f"Labels: {', '.join(meta.get('labels', []))}.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from critic import Classifier",
+        "clf = Classifier.load('PATH')",
+        "clf.predict(['A moving, beautifully shot film.'])",
+        "```",
+        "",
         "The folder is a standard Hugging Face model: "
         "`transformers.pipeline('text-classification', model='PATH')` loads it too; its tokenizer carries critic's "
-        "default cleaning (without critic's long-review handling).", "",
-        "## Training", "",
+        "default cleaning (without critic's long-review handling).",
+        "",
+        "## Training",
+        "",
         f"- cleaning: `{meta.get('cleaning')}`; window: {truncation.get('max_length')} tokens, "
         f"truncation `{truncation.get('strategy')}` (head {truncation.get('head')})",
         f"- training rows: {meta.get('train_rows')}; selected checkpoint: {meta.get('selected')}",
@@ -44,8 +66,15 @@ def model_card(meta: dict) -> str:
     for note in meta.get("notes", []):
         lines.append(f"- note: {note}")
     if evaluation:
-        lines += ["", "## Evaluation", "", f"On {evaluation.get('data')} ({evaluation.get('rows')} reviews):", "",
-                  "| metric | value |", "|---|---|"]
+        lines += [
+            "",
+            "## Evaluation",
+            "",
+            f"On {evaluation.get('data')} ({evaluation.get('rows')} reviews):",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
         for key in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece"):
             if key in evaluation:
                 value = evaluation[key]
@@ -54,11 +83,17 @@ def model_card(meta: dict) -> str:
         base = evaluation.get("baseline")
         if base:
             low, high = base["accuracy_ci95"]
-            lines += ["", f"Baseline on the same reviews, trained on the same {base['train_rows']:,} training reviews: "
-                          f"{base['model']}, accuracy {base['accuracy']:.4f} ({low:.4f} – {high:.4f})."]
+            lines += [
+                "",
+                f"Baseline on the same reviews, trained on the same {base['train_rows']:,} training reviews: "
+                f"{base['model']}, accuracy {base['accuracy']:.4f} ({low:.4f} – {high:.4f}).",
+            ]
     fitted = meta.get("calibration")
     if fitted and fitted.get("applied"):
-        lines += ["", f"Calibrated: temperature {fitted['temperature']:.3f} (fitted on {fitted['rows']:,} validation "
-                      f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
-                      f"before, {fitted['ece_after']:.4f} after."]
+        lines += [
+            "",
+            f"Calibrated: temperature {fitted['temperature']:.3f} (fitted on {fitted['rows']:,} validation "
+            f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
+            f"before, {fitted['ece_after']:.4f} after.",
+        ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n"))

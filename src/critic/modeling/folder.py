@@ -8,8 +8,8 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -43,8 +43,13 @@ def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES, 
         overrides = {name: dropout for name in DROPOUT_FIELDS if hasattr(encoder_config, name)}
     # fp32 master weights whatever the folder stores (transformers 5 would keep an fp16 copy's dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
-        encoder_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, dtype=torch.float32, **overrides)
+        encoder_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        dtype=torch.float32,
+        **overrides,
+    )
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     return model, tokenizer
 
@@ -58,8 +63,10 @@ def load(folder: str | Path, device: str | torch.device = "cpu"):
     finish_saving(folder)  # a save that was cut short while moving its files in
     critic_made = (folder / META_FILE).is_file()
     if not critic_made and not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a critic model (no {META_FILE}) nor a Hugging Face model folder (no "
-                                f"config.json); train one with `critic train`")
+        raise FileNotFoundError(
+            f"{folder}: not a critic model (no {META_FILE}) nor a Hugging Face model folder (no "
+            f"config.json); train one with `critic train`"
+        )
     quiet_transformers()
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -71,13 +78,21 @@ def foreign_meta(model, tokenizer, folder: Path) -> dict:
     """What critic needs to know of a classifier it did not train, read from the model's own config."""
     config = model.config
     if config.problem_type == "multi_label_classification" or config.num_labels < 2:
-        raise ValueError(f"{folder}: a {'multi-label' if config.num_labels >= 2 else 'regression'} model; critic "
-                         f"scores single-label classifiers (softmax over two or more classes)")
+        raise ValueError(
+            f"{folder}: a {'multi-label' if config.num_labels >= 2 else 'regression'} model; critic "
+            f"scores single-label classifiers (softmax over two or more classes)"
+        )
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else config.max_position_embeddings
-    return {"name": folder.name, "labels": labels, "cleaning": "none", "foreign": True, "base_model": str(folder),
-            "truncation": {"max_length": int(limit), "strategy": "head", "head": int(limit)},
-            "long_reviews": {"mode": "truncate"}}
+    return {
+        "name": folder.name,
+        "labels": labels,
+        "cleaning": "none",
+        "foreign": True,
+        "base_model": str(folder),
+        "truncation": {"max_length": int(limit), "strategy": "head", "head": int(limit)},
+        "long_reviews": {"mode": "truncate"},
+    }
 
 
 def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
@@ -157,8 +172,10 @@ def tie_to_weights(export: Path, model_dir: Path) -> None:
     """Record in `export` the sha256 (and size and time) of MODEL_DIR's weights."""
     weights = weights_file(model_dir)
     stat = weights.stat()
-    write_text_atomic(export / EXPORT_RECORD, json.dumps({"sha256": sources.sha256_file(weights),
-                                                          "stat": [stat.st_size, stat.st_mtime_ns]}))
+    write_text_atomic(
+        export / EXPORT_RECORD,
+        json.dumps({"sha256": sources.sha256_file(weights), "stat": [stat.st_size, stat.st_mtime_ns]}),
+    )
 
 
 def export_mismatch(export: Path, model_dir: Path) -> str | None:
@@ -209,8 +226,15 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_meta(folder: Path, meta: dict) -> None:
     import transformers
 
-    meta = {**meta, "versions": {"critic": _version(), "torch": torch.__version__,
-                                 "transformers": transformers.__version__, "python": platform.python_version()}}
+    meta = {
+        **meta,
+        "versions": {
+            "critic": _version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+    }
     write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2, default=str))
     write_text_atomic(folder / "README.md", model_card(meta))
 
@@ -236,5 +260,3 @@ def _version() -> str:
         return version("critic")
     except PackageNotFoundError:
         return "unknown"
-
-

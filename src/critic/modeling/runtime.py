@@ -81,16 +81,20 @@ def ready_mask(model, attention_mask: torch.Tensor | None, padded: bool) -> torc
     SDPA, additive for eager attention (MPNet). Other architectures get their 2-D mask."""
     model = getattr(model, "_orig_mod", model)  # torch.compile
     implementation = model.config._attn_implementation
-    if attention_mask is None or model.config.model_type not in READY_MASK_MODELS \
-            or implementation not in ("sdpa", "eager"):
+    if (
+        attention_mask is None
+        or model.config.model_type not in READY_MASK_MODELS
+        or implementation not in ("sdpa", "eager")
+    ):
         return attention_mask
     if not padded:
         return None
     keep = attention_mask[:, None, None, :].bool()
     if implementation == "sdpa":
         return keep
-    return torch.zeros(keep.shape, dtype=model.dtype, device=keep.device).masked_fill_(~keep,
-                                                                                      torch.finfo(model.dtype).min)
+    return torch.zeros(keep.shape, dtype=model.dtype, device=keep.device).masked_fill_(
+        ~keep, torch.finfo(model.dtype).min
+    )
 
 
 def device_batch(model, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -120,8 +124,9 @@ def torch_forward(model, device: torch.device, precision: str = "fp32"):
     return forward
 
 
-def logits(forward, inputs: Ragged, pad_id: int, num_labels: int, max_tokens: int = 16384,
-           progress=None, pad_multiple: int = 1) -> np.ndarray:
+def logits(
+    forward, inputs: Ragged, pad_id: int, num_labels: int, max_tokens: int = 16384, progress=None, pad_multiple: int = 1
+) -> np.ndarray:
     """Logits for every row of `inputs`, in input order. Batches are length-sorted and sized by a token budget,
     so short reviews are not padded to the longest one. `forward` maps a padded batch to logits: numpy (ONNX), or
     torch tensors, which are gathered and read once at the end (reading each would make a GPU wait)."""

@@ -7,7 +7,6 @@ a web page to try the model.
     GET  /healthz /readyz /metrics /openapi.json, and / (the page)
 """
 
-
 import asyncio
 import csv
 import functools
@@ -19,10 +18,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from critic.serve.batching import Busy, MicroBatcher
@@ -105,7 +104,8 @@ def request_models(settings: ServeSettings, labels: list[str]):
 
     class ExplainText(OneText):
         label: Literal[tuple(labels)] | None = Field(  # type: ignore[valid-type]
-            None, description="the class to explain (default: the predicted one)")
+            None, description="the class to explain (default: the predicted one)"
+        )
 
     return OneText | ManyTexts, ExplainText
 
@@ -118,13 +118,21 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         self.requests = Counter("critic_requests_total", "HTTP requests", ["path", "status"], registry=self.registry)
-        self.latency = Histogram("critic_request_seconds", "Request latency", ["path"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.batch_texts = Histogram("critic_batch_texts", "Texts per scored batch", registry=self.registry,
-                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.latency = Histogram(
+            "critic_request_seconds",
+            "Request latency",
+            ["path"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.batch_texts = Histogram(
+            "critic_batch_texts",
+            "Texts per scored batch",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
         self.texts = Counter("critic_texts_total", "Texts scored", registry=self.registry)
-        self.in_flight = Gauge("critic_requests_in_flight", "Requests being answered", ["path"],
-                               registry=self.registry)
+        self.in_flight = Gauge("critic_requests_in_flight", "Requests being answered", ["path"], registry=self.registry)
 
     def scored_batch(self, texts: int) -> None:
         self.batch_texts.observe(texts)
@@ -164,10 +172,18 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving `classifier` (a critic.Classifier)."""
     settings = settings or ServeSettings()
     metrics = Metrics()
-    service = Service(classifier, settings, metrics, MicroBatcher(classifier.predict_proba, settings.max_batch,
-                                                                  settings.max_wait_ms / 1000,
-                                                                  on_batch=metrics.scored_batch,
-                                                                  max_queued=settings.max_queued_texts))
+    service = Service(
+        classifier,
+        settings,
+        metrics,
+        MicroBatcher(
+            classifier.predict_proba,
+            settings.max_batch,
+            settings.max_wait_ms / 1000,
+            on_batch=metrics.scored_batch,
+            max_queued=settings.max_queued_texts,
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -177,14 +193,21 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         service.ready = False
         await service.batcher.stop()  # finishes what is queued
 
-    app = FastAPI(title="critic", version=service.version, lifespan=lifespan,
-                  description=f"Sentiment of reviews with the model '{service.name}' "
-                              f"(labels: {', '.join(classifier.labels)}).")
+    app = FastAPI(
+        title="critic",
+        version=service.version,
+        lifespan=lifespan,
+        description=f"Sentiment of reviews with the model '{service.name}' (labels: {', '.join(classifier.labels)}).",
+    )
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-API-Key"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
     app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: a 413 is counted too
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
     app.middleware("http")(deadline_and_metrics(settings, metrics))
@@ -244,8 +267,9 @@ class InFlightLimit:
         if scope["type"] != "http" or scope["path"] in self.PROBES:
             return await self.app(scope, receive, send)
         if self.active >= self.limit:
-            busy = JSONResponse({"detail": f"busy: {self.active} requests in progress; try again"}, status_code=503,
-                                headers=RETRY_AFTER)
+            busy = JSONResponse(
+                {"detail": f"busy: {self.active} requests in progress; try again"}, status_code=503, headers=RETRY_AFTER
+            )
             return await busy(scope, receive, send)
         self.active += 1
         try:
@@ -263,15 +287,16 @@ async def _refuse(scope, receive, send, limit: int) -> None:
         if message["type"] != "http.request" or not message.get("more_body"):
             break
         read += len(message.get("body", b""))
-    await JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413,
-                       headers={"Connection": "close"})(scope, receive, send)
+    await JSONResponse(
+        {"detail": f"request body over {limit:,} bytes"}, status_code=413, headers={"Connection": "close"}
+    )(scope, receive, send)
 
 
 # The page runs only its own script and style (no inline code, so an injected tag cannot run) and cannot be framed.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "img-src 'self' blob: data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -315,10 +340,23 @@ async def _unscorable(request: Request, error: ValueError):
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
-ERRORS = {401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem},
-          504: {"model": Problem}}
-CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
-    "type": "string", "description": "a CSV file with a header line and a column of reviews"}}}}}
+ERRORS = {
+    401: {"model": Problem},
+    413: {"model": Problem},
+    422: {"model": Problem},
+    503: {"model": Problem},
+    504: {"model": Problem},
+}
+CSV_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string", "description": "a CSV file with a header line and a column of reviews"}
+            }
+        },
+    }
+}
 
 
 def api_router(service: Service) -> APIRouter:
@@ -339,23 +377,36 @@ def api_router(service: Service) -> APIRouter:
     async def predict(body: PredictRequest) -> PredictResponse:
         texts = [body.text] if hasattr(body, "text") else body.texts
         if (characters := sum(map(len, texts))) > settings.max_request_chars:
-            raise HTTPException(413, f"{characters:,} characters in this request; the limit is "
-                                     f"{settings.max_request_chars:,} (send the texts in several requests)")
+            raise HTTPException(
+                413,
+                f"{characters:,} characters in this request; the limit is "
+                f"{settings.max_request_chars:,} (send the texts in several requests)",
+            )
         probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
-        return PredictResponse(model=service.name, version=service.version, predictions=[
-            Prediction(label=classifier.labels[int(p.argmax())],
-                       probabilities={label: float(v) for label, v in zip(classifier.labels, p)}) for p in probs])
+        return PredictResponse(
+            model=service.name,
+            version=service.version,
+            predictions=[
+                Prediction(
+                    label=classifier.labels[int(p.argmax())],
+                    probabilities={label: float(v) for label, v in zip(classifier.labels, p)},
+                )
+                for p in probs
+            ],
+        )
 
     @router.post("/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest) -> ExplainResponse:
         from critic.inference.explain import explain as attribute
 
-        result = await service.batcher.run_exclusive(functools.partial(attribute, target=body.label), classifier,
-                                                     body.text)
+        result = await service.batcher.run_exclusive(
+            functools.partial(attribute, target=body.label), classifier, body.text
+        )
         return ExplainResponse(model=service.name, **result.as_dict())
 
-    @router.post("/score-csv", responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
-                 openapi_extra=CSV_BODY)
+    @router.post(
+        "/score-csv", responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}, openapi_extra=CSV_BODY
+    )
     async def score_csv(request: Request, text_column: str | None = None) -> Response:
         deadline = time.monotonic() + settings.upload_timeout_s
         fields, rows, texts = read_upload(await request.body(), text_column, settings)
@@ -366,17 +417,20 @@ def api_router(service: Service) -> APIRouter:
         for start in range(0, len(texts), chunk):
             if await request.is_disconnected():
                 return Response(status_code=499)
-            probs.append(await service.scored(texts[start:start + chunk], deadline))
+            probs.append(await service.scored(texts[start : start + chunk], deadline))
         from critic.inference.predict import add_scores, score_columns, spreadsheet_safe
 
         columns = score_columns(classifier.labels, taken=fields)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=fields + columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()}
-                         for row in add_scores(rows, np.concatenate(probs), classifier.labels, columns))
-        return Response(out.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="scored.csv"'})
+        writer.writerows(
+            {key: spreadsheet_safe(value) for key, value in row.items()}
+            for row in add_scores(rows, np.concatenate(probs), classifier.labels, columns)
+        )
+        return Response(
+            out.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="scored.csv"'}
+        )
 
     return router
 
@@ -387,8 +441,9 @@ def probe_router(service: Service) -> APIRouter:
 
     router = APIRouter()
     static = resources.files("critic.serve").joinpath("static")
-    page, script, style = (static.joinpath(name).read_text(encoding="utf-8")
-                           for name in ("index.html", "page.js", "page.css"))
+    page, script, style = (
+        static.joinpath(name).read_text(encoding="utf-8") for name in ("index.html", "page.js", "page.css")
+    )
 
     @router.get("/healthz", response_model=dict)
     async def healthz() -> dict:
@@ -422,8 +477,9 @@ def probe_router(service: Service) -> APIRouter:
 DRAIN_BYTES = 64 << 20  # read at most this much of a refused body before answering 413 (then the connection closes)
 
 
-def read_upload(raw: bytes, text_column: str | None,
-                settings: ServeSettings) -> tuple[list[str], list[dict], list[str]]:
+def read_upload(
+    raw: bytes, text_column: str | None, settings: ServeSettings
+) -> tuple[list[str], list[dict], list[str]]:
     """(column names, rows, texts) of an uploaded CSV, or an HTTP error naming the row and the problem."""
     from critic.data import TEXT_COLUMNS, DataError, pick_column, text_problem
 
@@ -435,9 +491,12 @@ def read_upload(raw: bytes, text_column: str | None,
         for row in reader:
             rows.append(row)
             if len(rows) > settings.max_upload_rows:
-                raise HTTPException(413, f"more than {settings.max_upload_rows:,} rows; the limit is "
-                                         f"{settings.max_upload_rows:,} per upload (`critic predict --file` scores "
-                                         f"files of any size)")
+                raise HTTPException(
+                    413,
+                    f"more than {settings.max_upload_rows:,} rows; the limit is "
+                    f"{settings.max_upload_rows:,} per upload (`critic predict --file` scores "
+                    f"files of any size)",
+                )
     except (UnicodeDecodeError, csv.Error) as error:
         raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
     if not reader.fieldnames:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
-
 
 STOP = object()  # queued by stop(): score what came before, then end
 
@@ -22,8 +21,14 @@ class MicroBatcher:
     request of a batch may also wait up to `max_wait_s` for company (0 by default: on a CPU that only adds
     latency). `max_batch=1` scores each request alone. At most `max_queued` texts wait at once (more: Busy)."""
 
-    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.0,
-                 on_batch: Callable[[int], object] | None = None, max_queued: int | None = None):
+    def __init__(
+        self,
+        score: Callable[[list[str]], np.ndarray],
+        max_batch: int = 32,
+        max_wait_s: float = 0.0,
+        on_batch: Callable[[int], object] | None = None,
+        max_queued: int | None = None,
+    ):
         self.score = score
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -109,5 +114,5 @@ class MicroBatcher:
         start = 0
         for texts, future in batch:
             if not future.done():  # a request that timed out no longer waits
-                future.set_result(probs[start:start + len(texts)])
+                future.set_result(probs[start : start + len(texts)])
             start += len(texts)

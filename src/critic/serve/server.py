@@ -9,7 +9,11 @@ import os
 from critic.serve.app import ServeSettings, create_app
 
 _MODEL_ENV, _SETTINGS_ENV, _BACKEND_ENV, _PRECISION_ENV = (
-    "CRITIC_SERVE_MODEL", "CRITIC_SERVE_SETTINGS", "CRITIC_SERVE_BACKEND", "CRITIC_SERVE_PRECISION")
+    "CRITIC_SERVE_MODEL",
+    "CRITIC_SERVE_SETTINGS",
+    "CRITIC_SERVE_BACKEND",
+    "CRITIC_SERVE_PRECISION",
+)
 
 
 def app_from_environment():
@@ -17,14 +21,25 @@ def app_from_environment():
     from critic.inference.predict import Classifier
 
     settings = ServeSettings(**json.loads(os.environ.get(_SETTINGS_ENV, "{}")))
-    classifier = Classifier.load(os.environ[_MODEL_ENV], backend=os.environ.get(_BACKEND_ENV, "auto"),
-                                 precision=os.environ.get(_PRECISION_ENV, "auto"), serving=True)
+    classifier = Classifier.load(
+        os.environ[_MODEL_ENV],
+        backend=os.environ.get(_BACKEND_ENV, "auto"),
+        precision=os.environ.get(_PRECISION_ENV, "auto"),
+        serving=True,
+    )
     return create_app(classifier, settings)
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          settings: ServeSettings | None = None, backend: str = "auto", precision: str = "auto",
-          log_level: str = "info") -> None:
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    settings: ServeSettings | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    log_level: str = "info",
+) -> None:
     import uvicorn
 
     settings = settings or ServeSettings()
@@ -32,5 +47,12 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 
     os.environ[_SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
     os.environ[_BACKEND_ENV] = backend
     os.environ[_PRECISION_ENV] = precision
-    uvicorn.run("critic.serve.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, timeout_graceful_shutdown=int(settings.timeout_s) + 5)
+    uvicorn.run(
+        "critic.serve.server:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.timeout_s) + 5,
+    )

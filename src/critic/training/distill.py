@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from critic import data, modeling
-from critic.data import sources
 from critic.config import TrainConfig, parse_fold
+from critic.data import sources
 from critic.training.train import Teacher, train
 
 
@@ -34,12 +34,14 @@ def distill(config: TrainConfig, log: Callable[[str], None] | None = None, progr
 def teacher_for(config: TrainConfig, say: Callable[[str], None], progress: bool = True) -> Teacher:
     folders = teacher_folders(config.teacher)
     if len(folders) == 1:
-        return lambda texts, labels: teacher_probabilities(folders[0], texts, config.teacher_windows, say, progress,
-                                                           labels)
+        return lambda texts, labels: teacher_probabilities(
+            folders[0], texts, config.teacher_windows, say, progress, labels
+        )
     by_fold = fold_teachers(folders)
     say(f"{len(by_fold)} teachers, out of fold: each scores the training reviews it did not train on")
-    return lambda texts, labels: out_of_fold_probabilities(by_fold, texts, labels, config.teacher_windows, say,
-                                                           progress)
+    return lambda texts, labels: out_of_fold_probabilities(
+        by_fold, texts, labels, config.teacher_windows, say, progress
+    )
 
 
 def teacher_folders(teacher: str) -> list[str]:
@@ -61,8 +63,10 @@ def fold_teachers(folders: list[str]) -> list[str]:
     for folder in folders:
         fold = json.loads(teacher_meta_file(folder).read_text()).get("config", {}).get("fold")
         if not fold:
-            raise ValueError(f"teacher {folder} was not trained on a fold: several teachers teach out of fold, "
-                             f"each trained with --fold K/N for K = 1 … N")
+            raise ValueError(
+                f"teacher {folder} was not trained on a fold: several teachers teach out of fold, "
+                f"each trained with --fold K/N for K = 1 … N"
+            )
         folds[folder] = parse_fold(fold)
     counts = {n for _, n in folds.values()}
     n = max(counts)
@@ -72,8 +76,14 @@ def fold_teachers(folders: list[str]) -> list[str]:
     return [folder for folder, _ in sorted(folds.items(), key=lambda item: item[1][0])]
 
 
-def out_of_fold_probabilities(by_fold: list[str], texts: list[str], labels: list[str], windows: bool,
-                              say: Callable[[str], None], progress: bool = True) -> np.ndarray:
+def out_of_fold_probabilities(
+    by_fold: list[str],
+    texts: list[str],
+    labels: list[str],
+    windows: bool,
+    say: Callable[[str], None],
+    progress: bool = True,
+) -> np.ndarray:
     """Each text's probabilities from the teacher that held its fold out (folds by text hash, as --fold makes
     them)."""
     fold = data.fold_of(pd.Series(texts, dtype=object), len(by_fold))
@@ -85,8 +95,14 @@ def out_of_fold_probabilities(by_fold: list[str], texts: list[str], labels: list
     return probs
 
 
-def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Callable[[str], None],
-                          progress: bool = True, labels: list[str] | None = None) -> np.ndarray:
+def teacher_probabilities(
+    teacher: str,
+    texts: list[str],
+    windows: bool,
+    say: Callable[[str], None],
+    progress: bool = True,
+    labels: list[str] | None = None,
+) -> np.ndarray:
     """The teacher's probabilities for `texts`, computed once and cached (a resumed or repeated run reads them).
     With `windows` the teacher reads every review whole, through overlapping windows."""
     from critic.inference.predict import Classifier
@@ -95,22 +111,27 @@ def teacher_probabilities(teacher: str, texts: list[str], windows: bool, say: Ca
     meta_file = teacher_meta_file(teacher)
     with open(folder / "model.safetensors", "rb") as weights:
         head = weights.read(1 << 20)  # the header and first tensors: with critic.json, enough to tell models apart
-    key = hashlib.sha256(meta_file.read_bytes() + head + f"{windows}".encode()
-                         + "\0".join(texts).encode("utf-8", "surrogateescape")).hexdigest()
+    key = hashlib.sha256(
+        meta_file.read_bytes() + head + f"{windows}".encode() + "\0".join(texts).encode("utf-8", "surrogateescape")
+    ).hexdigest()
     cached = sources.cache_root() / "teachers" / f"{key[:32]}.npy"
     if cached.is_file():
         say(f"teacher probabilities from {cached}")
         return np.load(cached)
     classifier = Classifier.load(folder, long_reviews="windows" if windows else None)
     if labels is not None and classifier.labels != list(labels):
-        raise ValueError(f"teacher {teacher} predicts {', '.join(classifier.labels)}; the student learns "
-                         f"{', '.join(labels)}")
-    say(f"scoring {len(texts):,} training reviews with the teacher {teacher}"
-        + (" (whole reviews, through windows)" if windows else ""))
+        raise ValueError(
+            f"teacher {teacher} predicts {', '.join(classifier.labels)}; the student learns {', '.join(labels)}"
+        )
+    say(
+        f"scoring {len(texts):,} training reviews with the teacher {teacher}"
+        + (" (whole reviews, through windows)" if windows else "")
+    )
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(texts), unit="review", desc="teacher", file=sys.stderr, mininterval=1.0,
-              disable=not progress) as bar:
+    with tqdm(
+        total=len(texts), unit="review", desc="teacher", file=sys.stderr, mininterval=1.0, disable=not progress
+    ) as bar:
         probs = classifier.predict_proba(texts, progress=bar).astype(np.float32)
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".partial.npy")

@@ -18,10 +18,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,7 +30,6 @@ import torch
 from critic import modeling
 from critic.config import LoopConfig
 from critic.text import Ragged, length_grouped_batches, pad
-
 
 CHECKPOINT = "checkpoint/state.pt"
 
@@ -75,10 +75,15 @@ def rejoin_warning() -> str | None:
     torchrun does not share its rendezvous store with the workers (pytorch/pytorch#135712; with the store shared,
     the survivor and the newcomer wait for each other at the next rendezvous, seen with torch 2.13)."""
     env = os.environ
-    if (int(env.get("GROUP_WORLD_SIZE", "1")) > 1 and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
-            and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"):
-        return ("a machine lost and started again cannot rejoin this run: start torchrun with "
-                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on every machine (pytorch/pytorch#135712)")
+    if (
+        int(env.get("GROUP_WORLD_SIZE", "1")) > 1
+        and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+        and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    ):
+        return (
+            "a machine lost and started again cannot rejoin this run: start torchrun with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on every machine (pytorch/pytorch#135712)"
+        )
     return None
 
 
@@ -148,8 +153,10 @@ class Distributed:
             marker.unlink()
         blind = [f"rank {rank} on {host}" for rank, (ok, host) in enumerate(seen) if not ok]
         if blind:
-            raise RuntimeError(f"{folder}: {', '.join(blind)} cannot see the files rank 0 writes there; on several "
-                               f"machines --output must be a folder they all share (NFS, a cluster filesystem)")
+            raise RuntimeError(
+                f"{folder}: {', '.join(blind)} cannot see the files rank 0 writes there; on several "
+                f"machines --output must be a folder they all share (NFS, a cluster filesystem)"
+            )
 
     def open_output(self, folder: Path, say: Callable[[str], None]) -> None:
         """The run's output folder: made, checked to be one folder every process sees, and a warning where a lost
@@ -176,8 +183,7 @@ class Distributed:
 
 
 def rng_state(device: torch.device) -> dict:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def set_rng_state(state: dict, device: torch.device) -> None:
@@ -226,16 +232,29 @@ def plan_batches(lengths: np.ndarray, config: LoopConfig, world: int, by_tokens:
     for epoch in range(config.epochs):
         if by_tokens:
             budget = (config.batch_tokens or config.batch_size * config.max_length) * world
-            batches = length_grouped_batches(lengths, ROWS_PER_TOKEN_BATCH * config.batch_size * world,
-                                             seed=config.seed + epoch, max_tokens=budget, multiple=multiple)
+            batches = length_grouped_batches(
+                lengths,
+                ROWS_PER_TOKEN_BATCH * config.batch_size * world,
+                seed=config.seed + epoch,
+                max_tokens=budget,
+                multiple=multiple,
+            )
         else:
             batches = length_grouped_batches(lengths, config.batch_size * world, seed=config.seed + epoch)
         epochs.append([b for b in batches if len(b) >= world])  # every process needs a share
     return Plan(epochs)
 
 
-def prepared_batches(steps: Iterable[np.ndarray], inputs: Ragged, targets: dict[str, torch.Tensor], pad_id: int,
-                     multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int, int]]:
+def prepared_batches(
+    steps: Iterable[np.ndarray],
+    inputs: Ragged,
+    targets: dict[str, torch.Tensor],
+    pad_id: int,
+    multiple: int,
+    rank: int,
+    world: int,
+    pin: bool,
+) -> Iterator[tuple[dict, int, int]]:
     """(this process's padded share of each global batch, with the rows of each of `targets` (labels, a teacher's
     probabilities); the global batch's size, twice: its loss is a mean over its rows). With `pin` (a GPU) the
     batches are prepared in a background thread into pinned memory, so the copy to the GPU does not block."""
@@ -303,33 +322,49 @@ def parameter_groups(model, weight_decay: float, layer_decay: float, lr: float) 
         below = "embeddings" in name or "relative_attention_bias" in name  # MPNet's is shared by all its layers
         depth = int(found[1]) + 1 if found else 0 if below else layers + 1
         groups.setdefault((depth, param.ndim >= 2), []).append(param)
-    return [{"params": params, "weight_decay": weight_decay if matrix else 0.0,
-             "lr": lr * layer_decay ** (layers + 1 - depth)}
-            for (depth, matrix), params in sorted(groups.items())]
+    return [
+        {
+            "params": params,
+            "weight_decay": weight_decay if matrix else 0.0,
+            "lr": lr * layer_decay ** (layers + 1 - depth),
+        }
+        for (depth, matrix), params in sorted(groups.items())
+    ]
 
 
 class TrainingStep:
     """One step of training, all of it: the forward pass (DDP, compiled, under autocast), the objective, the scaled
     backward pass, clipping, the fused AdamW update with the fp16 loss scaler, and the learning-rate schedule."""
 
-    def __init__(self, model, config: LoopConfig, device: torch.device, precision: str, world: int,
-                 total_steps: int, objective: Callable[[torch.Tensor, dict], torch.Tensor],
-                 before_update: Callable[[int], None] | None = None,
-                 schedule: Callable[[int], float] | None = None):
+    def __init__(
+        self,
+        model,
+        config: LoopConfig,
+        device: torch.device,
+        precision: str,
+        world: int,
+        total_steps: int,
+        objective: Callable[[torch.Tensor, dict], torch.Tensor],
+        before_update: Callable[[int], None] | None = None,
+        schedule: Callable[[int], float] | None = None,
+    ):
         groups = parameter_groups(model, config.weight_decay, getattr(config, "layer_decay", 1.0), config.lr)
         self.params = [p for group in groups for p in group["params"]]
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps,
-                                           fused=device.type in ("cuda", "cpu"))
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu")
+        )
         warmup = int(config.warmup_ratio * total_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           schedule or linear_schedule(warmup, total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, schedule or linear_schedule(warmup, total_steps)
+        )
         # fp16 (GPUs without bf16: T4, V100) needs a scaled loss, or small gradients underflow to zero. A step whose
         # gradients overflow is skipped by the fused optimiser itself, on the GPU, without a sync.
         self.scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE, enabled=precision == "fp16")
         self.model = self.forward_model = model
         if world > 1:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+                model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
+            )
         if config.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.device, self.precision, self.world, self.grad_clip = device, precision, world, config.grad_clip
@@ -367,8 +402,11 @@ class TrainingStep:
         return steps - int(applied)
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state_dict(self, saved: dict) -> None:
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -434,9 +472,13 @@ class Machine:
     by_tokens: bool  # batches filled to a token budget, or a fixed number of reviews
 
     @classmethod
-    def choose(cls, config: LoopConfig, device: torch.device) -> "Machine":
-        return cls(device, modeling.resolve_precision(config.precision, device), modeling.pad_multiple(device),
-                   config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"))
+    def choose(cls, config: LoopConfig, device: torch.device) -> Machine:
+        return cls(
+            device,
+            modeling.resolve_precision(config.precision, device),
+            modeling.pad_multiple(device),
+            config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"),
+        )
 
 
 @dataclass
@@ -450,13 +492,20 @@ class RunState:
     history: list[dict] = field(default_factory=list)
 
 
-def log_training(path: Path, step: int, samples: int, losses: LossMeter, clock: Clock,
-                 training_step: TrainingStep, bar) -> None:
+def log_training(
+    path: Path, step: int, samples: int, losses: LossMeter, clock: Clock, training_step: TrainingStep, bar
+) -> None:
     """A train_log.jsonl line (and the progress bar's figures): the loss since the last one, read from the device."""
     loss = losses.take()
     speed = samples / clock.training_seconds()
-    entry = {"event": "train", "step": step, "loss": loss, "lr": training_step.scheduler.get_last_lr()[0],
-             "samples": samples, "samples_per_second": speed}
+    entry = {
+        "event": "train",
+        "step": step,
+        "loss": loss,
+        "lr": training_step.scheduler.get_last_lr()[0],
+        "samples": samples,
+        "samples_per_second": speed,
+    }
     if training_step.scaler.is_enabled():
         entry.update(loss_scale=training_step.scaler.get_scale(), skipped_steps=training_step.skipped_steps(step))
     append_log(path, entry)
@@ -476,10 +525,20 @@ class Checkpoint:
         rng = self.dist.gather(rng_state(self.dist.device))
         if self.dist.main:
             name, key, position, has_gauss, gauss = np.random.get_state()
-            atomic_save({"model": self.model.state_dict(), **self.training_step.state_dict(), "state": asdict(state),
-                         "config": self.settings,
-                         "rng": {"python": random.getstate(), "processes": rng,
-                                 "numpy": (name, key.tolist(), position, has_gauss, gauss)}}, self.path)
+            atomic_save(
+                {
+                    "model": self.model.state_dict(),
+                    **self.training_step.state_dict(),
+                    "state": asdict(state),
+                    "config": self.settings,
+                    "rng": {
+                        "python": random.getstate(),
+                        "processes": rng,
+                        "numpy": (name, key.tolist(), position, has_gauss, gauss),
+                    },
+                },
+                self.path,
+            )
 
     def load(self) -> RunState:
         import pickle
@@ -489,14 +548,19 @@ class Checkpoint:
         except pickle.UnpicklingError as error:
             named = re.search(r"GLOBAL ([\w.]+)", str(error))
             found = f"a reference to {named.group(1)}" if named else "objects other than tensors and plain values"
-            raise ValueError(f"{self.path}: not a checkpoint critic wrote (it holds {found}); critic loads only "
-                             f"tensors and plain values from a checkpoint. Delete {self.path.parent} if you did not "
-                             f"put it there") from None
+            raise ValueError(
+                f"{self.path}: not a checkpoint critic wrote (it holds {found}); critic loads only "
+                f"tensors and plain values from a checkpoint. Delete {self.path.parent} if you did not "
+                f"put it there"
+            ) from None
         if saved["config"] != self.settings:
-            changed = sorted(k for k in set(self.settings) | set(saved["config"])
-                             if self.settings.get(k) != saved["config"].get(k))
-            raise ValueError(f"{self.path} belongs to a run with other settings ({', '.join(changed)}); "
-                             f"use another --output or delete {self.path.parent}")
+            changed = sorted(
+                k for k in set(self.settings) | set(saved["config"]) if self.settings.get(k) != saved["config"].get(k)
+            )
+            raise ValueError(
+                f"{self.path} belongs to a run with other settings ({', '.join(changed)}); "
+                f"use another --output or delete {self.path.parent}"
+            )
         self.model.load_state_dict(saved["model"])
         self.training_step.load_state_dict(saved)
         random.setstate(saved["rng"]["python"])
@@ -505,8 +569,9 @@ class Checkpoint:
         set_rng_state(saved["rng"]["processes"][self.dist.rank], self.dist.device)
         return RunState(**saved["state"])
 
-    def resume(self, total: int, say: Callable[[str], None], finished: Callable[[RunState], bool],
-               saved: Callable[[], bool]) -> RunState | None:
+    def resume(
+        self, total: int, say: Callable[[str], None], finished: Callable[[RunState], bool], saved: Callable[[], bool]
+    ) -> RunState | None:
         """Where a run stands: a fresh RunState without a checkpoint, the checkpoint's (weights, optimiser and
         random state loaded) with one, None when the checkpoint holds a finished run (`finished`) whose final save
         completed (`saved`). A finished run whose final save was cut short (a crash, a signal, a full disk) is
@@ -517,11 +582,15 @@ class Checkpoint:
         folder = self.path.parent.parent
         if finished(state):
             if saved():
-                say(f"{folder} holds a finished run (step {state.step} of {total}); nothing to do. Use another "
-                    f"--output, or delete the folder to run again")
+                say(
+                    f"{folder} holds a finished run (step {state.step} of {total}); nothing to do. Use another "
+                    f"--output, or delete the folder to run again"
+                )
                 return None
-            say(f"{folder}: training finished at step {state.step} of {total}, but the final save did not "
-                f"complete; saving it now")
+            say(
+                f"{folder}: training finished at step {state.step} of {total}, but the final save did not "
+                f"complete; saving it now"
+            )
             return state
         say(f"resuming from step {state.step} of {total} ({self.path})")
         return state
@@ -530,8 +599,9 @@ class Checkpoint:
         """Ctrl-C or SIGTERM reached a process: every process checkpoints (rank 0 writes) and the run stops."""
         self.save(state)
         self.dist.barrier()
-        raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved in {self.path}, run the same "
-                                f"command again to resume")
+        raise KeyboardInterrupt(
+            f"interrupted at step {state.step}; checkpoint saved in {self.path}, run the same command again to resume"
+        )
 
 
 def checkpoint_settings(config: LoopConfig, world: int, precision: str) -> dict:
@@ -571,8 +641,9 @@ def progress_bar(total: int, done: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, unit="step", desc="training", dynamic_ncols=True,
-                file=sys.stderr, mininterval=1.0)
+    return tqdm(
+        total=total, initial=done, unit="step", desc="training", dynamic_ncols=True, file=sys.stderr, mininterval=1.0
+    )
 
 
 def append_log(path: Path, entry: dict) -> None:
@@ -593,8 +664,9 @@ def truncate_log(path: Path, step: int) -> None:
 
 class Job(Protocol):
     """What a kind of training brings to the loop: its model and training rows, its step's objective, its batches,
-    what it does at a validation point, and its final save. Fine-tuning and distillation (critic.training.train.FineTuning)
-    and masked-language-model pre-training (critic.training.pretrain.Pretraining) are the two."""
+    what it does at a validation point, and its final save. Fine-tuning and distillation
+    (critic.training.train.FineTuning) and masked-language-model pre-training (critic.training.pretrain.Pretraining)
+    are the two."""
 
     log_file: str  # under OUTPUT: the log's JSON lines
     config_file: str  # under OUTPUT: the resolved config
@@ -613,8 +685,9 @@ class Job(Protocol):
     def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
         """What the run says (and measures) before its first step, resumed or not; on every process."""
 
-    def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed
-                ) -> Iterator[tuple[dict, int, int]]:
+    def batches(
+        self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed
+    ) -> Iterator[tuple[dict, int, int]]:
         """For each step from `first`: (this process's share of the global batch, ready for TrainingStep.run; what
         the loss is a mean over: the global batch's rows, or its masked tokens; the global batch's rows)."""
 
@@ -631,12 +704,17 @@ class Job(Protocol):
         """On the first process: the final save and summary."""
 
 
-def run(config: LoopConfig, prepare: Callable[[Callable[[str], None]], Job], log: Callable[[str], None] | None = None,
-        progress: bool = True, on_validation: Callable[[dict], None] | None = None) -> Path:
+def run(
+    config: LoopConfig,
+    prepare: Callable[[Callable[[str], None]], Job],
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    on_validation: Callable[[dict], None] | None = None,
+) -> Path:
     """Train as `config` says; returns OUTPUT. `prepare(say)` loads the job (its data and model; the first process
     of each machine first, so that it fills the cache for the others). Resumes from OUTPUT's checkpoint, and
-    returns at once for a finished run. `on_validation` is called with each validation's history entry (critic.training.tune
-    reports them to its pruner, and may raise there to stop the run)."""
+    returns at once for a finished run. `on_validation` is called with each validation's history entry
+    (critic.training.tune reports them to its pruner, and may raise there to stop the run)."""
     dist = Distributed(config.device)
     say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
     output = Path(config.output)
@@ -649,8 +727,9 @@ def run(config: LoopConfig, prepare: Callable[[Callable[[str], None]], Job], log
     job.model.to(machine.device)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
     training_step = job.training_step(machine, dist.world, plan.total)
-    checkpoint = Checkpoint(output / CHECKPOINT, dist, job.model, training_step,
-                            checkpoint_settings(config, dist.world, machine.precision))
+    checkpoint = Checkpoint(
+        output / CHECKPOINT, dist, job.model, training_step, checkpoint_settings(config, dist.world, machine.precision)
+    )
     state = checkpoint.resume(plan.total, say, lambda done: job.finished(done, plan.total), job.saved)
     if state is None:
         dist.close()
@@ -693,7 +772,7 @@ class Steps:
         interrupted = InterruptFlag()
         bar = progress_bar(self.plan.total, state.step, show_progress)
         epoch_ends = set(self.plan.epoch_ends)
-        left = [] if job.finished(state, self.plan.total) else self.plan.steps[state.step:]
+        left = [] if job.finished(state, self.plan.total) else self.plan.steps[state.step :]
         job.model.train()
         try:
             for batch, global_count, global_rows in job.batches(left, state.step, self.machine, dist):
@@ -707,8 +786,15 @@ class Steps:
                     bar.update(1)
                 at_log_point = state.step % log_every == 0
                 if at_log_point and dist.main:
-                    log_training(self.output / job.log_file, state.step, self.samples, self.log_losses, self.clock,
-                                 self.training_step, bar)
+                    log_training(
+                        self.output / job.log_file,
+                        state.step,
+                        self.samples,
+                        self.log_losses,
+                        self.clock,
+                        self.training_step,
+                        bar,
+                    )
                 stop = False
                 if state.step in epoch_ends or job.validates_at(state.step):
                     stop = self.validation_point(state, on_validation)

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from critic import data, modeling
-from critic.data import sources
-from critic.training import loop
 from critic.config import PretrainConfig
-from critic.training.loop import (append_log, Clock, Distributed, linear_schedule, Machine, Plan, read_ahead, RunState,
-                         TrainingStep)
+from critic.data import sources
 from critic.text import Encoder, Ragged, frame_windows, pad
+from critic.training import loop
+from critic.training.loop import (
+    Clock,
+    Distributed,
+    Machine,
+    Plan,
+    RunState,
+    TrainingStep,
+    append_log,
+    linear_schedule,
+    read_ahead,
+)
 
 PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
 
@@ -41,11 +50,17 @@ class Masker:
         from transformers import DataCollatorForLanguageModeling
 
         if tokenizer.mask_token is None:
-            raise ValueError(f"{tokenizer.name_or_path}: the tokenizer has no mask token; it cannot be pre-trained "
-                             f"with masked language modelling")
-        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=probability,
-                                                        whole_word_mask=whole_word, mask_replace_prob=0.8,
-                                                        random_replace_prob=0.1)
+            raise ValueError(
+                f"{tokenizer.name_or_path}: the tokenizer has no mask token; it cannot be pre-trained "
+                f"with masked language modelling"
+            )
+        self.collator = DataCollatorForLanguageModeling(
+            tokenizer,
+            mlm_probability=probability,
+            whole_word_mask=whole_word,
+            mask_replace_prob=0.8,
+            random_replace_prob=0.1,
+        )
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.continues = torch.from_numpy(word_continuations(tokenizer)) if whole_word else None
         self.seed = seed
@@ -55,8 +70,9 @@ class Masker:
         special = torch.isin(ids, self.special) | (batch["attention_mask"] == 0)
         self.collator.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1009 + rank)
         offsets = None if self.continues is None else word_offsets(self.continues[ids])
-        masked, labels = self.collator.torch_mask_tokens(ids, special_tokens_mask=special.long(),
-                                                         offset_mapping=offsets)
+        masked, labels = self.collator.torch_mask_tokens(
+            ids, special_tokens_mask=special.long(), offset_mapping=offsets
+        )
         return {"input_ids": masked, "attention_mask": batch["attention_mask"], "labels": labels}
 
 
@@ -88,18 +104,31 @@ def sequences(config: PretrainConfig, encoder: Encoder, say: Callable[[str], Non
     tokens = encoder.encode_cached([clean(t) for t in texts], sources.cache_root() / "tokens")
     budget = config.max_length - encoder.specials
     framed, _ = frame_windows(encoder, tokens, config.max_length, stride=budget)  # back to back, the last aligned
-    say(f"{len(texts):,} training reviews -> {len(framed):,} sequences of up to {config.max_length} tokens "
-        f"({int(framed.lengths.sum()):,} tokens)")
+    say(
+        f"{len(texts):,} training reviews -> {len(framed):,} sequences of up to {config.max_length} tokens "
+        f"({int(framed.lengths.sum()):,} tokens)"
+    )
     return framed
 
 
-def masked_batches(steps: list[np.ndarray], first_step: int, inputs: Ragged, masker: Masker, pad_id: int,
-                   multiple: int, rank: int, world: int, pin: bool) -> Iterator[tuple[dict, int, int]]:
+def masked_batches(
+    steps: list[np.ndarray],
+    first_step: int,
+    inputs: Ragged,
+    masker: Masker,
+    pad_id: int,
+    multiple: int,
+    rank: int,
+    world: int,
+    pin: bool,
+) -> Iterator[tuple[dict, int, int]]:
     """(this process's masked share of each global batch, the global batch's masked-token count, its rows)."""
 
     def prepare_one(step: int, rows_global: np.ndarray) -> tuple[dict, int, int]:
-        shares = [masker(pad(inputs, rows, pad_id, multiple), step, r) for r, rows in
-                  enumerate(np.array_split(rows_global, world))]  # every share's mask, for the global count
+        shares = [
+            masker(pad(inputs, rows, pad_id, multiple), step, r)
+            for r, rows in enumerate(np.array_split(rows_global, world))
+        ]  # every share's mask, for the global count
         batch = shares[rank]
         count = sum(int((share["labels"] != -100).sum()) for share in shares)
         return ({k: v.pin_memory() for k, v in batch.items()} if pin else batch), max(count, 1), len(rows_global)
@@ -108,15 +137,15 @@ def masked_batches(steps: list[np.ndarray], first_step: int, inputs: Ragged, mas
     return read_ahead(prepared, depth=4) if pin else prepared
 
 
-def holdout_loss(model, inputs: Ragged, masker: Masker, device: torch.device, precision: str, pad_id: int,
-                 multiple: int) -> float:
+def holdout_loss(
+    model, inputs: Ragged, masker: Masker, device: torch.device, precision: str, pad_id: int, multiple: int
+) -> float:
     """Mean masked-token loss on the held-out sequences, with the same masks every time."""
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(inputs), 64):
-            batch = masker(pad(inputs, np.arange(start, min(start + 64, len(inputs))), pad_id, multiple), -1 - start,
-                           0)
+            batch = masker(pad(inputs, np.arange(start, min(start + 64, len(inputs))), pad_id, multiple), -1 - start, 0)
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
             with modeling.autocast(device, precision):
@@ -140,7 +169,8 @@ def masked_lm(name: str, say: Callable[[str], None]):
 
 
 def groups(names: list[str]) -> str:
-    """Parameter names by module, for a message: cls.predictions.bias, cls.predictions.transform… -> cls.predictions.*"""
+    """Parameter names by module, for a message: cls.predictions.bias, cls.predictions.transform… ->
+    cls.predictions.*"""
     return ", ".join(sorted({".".join(name.split(".")[:2]) + ".*" for name in names}))
 
 
@@ -174,8 +204,8 @@ class HeadWarmup:
 def split_holdout(everything: Ragged, share: float, seed: int) -> tuple[Ragged, Ragged]:
     """(training sequences, held-out sequences): a seeded `share` kept aside to measure the masked-token loss."""
     order = np.random.default_rng(seed).permutation(len(everything))
-    held = order[:int(len(order) * share)]
-    return everything.take(order[len(held):]), everything.take(held)
+    held = order[: int(len(order) * share)]
+    return everything.take(order[len(held) :]), everything.take(held)
 
 
 def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
@@ -196,17 +226,26 @@ class Pretraining:
         self.config, self.say, self.output = config, say, Path(config.output)
         self.model, self.tokenizer, self.new = masked_lm(config.model, say)
         self.encoder = Encoder(self.tokenizer)
-        self.train_seqs, self.held_seqs = split_holdout(sequences(config, self.encoder, say), config.holdout,
-                                                        config.seed)
+        self.train_seqs, self.held_seqs = split_holdout(
+            sequences(config, self.encoder, say), config.holdout, config.seed
+        )
         self.lengths = self.train_seqs.lengths
         self.masker = Masker(self.tokenizer, config.mask_probability, config.whole_word, config.seed)
 
     def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
         self.machine = machine
         self.warmup = HeadWarmup(self.model, self.new, round(self.config.head_warmup * total))
-        return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total,
-                            masked_token_loss, before_update=self.warmup,
-                            schedule=self.warmup.schedule(self.config.warmup_ratio, total))
+        return TrainingStep(
+            self.model,
+            self.config,
+            machine.device,
+            machine.precision,
+            world,
+            total,
+            masked_token_loss,
+            before_update=self.warmup,
+            schedule=self.warmup.schedule(self.config.warmup_ratio, total),
+        )
 
     def finished(self, state: RunState, total: int) -> bool:
         return state.step >= total
@@ -216,21 +255,33 @@ class Pretraining:
 
     def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
         config, new, warmup = self.config, self.new, self.warmup
-        self.say(f"masked-language-model training of {config.model}: {len(self.train_seqs):,} sequences, "
-                 f"{len(self.held_seqs):,} held out; {plan.total:,} steps; {machine.device}, {machine.precision}"
-                 + (", whole-word masking" if config.whole_word else "")
-                 + (f"; the first {warmup.steps:,} steps train only the new {groups(new)}" if warmup.steps else ""))
+        self.say(
+            f"masked-language-model training of {config.model}: {len(self.train_seqs):,} sequences, "
+            f"{len(self.held_seqs):,} held out; {plan.total:,} steps; {machine.device}, {machine.precision}"
+            + (", whole-word masking" if config.whole_word else "")
+            + (f"; the first {warmup.steps:,} steps train only the new {groups(new)}" if warmup.steps else "")
+        )
         if new and not warmup.steps:
-            self.say(f"{config.model} has no trained {groups(new)}: it starts random (--head-warmup trains it alone "
-                     f"first)")
+            self.say(
+                f"{config.model} has no trained {groups(new)}: it starts random (--head-warmup trains it alone first)"
+            )
         if dist.main and state.step == 0 and len(self.held_seqs):
             loss = self.holdout_loss()
             append_log(self.output / self.log_file, {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
             self.say(f"before: held-out masked-token loss {loss:.4f}")
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
-        return masked_batches(steps, first, self.train_seqs, self.masker, self.encoder.pad_id, machine.multiple,
-                              dist.rank, dist.world, pin=machine.device.type == "cuda")
+        return masked_batches(
+            steps,
+            first,
+            self.train_seqs,
+            self.masker,
+            self.encoder.pad_id,
+            machine.multiple,
+            dist.rank,
+            dist.world,
+            pin=machine.device.type == "cuda",
+        )
 
     def rows(self, batch: dict) -> int:
         return int((batch["labels"] != -100).sum())
@@ -247,8 +298,15 @@ class Pretraining:
         return False
 
     def holdout_loss(self) -> float:
-        return holdout_loss(self.model, self.held_seqs, self.masker, self.machine.device, self.machine.precision,
-                            self.encoder.pad_id, self.machine.multiple)
+        return holdout_loss(
+            self.model,
+            self.held_seqs,
+            self.masker,
+            self.machine.device,
+            self.machine.precision,
+            self.encoder.pad_id,
+            self.machine.multiple,
+        )
 
     def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
         save_encoder(self.model, self.tokenizer, self.output, self.config, state, clock)
@@ -263,8 +321,19 @@ def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: 
     def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / PRETRAIN_RECORD).write_text(json.dumps({
-            "base_model": config.model, "data": config.data, "history": state.history, "steps": state.step,
-            "train_seconds": clock.training_seconds(), "finished": time.time(), "config": vars(config)}, indent=2))
+        (staging / PRETRAIN_RECORD).write_text(
+            json.dumps(
+                {
+                    "base_model": config.model,
+                    "data": config.data,
+                    "history": state.history,
+                    "steps": state.step,
+                    "train_seconds": clock.training_seconds(),
+                    "finished": time.time(),
+                    "config": vars(config),
+                },
+                indent=2,
+            )
+        )
 
     modeling.write_set(output, write)

@@ -11,22 +11,22 @@ command trains with DistributedDataParallel, on one machine or several (OUTPUT o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from critic import data, modeling
-from critic.data import sources
-from critic.training import loop
-from critic.modeling import calibration
 from critic.config import TrainConfig, parse_fold
+from critic.data import sources
+from critic.modeling import calibration
 from critic.modeling.attention import use_rowwise_attention
-from critic.training.loop import (append_log, Clock, Distributed, Machine, Plan, prepared_batches, RunState, TrainingStep)
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
+from critic.training import loop
+from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log, prepared_batches
 
 
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -39,8 +39,11 @@ def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     if probs.shape[1] == 2:
         auc = float(roc_auc_score(labels, probs[:, 1])) if present == 2 else float("nan")
     else:  # one class against the rest, averaged over the classes: needs every class in the validation rows
-        auc = float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1])))) \
-            if present == probs.shape[1] else float("nan")
+        auc = (
+            float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
+            if present == probs.shape[1]
+            else float("nan")
+        )
     return {"loss": loss, "accuracy": accuracy, "auc": auc}
 
 
@@ -103,8 +106,9 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
             val_frame = val_frame.sample(n=config.eval_size, random_state=config.seed).reset_index(drop=True)
     else:
         val_frame = dataset.split("validation", config.eval_size, config.seed)
-    model, tokenizer = modeling.build(sources.resolve_model(config.model, log=say), dataset.labels,
-                                       dropout=config.dropout)
+    model, tokenizer = modeling.build(
+        sources.resolve_model(config.model, log=say), dataset.labels, dropout=config.dropout
+    )
     carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
     encoder = Encoder(tokenizer)
     truncation = Truncation(config.max_length, config.truncation, config.head_tokens)
@@ -116,15 +120,28 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
             raise ValueError("a run with a teacher is started by critic.training.distill (or `critic distill`)")
         probs = teacher(train_frame["text"].tolist(), list(dataset.labels))
         agree = (probs.argmax(1) == train_frame["label"].to_numpy()).mean()
-        say(f"teacher {config.teacher} agrees with {agree:.2%} of the training labels"
-            + ("; a teacher that learned these labels mostly repeats them (on one H200 its student gained 0.2 "
-               "points): teachers trained with --fold 1/N … N/N teach out of fold" if agree > 0.98 and
-               "," not in config.teacher else ""))
+        say(
+            f"teacher {config.teacher} agrees with {agree:.2%} of the training labels"
+            + (
+                "; a teacher that learned these labels mostly repeats them (on one H200 its student gained 0.2 "
+                "points): teachers trained with --fold 1/N … N/N teach out of fold"
+                if agree > 0.98 and "," not in config.teacher
+                else ""
+            )
+        )
         targets["teacher"] = torch.from_numpy(soften(probs, config.teacher_temperature))
-    return Inputs(dataset, model, tokenizer, encoder, truncation,
-                  prepare(train_frame["text"], encoder, config.cleaning, truncation, cache), targets,
-                  prepare(val_frame["text"], encoder, config.cleaning, truncation, cache),
-                  val_frame["label"].to_numpy(), weights)
+    return Inputs(
+        dataset,
+        model,
+        tokenizer,
+        encoder,
+        truncation,
+        prepare(train_frame["text"], encoder, config.cleaning, truncation, cache),
+        targets,
+        prepare(val_frame["text"], encoder, config.cleaning, truncation, cache),
+        val_frame["label"].to_numpy(),
+        weights,
+    )
 
 
 def class_weights(spec: str, labels: np.ndarray, names: tuple[str, ...]) -> torch.Tensor | None:
@@ -159,8 +176,9 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     return (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def validate(model, inputs: Ragged, labels: np.ndarray, device: torch.device, precision: str, pad_id: int,
-             multiple: int) -> dict:
+def validate(
+    model, inputs: Ragged, labels: np.ndarray, device: torch.device, precision: str, pad_id: int, multiple: int
+) -> dict:
     """Loss, accuracy and AUC on the validation split; leaves the model in training mode."""
     forward = modeling.torch_forward(model, device, precision)
     logits = modeling.logits(forward, inputs, pad_id, model.config.num_labels, pad_multiple=multiple)
@@ -170,8 +188,12 @@ def validate(model, inputs: Ragged, labels: np.ndarray, device: torch.device, pr
 
 def record(progress: RunState, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
     """Add a validation to the history; returns its entry and whether it is the best so far."""
-    entry = {"step": progress.step, "epoch": round(epoch, 3), **{f"val_{k}": v for k, v in metrics.items()},
-             "train_loss": train_loss}
+    entry = {
+        "step": progress.step,
+        "epoch": round(epoch, 3),
+        **{f"val_{k}": v for k, v in metrics.items()},
+        "train_loss": train_loss,
+    }
     progress.history.append(entry)
     improved = better(metric, metrics[metric], progress.best)
     if improved:
@@ -181,41 +203,88 @@ def record(progress: RunState, metrics: dict, metric: str, epoch: float, train_l
     return entry, improved
 
 
-def validate_and_select(inputs: Inputs, machine: Machine, config: TrainConfig, progress: RunState, total: int,
-                        epoch: float, train_loss: float, meta: dict, say: Callable[[str], None]) -> bool:
+def validate_and_select(
+    inputs: Inputs,
+    machine: Machine,
+    config: TrainConfig,
+    progress: RunState,
+    total: int,
+    epoch: float,
+    train_loss: float,
+    meta: dict,
+    say: Callable[[str], None],
+) -> bool:
     """Validate, log, keep the best model (with --select best); True when patience has run out."""
     output = Path(config.output)
-    metrics = validate(inputs.model, inputs.validation, inputs.validation_labels, machine.device, machine.precision,
-                       inputs.encoder.pad_id, machine.multiple)
+    metrics = validate(
+        inputs.model,
+        inputs.validation,
+        inputs.validation_labels,
+        machine.device,
+        machine.precision,
+        inputs.encoder.pad_id,
+        machine.multiple,
+    )
     entry, improved = record(progress, metrics, config.metric, epoch, train_loss)
     if improved and config.select == "best":
-        modeling.save(inputs.model, inputs.tokenizer, output, {
-            **meta, "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
-            "validation": entry})
+        modeling.save(
+            inputs.model,
+            inputs.tokenizer,
+            output,
+            {
+                **meta,
+                "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
+                "validation": entry,
+            },
+        )
     append_log(output / "train_log.jsonl", {"event": "eval", **entry})
-    say(f"step {progress.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
-        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else ""))
+    say(
+        f"step {progress.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
+        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else "")
+    )
     return config.patience > 0 and progress.bad_evals >= config.patience
 
 
 def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
     """What critic.json says of the run, besides its history."""
-    return {"name": Path(config.output).name, "base_model": config.model, "data": config.data,
-            "labels": list(inputs.dataset.labels), "ordered": data.is_ordered(inputs.dataset.labels),
-            "cleaning": config.cleaning, "truncation": inputs.truncation.as_dict(),
-            "train_rows": len(inputs.train), "manifest": inputs.dataset.manifest, "config": config.to_dict(),
-            "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
-            "notes": config.notes,
-            **({"distilled_from": {"teacher": config.teacher, "share": config.teacher_share,
-                                   "temperature": config.teacher_temperature, "windows": config.teacher_windows}}
-               if config.teacher else {})}
+    return {
+        "name": Path(config.output).name,
+        "base_model": config.model,
+        "data": config.data,
+        "labels": list(inputs.dataset.labels),
+        "ordered": data.is_ordered(inputs.dataset.labels),
+        "cleaning": config.cleaning,
+        "truncation": inputs.truncation.as_dict(),
+        "train_rows": len(inputs.train),
+        "manifest": inputs.dataset.manifest,
+        "config": config.to_dict(),
+        "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
+        "notes": config.notes,
+        **(
+            {
+                "distilled_from": {
+                    "teacher": config.teacher,
+                    "share": config.teacher_share,
+                    "temperature": config.teacher_temperature,
+                    "windows": config.teacher_windows,
+                }
+            }
+            if config.teacher
+            else {}
+        ),
+    }
 
 
 # --------------------------------------------------------------------------------------------- the job
 
 
-def train(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True,
-          teacher: Teacher | None = None, on_validation: Callable[[dict], None] | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    teacher: Teacher | None = None,
+    on_validation: Callable[[dict], None] | None = None,
+) -> Path:
     """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint.
     `teacher` gives the teacher's probabilities when distilling (critic.training.distill.distill passes it);
     `on_validation` is called with each validation's history entry (critic.training.tune reports them to its pruner)."""
@@ -257,16 +326,29 @@ class FineTuning:
     def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
         config = self.config
         self.total = plan.total
-        self.say(f"training on {len(self.inputs.train):,} reviews, validating on {len(self.inputs.validation):,}; "
-                 f"{config.max_length} tokens, truncation {config.truncation}; {plan.total:,} steps of "
-                 + (f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens"
-                    if machine.by_tokens else f"{config.batch_size} reviews")
-                 + (f" on each of {dist.world} processes" if dist.world > 1 else "")
-                 + f"; {machine.device}, {machine.precision}")
+        self.say(
+            f"training on {len(self.inputs.train):,} reviews, validating on {len(self.inputs.validation):,}; "
+            f"{config.max_length} tokens, truncation {config.truncation}; {plan.total:,} steps of "
+            + (
+                f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens"
+                if machine.by_tokens
+                else f"{config.batch_size} reviews"
+            )
+            + (f" on each of {dist.world} processes" if dist.world > 1 else "")
+            + f"; {machine.device}, {machine.precision}"
+        )
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
-        return prepared_batches(steps, self.inputs.train, self.inputs.targets, self.inputs.encoder.pad_id,
-                                machine.multiple, dist.rank, dist.world, pin=machine.device.type == "cuda")
+        return prepared_batches(
+            steps,
+            self.inputs.train,
+            self.inputs.targets,
+            self.inputs.encoder.pad_id,
+            machine.multiple,
+            dist.rank,
+            dist.world,
+            pin=machine.device.type == "cuda",
+        )
 
     def rows(self, batch: dict) -> int:
         return len(batch["labels"])
@@ -275,20 +357,42 @@ class FineTuning:
         return bool(self.config.eval_every) and step % self.config.eval_every == 0
 
     def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
-        stop = validate_and_select(self.inputs, self.machine, self.config, state, self.total, epoch, train_loss,
-                                   self.meta, self.say)
+        stop = validate_and_select(
+            self.inputs, self.machine, self.config, state, self.total, epoch, train_loss, self.meta, self.say
+        )
         if stop:
             self.say(f"early stop: no improvement in {self.config.patience} evaluations")
         return stop
 
     def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
-        finish(self.inputs, self.config, self.machine, state, self.meta, training_step, clock, samples, world,
-               self.say, self.show_progress)
+        finish(
+            self.inputs,
+            self.config,
+            self.machine,
+            state,
+            self.meta,
+            training_step,
+            clock,
+            samples,
+            world,
+            self.say,
+            self.show_progress,
+        )
 
 
-def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: RunState, meta: dict,
-           training_step: TrainingStep, clock: Clock, samples: int, world: int, say: Callable[[str], None],
-           progress: bool) -> None:
+def finish(
+    inputs: Inputs,
+    config: TrainConfig,
+    machine: Machine,
+    state: RunState,
+    meta: dict,
+    training_step: TrainingStep,
+    clock: Clock,
+    samples: int,
+    world: int,
+    say: Callable[[str], None],
+    progress: bool,
+) -> None:
     """The model (with --select last), calibrated; its history and speed in critic.json, stats.csv, the curves, a
     summary."""
     output = Path(config.output)
@@ -297,13 +401,26 @@ def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: RunStat
     fp16 = training_step.scaler.is_enabled()
     skipped = training_step.skipped_steps(state.step)
     if config.select == "last":
-        modeling.save(inputs.model, inputs.tokenizer, output, {**meta, "selected": f"last (step {state.step})",
-                                                                "validation": state.history[-1]})
+        modeling.save(
+            inputs.model,
+            inputs.tokenizer,
+            output,
+            {**meta, "selected": f"last (step {state.step})", "validation": state.history[-1]},
+        )
     # A run whose final save is done again has trained no step in this process: it has no speed to record.
-    speed = {"train_seconds": elapsed, "validation_seconds": clock.paused,
-             "train_samples_per_second": samples / stepping} if samples else {}
-    modeling.update_meta(output, history=state.history, precision=training_step.precision, processes=world, **speed,
-                          **({"fp16_skipped_steps": skipped} if fp16 else {}))
+    speed = (
+        {"train_seconds": elapsed, "validation_seconds": clock.paused, "train_samples_per_second": samples / stepping}
+        if samples
+        else {}
+    )
+    modeling.update_meta(
+        output,
+        history=state.history,
+        precision=training_step.precision,
+        processes=world,
+        **speed,
+        **({"fp16_skipped_steps": skipped} if fp16 else {}),
+    )
     if config.calibrate:
         calibrate(output, inputs, machine, say)
     write_stats(state.history, output)
@@ -312,9 +429,15 @@ def finish(inputs: Inputs, config: TrainConfig, machine: Machine, state: RunStat
         print_stats(state.history, state.best_step)
     if fp16:
         say(f"fp16: {skipped} of {state.step} steps skipped for overflowing gradients (the loss scale adapts)")
-    say(f"trained in {elapsed:.0f} s" + (f": {samples / stepping:.1f} samples/s in training steps, "
-                                         f"{clock.paused:.0f} s validating and checkpointing" if samples else "") +
-        f"; best val {config.metric} {state.best:.4f} at step {state.best_step}; model in {output}")
+    say(
+        f"trained in {elapsed:.0f} s"
+        + (
+            f": {samples / stepping:.1f} samples/s in training steps, {clock.paused:.0f} s validating and checkpointing"
+            if samples
+            else ""
+        )
+        + f"; best val {config.metric} {state.best:.4f} at step {state.best_step}; model in {output}"
+    )
 
 
 def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str], None]) -> dict:
@@ -323,24 +446,29 @@ def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str
     (a degenerate model whose logits all lean one way) is recorded but not applied."""
     model, tokenizer, meta = modeling.load(output, machine.device)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
-    logits = modeling.logits(forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels,
-                              pad_multiple=machine.multiple)
+    logits = modeling.logits(
+        forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels, pad_multiple=machine.multiple
+    )
     fitted = calibration.fit_temperature(logits, inputs.validation_labels)
     summary = calibration.calibration_summary(logits, inputs.validation_labels, fitted)
     summary["applied"] = summary["ece_after"] <= summary["ece_before"]
     if not summary["applied"]:
         modeling.update_meta(output, calibration=summary)
-        say(f"not calibrated: temperature {fitted:.3f} would raise the validation ECE "
-            f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained")
+        say(
+            f"not calibrated: temperature {fitted:.3f} would raise the validation ECE "
+            f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained"
+        )
         return summary
     calibration.fold_temperature(model, fitted)
     # A finished run started again calibrates the calibrated model (T near 1): the total is the product.
     previous = meta.get("calibration", {})
     summary["temperature"] = (previous.get("temperature", 1.0) if previous.get("applied", True) else 1.0) * fitted
     modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
-    say(f"calibrated: temperature {summary['temperature']:.3f} folded into the head; validation ECE "
+    say(
+        f"calibrated: temperature {summary['temperature']:.3f} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
-        f"{summary['nll_after']:.4f}")
+        f"{summary['nll_after']:.4f}"
+    )
     return summary
 
 
@@ -353,9 +481,15 @@ def print_stats(history: list[dict], best_step: int | None) -> None:
     for column in ("epoch", "step", "training loss", "valid. loss", "valid. accuracy", "valid. AUC", ""):
         table.add_column(column, justify="right")
     for entry in history:
-        table.add_row(f"{entry['epoch']:.2f}", str(entry["step"]), f"{entry['train_loss']:.4f}",
-                      f"{entry['val_loss']:.4f}", f"{entry['val_accuracy']:.4f}", f"{entry['val_auc']:.4f}",
-                      "best" if entry["step"] == best_step else "")
+        table.add_row(
+            f"{entry['epoch']:.2f}",
+            str(entry["step"]),
+            f"{entry['train_loss']:.4f}",
+            f"{entry['val_loss']:.4f}",
+            f"{entry['val_accuracy']:.4f}",
+            f"{entry['val_auc']:.4f}",
+            "best" if entry["step"] == best_step else "",
+        )
     Console(stderr=True).print(table)
 
 

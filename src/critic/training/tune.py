@@ -11,9 +11,9 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -87,14 +87,22 @@ class Objective:
         folds = [f"{k}/{self.options.folds}" for k in range(1, self.options.folds + 1)] or [None]
         self.say(f"trial {trial.number}: " + ", ".join(f"{k}={_show(v)}" for k, v in params.items()))
         with mlflow.start_run(run_name=f"trial-{trial.number:04d}"):
-            mlflow.log_params({**params, "folds": self.options.folds, "model": self.base.model,
-                               "data": self.base.data, "train_size": self.base.train_size})
+            mlflow.log_params(
+                {
+                    **params,
+                    "folds": self.options.folds,
+                    "model": self.base.model,
+                    "data": self.base.data,
+                    "train_size": self.base.train_size,
+                }
+            )
             scores = []
             try:
                 for index, fold in enumerate(folds):
                     folder = self.output / f"trial-{trial.number:04d}" / (f"fold-{index + 1}" if fold else "run")
-                    config = dataclasses.replace(self.base, **settings, fold=fold, output=str(folder), calibrate=False,
-                                                 notes=[], test_size=None)
+                    config = dataclasses.replace(
+                        self.base, **settings, fold=fold, output=str(folder), calibrate=False, notes=[], test_size=None
+                    )
                     report = self._reporter(trial, mlflow, index, len(folds), scores)
                     train(config, log=lambda line: None, progress=False, on_validation=report)
                     history = json.loads((folder / "critic.json").read_text())["history"]
@@ -109,8 +117,10 @@ class Objective:
             if len(scores) > 1:
                 mlflow.log_metric(f"val_{self.base.metric}_std", float(np.std(scores)))
             mlflow.set_tag("state", "complete")
-        self.say(f"trial {trial.number}: validation {self.base.metric} {value:.4f}"
-                 + (f" (folds {', '.join(f'{s:.4f}' for s in scores)})" if len(scores) > 1 else ""))
+        self.say(
+            f"trial {trial.number}: validation {self.base.metric} {value:.4f}"
+            + (f" (folds {', '.join(f'{s:.4f}' for s in scores)})" if len(scores) > 1 else "")
+        )
         return value
 
     def _reporter(self, trial, mlflow, fold: int, folds: int, done: list[float]):
@@ -157,9 +167,13 @@ def tune(base: TrainConfig, options: TuneOptions, log: Callable[[str], None] | N
     mlflow.set_tracking_uri(options.tracking_uri or f"sqlite:///{(output / 'mlflow.db').resolve()}")
     mlflow.set_experiment(f"critic-tune-{output.name}")
     storage = JournalStorage(JournalFileBackend(str(output / "optuna.journal")))
-    study = optuna.create_study(study_name="critic", storage=storage, load_if_exists=True,
-                                direction=_direction(base.metric),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=50))
+    study = optuna.create_study(
+        study_name="critic",
+        storage=storage,
+        load_if_exists=True,
+        direction=_direction(base.metric),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=50),
+    )
     # Seeded for repeatable searches, by the trials already there: a continued search seeded as it first was drew the
     # first trials' settings again.
     study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
@@ -169,16 +183,21 @@ def tune(base: TrainConfig, options: TuneOptions, log: Callable[[str], None] | N
 
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     remaining = options.trials - finished
-    say(f"search in {output}: {finished} trial(s) complete or pruned, {max(remaining, 0)} to go; validation "
+    say(
+        f"search in {output}: {finished} trial(s) complete or pruned, {max(remaining, 0)} to go; validation "
         + (f"by {options.folds}-fold cross-validation in the training split" if options.folds else "split")
-        + f"; MLflow at {mlflow.get_tracking_uri()}")
+        + f"; MLflow at {mlflow.get_tracking_uri()}"
+    )
     if base.eval_size and not options.folds:
-        say(f"validation on {base.eval_size:,} reviews: trials within about ±{resolution(base.eval_size):.1%} of "
+        say(
+            f"validation on {base.eval_size:,} reviews: trials within about ±{resolution(base.eval_size):.1%} of "
             f"each other cannot be told apart (95% interval at 85% accuracy); a larger --eval-size or --folds "
-            f"separates them better")
+            f"separates them better"
+        )
     if remaining > 0:
-        study.optimize(Objective(base, options, output, say), n_trials=remaining, timeout=options.timeout_s,
-                       catch=(RuntimeError,))
+        study.optimize(
+            Objective(base, options, output, say), n_trials=remaining, timeout=options.timeout_s, catch=(RuntimeError,)
+        )
     return write_results(study, base, options, output, say)
 
 
@@ -191,17 +210,23 @@ def resolution(rows: int, accuracy: float = 0.85) -> float:
 
 def _check_same_search(study, base: TrainConfig, options: TuneOptions) -> None:
     """A study folder holds one search: continuing it with another base job or space would mix them."""
-    described = {"base": {k: v for k, v in base.to_dict().items() if k not in ("output", "notes")},
-                 "folds": options.folds, "space": sorted(options.space)}
+    described = {
+        "base": {k: v for k, v in base.to_dict().items() if k not in ("output", "notes")},
+        "folds": options.folds,
+        "space": sorted(options.space),
+    }
     saved = study.user_attrs.get("search")
     if saved is None:
         study.set_user_attr("search", described)
     elif saved != described:
-        changed = sorted(k for k in set(saved["base"]) | set(described["base"])
-                         if saved["base"].get(k) != described["base"].get(k))
+        changed = sorted(
+            k for k in set(saved["base"]) | set(described["base"]) if saved["base"].get(k) != described["base"].get(k)
+        )
         changed += [k for k in ("folds", "space") if saved[k] != described[k]]
-        raise ValueError(f"{base.output} holds a search with other settings ({', '.join(changed)}); use another "
-                         f"--output or delete it")
+        raise ValueError(
+            f"{base.output} holds a search with other settings ({', '.join(changed)}); use another "
+            f"--output or delete it"
+        )
 
 
 def _retry_interrupted(study, say: Callable[[str], None]) -> None:
@@ -226,26 +251,41 @@ def write_results(study, base: TrainConfig, options: TuneOptions, output: Path, 
     frame.to_csv(output / "trials.csv", index=False)
     # What the search was about and what it found; not the search's size (--train-size), so that
     # `critic train --config best.toml --preset gpu` trains on the whole training split.
-    settings = {**{k: v for k, v in base.to_dict().items()
-                   if k in ("model", "data", "text_column", "label_column", "label_map", "cleaning", "truncation",
-                            "metric", "seed") and v is not None},
-                **trial_settings(base, best.params)}
+    settings = {
+        **{
+            k: v
+            for k, v in base.to_dict().items()
+            if k
+            in ("model", "data", "text_column", "label_column", "label_map", "cleaning", "truncation", "metric", "seed")
+            and v is not None
+        },
+        **trial_settings(base, best.params),
+    }
     searched_on = f"{base.train_size:,} training reviews" if base.train_size else "the whole training split"
     toml = output / "best.toml"
-    toml.write_text(f"# critic tune: best of {len(complete)} complete trial(s), validation {base.metric} "
-                    f"{best.value:.4f} (trial {best.number}); searched on {searched_on}\n[train]\n"
-                    + to_toml(settings))
+    toml.write_text(
+        f"# critic tune: best of {len(complete)} complete trial(s), validation {base.metric} "
+        f"{best.value:.4f} (trial {best.number}); searched on {searched_on}\n[train]\n" + to_toml(settings)
+    )
     page = output / "tune.html"
     page.write_text(tune_html(study, base, options, frame))
-    say(f"best: trial {best.number}, validation {base.metric} {best.value:.4f}: "
-        + ", ".join(f"{k}={_show(v)}" for k, v in best.params.items()))
+    say(
+        f"best: trial {best.number}, validation {base.metric} {best.value:.4f}: "
+        + ", ".join(f"{k}={_show(v)}" for k, v in best.params.items())
+    )
     say(f"wrote {output / 'trials.csv'}, {page} and {toml} (train with it: critic train --config {toml})")
-    return {"best_value": best.value, "best_trial": best.number, "best_settings": settings,
-            "complete": len(complete), "files": [str(output / "trials.csv"), str(page), str(toml)]}
+    return {
+        "best_value": best.value,
+        "best_trial": best.number,
+        "best_settings": settings,
+        "complete": len(complete),
+        "files": [str(output / "trials.csv"), str(page), str(toml)],
+    }
 
 
 def to_toml(settings: dict) -> str:
     """key = value lines for strings, numbers and booleans (all a train setting can be)."""
+
     def value(v) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -262,9 +302,13 @@ def tune_html(study, base: TrainConfig, options: TuneOptions, frame) -> str:
 
     from critic import report
 
-    figures = [("History", plots.plot_optimization_history), ("Learning curves", plots.plot_intermediate_values),
-               ("Importance", plots.plot_param_importances), ("Parallel coordinates", plots.plot_parallel_coordinate),
-               ("Slices", plots.plot_slice)]
+    figures = [
+        ("History", plots.plot_optimization_history),
+        ("Learning curves", plots.plot_intermediate_values),
+        ("Importance", plots.plot_param_importances),
+        ("Parallel coordinates", plots.plot_parallel_coordinate),
+        ("Slices", plots.plot_slice),
+    ]
     html, script = [], "inline"
     for title, plot in figures:
         try:
@@ -275,7 +319,9 @@ def tune_html(study, base: TrainConfig, options: TuneOptions, frame) -> str:
         script = False
     shown = frame.sort_values("value", ascending=base.metric == "loss", na_position="last")
     table = report.table(list(shown.columns), [tuple(_show(v) for v in row) for row in shown.itertuples(index=False)])
-    return report.page(f"critic tune: {base.model} on {base.data}",
-                       f"{len(frame)} trials; validation {base.metric} "
-                       + (f"by {options.folds}-fold cross-validation" if options.folds else "on the validation split"),
-                       [("Trials", table), ("Plots", "".join(html))])
+    return report.page(
+        f"critic tune: {base.model} on {base.data}",
+        f"{len(frame)} trials; validation {base.metric} "
+        + (f"by {options.folds}-fold cross-validation" if options.folds else "on the validation split"),
+        [("Trials", table), ("Plots", "".join(html))],
+    )
