@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-import gpu_suite  # noqa: E402
+from benchlib import harness  # noqa: E402
 
 from critic import config  # noqa: E402
 
@@ -99,7 +99,7 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
 class Recipe:
     def __init__(
         self,
-        ctx: gpu_suite.Context,
+        ctx: harness.Context,
         tuned: dict | None,
         teacher: str | None,
         mpnet: str | None = None,
@@ -137,10 +137,10 @@ class Recipe:
             meta = json.loads((folder / "critic.json").read_text())
             settings = {"trained_earlier": str(folder), **settings}
         else:
-            folder, meta = gpu_suite.critic_train(self.ctx, name, model=str(model or self.ctx.minilm), **settings)
+            folder, meta = harness.critic_train(self.ctx, name, model=str(model or self.ctx.minilm), **settings)
         self.models[name] = folder
         fitted = meta.get("calibration", {})
-        clock = gpu_suite.steady(folder)  # milliseconds per step: on 2026-11-27's H200, 27-35 for MiniLM at 512
+        clock = harness.steady(folder)  # milliseconds per step: on 2026-11-27's H200, 27-35 for MiniLM at 512
         return {
             "settings": {k: v for k, v in settings.items() if v is not None},
             "train_seconds": meta["train_seconds"],
@@ -184,7 +184,7 @@ class Recipe:
         teachers = {}
         for k in range(1, folds + 1):
             settings = {**row_settings("mpnet", self.ctx.sizes, None), "fold": f"{k}/{folds}"}
-            folder, meta = gpu_suite.critic_train(self.ctx, f"mpnet-fold{k}", model=self.mpnet, **settings)
+            folder, meta = harness.critic_train(self.ctx, f"mpnet-fold{k}", model=self.mpnet, **settings)
             teachers[str(folder)] = {
                 "fold": settings["fold"],
                 "train_seconds": meta["train_seconds"],
@@ -254,7 +254,7 @@ def run(
     mpnet: str | None = None,
     trained: dict[str, Path] | None = None,
 ) -> dict:
-    ctx = gpu_suite.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
+    ctx = harness.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
@@ -262,7 +262,7 @@ def run(
     report = {
         "suite": "critic accuracy ablation (bench/gpu_recipe.py)",
         "smoke": smoke,
-        "machine": gpu_suite.machine(ctx.device),
+        "machine": harness.machine(ctx.device),
         "rows": {},
     }
     for windows, of in WINDOWS_OF.items():
@@ -271,9 +271,9 @@ def run(
     if rows and "distill" in rows and not teacher and "mpnet" not in rows:
         rows = [*rows[: rows.index("distill")], "mpnet", *rows[rows.index("distill") :]]
     for name in rows or ROWS:
-        gpu_suite.run_step(report, "rows", name, lambda name=name: recipe.row(name))
-        gpu_suite.write_report(report, out)
-    return gpu_suite.finish_run(report, ctx)
+        harness.run_step(report, "rows", name, lambda name=name: recipe.row(name))
+        harness.write_report(report, out)
+    return harness.finish_run(report, ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,17 +39,12 @@ A step that fails is reported with its error and the others still run; results a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import lzma
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +54,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from critic import config, data, modeling  # noqa: E402
-from critic.data import sources  # noqa: E402
-from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
+from benchlib.artifacts import PART_MIB, build, join, pack  # noqa: E402
+from benchlib.harness import (  # noqa: E402
+    Context,
+    critic_train,
+    finish_run,
+    machine,
+    open_context,
+    run_step,
+    seconds_at_step,
+    steady,
+    steady_speed,
+    write_report,
+)
 
-MODEL_DIR = "minilm-fp16"
-DATA_FILE = "IMDB_Dataset.csv.xz"
-PARTS_FILE = "parts.json"
-PART_MIB = 56  # with parts.json and the code, under the 64 MiB a run may carry
+from critic import data, modeling  # noqa: E402
 
 FULL = dict(
     throughput_reviews=20000,
@@ -115,152 +117,7 @@ TARGETS = {  # issue 9, on one H100
 # ------------------------------------------------------------------------------------------ build
 
 
-def build(out: Path, model: str = "minilm", dataset: str = "imdb", log=print) -> dict:
-    """The suite's luggage: the encoder's weights in fp16 (training loads them back in fp32) and the reviews in xz."""
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / MODEL_DIR
-    fp16_encoder(sources.resolve_model(model, log=log), target)
-    csv = (
-        Path(dataset)
-        if Path(dataset).is_file()
-        else sources.fetch(sources.DATASETS[dataset], log=log).path / sources.IMDB_CSV
-    )
-    with open(csv, "rb") as raw, lzma.open(out / DATA_FILE, "wb", preset=9) as packed:
-        shutil.copyfileobj(raw, packed, 1 << 20)
-    sizes = {p.name: p.stat().st_size for p in [*target.iterdir(), out / DATA_FILE]}
-    total = sum(sizes.values())
-    log(f"{out}: {total / 2**20:.1f} MiB ({', '.join(f'{k} {v / 2**20:.1f}' for k, v in sizes.items())})")
-    return {"folder": str(out), "mib": round(total / 2**20, 1)}
-
-
-def fp16_encoder(source: Path, target: Path) -> None:
-    """An encoder folder with its weights in fp16: half the bytes to carry; training loads them back in fp32."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
-    weights = load_file(source / "model.safetensors")
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
-
-
-def pack(model: str, out: Path, part_mib: float = PART_MIB, log=print) -> dict:
-    """An encoder too large for one run's luggage (MPNet in fp16 is 210 MiB; a run carries at most 64 MiB): its
-    fp16 folder as one tar cut into parts of at most `part_mib`, with their sha256 in parts.json. Each part travels
-    with one run; the GPU machine keeps them between runs while it stays in use, and `join` rebuilds the folder."""
-    import hashlib
-    import tarfile
-
-    source = sources.resolve_model(model, log=log)
-    name = f"{Path(model).name}-fp16"
-    shutil.rmtree(out, ignore_errors=True)
-    staging = out / "staging"
-    fp16_encoder(source, staging / name)
-    whole = staging / "encoder.tar"
-    with tarfile.open(whole, "w") as tar:
-        tar.add(staging / name, arcname=name)
-    size, parts, digest = int(part_mib * 2**20), [], hashlib.sha256()
-    with open(whole, "rb") as stream:
-        while chunk := stream.read(size):
-            digest.update(chunk)
-            part = out / f"part-{len(parts) + 1:03d}"
-            part.write_bytes(chunk)
-            parts.append({"name": part.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
-    shutil.rmtree(staging)
-    manifest = {"folder": name, "sha256": digest.hexdigest(), "parts": parts}
-    (out / PARTS_FILE).write_text(json.dumps(manifest, indent=1))
-    log(
-        f"{out}: {name} in {len(parts)} parts of at most {part_mib:g} MiB "
-        f"({sum(p['bytes'] for p in parts) / 2**20:.1f} MiB); carry {PARTS_FILE} and one part per run"
-    )
-    return manifest
-
-
-def join(folder: Path, log=print) -> Path:
-    """The encoder folder rebuilt from the parts `pack` wrote, each checked by its sha256; an error names the parts
-    that have not arrived or do not match. Joined once: a second call returns the folder."""
-    import hashlib
-    import tarfile
-
-    manifest = json.loads((folder / PARTS_FILE).read_text())
-    target = folder / manifest["folder"]
-    if (target / "model.safetensors").is_file():
-        return target
-    missing = [p["name"] for p in manifest["parts"] if not (folder / p["name"]).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder}: {', '.join(missing)} of {len(manifest['parts'])} parts not here yet; "
-            f"carry them (one per run) before joining"
-        )
-    digest = hashlib.sha256()
-    whole = folder / "encoder.tar"
-    with open(whole, "wb") as stream:
-        for part in manifest["parts"]:
-            chunk = (folder / part["name"]).read_bytes()
-            if hashlib.sha256(chunk).hexdigest() != part["sha256"]:
-                raise ValueError(f"{folder / part['name']}: sha256 differs from {PARTS_FILE}; carry it again")
-            digest.update(chunk)
-            stream.write(chunk)
-    if digest.hexdigest() != manifest["sha256"]:
-        raise ValueError(f"{folder}: the joined parts' sha256 differs from {PARTS_FILE}")
-    with tarfile.open(whole) as tar:
-        tar.extractall(folder, filter="data")
-    whole.unlink()
-    log(f"{target}: joined from {len(manifest['parts'])} parts")
-    return target
-
-
 # ------------------------------------------------------------------------------------------ context
-
-
-@dataclasses.dataclass
-class Context:
-    data: str  # "imdb" (verified copy in the suite's cache) or a file (smoke)
-    minilm: Path  # an encoder folder
-    device: torch.device
-    sizes: dict
-    work: Path
-    results: dict = dataclasses.field(default_factory=dict)
-
-    def folder(self, name: str) -> Path:
-        return self.work / name
-
-
-def unpack(artifacts: Path, work: Path, smoke: bool) -> str:
-    """Put the reviews where critic finds them: the verified IMDB in the suite's own cache, or (smoke) a file."""
-    csv = work / sources.IMDB_CSV
-    with lzma.open(artifacts / DATA_FILE, "rb") as packed, open(csv, "wb") as raw:
-        shutil.copyfileobj(packed, raw, 1 << 20)
-    if smoke:
-        return str(csv)
-    sources.fetch(sources.IMDB, local=csv)  # sha256-checked; raises on any other file
-    return "imdb"
-
-
-def machine(device: torch.device) -> dict:
-    import transformers
-
-    info = {
-        "date": time.strftime("%Y-%m-%d"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": str(device),
-        "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(
-            card=props.name,
-            gpu_memory_gib=round(props.total_memory / 2**30, 1),
-            capability=f"{props.major}.{props.minor}",
-            cuda=torch.version.cuda,
-            bf16=torch.cuda.is_bf16_supported(),
-        )
-    return info
 
 
 def distilbert(ctx: Context, name: str) -> Path:
@@ -277,52 +134,6 @@ def distilbert(ctx: Context, name: str) -> Path:
     DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), **size)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
-    import critic
-
-    cfg = config.build(
-        dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device), **settings)
-    )
-    started = time.perf_counter()
-    folder = critic.train_model(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True), progress=False)
-    meta = json.loads((folder / "critic.json").read_text())
-    meta["wall_seconds"] = time.perf_counter() - started
-    return folder, meta
-
-
-def training_clock(folder: Path) -> list[tuple[int, int, float]]:
-    """(step, samples, seconds) at each logged step, on the run's own training clock: from the loop's start,
-    validation and checkpoints left out (samples over the logged samples/s)."""
-    entries = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    return [
-        (e["step"], e["samples"], e["samples"] / e["samples_per_second"])
-        for e in entries
-        if e["event"] == "train" and e.get("samples_per_second")
-    ]
-
-
-def steady(folder: Path) -> tuple[float, float] | None:
-    """(samples/s, milliseconds per step) over the second half of the logged steps (compilation and warm-up left
-    out); None with fewer than 3 logged steps, or no log (a run not made, or a model trained elsewhere)."""
-    clock = training_clock(folder) if (folder / "train_log.jsonl").is_file() else []
-    if len(clock) < 3:
-        return None
-    (step0, samples0, seconds0), (step1, samples1, seconds1) = clock[len(clock) // 2], clock[-1]
-    elapsed = max(seconds1 - seconds0, 1e-9)
-    return (samples1 - samples0) / elapsed, elapsed / max(step1 - step0, 1) * 1000
-
-
-def steady_speed(folder: Path) -> float | None:
-    figures = steady(folder)
-    return figures[0] if figures else None
-
-
-def seconds_at_step(folder: Path) -> dict[int, float]:
-    """The training clock's seconds at each logged step: where a run's time went (on an H200 the first half of the
-    throughput run took three times as long as the second)."""
-    return {step: round(seconds, 2) for step, _, seconds in training_clock(folder)}
 
 
 def throughput_settings(ctx: Context) -> dict:
@@ -729,41 +540,6 @@ def targets(steps: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ run
-
-
-def open_context(artifacts: Path, smoke: bool, device: str, sizes: dict, prefix: str) -> Context:
-    """A fresh work folder and cache, offline, the reviews unpacked: where a suite's steps run."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
-    os.environ.update(CRITIC_CACHE=str(work / "cache"), CRITIC_OFFLINE="1", HF_HUB_OFFLINE="1")
-    device_ = torch.device("cpu") if smoke else modeling.resolve_device(device)
-    return Context(
-        data=unpack(artifacts, work, smoke), minilm=artifacts / MODEL_DIR, device=device_, sizes=sizes, work=work
-    )
-
-
-def run_step(report: dict, section: str, name: str, step) -> None:
-    """One step into report[section][name]: its figures, or its error (the other steps still run), and its
-    seconds."""
-    print(f"{Path(sys.argv[0]).stem}: {name} …", file=sys.stderr, flush=True)
-    began = time.perf_counter()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report alone (Trainer prints)
-            report[section][name] = step()
-    except Exception:
-        report[section][name] = {"error": traceback.format_exc()[-3000:]}
-    report[section][name]["seconds"] = round(time.perf_counter() - began, 1)
-
-
-def write_report(report: dict, out: Path | None) -> None:
-    """After every step, so that a run cut short keeps what it measured."""
-    if out:
-        out.write_text(json.dumps(report, indent=1, default=str))
-
-
-def finish_run(report: dict, ctx: Context) -> dict:
-    print(json.dumps(report, indent=1, default=str))
-    shutil.rmtree(ctx.work, ignore_errors=True)
-    return report
 
 
 def run(
