@@ -24,9 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_suite import cpu_model  # noqa: E402
-
 from critic import data  # noqa: E402
+from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
 
 BATCH = 256  # rows per batch handed to a Ray actor (critic's default)
 

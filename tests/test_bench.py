@@ -100,11 +100,11 @@ def test_every_bench_script_has_a_smoke():
 @pytest.mark.slow
 def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
-    import gpu_suite
+    from benchlib import artifacts
 
     reviews = tmp_path / "reviews.csv"
     synthetic.reviews(1000).to_csv(reviews, index=False)
-    gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
+    artifacts.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
     out = tmp_path / "recipe.json"
     result = subprocess.run(
         [
@@ -173,11 +173,11 @@ def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
 @pytest.mark.slow
 def test_gpu_recipe_scores_the_suites_kept_model_instead_of_training_it_again(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
-    import gpu_suite
+    from benchlib import artifacts
 
     reviews = tmp_path / "reviews.csv"
     synthetic.reviews(1000).to_csv(reviews, index=False)
-    gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
+    artifacts.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     kept = tmp_path / "kept"
     suite = subprocess.run(
@@ -252,25 +252,25 @@ def test_an_encoder_travels_in_parts_and_is_joined_checked(tmp_path, tiny_bert):
     """MPNet is too large for one run's luggage: `pack` cuts its fp16 folder into parts, `join` rebuilds it on the
     GPU machine once every part has arrived, and names a part that is missing or damaged."""
     sys.path.insert(0, str(BENCH))
-    import gpu_suite
+    from benchlib import artifacts
     from safetensors.torch import load_file
 
     parts = tmp_path / "parts"
-    manifest = gpu_suite.pack(str(tiny_bert), parts, part_mib=0.02, log=lambda line: None)
+    manifest = artifacts.pack(str(tiny_bert), parts, part_mib=0.02, log=lambda line: None)
     assert len(manifest["parts"]) >= 3 and all(p["bytes"] <= 0.02 * 2**20 for p in manifest["parts"])
     travelled = tmp_path / "there"  # the parts arrive one run at a time
     travelled.mkdir()
-    shutil.copy(parts / gpu_suite.PARTS_FILE, travelled)
+    shutil.copy(parts / artifacts.PARTS_FILE, travelled)
     for part in manifest["parts"][:-1]:
         shutil.copy(parts / part["name"], travelled)
     last = manifest["parts"][-1]["name"]
     with pytest.raises(FileNotFoundError, match=f"{last} of {len(manifest['parts'])} parts not here yet"):
-        gpu_suite.join(travelled, log=lambda line: None)
+        artifacts.join(travelled, log=lambda line: None)
     (travelled / last).write_bytes(b"x" + (parts / last).read_bytes()[1:])
     with pytest.raises(ValueError, match=f"{last}: sha256 differs"):
-        gpu_suite.join(travelled, log=lambda line: None)
+        artifacts.join(travelled, log=lambda line: None)
     shutil.copy(parts / last, travelled)
-    folder = gpu_suite.join(travelled, log=lambda line: None)
+    folder = artifacts.join(travelled, log=lambda line: None)
     original, joined = load_file(tiny_bert / "model.safetensors"), load_file(folder / "model.safetensors")
     assert set(original) == set(joined)
     assert all(
@@ -279,18 +279,18 @@ def test_an_encoder_travels_in_parts_and_is_joined_checked(tmp_path, tiny_bert):
         if original[k].is_floating_point()
     )
     assert (folder / "vocab.txt").read_text() == (tiny_bert / "vocab.txt").read_text()
-    assert gpu_suite.join(travelled, log=lambda line: None) == folder  # joined once
+    assert artifacts.join(travelled, log=lambda line: None) == folder  # joined once
 
 
 @pytest.mark.slow
 def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, tiny_bert):
     sys.path.insert(0, str(BENCH))
-    import gpu_suite
+    from benchlib import artifacts
 
     reviews = tmp_path / "reviews.csv"
     synthetic.reviews(1000).to_csv(reviews, index=False)
-    gpu_suite.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
-    gpu_suite.pack(str(tiny_bert), tmp_path / "parts", part_mib=0.05, log=lambda line: None)
+    artifacts.build(tmp_path / "luggage", str(tiny_bert), str(reviews), log=lambda line: None)
+    artifacts.pack(str(tiny_bert), tmp_path / "parts", part_mib=0.05, log=lambda line: None)
     results = tmp_path / "results"
     env = {
         **os.environ,

@@ -689,42 +689,7 @@ def add_serve(verbs) -> None:
         help="how long the first request of a batch waits for company (default 0: batches form from "
         "requests that queue while the model is busy; a few ms can help on a GPU)",
     )
-    verb.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
-    verb.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
-    verb.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
-    verb.add_argument(
-        "--max-request-chars",
-        type=int,
-        default=200_000,
-        help="characters in all texts of one request (more: 413); bounds a request's cost, which "
-        "grows with length under --long-reviews windows",
-    )
-    verb.add_argument(
-        "--max-queued-texts",
-        type=int,
-        default=4096,
-        help="texts waiting for the model (more: 503 with Retry-After, at once)",
-    )
-    verb.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=256,
-        help="requests answered at once, the probes apart (more: 503 with Retry-After, at once)",
-    )
-    verb.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
-    verb.add_argument(
-        "--max-upload-rows",
-        type=int,
-        default=10_000,
-        help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)",
-    )
-    verb.add_argument(
-        "--upload-timeout",
-        type=float,
-        default=600.0,
-        help="seconds before an upload is answered 504 (it is scored in chunks, and single "
-        "requests are answered between them)",
-    )
+    add_serve_limits(verb.add_argument_group("limits: past each, a clear error at once, before any work"))
     verb.add_argument(
         "--api-key-env",
         help="name of an environment variable holding the API key that /v1/* requests must send as X-API-Key",
@@ -733,6 +698,45 @@ def add_serve(verbs) -> None:
         "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
     )
     verb.set_defaults(run=cmd_serve)
+
+
+def add_serve_limits(limits) -> None:
+    limits.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
+    limits.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
+    limits.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
+    limits.add_argument(
+        "--max-request-chars",
+        type=int,
+        default=200_000,
+        help="characters in all texts of one request (more: 413); bounds a request's cost, which "
+        "grows with length under --long-reviews windows",
+    )
+    limits.add_argument(
+        "--max-queued-texts",
+        type=int,
+        default=4096,
+        help="texts waiting for the model (more: 503 with Retry-After, at once)",
+    )
+    limits.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=256,
+        help="requests answered at once, the probes apart (more: 503 with Retry-After, at once)",
+    )
+    limits.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
+    limits.add_argument(
+        "--max-upload-rows",
+        type=int,
+        default=10_000,
+        help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)",
+    )
+    limits.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=600.0,
+        help="seconds before an upload is answered 504 (it is scored in chunks, and single "
+        "requests are answered between them)",
+    )
 
 
 def cmd_serve(args) -> int:

@@ -54,14 +54,7 @@ def evaluate(
 ) -> dict:
     """Every metric for a binary or multi-class classifier from true labels and predicted probabilities; with
     `ordered` classes (stars) also the mean absolute error in classes and the share within one class."""
-    from sklearn.metrics import (
-        average_precision_score,
-        classification_report,
-        confusion_matrix,
-        precision_recall_curve,
-        roc_auc_score,
-        roc_curve,
-    )
+    from sklearn.metrics import classification_report, confusion_matrix
 
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
@@ -87,42 +80,13 @@ def evaluate(
     }
     counts = np.asarray(summary["confusion_matrix"], dtype=float)
     summary["confusion_matrix_normalized"] = (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).tolist()
-    if len(names) == 2 and len(set(labels.tolist())) == 2:
-        positive = probs[:, 1]
-        fpr, tpr, _ = roc_curve(labels, positive)
-        precision, recall, _ = precision_recall_curve(labels, positive)
-        summary.update(
-            roc_auc=float(roc_auc_score(labels, positive)),
-            pr_auc=float(average_precision_score(labels, positive)),
-            _roc={names[1]: (fpr, tpr)},
-            _pr={names[1]: (recall, precision)},
-        )
-    elif len(names) > 2:
-        summary.update(one_vs_rest(labels, probs, names))
-        top2 = np.argsort(-probs, axis=1)[:, :2]
-        summary["top2_accuracy"] = float((top2 == labels[:, None]).any(axis=1).mean())
+    summary.update(ranking_metrics(labels, probs, names))
     if ordered:
         distance = np.abs(predicted - labels)
         summary.update(mean_absolute_error=float(distance.mean()), within_one=float((distance <= 1).mean()))
-    from sklearn.calibration import calibration_curve
-
-    if len(names) == 2:
-        observed, expected = calibration_curve(labels, probs[:, 1], n_bins=10, strategy="uniform")
-        summary["_calibration"] = (expected, observed, f"predicted P({names[1]})")
-    else:  # the predicted class's confidence against how often it is right
-        observed, expected = calibration_curve(correct.astype(int), confidence, n_bins=10, strategy="uniform")
-        summary["_calibration"] = (expected, observed, "confidence of the predicted class")
+    summary["_calibration"] = reliability_curve(labels, probs, names)
     if token_lengths is not None:
-        lengths = np.asarray(token_lengths)
-        buckets = []
-        for low, high in LENGTH_BUCKETS:
-            members = (lengths >= low) & (lengths <= high)
-            if members.any():
-                label = f"{low}–{high}" if high < 10**9 else f"> {low - 1}"
-                buckets.append(
-                    {"tokens": label, "rows": int(members.sum()), "accuracy": float(correct[members].mean())}
-                )
-        summary["accuracy_by_length"] = buckets
+        summary["accuracy_by_length"] = accuracy_by_length(np.asarray(token_lengths), correct)
     if texts is not None:
         wrong = np.flatnonzero(~correct)
         worst = wrong[np.argsort(-confidence[wrong])][:mistakes]
@@ -139,6 +103,52 @@ def evaluate(
     summary["_confidence"] = confidence
     summary["_correct"] = correct
     return summary
+
+
+def ranking_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
+    """ROC and PR AUC with their curves (binary, both classes present), or one-vs-rest and top-2 accuracy."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    if len(names) == 2 and len(set(labels.tolist())) == 2:
+        positive = probs[:, 1]
+        fpr, tpr, _ = roc_curve(labels, positive)
+        precision, recall, _ = precision_recall_curve(labels, positive)
+        return {
+            "roc_auc": float(roc_auc_score(labels, positive)),
+            "pr_auc": float(average_precision_score(labels, positive)),
+            "_roc": {names[1]: (fpr, tpr)},
+            "_pr": {names[1]: (recall, precision)},
+        }
+    if len(names) > 2:
+        top2 = np.argsort(-probs, axis=1)[:, :2]
+        return {
+            **one_vs_rest(labels, probs, names),
+            "top2_accuracy": float((top2 == labels[:, None]).any(axis=1).mean()),
+        }
+    return {}
+
+
+def reliability_curve(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> tuple:
+    """(expected, observed, what the x axis is) in 10 bins: P(positive) for two classes, else the predicted class's
+    confidence against how often it is right."""
+    from sklearn.calibration import calibration_curve
+
+    if len(names) == 2:
+        observed, expected = calibration_curve(labels, probs[:, 1], n_bins=10, strategy="uniform")
+        return expected, observed, f"predicted P({names[1]})"
+    correct = (probs.argmax(axis=1) == labels).astype(int)
+    observed, expected = calibration_curve(correct, probs.max(axis=1), n_bins=10, strategy="uniform")
+    return expected, observed, "confidence of the predicted class"
+
+
+def accuracy_by_length(lengths: np.ndarray, correct: np.ndarray) -> list[dict]:
+    buckets = []
+    for low, high in LENGTH_BUCKETS:
+        members = (lengths >= low) & (lengths <= high)
+        if members.any():
+            label = f"{low}–{high}" if high < 10**9 else f"> {low - 1}"
+            buckets.append({"tokens": label, "rows": int(members.sum()), "accuracy": float(correct[members].mean())})
+    return buckets
 
 
 def one_vs_rest(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict:
@@ -204,6 +214,41 @@ def public(summary: dict) -> dict:
 
 
 def to_html(summary: dict, title: str, subtitle: str) -> str:
+    names = summary["labels"]
+    sections = [("Summary", report.kpis(headline_figures(summary)))]
+    if summary.get("baseline") or summary.get("calibration"):
+        sections.append(("Against a baseline, and calibration", comparison_html(summary)))
+    per_class = [
+        (n, c["precision"], c["recall"], c["f1-score"], int(c["support"])) for n, c in summary["per_class"].items()
+    ]
+    sections.append(("Per class", report.table(["class", "precision", "recall", "F1", "support"], per_class)))
+    sections.append(
+        (
+            "Confusion matrix (rows: true, columns: predicted)",
+            report.table(["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])]),
+        )
+    )
+    plots = [confusion_heat_map(summary), *curve_plots(summary)]
+    sections.append(("Curves", "<div class='grid'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>"))
+    if "accuracy_by_length" in summary:
+        by_length = [(b["tokens"], b["rows"], b["accuracy"]) for b in summary["accuracy_by_length"]]
+        sections.append(
+            ("Accuracy by review length (tokens)", report.table(["tokens", "reviews", "accuracy"], by_length))
+        )
+    if summary.get("confident_mistakes"):
+        mistakes = [
+            (m["row"], m["true"], m["predicted"], m["confidence"], m["text"]) for m in summary["confident_mistakes"]
+        ]
+        sections.append(
+            (
+                "Most confident mistakes",
+                report.table(["row", "true", "predicted", "confidence", "text"], mistakes, text_columns=(4,)),
+            )
+        )
+    return report.page(title, subtitle, sections)
+
+
+def headline_figures(summary: dict) -> list[tuple[str, object]]:
     low, high = summary["accuracy_ci95"]
     extra = [
         (name, f"{summary[key]:.2%}" if key != "mean_absolute_error" else f"{summary[key]:.3f}")
@@ -214,49 +259,25 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
         )
         if key in summary
     ]
-    sections = [
+    return [
+        ("accuracy", f"{summary['accuracy']:.2%}"),
+        ("95% interval (bootstrap)", f"{low:.2%} – {high:.2%}"),
+        ("macro F1", f"{summary['f1_macro']:.4f}"),
+        ("weighted F1", f"{summary['f1_weighted']:.4f}"),
         (
-            "Summary",
-            report.kpis(
-                [
-                    ("accuracy", f"{summary['accuracy']:.2%}"),
-                    ("95% interval (bootstrap)", f"{low:.2%} – {high:.2%}"),
-                    ("macro F1", f"{summary['f1_macro']:.4f}"),
-                    ("weighted F1", f"{summary['f1_weighted']:.4f}"),
-                    (
-                        "ROC AUC" + (" (macro, one vs rest)" if len(summary["labels"]) > 2 else ""),
-                        f"{summary.get('roc_auc', float('nan')):.4f}",
-                    ),
-                    ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"),
-                    ("ECE", f"{summary['ece']:.4f}"),
-                    *extra,
-                    ("reviews", summary["rows"]),
-                ]
-            ),
-        )
+            "ROC AUC" + (" (macro, one vs rest)" if len(summary["labels"]) > 2 else ""),
+            f"{summary.get('roc_auc', float('nan')):.4f}",
+        ),
+        ("PR AUC", f"{summary.get('pr_auc', float('nan')):.4f}"),
+        ("ECE", f"{summary['ece']:.4f}"),
+        *extra,
+        ("reviews", summary["rows"]),
     ]
-    names = summary["labels"]
-    if summary.get("baseline") or summary.get("calibration"):
-        sections.append(("Against a baseline, and calibration", comparison_html(summary)))
-    sections.append(
-        (
-            "Per class",
-            report.table(
-                ["class", "precision", "recall", "F1", "support"],
-                [
-                    (n, c["precision"], c["recall"], c["f1-score"], int(c["support"]))
-                    for n, c in summary["per_class"].items()
-                ],
-            ),
-        )
-    )
-    sections.append(
-        (
-            "Confusion matrix (rows: true, columns: predicted)",
-            report.table(["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])]),
-        )
-    )
-    plots = [confusion_heat_map(summary)]
+
+
+def curve_plots(summary: dict) -> list[str]:
+    """ROC and precision-recall (where there are), reliability and confidence plots, as SVG."""
+    plots = []
     if "_roc" in summary:
         fig, ax = report.figure(4.2, 3.6)
         for name, curve in summary["_roc"].items():
@@ -285,42 +306,12 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
         plots.append(report.svg(fig))
     fig, ax = report.figure(4.2, 3.6)
     confidence, correct = summary["_confidence"], summary["_correct"]
-    ax.hist(
-        [confidence[correct], confidence[~correct]],
-        bins=20,
-        stacked=True,
-        color=["#2e86c1", "#c0392b"],
-        label=["right", "wrong"],
-    )
+    colours, names = ["#2e86c1", "#c0392b"], ["right", "wrong"]
+    ax.hist([confidence[correct], confidence[~correct]], bins=20, stacked=True, color=colours, label=names)
     ax.set(xlabel="confidence", ylabel="reviews", title="Confidence")
     ax.legend()
     plots.append(report.svg(fig))
-    sections.append(("Curves", "<div class='grid'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>"))
-    if "accuracy_by_length" in summary:
-        sections.append(
-            (
-                "Accuracy by review length (tokens)",
-                report.table(
-                    ["tokens", "reviews", "accuracy"],
-                    [(b["tokens"], b["rows"], b["accuracy"]) for b in summary["accuracy_by_length"]],
-                ),
-            )
-        )
-    if summary.get("confident_mistakes"):
-        sections.append(
-            (
-                "Most confident mistakes",
-                report.table(
-                    ["row", "true", "predicted", "confidence", "text"],
-                    [
-                        (m["row"], m["true"], m["predicted"], m["confidence"], m["text"])
-                        for m in summary["confident_mistakes"]
-                    ],
-                    text_columns=(4,),
-                ),
-            )
-        )
-    return report.page(title, subtitle, sections)
+    return plots
 
 
 def confusion_heat_map(summary: dict) -> str:
@@ -453,6 +444,25 @@ def write(summary: dict, folder: Path, title: str, subtitle: str) -> tuple[Path,
     return report.write(folder, "evaluation", public(summary), to_html(summary, title, subtitle))
 
 
+# What the model's critic.json (and its card) keeps of an evaluation.
+HEADLINE = (
+    "accuracy",
+    "accuracy_ci95",
+    "f1_macro",
+    "f1_weighted",
+    "roc_auc",
+    "pr_auc",
+    "ece",
+    "top2_accuracy",
+    "mean_absolute_error",
+    "within_one",
+    "rows",
+    "data",
+    "backend",
+    "baseline",
+)
+
+
 def evaluate_model(
     model: str | Path,
     data: str | Path = "imdb",
@@ -498,14 +508,7 @@ def evaluate_model(
             classifier.meta, "train", dataset if str(data) == str(classifier.meta.get("data")) else None
         )
         if trained_on is not None:
-            clean = datasets.cleaner(classifier.cleaning)
-            summary["baseline"] = tfidf_baseline(
-                [clean(t) for t in trained_on["text"]],
-                trained_on["label"],
-                [clean(t) for t in texts],
-                frame["label"],
-                classifier.labels,
-            )
+            summary["baseline"] = baseline_beside(classifier, trained_on, texts, frame["label"])
     if classifier.meta.get("calibration", {}).get("applied"):
         summary["calibration"] = classifier.meta["calibration"]
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
@@ -515,26 +518,21 @@ def evaluate_model(
     folder = Path(output) if output else Path(model) / "evaluation"
     json_path, html_path = write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
-    headline = {
-        k: summary[k]
-        for k in (
-            "accuracy",
-            "accuracy_ci95",
-            "f1_macro",
-            "f1_weighted",
-            "roc_auc",
-            "pr_auc",
-            "ece",
-            "top2_accuracy",
-            "mean_absolute_error",
-            "within_one",
-            "rows",
-            "data",
-            "backend",
-            "baseline",
-        )
-        if k in summary
-    }
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
-        modeling.update_meta(model, evaluation=headline)
+        modeling.update_meta(model, evaluation={k: summary[k] for k in HEADLINE if k in summary})
     return summary
+
+
+def baseline_beside(classifier, trained_on, texts: list[str], labels) -> dict:
+    """TF-IDF + logistic regression trained on the model's own training rows, scored on the same reviews, both
+    cleaned as the model cleans them."""
+    from critic import data as datasets
+
+    clean = datasets.cleaner(classifier.cleaning)
+    return tfidf_baseline(
+        [clean(t) for t in trained_on["text"]],
+        trained_on["label"],
+        [clean(t) for t in texts],
+        labels,
+        classifier.labels,
+    )

@@ -66,28 +66,7 @@ def model_card(meta: dict) -> str:
     for note in meta.get("notes", []):
         lines.append(f"- note: {note}")
     if evaluation:
-        lines += [
-            "",
-            "## Evaluation",
-            "",
-            f"On {evaluation.get('data')} ({evaluation.get('rows')} reviews):",
-            "",
-            "| metric | value |",
-            "|---|---|",
-        ]
-        for key in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece"):
-            if key in evaluation:
-                value = evaluation[key]
-                shown = f"{value[0]:.4f} – {value[1]:.4f}" if isinstance(value, list) else f"{value:.4f}"
-                lines.append(f"| {key} | {shown} |")
-        base = evaluation.get("baseline")
-        if base:
-            low, high = base["accuracy_ci95"]
-            lines += [
-                "",
-                f"Baseline on the same reviews, trained on the same {base['train_rows']:,} training reviews: "
-                f"{base['model']}, accuracy {base['accuracy']:.4f} ({low:.4f} – {high:.4f}).",
-            ]
+        lines += evaluation_lines(evaluation)
     fitted = meta.get("calibration")
     if fitted and fitted.get("applied"):
         lines += [
@@ -97,3 +76,30 @@ def model_card(meta: dict) -> str:
             f"before, {fitted['ece_after']:.4f} after.",
         ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
+
+
+def evaluation_lines(evaluation: dict) -> list[str]:
+    """The card's evaluation section: the headline metrics as a table, and the baseline beside them."""
+    lines = [
+        "",
+        "## Evaluation",
+        "",
+        f"On {evaluation.get('data')} ({evaluation.get('rows')} reviews):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in ("accuracy", "accuracy_ci95", "f1_macro", "roc_auc", "pr_auc", "ece"):
+        if key in evaluation:
+            value = evaluation[key]
+            shown = f"{value[0]:.4f} – {value[1]:.4f}" if isinstance(value, list) else f"{value:.4f}"
+            lines.append(f"| {key} | {shown} |")
+    base = evaluation.get("baseline")
+    if base:
+        low, high = base["accuracy_ci95"]
+        lines += [
+            "",
+            f"Baseline on the same reviews, trained on the same {base['train_rows']:,} training reviews: "
+            f"{base['model']}, accuracy {base['accuracy']:.4f} ({low:.4f} – {high:.4f}).",
+        ]
+    return lines
