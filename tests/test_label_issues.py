@@ -1,0 +1,37 @@
+"""critic profile --label-issues: the labels flipped on purpose are found, each with its line in the file."""
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import synthetic
+
+from critic.cli import main
+
+
+def test_flipped_labels_are_found_with_their_lines(tmp_path, capsys):
+    reviews = synthetic.reviews(600, seed=3).drop_duplicates("text").reset_index(drop=True)
+    flipped = np.random.default_rng(0).choice(len(reviews), size=len(reviews) // 20, replace=False)  # 5%
+    reviews.loc[flipped, "label"] = 1 - reviews.loc[flipped, "label"]
+    path = tmp_path / "reviews.csv"
+    reviews.to_csv(path, index=False)
+    out = tmp_path / "profile"
+
+    assert main(["profile", str(path), "--tokenizer", "none", "--label-issues", "--output", str(out)]) == 0
+    found = pd.read_csv(out / "label_issues.csv", dtype={"line": str})
+    line_of = {row["text"]: str(i + 2) for i, row in reviews.iterrows()}  # line 1 is the header
+    assert list(found["line"]) == [line_of[text] for text in found["text"]]
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    for line, text, given in zip(found["line"], found["text"], found["given"]):
+        assert rows[int(line) - 1] == [text, {"negative": "0", "positive": "1"}[given]]  # that line of the file
+    caught = set(found["text"]) & set(reviews.loc[flipped, "text"])
+    recall, precision = len(caught) / len(flipped), len(caught) / max(len(found), 1)
+    assert recall >= 0.8 and precision >= 0.6, (recall, precision, len(found))
+    assert found["score"].is_monotonic_increasing  # the most suspicious first
+    assert set(found["suggested"]) <= {"negative", "positive"} and (found["suggested"] != found["given"]).all()
+    summary = json.loads((out / "profile.json").read_text())
+    assert summary["label_issues"]["rows"] == len(found)
+    assert "Labels that look wrong" in (out / "profile.html").read_text()
+    assert "labels that look wrong" in capsys.readouterr().out
