@@ -61,8 +61,8 @@ def find(
 
 
 def source_lines(path: str | Path, columns: Columns, texts: pd.Series) -> list[str]:
-    """Where each text is in the file it was read from: its line (the first, for a text that occurs twice), or
-    an aclImdb review's file; blank where the source cannot be read again."""
+    """Where each text is in the file it was read from: its line (the first, for a text that occurs twice); blank
+    where the source is not one file (an aclImdb folder or tarball)."""
     path = Path(path)
     if not path.is_file() or path.name.endswith(".tar.gz"):
         return [""] * len(texts)

@@ -738,7 +738,7 @@ def run(
         config.save(output / job.config_file)
         truncate_log(output / job.log_file, state.step)
     job.begin(state, plan, machine, dist)
-    steps = Steps(job, config, output, dist, machine, plan, training_step, checkpoint, say)
+    steps = Steps(job, config, output, dist, machine, plan, training_step, checkpoint)
     steps.take(state, progress and dist.main, on_validation)
     if dist.main:
         job.finish(state, steps.clock, steps.samples, training_step, dist.world)
@@ -760,7 +760,6 @@ class Steps:
     plan: Plan
     training_step: TrainingStep
     checkpoint: Checkpoint
-    say: Callable[[str], None]
     samples: int = 0
 
     def __post_init__(self):
