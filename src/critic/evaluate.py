@@ -21,6 +21,12 @@ LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
 def model_rows(meta: dict, split: str, loaded=None):
     """A split of the data a model was trained on (its data, training subset for "train", seed), or None where it
     cannot be read again. `loaded`: the same data already read (with the model's columns and classes), read once."""
+    splits = model_splits(meta, (split,), loaded)
+    return None if splits is None else splits[split]
+
+
+def model_splits(meta: dict, splits: Sequence[str], loaded=None) -> dict | None:
+    """Several splits of the data a model was trained on, the data read once; None where it cannot be read again."""
     from critic import data as datasets
 
     settings = meta.get("config") or {}
@@ -30,9 +36,14 @@ def model_rows(meta: dict, split: str, loaded=None):
             if loaded is not None and not settings.get("drop_invalid")
             else datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
         )
-        return dataset.split(split, settings.get("train_size") if split == "train" else None, settings.get("seed", 42))
+        return {
+            split: dataset.split(
+                split, settings.get("train_size") if split == "train" else None, settings.get("seed", 42)
+            )
+            for split in splits
+        }
     except (KeyError, OSError, ValueError) as error:
-        print(f"critic: the model's {split} rows cannot be read again ({error})", file=sys.stderr)
+        print(f"critic: the model's {', '.join(splits)} rows cannot be read again ({error})", file=sys.stderr)
         return None
 
 

@@ -68,10 +68,12 @@ def export(
     model, tokenizer, meta = modeling.load(model_dir, "cpu")
     encoder = Encoder(tokenizer)
     check_reviews = max(check_reviews, measure_reviews)
-    reviews = _reviews(meta, data, "validation", check_reviews, say)
+    sizes = {"validation": check_reviews, **({"train": CALIBRATION_REVIEWS} if "openvino-int8" in names else {})}
+    sampled = _reviews(meta, data, sizes, say)
+    reviews = sampled.get("validation")
     calibration = None
     if "openvino-int8" in names:
-        texts = _reviews(meta, data, "train", CALIBRATION_REVIEWS, say)
+        texts = sampled.get("train")
         if texts is None:
             say("openvino-int8 left out: no reviews to calibrate it on (pass --data)")
             names.remove("openvino-int8")
@@ -210,8 +212,9 @@ def parity(model, encoder: Encoder, meta: dict, model_dir: Path, names: Sequence
     }
 
 
-def _reviews(meta: dict, data: str | None, split: str, size: int, say) -> tuple[list[str], np.ndarray] | None:
-    """(texts, labels as class indices) of up to `size` reviews of `split`: of `data`, or of the model's own."""
+def _reviews(meta: dict, data: str | None, sizes: dict[str, int], say) -> dict[str, tuple[list[str], np.ndarray]]:
+    """For each split in `sizes`, (texts, labels as class indices) of up to that many of its reviews: of `data`, or
+    of the model's own, read once. A split without reviews is left out."""
     import dataclasses
 
     from critic import data as datasets
@@ -219,19 +222,23 @@ def _reviews(meta: dict, data: str | None, split: str, size: int, say) -> tuple[
 
     if data is not None:
         columns = dataclasses.replace(datasets.columns_of(meta.get("config") or {}), labels=tuple(meta["labels"]))
-        frame = datasets.load(data, columns).split(split, None, 42)
+        dataset = datasets.load(data, columns)
+        frames = {split: dataset.split(split, None, 42) for split in sizes}
     elif meta.get("data"):
-        frame = evaluate.model_rows(meta, split)
+        frames = evaluate.model_splits(meta, list(sizes)) or {}
     else:
-        return None
-    if frame is None or len(frame) == 0:
-        return None
-    frame = frame.sample(n=min(size, len(frame)), random_state=0)
-    say(
-        f"{'calibrating int8 on' if split == 'train' else 'measuring on'} {len(frame):,} {split} reviews of "
-        f"{data or meta['data']}"
-    )
-    return frame["text"].tolist(), frame["label"].to_numpy()
+        return {}
+    sampled = {}
+    for split, frame in frames.items():
+        if frame is None or len(frame) == 0:
+            continue
+        frame = frame.sample(n=min(sizes[split], len(frame)), random_state=0)
+        say(
+            f"{'calibrating int8 on' if split == 'train' else 'measuring on'} {len(frame):,} {split} reviews of "
+            f"{data or meta['data']}"
+        )
+        sampled[split] = frame["text"].tolist(), frame["label"].to_numpy()
+    return sampled
 
 
 def measure(
