@@ -42,12 +42,16 @@ def find(
     texts: list[str], labels: np.ndarray, names: tuple[str, ...], folds: int = FOLDS, seed: int = 42
 ) -> pd.DataFrame:
     """The rows whose label looks wrong, most suspicious first: (row, given, suggested, score)."""
+    return flag(labels, out_of_fold_probabilities(texts, labels, folds, seed), names)
+
+
+def flag(labels: np.ndarray, probs: np.ndarray, names: tuple[str, ...]) -> pd.DataFrame:
+    """The rows whose label out-of-fold probabilities `probs` contradict, by cleanlab, most suspicious first."""
     try:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
     except ImportError:
         raise ImportError("label issues need cleanlab: pip install 'critic[labels]'") from None
-    probs = out_of_fold_probabilities(texts, labels, folds, seed)
     flagged = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
     scores = get_label_quality_scores(labels, probs, method="self_confidence")
     return pd.DataFrame(
