@@ -88,6 +88,23 @@ def test_a_third_sentiment_class_is_named_not_guessed(tmp_path):
     assert report.labels == ["negative", "neutral", "positive"] and frame["label"].tolist() == [2, 1, 0]
 
 
+def test_a_value_many_rows_hold_beside_binary_spellings_is_a_class_and_a_rare_one_an_error(tmp_path):
+    path = tmp_path / "r.csv"
+    rows = [("great", "good")] * 12 + [("awful", "bad")] * 12 + [("so-so", "mixed")] * 10
+    path.write_text("text,label\n" + "".join(f"{text} {i},{label}\n" for i, (text, label) in enumerate(rows)))
+    frame, report = data.read_table(path)
+    assert report.labels == ["negative", "mixed", "positive"]
+    assert frame["label"].tolist() == [2] * 12 + [0] * 12 + [1] * 10
+    with path.open("a") as file:  # one row of 35 holds 'meh': a typo, not a class
+        file.write("fine,meh\n")
+    with pytest.raises(DataError, match=f"{path}, line 36: unknown label 'meh'"):
+        data.read_table(path)
+    numbered = tmp_path / "n.csv"
+    numbered.write_text("text,label\n" + "".join(f"r{i},{i % 3}\n" for i in range(60)))
+    frame, report = data.read_table(numbered)
+    assert report.labels == ["0", "1", "2"] and frame["label"].tolist()[:3] == [0, 1, 2]
+
+
 def test_three_way_map_from_stars_and_a_single_class_is_refused(tmp_path):
     path = tmp_path / "r.csv"
     synthetic.stars(50).to_csv(path, index=False)

@@ -1,7 +1,8 @@
 """Read review files (CSV, TSV, JSONL, Parquet, an aclImdb folder or tarball), validate them and map labels.
 
 Every dataset comes out as a pandas DataFrame with columns `text` (str) and `label` (the index of the row's class
-in the dataset's `labels`). Binary sentiment (negative, positive) is recognised in its usual spellings; any other
+in the dataset's `labels`). Binary sentiment (negative, positive) is recognised in its usual spellings (a value
+beside them that many rows hold is a class of its own: good/bad/mixed); any other
 label column gives its own classes (stars 1-5 in numeric order, names in alphabetical order, or the order given
 with --labels), and --label-map maps raw values to classes. A row with a missing text or an unknown label is
 reported with its file and line; the load stops unless the caller asks to drop such rows, and then the dropped
@@ -16,6 +17,7 @@ import json
 import re
 import sys
 import tarfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 LABEL_NAMES = ("negative", "positive")
+# A value beside binary sentiment's spellings held by this share of the rows and this many rows is a class
+CLASS_SHARE, CLASS_ROWS = 0.05, 10
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")
 LABEL_COLUMNS = ("label", "sentiment", "labels", "target", "polarity", "class", "stars", "rating", "overall")
 KNOWN_LABELS = {
@@ -147,11 +151,15 @@ def natural_order(values) -> tuple[str, ...]:
 
 def is_ordered(labels: tuple[str, ...]) -> bool:
     """Numeric class names (stars) are ordered: an error of one star is smaller than one of four."""
+    return len(labels) > 2 and all(is_number(label) for label in labels)
+
+
+def is_number(value: str) -> bool:
     try:
-        [float(label) for label in labels]
+        float(value)
     except ValueError:
         return False
-    return len(labels) > 2
+    return True
 
 
 def resolve_labels(raw: list[str], columns: Columns) -> tuple[tuple[str, ...], Callable[[str], int | None]]:
@@ -169,9 +177,7 @@ def resolve_labels(raw: list[str], columns: Columns) -> tuple[tuple[str, ...], C
     elif {KNOWN_LABELS.get(value.lower()) for value in distinct} >= {0, 1} or any(
         value.lower() in KNOWN_LABELS and not value.isdigit() for value in distinct
     ):
-        # Binary sentiment in its usual spellings (both 0 and 1, or a word such as positive): another value is a
-        # bad row (a typo, a stray header), not a third class; more classes are named with --labels.
-        labels, lookup = LABEL_NAMES, {k: LABEL_NAMES[v] for k, v in KNOWN_LABELS.items()}
+        labels, lookup = sentiment_classes(raw)
     else:
         labels = natural_order(distinct)
         lookup = {label: label for label in labels}
@@ -187,6 +193,27 @@ def resolve_labels(raw: list[str], columns: Columns) -> tuple[tuple[str, ...], C
         return index.get(name) if name is not None else None
 
     return tuple(labels), to_index
+
+
+def sentiment_classes(raw: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Classes of a column that spells binary sentiment (both 0 and 1, or a word such as positive). A value
+    beside those spellings held by at least CLASS_SHARE of the rows and CLASS_ROWS rows is a class the user means
+    (good/bad/mixed: negative, mixed, positive; 0/1/2: three classes); a rarer one is a bad row (a typo, a stray
+    header) and stays an error naming its line."""
+    counts = Counter(value for value in raw if value)
+    frequent = sorted(
+        value
+        for value, count in counts.items()
+        if value.lower() not in KNOWN_LABELS and count >= max(CLASS_ROWS, CLASS_SHARE * len(raw))
+    )
+    if not frequent:
+        return LABEL_NAMES, {k: LABEL_NAMES[v] for k, v in KNOWN_LABELS.items()}
+    everything = [value for value in counts if value.lower() in KNOWN_LABELS] + frequent
+    if all(is_number(value) for value in everything):
+        labels = natural_order(everything)  # 0, 1, 2: numbered classes, not sentiment with an extra
+        return labels, {label: label for label in labels}
+    labels = (LABEL_NAMES[0], *natural_order(frequent), LABEL_NAMES[1])
+    return labels, {**{k: LABEL_NAMES[v] for k, v in KNOWN_LABELS.items()}, **{value: value for value in frequent}}
 
 
 def records(path: Path) -> Iterator[tuple[int, dict]]:
