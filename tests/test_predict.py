@@ -130,6 +130,22 @@ def test_evaluate_model_and_cli(own_toy_model, tmp_path, capsys):
     assert f"model folder {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
 
 
+def test_evaluate_defaults_to_the_models_own_data_and_asks_for_it_when_gone(own_toy_model, tmp_path, capsys):
+    data = own_toy_model.parent / "toy.csv"
+    modeling.update_meta(own_toy_model, data=str(data), data_path=str(data))
+    assert main(["evaluate", str(own_toy_model), "--no-baseline", "--output", str(tmp_path / "ev")]) == 0
+    evaluation = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert evaluation["data"] == f"{data}, split test" and evaluation["accuracy"] > 0.9
+    moved = data.rename(tmp_path / "elsewhere.csv")
+    assert main(["evaluate", str(own_toy_model), "--no-baseline"]) == 2
+    assert f"trained on {data}, which is not there any more" in capsys.readouterr().err
+    assert main(["evaluate", str(own_toy_model), str(moved), "--no-baseline", "--output", str(tmp_path / "ev")]) == 0
+    modeling.update_meta(own_toy_model, data=str(moved), data_path=str(moved))
+    moved.write_text(moved.read_text().replace("great", "grand"))  # the same file, changed since training
+    assert main(["evaluate", str(own_toy_model), "--no-baseline", "--output", str(tmp_path / "ev")]) == 0
+    assert "differs from the one recorded when the model was trained" in capsys.readouterr().err
+
+
 def test_predict_file_refuses_to_overwrite_a_complete_output(toy_model, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("a great fun film\n")

@@ -3,7 +3,7 @@
     import critic
     frame = critic.load_dataset("imdb", split="train")             # DataFrame: text, label
     path = critic.train_model(model="minilm", train_size=2000)     # a model folder
-    summary = critic.evaluate_model(path, "imdb", split="test")    # metrics + report files
+    summary = critic.evaluate_model(path, split="test")    # metrics + report files, on the model's own data
     clf = critic.Classifier.load(path)
     clf.predict(["A moving, beautifully shot film."])              # ['positive']
 

@@ -356,7 +356,11 @@ def add_evaluate(verbs) -> None:
         "probabilities), calibration, accuracy by length, the most confident mistakes.",
     )
     verb.add_argument("model", help="a model folder written by `critic train`")
-    verb.add_argument("data", nargs="?", default="imdb", help="imdb or a labelled file (default: imdb)")
+    verb.add_argument(
+        "data",
+        nargs="?",
+        help="imdb or a labelled file (default: the data the model was trained on, as its critic.json says)",
+    )
     verb.add_argument("--split", default="test", help="train, validation, test or all (default: test)")
     verb.add_argument("--size", type=int, help="a seeded random subset of N reviews")
     verb.add_argument("--output", help="folder for evaluation.json and evaluation.html (default: MODEL/evaluation)")

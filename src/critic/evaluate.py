@@ -34,7 +34,7 @@ def model_splits(meta: dict, splits: Sequence[str], loaded=None) -> dict | None:
         dataset = (
             loaded
             if loaded is not None and not settings.get("drop_invalid")
-            else datasets.load(meta["data"], datasets.columns_of(settings), settings.get("drop_invalid", False))
+            else datasets.load(trained_on(meta), datasets.columns_of(settings), settings.get("drop_invalid", False))
         )
         return {
             split: dataset.split(
@@ -45,6 +45,29 @@ def model_splits(meta: dict, splits: Sequence[str], loaded=None) -> dict | None:
     except (KeyError, OSError, ValueError) as error:
         print(f"critic: the model's {', '.join(splits)} rows cannot be read again ({error})", file=sys.stderr)
         return None
+
+
+def trained_on(meta: dict, model: str | Path = "the model") -> str:
+    """The data a model was trained on, as its critic.json records it: a named dataset, or its file where it still
+    is (as given to `critic train`, else the absolute path recorded then). A file that is gone is an error that asks
+    for the data; a classifier critic did not train is evaluated on IMDB."""
+    from critic.data import DataError, sources
+
+    data = meta.get("data")
+    if data is None and meta.get("foreign"):
+        return "imdb"
+    if data is None:
+        raise DataError(f"{model}: its critic.json does not say what data it was trained on; name the data")
+    if str(data) in sources.DATASETS:
+        return str(data)
+    for candidate in (data, meta.get("data_path")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    looked = " or ".join(dict.fromkeys(str(c) for c in (data, meta.get("data_path")) if c))
+    raise DataError(
+        f"{model} was trained on {data}, which is not there any more (looked at {looked}); name the data to "
+        f"evaluate on: critic evaluate {model} DATA"
+    )
 
 
 def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -476,7 +499,7 @@ HEADLINE = (
 
 def evaluate_model(
     model: str | Path,
-    data: str | Path = "imdb",
+    data: str | Path | None = None,
     split: str = "test",
     size: int | None = None,
     seed: int = 42,
@@ -485,7 +508,8 @@ def evaluate_model(
     backend: str = "torch",
     baseline: bool = True,
 ) -> dict:
-    """Score `split` of `data` with a trained model and compute every metric; writes evaluation.json and
+    """Score `split` of `data` (default: the data the model was trained on, `trained_on`) with a trained model
+    and compute every metric; writes evaluation.json and
     evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
     (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
     trained on the model's own training rows and scored beside it."""
@@ -500,7 +524,11 @@ def evaluate_model(
     columns = dataclasses.replace(
         datasets.columns_of(classifier.meta.get("config") or {}), labels=tuple(classifier.labels)
     )
+    own = data is None
+    data = trained_on(classifier.meta, model) if own else data
     dataset = datasets.load(data, columns)
+    if own and not size:
+        warn_if_changed(classifier.meta, dataset, split)
     frame = dataset.split(split, size, seed)
     texts = frame["text"].tolist()
     tokens = classifier.encode(texts)
@@ -515,11 +543,9 @@ def evaluate_model(
         ordered=bool(classifier.meta.get("ordered")),
     )
     if baseline:
-        trained_on = model_rows(
-            classifier.meta, "train", dataset if str(data) == str(classifier.meta.get("data")) else None
-        )
-        if trained_on is not None:
-            summary["baseline"] = baseline_beside(classifier, trained_on, texts, frame["label"])
+        training_rows = model_rows(classifier.meta, "train", dataset if own else None)
+        if training_rows is not None:
+            summary["baseline"] = baseline_beside(classifier, training_rows, texts, frame["label"])
     if classifier.meta.get("calibration", {}).get("applied"):
         summary["calibration"] = classifier.meta["calibration"]
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
@@ -532,6 +558,18 @@ def evaluate_model(
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
         modeling.update_meta(model, evaluation={k: summary[k] for k in HEADLINE if k in summary})
     return summary
+
+
+def warn_if_changed(meta: dict, dataset, split: str) -> None:
+    """Says where the split read now is not the one the model was trained beside (the file changed since)."""
+    recorded = ((meta.get("manifest") or {}).get("splits") or {}).get(split, {}).get("texts_sha256")
+    now = dataset.manifest.get("splits", {}).get(split, {}).get("texts_sha256")
+    if recorded and now and recorded != now:
+        print(
+            f"critic: the {split} split of {meta.get('data')} differs from the one recorded when the model was "
+            f"trained (the data changed since); its figures are not comparable with the card's",
+            file=sys.stderr,
+        )
 
 
 def baseline_beside(classifier, trained_on, texts: list[str], labels) -> dict:

@@ -251,6 +251,7 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
         "name": Path(config.output).name,
         "base_model": config.model,
         "data": config.data,
+        **({"data_path": str(Path(config.data).resolve())} if Path(config.data).exists() else {}),
         "labels": list(inputs.dataset.labels),
         "ordered": data.is_ordered(inputs.dataset.labels),
         "cleaning": config.cleaning,
