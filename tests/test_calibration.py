@@ -27,6 +27,24 @@ def test_temperature_undoes_overconfidence():
     assert calibration.fit_temperature(logits / 3.0, labels) == pytest.approx(1.0, rel=0.05)
 
 
+def test_a_model_leaning_to_one_class_gets_a_bias_and_a_calibrated_one_is_left_near_alone():
+    logits, labels = overconfident(rows=20000, factor=2.0)
+    leaning = logits + np.array([0.0, 0.0, 1.5])  # the third class 1.5 logits too likely
+    scaling, held_out = calibration.choose_scaling(leaning, labels)
+    assert scaling.method == "vector" and held_out["vector"]["nll"] < held_out["temperature"]["nll"] - 0.02
+    assert scaling.bias[2] - scaling.bias[1] == pytest.approx(-0.75, abs=0.15)  # 1.5 at the fitted scale of 1/2
+    summary = calibration.calibration_summary(leaning, labels, scaling)
+    assert summary["ece_after"] < 0.02 < summary["ece_before"] and summary["method"] == "vector"
+    two = np.stack([logits[:, 0], logits[:, 1] + 1.0], axis=1)
+    two_labels = np.where(labels == 2, 0, labels)
+    assert calibration.choose_scaling(two, two_labels)[0].method == "temperature+bias"
+    assert "a bias of -" in calibration.describe(
+        calibration.as_record(calibration.choose_scaling(two, two_labels)[0]), ["negative", "positive"]
+    )
+    identity = calibration.fit_scaling(logits / 2.0, labels, "vector")
+    assert np.allclose(identity.scale, 1.0, atol=0.05) and np.allclose(identity.bias, 0.0, atol=0.08)
+
+
 def tiny_roberta():
     config = RobertaConfig(
         vocab_size=60,
@@ -52,11 +70,16 @@ def test_folded_temperature_divides_the_logits(build, tiny_bert):
         model.classifier.out_proj if build == "roberta" else model.classifier
     )
     ids = torch.randint(5, 40, (3, 9))
+    classes = model.config.num_labels
+    scaling = calibration.Scaling("vector", tuple(0.5 + np.arange(classes)), tuple(np.arange(classes) - 1.0))
     with torch.no_grad():
         before = model(input_ids=ids).logits
         calibration.fold_temperature(model, 2.5)
         after = model(input_ids=ids).logits
+        calibration.fold_scaling(model, scaling)
+        scaled = model(input_ids=ids).logits
     assert torch.allclose(after, before / 2.5, atol=1e-6)
+    assert np.allclose(scaled.numpy(), scaling.apply(after.numpy()), atol=1e-5)
 
 
 def test_training_ends_calibrated_and_every_consumer_reads_it(toy_model):

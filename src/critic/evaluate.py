@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from critic import report
-from critic.modeling.calibration import expected_calibration_error
+from critic.modeling.calibration import describe, expected_calibration_error
 
 LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
 
@@ -415,7 +415,7 @@ def comparison_html(summary: dict) -> str:
     fitted = summary.get("calibration")
     if fitted:
         parts.append(
-            f"<p>Calibration: temperature {fitted['temperature']:.3f} fitted on {fitted['rows']:,} "
+            f"<p>Calibration: {describe(fitted, summary['labels'])} fitted on {fitted['rows']:,} "
             f"validation reviews and folded into the head; validation ECE {fitted['ece_before']:.4f} → "
             f"{fitted['ece_after']:.4f}.</p>"
         )
@@ -462,7 +462,7 @@ def print_summary(summary: dict, console=None) -> None:
     if summary.get("calibration"):
         fitted = summary["calibration"]
         console.print(
-            f"calibrated: temperature {fitted['temperature']:.3f}, validation ECE {fitted['ece_before']:.4f}"
+            f"calibrated: {describe(fitted, summary['labels'])}, validation ECE {fitted['ece_before']:.4f}"
             f" -> {fitted['ece_after']:.4f}"
         )
     if "accuracy_by_length" in summary:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from critic.modeling.calibration import describe
+
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 
 
@@ -71,7 +73,7 @@ def model_card(meta: dict) -> str:
     if fitted and fitted.get("applied"):
         lines += [
             "",
-            f"Calibrated: temperature {fitted['temperature']:.3f} (fitted on {fitted['rows']:,} validation "
+            f"Calibrated: {describe(fitted, meta.get('labels', []))} (fitted on {fitted['rows']:,} validation "
             f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
             f"before, {fitted['ece_after']:.4f} after.",
         ]

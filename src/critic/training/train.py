@@ -442,31 +442,35 @@ def finish(
 
 
 def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str], None]) -> dict:
-    """Fit a temperature on the validation split's logits of the saved model and fold it into its head; critic.json
-    records it with the validation ECE and NLL before and after. A temperature that would raise the validation ECE
-    (a degenerate model whose logits all lean one way) is recorded but not applied."""
+    """Fit a scaling of the logits on the validation split's logits of the saved model (a temperature, with a bias
+    per class where that calibrates better on held-out validation rows: `calibration.choose_scaling`) and fold it
+    into its head; critic.json records it with the validation ECE and NLL before and after. A scaling that would
+    raise the validation ECE or NLL (a degenerate model whose logits all lean one way) is recorded but not applied."""
     model, tokenizer, meta = modeling.load(output, machine.device)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
     logits = modeling.logits(
         forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels, pad_multiple=machine.multiple
     )
-    fitted = calibration.fit_temperature(logits, inputs.validation_labels)
-    summary = calibration.calibration_summary(logits, inputs.validation_labels, fitted)
-    summary["applied"] = summary["ece_after"] <= summary["ece_before"]
+    scaling, held_out = calibration.choose_scaling(logits, inputs.validation_labels)
+    summary = calibration.calibration_summary(logits, inputs.validation_labels, scaling)
+    summary["held_out"] = held_out
+    summary["applied"] = summary["ece_after"] <= summary["ece_before"] and summary["nll_after"] <= summary["nll_before"]
+    labels = list(inputs.dataset.labels)
     if not summary["applied"]:
         modeling.update_meta(output, calibration=summary)
         say(
-            f"not calibrated: temperature {fitted:.3f} would raise the validation ECE "
+            f"not calibrated: {calibration.describe(summary, labels)} would raise the validation ECE "
             f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained"
         )
         return summary
-    calibration.fold_temperature(model, fitted)
-    # A finished run started again calibrates the calibrated model (T near 1): the total is the product.
-    previous = meta.get("calibration", {})
-    summary["temperature"] = (previous.get("temperature", 1.0) if previous.get("applied", True) else 1.0) * fitted
+    calibration.fold_scaling(model, scaling)
+    # A finished run started again calibrates the calibrated model (near the identity): the total is the composite.
+    previous = meta.get("calibration")
+    if previous and previous.get("applied", True):
+        summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(labels)))))
     modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(
-        f"calibrated: temperature {summary['temperature']:.3f} folded into the head; validation ECE "
+        f"calibrated: {calibration.describe(summary, labels)} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
         f"{summary['nll_after']:.4f}"
     )
