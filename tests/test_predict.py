@@ -118,6 +118,9 @@ def test_evaluate_model_and_cli(own_toy_model, tmp_path, capsys):
     assert "Calibrated: temperature" in card
     html = (toy_model / "evaluation" / "evaluation.html").read_text()
     assert "Against a baseline" in html and "TF-IDF" in html
+    unsure = {t["target"]: t for t in summary["unsure"]["targets"]}  # thresholds from the validation split
+    assert unsure[0.9]["coverage"] > 0.9 and unsure[0.9]["met"] and unsure[0.99]["coverage"] == 0.0
+    assert "Not sure: answering only above a confidence" in html and "Accuracy against coverage" in html
     from huggingface_hub import ModelCard
 
     results = {r.metric_type: r.metric_value for r in ModelCard.load(toy_model / "README.md").data.eval_results}

@@ -321,6 +321,12 @@ def test_browser_page(server, tmp_path):
         words = page.eval_on_selector_all("#words span", "spans => spans.map(s => [s.textContent, s.dataset.score])")
         assert [w for w, _ in words] == ["a", "great", "fun", "film"]
         page.screenshot(path=str(Path(os.environ.get("CRITIC_SCREENSHOTS", tmp_path)) / "page-review.png"))
+        page.select_option("#min-accuracy", "0.99")  # the toy's 103 validation reviews cannot show 99%
+        page.click("#analyse")
+        page.wait_for_selector("#threshold:not(.hidden)")
+        assert page.inner_text("#verdict").startswith("unsure (positive")
+        assert "every answer is unsure" in page.inner_text("#threshold")
+        page.select_option("#min-accuracy", "")
         page.fill("#review", "")
         page.click("#analyse")
         page.wait_for_selector("#review-error:not(.hidden)")

@@ -442,11 +442,23 @@ def add_predict(verbs) -> None:
         help="torch.compile the PyTorch model (for GPUs: on a CPU, critic's own attention is faster uncompiled)",
     )
     verb.add_argument(
+        "--min-accuracy",
+        type=float,
+        metavar="SHARE",
+        help="answer `unsure` for reviews below the confidence at which the model's validation split shows "
+        "this accuracy with 95%% confidence (e.g. 0.97); says what share of the validation reviews it answers",
+    )
+    verb.add_argument(
         "--overwrite",
         action="store_true",
         help="with --file: score again from the start even when the output exists or a run was "
         "interrupted (by default an interrupted run continues where it stopped)",
     )
+    add_ray_options(verb)
+    verb.set_defaults(run=cmd_predict)
+
+
+def add_ray_options(verb) -> None:
     ray = verb.add_argument_group("on a Ray cluster (--engine ray; pip install 'critic[ray]')")
     ray.add_argument(
         "--engine",
@@ -478,7 +490,6 @@ def add_predict(verbs) -> None:
         default="parquet",
         help="the files written under OUTPUT/scored/ and OUTPUT/rejected/ (one per block)",
     )
-    verb.set_defaults(run=cmd_predict)
 
 
 def cmd_predict_ray(args) -> int:
@@ -512,8 +523,11 @@ def cmd_predict_ray(args) -> int:
 def cmd_predict(args) -> int:
     from critic.inference.files import predict_file
     from critic.inference.predict import Classifier
+    from critic.modeling import abstention
 
     if args.engine == "ray":
+        if args.min_accuracy is not None:
+            raise SystemExit("critic predict: --min-accuracy is not yet available with --engine ray")
         return cmd_predict_ray(args)
     classifier = Classifier.load(
         args.model,
@@ -529,17 +543,32 @@ def cmd_predict(args) -> int:
         suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix
         target = Path(args.output) if args.output else source.with_name(source.stem + ".scored" + suffix)
         _log(f"{classifier.backend} backend, long reviews: {classifier.long_reviews.mode}")
-        rows = predict_file(classifier, source, target, args.text_column, overwrite=args.overwrite)
+        say_threshold(classifier, args.min_accuracy)
+        rows = predict_file(
+            classifier, source, target, args.text_column, overwrite=args.overwrite, min_accuracy=args.min_accuracy
+        )
         _log(f"scored {rows:,} reviews into {target}")
         return 0
     if not args.texts:
         raise SystemExit("critic predict: give texts to score, or --file")
+    say_threshold(classifier, args.min_accuracy)
     probs = classifier.predict_proba(args.texts)
-    for text, p in zip(args.texts, probs):
-        label = classifier.labels[int(p.argmax())]
+    labels = abstention.answers(probs, classifier.labels, classifier.unsure_below(args.min_accuracy))
+    for text, label, p in zip(args.texts, labels, probs):
         shown = text if len(text) <= 70 else text[:67] + "…"
         print(f"{label}\t{p.max():.3f}\t{shown}")
+    if args.min_accuracy is not None:
+        answered = sum(label != abstention.UNSURE for label in labels)
+        _log(f"answered {answered} of {len(labels)}")
     return 0
+
+
+def say_threshold(classifier, min_accuracy: float | None) -> None:
+    from critic.modeling import abstention
+
+    if min_accuracy is not None:
+        chosen = classifier.threshold(min_accuracy)
+        _log(abstention.describe(chosen, classifier.meta["abstention"]["curve"]["rows"]))
 
 
 def add_export(verbs) -> None:

@@ -185,6 +185,36 @@ def accuracy_by_length(lengths: np.ndarray, correct: np.ndarray) -> list[dict]:
     return buckets
 
 
+def unsure_figures(labels: np.ndarray, probs: np.ndarray, record: dict) -> dict:
+    """ "Not sure" on these reviews: for each standard target, the threshold chosen on the validation split
+    (`abstention.threshold`), the share of these reviews it answers and their accuracy, met or not; and the
+    accuracy against the share answered, for every threshold, as a curve."""
+    from critic.modeling import abstention
+
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    targets = []
+    for target in abstention.STANDARD_TARGETS:
+        chosen = abstention.threshold(record["curve"], target, record.get("level", abstention.LEVEL))
+        answered = confidence >= (np.inf if chosen["threshold"] is None else chosen["threshold"])
+        accuracy = float(correct[answered].mean()) if answered.any() else None
+        targets.append(
+            {
+                "target": target,
+                "threshold": chosen["threshold"],
+                "validation_coverage": chosen["coverage"],
+                "coverage": float(answered.mean()),
+                "accuracy": accuracy,
+                "met": accuracy is None or accuracy >= target,
+            }
+        )
+    curve = abstention.curve(confidence, correct)
+    answered, errors = np.array(curve["answered"]), np.array(curve["errors"])
+    return {
+        "targets": targets,
+        "curve": {"coverage": (answered / len(labels)).tolist(), "accuracy": (1 - errors / answered).tolist()},
+    }
+
+
 def one_vs_rest(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict:
     """Each class against the others: its ROC and PR curves and AUCs, and their macro average."""
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
@@ -262,6 +292,8 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
             report.table(["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])]),
         )
     )
+    if "unsure" in summary:
+        sections.append(("Not sure: answering only above a confidence", unsure_html(summary)))
     plots = [confusion_heat_map(summary), *curve_plots(summary)]
     sections.append(("Curves", "<div class='grid'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>"))
     if "accuracy_by_length" in summary:
@@ -280,6 +312,42 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
             )
         )
     return report.page(title, subtitle, sections)
+
+
+def unsure_rows(summary: dict) -> list[tuple]:
+    return [
+        (
+            f"{t['target']:.0%}",
+            "none shows it" if t["threshold"] is None else f"{t['threshold']:.4f}",
+            f"{t['validation_coverage']:.1%}",
+            f"{t['coverage']:.1%}",
+            "—" if t["accuracy"] is None else f"{t['accuracy']:.2%}",
+            "yes" if t["met"] else "no",
+        )
+        for t in summary["unsure"]["targets"]
+    ]
+
+
+UNSURE_COLUMNS = ("target", "threshold", "answered (validation)", "answered here", "accuracy answered", "met")
+
+
+def unsure_html(summary: dict) -> str:
+    """The targets' table and the accuracy against the share answered, with each target's threshold marked."""
+    curve = summary["unsure"]["curve"]
+    fig, ax = report.figure(5.2, 3.4)
+    ax.plot(curve["coverage"], curve["accuracy"], color="#2e86c1", label="these reviews")
+    for t in summary["unsure"]["targets"]:
+        if t["accuracy"] is not None:
+            ax.plot(t["coverage"], t["accuracy"], "o", label=f"{t['target']:.0%} target")
+    ax.set(xlabel="share answered", ylabel="accuracy of the answers", title="Accuracy against coverage")
+    ax.legend(loc="lower left", fontsize=8)
+    return (
+        "<p>With <code>--min-accuracy</code>, reviews below a confidence threshold are answered "
+        "<code>unsure</code>; each threshold was chosen on the validation split so that the answered reviews' "
+        "accuracy meets the target with 95% confidence.</p>"
+        + report.table(UNSURE_COLUMNS, unsure_rows(summary))
+        + f"<figure>{report.svg(fig)}</figure>"
+    )
 
 
 def headline_figures(summary: dict) -> list[tuple[str, object]]:
@@ -465,6 +533,13 @@ def print_summary(summary: dict, console=None) -> None:
             f"calibrated: {describe(fitted, summary['labels'])}, validation ECE {fitted['ece_before']:.4f}"
             f" -> {fitted['ece_after']:.4f}"
         )
+    if "unsure" in summary:
+        answered = Table(title="not sure below a threshold (--min-accuracy)", title_justify="left")
+        for column in UNSURE_COLUMNS:
+            answered.add_column(column, justify="right")
+        for row in unsure_rows(summary):
+            answered.add_row(*row)
+        console.print(answered)
     if "accuracy_by_length" in summary:
         console.print(
             "by length: "
@@ -548,6 +623,8 @@ def evaluate_model(
             summary["baseline"] = baseline_beside(classifier, training_rows, texts, frame["label"])
     if classifier.meta.get("calibration", {}).get("applied"):
         summary["calibration"] = classifier.meta["calibration"]
+    if classifier.meta.get("abstention"):
+        summary["unsure"] = unsure_figures(frame["label"].to_numpy(), probs, classifier.meta["abstention"])
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
     summary["backend"] = (
         f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else classifier.backend

@@ -153,6 +153,7 @@ def predict_file(
     chunk: int = 1024,
     progress: bool = True,
     overwrite: bool = False,
+    min_accuracy: float | None = None,
 ) -> int:
     """Score every row of `source` into `target`: the input's columns plus the label and one probability per class
     (`label`, `p_<label>`; prefixed with `critic_` where the input has such columns already).
@@ -161,7 +162,8 @@ def predict_file(
     to `target` at the end (never the input itself). After each chunk the position is recorded in
     TARGET.progress.json with what makes a resume valid (the input's size and time, the model, the options), so an
     interrupted run continues where it stopped when started again with the same; the record is removed when the
-    run completes. Returns the number of rows in `target`.
+    run completes. Returns the number of rows in `target`. With `min_accuracy`, the label is
+    "unsure" below the confidence that shows it on the validation split (`Classifier.unsure_below`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -170,7 +172,8 @@ def predict_file(
     source, target = Path(source), Path(target)
     _check_target(source, target)
     sidecar = target.with_name(target.name + ".progress.json")
-    run = _run_record(classifier, source, text_column)
+    unsure_below = classifier.unsure_below(min_accuracy)
+    run = _run_record(classifier, source, text_column, min_accuracy)
     partial = target.with_name(target.name + ".partial")
     done, resume_bytes = _resume_point(run, target, partial, sidecar, overwrite)
     writer = Writer(partial, target.suffix.lower(), resume_bytes if done else None)
@@ -193,10 +196,10 @@ def predict_file(
                     columns = score_columns(classifier.labels, taken=list(rows[0]))
                 job = (rows, pool.submit(_checked_tokens, classifier, rows, key, source, first))
                 if pending is not None:
-                    done = _score_chunk(classifier, *pending, columns, writer, done, bar, sidecar, run)
+                    done = _score_chunk(classifier, *pending, columns, unsure_below, writer, done, bar, sidecar, run)
                 pending = job
             if pending is not None:
-                done = _score_chunk(classifier, *pending, columns, writer, done, bar, sidecar, run)
+                done = _score_chunk(classifier, *pending, columns, unsure_below, writer, done, bar, sidecar, run)
         writer.finish(target)
         sidecar.unlink(missing_ok=True)
     finally:
@@ -213,13 +216,13 @@ def _check_target(source: Path, target: Path) -> None:
         raise ValueError(f"{target} is the input file itself; name another output (scoring writes a new file)")
 
 
-def _run_record(classifier: Classifier, source: Path, text_column: str | None) -> dict:
+def _run_record(classifier: Classifier, source: Path, text_column: str | None, min_accuracy: float | None) -> dict:
     """What must be the same for a resumed run to continue an interrupted one."""
     stat = source.stat()
     return {
         "input": {"path": str(source.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
         "model": classifier.identity(),
-        "options": {"text_column": text_column},
+        "options": {"text_column": text_column, **({"min_accuracy": min_accuracy} if min_accuracy else {})},
     }
 
 
@@ -276,13 +279,14 @@ def _score_chunk(
     rows: list[dict],
     tokens,
     columns: list[str],
+    unsure_below: float | None,
     writer: Writer,
     done: int,
     bar,
     sidecar: Path,
     run: dict,
 ) -> int:
-    add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels, columns)
+    add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels, columns, unsure_below)
     writer.write(rows, part=done)
     done += len(rows)
     partial = sidecar.with_suffix(".tmp")

@@ -19,6 +19,7 @@ from critic import data, modeling
 from critic.data import sources
 from critic.inference import backends
 from critic.inference.backends import BACKENDS
+from critic.modeling import abstention
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
 
 
@@ -63,6 +64,7 @@ class Classifier:
         self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))  # as saved
         self.backend = backend
         self.path = Path(model_dir) if model_dir is not None else None
+        self._thresholds: dict[float, dict] = {}  # min accuracy -> abstention.threshold
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
         # ONNX Runtime); a GPU wants large ones.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
@@ -182,8 +184,24 @@ class Classifier:
                 scored.append(self.proba_from_tokens(tokens, max_tokens, progress))
         return np.concatenate(scored)
 
-    def predict(self, texts: Sequence[str] | str) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: Sequence[str] | str, min_accuracy: float | None = None) -> list[str]:
+        """Label names; with `min_accuracy` (such as 0.97), "unsure" for the reviews below the confidence at which
+        the validation split shows that accuracy with 95% confidence (`unsure_below`)."""
+        return abstention.answers(self.predict_proba(texts), self.labels, self.unsure_below(min_accuracy))
+
+    def unsure_below(self, min_accuracy: float | None) -> float | None:
+        """The confidence under which an answer is "unsure" for `min_accuracy`: infinite where no threshold shows
+        it on the validation split (every answer unsure), None without a target (every review answered)."""
+        if min_accuracy is None:
+            return None
+        chosen = self.threshold(min_accuracy)
+        return np.inf if chosen["threshold"] is None else chosen["threshold"]
+
+    def threshold(self, min_accuracy: float) -> dict:
+        """The threshold for `min_accuracy` with what it answers of the validation split (`abstention.threshold`)."""
+        if min_accuracy not in self._thresholds:
+            self._thresholds[min_accuracy] = abstention.threshold_for(self.meta, min_accuracy)
+        return self._thresholds[min_accuracy]
 
     def __repr__(self) -> str:
         return (
@@ -262,11 +280,17 @@ def score_columns(labels: Sequence[str], taken: Sequence[str] = ()) -> list[str]
     return [prefix + column for column in columns]
 
 
-def add_scores(rows: list[dict], probs: np.ndarray, labels: Sequence[str], columns: Sequence[str]) -> list[dict]:
-    """The scored form of input rows: their own columns plus `columns` (from `score_columns`): the label, then one
-    probability per class."""
-    for row, p in zip(rows, probs):
-        row[columns[0]] = labels[int(p.argmax())]
+def add_scores(
+    rows: list[dict],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    columns: Sequence[str],
+    unsure_below: float | None = None,
+) -> list[dict]:
+    """The scored form of input rows: their own columns plus `columns` (from `score_columns`): the label ("unsure"
+    below `unsure_below`, from `Classifier.unsure_below`), then one probability per class."""
+    for row, label, p in zip(rows, abstention.answers(probs, list(labels), unsure_below), probs):
+        row[columns[0]] = label
         row.update({column: round(float(value), 6) for column, value in zip(columns[1:], p)})
     return rows
 

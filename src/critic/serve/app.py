@@ -2,6 +2,7 @@
 a web page to try the model.
 
     POST /v1/predict     {"text": "..."} or {"texts": ["...", ...]} -> label and probabilities per text
+                         (with "min_accuracy": 0.97, "unsure" below the threshold that shows it on validation)
     POST /v1/explain     {"text": "..."} -> the words that pushed the decision
     POST /v1/score-csv   a CSV body (text/csv) -> the same CSV with label and p_<label> columns
     GET  /healthz /readyz /metrics /openapi.json, and / (the page)
@@ -19,11 +20,12 @@ from importlib import resources
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from critic.modeling.abstention import answers
 from critic.serve.batching import Busy, MicroBatcher
 
 RETRY_AFTER = {"Retry-After": "1"}
@@ -56,10 +58,22 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
+class Threshold(BaseModel):
+    target: float = Field(description="the min_accuracy asked for")
+    threshold: float | None = Field(
+        description="answers below this confidence are unsure; null: no threshold "
+        "shows the target on the validation split, and every answer is unsure"
+    )
+    coverage: float = Field(description="the share of the validation reviews it answers")
+    accuracy: float | None = Field(description="their accuracy")
+    lower_bound: float | None = Field(description="the accuracy they show with 95% confidence (Clopper-Pearson)")
+
+
 class PredictResponse(BaseModel):
     model: str
     version: str
     predictions: list[Prediction]
+    min_accuracy: Threshold | None = Field(None, description="with min_accuracy: the threshold used")
 
 
 class Word(BaseModel):
@@ -98,8 +112,20 @@ def request_models(settings: ServeSettings, labels: list[str]):
         model_config = ConfigDict(extra="forbid")
         text: Text = Field(description="one review")
 
-    class ManyTexts(BaseModel):
+    class Answering(BaseModel):
         model_config = ConfigDict(extra="forbid")
+        min_accuracy: float | None = Field(
+            None,
+            gt=0,
+            lt=1,
+            description='answer "unsure" below the confidence at which the validation split shows this accuracy '
+            "with 95% confidence, e.g. 0.97",
+        )
+
+    class OneToAnswer(OneText, Answering):
+        pass
+
+    class ManyTexts(Answering):
         texts: list[Text] = Field(min_length=1, max_length=settings.max_texts, description="several reviews")
 
     class ExplainText(OneText):
@@ -107,7 +133,7 @@ def request_models(settings: ServeSettings, labels: list[str]):
             None, description="the class to explain (default: the predicted one)"
         )
 
-    return OneText | ManyTexts, ExplainText
+    return OneToAnswer | ManyTexts, ExplainText
 
 
 class Metrics:
@@ -382,17 +408,16 @@ def api_router(service: Service) -> APIRouter:
                 f"{characters:,} characters in this request; the limit is "
                 f"{settings.max_request_chars:,} (send the texts in several requests)",
             )
+        unsure_below = classifier.unsure_below(body.min_accuracy)  # before scoring: a model without the record
         probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
         return PredictResponse(
             model=service.name,
             version=service.version,
             predictions=[
-                Prediction(
-                    label=classifier.labels[int(p.argmax())],
-                    probabilities={label: float(v) for label, v in zip(classifier.labels, p)},
-                )
-                for p in probs
+                Prediction(label=label, probabilities={name: float(v) for name, v in zip(classifier.labels, p)})
+                for label, p in zip(answers(probs, classifier.labels, unsure_below), probs)
             ],
+            min_accuracy=classifier.threshold(body.min_accuracy) if body.min_accuracy is not None else None,
         )
 
     @router.post("/explain", response_model=ExplainResponse)
@@ -407,8 +432,13 @@ def api_router(service: Service) -> APIRouter:
     @router.post(
         "/score-csv", responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}, openapi_extra=CSV_BODY
     )
-    async def score_csv(request: Request, text_column: str | None = None) -> Response:
+    async def score_csv(
+        request: Request,
+        text_column: str | None = None,
+        min_accuracy: Annotated[float | None, Query(gt=0, lt=1)] = None,
+    ) -> Response:
         deadline = time.monotonic() + settings.upload_timeout_s
+        unsure_below = classifier.unsure_below(min_accuracy)
         fields, rows, texts = read_upload(await request.body(), text_column, settings)
         # In chunks through the same queue as single requests, which are answered between them; a client that
         # has gone (or a request past its deadline) stops the work at the next chunk.
@@ -426,7 +456,7 @@ def api_router(service: Service) -> APIRouter:
         writer.writeheader()
         writer.writerows(
             {key: spreadsheet_safe(value) for key, value in row.items()}
-            for row in add_scores(rows, np.concatenate(probs), classifier.labels, columns)
+            for row in add_scores(rows, np.concatenate(probs), classifier.labels, columns, unsure_below)
         )
         return Response(
             out.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="scored.csv"'}

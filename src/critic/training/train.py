@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from critic import data, modeling
 from critic.config import TrainConfig, parse_fold
 from critic.data import sources
-from critic.modeling import calibration
+from critic.modeling import abstention, calibration
 from critic.modeling.attention import use_rowwise_attention
 from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
 from critic.training import loop
@@ -97,15 +97,7 @@ Teacher = Callable[[list[str], list[str]], np.ndarray]
 
 def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None = None) -> Inputs:
     dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
-    train_frame = dataset.split("train", config.train_size, config.seed)
-    if config.fold:  # cross-validation inside the training split: the validation split stays unseen
-        k, n = parse_fold(config.fold)
-        held = data.fold_of(train_frame["text"], n) == k - 1
-        train_frame, val_frame = train_frame[~held].reset_index(drop=True), train_frame[held].reset_index(drop=True)
-        if config.eval_size and config.eval_size < len(val_frame):
-            val_frame = val_frame.sample(n=config.eval_size, random_state=config.seed).reset_index(drop=True)
-    else:
-        val_frame = dataset.split("validation", config.eval_size, config.seed)
+    train_frame, val_frame = split_frames(config, dataset, config.eval_size)
     model, tokenizer = modeling.build(
         sources.resolve_model(config.model, log=say), dataset.labels, dropout=config.dropout
     )
@@ -142,6 +134,20 @@ def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teache
         val_frame["label"].to_numpy(),
         weights,
     )
+
+
+def split_frames(config: TrainConfig, dataset: data.Dataset, eval_size: int | None) -> tuple:
+    """The training rows and the validation rows (a seeded `eval_size` of them). With --fold K/N, validation is
+    the training split's K-th fold, and the validation split stays unseen."""
+    train_frame = dataset.split("train", config.train_size, config.seed)
+    if not config.fold:
+        return train_frame, dataset.split("validation", eval_size, config.seed)
+    k, n = parse_fold(config.fold)
+    held = data.fold_of(train_frame["text"], n) == k - 1
+    train_frame, val_frame = train_frame[~held].reset_index(drop=True), train_frame[held].reset_index(drop=True)
+    if eval_size and eval_size < len(val_frame):
+        val_frame = val_frame.sample(n=eval_size, random_state=config.seed).reset_index(drop=True)
+    return train_frame, val_frame
 
 
 def class_weights(spec: str, labels: np.ndarray, names: tuple[str, ...]) -> torch.Tensor | None:
@@ -422,8 +428,11 @@ def finish(
         **speed,
         **({"fp16_skipped_steps": skipped} if fp16 else {}),
     )
+    reviews, labels = final_validation(config, inputs, say)
+    model, tokenizer, meta, logits = validation_logits(output, reviews, inputs, machine)
     if config.calibrate:
-        calibrate(output, inputs, machine, say)
+        logits = calibrate(output, model, tokenizer, meta, logits, labels, say)
+    record_abstention(output, logits, labels, say)
     write_stats(state.history, output)
     modeling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
@@ -441,40 +450,70 @@ def finish(
     )
 
 
-def calibrate(output: Path, inputs: Inputs, machine: Machine, say: Callable[[str], None]) -> dict:
-    """Fit a scaling of the logits on the validation split's logits of the saved model (a temperature, with a bias
-    per class where that calibrates better on held-out validation rows: `calibration.choose_scaling`) and fold it
-    into its head; critic.json records it with the validation ECE and NLL before and after. A scaling that would
-    raise the validation ECE or NLL (a degenerate model whose logits all lean one way) is recorded but not applied."""
+def final_validation(config: TrainConfig, inputs: Inputs, say: Callable[[str], None]) -> tuple[Ragged, np.ndarray]:
+    """The validation reviews the calibration and the --min-accuracy thresholds are fitted on: all of them, also
+    when the run validated on a sample (--eval-size): 500 reviews cannot show 97% accuracy on any useful share."""
+    if not config.eval_size:
+        return inputs.validation, inputs.validation_labels
+    _, whole = split_frames(config, inputs.dataset, None)
+    if len(whole) <= len(inputs.validation_labels):
+        return inputs.validation, inputs.validation_labels
+    say(f"calibrating on all {len(whole):,} validation reviews (the run validated on {config.eval_size:,})")
+    cache = sources.cache_root() / "tokens"
+    return prepare(whole["text"], inputs.encoder, config.cleaning, inputs.truncation, cache), whole["label"].to_numpy()
+
+
+def validation_logits(output: Path, reviews: Ragged, inputs: Inputs, machine: Machine) -> tuple:
+    """The saved model (with its tokenizer and critic.json) and its logits on the validation reviews."""
     model, tokenizer, meta = modeling.load(output, machine.device)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
     logits = modeling.logits(
-        forward, inputs.validation, inputs.encoder.pad_id, model.config.num_labels, pad_multiple=machine.multiple
+        forward, reviews, inputs.encoder.pad_id, model.config.num_labels, pad_multiple=machine.multiple
     )
-    scaling, held_out = calibration.choose_scaling(logits, inputs.validation_labels)
-    summary = calibration.calibration_summary(logits, inputs.validation_labels, scaling)
+    return model, tokenizer, meta, logits
+
+
+def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, labels: np.ndarray, say) -> np.ndarray:
+    """Fit a scaling of the logits on the validation split's logits of the saved model (a temperature, with a bias
+    per class where that calibrates better on held-out validation rows: `calibration.choose_scaling`) and fold it
+    into its head; critic.json records it with the validation ECE and NLL before and after. A scaling that would
+    raise the validation ECE or NLL (a degenerate model whose logits all lean one way) is recorded but not applied.
+    Returns the validation logits as the saved head now gives them."""
+    scaling, held_out = calibration.choose_scaling(logits, labels)
+    summary = calibration.calibration_summary(logits, labels, scaling)
     summary["held_out"] = held_out
     summary["applied"] = summary["ece_after"] <= summary["ece_before"] and summary["nll_after"] <= summary["nll_before"]
-    labels = list(inputs.dataset.labels)
+    names = list(meta["labels"])
     if not summary["applied"]:
         modeling.update_meta(output, calibration=summary)
         say(
-            f"not calibrated: {calibration.describe(summary, labels)} would raise the validation ECE "
+            f"not calibrated: {calibration.describe(summary, names)} would raise the validation ECE "
             f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained"
         )
-        return summary
+        return logits
     calibration.fold_scaling(model, scaling)
     # A finished run started again calibrates the calibrated model (near the identity): the total is the composite.
     previous = meta.get("calibration")
     if previous and previous.get("applied", True):
-        summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(labels)))))
+        summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(names)))))
     modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(
-        f"calibrated: {calibration.describe(summary, labels)} folded into the head; validation ECE "
+        f"calibrated: {calibration.describe(summary, names)} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
         f"{summary['nll_after']:.4f}"
     )
-    return summary
+    return scaling.apply(logits)
+
+
+def record_abstention(output: Path, logits: np.ndarray, labels: np.ndarray, say: Callable[[str], None]) -> None:
+    """The validation curve that `--min-accuracy` chooses its confidence threshold from, in critic.json, and what
+    the standard targets answer."""
+    kept = abstention.record(modeling.softmax(logits), labels)
+    modeling.update_meta(output, abstention=kept)
+    coverage = ", ".join(
+        f"{float(target):.0%} answers {chosen['coverage']:.0%}" for target, chosen in kept["targets"].items()
+    )
+    say(f"not sure below a threshold (--min-accuracy), on {len(logits):,} validation reviews: {coverage}")
 
 
 def print_stats(history: list[dict], best_step: int | None) -> None:

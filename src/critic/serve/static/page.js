@@ -33,15 +33,32 @@ function colour(score) {
   return score > 0 ? `rgba(30,132,73,${alpha})` : `rgba(176,58,46,${alpha})`;
 }
 
+const minAccuracy = () => $("min-accuracy").value ? Number($("min-accuracy").value) : null;
+
+function describeThreshold(chosen) {
+  const target = `${(chosen.target * 100).toFixed(0)}%`;
+  if (chosen.threshold === null) return `No confidence shows ${target} accuracy on the validation reviews: every answer is unsure.`;
+  return `Answers at ${(chosen.threshold * 100).toFixed(1)}% confidence or more: ${(chosen.coverage * 100).toFixed(0)}% ` +
+    `of the validation reviews, ${(chosen.accuracy * 100).toFixed(1)}% of them right (at least ${target} with 95% confidence).`;
+}
+
 $("analyse").onclick = async () => {
   const text = $("review").value;
   $("review-error").classList.add("hidden");
   $("analyse").disabled = true;
   try {
-    const {predictions: [p]} = await (await call("/v1/predict", JSON.stringify({text}))).json();
+    const asked = minAccuracy();
+    const request = asked === null ? {text} : {text, min_accuracy: asked};
+    const answer = await (await call("/v1/predict", JSON.stringify(request))).json();
+    const p = answer.predictions[0];
+    const top = Object.entries(p.probabilities).reduce((a, b) => (b[1] > a[1] ? b : a));
     const verdict = $("verdict");
-    verdict.textContent = `${p.label} (${(p.probabilities[p.label] * 100).toFixed(1)}%)`;
+    verdict.textContent = p.label === "unsure"
+      ? `unsure (${top[0]} ${(top[1] * 100).toFixed(1)}%)`
+      : `${p.label} (${(p.probabilities[p.label] * 100).toFixed(1)}%)`;
     verdict.className = ["positive", "negative"].includes(p.label) ? p.label : "";
+    $("threshold").textContent = answer.min_accuracy ? describeThreshold(answer.min_accuracy) : "";
+    $("threshold").classList.toggle("hidden", !answer.min_accuracy);
     // Built from text nodes: label names come from the model's folder and are never parsed as HTML.
     $("probabilities").replaceChildren(...Object.entries(p.probabilities).flatMap(([label, value]) => {
       const caption = document.createElement("div");
@@ -92,7 +109,10 @@ $("score").onclick = async () => {
   $("csv-summary").textContent = `Scoring ${file.name}…`;
   try {
     const column = $("csv-column").value.trim();
-    const path = "/v1/score-csv" + (column ? `?text_column=${encodeURIComponent(column)}` : "");
+    const query = new URLSearchParams();
+    if (column) query.set("text_column", column);
+    if (minAccuracy() !== null) query.set("min_accuracy", String(minAccuracy()));
+    const path = "/v1/score-csv" + (query.toString() ? `?${query}` : "");
     const scored = await (await call(path, await file.text(), "text/csv")).text();
     const link = $("download");
     link.href = URL.createObjectURL(new Blob([scored], {type: "text/csv"}));
