@@ -193,3 +193,13 @@ def test_real_imdb_splits(real_cache):
     assert dataset.manifest["rows_read"] == 50_000 and dataset.manifest["duplicates_removed"] == 418
     assert sum(s["rows"] for s in splits.values()) == 49_582
     assert {k: v["rows"] for k, v in splits.items()} == {"test": 4986, "train": 39717, "validation": 4879}
+
+
+def test_a_files_own_split_column_is_kept_and_a_bad_value_named(tmp_path):
+    path = write(tmp_path / "r.csv", "text,label,split\ngood,1,train\nbad,0,Train\nfine,1,test\nmeh,0,validation\n")
+    dataset = data.load(path)
+    assert dataset.split("test")["text"].tolist() == ["fine"] and len(dataset.split("train")) == 2
+    assert dataset.manifest["splits"]["validation"]["rows"] == 1
+    write(path, "text,label,split\ngood,1,train\nbad,0,dev\n")
+    with pytest.raises(DataError, match=f"{path}, line 3: split 'dev' is not one of train, validation, test"):
+        data.load(path)

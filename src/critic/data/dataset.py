@@ -74,9 +74,10 @@ def load(
     else:
         frame, report = read_table(data, columns, drop_invalid=drop_invalid)
     frame = dedupe(frame, report)
-    # More than two classes: stratified, so that a rare class reaches validation and test. Binary files keep the
-    # plain hash split (balanced enough at their sizes) so that existing models' splits do not move.
-    frame["split"] = assign_stratified_splits(frame) if len(report.labels) > 2 else assign_splits(frame["text"])
+    if "split" not in frame:  # a file with its own split column keeps it
+        # More than two classes: stratified, so that a rare class reaches validation and test. Binary files keep
+        # the plain hash split (balanced enough at their sizes) so that existing models' splits do not move.
+        frame["split"] = assign_stratified_splits(frame) if len(report.labels) > 2 else assign_splits(frame["text"])
     return Dataset(frame, manifest(frame, report))
 
 

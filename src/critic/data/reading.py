@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 LABEL_NAMES = ("negative", "positive")
+# A column of this name with these values keeps the file's own split (a few labelled reviews kept for training)
+SPLIT_COLUMN, SPLITS = "split", ("train", "validation", "test")
 # A value beside binary sentiment's spellings held by this share of the rows and this many rows is a class
 CLASS_SHARE, CLASS_ROWS = 0.05, 10
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")
@@ -309,14 +311,15 @@ def read_table(
     if path.is_dir() or path.name.endswith(".tar.gz"):
         return read_aclimdb(path)
     report = Report(source=str(path))
-    texts, raw_labels, lines, errors = [], [], [], []
-    text_key = label_key = None
+    texts, raw_labels, lines, errors, splits = [], [], [], [], []
+    text_key = label_key = split_key = None
     for where, record in records(path):
         if text_key is None:
             keys = list(record)
             text_key = pick_column(keys, columns.text, TEXT_COLUMNS, "text", path)
             if not unlabeled:
                 label_key = pick_column(keys, columns.label, LABEL_COLUMNS, "label", path)
+                split_key = SPLIT_COLUMN if SPLIT_COLUMN in keys else None
         report.rows_read += 1
         text = record.get(text_key)
         if not isinstance(text, str) or not text.strip():
@@ -325,14 +328,20 @@ def read_table(
         if not_utf8(text):
             errors.append((where, "not UTF-8 text; re-save the file as UTF-8"))
             continue
+        if split_key is not None:
+            split = _raw_label(record.get(split_key)).lower()
+            if split not in SPLITS:
+                errors.append((where, f"split {_show(record.get(split_key))} is not one of {', '.join(SPLITS)}"))
+                continue
+            splits.append(split)
         texts.append(text)
         raw_labels.append("" if unlabeled else _raw_label(record.get(label_key)))
         lines.append(where)
     labels = LABEL_NAMES
     if not unlabeled:
         labels, to_index = resolve_labels(raw_labels, columns)
-        keep, indices = [], []
-        for text, raw, where in zip(texts, raw_labels, lines):
+        keep, indices, kept_splits = [], [], []
+        for text, raw, where, split in zip(texts, raw_labels, lines, splits or [None] * len(texts)):
             label = to_index(raw)
             if label is None:
                 expected = sorted(KNOWN_LABELS) if labels == LABEL_NAMES else labels
@@ -347,7 +356,8 @@ def read_table(
                 continue
             keep.append(text)
             indices.append(label)
-        texts = keep
+            kept_splits.append(split)
+        texts, splits = keep, kept_splits if splits else []
     messages = [f"{path}, line {where}: {problem}" for where, problem in sorted(errors)]
     if messages and not drop_invalid:
         shown = "\n  ".join(messages[:10])
@@ -363,6 +373,8 @@ def read_table(
     frame = pd.DataFrame({"text": texts})
     if not unlabeled:
         frame["label"] = pd.Series(indices, dtype="int64")
+        if splits:
+            frame["split"] = splits
         if len(set(indices)) < 2:
             raise DataError(
                 f"{path}: every row has the label {labels[indices[0]] if indices else '(none)'}; a "
