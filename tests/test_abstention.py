@@ -74,7 +74,7 @@ def test_min_accuracy_in_the_api_the_cli_a_file_and_the_server(own_toy_model, tm
     assert main(["predict", str(own_toy_model), *texts, "--min-accuracy", "0.9"]) == 0
     printed = capsys.readouterr()
     assert [line.split("\t")[0] for line in printed.out.splitlines()] == expected
-    # 103 validation reviews cannot show 99% (it takes 596 right in a row): every answer is unsure, and it says why
+    # 103 validation reviews cannot show 99% (it takes 597 answered, all right): every answer is unsure
     assert classifier.predict(texts, min_accuracy=0.99) == ["unsure"] * len(texts)
     assert "answers reviews with confidence >=" in printed.err
     assert f"answered {len(texts) - expected.count('unsure')} of {len(texts)}" in printed.err

@@ -46,3 +46,33 @@ def test_real_minilm_learns_imdb(tmp_path, real_cache):
             "A dull, lifeless mess. I want my two hours back.",
         ]
     ) == ["positive", "negative"]
+
+
+@pytest.mark.integration
+def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, real_cache):
+    """Few labels: 16 IMDB training reviews per class (200 more for validation) give the few-label path, which
+    must do what SetFit's defaults do on such reviews (bench/few_labels.py measures both)."""
+    import numpy as np
+    import pandas as pd
+
+    from critic import data
+
+    dataset = data.load("imdb")
+    train_split = dataset.split("train")
+    rng = np.random.default_rng(0)
+    picked = np.concatenate([rng.choice(np.flatnonzero(train_split["label"] == c), 16, replace=False) for c in (0, 1)])
+    frame = pd.concat(
+        [
+            train_split.iloc[picked].assign(split="train"),
+            dataset.split("validation", 200, 0).assign(split="validation"),
+            dataset.split("test", 500, 42).assign(split="test"),
+        ]
+    )
+    frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
+    path = tmp_path / "few.csv"
+    frame.to_csv(path, index=False)
+    out = train.train(config.build(dict(data=str(path), output=str(tmp_path / "few"))), progress=False)
+    assert json.loads((out / "critic.json").read_text())["few_labels"]["labels_per_class"]["positive"] == 16
+    summary = critic.evaluate_model(out, split="test", baseline=False)  # the file's own 500 test reviews
+    print(f"real MiniLM, 16 IMDB reviews per class: test accuracy {summary['accuracy']:.4f} on 500 reviews")
+    assert summary["rows"] == 500 and summary["accuracy"] >= 0.65

@@ -17,9 +17,10 @@ examples:
   critic pretrain --model minilm             in-domain masked-language-model training before fine-tuning
   critic distill runs/mpnet-imdb --model minilm   a small student taught by a fine-tuned teacher
   critic tune --train-size 5000 --trials 20   hyper-parameter search; best settings in runs/tune/best.toml
-  critic evaluate runs/minilm-imdb           metrics, curves, calibration and an HTML report on the test split
+  critic evaluate runs/minilm-imdb           metrics, curves, calibration, an HTML report on its data's test split
   critic predict runs/minilm-imdb "A moving, beautifully shot film."
   critic predict runs/minilm-imdb --file reviews.csv --long-reviews windows   scored.csv beside it; resumable
+  critic predict runs/minilm-imdb --min-accuracy 0.97 "Not bad."   "unsure" below a threshold that shows 97%
   critic export runs/minilm-imdb             ONNX Runtime + OpenVINO, measured here: auto takes the fastest
   critic explain runs/minilm-imdb "Slow start, but a superb, moving finale."
   critic serve runs/minilm-imdb              HTTP API, metrics and a page at http://127.0.0.1:8000/

@@ -167,6 +167,12 @@ class TrainConfig(LoopConfig):
     )
     drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)", resume=True)
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)
+    few_labels: str = setting(
+        "auto",
+        "auto: with fewer than 100 labelled training reviews in a class, fit a logistic regression on the sentence "
+        "encoder's mean embedding instead of fine-tuning (SetFit's accuracy in seconds); on, off",
+        resume=True,
+    )
     fold: str | None = setting(
         None,
         "cross-validation: 'K/N' trains on the training split without its K-th of N "
@@ -255,6 +261,8 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"long_reviews '{self.long_reviews}': choose one of {', '.join(LONG_REVIEW_MODES)}")
         if self.window_pool not in POOLS:
             raise ValueError(f"window_pool '{self.window_pool}': choose one of {', '.join(POOLS)}")
+        if self.few_labels not in ("auto", "on", "off"):
+            raise ValueError(f"few_labels '{self.few_labels}': choose auto, on or off")
         if self.select not in ("best", "last"):
             raise ValueError(f"select '{self.select}': choose best or last")
         if self.metric not in ("accuracy", "auc", "loss"):

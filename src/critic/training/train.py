@@ -295,6 +295,10 @@ def train(
     """Train as `config` says; returns the folder of the saved model. Resumes when OUTPUT has a checkpoint.
     `teacher` gives the teacher's probabilities when distilling (critic.training.distill.distill passes it);
     `on_validation` is called with each validation's history entry (critic.training.tune reports them to its pruner)."""
+    from critic.training import few_labels  # it builds on this module's inputs and final steps
+
+    if teacher is None and few_labels.wanted(config):
+        return few_labels.fit(config, log)
     return loop.run(config, lambda say: FineTuning(config, say, teacher, progress), log, progress, on_validation)
 
 

@@ -1,0 +1,178 @@
+"""Few labels: critic against SetFit on the same few labelled reviews, the same body, the same machine.
+
+For each dataset (IMDB, drugs: 3 classes), size (labelled training reviews per class) and seed: a CSV holding that
+many seeded training reviews per class, 200 validation reviews and the test reviews (a `split` column keeps them
+apart). critic: `critic train --data FILE` with its defaults (below 100 per class that is the few-label path;
+with `--fine-tune`, `--few-labels on` against `--few-labels off`, critic's fine-tuning, at every size); SetFit 1.2
+with its defaults on the same training reviews and the same body (all-MiniLM-L6-v2). Accuracy and macro F1 on the
+test reviews, process CPU seconds and wall seconds of training (SetFit's contrastive pairs and head; critic's whole
+`train`, calibration included). Prints mean and spread over seeds, and the ratio of accuracies and of CPU seconds.
+
+    python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--setfit-sizes 8 16]
+                               [--test-size 1000] [--fine-tune] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from critic import data  # noqa: E402
+from critic.data import sources  # noqa: E402
+from critic.inference.backends import cpu_name  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def few_label_file(dataset, size: int, seed: int, test: pd.DataFrame, folder: Path) -> tuple[Path, pd.DataFrame]:
+    """`size` seeded training reviews per class, 200 validation reviews, the test reviews; as a CSV with a split."""
+    train = dataset.split("train")
+    rng = np.random.default_rng(seed)
+    picked = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(train["label"].to_numpy() == c), size, replace=False)
+            for c in range(len(dataset.labels))
+        ]
+    )
+    few = train.iloc[picked].assign(split="train")
+    validation = dataset.split("validation", 200, seed).assign(split="validation")
+    frame = pd.concat([few, validation, test.assign(split="test")], ignore_index=True)
+    frame["label"] = [dataset.labels[i] for i in frame["label"]]
+    path = folder / f"few-{size}-{seed}.csv"
+    frame[["text", "label", "split"]].to_csv(path, index=False)
+    return path, few
+
+
+def scores(predicted: np.ndarray, labels: np.ndarray) -> dict:
+    from sklearn.metrics import f1_score
+
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "f1_macro": float(f1_score(labels, predicted, average="macro")),
+    }
+
+
+def run_critic(path: Path, folder: Path, test: pd.DataFrame, classes: tuple, *extra: str) -> dict:
+    from critic.cli import main as critic
+    from critic.inference.predict import Classifier
+
+    output = folder / ("critic-" + path.stem + "".join(extra).replace("-", ""))
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    assert critic(["train", "--data", str(path), "--output", str(output), *extra]) == 0
+    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    classifier = Classifier.load(output)
+    predicted = np.array(classifier.predict(test["text"].tolist()))  # names: the file's classes, in its order
+    meta = json.loads((output / "critic.json").read_text())
+    return {
+        **scores(predicted, np.array([classes[i] for i in test["label"]])),
+        "cpu_seconds": cpu,
+        "seconds": wall,
+        "path": "few labels" if "few_labels" in meta else "fine-tuning",
+        "labels": list(classes),
+    }
+
+
+def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(str(sources.resolve_model("minilm")))
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(seed=seed, show_progress_bar=False),
+        train_dataset=Dataset.from_dict({"text": few["text"].tolist(), "label": few["label"].tolist()}),
+    )
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    trainer.train()
+    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    predicted = np.asarray(model.predict(test["text"].tolist(), batch_size=64))
+    return {**scores(predicted, test["label"].to_numpy()), "cpu_seconds": cpu, "seconds": wall}
+
+
+def summary(runs: list[dict]) -> dict:
+    accuracy = [r["accuracy"] for r in runs]
+    return {
+        "accuracy_mean": float(np.mean(accuracy)),
+        "accuracy_sd": float(np.std(accuracy)),
+        "f1_macro_mean": float(np.mean([r["f1_macro"] for r in runs])),
+        "cpu_seconds_mean": float(np.mean([r["cpu_seconds"] for r in runs])),
+        "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+        "runs": len(runs),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["imdb", "drugs"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 32, 64])
+    parser.add_argument("--setfit-sizes", nargs="*", type=int, help="sizes SetFit also runs at (default: every size)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--test-size", type=int, default=1000, help="seeded test reviews (default 1,000)")
+    parser.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="critic's two paths at every size: --few-labels on against off (fine-tuning), to find the crossing",
+    )
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args()
+    setfit_sizes = args.sizes if args.setfit_sizes is None else args.setfit_sizes
+    results = {"machine": cpu_name(), "date": date.today().isoformat(), "rows": []}
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        for name in args.datasets:
+            dataset = data.load(name)
+            test = dataset.split("test", args.test_size, 42)
+            for size in args.sizes:
+                row = {"dataset": name, "size": size, "critic": [], "setfit": [], "fine_tuning": []}
+                for seed in range(args.seeds):
+                    path, few = few_label_file(dataset, size, seed, test, folder)
+                    # with --fine-tune, both of critic's paths at every size: where does fine-tuning overtake?
+                    chosen = ("--few-labels", "on") if args.fine_tune else ()
+                    row["critic"].append(run_critic(path, folder, test, dataset.labels, *chosen))
+                    if args.fine_tune:
+                        row["fine_tuning"].append(run_critic(path, folder, test, dataset.labels, "--few-labels", "off"))
+                    if size in setfit_sizes:
+                        row["setfit"].append(run_setfit(few, test, seed))
+                report(row)
+                results["rows"].append(row)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def report(row: dict) -> None:
+    line = f"{row['dataset']} {row['size']}/class:"
+    for who in ("critic", "fine_tuning", "setfit"):
+        if row[who]:
+            s = summary(row[who])
+            row[f"{who}_summary"] = s
+            line += (
+                f"  {who} {s['accuracy_mean']:.2%} ± {s['accuracy_sd']:.2%} (F1 {s['f1_macro_mean']:.3f}, "
+                f"{s['cpu_seconds_mean']:.0f} CPU s)"
+            )
+    if row["setfit"]:
+        ours, theirs = row["critic_summary"], row["setfit_summary"]
+        line += (
+            f"  | accuracy {ours['accuracy_mean'] - theirs['accuracy_mean']:+.2%} against SetFit "
+            f"({'met' if ours['accuracy_mean'] >= theirs['accuracy_mean'] else 'not met'}), CPU time "
+            f"{theirs['cpu_seconds_mean'] / max(ours['cpu_seconds_mean'], 1e-9):.1f}x less "
+            f"({'met' if ours['cpu_seconds_mean'] <= theirs['cpu_seconds_mean'] else 'not met'})"
+        )
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

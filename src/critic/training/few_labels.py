@@ -1,0 +1,126 @@
+"""Few labels: a classifier from a sentence encoder's own embedding and a logistic regression, no gradient steps.
+
+With a few dozen labelled reviews, fine-tuning a transformer learns little (16 per class: 54.2% on IMDB with the cpu
+preset, 61.0% with 10 epochs), while the mean of a sentence encoder's token vectors already separates the classes:
+a logistic regression on it reaches SetFit's accuracy in seconds (bench/few_labels.py, docs/benchmarks.md). The
+mean is computed by a layer appended to the encoder (modeling/mean_pooling.py), the regression is fitted on that
+model's own pooled features and becomes its classification head, and the folder is a standard classifier: calibrated
+and given its --min-accuracy curve on the validation split like any critic model, read by every consumer.
+
+`critic train` takes this path by itself below FEW_LABELS_PER_CLASS labelled training reviews in the rarest class
+(`--few-labels auto`); `on` and `off` choose.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from critic import data, modeling
+from critic.config import TrainConfig
+from critic.modeling import mean_pooling
+from critic.training import loop, train
+
+# Below this many labelled training reviews in the rarest class, `--few-labels auto` fits a logistic regression on
+# the mean embedding instead of fine-tuning (bench/few_labels.py: see docs/benchmarks.md for the crossing).
+FEW_LABELS_PER_CLASS = 100
+REGULARISATION = 1.0  # scikit-learn's C, on layer-normed mean embeddings
+
+
+def labels_per_class(config: TrainConfig) -> np.ndarray:
+    """Labelled training reviews per class, from one read of the data; an error naming a class too rare to learn."""
+    dataset = data.load(config.data, data.columns_of(config), config.drop_invalid)
+    train_frame, _ = train.split_frames(config, dataset, config.eval_size)
+    counts = np.bincount(train_frame["label"].to_numpy(), minlength=len(dataset.labels))
+    for name, count in zip(dataset.labels, counts):
+        if count < 2:
+            raise data.DataError(
+                f"{config.data}: the class {name!r} has {count} labelled training review(s); a classifier needs "
+                f"at least 2 per class in the training split (label more, or leave the class out with --labels)"
+            )
+    return counts
+
+
+def wanted(config: TrainConfig) -> bool:
+    """Whether this run fits the few-label classifier: `on`, or `auto` with too few labels to fine-tune well."""
+    if config.few_labels == "off" or config.teacher:
+        return False
+    rarest = int(labels_per_class(config).min())
+    return config.few_labels == "on" or rarest < FEW_LABELS_PER_CLASS
+
+
+def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Build, fit and save the few-label classifier as `config` says; returns its folder."""
+    say = log or (lambda message: print(f"critic: {message}", file=sys.stderr))
+    started = time.perf_counter()
+    output = Path(config.output)
+    if modeling.run_complete(output):
+        say(f"{output} holds a finished model; nothing to do. Use another --output, or delete the folder to run again")
+        return output
+    output.mkdir(parents=True, exist_ok=True)
+    config.save(output / "train_config.json")
+    inputs = train.load_inputs(config, say)
+    if not mean_pooling.supports(inputs.model):
+        raise ValueError(
+            f"--few-labels: {config.model} is a {inputs.model.config.model_type} encoder; few-label training needs a "
+            f"BERT-architecture sentence encoder such as minilm (or --few-labels off to fine-tune)"
+        )
+    counts = np.bincount(inputs.targets["labels"].numpy(), minlength=len(inputs.dataset.labels))
+    say(
+        f"few labels ({', '.join(f'{n} {name}' for name, n in zip(inputs.dataset.labels, counts))}): a logistic "
+        f"regression on {config.model}'s mean embedding instead of fine-tuning (below {FEW_LABELS_PER_CLASS} per "
+        f"class; --few-labels off fine-tunes)"
+    )
+    machine = loop.Machine.choose(config, modeling.resolve_device(config.device))
+    model = inputs.model.to(machine.device).eval()
+    mean_pooling.append_mean_layer(model)
+    weight, bias = fit_head(model, inputs, machine)
+    mean_pooling.set_head(model, torch.from_numpy(weight).float(), torch.from_numpy(bias).float())
+    seconds = time.perf_counter() - started
+    method = {
+        "method": "logistic regression on the mean embedding",
+        "labels_per_class": {name: int(n) for name, n in zip(inputs.dataset.labels, counts)},
+        "regularisation": REGULARISATION,
+        "threshold_per_class": FEW_LABELS_PER_CLASS,
+    }
+    meta = {**train.run_meta(config, inputs), "few_labels": method, "selected": "fitted (few labels)"}
+    modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
+    reviews, labels = train.final_validation(config, inputs, say)
+    model, tokenizer, meta, logits = train.validation_logits(output, reviews, inputs, machine)
+    if config.calibrate:
+        logits = train.calibrate(output, model, tokenizer, meta, logits, labels, say)
+    train.record_abstention(output, logits, labels, say)
+    accuracy = float((logits.argmax(axis=1) == labels).mean())
+    modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
+    say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")
+    return output
+
+
+def fit_head(model, inputs: train.Inputs, machine: loop.Machine) -> tuple[np.ndarray, np.ndarray]:
+    """The logistic regression on the model's own pooled features of the training reviews, as a head's weight and
+    bias: one row per class (scikit-learn keeps one row for two classes, the second class's logit against 0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    features = pooled_features(model, inputs.train, inputs.encoder.pad_id, machine)
+    labels = inputs.targets["labels"].numpy()
+    fitted = LogisticRegression(C=REGULARISATION, max_iter=5000).fit(features / mean_pooling.EPSILON, labels)
+    if len(fitted.classes_) == 2:
+        return np.vstack([np.zeros_like(fitted.coef_), fitted.coef_]), np.array([0.0, fitted.intercept_[0]])
+    return fitted.coef_, fitted.intercept_
+
+
+def pooled_features(model, reviews, pad_id: int, machine: loop.Machine) -> np.ndarray:
+    """What the classification head reads, review by review (the pooler's output)."""
+    scorer, autocast = modeling.inference_model(model, machine.precision, machine.device)
+
+    @torch.inference_mode()
+    def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with modeling.autocast(machine.device, autocast):
+            return scorer.bert(**modeling.device_batch(scorer, batch, machine.device)).pooler_output.float()
+
+    return modeling.logits(forward, reviews, pad_id, model.config.hidden_size, pad_multiple=machine.multiple)
