@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import synthetic
 
+from critic import data as critic_data
 from critic.cli import main
 
 
@@ -35,3 +36,22 @@ def test_flipped_labels_are_found_with_their_lines(tmp_path, capsys):
     assert summary["label_issues"]["rows"] == len(found)
     assert "Labels that look wrong" in (out / "profile.html").read_text()
     assert "labels that look wrong" in capsys.readouterr().out
+
+
+def test_evaluate_flags_the_test_labels_the_model_contradicts(own_toy_model, tmp_path, capsys):
+    reviews = pd.read_csv(own_toy_model.parent / "toy.csv")
+    test_texts = set(critic_data.load(own_toy_model.parent / "toy.csv").split("test")["text"])
+    in_test = reviews.index[reviews["text"].isin(test_texts)]
+    flipped = in_test[:10]  # ten test labels wrong on purpose; the texts, and so the split, are the same
+    reviews.loc[flipped, "label"] = 1 - reviews.loc[flipped, "label"]
+    path = tmp_path / "flipped.csv"
+    reviews.to_csv(path, index=False)
+    out = tmp_path / "evaluation"
+    assert (
+        main(["evaluate", str(own_toy_model), str(path), "--label-issues", "--no-baseline", "--output", str(out)]) == 0
+    )
+    found = pd.read_csv(out / "label_issues.csv", dtype={"line": str})
+    assert set(found["line"]) == {str(i + 2) for i in flipped}  # each with its line in the file (1: the header)
+    assert "Labels that look wrong" in (out / "evaluation.html").read_text()
+    assert "labels that look wrong: 10" in capsys.readouterr().out
+    assert main(["evaluate", str(own_toy_model), "--split", "train", "--label-issues"]) == 2  # it learned those

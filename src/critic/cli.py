@@ -379,6 +379,12 @@ def add_evaluate(verbs) -> None:
         help="also train TF-IDF + logistic regression on the model's own training reviews and score it "
         "on the same reviews, side by side in the report (default: yes; under a minute on IMDB)",
     )
+    verb.add_argument(
+        "--label-issues",
+        action="store_true",
+        help="the reviews whose label the model's probabilities contradict (cleanlab's confident learning), "
+        "ranked in OUTPUT/label_issues.csv with their line in the file, the worst in the report",
+    )
     verb.set_defaults(run=cmd_evaluate)
 
 
@@ -395,6 +401,7 @@ def cmd_evaluate(args) -> int:
         progress=True,
         backend=args.backend,
         baseline=args.baseline,
+        label_issues=args.label_issues,
     )
     evaluate.print_summary(summary)
     _log(f"wrote {' and '.join(summary['files'])}")

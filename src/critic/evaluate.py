@@ -6,6 +6,7 @@ accuracy by review length, and the most confident mistakes. As a dict (JSON), a 
 from __future__ import annotations
 
 import dataclasses
+import html
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -294,6 +295,18 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
     )
     if "unsure" in summary:
         sections.append(("Not sure: answering only above a confidence", unsure_html(summary)))
+    if "label_issues" in summary:
+        found = summary["label_issues"]
+        rows = [(r["line"], r["given"], r["suggested"], r["score"], r["text"]) for r in found["top"]]
+        sections.append(
+            (
+                "Labels that look wrong",
+                f"<p>{found['rows']:,} reviews ({found['share']:.1%}) whose label the model's probabilities "
+                f"contradict (cleanlab's confident learning); all of them, ranked, in {html.escape(found['file'])}. "
+                f"The {len(rows)} most suspicious:</p>"
+                + report.table(["line", "given", "suggested", "score", "text"], rows, text_columns=(4,)),
+            )
+        )
     plots = [confusion_heat_map(summary), *curve_plots(summary)]
     sections.append(("Curves", "<div class='grid'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>"))
     if "accuracy_by_length" in summary:
@@ -533,6 +546,9 @@ def print_summary(summary: dict, console=None) -> None:
             f"calibrated: {describe(fitted, summary['labels'])}, validation ECE {fitted['ece_before']:.4f}"
             f" -> {fitted['ece_after']:.4f}"
         )
+    if "label_issues" in summary:
+        found = summary["label_issues"]
+        console.print(f"labels that look wrong: {found['rows']:,} ({found['share']:.1%}), ranked in {found['file']}")
     if "unsure" in summary:
         answered = Table(title="not sure below a threshold (--min-accuracy)", title_justify="left")
         for column in UNSURE_COLUMNS:
@@ -582,12 +598,14 @@ def evaluate_model(
     progress: bool = False,
     backend: str = "torch",
     baseline: bool = True,
+    label_issues: bool = False,
 ) -> dict:
     """Score `split` of `data` (default: the data the model was trained on, `trained_on`) with a trained model
     and compute every metric; writes evaluation.json and
     evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
     (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
-    trained on the model's own training rows and scored beside it."""
+    trained on the model's own training rows and scored beside it. With `label_issues`, the reviews whose label
+    the model's probabilities contradict go to OUTPUT/label_issues.csv, the worst into the report."""
     from tqdm.auto import tqdm
 
     from critic import data as datasets
@@ -601,6 +619,11 @@ def evaluate_model(
     )
     own = data is None
     data = trained_on(classifier.meta, model) if own else data
+    if label_issues and split in ("train", "all") and str(data) == str(trained_on(classifier.meta, model)):
+        raise ValueError(
+            f"--label-issues needs probabilities from a model that never saw the reviews; it trained on the "
+            f"{split} split's training rows: evaluate the validation or test split"
+        )
     dataset = datasets.load(data, columns)
     if own and not size:
         warn_if_changed(classifier.meta, dataset, split)
@@ -630,11 +653,30 @@ def evaluate_model(
         f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else classifier.backend
     )
     folder = Path(output) if output else Path(model) / "evaluation"
+    if label_issues:
+        summary["label_issues"] = model_label_issues(frame, probs, classifier.labels, dataset, columns, folder)
     json_path, html_path = write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
         modeling.update_meta(model, evaluation={k: summary[k] for k in HEADLINE if k in summary})
     return summary
+
+
+def model_label_issues(frame, probs: np.ndarray, names: list[str], dataset, columns, folder: Path) -> dict:
+    """The evaluated reviews whose label the model's probabilities contradict (cleanlab), all of them ranked in
+    FOLDER/label_issues.csv with their line in the file, the worst twenty for the report."""
+    from critic.data import label_issues
+
+    found = label_issues.ranked(frame, probs, tuple(names), dataset.manifest["source"], columns)
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / label_issues.FILE
+    found.to_csv(file, index=False)
+    return {
+        "rows": len(found),
+        "share": len(found) / max(len(frame), 1),
+        "file": str(file),
+        "top": found.head(20).to_dict("records"),
+    }
 
 
 def warn_if_changed(meta: dict, dataset, split: str) -> None:

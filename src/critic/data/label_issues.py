@@ -85,9 +85,17 @@ def label_issues(dataset, columns: Columns = Columns(), folds: int = FOLDS, seed
     """A dataset's suspicious rows, most suspicious first, with the line of each in its file:
     (line, text, given label, suggested label, score)."""
     frame = dataset.frame.reset_index(drop=True)
-    found = find(frame["text"].tolist(), frame["label"].to_numpy(), tuple(dataset.labels), folds, seed)
+    probs = out_of_fold_probabilities(frame["text"].tolist(), frame["label"].to_numpy(), folds, seed)
+    return ranked(frame, probs, tuple(dataset.labels), dataset.manifest["source"], columns)
+
+
+def ranked(frame: pd.DataFrame, probs: np.ndarray, names: tuple[str, ...], source: str, columns: Columns):
+    """The rows of `frame` (text, label) whose label `probs` contradict (from a model that never saw them), most
+    suspicious first, with the line of each in `source` where it is a file."""
+    frame = frame.reset_index(drop=True)
+    found = flag(frame["label"].to_numpy(), probs, names)
     texts = frame["text"].iloc[found["row"]].reset_index(drop=True)
-    lines = source_lines(dataset.manifest["source"], columns, texts)
+    lines = source_lines(source, columns, texts)
     return pd.DataFrame(
         {
             "line": lines,
