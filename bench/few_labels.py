@@ -38,7 +38,9 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def few_label_file(dataset, size: int, seed: int, test: pd.DataFrame, folder: Path) -> tuple[Path, pd.DataFrame]:
+def few_label_file(
+    name: str, dataset, size: int, seed: int, test: pd.DataFrame, folder: Path
+) -> tuple[Path, pd.DataFrame]:
     """`size` seeded training reviews per class, 200 validation reviews, the test reviews; as a CSV with a split."""
     train = dataset.split("train")
     rng = np.random.default_rng(seed)
@@ -52,7 +54,7 @@ def few_label_file(dataset, size: int, seed: int, test: pd.DataFrame, folder: Pa
     validation = dataset.split("validation", 200, seed).assign(split="validation")
     frame = pd.concat([few, validation, test.assign(split="test")], ignore_index=True)
     frame["label"] = [dataset.labels[i] for i in frame["label"]]
-    path = folder / f"few-{size}-{seed}.csv"
+    path = folder / f"{name}-{size}-{seed}.csv"  # each its own file, and so its own model folder
     frame[["text", "label", "split"]].to_csv(path, index=False)
     return path, few
 
@@ -139,7 +141,7 @@ def main() -> None:
             for size in args.sizes:
                 row = {"dataset": name, "size": size, "critic": [], "setfit": [], "fine_tuning": []}
                 for seed in range(args.seeds):
-                    path, few = few_label_file(dataset, size, seed, test, folder)
+                    path, few = few_label_file(name, dataset, size, seed, test, folder)
                     # with --fine-tune, both of critic's paths at every size: where does fine-tuning overtake?
                     chosen = ("--few-labels", "on") if args.fine_tune else ()
                     row["critic"].append(run_critic(path, folder, test, dataset.labels, *chosen))
@@ -149,8 +151,8 @@ def main() -> None:
                         row["setfit"].append(run_setfit(few, test, seed))
                 report(row)
                 results["rows"].append(row)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+                if args.out:  # after every row: a long run stopped early keeps what it measured
+                    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def report(row: dict) -> None:

@@ -491,8 +491,9 @@ def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, la
     if not summary["applied"]:
         modeling.update_meta(output, calibration=summary)
         say(
-            f"not calibrated: {calibration.describe(summary, names)} would raise the validation ECE "
-            f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}; the head is left as trained"
+            f"not calibrated: {calibration.describe(summary, names)} would raise the validation ECE or log-loss "
+            f"(ECE {summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
+            f"{summary['nll_after']:.4f}); the head is left as trained"
         )
         return logits
     calibration.fold_scaling(model, scaling)
