@@ -88,14 +88,15 @@ def run_critic(path: Path, folder: Path, test: pd.DataFrame, classes: tuple, *ex
     }
 
 
-def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
+def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int, folder: Path) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(str(sources.resolve_model("minilm")))
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(seed=seed, show_progress_bar=False),
+        # its defaults, but its checkpoints in the run's folder and no experiment tracker writing into this one
+        args=TrainingArguments(seed=seed, show_progress_bar=False, output_dir=str(folder / "setfit"), report_to="none"),
         train_dataset=Dataset.from_dict({"text": few["text"].tolist(), "label": few["label"].tolist()}),
     )
     cpu, wall = cpu_seconds(), time.perf_counter()
@@ -148,7 +149,7 @@ def main() -> None:
                     if args.fine_tune:
                         row["fine_tuning"].append(run_critic(path, folder, test, dataset.labels, "--few-labels", "off"))
                     if size in setfit_sizes:
-                        row["setfit"].append(run_setfit(few, test, seed))
+                        row["setfit"].append(run_setfit(few, test, seed, folder))
                 report(row)
                 results["rows"].append(row)
                 if args.out:  # after every row: a long run stopped early keeps what it measured
