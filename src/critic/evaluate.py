@@ -619,7 +619,8 @@ def evaluate_model(
     )
     own = data is None
     data = trained_on(classifier.meta, model) if own else data
-    if label_issues and split in ("train", "all") and str(data) == str(trained_on(classifier.meta, model)):
+    trained_here = str(data) in {str(classifier.meta.get(key)) for key in ("data", "data_path")}
+    if label_issues and split in ("train", "all") and trained_here:
         raise ValueError(
             f"--label-issues needs probabilities from a model that never saw the reviews; it trained on the "
             f"{split} split's training rows: evaluate the validation or test split"
