@@ -2,7 +2,7 @@
 
 For each dataset (IMDB, drugs: 3 classes), size (labelled training reviews per class) and seed: a CSV holding that
 many seeded training reviews per class, 200 validation reviews and the test reviews (a `split` column keeps them
-apart). critic: `critic train --data FILE` with its defaults (below 100 per class that is the few-label path;
+apart). critic: `critic train --data FILE` with its defaults (below 200 per class that is the few-label path;
 with `--fine-tune`, `--few-labels on` against `--few-labels off`, critic's fine-tuning, at every size); SetFit 1.2
 with its defaults on the same training reviews and the same body (all-MiniLM-L6-v2). Accuracy and macro F1 on the
 test reviews, process CPU seconds and wall seconds of training (SetFit's contrastive pairs and head; critic's whole

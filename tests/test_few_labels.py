@@ -14,7 +14,7 @@ from critic import config
 from critic.data import DataError
 from critic.inference.predict import Classifier
 from critic.modeling import mean_pooling
-from critic.training import train
+from critic.training import few_labels, train
 
 
 def few_label_file(folder, per_class: int, validation: int = 100, test: int = 200):
@@ -65,6 +65,18 @@ def test_few_labels_fit_a_head_that_learns_and_every_consumer_reads(tmp_path, ti
         config.build({**settings, "few_labels": "off", "output": str(tmp_path / "tuned")}), progress=False
     )
     assert "few_labels" not in json.loads((off / "critic.json").read_text())  # --few-labels off fine-tunes
+
+
+def test_few_labels_by_themselves_only_with_a_sentence_encoder_and_by_the_data_not_train_size(
+    tmp_path, tiny_bert, tiny_distilbert
+):
+    path, _ = few_label_file(tmp_path, per_class=8)
+    distilbert = dict(model=str(tiny_distilbert), data=str(path), max_length=48, output=str(tmp_path / "d"))
+    assert not few_labels.wanted(config.build(distilbert))  # no mean-pooling layer for it: fine-tuned as before
+    toy = tmp_path / "toy.csv"
+    synthetic.reviews(1000).to_csv(toy, index=False)  # 400 training reviews per class, 20 of them asked for
+    assert not few_labels.wanted(config.build(dict(model=str(tiny_bert), data=str(toy), train_size=40)))
+    assert few_labels.wanted(config.build(dict(model=str(tiny_bert), data=str(path))))
 
 
 def test_a_class_with_one_labelled_review_is_named(tmp_path, tiny_bert):

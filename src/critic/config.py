@@ -169,7 +169,7 @@ class TrainConfig(LoopConfig):
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)
     few_labels: str = setting(
         "auto",
-        "auto: with fewer than 100 labelled training reviews in a class, fit a logistic regression on the sentence "
+        "auto: with fewer than 200 labelled training reviews in a class, fit a logistic regression on the sentence "
         "encoder's mean embedding instead of fine-tuning (SetFit's accuracy in seconds); on, off",
         resume=True,
     )

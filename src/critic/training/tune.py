@@ -100,8 +100,15 @@ class Objective:
             try:
                 for index, fold in enumerate(folds):
                     folder = self.output / f"trial-{trial.number:04d}" / (f"fold-{index + 1}" if fold else "run")
-                    config = dataclasses.replace(
-                        self.base, **settings, fold=fold, output=str(folder), calibrate=False, notes=[], test_size=None
+                    config = dataclasses.replace(  # fine-tuning's settings are searched: never the few-label fit
+                        self.base,
+                        **settings,
+                        fold=fold,
+                        output=str(folder),
+                        calibrate=False,
+                        notes=[],
+                        test_size=None,
+                        few_labels="off",
                     )
                     report = self._reporter(trial, mlflow, index, len(folds), scores)
                     train(config, log=lambda line: None, progress=False, on_validation=report)
