@@ -101,11 +101,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
     }
     meta = {**train.run_meta(config, inputs), "few_labels": method, "selected": "fitted (few labels)"}
     modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
-    reviews, labels = train.final_validation(config, inputs, say)
-    model, tokenizer, meta, logits = train.validation_logits(output, reviews, inputs, machine)
-    if config.calibrate:
-        logits = train.calibrate(output, model, tokenizer, meta, logits, labels, say)
-    train.record_abstention(output, logits, labels, say)
+    logits, labels = train.calibrate_and_record(config, output, inputs, machine, say)
     accuracy = float((logits.argmax(axis=1) == labels).mean())
     modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
     say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")

@@ -432,11 +432,7 @@ def finish(
         **speed,
         **({"fp16_skipped_steps": skipped} if fp16 else {}),
     )
-    reviews, labels = final_validation(config, inputs, say)
-    model, tokenizer, meta, logits = validation_logits(output, reviews, inputs, machine)
-    if config.calibrate:
-        logits = calibrate(output, model, tokenizer, meta, logits, labels, say)
-    record_abstention(output, logits, labels, say)
+    calibrate_and_record(config, output, inputs, machine, say)
     write_stats(state.history, output)
     modeling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
@@ -452,6 +448,17 @@ def finish(
         )
         + f"; best val {config.metric} {state.best:.4f} at step {state.best_step}; model in {output}"
     )
+
+
+def calibrate_and_record(config: TrainConfig, output: Path, inputs: Inputs, machine: Machine, say) -> tuple:
+    """The saved model's last steps, for fine-tuning and the few-label fit alike: calibrated on the whole validation
+    split, with its --min-accuracy curve in critic.json. Returns the validation logits as saved, and the labels."""
+    reviews, labels = final_validation(config, inputs, say)
+    model, tokenizer, meta, logits = validation_logits(output, reviews, inputs, machine)
+    if config.calibrate:
+        logits = calibrate(output, model, tokenizer, meta, logits, labels, say)
+    record_abstention(output, logits, labels, say)
+    return logits, labels
 
 
 def final_validation(config: TrainConfig, inputs: Inputs, say: Callable[[str], None]) -> tuple[Ragged, np.ndarray]:
