@@ -133,6 +133,7 @@ def critic_run(path: Path, frame_path: Path, n: int, args, out: Path) -> tuple[f
             compile=args.compile,
             output=str(out),
             device=args.device,
+            few_labels="off",  # measures fine-tuning: a small sample would otherwise take the few-label fit
         )
     )
     folder = train(cfg, log=lambda m: None, progress=False)

@@ -157,7 +157,8 @@ def test_five_star_model_trains_evaluates_predicts_and_explains(five_star, stars
     assert np.allclose(np.asarray(summary["confusion_matrix_normalized"]).sum(1), 1)
     assert summary["baseline"]["accuracy"] > 0.5  # TF-IDF on the same rows, five classes
     html = (five_star / "evaluation" / "evaluation.html").read_text()
-    assert "top-2 accuracy" in html and "one vs rest" in html and html.count("<svg") == 5
+    assert "top-2 accuracy" in html and "one vs rest" in html and html.count("<svg") == 6
+    assert "Accuracy against coverage" in html  # the sixth: what --min-accuracy would answer
     classifier = Classifier.load(five_star)
     assert classifier.predict(["the best superb film", "worst terrible hated it", "bad dull plot"]) == ["5", "1", "2"]
     assert classifier.predict_proba(["a good fun film"]).shape == (1, 5)
