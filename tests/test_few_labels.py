@@ -10,7 +10,7 @@ import synthetic
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from critic import config
+from critic import config, data
 from critic.data import DataError
 from critic.inference.predict import Classifier
 from critic.modeling import mean_pooling
@@ -72,11 +72,12 @@ def test_few_labels_by_themselves_only_with_a_sentence_encoder_and_by_the_data_n
 ):
     path, _ = few_label_file(tmp_path, per_class=8)
     distilbert = dict(model=str(tiny_distilbert), data=str(path), max_length=48, output=str(tmp_path / "d"))
-    assert not few_labels.wanted(config.build(distilbert))  # no mean-pooling layer for it: fine-tuned as before
+    few = data.load(path)
+    assert not few_labels.wanted(config.build(distilbert), few)  # no mean-pooling layer for it: fine-tuned as before
     toy = tmp_path / "toy.csv"
     synthetic.reviews(1000).to_csv(toy, index=False)  # 400 training reviews per class, 20 of them asked for
-    assert not few_labels.wanted(config.build(dict(model=str(tiny_bert), data=str(toy), train_size=40)))
-    assert few_labels.wanted(config.build(dict(model=str(tiny_bert), data=str(path))))
+    assert not few_labels.wanted(config.build(dict(model=str(tiny_bert), data=str(toy), train_size=40)), data.load(toy))
+    assert few_labels.wanted(config.build(dict(model=str(tiny_bert), data=str(path))), few)
 
 
 def test_a_class_with_one_labelled_review_is_named(tmp_path, tiny_bert):

@@ -292,6 +292,18 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_a_few_label_run_under_torchrun_is_fitted_once(tmp_path, tiny_bert):
+    """The few-label fit takes seconds: under torchrun the first process fits and saves, the others wait for it
+    (before, every process fitted and wrote the same folder at once)."""
+    reviews = synthetic.reviews(16 + 60, seed=5)
+    reviews["split"] = ["train"] * 16 + ["validation"] * 60
+    reviews.to_csv(tmp_path / "few.csv", index=False)
+    _, stderr = torchrun(tiny_bert, tmp_path / "few.csv", tmp_path / "few").communicate(timeout=300)
+    assert stderr.count("critic: few labels (") == 1 and stderr.count("critic: fitted in") == 1, stderr[-3000:]
+    assert json.loads((tmp_path / "few" / "critic.json").read_text())["complete"] is True
+
+
 def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_csv, monkeypatch):
     """fp16 (GPUs without bf16) scales the loss. A scale far too large makes the first steps overflow: they are
     skipped and counted, the scale comes down, and the model still learns, with finite weights."""

@@ -34,10 +34,9 @@ FEW_LABELS_PER_CLASS = 200
 REGULARISATION = 1.0  # scikit-learn's C, on layer-normed mean embeddings
 
 
-def labels_per_class(config: TrainConfig) -> np.ndarray:
+def labels_per_class(config: TrainConfig, dataset: data.Dataset) -> np.ndarray:
     """Labelled reviews per class in the data's whole training split (--train-size chooses to use fewer of them;
-    it does not make the data few), from one read; an error naming a class too rare to learn."""
-    dataset = data.load(config.data, data.columns_of(config), config.drop_invalid)
+    it does not make the data few); an error naming a class too rare to learn."""
     counts = np.bincount(dataset.split("train")["label"].to_numpy(), minlength=len(dataset.labels))
     for name, count in zip(dataset.labels, counts):
         if count < 2:
@@ -48,11 +47,17 @@ def labels_per_class(config: TrainConfig) -> np.ndarray:
     return counts
 
 
-def wanted(config: TrainConfig) -> bool:
-    """Whether this run fits the few-label classifier: `on`, or `auto` with too few labels to fine-tune well."""
-    if config.few_labels == "off" or config.teacher:
+def considered(config: TrainConfig) -> bool:
+    """Whether `wanted` has a choice to make (not --few-labels off, not distillation)."""
+    return config.few_labels != "off" and not config.teacher
+
+
+def wanted(config: TrainConfig, dataset: data.Dataset) -> bool:
+    """Whether this run fits the few-label classifier: `on`, or `auto` with too few labels to fine-tune well.
+    `dataset` is the run's data as `data.load` reads it (`train` reads it once, for either path)."""
+    if not considered(config):
         return False
-    rarest = int(labels_per_class(config).min())
+    rarest = int(labels_per_class(config, dataset).min())
     if config.few_labels == "on":
         return True
     return rarest < FEW_LABELS_PER_CLASS and sentence_encoder(config.model)
@@ -65,17 +70,27 @@ def sentence_encoder(model: str) -> bool:
     return AutoConfig.from_pretrained(str(sources.resolve_model(model))).model_type == "bert"
 
 
-def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
-    """Build, fit and save the few-label classifier as `config` says; returns its folder."""
-    say = log or (lambda message: print(f"critic: {message}", file=sys.stderr))
+def fit(config: TrainConfig, log: Callable[[str], None] | None = None, dataset: data.Dataset | None = None) -> Path:
+    """Build, fit and save the few-label classifier as `config` says; returns its folder. Launched as several
+    processes (torchrun), the first fits and the others wait for it: seconds of work, not worth sharing."""
+    dist = loop.Distributed(config.device)
+    say = (log or (lambda message: print(f"critic: {message}", file=sys.stderr))) if dist.main else (lambda m: None)
+    dist.open_output(Path(config.output), say)
+    if dist.main:
+        fit_once(config, say, dataset)
+    dist.barrier()
+    dist.close()
+    return Path(config.output)
+
+
+def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None) -> None:
     started = time.perf_counter()
     output = Path(config.output)
     if modeling.run_complete(output):
         say(f"{output} holds a finished model; nothing to do. Use another --output, or delete the folder to run again")
-        return output
-    output.mkdir(parents=True, exist_ok=True)
+        return
     config.save(output / "train_config.json")
-    inputs = train.load_inputs(config, say)
+    inputs = train.load_inputs(config, say, dataset=dataset)
     if not mean_pooling.supports(inputs.model):
         raise ValueError(
             f"--few-labels: {config.model} is a {inputs.model.config.model_type} encoder; few-label training needs a "
@@ -105,7 +120,6 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
     accuracy = float((logits.argmax(axis=1) == labels).mean())
     modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
     say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")
-    return output
 
 
 def fit_head(model, inputs: train.Inputs, machine: loop.Machine) -> tuple[np.ndarray, np.ndarray]:

@@ -95,8 +95,12 @@ class Inputs:
 Teacher = Callable[[list[str], list[str]], np.ndarray]
 
 
-def load_inputs(config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None = None) -> Inputs:
-    dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
+def load_inputs(
+    config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None = None, dataset: data.Dataset | None = None
+) -> Inputs:
+    """The run's data, model and tokenized reviews; `dataset` where the caller has read the data already."""
+    if dataset is None:
+        dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
     train_frame, val_frame = split_frames(config, dataset, config.eval_size)
     model, tokenizer = modeling.build(
         sources.resolve_model(config.model, log=say), dataset.labels, dropout=config.dropout
@@ -297,9 +301,14 @@ def train(
     `on_validation` is called with each validation's history entry (critic.training.tune reports them to its pruner)."""
     from critic.training import few_labels  # it builds on this module's inputs and final steps
 
-    if teacher is None and few_labels.wanted(config):
-        return few_labels.fit(config, log)
-    return loop.run(config, lambda say: FineTuning(config, say, teacher, progress), log, progress, on_validation)
+    dataset = None
+    if teacher is None and few_labels.considered(config):  # read once, for the choice and for the chosen path
+        dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=log)
+        if few_labels.wanted(config, dataset):
+            return few_labels.fit(config, log, dataset)
+    return loop.run(
+        config, lambda say: FineTuning(config, say, teacher, progress, dataset), log, progress, on_validation
+    )
 
 
 class FineTuning:
@@ -310,11 +319,18 @@ class FineTuning:
     log_file = "train_log.jsonl"
     config_file = "train_config.json"
 
-    def __init__(self, config: TrainConfig, say: Callable[[str], None], teacher: Teacher | None, progress: bool):
+    def __init__(
+        self,
+        config: TrainConfig,
+        say: Callable[[str], None],
+        teacher: Teacher | None,
+        progress: bool,
+        dataset: data.Dataset | None = None,
+    ):
         for note in config.notes:
             say(note)
         self.config, self.say, self.show_progress = config, say, progress
-        self.inputs = load_inputs(config, say, teacher)  # it tokenizes and fills the cache
+        self.inputs = load_inputs(config, say, teacher, dataset)  # it tokenizes and fills the cache
         self.model, self.lengths = self.inputs.model, self.inputs.train.lengths
         self.output = Path(config.output)
         self.meta = run_meta(config, self.inputs)
