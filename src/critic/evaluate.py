@@ -196,7 +196,7 @@ def unsure_figures(labels: np.ndarray, probs: np.ndarray, record: dict) -> dict:
     targets = []
     for target in abstention.STANDARD_TARGETS:
         chosen = abstention.threshold(record["curve"], target, record.get("level", abstention.LEVEL))
-        answered = confidence >= (np.inf if chosen["threshold"] is None else chosen["threshold"])
+        answered = confidence >= abstention.cutoff(chosen)
         accuracy = float(correct[answered].mean()) if answered.any() else None
         targets.append(
             {

@@ -194,8 +194,7 @@ class Classifier:
         it on the validation split (every answer unsure), None without a target (every review answered)."""
         if min_accuracy is None:
             return None
-        chosen = self.threshold(min_accuracy)
-        return np.inf if chosen["threshold"] is None else chosen["threshold"]
+        return abstention.cutoff(self.threshold(min_accuracy))
 
     def threshold(self, min_accuracy: float) -> dict:
         """The threshold for `min_accuracy` with what it answers of the validation split (`abstention.threshold`)."""

@@ -74,6 +74,11 @@ def threshold(record: dict, target: float, level: float = LEVEL) -> dict:
     }
 
 
+def cutoff(chosen: dict) -> float:
+    """The confidence an answer needs under a `threshold` result: infinite where none met the target (all unsure)."""
+    return np.inf if chosen["threshold"] is None else chosen["threshold"]
+
+
 def record(probs: np.ndarray, labels: np.ndarray) -> dict:
     """What critic.json keeps: the validation curve, and the threshold for each standard target."""
     probs = np.asarray(probs)
