@@ -9,7 +9,7 @@ test reviews, process CPU seconds and wall seconds of training (SetFit's contras
 `train`, calibration included). Prints mean and spread over seeds, and the ratio of accuracies and of CPU seconds.
 
     python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--setfit-sizes 8 16]
-                               [--test-size 1000] [--fine-tune] [--out results.json]
+                               [--test-size 1000] [--fine-tune] [--regularisation C] [--out results.json]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from critic import data  # noqa: E402
 from critic.data import sources  # noqa: E402
 from critic.inference.backends import cpu_name  # noqa: E402
+from critic.training import few_labels  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -130,10 +131,22 @@ def main() -> None:
         action="store_true",
         help="critic's two paths at every size: --few-labels on against off (fine-tuning), to find the crossing",
     )
+    parser.add_argument(
+        "--regularisation",
+        type=float,
+        help=f"the logistic regression's C in critic's few-label fit (default {few_labels.REGULARISATION})",
+    )
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
+    if args.regularisation is not None:
+        few_labels.REGULARISATION = args.regularisation  # critic runs in this process
     setfit_sizes = args.sizes if args.setfit_sizes is None else args.setfit_sizes
-    results = {"machine": cpu_name(), "date": date.today().isoformat(), "rows": []}
+    results = {
+        "machine": cpu_name(),
+        "date": date.today().isoformat(),
+        "regularisation": few_labels.REGULARISATION,
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         for name in args.datasets:
