@@ -160,8 +160,26 @@ def test_seeded_subset(tmp_path):
     assert first == dataset.split("train", size=50, seed=1)["text"].tolist()
     assert first != dataset.split("train", size=50, seed=2)["text"].tolist()
     assert len(first) == 50
-    with pytest.raises(DataError, match="no split 'dev'"):
+    with pytest.raises(DataError, match="no review in the split 'dev'; available: test, train, validation, all"):
         dataset.split("dev")
+
+
+def test_a_missing_validation_split_says_why_and_what_to_do(tmp_path):
+    """A few-label file with its own split column but no validation rows, and one so small that the hash split left
+    validation empty: each error names the file and how to mend it (it said "no split 'validation'")."""
+    frame = pd.DataFrame({"text": [f"review {i}" for i in range(12)], "label": ["good", "bad"] * 6})
+    own = write_csv(tmp_path / "own.csv", frame.assign(split=["train"] * 8 + ["test"] * 4))
+    with pytest.raises(
+        DataError,
+        match=r"own.csv: no review in the split 'validation': the file's split column names "
+        r"only test, train; mark some labelled rows 'validation'",
+    ):
+        data.load(own).split("validation")
+    two = write_csv(tmp_path / "two.csv", frame.head(2))
+    hashed = data.load(two)
+    assert set(hashed.frame["split"]) == {"train"}  # 2 reviews, both hashed into train
+    with pytest.raises(DataError, match="two.csv: no review in the split 'test': its 2 reviews were split 80/10/10"):
+        hashed.split("test")
 
 
 def test_clean_default():

@@ -20,7 +20,7 @@ from critic.data.reading import (
     parse_labels,
     read_table,
 )
-from critic.data.splits import assign_splits, assign_stratified_splits, dedupe, manifest
+from critic.data.splits import SPLITS, assign_splits, assign_stratified_splits, dedupe, manifest
 
 
 @dataclass
@@ -40,15 +40,28 @@ class Dataset:
         if name == "all":
             part = self.frame
         elif column not in self.frame or key not in set(self.frame[column]):
-            available = sorted(
-                set(self.frame["split"]) | {f"official-{s}" for s in self.frame.get("official_split", [])}
-            )
-            raise DataError(f"no split '{name}'; available: {', '.join(available)}, all")
+            raise DataError(self.missing(name))
         else:
             part = self.frame[self.frame[column] == key]
         if size is not None and size < len(part):
             part = part.sample(n=size, random_state=seed)
         return part[["text", "label"]].reset_index(drop=True)
+
+    def missing(self, name: str) -> str:
+        """Why a split has no rows, and what to do, for the error."""
+        available = sorted(set(self.frame["split"]) | {f"official-{s}" for s in self.frame.get("official_split", [])})
+        where = f"{self.manifest.get('source', 'the data')}: no review in the split '{name}'"
+        if name not in SPLITS:
+            return f"{where}; available: {', '.join(available)}, all"
+        if self.manifest.get("split_from") == "file":
+            return (
+                f"{where}: the file's split column names only {', '.join(available)}; mark some labelled rows "
+                f"'{name}' (critic trains on train, validates on validation, tests on test)"
+            )
+        return (
+            f"{where}: its {len(self.frame):,} reviews were split 80/10/10 by a hash of their text and none fell "
+            f"there; add reviews, or give the file a split column (train, validation, test)"
+        )
 
 
 def load(
@@ -74,11 +87,14 @@ def load(
     else:
         frame, report = read_table(data, columns, drop_invalid=drop_invalid)
     frame = dedupe(frame, report)
+    split_from = "file"
     if "split" not in frame:  # a file with its own split column keeps it
         # More than two classes: stratified, so that a rare class reaches validation and test. Binary files keep
         # the plain hash split (balanced enough at their sizes) so that existing models' splits do not move.
-        frame["split"] = assign_stratified_splits(frame) if len(report.labels) > 2 else assign_splits(frame["text"])
-    return Dataset(frame, manifest(frame, report))
+        stratified = len(report.labels) > 2
+        frame["split"] = assign_stratified_splits(frame) if stratified else assign_splits(frame["text"])
+        split_from = "stratified hash" if stratified else "hash"
+    return Dataset(frame, {**manifest(frame, report), "split_from": split_from})
 
 
 def load_dataset(
