@@ -189,5 +189,5 @@ def test_teachers_trained_on_folds_each_score_the_reviews_they_did_not_train_on(
 
     with pytest.raises(ValueError, match="was not trained on a fold"):
         fold_teachers([teachers[0], str(toy_model)])
-    with pytest.raises(ValueError, match="one teacher for each of 1/2 … 2/2"):
+    with pytest.raises(ValueError, match="one model for each of 1/2 … 2/2"):
         fold_teachers([teachers[0], teachers[0]])

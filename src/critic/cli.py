@@ -123,6 +123,13 @@ def add_profile(verbs) -> None:
         "cleanlab's confident learning): all of them ranked in OUTPUT/label_issues.csv with their line, the worst "
         "in the page",
     )
+    verb.add_argument(
+        "--model",
+        metavar="FOLDERS",
+        help="with --label-issues: the out-of-fold predictions of critic models instead of TF-IDF, for the "
+        "training split's rows: N folders, comma-separated, trained on this data with --fold 1/N … N/N (for k in "
+        "1 2 3 4 5: critic train --data FILE --fold $k/5 --output runs/fold-$k); each scores the fold it held out",
+    )
     _data_options(verb)
     verb.set_defaults(run=cmd_profile)
 
@@ -132,6 +139,13 @@ def cmd_profile(args) -> int:
     from critic.data import profile
 
     output = Path(args.output)
+    out_of_fold = None
+    if args.model:
+        if not args.label_issues:
+            raise SystemExit("critic profile: error: --model chooses how --label-issues predicts; add --label-issues")
+        from critic.training.distill import FoldModels
+
+        out_of_fold = FoldModels(args.model, _log)
     summary = critic.profile_dataset(
         args.data,
         None if args.tokenizer == "none" else args.tokenizer,
@@ -141,6 +155,7 @@ def cmd_profile(args) -> int:
         args.drop_invalid,
         log=_log,
         label_issues=args.label_issues,
+        out_of_fold=out_of_fold,
     )
     profile.print_summary(summary)
     _log(f"wrote {output / 'profile.json'} and {output / 'profile.html'}")

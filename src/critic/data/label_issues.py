@@ -1,7 +1,9 @@
 """Labels that look wrong: rows whose given label disagrees with what a model that never saw them predicts.
 
 Out-of-fold probabilities come from TF-IDF (words and word pairs) and logistic regression, cross-validated with
-scikit-learn: no GPU, 166 s for IMDB's 39,717 training reviews on 2 AMD EPYC cores (docs/benchmarks.md).
+scikit-learn: no GPU, 166 s for IMDB's 39,717 training reviews on 2 AMD EPYC cores (docs/benchmarks.md). Or, for the
+training split, from critic models trained with --fold 1/N … N/N, each scoring the fold it held out (`OutOfFold`,
+given by the caller: this stage does not train).
 cleanlab's `find_label_issues` then flags the rows whose label the probabilities contradict (confident learning:
 per-class thresholds, so a class the model is less sure of is not flagged wholesale), ranked by cleanlab's
 label-quality score (lowest first: the most suspicious).
@@ -9,6 +11,7 @@ label-quality score (lowest first: the most suspicious).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from critic.data.reading import TEXT_COLUMNS, Columns, DataError, pick_column, r
 
 FOLDS = 5
 FILE = "label_issues.csv"
+# The training split's texts and the class names -> each text's probabilities from a model that never trained on it
+OutOfFold = Callable[[list[str], tuple[str, ...]], np.ndarray]
 
 
 def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, folds: int = FOLDS, seed: int = 42) -> np.ndarray:
@@ -81,11 +86,18 @@ def source_lines(path: str | Path, columns: Columns, texts: pd.Series) -> list[s
     return [where_of.get(text, "") for text in texts]
 
 
-def label_issues(dataset, columns: Columns = Columns(), folds: int = FOLDS, seed: int = 42) -> pd.DataFrame:
+def label_issues(
+    dataset, columns: Columns = Columns(), folds: int = FOLDS, seed: int = 42, out_of_fold: OutOfFold | None = None
+) -> pd.DataFrame:
     """A dataset's suspicious rows, most suspicious first, with the line of each in its file:
-    (line, text, given label, suggested label, score)."""
-    frame = dataset.frame.reset_index(drop=True)
-    probs = out_of_fold_probabilities(frame["text"].tolist(), frame["label"].to_numpy(), folds, seed)
+    (line, text, given label, suggested label, score). Every row by cross-validated TF-IDF; with `out_of_fold`,
+    the training split's rows by the probabilities it gives."""
+    if out_of_fold is None:
+        frame = dataset.frame.reset_index(drop=True)
+        probs = out_of_fold_probabilities(frame["text"].tolist(), frame["label"].to_numpy(), folds, seed)
+    else:
+        frame = dataset.split("train")
+        probs = out_of_fold(frame["text"].tolist(), tuple(dataset.labels))
     return ranked(frame, probs, tuple(dataset.labels), dataset.manifest["source"], columns)
 
 

@@ -178,9 +178,9 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
 
 def label_issues_html(found: dict) -> str:
     intro = (
-        f"<p>{found['rows']:,} rows ({found['share']:.1%}) whose label disagrees with out-of-fold predictions of "
-        f"TF-IDF + logistic regression ({found['folds']} folds; cleanlab's confident learning); all of them, ranked, "
-        f"in {html.escape(found['file'])}. The {len(found['top'])} most suspicious:</p>"
+        f"<p>{found['rows']:,} of {found['scanned']:,} rows ({found['share']:.1%}) whose label disagrees with "
+        f"out-of-fold predictions of {html.escape(found['method'])} (cleanlab's confident learning); all of them, "
+        f"ranked, in {html.escape(found['file'])}. The {len(found['top'])} most suspicious:</p>"
     )
     rows = [(r["line"], r["given"], r["suggested"], r["score"], r["text"]) for r in found["top"]]
     return intro + report.table(["line", "given", "suggested", "score", "text"], rows, text_columns=(4,))
@@ -234,10 +234,13 @@ def profile_dataset(
     drop_invalid: bool = False,
     log=None,
     label_issues: bool = False,
+    out_of_fold=None,
 ) -> dict:
     """Profile a dataset (token counts with `tokenizer`'s vocabulary, None to skip them); writes profile.json and
     profile.html when `output` is given. `columns` is a critic.data.Columns for files. With `label_issues`, the
-    rows whose label looks wrong (critic.data.label_issues) go to OUTPUT/label_issues.csv, the worst into the page."""
+    rows whose label looks wrong (critic.data.label_issues) go to OUTPUT/label_issues.csv, the worst into the page:
+    by cross-validated TF-IDF, or the training split's rows by `out_of_fold` (a `label_issues.OutOfFold`, with a
+    `description` attribute: critic.training.distill.fold_models gives one for models trained with --fold)."""
     from critic import data as datasets
     from critic.data import sources
 
@@ -249,19 +252,24 @@ def profile_dataset(
     dataset = datasets.load(data, columns or datasets.Columns(), drop_invalid, log=log)
     summary = profile(dataset, encoder, cleaning)
     if label_issues:
-        summary["label_issues"] = find_label_issues(dataset, columns or datasets.Columns(), output, log)
+        summary["label_issues"] = find_label_issues(dataset, columns or datasets.Columns(), output, log, out_of_fold)
     if output:
         write(summary, Path(output))
     return public(summary)
 
 
-def find_label_issues(dataset, columns, output: str | Path | None, log=None, top: int = 20) -> dict:
+def find_label_issues(dataset, columns, output: str | Path | None, log=None, out_of_fold=None, top: int = 20) -> dict:
     """The rows whose label looks wrong: written to OUTPUT/label_issues.csv (all of them, ranked), summarised."""
     from critic.data import label_issues
 
+    if out_of_fold is None:
+        method = f"TF-IDF + logistic regression ({label_issues.FOLDS} folds)"
+        rows = len(dataset.frame)
+    else:
+        method, rows = out_of_fold.description, len(dataset.split("train"))
     if log:
-        log(f"looking for labels that look wrong in {len(dataset.frame):,} rows ({label_issues.FOLDS}-fold TF-IDF)")
-    found = label_issues.label_issues(dataset, columns)
+        log(f"looking for labels that look wrong in {rows:,} rows: out-of-fold predictions of {method}")
+    found = label_issues.label_issues(dataset, columns, out_of_fold=out_of_fold)
     file = ""
     if output:
         Path(output).mkdir(parents=True, exist_ok=True)
@@ -269,8 +277,9 @@ def find_label_issues(dataset, columns, output: str | Path | None, log=None, top
         found.to_csv(file, index=False)
     return {
         "rows": len(found),
-        "share": len(found) / max(len(dataset.frame), 1),
-        "folds": label_issues.FOLDS,
+        "share": len(found) / max(rows, 1),
+        "scanned": rows,
+        "method": method,
         "file": file,
         "top": found.head(top).to_dict("records"),
     }

@@ -53,7 +53,7 @@ def teacher_meta_file(teacher: str) -> Path:
     """The teacher's critic.json; an error when the folder is not a critic model."""
     meta_file = Path(teacher) / modeling.META_FILE
     if not meta_file.is_file():
-        raise FileNotFoundError(f"teacher {teacher}: not a critic model folder (train one with `critic train`)")
+        raise FileNotFoundError(f"{teacher}: not a critic model folder (train one with `critic train`)")
     return meta_file
 
 
@@ -64,16 +64,30 @@ def fold_teachers(folders: list[str]) -> list[str]:
         fold = json.loads(teacher_meta_file(folder).read_text()).get("config", {}).get("fold")
         if not fold:
             raise ValueError(
-                f"teacher {folder} was not trained on a fold: several teachers teach out of fold, "
-                f"each trained with --fold K/N for K = 1 … N"
+                f"{folder} was not trained on a fold: out-of-fold probabilities need one model trained with "
+                f"--fold K/N for each K = 1 … N"
             )
         folds[folder] = parse_fold(fold)
     counts = {n for _, n in folds.values()}
     n = max(counts)
     if len(counts) > 1 or sorted(k for k, _ in folds.values()) != list(range(1, n + 1)):
         found = ", ".join(f"{folder}: {k}/{m}" for folder, (k, m) in folds.items())
-        raise ValueError(f"teachers' folds: {found}; out of fold needs one teacher for each of 1/{n} … {n}/{n}")
+        raise ValueError(f"models' folds: {found}; out of fold needs one model for each of 1/{n} … {n}/{n}")
     return [folder for folder, _ in sorted(folds.items(), key=lambda item: item[1][0])]
+
+
+class FoldModels:
+    """Critic models trained with --fold 1/N … N/N as one scorer of the training reviews, each text scored by the
+    model that held its fold out: the out-of-fold probabilities critic.data.label_issues reads (`OutOfFold`)."""
+
+    def __init__(self, folders: str, say: Callable[[str], None], progress: bool = True):
+        self.by_fold = fold_teachers(teacher_folders(folders))
+        self.say, self.progress = say, progress
+        n = len(self.by_fold)
+        self.description = f"{n} critic models trained with --fold 1/{n} … {n}/{n}"
+
+    def __call__(self, texts: list[str], labels: tuple[str, ...]) -> np.ndarray:
+        return out_of_fold_probabilities(self.by_fold, texts, list(labels), False, self.say, self.progress)
 
 
 def out_of_fold_probabilities(
