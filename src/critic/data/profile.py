@@ -240,7 +240,7 @@ def profile_dataset(
     profile.html when `output` is given. `columns` is a critic.data.Columns for files. With `label_issues`, the
     rows whose label looks wrong (critic.data.label_issues) go to OUTPUT/label_issues.csv, the worst into the page:
     by cross-validated TF-IDF, or the training split's rows by `out_of_fold` (a `label_issues.OutOfFold`, with a
-    `description` attribute: critic.training.distill.fold_models gives one for models trained with --fold)."""
+    `description` attribute: critic.training.distill.FoldModels is one, for models trained with --fold)."""
     from critic import data as datasets
     from critic.data import sources
 

@@ -87,6 +87,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None, dataset: 
 
 
 def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None) -> None:
+    """The fit itself, in one process: inputs, the mean layer, the regression as the head, save, calibrate."""
     started = time.perf_counter()
     output = Path(config.output)
     if modeling.run_complete(output):
