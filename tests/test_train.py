@@ -793,3 +793,15 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, tiny_bert, toy_cs
     with pytest.raises(ValueError, match="not a checkpoint critic wrote .*loads only tensors and plain values"):
         train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False)
     assert not proof.exists()
+
+
+def test_a_model_answering_one_class_for_nearly_every_review_is_named():
+    names = ("negative", "neutral", "positive")
+    labels = np.array([2] * 64 + [0] * 26 + [1] * 10)
+    predicted = np.full(100, 2)
+    predicted[64:67] = 0  # three of the negatives found, everything else called positive
+    note = train.one_sided(predicted, labels, names)
+    assert "answers 'positive' for 97% of the validation reviews, of which 64% are" in note
+    assert "balanced accuracy 0.37, 0.33 by chance" in note
+    assert train.one_sided(labels, labels, names) is None  # a model that is right
+    assert train.one_sided(np.full(100, 2), np.full(100, 2), names) is None  # data that is one class
