@@ -31,9 +31,10 @@ from critic.training import loop, train
 # the mean embedding instead of fine-tuning. bench/few_labels.py --fine-tune on IMDB (1 seed, 1,000 test reviews):
 # at 128 per class 71.7% against fine-tuning's 58.9%, at 256 72.7% against 78.7%; the lines cross near 200.
 FEW_LABELS_PER_CLASS = 200
-# scikit-learn's C, on layer-normed mean embeddings (norm ~sqrt(384) for MiniLM). Against C=1, 5 seeds, 1,000 test
-# reviews (2 AMD EPYC cores, 2026-12-02): IMDB 8/16/32/64 per class -0.3/+0.4/+0.6/+2.0 points, drugs
-# -0.4/+0.2/+1.0/+2.7 before calibration, and a lower validation log-loss at nearly every size (less overconfident).
+# scikit-learn's C, on layer-normed mean embeddings (norm ~sqrt(384) for MiniLM). Against C=1 on the same frozen
+# features, 5 seeds, 1,000 test reviews (2 AMD EPYC cores, 2026-12-02; bench/results/2026-12-02-cpu/
+# few-labels-regularisation.txt): IMDB 8/16/32/64 per class -0.3/+0.4/+0.6/+2.0 points, drugs -0.4/+0.2/+1.0/+2.7
+# before calibration, and a lower validation log-loss at nearly every size (C=1 was overconfident: 1.6 on drugs).
 REGULARISATION = 0.01
 
 
