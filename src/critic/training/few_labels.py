@@ -13,7 +13,6 @@ of the data's training split, with a BERT-architecture encoder (`--few-labels au
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +77,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None, dataset: 
     """Build, fit and save the few-label classifier as `config` says; returns its folder. Launched as several
     processes (torchrun), the first fits and the others wait for it: seconds of work, not worth sharing."""
     dist = loop.Distributed(config.device)
-    say = (log or (lambda message: print(f"critic: {message}", file=sys.stderr))) if dist.main else (lambda m: None)
+    say = loop.speaker(log, dist.main)
     dist.open_output(Path(config.output), say)
     if dist.main:
         fit_once(config, say, dataset)

@@ -87,6 +87,18 @@ def rejoin_warning() -> str | None:
     return None
 
 
+def first_process() -> bool:
+    """Whether this is the first process of a run (torchrun sets RANK; a single process is rank 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def speaker(log: Callable[[str], None] | None, main: bool) -> Callable[[str], None]:
+    """Where a run's messages go: `log`, else standard error as `critic: …`; nowhere from processes but the first."""
+    if not main:
+        return lambda message: None
+    return log or (lambda message: print(f"critic: {message}", file=sys.stderr))
+
+
 class Distributed:
     """Rank, world size, the device this process trains on, and the few collectives the loop needs. A single
     process is a world of one. On GPUs each process takes the GPU of its LOCAL_RANK and NCCL moves CUDA tensors;
@@ -94,7 +106,7 @@ class Distributed:
 
     def __init__(self, device_name: str = "auto"):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.rank = int(os.environ.get("RANK", "0"))  # first_process() reads the same
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = modeling.resolve_device(device_name)
         if device.type == "cuda":
@@ -716,7 +728,7 @@ def run(
     returns at once for a finished run. `on_validation` is called with each validation's history entry
     (critic.training.tune reports them to its pruner, and may raise there to stop the run)."""
     dist = Distributed(config.device)
-    say = (log or (lambda m: print(f"critic: {m}", file=sys.stderr))) if dist.main else (lambda m: None)
+    say = speaker(log, dist.main)
     output = Path(config.output)
     dist.open_output(output, say)
     seed_everything(config.seed)  # the same new head on every process

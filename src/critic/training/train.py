@@ -303,7 +303,8 @@ def train(
 
     dataset = None
     if teacher is None and few_labels.considered(config):  # read once, for the choice and for the chosen path
-        dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=log)
+        say = loop.speaker(log, loop.first_process())  # as the run will say it: a download is not silent
+        dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
         if few_labels.wanted(config, dataset):
             return few_labels.fit(config, log, dataset)
     return loop.run(
