@@ -117,7 +117,7 @@ def choose_scaling(logits: np.ndarray, labels: np.ndarray, folds: int = 5) -> tu
     more than RICHER_MARGIN (on rows a model separates perfectly both are near 0, and the bias is then arbitrary).
     The log-loss decides, not the ECE: the ECE of the top class can fall while a class is systematically too likely
     (the others' errors cancel in it), and it is the noisier of the two. Returns the kept scaling fitted on every
-    row, and the held-out figures."""
+    row, and the held-out figures of each scaling and of the logits as they are (`none`: nothing fitted)."""
     from sklearn.model_selection import StratifiedKFold
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
@@ -129,8 +129,20 @@ def choose_scaling(logits: np.ndarray, labels: np.ndarray, folds: int = 5) -> tu
         for method, scaled in held_out.items():
             scaled[test_rows] = fit_scaling(logits[fit_rows], labels[fit_rows], method).apply(logits[test_rows])
     figures = {method: scaled_figures(scaled, labels) for method, scaled in held_out.items()}
+    figures["none"] = scaled_figures(logits, labels)
     better = figures[richer]["nll"] < figures["temperature"]["nll"] - RICHER_MARGIN
     return fit_scaling(logits, labels, richer if better else "temperature"), figures
+
+
+def improves(summary: dict, held_out: dict) -> bool:
+    """Whether a scaling is worth folding into the head: its log-loss on validation rows it was not fitted on
+    (`choose_scaling`'s 5 folds) is below the unscaled logits'. A fit is judged on rows it has seen only where a
+    class has too few rows for the folds: then neither the ECE nor the log-loss may rise. The held-out log-loss
+    decides because a fit always lowers its own rows' log-loss, and the ECE of ~100 rows is noise: on 98 drugs
+    reviews it rose in 8 of 15 few-label runs (16-64 per class) while their log-loss fell (1.03 -> 0.79 in one)."""
+    if held_out:
+        return held_out[summary["method"]]["nll"] < held_out["none"]["nll"]
+    return summary["ece_after"] <= summary["ece_before"] and summary["nll_after"] <= summary["nll_before"]
 
 
 def scaled_figures(logits: np.ndarray, labels: np.ndarray) -> dict:

@@ -525,34 +525,46 @@ def validation_logits(output: Path, reviews: Ragged, inputs: Inputs, machine: Ma
 def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, labels: np.ndarray, say) -> np.ndarray:
     """Fit a scaling of the logits on the validation split's logits of the saved model (a temperature, with a bias
     per class where that calibrates better on held-out validation rows: `calibration.choose_scaling`) and fold it
-    into its head; critic.json records it with the validation ECE and NLL before and after. A scaling that would
-    raise the validation ECE or NLL (a degenerate model whose logits all lean one way) is recorded but not applied.
-    Returns the validation logits as the saved head now gives them."""
+    into its head; critic.json records it with the validation ECE and NLL before and after. A scaling that does not
+    lower the log-loss on validation rows it was not fitted on (`calibration.improves`: a model already calibrated,
+    or logits too noisy to fit) is recorded but not applied. Returns the validation logits as the saved head now
+    gives them."""
     scaling, held_out = calibration.choose_scaling(logits, labels)
     summary = calibration.calibration_summary(logits, labels, scaling)
     summary["held_out"] = held_out
-    summary["applied"] = summary["ece_after"] <= summary["ece_before"] and summary["nll_after"] <= summary["nll_before"]
+    summary["applied"] = calibration.improves(summary, held_out)
     names = list(meta["labels"])
+    previous = meta.get("calibration")
     if not summary["applied"]:
-        modeling.update_meta(output, calibration=summary)
-        say(
-            f"not calibrated: {calibration.describe(summary, names)} would raise the validation ECE or log-loss "
-            f"(ECE {summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
-            f"{summary['nll_after']:.4f}); the head is left as trained"
-        )
+        # A finished run started again finds its head calibrated already: its record stays, as the head does.
+        if not (previous and previous.get("applied", True)):
+            modeling.update_meta(output, calibration=summary)
+        say(f"not calibrated: {calibration.describe(summary, names)} {refusal(summary, held_out)}")
         return logits
     calibration.fold_scaling(model, scaling)
     # A finished run started again calibrates the calibrated model (near the identity): the total is the composite.
-    previous = meta.get("calibration")
     if previous and previous.get("applied", True):
         summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(names)))))
     modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(
         f"calibrated: {calibration.describe(summary, names)} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
-        f"{summary['nll_after']:.4f}"
+        f"{summary['nll_after']:.4f}" + (f" (held out: {held_out[scaling.method]['nll']:.4f})" if held_out else "")
     )
     return scaling.apply(logits)
+
+
+def refusal(summary: dict, held_out: dict) -> str:
+    """Why a scaling was not folded in, in the figures that decided."""
+    if held_out:
+        return (
+            f"would not lower the log-loss on validation reviews it was not fitted on ({held_out['none']['nll']:.4f} "
+            f"-> {held_out[summary['method']]['nll']:.4f}, 5 folds); the head is left as trained"
+        )
+    return (
+        f"would raise the validation ECE or log-loss (ECE {summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, "
+        f"NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f}); the head is left as trained"
+    )
 
 
 def record_abstention(output: Path, logits: np.ndarray, labels: np.ndarray, say: Callable[[str], None]) -> None:
