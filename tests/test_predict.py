@@ -481,3 +481,25 @@ def test_csv_output_neutralises_formulas(toy_model, tmp_path):
     scored = pd.read_csv(target, dtype=str)
     assert scored["review"].tolist() == ['\'=HYPERLINK("http://x","a great fun film")', "'@SUM(1) awful mess"]
     assert scored["id"].tolist() == ["-3", "'+7a"]  # a number stays a number
+
+
+def test_many_texts_are_encoded_by_worker_processes_as_one_process_would(toy_model, monkeypatch):
+    """The encoder's worker processes (a GPU's host side) clean and tokenize as the model's own process does: the
+    same tokens, in order, and the same probabilities; on a CPU by default there are none."""
+    from critic.inference import encoding
+
+    texts = [f"Review {i}: a <br /><br />wonderful &amp; moving film" + " so dull" * (i % 7) for i in range(301)]
+    serial = Classifier.load(toy_model, backend="torch", precision="fp32")
+    assert serial.encoder_pool is None
+    pooled = Classifier.load(toy_model, backend="torch", precision="fp32", encoder_workers=2)
+    try:
+        ours, theirs = serial.encode(texts), pooled.encode(texts)
+        assert pooled.encoder_pool._pool is not None  # the workers encoded them
+        assert np.array_equal(ours.ids, theirs.ids) and np.array_equal(ours.offsets, theirs.offsets)
+        assert np.allclose(serial.predict_proba(texts, chunk=128), pooled.predict_proba(texts, chunk=128), atol=1e-6)
+    finally:
+        pooled.close()
+    monkeypatch.setattr(encoding, "usable_cores", lambda: 16)
+    assert (encoding.resolve_workers("auto", "cuda"), encoding.resolve_workers("auto", "cpu")) == (14, 0)
+    with pytest.raises(ValueError, match="a number of processes"):
+        encoding.resolve_workers("many", "cuda")

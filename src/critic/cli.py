@@ -465,6 +465,13 @@ def add_predict(verbs) -> None:
         help="torch.compile the PyTorch model (for GPUs: on a CPU, critic's own attention is faster uncompiled)",
     )
     verb.add_argument(
+        "--encoder-workers",
+        default="auto",
+        metavar="N",
+        help="processes that clean and tokenize a file's reviews ahead of the model, so that the host keeps up with "
+        "a GPU (default auto: every core but two on a GPU; none on a CPU, whose cores the model needs)",
+    )
+    verb.add_argument(
         "--min-accuracy",
         type=float,
         metavar="SHARE",
@@ -560,6 +567,7 @@ def cmd_predict(args) -> int:
         stride=args.stride,
         pool=args.pool,
         compile=args.compile,
+        encoder_workers=args.encoder_workers,
     )
     if args.file:
         source = Path(args.file)

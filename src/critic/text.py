@@ -14,9 +14,12 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 STRATEGIES = ("head", "tail", "head+tail")
 LONG_REVIEW_MODES = ("truncate", "windows")  # reviews longer than the window: cut, or scored in overlapping windows
@@ -229,6 +232,8 @@ def prepare(
 
 def pad(ragged: Ragged, rows: Sequence[int], pad_id: int, multiple: int = 8) -> dict[str, torch.Tensor]:
     """input_ids and attention_mask for `rows`, padded to the longest row (rounded up to `multiple`)."""
+    import torch  # here: the tokenizer's worker processes (inference.encoding) import this module without torch
+
     lengths = ragged.lengths[np.asarray(rows)]
     width = int(-(-lengths.max() // multiple) * multiple) if len(rows) else 0
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)

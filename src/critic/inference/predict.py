@@ -17,7 +17,7 @@ import torch
 
 from critic import data, modeling
 from critic.data import sources
-from critic.inference import backends
+from critic.inference import backends, encoding
 from critic.inference.backends import BACKENDS
 from critic.modeling import abstention
 from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
@@ -51,6 +51,7 @@ class Classifier:
         long_reviews: LongReviews | None = None,
         model_dir: Path | None = None,
         compile: bool = False,
+        encoder_workers: int = 0,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -65,6 +66,7 @@ class Classifier:
         self.backend = backend
         self.path = Path(model_dir) if model_dir is not None else None
         self._thresholds: dict[float, dict] = {}  # min accuracy -> abstention.threshold
+        self.encoder_pool = encoding.EncoderPool(self.encoder, encoder_workers) if encoder_workers else None
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
         # ONNX Runtime); a GPU wants large ones.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
@@ -94,10 +96,14 @@ class Classifier:
         pool: str | None = None,
         compile: bool = False,
         serving: bool = False,
+        encoder_workers: int | str = 0,
     ) -> Classifier:
         """Load a model folder. backend auto: PyTorch, except on a CPU without native bf16 or when `serving`, where
         the exported ONNX model (int8 first) is used when present. long_reviews/stride/pool override what the model
-        was saved with. compile: torch.compile the PyTorch model (GPUs; on a CPU it measured slower)."""
+        was saved with. compile: torch.compile the PyTorch model (GPUs; on a CPU it measured slower).
+        encoder_workers: processes that clean and tokenize many texts at once, so that the host keeps up with a GPU
+        (`auto`: every core but two on a GPU, none on a CPU; `inference.encoding`). They are started as new
+        interpreters that import the calling script: a script that uses them needs `if __name__ == "__main__":`."""
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
         if not Path(path).is_dir():  # a hub id (a classifier critic did not train), fetched into the cache
@@ -118,6 +124,7 @@ class Classifier:
             chosen,
             path,
             compile,
+            0 if serving else encoding.resolve_workers(encoder_workers, device_.type),
         )
 
     @property
@@ -139,9 +146,18 @@ class Classifier:
         }
 
     def encode(self, texts: Sequence[str] | str) -> Ragged:
-        """Cleaned, tokenized, not yet truncated: every token of every text."""
+        """Cleaned, tokenized, not yet truncated: every token of every text (many texts in the encoder's worker
+        processes, where it has them)."""
+        texts = _check_texts(texts)
+        if self.encoder_pool is not None and len(texts) >= 2 * encoding.MIN_PIECE:
+            return self.encoder_pool.encode(texts, self.cleaning)
         clean = data.cleaner(self.cleaning)
-        return self.encoder.encode([clean(t) for t in _check_texts(texts)])
+        return self.encoder.encode([clean(t) for t in texts])
+
+    def close(self) -> None:
+        """Stop the encoder's worker processes, if any (they also stop at exit)."""
+        if self.encoder_pool is not None:
+            self.encoder_pool.close()
 
     def proba_from_tokens(self, tokens: Ragged, max_tokens: int | None = None, progress=None) -> np.ndarray:
         num_labels = len(self.labels)
