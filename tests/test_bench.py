@@ -65,6 +65,7 @@ SMOKES = {
     "long_reviews.py": ["{model}", "--size", "24"],
     "predict_memory.py": ["{model}", "--rows", "300"],
     "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],
+    "scoring_stages.py": ["{model}", "--reviews", "200", "--max-length", "64", "--workers", "2"],
     "scale_throughput.py": ["{model}", "--rows", "300", "--workers", "1", "--files", "3"],
     "serve_load.py": [
         "{model}",
