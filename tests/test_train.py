@@ -805,3 +805,25 @@ def test_a_model_answering_one_class_for_nearly_every_review_is_named():
     assert "balanced accuracy 0.37, 0.33 by chance" in note
     assert train.one_sided(labels, labels, names) is None  # a model that is right
     assert train.one_sided(np.full(100, 2), np.full(100, 2), names) is None  # data that is one class
+
+
+def test_a_compiled_run_pads_to_few_widths():
+    """torch.compile specialises on batch widths: compiled, a run's widths are multiples of 64 (at most 4 at 256
+    tokens), where eager batches round to 8 on a GPU and not at all on a CPU."""
+    from critic.training import loop
+
+    compiled = config.build({"preset": "gpu", "compile": "true", "max_length": "256"})
+    eager = config.build({"preset": "gpu", "max_length": "256"})
+    cuda = torch.device("cuda")
+    assert loop.Machine.choose(compiled, cuda).multiple == 64
+    assert loop.Machine.choose(eager, cuda).multiple == 8
+    lengths = np.minimum(np.random.default_rng(0).lognormal(5.3, 0.6, 3000).astype(int) + 10, 256)
+
+    def shapes(job) -> set:
+        multiple = loop.Machine.choose(job, cuda).multiple
+        batches = loop.plan_batches(lengths, job, 1, True, multiple).epochs[0]
+        return {(len(rows), -(-int(lengths[rows].max()) // multiple) * multiple) for rows in batches}
+
+    assert {width for _, width in shapes(compiled)} <= {64, 128, 192, 256}
+    print(f"batch shapes in an epoch: {len(shapes(eager))} eager, {len(shapes(compiled))} compiled")
+    assert len(shapes(compiled)) * 3 < len(shapes(eager))
