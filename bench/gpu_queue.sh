@@ -9,9 +9,10 @@
 # The pieces run in the order given by PIECES (default below), one after another, so each one's seconds are its
 # own: `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
 # host), `profile` (where critic's step time goes, against that floor), `suite` (throughput against Trainer, the
-# gpu preset's recipe, scoring against the pipeline, fp16, the bare-loop floor), `compiled` (throughput under
-# torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default mpnet-4ep, mpnet-windows and distill-oof; it waits
-# up to MPNET_WAIT s for the parts), or any row of gpu_recipe.py. MPNet's rows also run as soon as every part has
+# gpu preset's recipe, scoring against the pipeline and each stage's rate, fp16, the bare-loop floor), `compiled`
+# (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default mpnet-4ep, mpnet-windows,
+# distill-oof, mpnet-ensemble and mpnet-mlm; it waits up to MPNET_WAIT s for the parts), or any row of
+# gpu_recipe.py. MPNet's rows also run as soon as every part has
 # arrived, between any two pieces. The default is what the H200 sessions of 2026-11-27 left unmeasured, most wanted
 # first (`floor` and `profile` first: their minute covers the parts' journey). Each piece writes RESULTS/NAME.json
 # (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log says when each started and ended. ARTIFACTS,
@@ -43,7 +44,7 @@ mpnet_when_ready() {  # the MPNet rows, once every part has arrived (join checks
     local encoder
     encoder=$("$py" bench/gpu_suite.py join "$parts" 2>>"$results/join.log") || return 1
     mpnet_done=1
-    local rows=${MPNET_ROWS:-mpnet-4ep mpnet-windows distill-oof}
+    local rows=${MPNET_ROWS:-mpnet-4ep mpnet-windows distill-oof mpnet-ensemble mpnet-mlm}
     # shellcheck disable=SC2086  # the rows are words
     piece mpnet bench/gpu_recipe.py run --artifacts "$artifacts" --rows $rows --mpnet "$encoder"
 }

@@ -26,6 +26,10 @@ Rows, in order (a row that needs an earlier row's model runs that row first):
   batch-64         the head+tail recipe in batches of 64 (half the steps) at lr 1e-4
   pretrain-warm    the pretrain row with its first 20% of steps training MiniLM's new masked-LM head alone
                    (`critic pretrain --head-warmup 0.2`)
+  mpnet-ensemble   the distill-oof row's fold MPNets (trained here if that row has not run), their test
+                   probabilities averaged, beside the single mpnet row's accuracy where it ran
+  mpnet-mlm        MPNet after in-domain masked-LM training on the training split (1 epoch, 256 tokens, its new
+                   head warmed up first), then the mpnet row's recipe (+1.0 point for BERT-base: Sun et al. 2019)
 Every row starts from the recipe as the ablation first measured it (batch 32, lr 5e-5); the gpu preset has since
 moved to the batch-64 row's settings. Every model is calibrated (temperature on the validation split); each row
 reports the validation ECE before and after.
@@ -40,6 +44,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tomllib
 import torch
 
@@ -80,6 +85,7 @@ def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:
         "pretrain-warm": dict(max_length=512, truncation="head+tail"),
         "mpnet": dict(max_length=512, truncation="head+tail", lr=2e-5),  # a base-size encoder's usual rate
         "mpnet-4ep": dict(max_length=512, truncation="head+tail", lr=2e-5, epochs=4),
+        "mpnet-mlm": dict(max_length=512, truncation="head+tail", lr=2e-5),
         "distill": dict(max_length=512, truncation="head+tail"),
         "distill-oof": dict(max_length=512, truncation="head+tail"),
         # half the steps: on an H200 the loop is host-bound (27 ms a step whatever its width); measured
@@ -104,30 +110,41 @@ class Recipe:
         teacher: str | None,
         mpnet: str | None = None,
         trained: dict[str, Path] | None = None,
+        done: dict[str, dict] | None = None,
     ):
         self.ctx, self.tuned, self.teacher, self.mpnet = ctx, tuned, teacher, mpnet
         self.trained = trained or {}  # rows whose model an earlier run trained (gpu_suite.py --keep): scored only
         self.models: dict[str, Path] = {}
+        self.done = {} if done is None else done  # the rows measured so far in this run
+        self._fold_teachers: dict[str, dict] | None = None  # the out-of-fold MPNets, once trained
 
     def evaluate(self, folder: Path, **options) -> dict:
+        return self.score(self.probabilities(folder, **options))
+
+    def probabilities(self, folder: Path, **options) -> tuple:
+        """The model's test probabilities, with the labels and the seconds they took."""
         from critic import data
-        from critic import evaluate as evaluation
         from critic.inference.predict import Classifier
 
-        sizes = self.ctx.sizes
         classifier = Classifier.load(folder, device=str(self.ctx.device), **options)
-        frame = data.load(self.ctx.data).split("test", sizes["test_size"], 42)
+        frame = data.load(self.ctx.data).split("test", self.ctx.sizes["test_size"], 42)
         started = time.perf_counter()
         probs = classifier.predict_proba(frame["text"].tolist())
         _sync(self.ctx.device)
-        scored = evaluation.evaluate(frame["label"].to_numpy(), probs, classifier.labels)
+        return probs, frame["label"].to_numpy(), classifier.labels, time.perf_counter() - started
+
+    def score(self, scored_by: tuple) -> dict:
+        from critic import evaluate as evaluation
+
+        probs, labels, names, seconds = scored_by
+        scored = evaluation.evaluate(labels, probs, names)
         return {
             "test_accuracy": scored["accuracy"],
             "test_accuracy_ci95": scored["accuracy_ci95"],
             "test_ece": scored["ece"],
             "roc_auc": scored.get("roc_auc"),
             "test_rows": scored["rows"],
-            "score_seconds": time.perf_counter() - started,
+            "score_seconds": seconds,
         }
 
     def train(self, name: str, model: str | None = None, **extra) -> dict:
@@ -164,6 +181,10 @@ class Recipe:
             return {"of": trained[0], **self.evaluate(self.models[trained[0]], long_reviews="windows")}
         if name in ("pretrain", "pretrain-warm"):
             return self.pretrained(name, head_warmup=0.2 if name == "pretrain-warm" else 0.0)
+        if name == "mpnet-mlm":
+            return self.pretrained(name, head_warmup=0.2, base=self.mpnet) if self.mpnet else {"skipped": "no --mpnet"}
+        if name == "mpnet-ensemble":
+            return self.ensemble()
         if name in ("mpnet", "mpnet-4ep"):
             if not self.mpnet:
                 return {"skipped": "no --mpnet given"}
@@ -181,6 +202,32 @@ class Recipe:
         """MPNet teachers, one per fold of the training split, then the student they teach out of fold."""
         if not self.mpnet:
             return {"skipped": "no --mpnet given"}
+        teachers = self.fold_teachers(folds)
+        return {"teachers": list(teachers.values()), **self.train(name, teacher=",".join(teachers))}
+
+    def ensemble(self, folds: int = 2) -> dict:
+        """The fold MPNets' test probabilities averaged, against each alone and the single mpnet row's."""
+        if not self.mpnet:
+            return {"skipped": "no --mpnet given"}
+        teachers = self.fold_teachers(folds)
+        scored = [self.probabilities(Path(folder), long_reviews="truncate") for folder in teachers]
+        probs = np.mean([s[0] for s in scored], axis=0)
+        members = [self.score(s)["test_accuracy"] for s in scored]
+        single = next(
+            (self.done[r]["test_accuracy"] for r in ("mpnet-4ep", "mpnet") if "test_accuracy" in self.done.get(r, {})),
+            None,
+        )
+        return {
+            "members": list(teachers.values()),
+            "member_test_accuracy": members,
+            "single_mpnet_test_accuracy": single,  # the mpnet-4ep row's, else the mpnet row's
+            **self.score((probs, scored[0][1], scored[0][2], sum(s[3] for s in scored))),
+        }
+
+    def fold_teachers(self, folds: int) -> dict[str, dict]:
+        """MPNets trained as the mpnet row with --fold k/N, each holding out one fold (trained once per run)."""
+        if self._fold_teachers is not None:
+            return self._fold_teachers
         teachers = {}
         for k in range(1, folds + 1):
             settings = {**row_settings("mpnet", self.ctx.sizes, None), "fold": f"{k}/{folds}"}
@@ -190,15 +237,17 @@ class Recipe:
                 "train_seconds": meta["train_seconds"],
                 "held_out_accuracy": max(h["val_accuracy"] for h in meta["history"]),
             }
-        return {"teachers": list(teachers.values()), **self.train(name, teacher=",".join(teachers))}
+        self._fold_teachers = teachers
+        return teachers
 
-    def pretrained(self, name: str, head_warmup: float) -> dict:
+    def pretrained(self, name: str, head_warmup: float, base: str | None = None) -> dict:
+        """`critic pretrain` on the training split from `base` (default MiniLM), then the row's recipe from it."""
         from critic.config import PretrainConfig
         from critic.training.pretrain import pretrain
 
         sizes = self.ctx.sizes
         settings = dict(
-            model=str(self.ctx.minilm),
+            model=str(base or self.ctx.minilm),
             data=self.ctx.data,
             max_length=64 if sizes["tiny"] else 256,
             epochs=1,
@@ -231,6 +280,8 @@ ROWS = (
     "mpnet-windows",
     "mpnet-4ep",
     "distill-oof",
+    "mpnet-ensemble",
+    "mpnet-mlm",
 )
 
 
@@ -258,13 +309,13 @@ def run(
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
-    recipe = Recipe(ctx, settings, teacher, mpnet, trained)
     report = {
         "suite": "critic accuracy ablation (bench/gpu_recipe.py)",
         "smoke": smoke,
         "machine": harness.machine(ctx.device),
         "rows": {},
     }
+    recipe = Recipe(ctx, settings, teacher, mpnet, trained, done=report["rows"])
     for windows, of in WINDOWS_OF.items():
         if rows and windows in rows and not set(of) & set(rows):
             rows = [*rows[: rows.index(windows)], of[-1], *rows[rows.index(windows) :]]

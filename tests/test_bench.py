@@ -143,6 +143,8 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
         "mpnet-windows",
         "mpnet-4ep",
         "distill-oof",
+        "mpnet-ensemble",
+        "mpnet-mlm",
     ]
     for name, row in rows.items():  # the tiny BERT learns the toy reviews with every lever
         assert row["test_accuracy"] > 0.8 and row["test_accuracy_ci95"][0] <= row["test_accuracy"], name
@@ -155,6 +157,10 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert rows["mpnet-4ep"]["settings"]["epochs"] == rows["mpnet"]["settings"]["epochs"] + 1
     assert [t["fold"] for t in rows["distill-oof"]["teachers"]] == ["1/2", "2/2"]  # two MPNets, one per fold
     assert rows["distill-oof"]["settings"]["teacher"].count(",") == 1
+    ensemble = rows["mpnet-ensemble"]  # the same two fold MPNets, averaged
+    assert [m["fold"] for m in ensemble["members"]] == ["1/2", "2/2"] and len(ensemble["member_test_accuracy"]) == 2
+    assert ensemble["single_mpnet_test_accuracy"] == rows["mpnet-4ep"]["test_accuracy"]
+    assert rows["mpnet-mlm"]["pretrain_holdout_loss"]  # masked-LM training, then the mpnet recipe
 
 
 def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
@@ -325,5 +331,7 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "mpnet-4ep",
         "mpnet-windows",
         "distill-oof",
+        "mpnet-ensemble",
+        "mpnet-mlm",
     ]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
