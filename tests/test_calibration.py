@@ -120,3 +120,24 @@ def test_training_ends_calibrated_and_every_consumer_reads_it(toy_model):
         [[next(s["score"] for s in row if s["label"] == name) for name in ("negative", "positive")] for row in theirs]
     )
     assert np.abs(ours - theirs).max() < 1e-5  # the pipeline reads the folded, calibrated head too
+
+
+def test_a_calibrated_head_keeps_its_record_when_a_further_scaling_is_refused(toy_model, tmp_path):
+    """A finished run started again calibrates its saved head once more: where the further scaling is refused,
+    critic.json keeps the record of the scaling the head carries (not the refused one's)."""
+    import shutil
+
+    from critic import modeling
+    from critic.training import train
+
+    folder = tmp_path / "model"
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
+    model, tokenizer, meta = modeling.load(folder, torch.device("cpu"))
+    assert meta["calibration"]["applied"]
+    rng = np.random.default_rng(1)  # of 10 seeds, the fit on such logits is refused for 8 (this one among them)
+    logits = rng.normal(0, 2, size=(400, 2))  # calibrated already: the labels are drawn from their softmax
+    labels = np.array([rng.choice(2, p=p) for p in softmax(logits)])
+    said = []
+    assert np.array_equal(train.calibrate(folder, model, tokenizer, meta, logits, labels, said.append), logits)
+    assert json.loads((folder / "critic.json").read_text())["calibration"] == meta["calibration"]
+    assert said[0].startswith("the head keeps its calibration: a further temperature")

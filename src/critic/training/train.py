@@ -537,9 +537,17 @@ def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, la
     previous = meta.get("calibration")
     if not summary["applied"]:
         # A finished run started again finds its head calibrated already: its record stays, as the head does.
-        if not (previous and previous.get("applied", True)):
-            modeling.update_meta(output, calibration=summary)
-        say(f"not calibrated: {calibration.describe(summary, names)} {refusal(summary, held_out)}")
+        if previous and previous.get("applied", True):
+            say(
+                f"the head keeps its calibration: a further {calibration.describe(summary, names)} "
+                f"{refusal(summary, held_out)}"
+            )
+            return logits
+        modeling.update_meta(output, calibration=summary)
+        say(
+            f"not calibrated: {calibration.describe(summary, names)} {refusal(summary, held_out)}; "
+            "the head is left as trained"
+        )
         return logits
     calibration.fold_scaling(model, scaling)
     # A finished run started again calibrates the calibrated model (near the identity): the total is the composite.
@@ -559,11 +567,11 @@ def refusal(summary: dict, held_out: dict) -> str:
     if held_out:
         return (
             f"would not lower the log-loss on validation reviews it was not fitted on ({held_out['none']['nll']:.4f} "
-            f"-> {held_out[summary['method']]['nll']:.4f}, 5 folds); the head is left as trained"
+            f"-> {held_out[summary['method']]['nll']:.4f}, 5 folds)"
         )
     return (
         f"would raise the validation ECE or log-loss (ECE {summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, "
-        f"NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f}); the head is left as trained"
+        f"NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f})"
     )
 
 
