@@ -94,8 +94,9 @@ def whole(clf, texts: list[str], workers: int) -> dict:
             clf.encoder_pool = encoding.EncoderPool(clf.encoder, workers)
             clf.predict_proba(texts[: encoding.MIN_PIECE * workers * 2])  # start every worker
             figures[f"{workers}_workers"] = rate(len(texts), lambda: clf.predict_proba(texts), clf.device)
-            clf.encoder_pool.close()
     finally:
+        if clf.encoder_pool is not None and clf.encoder_pool is not kept:
+            clf.encoder_pool.close()
         clf.encoder_pool = kept
     return figures
 
