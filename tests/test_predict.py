@@ -483,7 +483,7 @@ def test_csv_output_neutralises_formulas(toy_model, tmp_path):
     assert scored["id"].tolist() == ["-3", "'+7a"]  # a number stays a number
 
 
-def test_many_texts_are_encoded_by_worker_processes_as_one_process_would(toy_model, monkeypatch):
+def test_many_texts_are_encoded_by_worker_processes_as_one_process_would(toy_model, monkeypatch, tmp_path):
     """The encoder's worker processes (a GPU's host side) clean and tokenize as the model's own process does: the
     same tokens, in order, and the same probabilities; on a CPU by default there are none."""
     from critic.inference import encoding
@@ -499,6 +499,13 @@ def test_many_texts_are_encoded_by_worker_processes_as_one_process_would(toy_mod
         assert np.allclose(serial.predict_proba(texts, chunk=128), pooled.predict_proba(texts, chunk=128), atol=1e-6)
     finally:
         pooled.close()
+    # critic evaluate reads its split through them too (the training split: 800 reviews): the same figures
+    data = toy_model.parent / "toy.csv"
+    with_workers, without = (
+        critic.evaluate_model(toy_model, data, "train", output=tmp_path / str(n), baseline=False, encoder_workers=n)
+        for n in (2, 0)
+    )
+    assert with_workers["accuracy"] == without["accuracy"] and with_workers["ece"] == without["ece"]
     monkeypatch.setattr(encoding, "usable_cores", lambda: 16)
     assert (encoding.resolve_workers("auto", "cuda"), encoding.resolve_workers("auto", "cpu")) == (14, 0)
     with pytest.raises(ValueError, match="a number of processes"):

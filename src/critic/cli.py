@@ -417,6 +417,7 @@ def cmd_evaluate(args) -> int:
         backend=args.backend,
         baseline=args.baseline,
         label_issues=args.label_issues,
+        encoder_workers="auto",  # critic's own entry point: the workers may import it (inference.encoding)
     )
     evaluate.print_summary(summary)
     _log(f"wrote {' and '.join(summary['files'])}")

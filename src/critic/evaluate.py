@@ -599,6 +599,7 @@ def evaluate_model(
     backend: str = "torch",
     baseline: bool = True,
     label_issues: bool = False,
+    encoder_workers: int | str = 0,
 ) -> dict:
     """Score `split` of `data` (default: the data the model was trained on, `trained_on`) with a trained model
     and compute every metric; writes evaluation.json and
@@ -612,7 +613,7 @@ def evaluate_model(
     from critic import modeling
     from critic.inference.predict import Classifier  # the run scores with the Classifier, as predict does
 
-    classifier = Classifier.load(model, backend=backend)
+    classifier = Classifier.load(model, backend=backend, encoder_workers=encoder_workers)
     # the evaluation rows read as the model's training rows were, with the model's classes in the model's order
     columns = dataclasses.replace(
         datasets.columns_of(classifier.meta.get("config") or {}), labels=tuple(classifier.labels)
@@ -631,6 +632,7 @@ def evaluate_model(
     frame = dataset.split(split, size, seed)
     texts = frame["text"].tolist()
     tokens = classifier.encode(texts)
+    classifier.close()  # the encoder's workers, if any (`encoder_workers`, as Classifier.load takes it), are done
     with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
         probs = classifier.proba_from_tokens(tokens, progress=bar)
     summary = evaluate(
