@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import tomllib
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -130,7 +129,7 @@ class Recipe:
         frame = data.load(self.ctx.data).split("test", self.ctx.sizes["test_size"], 42)
         started = time.perf_counter()
         probs = classifier.predict_proba(frame["text"].tolist())
-        _sync(self.ctx.device)
+        harness.sync(self.ctx.device)
         return probs, frame["label"].to_numpy(), classifier.labels, time.perf_counter() - started
 
     def score(self, scored_by: tuple) -> dict:
@@ -287,11 +286,6 @@ ROWS = (
 
 def _log(message: str) -> None:
     print(f"  critic: {message}", file=sys.stderr, flush=True)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run(

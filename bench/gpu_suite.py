@@ -69,6 +69,7 @@ from benchlib.harness import (  # noqa: E402
     seconds_at_step,
     steady,
     steady_speed,
+    sync,
     write_report,
 )
 
@@ -250,11 +251,11 @@ class StepTimer:
     def profile_edge(self, index: int) -> None:
         """Starts the profiler before step `first`, stops it before step `first + count` (the GPU waited for)."""
         if index == self.first:
-            _sync(self.device)
+            sync(self.device)
             self.profiler.start()
             self.window_began = time.perf_counter()
         if index == self.first + self.count:
-            _sync(self.device)
+            sync(self.device)
             self.window_seconds = time.perf_counter() - self.window_began
             self.profiler.stop()
 
@@ -337,14 +338,14 @@ def bare_ms_per_step(
     warmup, timed = steps
     for index in range(warmup + timed):
         if index == warmup:
-            _sync(device)
+            sync(device)
             started = time.perf_counter()
         with modeling.autocast(device, precision):
             logits = model(**inputs).logits
         torch.nn.functional.cross_entropy(logits.float(), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - started) / timed * 1000
 
 
@@ -417,16 +418,16 @@ def step_scoring(ctx: Context) -> dict:
     clf.cleaning = "none"
 
     clf.predict_proba(texts[:512])  # warm-up
-    _sync(ctx.device)
+    sync(ctx.device)
     started = time.perf_counter()
     ours = clf.predict_proba(texts)
-    _sync(ctx.device)
+    sync(ctx.device)
     critic_speed = len(texts) / (time.perf_counter() - started)
     started = time.perf_counter()  # where that time goes: the same work again in its two halves
     tokens = clf.encode(texts)
     encode_seconds = time.perf_counter() - started
     clf.proba_from_tokens(tokens)
-    _sync(ctx.device)
+    sync(ctx.device)
     forward_seconds = time.perf_counter() - started - encode_seconds
 
     clf.close()
@@ -471,10 +472,10 @@ def pipeline_at_its_best(ctx: Context, model_dir: Path, texts: list[str], labels
         classify = pipeline("text-classification", model=str(model_dir), device=device, dtype=dtypes[dtype], top_k=None)
         for batch in sizes["pipeline_batches"]:
             classify(probe[:64], batch_size=batch, truncation=True, max_length=length)  # warm-up
-            _sync(ctx.device)
+            sync(ctx.device)
             started = time.perf_counter()
             classify(probe, batch_size=batch, truncation=True, max_length=length)
-            _sync(ctx.device)
+            sync(ctx.device)
             speed = len(probe) / (time.perf_counter() - started)
             probes.append({"dtype": dtype, "batch": batch, "reviews_per_s": speed})
     best = max(probes, key=lambda p: p["reviews_per_s"])
@@ -483,7 +484,7 @@ def pipeline_at_its_best(ctx: Context, model_dir: Path, texts: list[str], labels
     )
     started = time.perf_counter()
     scored = classify(texts, batch_size=best["batch"], truncation=True, max_length=length)
-    _sync(ctx.device)
+    sync(ctx.device)
     speed = len(texts) / (time.perf_counter() - started)
     probabilities = np.array(
         [[next(s["score"] for s in row if s["label"] == name) for name in labels] for row in scored]
@@ -530,11 +531,6 @@ STEPS = {
     "profile": step_profile,
     "compiled": step_compiled,
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def targets(steps: dict) -> dict:

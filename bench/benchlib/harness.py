@@ -25,6 +25,12 @@ from critic import config, modeling  # noqa: E402
 from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a clock read after it is the work's own (nothing on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @dataclasses.dataclass
 class Context:
     data: str  # "imdb" (verified copy in the suite's cache) or a file (smoke)

@@ -11,15 +11,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchlib.harness import sync
 from critic import data
 from critic.inference import encoding
 from critic.modeling.runtime import device_batch
 from critic.text import frame_all, pad, sorted_batches
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def rate(count: int, work: Callable[[], object], device: torch.device | None = None) -> float:
