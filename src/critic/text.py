@@ -76,6 +76,15 @@ class Ragged:
         return Ragged.from_pieces([self[i] for i in rows])
 
 
+def token_ids(backend, texts: Sequence[str], batch: int = 4096) -> Ragged:
+    """Every token of every text by a `tokenizers.Tokenizer` set for no truncation or padding, no special tokens."""
+    pieces = []
+    for start in range(0, len(texts), batch):
+        for encoding in backend.encode_batch_fast(list(texts[start : start + batch]), add_special_tokens=False):
+            pieces.append(np.asarray(encoding.ids, dtype=np.int32))
+    return Ragged.from_pieces(pieces)
+
+
 class Encoder:
     """Wraps a Hugging Face fast tokenizer: raw ids without special tokens, then our own framing."""
 
@@ -99,13 +108,7 @@ class Encoder:
         return len(self.prefix) + len(self.suffix)
 
     def encode(self, texts: Sequence[str], batch: int = 4096) -> Ragged:
-        pieces = []
-        for start in range(0, len(texts), batch):
-            for encoding in self.backend.encode_batch_fast(
-                list(texts[start : start + batch]), add_special_tokens=False
-            ):
-                pieces.append(np.asarray(encoding.ids, dtype=np.int32))
-        return Ragged.from_pieces(pieces)
+        return token_ids(self.backend, texts, batch)
 
     def encode_cached(self, texts: Sequence[str], cache_dir: Path | None) -> Ragged:
         """Encode, reusing an earlier result for exactly these texts and this tokenizer."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from critic.text import Encoder, Ragged
+from critic.text import Encoder, Ragged, token_ids
 
 MIN_PIECE = 64  # texts per task: fewer, and sending them costs more than encoding them
 
@@ -87,13 +87,14 @@ class EncoderPool:
             self._pool = None
 
 
-def join(parts: list[tuple[np.ndarray, np.ndarray]]) -> Ragged:
-    """One Ragged from the workers' (ids, lengths), in order."""
-    lengths = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+def join(parts: list[Ragged]) -> Ragged:
+    """One Ragged from the workers' parts, in order."""
+    if not parts:
+        return Ragged.from_pieces([])
+    lengths = np.concatenate([part.lengths for part in parts])
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
-    return Ragged(ids, offsets)
+    return Ragged(np.concatenate([part.ids for part in parts]), offsets)
 
 
 _tokenizer = None  # this worker process's
@@ -108,12 +109,9 @@ def start_worker(tokenizer_json: str) -> None:
     _tokenizer = Tokenizer.from_str(tokenizer_json)
 
 
-def encode_in_worker(task: tuple[list[str], str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_in_worker(task: tuple[list[str], str]) -> Ragged:
     from critic.data import cleaner
 
     texts, cleaning = task
     clean = cleaner(cleaning)
-    encodings = _tokenizer.encode_batch_fast([clean(t) for t in texts], add_special_tokens=False)
-    pieces = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
-    ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    return ids, np.array([len(p) for p in pieces], np.int64)
+    return token_ids(_tokenizer, [clean(t) for t in texts])
