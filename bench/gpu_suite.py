@@ -74,7 +74,6 @@ from benchlib.harness import (  # noqa: E402
 )
 
 from critic import data, modeling  # noqa: E402
-from critic.inference import encoding  # noqa: E402
 
 FULL = dict(
     throughput_reviews=20000,
@@ -430,8 +429,9 @@ def step_scoring(ctx: Context) -> dict:
     sync(ctx.device)
     forward_seconds = time.perf_counter() - started - encode_seconds
 
+    workers = clf.encoder_pool.workers if clf.encoder_pool else 0
     clf.close()
-    where = stages.measure(clf, texts[: sizes["stage_reviews"]], encoding.auto_workers(ctx.device.type))
+    where = stages.measure(clf, texts[: sizes["stage_reviews"]], workers)
     print("\n".join(stages.lines(where)), flush=True)
 
     pipeline_speed, best, probes, theirs = pipeline_at_its_best(ctx, model_dir, texts, clf.labels, length)
@@ -441,7 +441,7 @@ def step_scoring(ctx: Context) -> dict:
         "critic": {
             "reviews_per_s": critic_speed,
             "precision": clf.precision,
-            "encoder_workers": encoding.auto_workers(ctx.device.type),
+            "encoder_workers": workers,
             "encode_seconds": encode_seconds,
             "truncate_and_forward_seconds": forward_seconds,
             "accuracy": float((ours.argmax(1) == labels).mean()),
