@@ -535,9 +535,10 @@ def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, la
     summary["applied"] = calibration.improves(summary, held_out)
     names = list(meta["labels"])
     previous = meta.get("calibration")
+    # A finished run started again finds its head calibrated already (records before "applied" were all applied).
+    calibrated_before = bool(previous and previous.get("applied", True))
     if not summary["applied"]:
-        # A finished run started again finds its head calibrated already: its record stays, as the head does.
-        if previous and previous.get("applied", True):
+        if calibrated_before:  # its record stays, as the head's scaling does
             say(
                 f"the head keeps its calibration: a further {calibration.describe(summary, names)} "
                 f"{refusal(summary, held_out)}"
@@ -550,8 +551,7 @@ def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, la
         )
         return logits
     calibration.fold_scaling(model, scaling)
-    # A finished run started again calibrates the calibrated model (near the identity): the total is the composite.
-    if previous and previous.get("applied", True):
+    if calibrated_before:  # the calibrated model calibrated again (near the identity): the total is the composite
         summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(names)))))
     modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(
