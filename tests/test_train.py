@@ -304,6 +304,21 @@ def test_a_few_label_run_under_torchrun_is_fitted_once(tmp_path, tiny_bert):
     assert json.loads((tmp_path / "few" / "critic.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow
+def test_a_few_label_fit_failing_in_the_first_process_stops_every_process(tmp_path, tiny_distilbert):
+    """Only the first process fits; where it fails (here: a DistilBERT body, which takes no mean layer), every
+    process stops with its error. torchrun's agent would stop the others without a word; a launcher without one
+    (srun, mpirun) would leave them waiting at a barrier for gloo's timeout, 30 minutes."""
+    reviews = synthetic.reviews(16 + 60, seed=5)
+    reviews["split"] = ["train"] * 16 + ["validation"] * 60
+    reviews.to_csv(tmp_path / "few.csv", index=False)
+    process = torchrun(tiny_distilbert, tmp_path / "few.csv", tmp_path / "few", "--few-labels", "on")
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode != 0
+    expected = "the first process could not fit the few-label classifier (ValueError: --few-labels:"
+    assert expected in stderr, stderr[-3000:]
+
+
 def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_csv, monkeypatch):
     """fp16 (GPUs without bf16) scales the loss. A scale far too large makes the first steps overflow: they are
     skipped and counted, the scale comes down, and the model still learns, with finite weights."""

@@ -75,14 +75,25 @@ def sentence_encoder(model: str) -> bool:
 
 def fit(config: TrainConfig, log: Callable[[str], None] | None = None, dataset: data.Dataset | None = None) -> Path:
     """Build, fit and save the few-label classifier as `config` says; returns its folder. Launched as several
-    processes (torchrun), the first fits and the others wait for it: seconds of work, not worth sharing."""
+    processes (torchrun), the first fits and the others wait for it: seconds of work, not worth sharing. Where the
+    first fails, every process stops with its error (none is left waiting)."""
     dist = loop.Distributed(config.device)
     say = loop.speaker(log, dist.main)
-    dist.open_output(Path(config.output), say)
-    if dist.main:
-        fit_once(config, say, dataset)
-    dist.barrier()
-    dist.close()
+    try:
+        dist.open_output(Path(config.output), say)
+        failure = None
+        if dist.main:
+            try:
+                fit_once(config, say, dataset)
+            except Exception as error:
+                failure = error
+        first_failure = dist.gather(None if failure is None else f"{type(failure).__name__}: {failure}")[0]
+        if failure is not None:
+            raise failure
+        if first_failure is not None:
+            raise RuntimeError(f"the first process could not fit the few-label classifier ({first_failure})")
+    finally:
+        dist.close()
     return Path(config.output)
 
 
