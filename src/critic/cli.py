@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from critic.messages import to_stderr
+
 EPILOG = """\
 examples:
   critic quickstart                          fetch IMDB + MiniLM, profile, train, evaluate (CPU preset without a GPU)
@@ -27,10 +29,6 @@ examples:
 
 Artifacts are cached under $CRITIC_CACHE (default ~/.cache/critic). Set CRITIC_OFFLINE=1 to skip online sources.
 """
-
-
-def _log(message: str) -> None:
-    print(f"critic: {message}", file=sys.stderr)
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -86,18 +84,18 @@ def cmd_fetch(args) -> int:
     from critic.data import sources
 
     if args.what in sources.DATASETS:
-        fetched = sources.fetch(sources.DATASETS[args.what], local=args.source, refresh=args.refresh, log=_log)
+        fetched = sources.fetch(sources.DATASETS[args.what], local=args.source, refresh=args.refresh, log=to_stderr)
     elif args.what == "model":
         if not args.name:
             raise SystemExit(
                 "critic fetch model: name a model (minilm, mpnet, or a hub id such as distilbert-base-uncased)"
             )
         artifact = sources.MODELS.get(args.name) or sources.hub_model(args.name)
-        fetched = sources.fetch(artifact, local=args.source, refresh=args.refresh, log=_log)
+        fetched = sources.fetch(artifact, local=args.source, refresh=args.refresh, log=to_stderr)
     else:
         raise SystemExit(f"critic fetch: unknown artifact '{args.what}'")
     print(fetched.path)
-    _log(
+    to_stderr(
         f"{fetched.source}; verified: "
         + (", ".join(f"{k} sha256 {v[:12]}…" for k, v in fetched.files.items()) or "no pin for this artifact")
     )
@@ -145,7 +143,7 @@ def cmd_profile(args) -> int:
             raise SystemExit("critic profile: error: --model chooses how --label-issues predicts; add --label-issues")
         from critic.training.distill import FoldModels
 
-        out_of_fold = FoldModels(args.model, _log)
+        out_of_fold = FoldModels(args.model, to_stderr)
     summary = critic.profile_dataset(
         args.data,
         None if args.tokenizer == "none" else args.tokenizer,
@@ -153,12 +151,12 @@ def cmd_profile(args) -> int:
         output,
         _columns(args),
         args.drop_invalid,
-        log=_log,
+        log=to_stderr,
         label_issues=args.label_issues,
         out_of_fold=out_of_fold,
     )
     profile.print_summary(summary)
-    _log(f"wrote {output / 'profile.json'} and {output / 'profile.html'}")
+    to_stderr(f"wrote {output / 'profile.json'} and {output / 'profile.html'}")
     return 0
 
 
@@ -228,7 +226,7 @@ def cmd_train(args) -> int:
     import critic
 
     cfg = _train_config(args)
-    _log(
+    to_stderr(
         f"preset {cfg.preset}: {cfg.model} on {cfg.data}, {cfg.epochs} epoch(s), batch {cfg.batch_size}, "
         f"lr {cfg.lr}, {cfg.max_length} tokens ({cfg.truncation}) -> {cfg.output}"
         + (
@@ -237,7 +235,7 @@ def cmd_train(args) -> int:
             else ""
         )
     )
-    critic.train_model(cfg, log=_log)
+    critic.train_model(cfg, log=to_stderr)
     return 0
 
 
@@ -266,7 +264,7 @@ def cmd_pretrain(args) -> int:
     from critic.training.pretrain import pretrain
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
-    pretrain(config.build(overrides, args.config, PretrainConfig), log=_log)
+    pretrain(config.build(overrides, args.config, PretrainConfig), log=to_stderr)
     return 0
 
 
@@ -321,7 +319,7 @@ def cmd_tune(args) -> int:
         timeout_s=args.timeout,
         keep_models=args.keep_models,
     )
-    tune(_train_config(args), options, log=_log)
+    tune(_train_config(args), options, log=to_stderr)
     return 0
 
 
@@ -420,7 +418,7 @@ def cmd_evaluate(args) -> int:
         encoder_workers="auto",  # critic's own entry point: the workers may import it (inference.encoding)
     )
     evaluate.print_summary(summary)
-    _log(f"wrote {' and '.join(summary['files'])}")
+    to_stderr(f"wrote {' and '.join(summary['files'])}")
     return 0
 
 
@@ -542,9 +540,9 @@ def cmd_predict_ray(args) -> int:
         address=args.address,
         backend=args.backend,
         output_format=args.output_format,
-        log=_log,
+        log=to_stderr,
     )
-    _log(
+    to_stderr(
         f"{summary['rows']:,} rows scored, {summary['rejected']:,} rejected, {summary['skipped_files']} file(s) "
         f"done earlier, in {summary['seconds']:.0f} s -> {output}"
     )
@@ -574,12 +572,12 @@ def cmd_predict(args) -> int:
         source = Path(args.file)
         suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix
         target = Path(args.output) if args.output else source.with_name(source.stem + ".scored" + suffix)
-        _log(f"{classifier.backend} backend, long reviews: {classifier.long_reviews.mode}")
+        to_stderr(f"{classifier.backend} backend, long reviews: {classifier.long_reviews.mode}")
         say_threshold(classifier, args.min_accuracy)
         rows = predict_file(
             classifier, source, target, args.text_column, overwrite=args.overwrite, min_accuracy=args.min_accuracy
         )
-        _log(f"scored {rows:,} reviews into {target}")
+        to_stderr(f"scored {rows:,} reviews into {target}")
         return 0
     if not args.texts:
         raise SystemExit("critic predict: give texts to score, or --file")
@@ -591,7 +589,7 @@ def cmd_predict(args) -> int:
         print(f"{label}\t{p.max():.3f}\t{shown}")
     if args.min_accuracy is not None:
         answered = sum(label != abstention.UNSURE for label in labels)
-        _log(f"answered {answered} of {len(labels)}")
+        to_stderr(f"answered {answered} of {len(labels)}")
     return 0
 
 
@@ -600,7 +598,7 @@ def say_threshold(classifier, min_accuracy: float | None) -> None:
 
     if min_accuracy is not None:
         chosen = classifier.threshold(min_accuracy)
-        _log(abstention.describe(chosen, classifier.meta["abstention"]["curve"]["rows"]))
+        to_stderr(abstention.describe(chosen, classifier.meta["abstention"]["curve"]["rows"]))
 
 
 def add_export(verbs) -> None:
@@ -666,7 +664,7 @@ def cmd_export(args) -> int:
         data=args.data,
         measure_reviews=args.reviews,
         check_reviews=args.check_reviews,
-        log=_log,
+        log=to_stderr,
     )
     return 0
 
@@ -838,7 +836,7 @@ def cmd_serve(args) -> int:
     )
     args.max_batch = settings.max_batch
     batching = "off" if args.max_batch == 1 else f"up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms"
-    _log(
+    to_stderr(
         f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
         f"micro-batching {batching}{'; API key required' if api_key else ''}"
     )
@@ -865,19 +863,19 @@ def cmd_quickstart(args) -> int:
     from critic.data import profile, sources
     from critic.training.train import train
 
-    _log("1/4 fetching IMDB and MiniLM")
-    sources.fetch(sources.IMDB, log=_log)
-    sources.fetch(sources.MINILM, log=_log)
-    _log("2/4 profiling IMDB")
-    summary = critic.profile_dataset("imdb", "minilm", output=Path(args.output) / "profile", log=_log)
+    to_stderr("1/4 fetching IMDB and MiniLM")
+    sources.fetch(sources.IMDB, log=to_stderr)
+    sources.fetch(sources.MINILM, log=to_stderr)
+    to_stderr("2/4 profiling IMDB")
+    summary = critic.profile_dataset("imdb", "minilm", output=Path(args.output) / "profile", log=to_stderr)
     profile.print_summary(summary)
     cfg = config.build({"preset": args.preset, "output": str(Path(args.output) / "minilm-imdb")})
-    _log(f"3/4 training (preset {cfg.preset})")
-    model_dir = train(cfg, log=_log)
-    _log("4/4 evaluating on the test split")
+    to_stderr(f"3/4 training (preset {cfg.preset})")
+    model_dir = train(cfg, log=to_stderr)
+    to_stderr("4/4 evaluating on the test split")
     result = critic.evaluate_model(model_dir, "imdb", "test", cfg.test_size, progress=True)
     evaluate.print_summary(result)
-    _log(f"done: model in {model_dir}; report {result['files'][1]}; profile {Path(args.output) / 'profile'}")
+    to_stderr(f"done: model in {model_dir}; report {result['files'][1]}; profile {Path(args.output) / 'profile'}")
     return 0
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from critic import messages
+
 CACHE_ENV = "CRITIC_CACHE"
 OFFLINE_ENV = "CRITIC_OFFLINE"
 NETWORK_TIMEOUT_S = 15
@@ -571,7 +573,7 @@ def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -
     """A model folder for a local folder, a short name (minilm, mpnet), or a hub id (ORG/NAME, or hf:ORG/NAME to say
     so plainly), fetched into the cache with a line saying so. A name that looks like a path is never sent to the
     hub: a missing folder is an error that names it."""
-    log = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
+    log = log or messages.to_stderr
     if name_or_path.startswith(HUB_PREFIX):
         return _from_hub(name_or_path[len(HUB_PREFIX) :], log)
     path = Path(name_or_path).expanduser()

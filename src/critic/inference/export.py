@@ -11,7 +11,6 @@ backend scores the same validation reviews on this machine, and critic.json reco
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from critic import modeling
+from critic import messages, modeling
 from critic.inference import backends
 from critic.text import Encoder, Ragged, Truncation, pad, prepare, sorted_batches
 
@@ -60,7 +59,7 @@ def export(
     PyTorch, measure every backend on this machine and record the figures in critic.json. `data`: the reviews to
     calibrate and measure on (default: the validation split of the model's own data). A backend that cannot be
     made for this model is left out with a line saying why."""
-    say = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
+    say = log or messages.to_stderr
     model_dir = Path(model_dir)
     names = list(names) if names is not None else [n for n in backends.ENGINES if backends.installed(n)]
     for name in names:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from critic import data, modeling
+from critic import data, messages, modeling
 from critic.data import sources
 from critic.inference import backends, encoding
 from critic.inference.backends import BACKENDS
@@ -247,9 +247,7 @@ def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
     if device.type != "cpu":
         return "torch"
     if (meta := path / modeling.META_FILE).is_file():
-        chosen = backends.measured_choice(
-            json.loads(meta.read_text()), path, say=lambda line: print(f"critic: {line}", file=sys.stderr)
-        )
+        chosen = backends.measured_choice(json.loads(meta.read_text()), path, say=messages.to_stderr)
         if chosen is not None:
             return chosen
     if modeling.cpu_has_bf16() and not serving:

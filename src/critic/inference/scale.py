@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from critic import data
+from critic import data, messages
 from critic.inference.predict import score_columns, spreadsheet_safe
 
 READABLE = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -165,7 +164,7 @@ def predict_ray(
         raise ValueError(f"output format '{output_format}': choose one of {', '.join(OUTPUT_FORMATS)}")
     import ray
 
-    say = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
+    say = log or messages.to_stderr
     output = Path(output)
     links = [str(path) for path in (output, *(output / part for part in RUN_FOLDERS)) if path.is_symlink()]
     if links:

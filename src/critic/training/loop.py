@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from critic import modeling
+from critic import messages, modeling
 from critic.config import LoopConfig
 from critic.text import Ragged, length_grouped_batches, pad
 
@@ -96,7 +96,7 @@ def speaker(log: Callable[[str], None] | None, main: bool) -> Callable[[str], No
     """Where a run's messages go: `log`, else standard error as `critic: …`; nowhere from processes but the first."""
     if not main:
         return lambda message: None
-    return log or (lambda message: print(f"critic: {message}", file=sys.stderr))
+    return log or messages.to_stderr
 
 
 class Distributed:

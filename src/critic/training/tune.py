@@ -10,13 +10,13 @@ import dataclasses
 import json
 import math
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from critic import messages
 from critic.config import TrainConfig
 from critic.training.train import train
 
@@ -167,7 +167,7 @@ def tune(base: TrainConfig, options: TuneOptions, log: Callable[[str], None] | N
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    say = log or (lambda line: print(f"critic: {line}", file=sys.stderr))
+    say = log or messages.to_stderr
     output = Path(base.output)
     output.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
