@@ -23,6 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from benchlib.harness import sync  # noqa: E402
+
 from critic import config, data, modeling  # noqa: E402
 from critic.data import sources  # noqa: E402
 from critic.training.train import train  # noqa: E402
@@ -54,7 +56,7 @@ def notebook_loop(path: Path, texts: list[str], labels: np.ndarray, args, device
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, eps=1e-8)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(loader))
     model.train()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for input_ids, mask, y in loader:
         model.zero_grad()
@@ -63,7 +65,7 @@ def notebook_loop(path: Path, texts: list[str], labels: np.ndarray, args, device
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-    _sync(device)
+    sync(device)
     return len(texts) / (time.perf_counter() - start)
 
 
@@ -139,11 +141,6 @@ def critic_run(path: Path, frame_path: Path, n: int, args, out: Path) -> tuple[f
     folder = train(cfg, log=lambda m: None, progress=False)
     meta = json.loads((folder / "critic.json").read_text())
     return float(meta["train_samples_per_second"]), meta
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
