@@ -217,8 +217,13 @@ def _fsync(path: Path) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """A whole file or the previous one, never a truncated one."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, content: bytes) -> None:
+    """A whole file or the previous one, never a truncated one."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
+    partial.write_bytes(content)
     _fsync(partial)
     os.replace(partial, path)
 

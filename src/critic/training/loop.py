@@ -29,6 +29,7 @@ import torch
 
 from critic import messages, modeling
 from critic.config import LoopConfig
+from critic.modeling import compile_cache
 from critic.text import Ragged, length_grouped_batches, pad
 
 CHECKPOINT = "checkpoint/state.pt"
@@ -748,6 +749,9 @@ def run(
     job.model.to(machine.device)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
     training_step = job.training_step(machine, dist.world, plan.total)
+    compiled_kept = compile_cache.cache_file(machine.device, job.model) if config.compile else None
+    if compiled_kept is not None:
+        compile_cache.load(compiled_kept, say)
     checkpoint = Checkpoint(
         output / CHECKPOINT, dist, job.model, training_step, checkpoint_settings(config, dist.world, machine.precision)
     )
@@ -763,6 +767,8 @@ def run(
     steps.take(state, progress and dist.main, on_validation)
     if dist.main:
         job.finish(state, steps.clock, steps.samples, training_step, dist.world)
+    if compiled_kept is not None and dist.local_rank == 0:  # one writer per machine
+        compile_cache.save(compiled_kept)
     dist.barrier()
     dist.close()
     return output
