@@ -40,6 +40,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     # critic and the pipeline agree (both in fp32 in the smoke)
     assert steps["scoring"]["max_abs_probability_difference"] < 1e-5
     assert steps["fp16"]["precision"] == "fp16" and steps["fp16"]["finite_weights"]
+    assert steps["compiled"]["from_compile_cache_samples_per_s"] > 0  # the new process ran, given the cache file
     assert steps["bare_loop"]["bare_ms_per_step"] > 0 and steps["bare_loop"]["bare_with_2d_mask_ms_per_step"] > 0
     profile = steps["profile"]  # the host's time in a step is part of the step's, and the profiler saw its operations
     assert 0 < profile["host_ms_in_step_median"] <= profile["ms_per_step_median"]

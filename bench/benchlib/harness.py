@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,6 +80,22 @@ def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
     meta = json.loads((folder / "critic.json").read_text())
     meta["wall_seconds"] = time.perf_counter() - started
     return folder, meta
+
+
+def critic_train_in_a_new_process(ctx: Context, name: str, env: dict, **settings) -> tuple[Path, dict]:
+    """critic_train as `critic train` in a process of its own with `env` added: for what one process cannot show,
+    such as a fresh machine's empty torch.compile cache (TORCHINDUCTOR_CACHE_DIR: an empty folder)."""
+    settings = dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device), **settings)
+    options = [part for key, value in settings.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "critic.cli", "train", *options],
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])},
+        check=True,
+    )
+    meta = json.loads((ctx.folder(name) / "critic.json").read_text())
+    meta["wall_seconds"] = time.perf_counter() - started
+    return ctx.folder(name), meta
 
 
 def training_clock(folder: Path) -> list[tuple[int, int, float]]:
