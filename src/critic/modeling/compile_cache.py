@@ -6,9 +6,9 @@ machine (a rented card, a CI runner, a container) starts empty and compiles agai
 torch.compiler.save_cache_artifacts) to one file per torch version, device and model architecture under
 $CRITIC_CACHE/compile, and loads it before the next such run: copy that folder to a new machine and its first run
 starts warm. (One file per architecture: torch saves what a run compiled or used, so a MiniLM run saving into a
-file an MPNet run had filled would drop MPNet's graphs.) torch checks every
-entry against the graph, the device and its own version, so a file from elsewhere is at worst unused; one that
-cannot be read is reported and ignored.
+file an MPNet run had filled would drop MPNet's graphs.) torch checks every entry against the graph, the device and
+its own version, so a file from elsewhere is at worst unused; one that cannot be read is reported and ignored.
+On the CPU a first compiled step took 113.7 s from an empty cache and 73.6 s from the file (docs/benchmarks.md).
 """
 
 from __future__ import annotations
