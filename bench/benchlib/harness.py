@@ -69,12 +69,15 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def run_settings(ctx: Context, name: str, settings: dict) -> dict:
+    """A suite run's training settings: the suite's data and device, the gpu preset, its own folder, `settings`."""
+    return dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device), **settings)
+
+
 def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
     import critic
 
-    cfg = config.build(
-        dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device), **settings)
-    )
+    cfg = config.build(run_settings(ctx, name, settings))
     started = time.perf_counter()
     folder = critic.train_model(cfg, log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True), progress=False)
     meta = json.loads((folder / "critic.json").read_text())
@@ -85,8 +88,11 @@ def critic_train(ctx: Context, name: str, **settings) -> tuple[Path, dict]:
 def critic_train_in_a_new_process(ctx: Context, name: str, env: dict, **settings) -> tuple[Path, dict]:
     """critic_train as `critic train` in a process of its own with `env` added: for what one process cannot show,
     such as a fresh machine's empty torch.compile cache (TORCHINDUCTOR_CACHE_DIR: an empty folder)."""
-    settings = dict(data=ctx.data, preset="gpu", output=str(ctx.folder(name)), device=str(ctx.device), **settings)
-    options = [part for key, value in settings.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+    options = [
+        part
+        for key, value in run_settings(ctx, name, settings).items()
+        for part in (f"--{key.replace('_', '-')}", str(value))
+    ]
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "critic.cli", "train", *options],
