@@ -173,6 +173,12 @@ class TrainConfig(LoopConfig):
         "encoder's mean embedding instead of fine-tuning (SetFit's accuracy in seconds); on, off",
         resume=True,
     )
+    pair_epochs: int = setting(
+        10,
+        "few labels: passes of tuning the encoder on pairs of labelled reviews (SetFit's contrastive stage) before "
+        "the regression; minutes on a CPU (0: the encoder as it is, seconds)",
+        resume=True,
+    )
     fold: str | None = setting(
         None,
         "cross-validation: 'K/N' trains on the training split without its K-th of N "
@@ -263,6 +269,8 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"window_pool '{self.window_pool}': choose one of {', '.join(POOLS)}")
         if self.few_labels not in ("auto", "on", "off"):
             raise ValueError(f"few_labels '{self.few_labels}': choose auto, on or off")
+        if self.pair_epochs < 0:
+            raise ValueError(f"pair_epochs must be 0 or more, got {self.pair_epochs}")
         if self.select not in ("best", "last"):
             raise ValueError(f"select '{self.select}': choose best or last")
         if self.metric not in ("accuracy", "auc", "loss"):

@@ -1,11 +1,13 @@
-"""Few labels: a classifier from a sentence encoder's own embedding and a logistic regression, no gradient steps.
+"""Few labels: a classifier from a sentence encoder's mean embedding, tuned on pairs, and a logistic regression.
 
 With a few dozen labelled reviews, fine-tuning a transformer learns little (16 per class: 54.2% on IMDB with the cpu
-preset, 61.0% with 10 epochs), while the mean of a sentence encoder's token vectors already separates the classes:
-a logistic regression on it reaches SetFit's accuracy in seconds (bench/few_labels.py, docs/benchmarks.md). The
-mean is computed by a layer appended to the encoder (modeling/mean_pooling.py), the regression is fitted on that
-model's own pooled features and becomes its classification head, and the folder is a standard classifier: calibrated
-and given its --min-accuracy curve on the validation split like any critic model, read by every consumer.
+preset, 61.0% with 10 epochs), while the mean of a sentence encoder's token vectors already separates the classes.
+SetFit's recipe, done here at a fraction of its cost: the encoder is first tuned so that reviews of one class lie
+close together (pair_tuning.py, through the training loop), then a logistic regression on its mean embedding becomes
+the classification head (bench/few_labels.py, docs/benchmarks.md). The mean is computed by a layer appended to the
+encoder (modeling/mean_pooling.py), the regression is fitted on that model's own pooled features, and the folder is
+a standard classifier: calibrated and given its --min-accuracy curve on the validation split like any critic model,
+read by every consumer. `--pair-epochs 0` keeps the encoder as it is: seconds instead of minutes, fewer points.
 
 `critic train` takes this path by itself below FEW_LABELS_PER_CLASS labelled training reviews in the rarest class
 of the data's training split, with a BERT-architecture encoder (`--few-labels auto`); `on` and `off` choose.
@@ -13,6 +15,7 @@ of the data's training split, with a BERT-architecture encoder (`--few-labels au
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +27,7 @@ from critic import data, modeling
 from critic.config import TrainConfig
 from critic.data import sources
 from critic.modeling import mean_pooling
-from critic.training import loop, train
+from critic.training import loop, pair_tuning, train
 
 # Below this many labelled training reviews in the rarest class, `--few-labels auto` fits a logistic regression on
 # the mean embedding instead of fine-tuning. bench/few_labels.py --fine-tune on IMDB (1 seed, 1,000 test reviews):
@@ -73,18 +76,32 @@ def sentence_encoder(model: str) -> bool:
     return AutoConfig.from_pretrained(str(sources.resolve_model(model))).model_type == "bert"
 
 
-def fit(config: TrainConfig, log: Callable[[str], None] | None = None, dataset: data.Dataset | None = None) -> Path:
+def fit(
+    config: TrainConfig,
+    log: Callable[[str], None] | None = None,
+    dataset: data.Dataset | None = None,
+    progress: bool = True,
+) -> Path:
     """Build, fit and save the few-label classifier as `config` says; returns its folder. Launched as several
-    processes (torchrun), the first fits and the others wait for it: seconds of work, not worth sharing. Where the
-    first fails, every process stops with its error (none is left waiting)."""
+    processes (torchrun), all of them tune the encoder on pairs (the training loop), then the first fits the
+    regression and the others wait for it: seconds of work, not worth sharing. Where the first fails, every process
+    stops with its error (none is left waiting)."""
     dist = loop.Distributed(config.device)
     say = loop.speaker(log, dist.main)
+    output = Path(config.output)
     try:
-        dist.open_output(Path(config.output), say)
+        dist.open_output(output, say)
+        if modeling.run_complete(output):
+            say(
+                f"{output} holds a finished model; nothing to do. Use another --output, or delete the folder to "
+                "run again"
+            )
+            return output
+        tuned = pair_tuning.tune(config, log, dataset, progress) if config.pair_epochs else None
         failure = None
         if dist.main:
             try:
-                fit_once(config, say, dataset)
+                fit_once(config, say, dataset, tuned)
             except Exception as error:
                 failure = error
         first_failure = dist.gather(None if failure is None else f"{type(failure).__name__}: {failure}")[0]
@@ -94,16 +111,14 @@ def fit(config: TrainConfig, log: Callable[[str], None] | None = None, dataset: 
             raise RuntimeError(f"the first process could not fit the few-label classifier ({first_failure})")
     finally:
         dist.close()
-    return Path(config.output)
+    return output
 
 
-def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None) -> None:
-    """The fit itself, in one process: inputs, the mean layer, the regression as the head, save, calibrate."""
+def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None, tuned: Path | None) -> None:
+    """The fit itself, in one process: inputs, the tuned encoder (`tuned`: the pair stage's folder), the mean layer,
+    the regression as the head, save, calibrate."""
     started = time.perf_counter()
     output = Path(config.output)
-    if modeling.run_complete(output):
-        say(f"{output} holds a finished model; nothing to do. Use another --output, or delete the folder to run again")
-        return
     config.save(output / "train_config.json")
     inputs = train.load_inputs(config, say, dataset=dataset)
     if not mean_pooling.supports(inputs.model):
@@ -112,28 +127,33 @@ def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Data
             f"BERT-architecture sentence encoder such as minilm (or --few-labels off to fine-tune)"
         )
     counts = np.bincount(inputs.targets["labels"].numpy(), minlength=len(inputs.dataset.labels))
+    body = "the tuned" if tuned else "the"
     say(
         f"few labels ({', '.join(f'{n} {name}' for name, n in zip(inputs.dataset.labels, counts))}): a logistic "
-        f"regression on {config.model}'s mean embedding instead of fine-tuning (below {FEW_LABELS_PER_CLASS} per "
-        f"class; --few-labels off fine-tunes)"
+        f"regression on {body} {config.model}'s mean embedding instead of fine-tuning (below {FEW_LABELS_PER_CLASS} "
+        f"per class; --few-labels off fine-tunes)"
     )
+    stage = pair_tuning.load_tuned(inputs.model, tuned) if tuned else None
     machine = loop.Machine.choose(config, modeling.resolve_device(config.device))
     model = inputs.model.to(machine.device).eval()
     mean_pooling.append_mean_layer(model)
     weight, bias = fit_head(model, inputs, machine)
     mean_pooling.set_head(model, torch.from_numpy(weight).float(), torch.from_numpy(bias).float())
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + ((stage or {}).get("seconds") or 0.0)
     method = {
-        "method": "logistic regression on the mean embedding",
+        "method": "logistic regression on the " + ("pair-tuned " if tuned else "") + "mean embedding",
         "labels_per_class": {name: int(n) for name, n in zip(inputs.dataset.labels, counts)},
         "regularisation": REGULARISATION,
         "threshold_per_class": FEW_LABELS_PER_CLASS,
+        **({"pair_tuning": stage} if stage else {}),
     }
     meta = {**train.run_meta(config, inputs), "few_labels": method, "selected": "fitted (few labels)"}
     modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
     logits, labels = train.calibrate_and_record(config, output, inputs, machine, say)
     accuracy = float((logits.argmax(axis=1) == labels).mean())
     modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
+    if tuned:  # its encoder is in the model now; its record in critic.json
+        shutil.rmtree(tuned, ignore_errors=True)
     say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")
 
 

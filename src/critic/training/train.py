@@ -306,7 +306,7 @@ def train(
         say = loop.speaker(log, loop.first_process())  # as the run will say it: a download is not silent
         dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
         if few_labels.wanted(config, dataset):
-            return few_labels.fit(config, log, dataset)
+            return few_labels.fit(config, log, dataset, progress)
     return loop.run(
         config, lambda say: FineTuning(config, say, teacher, progress, dataset), log, progress, on_validation
     )
