@@ -9,7 +9,8 @@ test reviews, process CPU seconds and wall seconds of training (SetFit's contras
 `train`, calibration included). Prints mean and spread over seeds, and the ratio of accuracies and of CPU seconds.
 
     python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--setfit-sizes 8 16]
-                               [--test-size 1000] [--fine-tune] [--regularisation C] [--out results.json]
+                               [--test-size 1000] [--fine-tune] [--regularisation C] [--pair-epochs N]
+                               [--out results.json]
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ def main() -> None:
         type=float,
         help=f"the logistic regression's C in critic's few-label fit (default {few_labels.REGULARISATION})",
     )
+    parser.add_argument(
+        "--pair-epochs",
+        type=int,
+        help="critic's --pair-epochs (default: critic's; 0 compares the frozen encoder's regression)",
+    )
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     if args.regularisation is not None:
@@ -145,6 +151,7 @@ def main() -> None:
         "machine": cpu_name(),
         "date": date.today().isoformat(),
         "regularisation": few_labels.REGULARISATION,
+        "pair_epochs": args.pair_epochs,
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as temporary:
@@ -154,19 +161,27 @@ def main() -> None:
             test = dataset.split("test", args.test_size, 42)
             for size in args.sizes:
                 row = {"dataset": name, "size": size, "critic": [], "setfit": [], "fine_tuning": []}
+                results["rows"].append(row)
                 for seed in range(args.seeds):
                     path, few = few_label_file(name, dataset, size, seed, test, folder)
-                    # with --fine-tune, both of critic's paths at every size: where does fine-tuning overtake?
-                    chosen = ("--few-labels", "on") if args.fine_tune else ()
-                    row["critic"].append(run_critic(path, folder, test, dataset.labels, *chosen))
-                    if args.fine_tune:
-                        row["fine_tuning"].append(run_critic(path, folder, test, dataset.labels, "--few-labels", "off"))
-                    if size in setfit_sizes:
-                        row["setfit"].append(run_setfit(few, test, seed, folder))
+                    run_seed(row, args, path, few, test, dataset.labels, seed, folder, size in setfit_sizes)
+                    if args.out:  # after every seed: a long run stopped early keeps what it measured
+                        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
                 report(row)
-                results["rows"].append(row)
-                if args.out:  # after every row: a long run stopped early keeps what it measured
+                if args.out:
                     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_seed(row: dict, args, path: Path, few, test, classes: tuple, seed: int, folder: Path, setfit: bool) -> None:
+    """critic (both of its paths with --fine-tune: where does fine-tuning overtake?) and SetFit on one seed's file."""
+    chosen = ("--few-labels", "on") if args.fine_tune else ()
+    if args.pair_epochs is not None:
+        chosen += ("--pair-epochs", str(args.pair_epochs))
+    row["critic"].append(run_critic(path, folder, test, classes, *chosen))
+    if args.fine_tune:
+        row["fine_tuning"].append(run_critic(path, folder, test, classes, "--few-labels", "off"))
+    if setfit:
+        row["setfit"].append(run_setfit(few, test, seed, folder))
 
 
 def report(row: dict) -> None:

@@ -62,7 +62,7 @@ SMOKES = {
     "cpu_attention.py": ["{model}", "--reviews", "16", "--repeats", "1"],
     "cpu_engines.py": ["{model}", "--reviews", "24", "--calibration", "16", "--passes", "1"],
     "label_issues.py": ["--size", "400"],
-    "few_labels.py": ["--datasets", "imdb", "--sizes", "4", "--seeds", "1", "--test-size", "20"],
+    "few_labels.py": ["--datasets", "imdb", "--sizes", "4", "--seeds", "1", "--test-size", "20", "--pair-epochs", "1"],
     "long_reviews.py": ["{model}", "--size", "24"],
     "predict_memory.py": ["{model}", "--rows", "300"],
     "predict_throughput.py": ["{model}", "--reviews", "24", "--backends", "torch"],
