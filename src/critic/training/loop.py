@@ -1,6 +1,6 @@
 """The training loop's machinery, shared by every kind of training (fine-tuning, distillation, masked-language-model
-pre-training): processes and their collectives, the plan of batches, the step, the loss meter and clock, checkpoints
-that resume exactly, interruption, the progress bar and the log.
+pre-training, pair tuning): processes and their collectives, the plan of batches, the step, the loss meter and clock,
+checkpoints that resume exactly, interruption, the progress bar and the log.
 
 Nothing inside a step waits for the GPU: the loss is summed on the device and read every `log_every` steps, where
 the interrupt flag is checked too; batches are padded and pinned in a background thread while the GPU works.
@@ -687,8 +687,8 @@ def truncate_log(path: Path, step: int) -> None:
 class Job(Protocol):
     """What a kind of training brings to the loop: its model and training rows, its step's objective, its batches,
     what it does at a validation point, and its final save. Fine-tuning and distillation
-    (critic.training.train.FineTuning) and masked-language-model pre-training (critic.training.pretrain.Pretraining)
-    are the two."""
+    (critic.training.train.FineTuning), masked-language-model pre-training (critic.training.pretrain.Pretraining)
+    and the few-label path's pair tuning (critic.training.pair_tuning.PairTuning) are the three."""
 
     log_file: str  # under OUTPUT: the log's JSON lines
     config_file: str  # under OUTPUT: the resolved config
