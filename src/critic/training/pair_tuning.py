@@ -138,16 +138,7 @@ class PairTuning:
         )
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
-        return loop.prepared_batches(
-            steps,
-            self.inputs.train,
-            {"labels": self.inputs.targets["labels"]},
-            self.inputs.encoder.pad_id,
-            machine.multiple,
-            dist.rank,
-            dist.world,
-            pin=machine.device.type == "cuda",
-        )
+        return train.review_batches(self.inputs, steps, machine, dist)
 
     def rows(self, batch: dict) -> int:
         return len(batch["labels"])

@@ -367,16 +367,7 @@ class FineTuning:
         )
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
-        return prepared_batches(
-            steps,
-            self.inputs.train,
-            self.inputs.targets,
-            self.inputs.encoder.pad_id,
-            machine.multiple,
-            dist.rank,
-            dist.world,
-            pin=machine.device.type == "cuda",
-        )
+        return review_batches(self.inputs, steps, machine, dist)
 
     def rows(self, batch: dict) -> int:
         return len(batch["labels"])
@@ -406,6 +397,20 @@ class FineTuning:
             self.say,
             self.show_progress,
         )
+
+
+def review_batches(inputs: Inputs, steps: list[np.ndarray], machine: Machine, dist: Distributed):
+    """This process's share of each step's training reviews, padded, with their targets."""
+    return prepared_batches(
+        steps,
+        inputs.train,
+        inputs.targets,
+        inputs.encoder.pad_id,
+        machine.multiple,
+        dist.rank,
+        dist.world,
+        pin=machine.device.type == "cuda",
+    )
 
 
 def finish(
