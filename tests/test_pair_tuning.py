@@ -76,3 +76,11 @@ def test_a_fit_that_fails_after_the_pair_stage_keeps_the_stage_for_the_next_run(
     folder = train.train(run, log=said.append, progress=False)
     assert any("holds a finished run" in line for line in said) and not any("pair tuning:" in line for line in said)
     assert json.loads((folder / "critic.json").read_text())["few_labels"]["pair_tuning"]["steps"] == 2
+
+
+def test_an_encoder_without_the_mean_layer_is_named_before_the_pair_stage(tmp_path, tiny_distilbert):
+    path, _ = few_label_file(tmp_path, per_class=4)
+    settings = dict(model=str(tiny_distilbert), data=str(path), few_labels="on", output=str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="is a distilbert encoder; few-label training needs a BERT-architecture"):
+        train.train(config.build(settings), progress=False)
+    assert not (tmp_path / "m" / pair_tuning.FOLDER / "checkpoint").exists()  # no step taken

@@ -312,11 +312,25 @@ def test_a_few_label_fit_failing_in_the_first_process_stops_every_process(tmp_pa
     reviews = synthetic.reviews(16 + 60, seed=5)
     reviews["split"] = ["train"] * 16 + ["validation"] * 60
     reviews.to_csv(tmp_path / "few.csv", index=False)
-    process = torchrun(tiny_distilbert, tmp_path / "few.csv", tmp_path / "few", "--few-labels", "on")
+    # without the pair stage, which every process runs (and where each would stop with the same error)
+    few = ("--few-labels", "on", "--pair-epochs", "0")
+    process = torchrun(tiny_distilbert, tmp_path / "few.csv", tmp_path / "few", *few)
     _, stderr = process.communicate(timeout=240)
     assert process.returncode != 0
     expected = "the first process could not fit the few-label classifier (ValueError: --few-labels:"
     assert expected in stderr, stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_tune_the_encoder_on_pairs_then_the_first_fits(tmp_path, tiny_bert):
+    """The pair stage under torchrun: each process takes its share of every batch (DDP, the unread pooler left
+    out of the reduction), then the first fits the regression on the tuned encoder."""
+    reviews = synthetic.reviews(32 + 60, seed=5)
+    reviews["split"] = ["train"] * 32 + ["validation"] * 60
+    reviews.to_csv(tmp_path / "few.csv", index=False)
+    finished(torchrun(tiny_bert, tmp_path / "few.csv", tmp_path / "few", "--few-labels", "on", "--pair-epochs", "2"))
+    record = json.loads((tmp_path / "few" / "critic.json").read_text())["few_labels"]["pair_tuning"]
+    assert record["steps"] == 2 and len(record["pair_loss_per_epoch"]) == 2  # a global batch of 32 an epoch, 16 each
 
 
 def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_csv, monkeypatch):

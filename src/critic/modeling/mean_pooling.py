@@ -32,14 +32,19 @@ def supports(model) -> bool:
     return getattr(model.config, "model_type", None) == "bert"
 
 
+def require(model, name: str) -> None:
+    """An error naming the encoder where it cannot take the mean layer."""
+    if not supports(model):
+        raise ValueError(
+            f"--few-labels: {name} is a {model.config.model_type} encoder; few-label training needs a "
+            f"BERT-architecture sentence encoder such as minilm (or --few-labels off to fine-tune)"
+        )
+
+
 @torch.no_grad()
 def append_mean_layer(model) -> None:
     """Append the averaging layer to a BertForSequenceClassification and make its pooler nearly the identity."""
-    if not supports(model):
-        raise ValueError(
-            f"a {model.config.model_type} encoder: few-label training needs a BERT-architecture sentence encoder "
-            f"(minilm, or another BERT model)"
-        )
+    require(model, model.config.name_or_path or "the model")
     encoder = model.bert.encoder
     last = encoder.layer[-1]
     # a new layer of the same class on the model's own config (a copy would keep a config of its own, and miss

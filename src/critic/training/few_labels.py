@@ -121,11 +121,7 @@ def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Data
     output = Path(config.output)
     config.save(output / "train_config.json")
     inputs = train.load_inputs(config, say, dataset=dataset)
-    if not mean_pooling.supports(inputs.model):
-        raise ValueError(
-            f"--few-labels: {config.model} is a {inputs.model.config.model_type} encoder; few-label training needs a "
-            f"BERT-architecture sentence encoder such as minilm (or --few-labels off to fine-tune)"
-        )
+    mean_pooling.require(inputs.model, config.model)
     counts = np.bincount(inputs.targets["labels"].numpy(), minlength=len(inputs.dataset.labels))
     body = "the tuned" if tuned else "the"
     say(

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from critic import data, modeling
 from critic.config import TrainConfig
+from critic.modeling import mean_pooling
 from critic.modeling.attention import use_rowwise_attention
 from critic.training import loop, train
 from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log
@@ -114,6 +115,7 @@ class PairTuning:
     def __init__(self, config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None):
         self.config, self.say, self.output = config, say, Path(config.output)
         self.inputs = train.load_inputs(config, say, dataset=dataset)
+        mean_pooling.require(self.inputs.model, config.model)  # on every process: none is left waiting
         self.model = MeanEmbedding(self.inputs.model)
         # the pairs inside a batch are what it learns from: random batches, not batches of similar lengths
         self.lengths = np.ones(len(self.inputs.train), dtype=np.int64)
