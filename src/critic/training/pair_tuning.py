@@ -66,10 +66,9 @@ def pair_loss(embeddings: torch.Tensor, targets: dict[str, torch.Tensor]) -> tor
     same = labels[:, None] == labels[None, :]
     upper = torch.ones_like(same).triu(1)
     alike, unlike = (same & upper).float(), (~same & upper).float()
-    loss = ((cosine - 1) ** 2 * alike).sum() / alike.sum().clamp(min=1) + (
-        cosine**2 * unlike
-    ).sum() / unlike.sum().clamp(min=1)
-    return 0.5 * loss * len(labels)
+    alike_loss = ((cosine - 1) ** 2 * alike).sum() / alike.sum().clamp(min=1)
+    unlike_loss = (cosine**2 * unlike).sum() / unlike.sum().clamp(min=1)
+    return 0.5 * (alike_loss + unlike_loss) * len(labels)
 
 
 def stage_config(config: TrainConfig) -> TrainConfig:
