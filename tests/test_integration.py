@@ -50,8 +50,9 @@ def test_real_minilm_learns_imdb(tmp_path, real_cache):
 
 @pytest.mark.integration
 def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, real_cache):
-    """Few labels: 16 IMDB training reviews per class (200 more for validation) give the few-label path, which
-    must do what SetFit's defaults do on such reviews (bench/few_labels.py measures both)."""
+    """Few labels: 16 IMDB training reviews per class (200 more for validation) give the few-label path (the
+    encoder tuned on their pairs, then the regression), which must do what SetFit's defaults do on such reviews
+    (bench/few_labels.py measures both)."""
     import numpy as np
     import pandas as pd
 
@@ -72,7 +73,8 @@ def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, re
     path = tmp_path / "few.csv"
     frame.to_csv(path, index=False)
     out = train.train(config.build(dict(data=str(path), output=str(tmp_path / "few"))), progress=False)
-    assert json.loads((out / "critic.json").read_text())["few_labels"]["labels_per_class"]["positive"] == 16
+    few = json.loads((out / "critic.json").read_text())["few_labels"]
+    assert few["labels_per_class"]["positive"] == 16 and few["pair_tuning"]["steps"] == 20
     summary = critic.evaluate_model(out, split="test", baseline=False)  # the file's own 500 test reviews
     print(f"real MiniLM, 16 IMDB reviews per class: test accuracy {summary['accuracy']:.4f} on 500 reviews")
     assert summary["rows"] == 500 and summary["accuracy"] >= 0.65

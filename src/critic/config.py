@@ -169,8 +169,9 @@ class TrainConfig(LoopConfig):
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)
     few_labels: str = setting(
         "auto",
-        "auto: with fewer than 200 labelled training reviews in a class, fit a logistic regression on the sentence "
-        "encoder's mean embedding instead of fine-tuning (SetFit's accuracy in seconds); on, off",
+        "auto: with fewer than 200 labelled training reviews in a class, tune the sentence encoder on pairs of them "
+        "and fit a logistic regression on its mean embedding instead of fine-tuning (SetFit's recipe, in a "
+        "fraction of its time); on, off",
         resume=True,
     )
     pair_epochs: int = setting(
