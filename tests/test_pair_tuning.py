@@ -4,6 +4,7 @@ pairs of a few labelled reviews, and a stage that is not done twice when the fit
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_few_labels import few_label_file
@@ -27,7 +28,7 @@ def within_minus_across(model_folder, path) -> float:
     from critic.inference.predict import Classifier
 
     classifier = Classifier.load(model_folder, precision="fp32")
-    frame = __import__("pandas").read_csv(path).query("split == 'train'")
+    frame = pd.read_csv(path).query("split == 'train'")
     scorer = classifier.model
     batch = classifier.tokenizer(frame["text"].tolist(), padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
