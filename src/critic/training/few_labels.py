@@ -101,7 +101,7 @@ def fit(
         failure = None
         if dist.main:
             try:
-                fit_once(config, say, dataset, tuned)
+                fit_once(config, say, dataset, tuned, progress)
             except Exception as error:
                 failure = error
         first_failure = dist.gather(None if failure is None else f"{type(failure).__name__}: {failure}")[0]
@@ -114,7 +114,13 @@ def fit(
     return output
 
 
-def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None, tuned: Path | None) -> None:
+def fit_once(
+    config: TrainConfig,
+    say: Callable[[str], None],
+    dataset: data.Dataset | None,
+    tuned: Path | None,
+    progress: bool = False,
+) -> None:
     """The fit itself, in one process: inputs, the tuned encoder (`tuned`: the pair stage's folder), the mean layer,
     the regression as the head, save, calibrate."""
     started = time.perf_counter()
@@ -145,7 +151,7 @@ def fit_once(config: TrainConfig, say: Callable[[str], None], dataset: data.Data
     }
     meta = {**train.run_meta(config, inputs), "few_labels": method, "selected": "fitted (few labels)"}
     modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
-    logits, labels = train.calibrate_and_record(config, output, inputs, machine, say)
+    logits, labels = train.calibrate_and_record(config, output, inputs, machine, say, progress)
     accuracy = float((logits.argmax(axis=1) == labels).mean())
     modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
     if tuned:  # its encoder is in the model now; its record in critic.json

@@ -454,7 +454,7 @@ def finish(
         **speed,
         **({"fp16_skipped_steps": skipped} if fp16 else {}),
     )
-    calibrate_and_record(config, output, inputs, machine, say)
+    calibrate_and_record(config, output, inputs, machine, say, progress)
     write_stats(state.history, output)
     modeling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
@@ -472,11 +472,13 @@ def finish(
     )
 
 
-def calibrate_and_record(config: TrainConfig, output: Path, inputs: Inputs, machine: Machine, say) -> tuple:
+def calibrate_and_record(
+    config: TrainConfig, output: Path, inputs: Inputs, machine: Machine, say, progress: bool = False
+) -> tuple:
     """The saved model's last steps, for fine-tuning and the few-label fit alike: calibrated on the whole validation
     split, with its --min-accuracy curve in critic.json. Returns the validation logits as saved, and the labels."""
     reviews, labels = final_validation(config, inputs, say)
-    model, tokenizer, meta, logits = validation_logits(output, reviews, inputs, machine)
+    model, tokenizer, meta, logits = validation_logits(output, reviews, inputs, machine, progress)
     if config.calibrate:
         logits = calibrate(output, model, tokenizer, meta, logits, labels, say)
     record_abstention(output, logits, labels, say)
@@ -517,13 +519,24 @@ def final_validation(config: TrainConfig, inputs: Inputs, say: Callable[[str], N
     return prepare(whole["text"], inputs.encoder, config.cleaning, inputs.truncation, cache), whole["label"].to_numpy()
 
 
-def validation_logits(output: Path, reviews: Ragged, inputs: Inputs, machine: Machine) -> tuple:
-    """The saved model (with its tokenizer and critic.json) and its logits on the validation reviews."""
+def validation_logits(output: Path, reviews: Ragged, inputs: Inputs, machine: Machine, progress: bool = False) -> tuple:
+    """The saved model (with its tokenizer and critic.json) and its logits on the validation reviews, with a
+    progress bar where asked: 4,879 IMDB reviews take 5 minutes on 2 Zen 3 cores."""
+    from tqdm.auto import tqdm
+
     model, tokenizer, meta = modeling.load(output, machine.device)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
-    logits = modeling.logits(
-        forward, reviews, inputs.encoder.pad_id, model.config.num_labels, pad_multiple=machine.multiple
-    )
+    with tqdm(
+        total=len(reviews), unit="review", desc="scoring validation", disable=not progress, mininterval=1.0
+    ) as bar:
+        logits = modeling.logits(
+            forward,
+            reviews,
+            inputs.encoder.pad_id,
+            model.config.num_labels,
+            progress=bar,
+            pad_multiple=machine.multiple,
+        )
     return model, tokenizer, meta, logits
 
 
