@@ -30,16 +30,16 @@ def test_temperature_undoes_overconfidence():
 def test_a_model_leaning_to_one_class_gets_a_bias_and_a_calibrated_one_is_left_near_alone():
     logits, labels = overconfident(rows=20000, factor=2.0)
     leaning = logits + np.array([0.0, 0.0, 1.5])  # the third class 1.5 logits too likely
-    scaling, held_out = calibration.choose_scaling(leaning, labels)
+    scaling, held_out = calibration.choose_calibration(leaning, labels)
     assert scaling.method == "vector" and held_out["vector"]["nll"] < held_out["temperature"]["nll"] - 0.02
     assert scaling.bias[2] - scaling.bias[1] == pytest.approx(-0.75, abs=0.15)  # 1.5 at the fitted scale of 1/2
     summary = calibration.calibration_summary(leaning, labels, scaling)
     assert summary["ece_after"] < 0.02 < summary["ece_before"] and summary["method"] == "vector"
     two = np.stack([logits[:, 0], logits[:, 1] + 1.0], axis=1)
     two_labels = np.where(labels == 2, 0, labels)
-    assert calibration.choose_scaling(two, two_labels)[0].method == "temperature+bias"
+    assert calibration.choose_calibration(two, two_labels)[0].method == "temperature+bias"
     assert "a bias of -" in calibration.describe(
-        calibration.as_record(calibration.choose_scaling(two, two_labels)[0]), ["negative", "positive"]
+        calibration.as_record(calibration.choose_calibration(two, two_labels)[0]), ["negative", "positive"]
     )
     identity = calibration.fit_scaling(logits / 2.0, labels, "vector")
     assert np.allclose(identity.scale, 1.0, atol=0.05) and np.allclose(identity.bias, 0.0, atol=0.08)
@@ -52,13 +52,13 @@ def test_a_scaling_is_applied_where_it_lowers_the_held_out_log_loss_though_the_n
     rng = np.random.default_rng(12)
     labels = rng.choice(3, size=98, p=[0.25, 0.15, 0.6])
     logits = 0.3 * (np.eye(3)[labels] * 0.3 + rng.normal(0, 0.5, (98, 3)))
-    scaling, held_out = calibration.choose_scaling(logits, labels)
+    scaling, held_out = calibration.choose_calibration(logits, labels)
     summary = calibration.calibration_summary(logits, labels, scaling)
     assert summary["ece_after"] > summary["ece_before"] and summary["nll_after"] < summary["nll_before"]
     assert held_out[scaling.method]["nll"] < held_out["none"]["nll"] - 0.2
     assert calibration.improves(summary, held_out)
     # Logits calibrated on these rows: a further fit gains nothing on rows it has not seen, and is not applied.
-    again, again_held_out = calibration.choose_scaling(scaling.apply(logits), labels)
+    again, again_held_out = calibration.choose_calibration(scaling.apply(logits), labels)
     assert not calibration.improves(
         calibration.calibration_summary(scaling.apply(logits), labels, again), again_held_out
     )
@@ -67,7 +67,75 @@ def test_a_scaling_is_applied_where_it_lowers_the_held_out_log_loss_though_the_n
     assert calibration.improves(few, {}) == (few["ece_after"] <= few["ece_before"])
 
 
-def tiny_roberta():
+def bent(rows=20000, seed=0):
+    """Two-class logits (0, z) whose true margin is 0.4 z + 0.08 z^3: too sure in the middle (z = 1 means 0.48),
+    not sure enough at the top (z = 3 means 3.36), the quickstart MiniLM's shape, which no scaling mends."""
+    rng = np.random.default_rng(seed)
+    margins = rng.normal(0, 2, rows)
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-(0.4 * margins + 0.08 * margins**3)))).astype(int)
+    return np.stack([np.zeros(rows), margins], axis=1), labels
+
+
+def test_a_bent_margin_gets_the_increasing_map_where_a_scaling_cannot_mend_it():
+    logits, labels = bent()
+    kept, held_out = calibration.choose_calibration(logits, labels, logits[:, 1])
+    assert isinstance(kept, calibration.MarginMap) and all(w >= 0 for w in kept.weights)
+    assert held_out["monotone"]["nll"] < held_out["temperature+bias"]["nll"] - 0.005
+    assert held_out["monotone"]["ece"] < 0.015 < held_out["temperature+bias"]["ece"]
+    mapped = kept.calibrated(logits, logits[:, 1])[:, 1]
+    assert np.all(np.diff(mapped[np.argsort(logits[:, 1])]) >= -1e-12)  # increasing: the ranking stays
+    record = calibration.as_record(kept)
+    assert calibration.from_record(json.loads(json.dumps(record)), 2) == kept
+    assert calibration.describe(record, ["negative", "positive"]) == "an increasing map of the margin (9 steps)"
+    # a scaling fitted later on the mapped head (a finished run started again) composes into one map
+    later = calibration.Scaling("temperature+bias", (0.8, 0.8), (0.0, 0.3))
+    composed = later.after(kept)
+    assert isinstance(composed, calibration.MarginMap)
+    assert np.allclose(
+        composed.calibrated(logits, logits[:, 1]), later.apply(kept.calibrated(logits, logits[:, 1])), atol=1e-9
+    )
+    # without the margins (a head that cannot take the map), the best scaling
+    assert calibration.choose_calibration(logits, labels)[0].method == "temperature"
+    # margins a scaling calibrates: the map is not worth its steps
+    rng = np.random.default_rng(1)
+    straight = rng.normal(0, 2, 20000)
+    straight_labels = (rng.random(20000) < 1 / (1 + np.exp(-0.5 * straight))).astype(int)
+    chosen, _ = calibration.choose_calibration(np.stack([0 * straight, straight], 1), straight_labels, straight)
+    assert chosen.method == "temperature"
+
+
+@pytest.mark.parametrize("build", ["bert", "roberta"])
+def test_a_folded_margin_map_is_what_the_head_computes(build, tiny_bert):
+    model = (
+        tiny_roberta(classes=2)
+        if build == "roberta"
+        else AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).eval()
+    )
+    hidden_layer, out = calibration.tanh_head(model)
+    assert calibration.margin_ready(model)
+    with torch.no_grad():  # a head read near 0, where tanh is linear, as sentence encoders' are
+        hidden_layer.weight.mul_(1e-3)
+        out.weight.mul_(1e3)
+    captured = []
+    hidden_layer.register_forward_hook(lambda layer, args, output: captured.append(args[0].detach().numpy()))
+    ids = torch.randint(5, 40, (64, 9))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits.numpy()
+    margins = calibration.linear_margins(model, captured[-1])
+    assert np.allclose(margins, before[:, 1] - before[:, 0], atol=1e-3)
+    rng = np.random.default_rng(0)
+    labels = (rng.random(64) < 1 / (1 + np.exp(-margins / margins.std()))).astype(int)
+    mapping = calibration.fit_margin_map(margins, labels)
+    with torch.no_grad():
+        calibration.fold_margin_map(model, mapping)
+        after = model(input_ids=ids).logits.numpy()
+    assert np.allclose(after, mapping.calibrated(before, margins), atol=1e-4)
+    assert calibration.tanh_head(tiny_roberta(classes=3)) is not None and not calibration.margin_ready(
+        tiny_roberta(classes=3)
+    )
+
+
+def tiny_roberta(classes=3):
     config = RobertaConfig(
         vocab_size=60,
         hidden_size=32,
@@ -75,7 +143,7 @@ def tiny_roberta():
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=40,
-        num_labels=3,
+        num_labels=classes,
     )
     torch.manual_seed(0)
     return RobertaForSequenceClassification(config).eval()
@@ -111,8 +179,8 @@ def test_training_ends_calibrated_and_every_consumer_reads_it(toy_model):
 
     meta = json.loads((toy_model / "critic.json").read_text())
     fitted = meta["calibration"]
-    assert fitted["temperature"] > 0 and fitted["temperature"] != 1.0
-    assert fitted["nll_after"] <= fitted["nll_before"]
+    assert fitted["applied"] and fitted["method"] in ("temperature", "temperature+bias", "monotone")
+    assert fitted["nll_after"] < fitted["nll_before"]
     texts = ["a wonderful moving film", "dull and boring plot"]
     ours = Classifier.load(toy_model, backend="torch", precision="fp32").predict_proba(texts)
     theirs = pipeline("text-classification", model=str(toy_model), top_k=None, device="cpu")(texts)

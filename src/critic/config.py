@@ -248,8 +248,10 @@ class TrainConfig(LoopConfig):
     )
     calibrate: bool = setting(
         True,
-        "fit a temperature on the validation split after training and fold it into "
-        "the classification head, so every consumer reads calibrated probabilities",
+        "fit a temperature (with a class bias, or for two classes an increasing map of "
+        "the margin, where that measures better) on the validation split after training "
+        "and fold it into the classification head, so every consumer reads calibrated "
+        "probabilities",
         resume=False,
     )
     preset: str = setting(

@@ -478,9 +478,9 @@ def calibrate_and_record(
     """The saved model's last steps, for fine-tuning and the few-label fit alike: calibrated on the whole validation
     split, with its --min-accuracy curve in critic.json. Returns the validation logits as saved, and the labels."""
     reviews, labels = final_validation(config, inputs, say)
-    model, tokenizer, meta, logits = validation_logits(output, reviews, inputs, machine, progress)
+    model, tokenizer, meta, logits, hidden = validation_logits(output, reviews, inputs, machine, progress)
     if config.calibrate:
-        logits = calibrate(output, model, tokenizer, meta, logits, labels, say)
+        logits = calibrate(output, model, tokenizer, meta, logits, labels, say, hidden)
     record_abstention(output, logits, labels, say)
     if note := one_sided(logits.argmax(axis=1), labels, inputs.dataset.labels):
         say(f"warning: {note}")
@@ -520,41 +520,67 @@ def final_validation(config: TrainConfig, inputs: Inputs, say: Callable[[str], N
 
 
 def validation_logits(output: Path, reviews: Ragged, inputs: Inputs, machine: Machine, progress: bool = False) -> tuple:
-    """The saved model (with its tokenizer and critic.json) and its logits on the validation reviews, with a
-    progress bar where asked: 4,879 IMDB reviews take 5 minutes on 2 Zen 3 cores."""
+    """The saved model (with its tokenizer and critic.json), its logits on the validation reviews and, for a head
+    that can take a margin map (`calibration.margin_ready`), the inputs of the head's hidden layer (else None). With
+    a progress bar where asked: 4,879 IMDB reviews take 5 minutes on 2 Zen 3 cores."""
     from tqdm.auto import tqdm
 
     model, tokenizer, meta = modeling.load(output, machine.device)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
+    classes = model.config.num_labels
+    width = classes
+    if calibration.margin_ready(model):
+        forward, width = with_head_inputs(model, forward), classes + calibration.tanh_head(model)[0].in_features
     with tqdm(
         total=len(reviews), unit="review", desc="scoring validation", disable=not progress, mininterval=1.0
     ) as bar:
-        logits = modeling.logits(
-            forward,
-            reviews,
-            inputs.encoder.pad_id,
-            model.config.num_labels,
-            progress=bar,
-            pad_multiple=machine.multiple,
+        scored = modeling.logits(
+            forward, reviews, inputs.encoder.pad_id, width, progress=bar, pad_multiple=machine.multiple
         )
-    return model, tokenizer, meta, logits
+    hidden = scored[:, classes:] if width > classes else None
+    return model, tokenizer, meta, scored[:, :classes], hidden
 
 
-def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, labels: np.ndarray, say) -> np.ndarray:
-    """Fit a scaling of the logits on the validation split's logits of the saved model (a temperature, with a bias
-    per class where that calibrates better on held-out validation rows: `calibration.choose_scaling`) and fold it
-    into its head; critic.json records it with the validation ECE and NLL before and after. A scaling that does not
-    lower the log-loss on validation rows it was not fitted on (`calibration.improves`: a model already calibrated,
-    or logits too noisy to fit) is recorded but not applied. Returns the validation logits as the saved head now
-    gives them."""
-    scaling, held_out = calibration.choose_scaling(logits, labels)
-    summary = calibration.calibration_summary(logits, labels, scaling)
-    summary["held_out"] = held_out
-    summary["applied"] = calibration.improves(summary, held_out)
-    names = list(meta["labels"])
+def with_head_inputs(model, forward: Callable) -> Callable:
+    """`forward` whose rows carry, after the logits, the inputs of the head's hidden layer (the model keeps a hook
+    that records them)."""
+    captured = []
+    calibration.tanh_head(model)[0].register_forward_hook(lambda layer, args, output: captured.append(args[0]))
+
+    def forward_with_inputs(batch):
+        logits = forward(batch)
+        return torch.cat([logits, captured.pop().float()], dim=1)
+
+    return forward_with_inputs
+
+
+def calibrate(
+    output: Path,
+    model,
+    tokenizer,
+    meta: dict,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    say,
+    hidden: np.ndarray | None = None,
+) -> np.ndarray:
+    """Fit a calibration on the validation split's logits of the saved model (a temperature, with a bias per class
+    or, given the inputs of the head's `hidden` layer, an increasing map of the margin, where that calibrates better
+    on held-out validation rows: `calibration.choose_calibration`) and fold it into its head; critic.json records it
+    with the validation ECE and NLL before and after. A calibration that does not lower the log-loss on validation
+    rows it was not fitted on (`calibration.improves`: a model already calibrated, or logits too noisy to fit) is
+    recorded but not applied. Returns the validation logits as the saved head now gives them."""
     previous = meta.get("calibration")
     # A finished run started again finds its head calibrated already (records before "applied" were all applied).
     calibrated_before = bool(previous and previous.get("applied", True))
+    if calibrated_before and previous.get("method") == "monotone":
+        hidden = None  # the head is a margin map already: its hidden layer is far from linear
+    margins = None if hidden is None else calibration.linear_margins(model, hidden)
+    scaling, held_out = calibration.choose_calibration(logits, labels, margins)
+    summary = calibration.calibration_summary(logits, labels, scaling, margins)
+    summary["held_out"] = held_out
+    summary["applied"] = calibration.improves(summary, held_out)
+    names = list(meta["labels"])
     if not summary["applied"]:
         if calibrated_before:  # its record stays, as the head's scaling does
             say(
@@ -568,16 +594,19 @@ def calibrate(output: Path, model, tokenizer, meta: dict, logits: np.ndarray, la
             "the head is left as trained"
         )
         return logits
-    calibration.fold_scaling(model, scaling)
-    if calibrated_before:  # the calibrated model calibrated again (near the identity): the total is the composite
-        summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(names)))))
+    if isinstance(scaling, calibration.MarginMap):  # the map replaces the head's last layers, calibrated or not
+        calibration.fold_margin_map(model, scaling)
+    else:
+        calibration.fold_scaling(model, scaling)
+        if calibrated_before:  # the calibrated model calibrated again (near the identity): the total is the composite
+            summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(names)))))
     modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
     say(
         f"calibrated: {calibration.describe(summary, names)} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
         f"{summary['nll_after']:.4f}" + (f" (held out: {held_out[scaling.method]['nll']:.4f})" if held_out else "")
     )
-    return scaling.apply(logits)
+    return scaling.calibrated(logits, margins)
 
 
 def refusal(summary: dict, held_out: dict) -> str:
