@@ -222,11 +222,17 @@ def linear_margins(model, hidden: np.ndarray) -> np.ndarray:
     identity: the quantity a new hidden layer can compute and map. Sentence encoders' heads read their hidden
     layer near 0, where tanh is linear (the quickstart MiniLM: margins within 0.15 of the logits', the same
     answers); where a head is far from linear, the held-out log-loss refuses the map."""
+    row, offset = margin_weights(model)
+    return np.asarray(hidden, dtype=np.float64) @ row.cpu().numpy() + float(offset)
+
+
+def margin_weights(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """The linear margin as a row over the head's input and an offset (float64, on the model's device)."""
     dense, out = tanh_head(model)
-    direction = (out.weight[1] - out.weight[0]).detach().double().cpu()
-    row = direction @ dense.weight.detach().double().cpu()
-    offset = direction @ dense.bias.detach().double().cpu() + float((out.bias[1] - out.bias[0]).detach())
-    return np.asarray(hidden, dtype=np.float64) @ row.numpy() + float(offset)
+    direction = (out.weight[1] - out.weight[0]).detach().double()
+    row = direction @ dense.weight.detach().double()
+    offset = direction @ dense.bias.detach().double() + (out.bias[1] - out.bias[0]).detach().double()
+    return row, offset
 
 
 @torch.no_grad()
@@ -234,9 +240,7 @@ def fold_margin_map(model, mapping: MarginMap) -> None:
     """The head becomes the map: hidden unit j computes tanh((z - center_j) / width_j) from the head's input (z the
     linear margin), the other units 0; the output layer weighs them into the second class's logit, the first's 0."""
     dense, out = tanh_head(model)
-    direction = (out.weight[1] - out.weight[0]).double()
-    row = direction @ dense.weight.double()
-    offset = direction @ dense.bias.double() + (out.bias[1] - out.bias[0]).double()
+    row, offset = margin_weights(model)
     centers, widths = (
         torch.tensor(v, dtype=torch.float64, device=row.device) for v in (mapping.centers, mapping.widths)
     )

@@ -478,7 +478,9 @@ def calibrate_and_record(
     """The saved model's last steps, for fine-tuning and the few-label fit alike: calibrated on the whole validation
     split, with its --min-accuracy curve in critic.json. Returns the validation logits as saved, and the labels."""
     reviews, labels = final_validation(config, inputs, say)
-    model, tokenizer, meta, logits, hidden = validation_logits(output, reviews, inputs, machine, progress)
+    model, tokenizer, meta, logits, hidden = validation_logits(
+        output, reviews, inputs, machine, progress, head_inputs=config.calibrate
+    )
     if config.calibrate:
         logits = calibrate(output, model, tokenizer, meta, logits, labels, say, hidden)
     record_abstention(output, logits, labels, say)
@@ -519,17 +521,20 @@ def final_validation(config: TrainConfig, inputs: Inputs, say: Callable[[str], N
     return prepare(whole["text"], inputs.encoder, config.cleaning, inputs.truncation, cache), whole["label"].to_numpy()
 
 
-def validation_logits(output: Path, reviews: Ragged, inputs: Inputs, machine: Machine, progress: bool = False) -> tuple:
-    """The saved model (with its tokenizer and critic.json), its logits on the validation reviews and, for a head
-    that can take a margin map (`calibration.margin_ready`), the inputs of the head's hidden layer (else None). With
-    a progress bar where asked: 4,879 IMDB reviews take 5 minutes on 2 Zen 3 cores."""
+def validation_logits(
+    output: Path, reviews: Ragged, inputs: Inputs, machine: Machine, progress: bool = False, head_inputs: bool = True
+) -> tuple:
+    """The saved model (with its tokenizer and critic.json), its logits on the validation reviews and, where asked
+    (`head_inputs`: for calibration) of a head that can take a margin map (`calibration.margin_ready`), the inputs of
+    the head's hidden layer (else None). With a progress bar where asked: 4,879 IMDB reviews take 5 minutes on 2 Zen
+    3 cores."""
     from tqdm.auto import tqdm
 
     model, tokenizer, meta = modeling.load(output, machine.device)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
     classes = model.config.num_labels
     width = classes
-    if calibration.margin_ready(model):
+    if head_inputs and calibration.margin_ready(model):
         forward, width = with_head_inputs(model, forward), classes + calibration.tanh_head(model)[0].in_features
     with tqdm(
         total=len(reviews), unit="review", desc="scoring validation", disable=not progress, mininterval=1.0
