@@ -162,6 +162,28 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
     assert [m["fold"] for m in ensemble["members"]] == ["1/2", "2/2"] and len(ensemble["member_test_accuracy"]) == 2
     assert ensemble["single_mpnet_test_accuracy"] == rows["mpnet-4ep"]["test_accuracy"]
     assert rows["mpnet-mlm"]["pretrain_holdout_loss"]  # masked-LM training, then the mpnet recipe
+    for name, row in rows.items():  # issue 23's targets, each with its value and whether it was met
+        accuracy = row["targets"]["mpnet_test_accuracy" if name.startswith("mpnet") else "minilm_test_accuracy"]
+        assert accuracy["value"] == row["test_accuracy"] and accuracy["met"] == (
+            accuracy["value"] >= accuracy["target"]
+        )
+        assert row["targets"]["test_ece"]["value"] == row["test_ece"], name
+    assert rows["mpnet"]["targets"]["best_preset_train_seconds"]["value"] == rows["mpnet"]["train_seconds"]
+
+
+def test_gpu_recipe_targets_say_met_or_not():
+    sys.path.insert(0, str(BENCH))
+    import gpu_recipe
+
+    good = gpu_recipe.row_targets("mpnet", {"test_accuracy": 0.963, "test_ece": 0.01, "train_seconds": 99.0})
+    assert {what: t["met"] for what, t in good.items()} == {
+        "mpnet_test_accuracy": True,
+        "test_ece": True,
+        "best_preset_train_seconds": True,
+    }
+    short = gpu_recipe.row_targets("distill-oof", {"test_accuracy": 0.9499, "test_ece": 0.016, "train_seconds": 9.0})
+    assert {what: t["met"] for what, t in short.items()} == {"minilm_test_accuracy": False, "test_ece": False}
+    assert gpu_recipe.row_targets("mpnet", {"skipped": "no --mpnet given"}) == {}
 
 
 def test_gpu_recipe_rows_keep_the_recipe_they_were_first_measured_with():
