@@ -85,16 +85,13 @@ def row_targets(name: str, row: dict) -> dict:
     if "test_accuracy" not in row:
         return {}
     body = "mpnet" if name.startswith("mpnet") else "minilm"  # distilled and pre-trained rows are MiniLMs
-    found = {
-        f"{body}_test_accuracy": (row["test_accuracy"], ACCURACY_TARGETS[body], "at least"),
-        "test_ece": (row["test_ece"], ECE_TARGET, "at most"),
+    verdicts = {
+        f"{body}_test_accuracy": harness.target(row["test_accuracy"], ACCURACY_TARGETS[body]),
+        "test_ece": harness.target(row["test_ece"], ECE_TARGET, at_most=True),
     }
     if name == "mpnet" and "train_seconds" in row:
-        found["best_preset_train_seconds"] = (row["train_seconds"], BEST_PRESET_SECONDS, "at most")
-    return {
-        what: {"value": value, "target": goal, "met": value >= goal if way == "at least" else value <= goal}
-        for what, (value, goal, way) in found.items()
-    }
+        verdicts["best_preset_train_seconds"] = harness.target(row["train_seconds"], BEST_PRESET_SECONDS, at_most=True)
+    return verdicts
 
 
 def row_settings(name: str, sizes: dict, tuned: dict | None) -> dict:

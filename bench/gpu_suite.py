@@ -72,6 +72,7 @@ from benchlib.harness import (  # noqa: E402
     steady,
     steady_speed,
     sync,
+    target,
     write_report,
 )
 
@@ -553,12 +554,7 @@ def targets(steps: dict) -> dict:
         "scoring_reviews_per_s": steps.get("scoring", {}).get("critic", {}).get("reviews_per_s"),
         "scoring_ratio_vs_pipeline": steps.get("scoring", {}).get("ratio_vs_pipeline"),
     }
-    out = {}
-    for name, goal in TARGETS.items():
-        value = found[name]
-        met = None if value is None else (value <= goal if name.endswith("seconds") else value >= goal)
-        out[name] = {"value": value, "target": goal, "met": met}
-    return out
+    return {name: target(found[name], goal, at_most=name.endswith("seconds")) for name, goal in TARGETS.items()}
 
 
 # ------------------------------------------------------------------------------------------ run

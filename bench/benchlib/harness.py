@@ -147,6 +147,13 @@ def open_context(artifacts: Path, smoke: bool, device: str, sizes: dict, prefix:
     )
 
 
+def target(value: float | None, goal: float, at_most: bool = False) -> dict:
+    """A target's verdict as the GPU scripts print it: its value, the target, and whether it was met (None: not
+    measured). Seconds are met at most, everything else at least."""
+    met = None if value is None else (value <= goal if at_most else value >= goal)
+    return {"value": value, "target": goal, "met": met}
+
+
 def run_step(report: dict, section: str, name: str, step) -> None:
     """One step into report[section][name]: its figures, or its error (the other steps still run), and its
     seconds."""
