@@ -8,9 +8,9 @@ with its defaults on the same training reviews and the same body (all-MiniLM-L6-
 test reviews, process CPU seconds and wall seconds of training (SetFit's contrastive pairs and head; critic's whole
 `train`, calibration included). Prints mean and spread over seeds, and the ratio of accuracies and of CPU seconds.
 
-    python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--setfit-sizes 8 16]
-                               [--test-size 1000] [--fine-tune] [--regularisation C] [--pair-epochs N]
-                               [--out results.json]
+    python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--first-seed 0]
+                               [--setfit-sizes 8 16] [--test-size 1000] [--fine-tune] [--regularisation C]
+                               [--pair-epochs N] [--out results.json]
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--setfit-sizes", nargs="*", type=int, help="sizes SetFit also runs at (default: every size)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from here (default 0): 3 with --seeds 2 adds seeds 3 and 4"
+    )
     parser.add_argument("--test-size", type=int, default=1000, help="seeded test reviews (default 1,000)")
     parser.add_argument(
         "--fine-tune",
@@ -162,7 +165,7 @@ def main() -> None:
             for size in args.sizes:
                 row = {"dataset": name, "size": size, "critic": [], "setfit": [], "fine_tuning": []}
                 results["rows"].append(row)
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     path, few = few_label_file(name, dataset, size, seed, test, folder)
                     run_seed(row, args, path, few, test, dataset.labels, seed, folder, size in setfit_sizes)
                     if args.out:  # after every seed: a long run stopped early keeps what it measured
@@ -177,11 +180,11 @@ def run_seed(row: dict, args, path: Path, few, test, classes: tuple, seed: int, 
     chosen = ("--few-labels", "on") if args.fine_tune else ()
     if args.pair_epochs is not None:
         chosen += ("--pair-epochs", str(args.pair_epochs))
-    row["critic"].append(run_critic(path, folder, test, classes, *chosen))
+    row["critic"].append({"seed": seed, **run_critic(path, folder, test, classes, *chosen)})
     if args.fine_tune:
-        row["fine_tuning"].append(run_critic(path, folder, test, classes, "--few-labels", "off"))
+        row["fine_tuning"].append({"seed": seed, **run_critic(path, folder, test, classes, "--few-labels", "off")})
     if setfit:
-        row["setfit"].append(run_setfit(few, test, seed, folder))
+        row["setfit"].append({"seed": seed, **run_setfit(few, test, seed, folder)})
 
 
 def report(row: dict) -> None:
