@@ -32,8 +32,10 @@ Rows, in order (a row that needs an earlier row's model runs that row first):
                    head warmed up first), then the mpnet row's recipe (+1.0 point for BERT-base: Sun et al. 2019)
 Every row starts from the recipe as the ablation first measured it (batch 32, lr 5e-5); the gpu preset has since
 moved to the batch-64 row's settings. Every model is calibrated on the validation split (`critic train`'s choice);
-each row reports the validation ECE before and after, and its targets (issue 23: test accuracy, test ECE, and for
-the mpnet row --preset best's training seconds), each with its value and whether it was met.
+each row reports the validation ECE before and after, "not sure" on the test split (each standard target's share
+of test reviews answered and their accuracy; the mpnet row's model is --preset best's), and its targets (issue
+23: test accuracy, test ECE, and for the mpnet row --preset best's training seconds), each with its value and
+whether it was met.
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ class Recipe:
         self.models[name] = folder
         fitted = meta.get("calibration", {})
         clock = harness.steady(folder)  # milliseconds per step: on 2026-11-27's H200, 27-35 for MiniLM at 512
+        scored_by = self.probabilities(folder, long_reviews="truncate")
         return {
             "settings": {k: v for k, v in settings.items() if v is not None},
             "train_seconds": meta["train_seconds"],
@@ -188,7 +191,8 @@ class Recipe:
             "validation_ece_before": fitted.get("ece_before"),
             "validation_ece_after": fitted.get("ece_after"),
             "temperature": fitted.get("temperature"),
-            **self.evaluate(folder, long_reviews="truncate"),
+            **self.score(scored_by),
+            **unsure_on_test(scored_by, meta),
         }
 
     def row(self, name: str) -> dict:
@@ -303,6 +307,17 @@ ROWS = (
     "mpnet-ensemble",
     "mpnet-mlm",
 )
+
+
+def unsure_on_test(scored_by: tuple, meta: dict) -> dict:
+    """ "Not sure" on the test reviews: for each standard target, the threshold `critic train` chose on validation,
+    the share of test reviews it answers and their accuracy (issue 24 asks for it for every preset's model)."""
+    from critic import evaluate as evaluation
+
+    if not meta.get("abstention"):
+        return {}
+    probs, labels = scored_by[:2]
+    return {"unsure": evaluation.unsure_figures(labels, probs, meta["abstention"])["targets"]}
 
 
 def _log(message: str) -> None:

@@ -37,6 +37,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     assert not [name for name, step in steps.items() if "error" in step]
     assert steps["train_throughput"]["critic"]["samples_per_s"] > 0 and steps["train_throughput"]["hf_trainer"]
     assert steps["recipe"]["test_accuracy"] > 0.8  # the tiny BERT learns the toy reviews
+    assert_unsure_on_test(steps["recipe"]["unsure"])  # "not sure" for the gpu preset's model
     # critic and the pipeline agree (both in fp32 in the smoke)
     assert steps["scoring"]["max_abs_probability_difference"] < 1e-5
     assert steps["fp16"]["precision"] == "fp16" and steps["fp16"]["finite_weights"]
@@ -182,6 +183,20 @@ def test_gpu_recipe_smoke_runs_every_row(tmp_path, tiny_bert):
         )
         assert row["targets"]["test_ece"]["value"] == row["test_ece"], name
     assert rows["mpnet"]["targets"]["best_preset_train_seconds"]["value"] == rows["mpnet"]["train_seconds"]
+    for row in rows.values():  # "not sure" on the test split for every trained model (mpnet: --preset best's)
+        if "settings" in row:
+            assert_unsure_on_test(row["unsure"])
+    assert "unsure" not in rows["windows"]  # its thresholds were chosen on truncated reviews
+
+
+def assert_unsure_on_test(targets: list[dict]) -> None:
+    """Each standard target with the share of test reviews answered, their accuracy, and met exactly when the
+    accuracy reaches the target (or nothing was answered)."""
+    assert [t["target"] for t in targets] == [0.9, 0.95, 0.97, 0.99]
+    for t in targets:
+        assert 0 <= t["coverage"] <= 1 and 0 <= t["validation_coverage"] <= 1
+        assert t["met"] == (t["accuracy"] is None or t["accuracy"] >= t["target"])
+        assert (t["accuracy"] is None) == (t["coverage"] == 0)
 
 
 def test_gpu_recipe_targets_say_met_or_not():
