@@ -6,7 +6,9 @@ apart). critic: `critic train --data FILE` with its defaults (below 200 per clas
 with `--fine-tune`, `--few-labels on` against `--few-labels off`, critic's fine-tuning, at every size); SetFit 1.2
 with its defaults on the same training reviews and the same body (all-MiniLM-L6-v2). Accuracy and macro F1 on the
 test reviews, process CPU seconds and wall seconds of training (SetFit's contrastive pairs and head; critic's whole
-`train`, calibration included). Prints mean and spread over seeds, and the ratio of accuracies and of CPU seconds.
+`train`, calibration included). A critic model that reads long reviews whole through windows (the few-label
+default) is also scored with them cut, as SetFit cuts them. Prints mean and spread over seeds, and the ratio of
+accuracies and of CPU seconds.
 
     python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--first-seed 0]
                                [--setfit-sizes 8 16] [--test-size 1000] [--fine-tune] [--regularisation C]
@@ -81,12 +83,18 @@ def run_critic(path: Path, folder: Path, test: pd.DataFrame, classes: tuple, *ex
     classifier = Classifier.load(output)
     predicted = np.array(classifier.predict(test["text"].tolist()))  # names: the file's classes, in its order
     meta = json.loads((output / "critic.json").read_text())
+    labels = np.array([classes[i] for i in test["label"]])
+    reads = classifier.long_reviews.mode
+    if reads == "windows":  # what the model gives with long reviews cut instead, as SetFit cuts them
+        cut = np.array(Classifier.load(output, long_reviews="truncate").predict(test["text"].tolist()))
     return {
-        **scores(predicted, np.array([classes[i] for i in test["label"]])),
+        **scores(predicted, labels),
         "cpu_seconds": cpu,
         "seconds": wall,
         "path": "few labels" if "few_labels" in meta else "fine-tuning",
         "labels": list(classes),
+        "long_reviews": reads,
+        **({"truncated": scores(cut, labels)} if reads == "windows" else {}),
     }
 
 
@@ -110,6 +118,7 @@ def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int, folder: Path) -
 
 def summary(runs: list[dict]) -> dict:
     accuracy = [r["accuracy"] for r in runs]
+    cut = [r["truncated"]["accuracy"] for r in runs if "truncated" in r]
     return {
         "accuracy_mean": float(np.mean(accuracy)),
         "accuracy_sd": float(np.std(accuracy)),
@@ -117,6 +126,7 @@ def summary(runs: list[dict]) -> dict:
         "cpu_seconds_mean": float(np.mean([r["cpu_seconds"] for r in runs])),
         "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
         "runs": len(runs),
+        **({"truncated_accuracy_mean": float(np.mean(cut))} if len(cut) == len(runs) else {}),
     }
 
 
@@ -195,7 +205,9 @@ def report(row: dict) -> None:
             row[f"{who}_summary"] = s
             line += (
                 f"  {who} {s['accuracy_mean']:.2%} ± {s['accuracy_sd']:.2%} (F1 {s['f1_macro_mean']:.3f}, "
-                f"{s['cpu_seconds_mean']:.0f} CPU s)"
+                f"{s['cpu_seconds_mean']:.0f} CPU s"
+                + (f"; long reviews cut: {s['truncated_accuracy_mean']:.2%}" if "truncated_accuracy_mean" in s else "")
+                + ")"
             )
     if row["setfit"]:
         ours, theirs = row["critic_summary"], row["setfit_summary"]
