@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from critic import config, data
 from critic.data import DataError
 from critic.inference.predict import Classifier
-from critic.modeling import mean_pooling
+from critic.modeling import abstention, mean_pooling
 from critic.training import few_labels, train
 
 
@@ -65,7 +65,40 @@ def test_few_labels_fit_a_head_that_learns_and_every_consumer_reads(tmp_path, ti
     off = train.train(
         config.build({**settings, "few_labels": "off", "output": str(tmp_path / "tuned")}), progress=False
     )
-    assert "few_labels" not in json.loads((off / "critic.json").read_text())  # --few-labels off fine-tunes
+    fine_tuned = json.loads((off / "critic.json").read_text())
+    assert "few_labels" not in fine_tuned  # --few-labels off fine-tunes
+    assert fine_tuned["long_reviews"]["mode"] == "truncate"  # and a fine-tuned model cuts long reviews by default
+    assert fine_tuned["long_reviews"]["pool"] == "max-confidence"  # (its pool where asked for windows)
+
+
+def test_a_few_label_model_reads_long_reviews_whole_and_its_thresholds_are_measured_so(tmp_path, tiny_bert):
+    path, _ = few_label_file(tmp_path, per_class=8)
+    validation = pd.read_csv(path).query("split == 'validation'")
+    settings = dict(model=str(tiny_bert), data=str(path), max_length=12, pair_epochs=0, device="cpu", precision="fp32")
+    folder = train.train(config.build({**settings, "output": str(tmp_path / "model")}), progress=False)
+    meta = json.loads((folder / "critic.json").read_text())
+    assert meta["long_reviews"]["mode"] == "windows" and meta["long_reviews"]["pool"] == "mean-prob"
+    windowed = Classifier.load(folder, precision="fp32")
+    assert (windowed.long_reviews.mode, windowed.long_reviews.pool) == ("windows", "mean-prob")
+    labels = np.array([windowed.labels.index(name) for name in validation["label"]])
+    # most reviews are longer than 12 tokens: the windows' probabilities are not the truncated ones, and the curve
+    # that --min-accuracy reads is the windows' (as `critic predict` answers by default)
+    whole = abstention.record(windowed.predict_proba(validation["text"].tolist()), labels)["curve"]
+    cut = Classifier.load(folder, precision="fp32", long_reviews="truncate").predict_proba(validation["text"].tolist())
+    assert abstention.record(cut, labels)["curve"]["threshold"] != pytest.approx(whole["threshold"], abs=1e-4)
+    assert meta["abstention"]["curve"]["threshold"] == pytest.approx(whole["threshold"], abs=1e-4)
+    assert meta["abstention"]["curve"]["errors"] == whole["errors"]
+    chosen = train.train(
+        config.build(
+            {**settings, "long_reviews": "truncate", "window_pool": "mean-logit", "output": str(tmp_path / "cut")}
+        ),
+        progress=False,
+    )
+    assert json.loads((chosen / "critic.json").read_text())["long_reviews"] == {
+        "mode": "truncate",
+        "stride": None,
+        "pool": "mean-logit",
+    }
 
 
 def test_few_labels_by_themselves_only_with_a_sentence_encoder_and_by_the_data_not_train_size(

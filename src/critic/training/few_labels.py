@@ -10,7 +10,8 @@ a standard classifier: calibrated and given its --min-accuracy curve on the vali
 read by every consumer. `--pair-epochs 0` keeps the encoder as it is: seconds instead of minutes, fewer points.
 
 `critic train` takes this path by itself below FEW_LABELS_PER_CLASS labelled training reviews in the rarest class
-of the data's training split, with a BERT-architecture encoder (`--few-labels auto`); `on` and `off` choose.
+of the data's training split, with a BERT-architecture encoder (`--few-labels auto`); `on` and `off` choose. The
+model reads long reviews whole, through windows, unless `--long-reviews truncate` says otherwise (LONG_REVIEWS).
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ FEW_LABELS_PER_CLASS = 200
 # few-labels-regularisation.txt): IMDB 8/16/32/64 per class -0.3/+0.4/+0.6/+2.0 points, drugs -0.4/+0.2/+1.0/+2.7
 # before calibration, and a lower validation log-loss at nearly every size (C=1 was overconfident: 1.6 on drugs).
 REGULARISATION = 0.01
+# How the few-label model reads reviews longer than its window by default (`--long-reviews`, `--window-pool`
+# choose): whole, through overlapping windows. IMDB at 64 per class, 5 seeds, 1,000 test reviews, 2 AMD EPYC Zen 4
+# cores, 2026-12-03: 82.56% with long reviews cut (head+tail, 256 tokens), through windows 83.20% with the mean of
+# their probabilities, 83.16% with the most confident window (critic's usual pool), for 2.2x the scoring compute.
+# The mean ranks confidence better (seeds 0 and 4: the validation curve shows 90% accuracy on half the reviews, as
+# cut, where the most confident window's ties at the top show it on none).
+LONG_REVIEWS = "windows"
+LONG_REVIEW_POOL = "mean-prob"
 
 
 def labels_per_class(config: TrainConfig, dataset: data.Dataset) -> np.ndarray:
@@ -130,10 +139,16 @@ def fit_once(
     mean_pooling.require(inputs.model, config.model)
     counts = np.bincount(inputs.targets["labels"].numpy(), minlength=len(inputs.dataset.labels))
     body = "the tuned" if tuned else "the"
+    reads = config.long_reviews or LONG_REVIEWS
     say(
         f"few labels ({', '.join(f'{n} {name}' for name, n in zip(inputs.dataset.labels, counts))}): a logistic "
         f"regression on {body} {config.model}'s mean embedding instead of fine-tuning (below {FEW_LABELS_PER_CLASS} "
-        f"per class; --few-labels off fine-tunes)"
+        f"per class; --few-labels off fine-tunes); "
+        + (
+            "it reads long reviews whole, through windows (--long-reviews truncate: half the scoring compute)"
+            if reads == "windows"
+            else "it cuts long reviews to the window"
+        )
     )
     stage = pair_tuning.load_tuned(inputs.model, tuned) if tuned else None
     machine = loop.Machine.choose(config, modeling.resolve_device(config.device))
@@ -150,9 +165,10 @@ def fit_once(
         **({"pair_tuning": stage} if stage else {}),
     }
     meta = {**train.run_meta(config, inputs), "few_labels": method, "selected": "fitted (few labels)"}
+    meta["long_reviews"].update(mode=reads, pool=config.window_pool or LONG_REVIEW_POOL)
     modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
-    logits, labels = train.calibrate_and_record(config, output, inputs, machine, say, progress)
-    accuracy = float((logits.argmax(axis=1) == labels).mean())
+    probs, labels = train.calibrate_and_record(config, output, inputs, machine, say, progress)
+    accuracy = float((probs.argmax(axis=1) == labels).mean())
     modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
     if tuned:  # its encoder is in the model now; its record in critic.json
         shutil.rmtree(tuned, ignore_errors=True)

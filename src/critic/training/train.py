@@ -269,7 +269,11 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
         "train_rows": len(inputs.train),
         "manifest": inputs.dataset.manifest,
         "config": config.to_dict(),
-        "long_reviews": {"mode": config.long_reviews, "stride": config.window_stride, "pool": config.window_pool},
+        "long_reviews": {  # the few-label fit chooses its own defaults
+            "mode": config.long_reviews or "truncate",
+            "stride": config.window_stride,
+            "pool": config.window_pool or "max-confidence",
+        },
         "notes": config.notes,
         **(
             {
@@ -476,17 +480,37 @@ def calibrate_and_record(
     config: TrainConfig, output: Path, inputs: Inputs, machine: Machine, say, progress: bool = False
 ) -> tuple:
     """The saved model's last steps, for fine-tuning and the few-label fit alike: calibrated on the whole validation
-    split, with its --min-accuracy curve in critic.json. Returns the validation logits as saved, and the labels."""
-    reviews, labels = final_validation(config, inputs, say)
+    split, with its --min-accuracy curve in critic.json, measured as the model answers by default (through windows
+    where it reads long reviews so). Returns those validation probabilities, and the labels."""
+    texts, reviews, labels = final_validation(config, inputs, say)
     model, tokenizer, meta, logits, hidden = validation_logits(
         output, reviews, inputs, machine, progress, head_inputs=config.calibrate
     )
-    if config.calibrate:
+    if config.calibrate:  # on each window's logits: what the head computes, whatever pools them
         logits = calibrate(output, model, tokenizer, meta, logits, labels, say, hidden)
-    record_abstention(output, logits, labels, say)
-    if note := one_sided(logits.argmax(axis=1), labels, inputs.dataset.labels):
+    if meta["long_reviews"]["mode"] == "windows":
+        probs = windowed_probabilities(output, texts, machine, say, progress)
+    else:
+        probs = modeling.softmax(logits)
+    record_abstention(output, probs, labels, say)
+    if note := one_sided(probs.argmax(axis=1), labels, inputs.dataset.labels):
         say(f"warning: {note}")
-    return logits, labels
+    return probs, labels
+
+
+def windowed_probabilities(output: Path, texts: list[str], machine: Machine, say, progress: bool) -> np.ndarray:
+    """The saved model's probabilities for whole reviews, as `critic predict` gives them by default for a model
+    that reads long reviews through overlapping windows."""
+    from tqdm.auto import tqdm
+
+    # the Classifier frames and pools the windows as every consumer does (training imports it only here, as
+    # distillation does for its teacher)
+    from critic.inference.predict import Classifier
+
+    say(f"scoring the {len(texts):,} validation reviews whole, through windows, as the model answers by default")
+    classifier = Classifier.load(output, device=str(machine.device), precision=machine.precision, backend="torch")
+    with tqdm(total=len(texts), unit="review", desc="windows", disable=not progress, mininterval=1.0) as bar:
+        return classifier.predict_proba(texts, progress=bar)
 
 
 ONE_SIDED_SHARE = 0.9  # of the validation reviews answered with one class, at least 10 points above its share
@@ -508,17 +532,20 @@ def one_sided(predicted: np.ndarray, labels: np.ndarray, names: tuple[str, ...])
     )
 
 
-def final_validation(config: TrainConfig, inputs: Inputs, say: Callable[[str], None]) -> tuple[Ragged, np.ndarray]:
-    """The validation reviews the calibration and the --min-accuracy thresholds are fitted on: all of them, also
-    when the run validated on a sample (--eval-size): 500 reviews cannot show 97% accuracy on any useful share."""
-    if not config.eval_size:
-        return inputs.validation, inputs.validation_labels
+def final_validation(
+    config: TrainConfig, inputs: Inputs, say: Callable[[str], None]
+) -> tuple[list[str], Ragged, np.ndarray]:
+    """The validation reviews the calibration and the --min-accuracy thresholds are fitted on, as texts, tokenized
+    and labelled: all of them, also when the run validated on a sample (--eval-size): 500 reviews cannot show 97%
+    accuracy on any useful share."""
     _, whole = split_frames(config, inputs.dataset, None)
-    if len(whole) <= len(inputs.validation_labels):
-        return inputs.validation, inputs.validation_labels
+    if not config.eval_size or len(whole) <= len(inputs.validation_labels):
+        _, sampled = split_frames(config, inputs.dataset, config.eval_size)
+        return sampled["text"].tolist(), inputs.validation, inputs.validation_labels
     say(f"calibrating on all {len(whole):,} validation reviews (the run validated on {config.eval_size:,})")
     cache = sources.cache_root() / "tokens"
-    return prepare(whole["text"], inputs.encoder, config.cleaning, inputs.truncation, cache), whole["label"].to_numpy()
+    reviews = prepare(whole["text"], inputs.encoder, config.cleaning, inputs.truncation, cache)
+    return whole["text"].tolist(), reviews, whole["label"].to_numpy()
 
 
 def validation_logits(
@@ -627,15 +654,15 @@ def refusal(summary: dict, held_out: dict) -> str:
     )
 
 
-def record_abstention(output: Path, logits: np.ndarray, labels: np.ndarray, say: Callable[[str], None]) -> None:
+def record_abstention(output: Path, probs: np.ndarray, labels: np.ndarray, say: Callable[[str], None]) -> None:
     """The validation curve that `--min-accuracy` chooses its confidence threshold from, in critic.json, and what
     the standard targets answer."""
-    kept = abstention.record(modeling.softmax(logits), labels)
+    kept = abstention.record(probs, labels)
     modeling.update_meta(output, abstention=kept)
     coverage = ", ".join(
         f"{float(target):.0%} answers {chosen['coverage']:.0%}" for target, chosen in kept["targets"].items()
     )
-    say(f"not sure below a threshold (--min-accuracy), on {len(logits):,} validation reviews: {coverage}")
+    say(f"not sure below a threshold (--min-accuracy), on {len(probs):,} validation reviews: {coverage}")
 
 
 def print_stats(history: list[dict], best_step: int | None) -> None:
