@@ -456,7 +456,8 @@ def add_predict(verbs) -> None:
     verb.add_argument(
         "--pool",
         choices=POOLS,
-        help="with windows: how window scores combine (default: max-confidence, the best on IMDB)",
+        help="with windows: how window scores combine (default: as saved with the model: max-confidence, the best "
+        "on IMDB; mean-prob for a few-label model)",
     )
     verb.add_argument(
         "--compile",
