@@ -489,6 +489,22 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
     assert {g["lr"] for g in flat} == {1e-3}
 
 
+@pytest.mark.parametrize(
+    "extra", [{}, {"eval_size": 100_000}, {"eval_size": 50}, {"fold": "2/3"}, {"fold": "2/3", "eval_size": 50}]
+)
+def test_the_final_validation_texts_are_the_reviews_calibration_reads(tmp_path, tiny_bert, toy_csv, extra):
+    from critic.text import prepare
+
+    run = settings(tiny_bert, toy_csv, tmp_path / "v", **extra)
+    inputs = train.load_inputs(run, lambda line: None)
+    texts, reviews, labels = train.final_validation(run, inputs, lambda line: None)
+    whole = train.split_frames(run, inputs.dataset, None)[1]
+    assert len(texts) == len(reviews) == len(labels) == len(whole)  # all of them, whatever the run validated on
+    again = prepare(texts, inputs.encoder, run.cleaning, inputs.truncation)
+    assert np.array_equal(again.offsets, reviews.offsets) and np.array_equal(again.ids, reviews.ids)
+    assert list(labels) == list(whole["label"])
+
+
 def test_cross_validation_fold_validates_inside_the_training_split(tmp_path, tiny_bert, toy_csv):
     from critic import data
 

@@ -539,11 +539,8 @@ def final_validation(
     and labelled: all of them, also when the run validated on a sample (--eval-size): 500 reviews cannot show 97%
     accuracy on any useful share."""
     _, whole = split_frames(config, inputs.dataset, None)
-    if not config.eval_size:  # the run validated on all of them
+    if len(whole) <= len(inputs.validation_labels):  # the run validated on all of them, in this order
         return whole["text"].tolist(), inputs.validation, inputs.validation_labels
-    if len(whole) <= len(inputs.validation_labels):
-        _, sampled = split_frames(config, inputs.dataset, config.eval_size)
-        return sampled["text"].tolist(), inputs.validation, inputs.validation_labels
     say(f"calibrating on all {len(whole):,} validation reviews (the run validated on {config.eval_size:,})")
     cache = sources.cache_root() / "tokens"
     reviews = prepare(whole["text"], inputs.encoder, config.cleaning, inputs.truncation, cache)
