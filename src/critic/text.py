@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 STRATEGIES = ("head", "tail", "head+tail")
 LONG_REVIEW_MODES = ("truncate", "windows")  # reviews longer than the window: cut, or scored in overlapping windows
 POOLS = ("mean-prob", "mean-logit", "max-confidence")  # how overlapping windows' scores combine
+DEFAULT_LONG_REVIEWS = "truncate"  # a model's default, unless its training chose otherwise (critic.json's long_reviews)
+DEFAULT_POOL = "max-confidence"  # the best of the three on IMDB (docs/benchmarks.md)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,17 @@ from critic.data import sources
 from critic.inference import backends, encoding
 from critic.inference.backends import BACKENDS
 from critic.modeling import abstention
-from critic.text import LONG_REVIEW_MODES, POOLS, Encoder, Ragged, Truncation, frame_all, frame_windows
+from critic.text import (
+    DEFAULT_LONG_REVIEWS,
+    DEFAULT_POOL,
+    LONG_REVIEW_MODES,
+    POOLS,
+    Encoder,
+    Ragged,
+    Truncation,
+    frame_all,
+    frame_windows,
+)
 
 
 @dataclass(frozen=True)
@@ -28,9 +38,9 @@ class LongReviews:
     """What to do with reviews longer than the window: `truncate` (the model's truncation strategy), or score
     overlapping `windows` (each `stride` tokens after the previous; default half a window) and pool them."""
 
-    mode: str = "truncate"
+    mode: str = DEFAULT_LONG_REVIEWS
     stride: int | None = None
-    pool: str = "max-confidence"  # the best of the three on IMDB (docs/benchmarks.md)
+    pool: str = DEFAULT_POOL
 
     def __post_init__(self):
         if self.mode not in LONG_REVIEW_MODES:

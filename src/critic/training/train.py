@@ -24,7 +24,7 @@ from critic.config import TrainConfig, parse_fold
 from critic.data import sources
 from critic.modeling import abstention, calibration
 from critic.modeling.attention import use_rowwise_attention
-from critic.text import Encoder, Ragged, Truncation, carry_cleaning, prepare
+from critic.text import DEFAULT_LONG_REVIEWS, DEFAULT_POOL, Encoder, Ragged, Truncation, carry_cleaning, prepare
 from critic.training import loop
 from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log, prepared_batches
 
@@ -270,9 +270,9 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
         "manifest": inputs.dataset.manifest,
         "config": config.to_dict(),
         "long_reviews": {  # the few-label fit chooses its own defaults
-            "mode": config.long_reviews or "truncate",
+            "mode": config.long_reviews or DEFAULT_LONG_REVIEWS,
             "stride": config.window_stride,
-            "pool": config.window_pool or "max-confidence",
+            "pool": config.window_pool or DEFAULT_POOL,
         },
         "notes": config.notes,
         **(
