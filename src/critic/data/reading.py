@@ -49,9 +49,6 @@ class DataError(ValueError):
     """A dataset could not be read as asked; the message names the file, the line and the value."""
 
 
-# ------------------------------------------------------------------------------------------- cleaning
-
-
 # -------------------------------------------------------------------------------------------- reading
 
 
@@ -311,53 +308,91 @@ def read_table(
     if path.is_dir() or path.name.endswith(".tar.gz"):
         return read_aclimdb(path)
     report = Report(source=str(path))
-    texts, raw_labels, lines, errors, splits = [], [], [], [], []
-    text_key = label_key = split_key = None
+    rows = _read_rows(path, columns, unlabeled, report)
+    labels, indices = (LABEL_NAMES, []) if unlabeled else _index_labels(rows, columns)
+    report.dropped = _invalid_rows(path, rows.errors, drop_invalid)
+    report.labels = list(labels)
+    frame = pd.DataFrame({"text": rows.texts})
+    if not unlabeled:
+        frame["label"] = pd.Series(indices, dtype="int64")
+        if rows.splits:
+            frame["split"] = rows.splits
+        if len(set(indices)) < 2:
+            raise DataError(
+                f"{path}: every row has the label {labels[indices[0]] if indices else '(none)'}; a "
+                f"classifier needs at least two classes"
+            )
+    return frame, report
+
+
+@dataclass
+class _Rows:
+    """A file's rows as read, before their labels are mapped, and the lines that could not be read."""
+
+    texts: list[str] = field(default_factory=list)
+    raw_labels: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)  # empty unless the file has a split column
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, problem)
+    label_key: str | None = None
+
+
+def _read_rows(path: Path, columns: Columns, unlabeled: bool, report: Report) -> _Rows:
+    rows = _Rows()
+    text_key = split_key = None
     for where, record in records(path):
         if text_key is None:
             keys = list(record)
             text_key = pick_column(keys, columns.text, TEXT_COLUMNS, "text", path)
             if not unlabeled:
-                label_key = pick_column(keys, columns.label, LABEL_COLUMNS, "label", path)
+                rows.label_key = pick_column(keys, columns.label, LABEL_COLUMNS, "label", path)
                 split_key = SPLIT_COLUMN if SPLIT_COLUMN in keys else None
         report.rows_read += 1
         text = record.get(text_key)
         if not isinstance(text, str) or not text.strip():
-            errors.append((where, f"missing text ({text_key!r} is {_show(text)})"))
+            rows.errors.append((where, f"missing text ({text_key!r} is {_show(text)})"))
             continue
         if not_utf8(text):
-            errors.append((where, "not UTF-8 text; re-save the file as UTF-8"))
+            rows.errors.append((where, "not UTF-8 text; re-save the file as UTF-8"))
             continue
         if split_key is not None:
             split = _raw_label(record.get(split_key)).lower()
             if split not in SPLITS:
-                errors.append((where, f"split {_show(record.get(split_key))} is not one of {', '.join(SPLITS)}"))
+                rows.errors.append((where, f"split {_show(record.get(split_key))} is not one of {', '.join(SPLITS)}"))
                 continue
-            splits.append(split)
-        texts.append(text)
-        raw_labels.append("" if unlabeled else _raw_label(record.get(label_key)))
-        lines.append(where)
-    labels = LABEL_NAMES
-    if not unlabeled:
-        labels, to_index = resolve_labels(raw_labels, columns)
-        keep, indices, kept_splits = [], [], []
-        for text, raw, where, split in zip(texts, raw_labels, lines, splits or [None] * len(texts)):
-            label = to_index(raw)
-            if label is None:
-                expected = sorted(KNOWN_LABELS) if labels == LABEL_NAMES else labels
-                errors.append(
-                    (
-                        where,
-                        f"unknown label {_show(raw or None)} in column {label_key!r} (expected one of: "
-                        f"{', '.join(expected)}; map other values with --label-map 'VALUE=CLASS', or "
-                        f"name every class with --labels, e.g. negative,neutral,positive)",
-                    )
+            rows.splits.append(split)
+        rows.texts.append(text)
+        rows.raw_labels.append("" if unlabeled else _raw_label(record.get(rows.label_key)))
+        rows.lines.append(where)
+    return rows
+
+
+def _index_labels(rows: _Rows, columns: Columns) -> tuple[tuple[str, ...], list[int]]:
+    """The dataset's classes and each kept row's class; a row with an unknown label leaves `rows` for its errors."""
+    labels, to_index = resolve_labels(rows.raw_labels, columns)
+    expected = sorted(KNOWN_LABELS) if labels == LABEL_NAMES else labels
+    kept, indices = [], []
+    for row, (raw, where) in enumerate(zip(rows.raw_labels, rows.lines)):
+        label = to_index(raw)
+        if label is None:
+            rows.errors.append(
+                (
+                    where,
+                    f"unknown label {_show(raw or None)} in column {rows.label_key!r} (expected one of: "
+                    f"{', '.join(expected)}; map other values with --label-map 'VALUE=CLASS', or "
+                    f"name every class with --labels, e.g. negative,neutral,positive)",
                 )
-                continue
-            keep.append(text)
-            indices.append(label)
-            kept_splits.append(split)
-        texts, splits = keep, kept_splits if splits else []
+            )
+            continue
+        kept.append(row)
+        indices.append(label)
+    rows.texts = [rows.texts[row] for row in kept]
+    rows.splits = [rows.splits[row] for row in kept] if rows.splits else []
+    return labels, indices
+
+
+def _invalid_rows(path: Path, errors: list[tuple[int, str]], drop_invalid: bool) -> list[str]:
+    """The invalid rows' messages, in line order: the load stops on them unless asked to drop them."""
     messages = [f"{path}, line {where}: {problem}" for where, problem in sorted(errors)]
     if messages and not drop_invalid:
         shown = "\n  ".join(messages[:10])
@@ -368,19 +403,7 @@ def read_table(
         )
     if messages:
         print(f"critic: dropped {len(messages)} invalid row(s) from {path}; first: {messages[0]}", file=sys.stderr)
-    report.dropped = messages
-    report.labels = list(labels)
-    frame = pd.DataFrame({"text": texts})
-    if not unlabeled:
-        frame["label"] = pd.Series(indices, dtype="int64")
-        if splits:
-            frame["split"] = splits
-        if len(set(indices)) < 2:
-            raise DataError(
-                f"{path}: every row has the label {labels[indices[0]] if indices else '(none)'}; a "
-                f"classifier needs at least two classes"
-            )
-    return frame, report
+    return messages
 
 
 def _show(value: object) -> str:
