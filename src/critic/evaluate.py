@@ -607,8 +607,6 @@ def evaluate_model(
     (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
     trained on the model's own training rows and scored beside it. With `label_issues`, the reviews whose label
     the model's probabilities contradict go to OUTPUT/label_issues.csv, the worst into the report."""
-    from tqdm.auto import tqdm
-
     from critic import data as datasets
     from critic import modeling
     from critic.inference.predict import Classifier  # the run scores with the Classifier, as predict does
@@ -631,10 +629,7 @@ def evaluate_model(
         warn_if_changed(classifier.meta, dataset, split)
     frame = dataset.split(split, size, seed)
     texts = frame["text"].tolist()
-    tokens = classifier.encode(texts)
-    classifier.close()  # the encoder's workers, if any (`encoder_workers`, as Classifier.load takes it), are done
-    with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
-        probs = classifier.proba_from_tokens(tokens, progress=bar)
+    tokens, probs = score(classifier, texts, progress)
     summary = evaluate(
         frame["label"].to_numpy(),
         probs,
@@ -647,10 +642,7 @@ def evaluate_model(
         training_rows = model_rows(classifier.meta, "train", dataset if own else None)
         if training_rows is not None:
             summary["baseline"] = baseline_beside(classifier, training_rows, texts, frame["label"])
-    if classifier.meta.get("calibration", {}).get("applied"):
-        summary["calibration"] = classifier.meta["calibration"]
-    if classifier.meta.get("abstention"):
-        summary["unsure"] = unsure_figures(frame["label"].to_numpy(), probs, classifier.meta["abstention"])
+    summary.update(model_records(classifier.meta, frame["label"].to_numpy(), probs))
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
     summary["backend"] = (
         f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else classifier.backend
@@ -663,6 +655,27 @@ def evaluate_model(
     if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
         modeling.update_meta(model, evaluation={k: summary[k] for k in HEADLINE if k in summary})
     return summary
+
+
+def score(classifier, texts: list[str], progress: bool):
+    """The reviews' tokens and the classifier's probabilities, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    tokens = classifier.encode(texts)
+    classifier.close()  # the encoder's workers, if any (`encoder_workers`, as Classifier.load takes it), are done
+    with tqdm(total=len(texts), unit="review", desc="evaluating", disable=not progress, mininterval=1.0) as bar:
+        return tokens, classifier.proba_from_tokens(tokens, progress=bar)
+
+
+def model_records(meta: dict, labels: np.ndarray, probs: np.ndarray) -> dict:
+    """What the model's critic.json adds to its evaluation: the calibration it applies, and its "not sure"
+    thresholds' accuracy and coverage on these reviews."""
+    records = {}
+    if meta.get("calibration", {}).get("applied"):
+        records["calibration"] = meta["calibration"]
+    if meta.get("abstention"):
+        records["unsure"] = unsure_figures(labels, probs, meta["abstention"])
+    return records
 
 
 def model_label_issues(frame, probs: np.ndarray, names: list[str], dataset, columns, folder: Path) -> dict:
