@@ -129,25 +129,11 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
             + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in summary["rare_classes"]),
         )
     )
-    plots = []
-    labels = summary["_labels"]
-    for key, unit in (("_char_lengths", "characters"), ("_token_lengths", "tokens")):
-        if key not in summary:
-            continue
-        fig, ax = report.figure()
-        values = summary[key]
-        upper = np.percentile(values, 99.5)
-        colours = ("#c0392b", "#2e86c1") if len(names) == 2 else report.plt.cm.viridis(np.linspace(0, 0.9, len(names)))
-        for label, color in enumerate(colours):
-            ax.hist(np.minimum(values[labels == label], upper), bins=60, alpha=0.55, color=color, label=names[label])
-        if unit == "tokens":
-            for w in WINDOWS:
-                ax.axvline(w, color="#333", lw=0.8, ls="--")
-                ax.text(w, ax.get_ylim()[1] * 0.92, f" {w}", fontsize=8)
-        ax.set_xlabel(f"review length ({unit}, clipped at p99.5)")
-        ax.set_ylabel("reviews")
-        ax.legend()
-        plots.append(f"<figure>{report.svg(fig)}</figure>")
+    plots = [
+        length_plot(summary[key], summary["_labels"], names, unit)
+        for key, unit in (("_char_lengths", "characters"), ("_token_lengths", "tokens"))
+        if key in summary
+    ]
     sections.append(("Lengths", f"<div class='grid'>{''.join(plots)}</div>"))
     length_rows = [
         (unit, *(summary[unit][k] for k in ("mean", "median", "p90", "p99", "max")))
@@ -174,6 +160,23 @@ def to_html(summary: dict, title: str = "Dataset profile") -> str:
         )
     )
     return report.page(title, summary["source"], sections)
+
+
+def length_plot(values: np.ndarray, labels: np.ndarray, names: list[str], unit: str) -> str:
+    """One histogram of review lengths per class, with the windows marked on the token lengths."""
+    fig, ax = report.figure()
+    upper = np.percentile(values, 99.5)
+    colours = ("#c0392b", "#2e86c1") if len(names) == 2 else report.plt.cm.viridis(np.linspace(0, 0.9, len(names)))
+    for label, color in enumerate(colours):
+        ax.hist(np.minimum(values[labels == label], upper), bins=60, alpha=0.55, color=color, label=names[label])
+    if unit == "tokens":
+        for w in WINDOWS:
+            ax.axvline(w, color="#333", lw=0.8, ls="--")
+            ax.text(w, ax.get_ylim()[1] * 0.92, f" {w}", fontsize=8)
+    ax.set_xlabel(f"review length ({unit}, clipped at p99.5)")
+    ax.set_ylabel("reviews")
+    ax.legend()
+    return f"<figure>{report.svg(fig)}</figure>"
 
 
 def label_issues_html(found: dict) -> str:
