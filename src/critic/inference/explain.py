@@ -75,7 +75,13 @@ def explain(
         internal_batch_size=internal_batch_size,
     )
     per_token = attributions.sum(dim=-1)[0, content].detach().float().cpu().numpy()
+    words = word_attributions(encoding, kept, per_token, cleaned)
+    return Explanation(cleaned, classifier.labels[target], float(probs[target]), words, len(kept) < len(ids))
 
+
+def word_attributions(encoding, kept: np.ndarray, per_token: np.ndarray, cleaned: str) -> list[dict]:
+    """The tokens' attributions summed over each word of `cleaned`, scaled so that the strongest is ±1; a word
+    the window cut has no score."""
     word_scores: dict[int, float] = {}
     for token_index, score in zip(kept, per_token):
         word = encoding.word_ids[token_index]
@@ -97,7 +103,7 @@ def explain(
                 "score": None if score is None else round(score / scale, 4),
             }
         )
-    return Explanation(cleaned, classifier.labels[target], float(probs[target]), words, len(kept) < len(ids))
+    return words
 
 
 def render_terminal(explanation: Explanation) -> str:
