@@ -15,31 +15,10 @@ CARD_METRICS = {"accuracy": "accuracy", "f1_macro": "f1", "roc_auc": "roc_auc", 
 def model_card(meta: dict) -> str:
     """The model card (README.md): metadata through huggingface_hub's ModelCardData (base model, dataset, and the
     evaluation as a model-index, as the hub and setfit read it), then what a reader needs in prose."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     base = meta.get("base_model") or ""
-    hub_id = HUB_IDS.get(base, base if "/" in base and not Path(base).exists() else None)
     evaluation = meta.get("evaluation") or {}
-    results = [
-        EvalResult(
-            task_type="text-classification",
-            dataset_type="imdb" if meta.get("data") == "imdb" else "custom",
-            dataset_name=str(evaluation.get("data")),
-            metric_type=metric,
-            metric_value=float(evaluation[key]),
-        )
-        for key, metric in CARD_METRICS.items()
-        if isinstance(evaluation.get(key), (int, float))
-    ]
-    data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        tags=["sentiment", "critic"],
-        base_model=hub_id,
-        datasets=["imdb"] if meta.get("data") == "imdb" else None,
-        model_name=meta.get("name", "critic") if results else None,
-        eval_results=results or None,
-    )
     truncation = meta.get("truncation", {})
     lines = [
         f"# {meta.get('name', 'critic sentiment classifier')}",
@@ -77,7 +56,36 @@ def model_card(meta: dict) -> str:
             f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
             f"before, {fitted['ece_after']:.4f} after.",
         ]
-    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
+    return str(ModelCard(f"---\n{card_data(meta).to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
+
+
+def card_data(meta: dict):
+    """The card's metadata: base model, dataset, and the evaluation as a model-index."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    base = meta.get("base_model") or ""
+    hub_id = HUB_IDS.get(base, base if "/" in base and not Path(base).exists() else None)
+    evaluation = meta.get("evaluation") or {}
+    results = [
+        EvalResult(
+            task_type="text-classification",
+            dataset_type="imdb" if meta.get("data") == "imdb" else "custom",
+            dataset_name=str(evaluation.get("data")),
+            metric_type=metric,
+            metric_value=float(evaluation[key]),
+        )
+        for key, metric in CARD_METRICS.items()
+        if isinstance(evaluation.get(key), (int, float))
+    ]
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["sentiment", "critic"],
+        base_model=hub_id,
+        datasets=["imdb"] if meta.get("data") == "imdb" else None,
+        model_name=meta.get("name", "critic") if results else None,
+        eval_results=results or None,
+    )
 
 
 def evaluation_lines(evaluation: dict) -> list[str]:
