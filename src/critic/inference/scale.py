@@ -166,25 +166,14 @@ def predict_ray(
 
     say = log or messages.to_stderr
     output = Path(output)
-    links = [str(path) for path in (output, *(output / part for part in RUN_FOLDERS)) if path.is_symlink()]
-    if links:
-        raise ValueError(
-            f"{', '.join(links)}: a link; name a plain folder as the output (critic clears what an "
-            f"interrupted run left in it)"
-        )
+    _refuse_links(output)
     files = input_files(inputs)
     finished = _finished_files(output)
     groups = list(_groups([path for path in files if path not in finished]))
     _clear_unfinished(output, [_group_name(group) for group in groups])
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    cpus = ray.cluster_resources().get("CPU", 1)
-    if workers * cpus_per_worker > cpus - 1:  # actors holding every CPU would leave none to read the files
-        cpus_per_worker = max((cpus - 1) / workers, 0.01)
-        say(
-            f"{workers} worker(s) on a cluster of {cpus:g} CPUs: {cpus_per_worker:.2f} CPU each, so that reading "
-            f"the input keeps a share"
-        )
+    cpus_per_worker = _cpus_per_worker(ray.cluster_resources().get("CPU", 1), workers, cpus_per_worker, say)
     skipped = [path for path in files if path in finished]
     if skipped:
         say(
@@ -214,6 +203,27 @@ def predict_ray(
         summary["groups"] += 1
     summary["seconds"] = time.perf_counter() - started
     return summary
+
+
+def _refuse_links(output: Path) -> None:
+    links = [str(path) for path in (output, *(output / part for part in RUN_FOLDERS)) if path.is_symlink()]
+    if links:
+        raise ValueError(
+            f"{', '.join(links)}: a link; name a plain folder as the output (critic clears what an "
+            f"interrupted run left in it)"
+        )
+
+
+def _cpus_per_worker(cpus: float, workers: int, asked: float, say: Callable[[str], None]) -> float:
+    if workers * asked <= cpus - 1:
+        return asked
+    # actors holding every CPU would leave none to read the files
+    share = max((cpus - 1) / workers, 0.01)
+    say(
+        f"{workers} worker(s) on a cluster of {cpus:g} CPUs: {share:.2f} CPU each, so that reading the input "
+        f"keeps a share"
+    )
+    return share
 
 
 @dataclass(frozen=True)
