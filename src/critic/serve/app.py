@@ -14,6 +14,7 @@ import functools
 import hmac
 import io
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -389,15 +390,7 @@ def api_router(service: Service) -> APIRouter:
     """/v1: predict, explain, score-csv; behind the API key when one is set."""
     settings, classifier = service.settings, service.classifier
     PredictRequest, ExplainRequest = request_models(settings, classifier.labels)
-
-    expected = settings.api_key.encode() if settings.api_key else None
-
-    def authorised(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        # As bytes: a header arrives as Latin-1 text, and compare_digest refuses non-ASCII str (a 500 before)
-        if expected and not (x_api_key and hmac.compare_digest(x_api_key.encode("latin-1"), expected)):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
-
-    router = APIRouter(prefix="/v1", dependencies=[Depends(authorised)], responses=ERRORS)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(key_check(settings.api_key))], responses=ERRORS)
 
     @router.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> PredictResponse:
@@ -448,21 +441,40 @@ def api_router(service: Service) -> APIRouter:
             if await request.is_disconnected():
                 return Response(status_code=499)
             probs.append(await service.scored(texts[start : start + chunk], deadline))
-        from critic.inference.predict import add_scores, score_columns, spreadsheet_safe
-
-        columns = score_columns(classifier.labels, taken=fields)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields + columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(
-            {key: spreadsheet_safe(value) for key, value in row.items()}
-            for row in add_scores(rows, np.concatenate(probs), classifier.labels, columns, unsure_below)
-        )
         return Response(
-            out.getvalue(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="scored.csv"'}
+            scored_csv(fields, rows, np.concatenate(probs), classifier.labels, unsure_below),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="scored.csv"'},
         )
 
     return router
+
+
+def key_check(api_key: str | None) -> Callable[..., None]:
+    """The dependency that refuses a request without the API key, where one is set."""
+    expected = api_key.encode() if api_key else None
+
+    def authorised(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        # As bytes: a header arrives as Latin-1 text, and compare_digest refuses non-ASCII str (a 500 before)
+        if expected and not (x_api_key and hmac.compare_digest(x_api_key.encode("latin-1"), expected)):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+
+    return authorised
+
+
+def scored_csv(fields: list[str], rows: list[dict], probs: np.ndarray, labels: list[str], unsure_below) -> str:
+    """The uploaded rows with their answer and probabilities, as CSV that a spreadsheet opens without running it."""
+    from critic.inference.predict import add_scores, score_columns, spreadsheet_safe
+
+    columns = score_columns(labels, taken=fields)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields + columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(
+        {key: spreadsheet_safe(value) for key, value in row.items()}
+        for row in add_scores(rows, probs, labels, columns, unsure_below)
+    )
+    return out.getvalue()
 
 
 def probe_router(service: Service) -> APIRouter:
