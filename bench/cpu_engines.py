@@ -24,6 +24,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -257,6 +259,42 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # the exporters' and converters' notes on tracing: the figures are the output
     logging.getLogger().setLevel(logging.ERROR)
     modeling.quiet_transformers()
+    args = parse_args()
+    model_dir = Path(args.model)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    meta = json.loads((model_dir / modeling.META_FILE).read_text())
+    max_length = meta["truncation"]["max_length"]
+    test = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)
+    texts, labels = test["text"].tolist(), test["label"].to_numpy()
+    clean = data.cleaner(meta["cleaning"])
+    calibration = [
+        clean(t) for t in data.load_dataset("imdb", split="validation", size=args.calibration, seed=1)["text"]
+    ]
+    machine = {
+        "cpu": backends.cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "bf16": modeling.cpu_has_bf16(),
+        "torch": torch.__version__,
+        "date": str(date.today()),
+    }
+    print(
+        f"{len(texts):,} IMDB test reviews, window {max_length}; {machine['cpu']}, {machine['cores']} cores, "
+        f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}",
+        flush=True,
+    )
+    peers = Scoring([clean(t) for t in texts], labels, args.passes)
+    results = run_peers(args, model_dir, tokenizer, calibration, max_length, peers)
+    results.update(run_ours(args, model_dir, machine["cpu"], Scoring(texts, labels, args.passes)))
+    ratios = print_ratios(results)
+    if args.out:
+        figures = {"machine": machine, "reviews": len(texts), "max_length": max_length, "results": results}
+        Path(args.out).write_text(json.dumps({**figures, "ratios": ratios}, indent=2))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a fine-tuned critic model folder")
     parser.add_argument("--reviews", type=int, default=1000, help="IMDB test reviews (default 1,000)")
@@ -277,34 +315,26 @@ def main() -> None:
         help="run `critic export` again even where the model has a measurement for this CPU",
     )
     parser.add_argument("--out", help="write the figures as JSON here too")
-    args = parser.parse_args()
-    model_dir = Path(args.model)
-    from transformers import AutoTokenizer
+    return parser.parse_args()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    meta = json.loads((model_dir / modeling.META_FILE).read_text())
-    max_length = meta["truncation"]["max_length"]
-    test = data.load_dataset("imdb", split="test", size=args.reviews, seed=0)
-    texts, labels = test["text"].tolist(), test["label"].to_numpy()
-    clean = data.cleaner(meta["cleaning"])
-    cleaned = [clean(t) for t in texts]
-    calibration = [
-        clean(t) for t in data.load_dataset("imdb", split="validation", size=args.calibration, seed=1)["text"]
-    ]
-    machine = {
-        "cpu": backends.cpu_name(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "bf16": modeling.cpu_has_bf16(),
-        "torch": torch.__version__,
-        "date": str(date.today()),
-    }
-    print(
-        f"{len(texts):,} IMDB test reviews, window {max_length}; {machine['cpu']}, {machine['cores']} cores, "
-        f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}",
-        flush=True,
-    )
 
+@dataclass(frozen=True)
+class Scoring:
+    """The reviews an engine scores (cleaned for the peers, raw for critic, which cleans them itself), their
+    labels, and how many passes are timed."""
+
+    texts: list[str]
+    labels: np.ndarray
+    passes: int
+
+    def measure(self, name: str, score: Callable[[list[str]], np.ndarray]) -> dict:
+        rate, probs = timed(score, self.texts, self.passes)
+        figures = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == self.labels).mean())}
+        print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {figures['accuracy']:.4f}", flush=True)
+        return figures
+
+
+def run_peers(args, model_dir: Path, tokenizer, calibration: list[str], max_length: int, scoring: Scoring) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for name in args.peers:
@@ -313,49 +343,42 @@ def main() -> None:
             except (ImportError, NotImplementedError) as error:
                 print(f"{name}: skipped ({error})", flush=True)
                 continue
-            rate, probs = timed(
-                lambda batch, score=score: score(batch, args.batch_size, max_length, tokenizer), cleaned, args.passes
+            results[name] = scoring.measure(
+                name, lambda batch, score=score: score(batch, args.batch_size, max_length, tokenizer)
             )
-            results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
-            print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
+    return results
 
+
+def run_ours(args, model_dir: Path, cpu: str, scoring: Scoring) -> dict:
+    """critic's backends, after `critic export` has measured them on this CPU (unless it already has)."""
     measured = json.loads((model_dir / modeling.META_FILE).read_text()).get("backends") or {}
-    if args.export or measured.get("cpu") != machine["cpu"]:
+    if args.export or measured.get("cpu") != cpu:
         export(model_dir, log=lambda line: print(f"  critic export: {line}", flush=True))
     else:
         print(f"  critic export: measured on this CPU on {measured['date']}: {', '.join(measured['ranking'])}")
+    results = {}
     for backend in args.ours:
         classifier = Classifier.load(model_dir, device="cpu", backend=backend, long_reviews="truncate")
-        rate, probs = timed(classifier.predict_proba, texts, args.passes)
         name = f"critic {backend}" + (f" ({classifier.backend})" if backend == "auto" else "")
-        results[name] = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == labels).mean())}
-        print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {results[name]['accuracy']:.4f}", flush=True)
+        results[name] = scoring.measure(name, classifier.predict_proba)
+    return results
 
-    ours = next(name for name in results if name.startswith("critic auto"))
+
+def print_ratios(results: dict) -> dict:
+    """critic's automatic choice against the fastest peer and against the pipeline in bf16."""
+    ours = next((name for name in results if name.startswith("critic auto")), None)
     fastest = max(
         (n for n in results if not n.startswith("critic")), key=lambda n: results[n]["reviews_per_s"], default=None
     )
     ratios = {}
-    for peer in dict.fromkeys(p for p in (fastest, "pipeline-bf16") if p in results):
+    for peer in dict.fromkeys(p for p in (fastest, "pipeline-bf16") if p in results and ours):
         ratios[peer] = results[ours]["reviews_per_s"] / results[peer]["reviews_per_s"]
         delta = (results[ours]["accuracy"] - results[peer]["accuracy"]) * 100
         print(
             f"ratio {ours} / {peer}{' (the fastest peer)' if peer == fastest else ''}: {ratios[peer]:.2f}x "
             f"(accuracy {delta:+.2f} points)"
         )
-    if args.out:
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "machine": machine,
-                    "reviews": len(texts),
-                    "max_length": max_length,
-                    "results": results,
-                    "ratios": ratios,
-                },
-                indent=2,
-            )
-        )
+    return ratios
 
 
 if __name__ == "__main__":
