@@ -386,8 +386,9 @@ def _index_labels(rows: _Rows, columns: Columns) -> tuple[tuple[str, ...], list[
             continue
         kept.append(row)
         indices.append(label)
-    rows.texts = [rows.texts[row] for row in kept]
-    rows.splits = [rows.splits[row] for row in kept] if rows.splits else []
+    for name in ("texts", "raw_labels", "lines", "splits"):
+        values = getattr(rows, name)
+        setattr(rows, name, [values[row] for row in kept] if values else [])
     return labels, indices
 
 
