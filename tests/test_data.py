@@ -16,7 +16,7 @@ def test_csv_with_multiline_field_reports_physical_line(tmp_path):
     path = write(tmp_path / "r.csv", 'review,sentiment\n"one\ntwo\nthree",positive\n"",negative\n')
     with pytest.raises(DataError) as error:
         data.read_table(path)
-    assert f"{path}, line 5: missing text ('review' is '')" in str(error.value)
+    assert f"{path}, line 5: empty text (column 'review')" in str(error.value)
 
 
 def test_unknown_label_names_file_line_and_value(tmp_path):
@@ -78,7 +78,7 @@ def test_jsonl_bad_line_and_parquet(tmp_path):
         data.read_table(bad)
     parquet = tmp_path / "r.parquet"
     pd.DataFrame({"review": ["a", None], "sentiment": [1, 0]}).to_parquet(parquet)
-    with pytest.raises(DataError, match=r"r.parquet, line 2: missing text"):
+    with pytest.raises(DataError, match=r"r.parquet, line 2: empty or missing text \(column 'review'\)"):
         data.read_table(parquet)
 
 

@@ -55,4 +55,4 @@ def test_cli_error_names_the_row(tmp_path, capsys):
     path = tmp_path / "d.csv"
     path.write_text("text,label\nok,1\n,0\n")
     assert main(["profile", str(path), "--tokenizer", "none"]) == 2
-    assert f"{path}, line 3: missing text" in capsys.readouterr().err
+    assert f"{path}, line 3: empty text (column 'text')" in capsys.readouterr().err

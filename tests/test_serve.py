@@ -120,6 +120,8 @@ def test_score_csv(client):
     # found by schemathesis: a blank first line names no columns
     headless = client.post("/v1/score-csv", content="\nsome review,oD\n", headers={"content-type": "text/csv"})
     assert headless.status_code == 422 and "first line must name its columns" in headless.json()["detail"]
+    blank = client.post("/v1/score-csv", content="id,review\n1,fine\n2,\n", headers={"content-type": "text/csv"})
+    assert blank.status_code == 422 and blank.json()["detail"] == "row 2: empty text (column 'review')"
     extra = client.post("/v1/score-csv", content="review\ngreat fun,surplus\n", headers={"content-type": "text/csv"})
     assert extra.status_code == 200 and extra.text.splitlines()[0] == "review,label,p_negative,p_positive"
 

@@ -349,11 +349,9 @@ def _read_rows(path: Path, columns: Columns, unlabeled: bool, report: Report) ->
                 split_key = SPLIT_COLUMN if SPLIT_COLUMN in keys else None
         report.rows_read += 1
         text = record.get(text_key)
-        if not isinstance(text, str) or not text.strip():
-            rows.errors.append((where, f"missing text ({text_key!r} is {_show(text)})"))
-            continue
-        if not_utf8(text):
-            rows.errors.append((where, "not UTF-8 text; re-save the file as UTF-8"))
+        problem = text_problem(text)
+        if problem is not None:
+            rows.errors.append((where, f"{problem} (column {text_key!r})"))
             continue
         if split_key is not None:
             split = _raw_label(record.get(split_key)).lower()

@@ -553,7 +553,7 @@ def read_upload(
     for i, text in enumerate(texts):
         problem = text_problem(text)
         if problem is not None:
-            raise HTTPException(422, f"row {i + 1}: {problem} in column {key!r}")
+            raise HTTPException(422, f"row {i + 1}: {problem} (column {key!r})")
         if len(text) > settings.max_text_chars:
             raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is {settings.max_text_chars:,}")
     return list(reader.fieldnames), rows, texts
