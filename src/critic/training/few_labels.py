@@ -164,8 +164,11 @@ def fit_once(
         "threshold_per_class": FEW_LABELS_PER_CLASS,
         **({"pair_tuning": stage} if stage else {}),
     }
-    meta = {**train.run_meta(config, inputs), "few_labels": method, "selected": "fitted (few labels)"}
-    meta["long_reviews"].update(mode=reads, pool=config.window_pool or LONG_REVIEW_POOL)
+    meta = {
+        **train.run_meta(config, inputs, long_reviews=LONG_REVIEWS, pool=LONG_REVIEW_POOL),
+        "few_labels": method,
+        "selected": "fitted (few labels)",
+    }
     modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
     probs, labels = train.calibrate_and_record(config, output, inputs, machine, say, progress)
     accuracy = float((probs.argmax(axis=1) == labels).mean())

@@ -255,8 +255,11 @@ def validate_and_select(
     return config.patience > 0 and progress.bad_evals >= config.patience
 
 
-def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
-    """What critic.json says of the run, besides its history."""
+def run_meta(
+    config: TrainConfig, inputs: Inputs, long_reviews: str = DEFAULT_LONG_REVIEWS, pool: str = DEFAULT_POOL
+) -> dict:
+    """What critic.json says of the run, besides its history; `long_reviews` and `pool`: how the model reads long
+    reviews unless the config says (the few-label fit reads them through windows)."""
     return {
         "name": Path(config.output).name,
         "base_model": config.model,
@@ -269,10 +272,10 @@ def run_meta(config: TrainConfig, inputs: Inputs) -> dict:
         "train_rows": len(inputs.train),
         "manifest": inputs.dataset.manifest,
         "config": config.to_dict(),
-        "long_reviews": {  # the few-label fit chooses its own defaults
-            "mode": config.long_reviews or DEFAULT_LONG_REVIEWS,
+        "long_reviews": {
+            "mode": config.long_reviews or long_reviews,
             "stride": config.window_stride,
-            "pool": config.window_pool or DEFAULT_POOL,
+            "pool": config.window_pool or pool,
         },
         "notes": config.notes,
         **(
