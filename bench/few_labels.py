@@ -1,14 +1,14 @@
 """Few labels: critic against SetFit on the same few labelled reviews, the same body, the same machine.
 
 For each dataset (IMDB, drugs: 3 classes), size (labelled training reviews per class) and seed: a CSV holding that
-many seeded training reviews per class, 200 validation reviews and the test reviews (a `split` column keeps them
-apart). critic: `critic train --data FILE` with its defaults (below 200 per class that is the few-label path;
-with `--fine-tune`, `--few-labels on` against `--few-labels off`, critic's fine-tuning, at every size); SetFit 1.2
-with its defaults on the same training reviews and the same body (all-MiniLM-L6-v2). Accuracy and macro F1 on the
-test reviews, process CPU seconds and wall seconds of training (SetFit's contrastive pairs and head; critic's whole
-`train`, calibration included). A critic model that reads long reviews whole through windows (the few-label
-default) is also scored with them cut, as SetFit cuts them. Prints mean and spread over seeds, and the ratio of
-accuracies and of CPU seconds.
+many seeded training reviews per class, 200 validation reviews (drugs has 98: all of them) and the test reviews (a
+`split` column keeps them apart). critic: `critic train --data FILE` with its defaults (below 200 per class that is
+the few-label path; with `--fine-tune`, `--few-labels on` against `--few-labels off`, critic's fine-tuning, at every
+size); SetFit 1.2 with its defaults on the same training reviews and the same body (all-MiniLM-L6-v2). Accuracy and
+macro F1 on the test reviews, process CPU seconds and wall seconds of training (SetFit's contrastive pairs and head;
+critic's whole `train`, calibration included). A critic model that reads long reviews whole through windows (the
+few-label default) is also scored with them cut, as SetFit cuts them. Prints mean and spread over seeds, and the
+ratio of accuracies and of CPU seconds.
 
     python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--first-seed 0]
                                [--setfit-sizes 8 16] [--test-size 1000] [--fine-tune] [--regularisation C]
@@ -45,7 +45,7 @@ def cpu_seconds() -> float:
 def few_label_file(
     name: str, dataset, size: int, seed: int, test: pd.DataFrame, folder: Path
 ) -> tuple[Path, pd.DataFrame]:
-    """`size` seeded training reviews per class, 200 validation reviews, the test reviews; as a CSV with a split."""
+    """`size` seeded training reviews per class, up to 200 validation reviews, the test reviews; a CSV with a split."""
     train = dataset.split("train")
     rng = np.random.default_rng(seed)
     picked = np.concatenate(
