@@ -7,7 +7,8 @@
 #   later runs:           sleep N; tar czf $OUT/results.tgz -C /tmp/results .
 #
 # The pieces run in the order given by PIECES (default below), one after another, so each one's seconds are its
-# own: `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
+# own: `recipe` (the gpu preset's model alone: `critic train --preset gpu`, its accuracy and "not sure" on the test
+# split), `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
 # host), `profile` (where critic's step time goes, against that floor), `suite` (throughput against Trainer, the
 # gpu preset's recipe, scoring against the pipeline and each stage's rate, fp16, the bare-loop floor), `compiled`
 # (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default mpnet-4ep, mpnet-windows,
@@ -53,6 +54,7 @@ run_piece() {
     case $1 in
     suite) piece suite bench/gpu_suite.py run --artifacts "$artifacts" \
         --steps train_throughput recipe scoring fp16 bare_loop ;;
+    recipe) piece recipe bench/gpu_suite.py run --artifacts "$artifacts" --steps recipe ;;
     floor) piece floor bench/gpu_suite.py run --artifacts "$artifacts" --steps bare_loop ;;
     profile) piece profile bench/gpu_suite.py run --artifacts "$artifacts" --steps profile ;;
     compiled) piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput bare_loop compiled ;;

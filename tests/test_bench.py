@@ -358,7 +358,7 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "ARTIFACTS": str(tmp_path / "luggage"),
         "PARTS": str(tmp_path / "parts"),
         "PYTHON": sys.executable,
-        "PIECES": "floor 256-head mpnet",
+        "PIECES": "floor 256-head recipe",
     }
     subprocess.run(
         ["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"],
@@ -375,6 +375,8 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
         "start 256-head",
         "end 256-head (exit 0)",
+        "start recipe",
+        "end recipe (exit 0)",
         "queue done",
     ]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
@@ -386,3 +388,4 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "mpnet-mlm",
     ]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
+    assert list(json.loads((results / "recipe.json").read_text())["steps"]) == ["recipe"]  # the gpu preset alone
