@@ -7,18 +7,19 @@
 #   later runs:           sleep N; tar czf $OUT/results.tgz -C /tmp/results .
 #
 # The pieces run in the order given by PIECES (default below), one after another, so each one's seconds are its
-# own: `recipe` (the gpu preset's model alone: `critic train --preset gpu`, its accuracy and "not sure" on the test
-# split), `floor` (the bare-loop floor alone, in seconds: with and without the 2-D mask transformers reads back on the
-# host), `profile` (where critic's step time goes, against that floor), `suite` (throughput against Trainer, the
-# gpu preset's recipe, scoring against the pipeline and each stage's rate, fp16, the bare-loop floor), `compiled`
-# (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default mpnet-4ep, mpnet-windows,
-# distill-oof, mpnet-ensemble and mpnet-mlm; it waits up to MPNET_WAIT s for the parts), or any row of
-# gpu_recipe.py. MPNet's rows also run as soon as every part has
-# arrived, between any two pieces. The default is what the H200 sessions of 2026-11-27 left unmeasured, most wanted
-# first (`floor` and `profile` first: their minute covers the parts' journey). Each piece writes RESULTS/NAME.json
-# (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log says when each started and ended. ARTIFACTS,
-# PARTS and PYTHON override the folders and python; arguments after RESULTS go to every piece (--smoke: tiny, on
-# the CPU, to check the queue here).
+# own: `attention` (what cuDNN's attention plans cost a training run: the gpu preset four ways, with and without
+# cuDNN, widths rounded to 8 or 64 tokens), `recipe` (the gpu preset's model alone: `critic train --preset gpu`, its
+# accuracy and "not sure" on the test split), `floor` (the bare-loop floor alone, with and without the 2-D mask
+# transformers reads back on the host), `profile` (where critic's step time goes, against that floor), `suite`
+# (throughput against Trainer, the gpu preset's recipe, scoring against the pipeline and each stage's rate, fp16,
+# the bare-loop floor), `compiled` (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default
+# mpnet-4ep, mpnet-windows, distill-oof, mpnet-ensemble and mpnet-mlm; it waits up to MPNET_WAIT s for the parts),
+# or any row of gpu_recipe.py. MPNet's rows also run as soon as every part has arrived, between any two pieces. The
+# default is what the H200 sessions so far left unmeasured, most wanted first (`attention` first: its two minutes
+# cover the parts' journey; the session of 2026-12-04 measured floor, profile, the mpnet row and pretrain-warm).
+# Each piece writes RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log says when
+# each started and ended. ARTIFACTS, PARTS and PYTHON override the folders and python; arguments after RESULTS go
+# to every piece (--smoke: tiny, on the CPU, to check the queue here).
 set -u
 results=${1:?usage: gpu_queue.sh RESULTS [ARGS FOR EVERY PIECE]}
 shift
@@ -55,6 +56,7 @@ run_piece() {
     suite) piece suite bench/gpu_suite.py run --artifacts "$artifacts" \
         --steps train_throughput recipe scoring fp16 bare_loop ;;
     recipe) piece recipe bench/gpu_suite.py run --artifacts "$artifacts" --steps recipe ;;
+    attention) piece attention bench/gpu_suite.py run --artifacts "$artifacts" --steps attention ;;
     floor) piece floor bench/gpu_suite.py run --artifacts "$artifacts" --steps bare_loop ;;
     profile) piece profile bench/gpu_suite.py run --artifacts "$artifacts" --steps profile ;;
     compiled) piece compiled bench/gpu_suite.py run --artifacts "$artifacts" --steps train_throughput bare_loop compiled ;;
@@ -79,7 +81,7 @@ if command -v nvidia-smi >/dev/null; then  # the SMs' busy share each second: is
     trap 'kill $dmon 2>/dev/null' EXIT
 fi
 say "queue on $(hostname): $("$py" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")')"
-for name in ${PIECES:-floor profile mpnet suite pretrain-warm}; do
+for name in ${PIECES:-attention suite mpnet compiled}; do
     run_piece "$name"
     mpnet_when_ready
 done

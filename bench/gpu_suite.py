@@ -37,6 +37,10 @@ code). Steps, each timing critic and its peer in the same run:
   profile           where critic's step time goes (on an H200 it took 31 ms against the bare loop's 21): the
                     throughput run on 6,000 reviews, the host's time inside each optimiser step against the time
                     from one step's start to the next, and torch.profiler's busiest operations over 10 steady steps.
+  attention         what cuDNN's attention plans cost (an H200, 2026-12-04: 114 of a profiled step's 164 ms of host
+                    time): the gpu preset on MiniLM, 20,000 reviews, 1 epoch, four ways, each in a process of its
+                    own: as is, SDPA without cuDNN, batch widths rounded to 64 tokens (8 widths at 512), both;
+                    training seconds, steady ms a step, the distinct batch shapes met, validation accuracy.
 
 A step that fails is reported with its error and the others still run; results are written after every step.
 """
@@ -47,6 +51,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +73,7 @@ from benchlib.harness import (  # noqa: E402
     finish_run,
     machine,
     open_context,
+    run_settings,
     run_step,
     seconds_at_step,
     steady,
@@ -85,6 +91,7 @@ FULL = dict(
     throughput_length=256,
     profile_reviews=6000,
     profiled_steps=(30, 10),
+    attention=dict(train_size=20000, eval_size=512, epochs=1),
     recipe={},
     fp16_reviews=10000,
     fp16_eval=1000,
@@ -103,6 +110,7 @@ SMOKE = dict(
     throughput_length=64,
     profile_reviews=160,
     profiled_steps=(3, 2),
+    attention=dict(train_size=160, eval_size=32, max_length=64, epochs=1, batch_size=16),
     recipe=dict(train_size=800, eval_size=40, max_length=64, epochs=2, batch_size=32, lr=3e-3),
     fp16_reviews=160,
     fp16_eval=40,
@@ -376,6 +384,52 @@ def step_compiled(ctx: Context) -> dict:
     }
 
 
+# The attention step's ways: (cuDNN's attention on, batch widths rounded up to this many tokens; None: critic's own)
+ATTENTION_WAYS = {
+    "as_is": (True, None),
+    "no_cudnn": (False, None),
+    "widths_of_64": (True, 64),
+    "no_cudnn_widths_of_64": (False, 64),
+}
+
+
+def step_attention(ctx: Context) -> dict:
+    """What cuDNN's attention plans cost a training run: the gpu preset on MiniLM (512 tokens head+tail, token
+    batches) for one epoch, each way of ATTENTION_WAYS in a process of its own (benchlib/attention_run.py). cuDNN,
+    SDPA's first choice on Hopper, builds a plan for each new (rows, width) shape, and critic's token batches change
+    shape from step to step; on an H200 (2026-12-04) torch.profiler put 114 of a step's 164 ms of host time in
+    cuDNN's attention calls, and the recipe's first 50 steps took 12.9 s against 1.2-1.9 s for each later 50."""
+    out = {}
+    for way, (cudnn, multiple) in ATTENTION_WAYS.items():
+        name = f"attention-{way}"
+        settings = run_settings(ctx, name, dict(model=str(ctx.minilm), **ctx.sizes["attention"]))
+        spec = ctx.folder(f"{name}.json")
+        spec.write_text(json.dumps({"settings": settings, "cudnn": cudnn, "multiple": multiple}))
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(HERE / "benchlib" / "attention_run.py"), str(spec)], check=True)
+        folder = ctx.folder(name)
+        meta = json.loads((folder / "critic.json").read_text())
+        shapes = json.loads((folder / "shapes.json").read_text())
+        clock = seconds_at_step(folder)
+        figures = steady(folder)
+        out[way] = {
+            "cudnn_attention": cudnn,
+            "width_multiple": multiple or modeling.pad_multiple(ctx.device),
+            "train_seconds": meta["train_seconds"],
+            "train_samples_per_s": meta["train_samples_per_second"],
+            "steady_ms_per_step": figures[1] if figures else None,
+            "steps": sum(shapes.values()),
+            "shapes": len(shapes),
+            "val_accuracy": meta["history"][-1]["val_accuracy"],
+            "seconds_at_step": clock,
+            "process_seconds": time.perf_counter() - started,
+        }
+    base = out["as_is"]["train_seconds"]
+    for figures in out.values():
+        figures["train_seconds_vs_as_is"] = figures["train_seconds"] / base
+    return {"ways": out}
+
+
 def step_recipe(ctx: Context) -> dict:
     import critic
 
@@ -547,6 +601,7 @@ STEPS = {
     "fp16": step_fp16,
     "bare_loop": step_bare_loop,
     "profile": step_profile,
+    "attention": step_attention,
     "compiled": step_compiled,
 }
 

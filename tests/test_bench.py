@@ -33,7 +33,16 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     report = json.loads(out.read_text())
     assert json.loads(result.stdout) == report  # the one JSON object, printed
     steps = report["steps"]
-    assert set(steps) == {"train_throughput", "recipe", "scoring", "fp16", "bare_loop", "profile", "compiled"}
+    assert set(steps) == {
+        "train_throughput",
+        "recipe",
+        "scoring",
+        "fp16",
+        "bare_loop",
+        "profile",
+        "attention",
+        "compiled",
+    }
     assert not [name for name, step in steps.items() if "error" in step]
     assert steps["train_throughput"]["critic"]["samples_per_s"] > 0 and steps["train_throughput"]["hf_trainer"]
     assert steps["recipe"]["test_accuracy"] > 0.8  # the tiny BERT learns the toy reviews
@@ -47,6 +56,11 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     assert 0 < profile["host_ms_in_step_median"] <= profile["ms_per_step_median"]
     assert profile["host_operations"] and all(op["calls_per_step"] > 0 for op in profile["host_operations"])
     assert any(op["name"] == "aten::mm" or op["name"] == "aten::addmm" for op in profile["host_operations"])
+    attention = steps["attention"]["ways"]  # each way trained in its own process, its batches' shapes counted
+    assert list(attention) == ["as_is", "no_cudnn", "widths_of_64", "no_cudnn_widths_of_64"]
+    assert [way["width_multiple"] for way in attention.values()] == [1, 1, 64, 64]  # the CPU's own multiple is 1
+    assert len({way["steps"] for way in attention.values()}) == 1  # the same reviews in each way
+    assert attention["widths_of_64"]["shapes"] < attention["as_is"]["shapes"]  # fewer widths: fewer plans to build
     assert set(report["targets"]) == {
         "train_samples_per_s",
         "train_ratio_vs_trainer",
@@ -358,7 +372,7 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "ARTIFACTS": str(tmp_path / "luggage"),
         "PARTS": str(tmp_path / "parts"),
         "PYTHON": sys.executable,
-        "PIECES": "floor 256-head recipe",
+        "PIECES": "floor 256-head recipe attention",
     }
     subprocess.run(
         ["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"],
@@ -377,6 +391,8 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "end 256-head (exit 0)",
         "start recipe",
         "end recipe (exit 0)",
+        "start attention",
+        "end attention (exit 0)",
         "queue done",
     ]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
@@ -389,3 +405,4 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
     ]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
     assert list(json.loads((results / "recipe.json").read_text())["steps"]) == ["recipe"]  # the gpu preset alone
+    assert len(json.loads((results / "attention.json").read_text())["steps"]["attention"]["ways"]) == 4
