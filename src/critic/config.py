@@ -323,9 +323,10 @@ PRESETS: dict[str, dict] = {
     ),
     # A GPU: the full training split, the default recipe.
     "gpu": dict(),
-    # The most accurate recipe the GPU ablation has measured (docs/benchmarks.md; one H200, 2026-11-27): MPNet
-    # (110M) at a base-size encoder's rate, 512 tokens head+tail, 3 epochs: 95.85% (95.29-96.37) on the whole test
-    # split, ROC AUC 0.993, in 163 s of training, against MiniLM's 93.78% in 35 s.
+    # The most accurate recipe the GPU ablation has measured (docs/benchmarks.md; one H200): MPNet (110M) at a
+    # base-size encoder's rate, 512 tokens head+tail, 3 epochs: 95.85% (95.29-96.37) on the whole test split in 163 s
+    # of training (2026-11-27) and 96.33% (95.79-96.85) in 174 s run again (2026-12-04), against MiniLM's 93.78% in
+    # 35 s.
     "best": dict(model="mpnet", batch_size=32, lr=2e-5),
     # Two CPU cores: minutes, not hours. What it gives up is printed and saved with the model.
     "cpu": dict(
