@@ -40,7 +40,9 @@ code). Steps, each timing critic and its peer in the same run:
   attention         what cuDNN's attention plans cost (an H200, 2026-12-04: 114 of a profiled step's 164 ms of host
                     time): the gpu preset on MiniLM, 20,000 reviews, 1 epoch, four ways, each in a process of its
                     own: as is, SDPA without cuDNN, batch widths rounded to 64 tokens (8 widths at 512), both;
-                    training seconds, steady ms a step, the distinct batch shapes met, validation accuracy.
+                    training seconds, steady ms a step, the distinct batch shapes met, validation accuracy; then
+                    that model scoring the validation reviews (512 tokens, tokenized beforehand) twice: shapes new
+                    to the process, then the same shapes again.
 
 A step that fails is reported with its error and the others still run; results are written after every step.
 """
@@ -398,7 +400,8 @@ def step_attention(ctx: Context) -> dict:
     batches) for one epoch, each way of ATTENTION_WAYS in a process of its own (benchlib/attention_run.py). cuDNN,
     SDPA's first choice on Hopper, builds a plan for each new (rows, width) shape, and critic's token batches change
     shape from step to step; on an H200 (2026-12-04) torch.profiler put 114 of a step's 164 ms of host time in
-    cuDNN's attention calls, and the recipe's first 50 steps took 12.9 s against 1.2-1.9 s for each later 50."""
+    cuDNN's attention calls, and the recipe's first 50 steps took 12.9 s against 1.1-2.0 s for each 50 after step
+    200. Scoring meets the same shapes problem: each way's model then scores the validation reviews twice."""
     out = {}
     for way, (cudnn, multiple) in ATTENTION_WAYS.items():
         name = f"attention-{way}"
@@ -410,6 +413,7 @@ def step_attention(ctx: Context) -> dict:
         folder = ctx.folder(name)
         meta = json.loads((folder / "critic.json").read_text())
         shapes = json.loads((folder / "shapes.json").read_text())
+        scoring = json.loads((folder / "scoring.json").read_text())
         clock = seconds_at_step(folder)
         figures = steady(folder)
         out[way] = {
@@ -421,6 +425,7 @@ def step_attention(ctx: Context) -> dict:
             "steps": sum(shapes.values()),
             "shapes": len(shapes),
             "val_accuracy": meta["history"][-1]["val_accuracy"],
+            "scoring": scoring,
             "seconds_at_step": clock,
             "process_seconds": time.perf_counter() - started,
         }

@@ -61,6 +61,7 @@ def test_gpu_suite_smoke_runs_every_step(tmp_path, tiny_bert):
     assert [way["width_multiple"] for way in attention.values()] == [1, 1, 64, 64]  # the CPU's own multiple is 1
     assert len({way["steps"] for way in attention.values()}) == 1  # the same reviews in each way
     assert attention["widths_of_64"]["shapes"] < attention["as_is"]["shapes"]  # fewer widths: fewer plans to build
+    assert all(way["scoring"]["second_pass_reviews_per_s"] > 0 for way in attention.values())
     assert set(report["targets"]) == {
         "train_samples_per_s",
         "train_ratio_vs_trainer",
