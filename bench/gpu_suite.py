@@ -93,7 +93,7 @@ FULL = dict(
     throughput_length=256,
     profile_reviews=6000,
     profiled_steps=(30, 10),
-    attention=dict(train_size=20000, eval_size=512, epochs=1),
+    attention=dict(train_size=20000, eval_size=512, epochs=1, log_every=20),
     recipe={},
     fp16_reviews=10000,
     fp16_eval=1000,

@@ -373,7 +373,7 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "ARTIFACTS": str(tmp_path / "luggage"),
         "PARTS": str(tmp_path / "parts"),
         "PYTHON": sys.executable,
-        "PIECES": "floor 256-head recipe attention",
+        "PIECES": "floor 256-head recipe attention mpnet",
     }
     subprocess.run(
         ["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"],
@@ -394,7 +394,7 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "end recipe (exit 0)",
         "start attention",
         "end attention (exit 0)",
-        "queue done",
+        "queue done",  # the mpnet piece had nothing left to run: no start line
     ]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
     assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == [
