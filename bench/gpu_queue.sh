@@ -15,7 +15,7 @@
 # the bare-loop floor), `compiled` (throughput under torch.compile), `mpnet` (MPNet's rows: MPNET_ROWS, by default
 # mpnet-4ep, mpnet-windows, distill-oof, mpnet-ensemble and mpnet-mlm; it waits up to MPNET_WAIT s for the parts),
 # or any row of gpu_recipe.py. MPNet's rows also run as soon as every part has arrived, between any two pieces. The
-# default is what the H200 sessions so far left unmeasured, most wanted first (`attention` first: its two minutes
+# default is what the H200 sessions so far left unmeasured, most wanted first (`attention` first: its minutes
 # cover the parts' journey; the session of 2026-12-04 measured floor, profile, the mpnet row and pretrain-warm).
 # Each piece writes RESULTS/NAME.json (after every step or row) and RESULTS/NAME.log; RESULTS/queue.log says when
 # each started and ended. ARTIFACTS, PARTS and PYTHON override the folders and python; arguments after RESULTS go
