@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib.harness puts src/ on the path
+
+from benchlib.harness import sync  # noqa: E402
 
 
 def main(spec_path: str) -> int:
@@ -51,8 +53,6 @@ def main(spec_path: str) -> int:
 
 def scoring_passes(folder: Path, settings: dict) -> dict:
     """Reviews a second over the validation split, tokenized beforehand, in a cold pass and a warm one."""
-    import torch
-
     from critic import data
     from critic.inference.predict import Classifier
 
@@ -61,12 +61,10 @@ def scoring_passes(folder: Path, settings: dict) -> dict:
     tokens = classifier.encode(texts)
     rates = []
     for _ in range(2):
-        if classifier.device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(classifier.device)
         started = time.perf_counter()
         classifier.proba_from_tokens(tokens)
-        if classifier.device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(classifier.device)
         rates.append(len(texts) / (time.perf_counter() - started))
     classifier.close()
     return {"reviews": len(texts), "first_pass_reviews_per_s": rates[0], "second_pass_reviews_per_s": rates[1]}
