@@ -16,7 +16,7 @@ import io
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated
 
@@ -28,30 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from critic.modeling.abstention import answers
 from critic.serve.batching import Busy, MicroBatcher
-
-RETRY_AFTER = {"Retry-After": "1"}
-
-
-@dataclass
-class ServeSettings:
-    max_batch: int = 32  # texts scored together; 1 turns micro-batching off
-    # How long the first request of a batch waits for company. 0: none; requests that queue while the model is busy
-    # still form the next batch. On a CPU, where a batch is no faster per text, waiting only adds latency.
-    max_wait_ms: float = 0.0
-    max_texts: int = 64  # texts per request
-    max_text_chars: int = 50_000
-    max_body_bytes: int = 1_000_000
-    max_upload_bytes: int = 20_000_000  # /v1/score-csv
-    max_upload_rows: int = 10_000  # /v1/score-csv
-    # What one request may cost: with sliding windows a text's cost grows with its length, so the characters of a
-    # request are bounded too (200,000: about 50,000 tokens, some 400 windows at the default stride).
-    max_request_chars: int = 200_000
-    max_queued_texts: int = 4096  # texts waiting for the model; past it a request gets 503 with Retry-After
-    max_in_flight: int = 256  # requests being answered at once (the probes apart); past it 503 with Retry-After
-    timeout_s: float = 30.0
-    upload_timeout_s: float = 600.0  # /v1/score-csv: scored in chunks, between which other requests are answered
-    api_key: str | None = None
-    cors_origins: list[str] = field(default_factory=list)
+from critic.serve.guards import RETRY_AFTER, BodyLimit, InFlightLimit
+from critic.serve.settings import ServeSettings
 
 
 class Prediction(BaseModel):
@@ -243,80 +221,6 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     app.include_router(api_router(service))
     app.include_router(probe_router(service))
     return app
-
-
-class BodyLimit:
-    """Counts a request's body while it streams in and answers 413 at its limit + 1 byte, whether or not the body
-    declares its length, before the API key is checked or a route reads it; a body within the limit is handed on
-    as it came. (Reading the whole body first let one chunked request of any size fill the server's memory.)"""
-
-    def __init__(self, app, settings: ServeSettings):
-        self.app = app
-        self.settings = settings
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = self.settings.max_upload_bytes if scope["path"] == "/v1/score-csv" else self.settings.max_body_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _refuse(scope, receive, send, limit)
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > limit:
-                return await _refuse(scope, receive, send, limit)
-            if not message.get("more_body"):
-                break
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
-
-
-class InFlightLimit:
-    """At most `limit` requests answered at once (the probes apart): one more gets 503 with Retry-After at once,
-    before its body is read, instead of queueing without end."""
-
-    PROBES = ("/healthz", "/readyz", "/metrics")
-
-    def __init__(self, app, limit: int):
-        self.app = app
-        self.limit = limit
-        self.active = 0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in self.PROBES:
-            return await self.app(scope, receive, send)
-        if self.active >= self.limit:
-            busy = JSONResponse(
-                {"detail": f"busy: {self.active} requests in progress; try again"}, status_code=503, headers=RETRY_AFTER
-            )
-            return await busy(scope, receive, send)
-        self.active += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.active -= 1
-
-
-async def _refuse(scope, receive, send, limit: int) -> None:
-    """413. Reads on (up to a bound, keeping nothing) before answering: a client still sending when the server
-    closes gets a connection reset instead of the 413 (Python's urllib and requests do)."""
-    read = 0
-    while read <= DRAIN_BYTES:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            break
-        read += len(message.get("body", b""))
-    await JSONResponse(
-        {"detail": f"request body over {limit:,} bytes"}, status_code=413, headers={"Connection": "close"}
-    )(scope, receive, send)
 
 
 # The page runs only its own script and style (no inline code, so an injected tag cannot run) and cannot be framed.
@@ -514,9 +418,6 @@ def probe_router(service: Service) -> APIRouter:
         return Response(style, media_type="text/css")
 
     return router
-
-
-DRAIN_BYTES = 64 << 20  # read at most this much of a refused body before answering 413 (then the connection closes)
 
 
 def read_upload(

@@ -6,7 +6,8 @@ import dataclasses
 import json
 import os
 
-from critic.serve.app import ServeSettings, create_app
+from critic.serve.app import create_app
+from critic.serve.settings import ServeSettings
 
 _MODEL_ENV, _SETTINGS_ENV, _BACKEND_ENV, _PRECISION_ENV = (
     "CRITIC_SERVE_MODEL",
