@@ -454,6 +454,22 @@ def test_parquet_output_takes_a_column_that_starts_empty(toy_model, tmp_path):
     assert pq.read_table(target).column("note").to_pylist() == [None, None, "seen twice"]
 
 
+def test_parquet_output_takes_a_column_whose_type_changes(toy_model, tmp_path):
+    """Before: an `id` that is an int in the first chunk and a string later failed the join ("Unable to merge"), and
+    every rerun the same way; a chunk holding both failed its write. Now such a column is text throughout."""
+    source = tmp_path / "in.jsonl"
+    rows = [{"id": i, "text": "a great fun film", "tags": ["a"]} for i in range(3)]
+    rows += [{"id": "x-3", "text": "awful mess", "tags": {"b": 1}}, {"id": 4, "text": "the best film", "tags": None}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = tmp_path / "out.parquet"
+    assert predict_file(Classifier.load(toy_model), source, target, chunk=3, progress=False) == 5
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(target)
+    assert table.column("id").to_pylist() == ["0", "1", "2", "x-3", "4"]
+    assert table.column("tags").to_pylist() == ['["a"]', '["a"]', '["a"]', '{"b": 1}', None]
+
+
 def test_the_inputs_own_label_columns_are_kept(toy_model, tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame(

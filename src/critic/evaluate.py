@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from critic import report
+from critic import report, safe_csv
 from critic.modeling.calibration import describe, expected_calibration_error
 
 LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
@@ -686,7 +686,7 @@ def model_label_issues(frame, probs: np.ndarray, names: list[str], dataset, colu
     found = label_issues.ranked(frame, probs, tuple(names), dataset.manifest["source"], columns)
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / label_issues.FILE
-    found.to_csv(file, index=False)
+    safe_csv.write_frame(found, file)
     return {
         "rows": len(found),
         "share": len(found) / max(len(frame), 1),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from critic import data, report
+from critic import data, report, safe_csv
 from critic.text import Encoder
 
 WINDOWS = (128, 256, 512)
@@ -277,7 +277,7 @@ def find_label_issues(dataset, columns, output: str | Path | None, log=None, out
     if output:
         Path(output).mkdir(parents=True, exist_ok=True)
         file = str(Path(output) / label_issues.FILE)
-        found.to_csv(file, index=False)
+        safe_csv.write_frame(found, file)
     return {
         "rows": len(found),
         "share": len(found) / max(rows, 1),

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from critic import data
-from critic.inference.predict import Classifier, add_scores, score_columns, spreadsheet_safe
+from critic.inference.predict import Classifier, add_scores, score_columns
+from critic.safe_csv import SafeDictWriter, SafeWriter
 from critic.text import Ragged
 
 PLAIN_TEXT = (".txt", ".text")  # one review per line, no columns
@@ -58,21 +59,21 @@ class Writer:
     """Appends scored rows to a CSV, TSV or JSONL file, or writes Parquet parts; `position()` is what a resume needs.
     It writes `path` (the run's partial file); `finish(target)` moves the whole output into place."""
 
-    def __init__(self, path: Path, suffix: str, resume_bytes: int | None = None):
+    def __init__(self, path: Path, suffix: str, resume_bytes: int | None = None, fields: list[str] | None = None):
         self.path = path
         self.suffix = suffix
         if self.suffix not in (".csv", ".tsv", ".jsonl", ".parquet"):
             raise ValueError(f"{path}: unknown output format; use .csv, .tsv, .jsonl or .parquet")
         self.parts = parts_folder(path)
         self.handle = None
-        self.fields = None
+        self.fields = fields  # the CSV's columns, as the rows name them (the header may show them neutralised)
         if self.suffix == ".parquet":
             self.parts.mkdir(exist_ok=True)
         elif resume_bytes is not None:
             with open(path, "r+b") as f:  # drop whatever was written after the last recorded chunk
                 f.truncate(resume_bytes)
             self.handle = open(path, "a", encoding="utf-8", newline="")
-            if self.suffix != ".jsonl":
+            if self.suffix != ".jsonl" and self.fields is None:  # a record from before fields were kept in it
                 with open(path, encoding="utf-8", newline="") as f:
                     self.fields = next(csv.reader(f, delimiter=self._delimiter))
 
@@ -82,10 +83,9 @@ class Writer:
 
     def write(self, rows: list[dict], part: int) -> None:
         if self.suffix == ".parquet":
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(rows), self.parts / f"part-{part:06d}.parquet")
+            pq.write_table(arrow_table(rows), self.parts / f"part-{part:06d}.parquet")
             return
         if self.handle is None:
             self.handle = open(self.path, "w", encoding="utf-8", newline="")
@@ -94,10 +94,8 @@ class Writer:
         else:
             if self.fields is None:
                 self.fields = list(rows[0])
-                csv.writer(self.handle, delimiter=self._delimiter).writerow(self.fields)
-            csv.DictWriter(
-                self.handle, fieldnames=self.fields, delimiter=self._delimiter, extrasaction="ignore"
-            ).writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
+                SafeWriter(self.handle, delimiter=self._delimiter).writerow(self.fields)
+            SafeDictWriter(self.handle, self.fields, delimiter=self._delimiter).writedicts(rows)
         self.handle.flush()
 
     def position(self) -> int:
@@ -122,20 +120,43 @@ def parts_folder(path: Path) -> Path:
     return path.with_name(path.name + ".parts")
 
 
+def arrow_table(rows: list[dict]):
+    """The rows as an Arrow table; a column whose values Arrow cannot hold as one type (JSONL's `id` an int in one row
+    and a string in the next) is written as text (JSON for lists and objects)."""
+    import pyarrow as pa
+
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    columns = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array([as_text(value) for value in values], pa.string())
+    return pa.table(columns)
+
+
+def as_text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
+
+
 def join_parquet(parts: list[Path], target: Path) -> None:
     """One Parquet file from parts written chunk by chunk, one part in memory at a time. Their schemas are unified
-    first: a column that was empty (null) in one chunk and text in another is text throughout."""
+    first: a column that was empty (null) in one chunk and text in another is text throughout, and one whose types
+    do not unify (an int in one chunk, a string in the next) is text throughout."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+    schema = unified_schema([pq.read_schema(p) for p in parts])
     with pq.ParquetWriter(target, schema) as writer:
         for part in parts:
             table = pq.read_table(part)
             writer.write_table(
                 pa.table(
                     [
-                        table.column(f.name).cast(f.type)
+                        cast(table.column(f.name), f.type)
                         if f.name in table.column_names
                         else pa.nulls(len(table), f.type)
                         for f in schema
@@ -143,6 +164,34 @@ def join_parquet(parts: list[Path], target: Path) -> None:
                     schema=schema,
                 )
             )
+
+
+def unified_schema(schemas: list):
+    """The parts' schema: Arrow's permissive unification, column by column, with text where it finds none."""
+    import pyarrow as pa
+
+    types: dict[str, list] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, []).append(f.type)
+    fields = []
+    for name, found in types.items():
+        try:
+            one = pa.unify_schemas([pa.schema([(name, t)]) for t in found], promote_options="permissive")
+            fields.append(one.field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
+def cast(column, to):
+    """`column` as type `to`; to text through `as_text` where Arrow has no cast (lists, structs)."""
+    import pyarrow as pa
+
+    try:
+        return column.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return pa.array([as_text(value) for value in column.to_pylist()], to)
 
 
 def predict_file(
@@ -175,8 +224,8 @@ def predict_file(
     unsure_below = classifier.unsure_below(min_accuracy)
     run = _run_record(classifier, source, text_column, min_accuracy)
     partial = target.with_name(target.name + ".partial")
-    done, resume_bytes = _resume_point(run, target, partial, sidecar, overwrite)
-    writer = Writer(partial, target.suffix.lower(), resume_bytes if done else None)
+    done, resume_bytes, fields = _resume_point(run, target, partial, sidecar, overwrite)
+    writer = Writer(partial, target.suffix.lower(), resume_bytes if done else None, fields)
     bar = tqdm(
         total=_count_rows(source),
         initial=done,
@@ -233,9 +282,11 @@ RESUME_PARTS = {
 }
 
 
-def _resume_point(run: dict, target: Path, partial: Path, sidecar: Path, overwrite: bool) -> tuple[int, int | None]:
-    """Rows already scored and the partial output's byte length then, from an interrupted run's record that matches
-    this run; (0, None) fresh, with what an earlier run left cleared."""
+def _resume_point(
+    run: dict, target: Path, partial: Path, sidecar: Path, overwrite: bool
+) -> tuple[int, int | None, list[str] | None]:
+    """Rows already scored, the partial output's byte length then and its columns, from an interrupted run's record
+    that matches this run; (0, None, None) fresh, with what an earlier run left cleared."""
     if sidecar.is_file() and not overwrite:
         state = json.loads(sidecar.read_text())
         changed = [RESUME_PARTS[part] for part in RESUME_PARTS if state.get("run", {}).get(part) != run[part]]
@@ -244,13 +295,13 @@ def _resume_point(run: dict, target: Path, partial: Path, sidecar: Path, overwri
                 f"{sidecar} records an interrupted run with another {'; '.join(changed)}: it cannot "
                 f"be continued; pass --overwrite to start over"
             )
-        return state["rows"], state["bytes"]
+        return state["rows"], state["bytes"], state.get("fields")
     if target.exists() and not overwrite:
         raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
     partial.unlink(missing_ok=True)
     shutil.rmtree(parts_folder(partial), ignore_errors=True)
     sidecar.unlink(missing_ok=True)
-    return 0, None
+    return 0, None, None
 
 
 def _rows_after(chunks: Iterator[tuple[int, list[dict]]], skip: int) -> Iterator[tuple[int, list[dict]]]:
@@ -290,7 +341,7 @@ def _score_chunk(
     writer.write(rows, part=done)
     done += len(rows)
     partial = sidecar.with_suffix(".tmp")
-    partial.write_text(json.dumps({"run": run, "rows": done, "bytes": writer.position()}))
+    partial.write_text(json.dumps({"run": run, "rows": done, "bytes": writer.position(), "fields": writer.fields}))
     partial.replace(sidecar)
     bar.update(len(rows))
     return done

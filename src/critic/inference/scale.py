@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from critic import data, messages
-from critic.inference.predict import score_columns, spreadsheet_safe
+from critic.inference.predict import score_columns
+from critic.safe_csv import spreadsheet_safe
 
 READABLE = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 REJECTED_COLUMN = "rejected_reason"
@@ -135,10 +136,11 @@ def _rejected(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def _spreadsheet_safe(batch: pd.DataFrame) -> pd.DataFrame:
+    """The batch's text cells and column names as spreadsheet_safe writes them."""
     for column in batch.columns:
         if not pd.api.types.is_numeric_dtype(batch[column]):  # text, however pandas holds it
             batch[column] = batch[column].map(spreadsheet_safe).astype(object)
-    return batch
+    return batch.rename(columns=spreadsheet_safe)
 
 
 def predict_ray(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from critic import data, modeling
+from critic import data, modeling, safe_csv
 from critic.config import TrainConfig, parse_fold
 from critic.data import sources
 from critic.modeling import abstention, calibration
@@ -695,7 +695,7 @@ def write_stats(history: list[dict], output: Path) -> None:
     from critic import report
 
     table = pd.DataFrame(history)
-    table.to_csv(output / "stats.csv", index=False)
+    safe_csv.write_frame(table, output / "stats.csv")
     if table.empty:
         return
     fig, (left, right) = report.plt.subplots(1, 2, figsize=(10, 3.6))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from critic import messages
+from critic import messages, safe_csv
 from critic.config import TrainConfig
 from critic.training.train import train
 
@@ -255,7 +255,7 @@ def write_results(study, base: TrainConfig, options: TuneOptions, output: Path, 
         raise RuntimeError(f"no trial of the search in {output} completed; see the messages above")
     best = study.best_trial
     frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params"))
-    frame.to_csv(output / "trials.csv", index=False)
+    safe_csv.write_frame(frame, output / "trials.csv")
     # What the search was about and what it found; not the search's size (--train-size), so that
     # `critic train --config best.toml --preset gpu` trains on the whole training split.
     settings = {
