@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # A test that starts a live server, a Ray cluster or torchrun on two "machines" takes tens of seconds: slow.
-SLOW_FIXTURES = {"server", "cluster", "machines"}
+SLOW_FIXTURES = {"server", "guarded_server", "cluster", "machines"}
 
 
 def pytest_collection_modifyitems(items):

@@ -87,7 +87,11 @@ def test_min_accuracy_in_the_api_the_cli_a_file_and_the_server(own_toy_model, tm
         assert [p["label"] for p in answer["predictions"]] == expected
         assert answer["min_accuracy"]["threshold"] == cut and answer["min_accuracy"]["target"] == 0.9
         assert client.post("/v1/predict", json={"text": "x", "min_accuracy": 1.5}).status_code == 422
-        scored = client.post("/v1/score-csv?min_accuracy=0.9", content="text\n" + "\n".join(texts) + "\n")
+        scored = client.post(
+            "/v1/score-csv?min_accuracy=0.9",
+            content="text\n" + "\n".join(texts) + "\n",
+            headers={"content-type": "text/csv"},
+        )
         assert [line.split(",")[1] for line in scored.text.splitlines()[1:]] == expected
     modeling.update_meta(own_toy_model, abstention=None)  # a model trained before critic kept the record
     assert main(["predict", str(own_toy_model), "dull", "--min-accuracy", "0.9"]) == 2

@@ -442,13 +442,13 @@ def test_single_predictions_stay_fast_while_a_large_upload_is_scored(server):
 # ------------------------------------------------------------------------------- hostile requests (security review)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/v1/predict"])
-def test_a_huge_chunked_body_is_refused_without_filling_memory(server, path):
-    """A 1 GiB body without Content-Length: 413 at the limit, before any key check, and the server's memory grows
-    by less than 200 MB (before the fix it read the whole body first: +2 GB)."""
+@pytest.mark.parametrize("path,status", [("/healthz", b"405"), ("/v1/predict", b"413")])
+def test_a_huge_chunked_body_is_refused_without_filling_memory(server, path, status):
+    """A 1 GiB body without Content-Length: 413 at the limit (405 at once where no route takes a body), and the
+    server's memory grows by less than 200 MB (before the fix it read the whole body first: +2 GB)."""
     url, process = server
-    growth, status = peak_rss_growth(process.pid, lambda: chunked_post(url, path, 1 << 30))
-    assert status.startswith(b"HTTP/1.1 413"), status
+    growth, answer = peak_rss_growth(process.pid, lambda: chunked_post(url, path, 1 << 30))
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
     assert growth < 200e6, f"{growth / 1e6:.0f} MB"
     assert httpx.get(f"{url}/healthz").status_code == 200  # and it goes on answering
 

@@ -770,70 +770,48 @@ def add_serve(verbs) -> None:
     verb.add_argument(
         "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
     )
+    verb.add_argument(
+        "--allowed-host",
+        action="append",
+        help="a Host name the server answers (repeatable; default: any, or only 127.0.0.1 and localhost when "
+        "--host is a loopback address, against DNS rebinding)",
+    )
     verb.set_defaults(run=cmd_serve)
 
 
-def add_serve_limits(limits) -> None:
-    limits.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
-    limits.add_argument("--max-text-chars", type=int, default=50_000, help="characters per text (more: 422)")
-    limits.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
-    limits.add_argument(
-        "--max-request-chars",
-        type=int,
-        default=200_000,
-        help="characters in all texts of one request (more: 413); bounds a request's cost, which "
-        "grows with length under --long-reviews windows",
-    )
-    limits.add_argument(
-        "--max-queued-texts",
-        type=int,
-        default=4096,
-        help="texts waiting for the model (more: 503 with Retry-After, at once)",
-    )
-    limits.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=256,
-        help="requests answered at once, the probes apart (more: 503 with Retry-After, at once)",
-    )
-    limits.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is answered 504")
-    limits.add_argument(
-        "--max-upload-rows",
-        type=int,
-        default=10_000,
-        help="rows per /v1/score-csv upload (more: 413; `critic predict --file` takes any size)",
-    )
-    limits.add_argument(
-        "--upload-timeout",
-        type=float,
-        default=600.0,
-        help="seconds before an upload is answered 504 (it is scored in chunks, and single "
-        "requests are answered between them)",
-    )
+def add_serve_limits(group) -> None:
+    """One flag per limit of ServeSettings, with its default and help."""
+    from critic.serve.settings import flag, limits
+
+    for setting in limits():
+        group.add_argument(
+            flag(setting.name),
+            dest=setting.name,
+            type=type(setting.default),
+            default=setting.default,
+            metavar="SECONDS" if setting.name.endswith("_s") else "N",
+            help=f"{setting.metadata['help']} (default {setting.default:,})",
+        )
 
 
 def cmd_serve(args) -> int:
     import os
 
     from critic.serve import ServeSettings, serve
+    from critic.serve.settings import limits
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise SystemExit(f"critic serve: ${args.api_key_env} is empty; export the key there or drop --api-key-env")
+    if args.api_key_env:
+        del os.environ[args.api_key_env]  # read once; no process this one starts inherits it
     settings = ServeSettings(
         max_batch=args.max_batch or default_max_batch(),
         max_wait_ms=args.max_wait_ms,
-        max_texts=args.max_texts,
-        max_text_chars=args.max_text_chars,
-        max_body_bytes=args.max_body_bytes,
-        max_upload_rows=args.max_upload_rows,
-        max_request_chars=args.max_request_chars,
-        max_queued_texts=args.max_queued_texts,
-        max_in_flight=args.max_in_flight,
-        timeout_s=args.timeout,
-        upload_timeout_s=args.upload_timeout,
         api_key=api_key,
         cors_origins=args.cors_origin or [],
+        allowed_hosts=args.allowed_host or ["*"],
+        **{setting.name: getattr(args, setting.name) for setting in limits()},
     )
     args.max_batch = settings.max_batch
     batching = "off" if args.max_batch == 1 else f"up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms"

@@ -11,24 +11,32 @@ a web page to try the model.
 import asyncio
 import csv
 import functools
-import hmac
 import io
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
 from critic.modeling.abstention import answers
 from critic.serve.batching import Busy, MicroBatcher
-from critic.serve.guards import RETRY_AFTER, BodyLimit, InFlightLimit
+from critic.serve.guards import (
+    PAGE,
+    RETRY_AFTER,
+    UPLOAD_FILE,
+    BodyLimit,
+    ByteBudget,
+    ClientCap,
+    InFlightLimit,
+    KeyCheck,
+)
 from critic.serve.settings import ServeSettings
 
 
@@ -138,6 +146,14 @@ class Metrics:
         )
         self.texts = Counter("critic_texts_total", "Texts scored", registry=self.registry)
         self.in_flight = Gauge("critic_requests_in_flight", "Requests being answered", ["path"], registry=self.registry)
+        self.body_bytes = Gauge(
+            "critic_request_body_bytes_held", "Bytes of request bodies held in memory", registry=self.registry
+        )
+        self.paths: set[str] = set()  # the app's routes; any other path is counted as "other"
+
+    def refused(self, path: str, status: int) -> None:
+        """A request a guard answered before the app saw it."""
+        self.requests.labels(path if path in self.paths else "other", str(status)).inc()
 
     def scored_batch(self, texts: int) -> None:
         self.batch_texts.observe(texts)
@@ -172,6 +188,16 @@ class Service:
         except Busy as error:
             raise HTTPException(503, f"busy: {error}; try again", headers=RETRY_AFTER) from None
 
+    async def exclusive(self, function, *args, deadline: float):
+        """`function(*args)` in the model's thread, between batches, under the same rules as `scored`: 503 when too
+        many such jobs wait, 504 at `deadline`, and a job whose request has given up is never started."""
+        try:
+            return await self.batcher.run_exclusive(function, *args, timeout=max(deadline - time.monotonic(), 0))
+        except asyncio.TimeoutError:
+            raise HTTPException(504, "no answer in time; the server is busy, try again") from None
+        except Busy as error:
+            raise HTTPException(503, f"busy: {error}; try again", headers=RETRY_AFTER) from None
+
 
 def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving `classifier` (a critic.Classifier)."""
@@ -187,6 +213,7 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             settings.max_wait_ms / 1000,
             on_batch=metrics.scored_batch,
             max_queued=settings.max_queued_texts,
+            max_exclusive=settings.max_queued_explains,
         ),
     )
 
@@ -204,6 +231,25 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         description=f"Sentiment of reviews with the model '{service.name}' (labels: {', '.join(classifier.labels)}).",
     )
+    app.exception_handler(RequestValidationError)(_invalid)
+    app.exception_handler(ValueError)(_unscorable)
+    app.include_router(api_router(service))
+    app.include_router(probe_router(service))
+    add_guards(app, settings, metrics)
+    return app
+
+
+def add_guards(app: FastAPI, settings: ServeSettings, metrics: Metrics) -> None:
+    """The middleware, added from the inside out (each `add_middleware` wraps what is there): the deadline and the
+    metrics innermost, then the guards (guards.py), then CORS (its preflight carries no key) and the Host check."""
+    metrics.paths = {*app.openapi()["paths"], *PAGE, app.openapi_url, app.docs_url, app.redoc_url}
+    budget = ByteBudget(settings.max_buffered_bytes)
+    metrics.body_bytes.set_function(lambda: budget.held)
+    app.middleware("http")(deadline_and_metrics(settings, metrics))
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, refused=metrics.refused)
+    app.add_middleware(BodyLimit, settings=settings, budget=budget, refused=metrics.refused)
+    app.add_middleware(ClientCap, limit=settings.max_in_flight_per_client, refused=metrics.refused)
+    app.add_middleware(KeyCheck, api_key=settings.api_key, refused=metrics.refused)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -213,14 +259,10 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
-    app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: a 413 is counted too
-    app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
-    app.middleware("http")(deadline_and_metrics(settings, metrics))
-    app.exception_handler(RequestValidationError)(_invalid)
-    app.exception_handler(ValueError)(_unscorable)
-    app.include_router(api_router(service))
-    app.include_router(probe_router(service))
-    return app
+    if settings.allowed_hosts != ["*"]:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
 
 # The page runs only its own script and style (no inline code, so an injected tag cannot run) and cannot be framed.
@@ -294,7 +336,9 @@ def api_router(service: Service) -> APIRouter:
     """/v1: predict, explain, score-csv; behind the API key when one is set."""
     settings, classifier = service.settings, service.classifier
     PredictRequest, ExplainRequest = request_models(settings, classifier.labels)
-    router = APIRouter(prefix="/v1", dependencies=[Depends(key_check(settings.api_key))], responses=ERRORS)
+    # The key itself is checked by KeyCheck before a body is read; this only shows the header in the schema
+    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
+    router = APIRouter(prefix="/v1", dependencies=documented_key, responses=ERRORS)
 
     @router.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> PredictResponse:
@@ -305,7 +349,8 @@ def api_router(service: Service) -> APIRouter:
                 f"{characters:,} characters in this request; the limit is "
                 f"{settings.max_request_chars:,} (send the texts in several requests)",
             )
-        unsure_below = classifier.unsure_below(body.min_accuracy)  # before scoring: a model without the record
+        # Before scoring (a model without the record fails here), in a worker thread: a new target costs ms
+        unsure_below = await asyncio.to_thread(classifier.unsure_below, body.min_accuracy)
         probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
         return PredictResponse(
             model=service.name,
@@ -321,8 +366,9 @@ def api_router(service: Service) -> APIRouter:
     async def explain(body: ExplainRequest) -> ExplainResponse:
         from critic.inference.explain import explain as attribute
 
-        result = await service.batcher.run_exclusive(
-            functools.partial(attribute, target=body.label), classifier, body.text
+        deadline = time.monotonic() + settings.timeout_s
+        result = await service.exclusive(
+            functools.partial(attribute, target=body.label), classifier, body.text, deadline=deadline
         )
         return ExplainResponse(model=service.name, **result.as_dict())
 
@@ -335,54 +381,51 @@ def api_router(service: Service) -> APIRouter:
         min_accuracy: Annotated[float | None, Query(gt=0, lt=1)] = None,
     ) -> Response:
         deadline = time.monotonic() + settings.upload_timeout_s
-        unsure_below = classifier.unsure_below(min_accuracy)
-        fields, rows, texts = read_upload(await request.body(), text_column, settings)
+        if not request.headers.get("content-type", "").startswith("text/csv"):
+            # a cross-site form may POST text/plain without asking; text/csv needs the CORS preflight
+            raise HTTPException(415, "send the CSV with Content-Type: text/csv")
+        unsure_below = await asyncio.to_thread(classifier.unsure_below, min_accuracy)
+        # Parsing and writing a 20 MB CSV take seconds: in a worker thread, so that the event loop answers others
+        fields, rows, texts = await asyncio.to_thread(read_upload, request.scope[UPLOAD_FILE], text_column, settings)
         # In chunks through the same queue as single requests, which are answered between them; a client that
-        # has gone (or a request past its deadline) stops the work at the next chunk.
-        chunk = max(1, settings.max_batch)
+        # has gone (or a request past its deadline) stops the work at the next chunk. A chunk holds at least
+        # UPLOAD_CHUNK texts whatever max_batch is (1 on a CPU: each text its own batch ran out the deadline).
+        chunk = max(UPLOAD_CHUNK, settings.max_batch)
         probs = []
         for start in range(0, len(texts), chunk):
             if await request.is_disconnected():
                 return Response(status_code=499)
             probs.append(await service.scored(texts[start : start + chunk], deadline))
+        scored = await asyncio.to_thread(
+            scored_csv, fields, rows, np.concatenate(probs), classifier.labels, unsure_below
+        )
         return Response(
-            scored_csv(fields, rows, np.concatenate(probs), classifier.labels, unsure_below),
-            media_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="scored.csv"'},
+            scored, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="scored.csv"'}
         )
 
     return router
 
 
-def key_check(api_key: str | None) -> Callable[..., None]:
-    """The dependency that refuses a request without the API key, where one is set."""
-    expected = api_key.encode() if api_key else None
-
-    def authorised(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        # As bytes: a header arrives as Latin-1 text, and compare_digest refuses non-ASCII str (a 500 before)
-        if expected and not (x_api_key and hmac.compare_digest(x_api_key.encode("latin-1"), expected)):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
-
-    return authorised
+UPLOAD_CHUNK = 32
 
 
-def scored_csv(fields: list[str], rows: list[dict], probs: np.ndarray, labels: list[str], unsure_below) -> str:
+def scored_csv(fields: list[str], rows: list[list[str]], probs: np.ndarray, labels: list[str], unsure_below) -> str:
     """The uploaded rows with their answer and probabilities, as CSV that a spreadsheet opens without running it."""
-    from critic.inference.predict import add_scores, score_columns, spreadsheet_safe
+    from critic.inference.predict import score_columns
+    from critic.safe_csv import SafeWriter
 
-    columns = score_columns(labels, taken=fields)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields + columns, extrasaction="ignore")
-    writer.writeheader()
+    writer = SafeWriter(out)
+    writer.writerow(fields + score_columns(labels, taken=fields))
     writer.writerows(
-        {key: spreadsheet_safe(value) for key, value in row.items()}
-        for row in add_scores(rows, probs, labels, columns, unsure_below)
+        row + [label, *(round(float(value), 6) for value in p)]
+        for row, label, p in zip(rows, answers(probs, labels, unsure_below), probs)
     )
     return out.getvalue()
 
 
 def probe_router(service: Service) -> APIRouter:
-    """Liveness, readiness, metrics, and the page; open without the API key."""
+    """Liveness, readiness, metrics, and the page; with an API key set, the metrics need it (KeyCheck)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     router = APIRouter()
@@ -399,6 +442,8 @@ def probe_router(service: Service) -> APIRouter:
     async def readyz() -> JSONResponse:
         if not service.ready:
             return JSONResponse({"detail": "model not loaded"}, status_code=503)
+        if service.settings.api_key:  # open to probes without the key, so it names nothing
+            return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "ready", "model": service.name, "backend": service.classifier.backend})
 
     @router.get("/metrics", response_class=PlainTextResponse)
@@ -420,41 +465,69 @@ def probe_router(service: Service) -> APIRouter:
     return router
 
 
-def read_upload(
-    raw: bytes, text_column: str | None, settings: ServeSettings
-) -> tuple[list[str], list[dict], list[str]]:
-    """(column names, rows, texts) of an uploaded CSV, or an HTTP error naming the row and the problem."""
-    from critic.data import TEXT_COLUMNS, DataError, pick_column, text_problem
+MAX_HEADER_BYTES = 64 << 10  # an upload's first line; a 1.5 M-column header cost +544 MB to parse before
 
-    # Rows are read one at a time up to the limit + 1: a body of many short rows would otherwise become millions of
-    # dicts (a 19.8 MB body of one-letter rows took 2.0 GB before its 413).
-    reader = csv.DictReader(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=""))
-    rows = []
+
+def read_upload(body, text_column: str | None, settings: ServeSettings) -> tuple[list[str], list[list[str]], list[str]]:
+    """(column names, rows, texts) of an uploaded CSV (`body`: a binary file), or an HTTP error naming the row and
+    the problem."""
+    from critic.data import TEXT_COLUMNS, DataError, pick_column
+
+    if len(body.readline(MAX_HEADER_BYTES + 1)) > MAX_HEADER_BYTES:
+        raise HTTPException(413, f"the CSV's first line is over {MAX_HEADER_BYTES:,} bytes")
+    body.seek(0)
+    reader = csv.reader(io.TextIOWrapper(body, encoding="utf-8", newline=""))
     try:
-        for row in reader:
-            rows.append(row)
-            if len(rows) > settings.max_upload_rows:
-                raise HTTPException(
-                    413,
-                    f"more than {settings.max_upload_rows:,} rows; the limit is "
-                    f"{settings.max_upload_rows:,} per upload (`critic predict --file` scores "
-                    f"files of any size)",
-                )
+        fields = next(reader, [])
+        if len(fields) > settings.max_upload_columns:
+            raise HTTPException(
+                413, f"{len(fields):,} columns; the limit is {settings.max_upload_columns:,} per upload"
+            )
+        rows = upload_rows(reader, len(fields), settings)
     except (UnicodeDecodeError, csv.Error) as error:
         raise HTTPException(422, f"not a UTF-8 CSV file: {error}") from None
-    if not reader.fieldnames:
+    if not fields:
         raise HTTPException(422, "the CSV's first line must name its columns")
     if not rows:
         raise HTTPException(422, "the CSV has no rows")
     try:
-        key = pick_column(reader.fieldnames, text_column, TEXT_COLUMNS, "text", "upload")
+        key = pick_column(fields, text_column, TEXT_COLUMNS, "text", "upload")
     except DataError as error:
         raise HTTPException(422, str(error).replace("--text-column", "?text_column=")) from None
-    texts = [row.get(key) or "" for row in rows]
+    texts = [row[fields.index(key)] for row in rows]
+    check_texts(texts, key, settings)
+    return fields, rows, texts
+
+
+def upload_rows(reader, width: int, settings: ServeSettings) -> list[list[str]]:
+    """The rows, each cut or padded to the header's width, read one at a time up to the limit + 1: a body of many
+    short rows would otherwise become millions of rows first (a 19.8 MB body of one-letter rows took 2.0 GB before
+    its 413)."""
+    rows = []
+    for row in reader:
+        rows.append((row + [""] * width)[:width])
+        if len(rows) > settings.max_upload_rows:
+            raise HTTPException(
+                413,
+                f"more than {settings.max_upload_rows:,} rows; the limit is {settings.max_upload_rows:,} per upload "
+                f"(`critic predict --file` scores files of any size)",
+            )
+    return rows
+
+
+def check_texts(texts: list[str], key: str, settings: ServeSettings) -> None:
+    """Every text scorable and within its limit, and all of them within the upload's (an HTTP error otherwise)."""
+    from critic.data import text_problem
+
     for i, text in enumerate(texts):
         problem = text_problem(text)
         if problem is not None:
             raise HTTPException(422, f"row {i + 1}: {problem} (column {key!r})")
         if len(text) > settings.max_text_chars:
             raise HTTPException(422, f"row {i + 1}: {len(text):,} characters; the limit is {settings.max_text_chars:,}")
-    return list(reader.fieldnames), rows, texts
+    if (characters := sum(map(len, texts))) > settings.max_upload_chars:
+        raise HTTPException(
+            413,
+            f"{characters:,} characters in column {key!r}; the limit is {settings.max_upload_chars:,} per upload "
+            f"(send several uploads; `critic predict --file` scores files of any size)",
+        )

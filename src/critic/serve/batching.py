@@ -28,6 +28,7 @@ class MicroBatcher:
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], object] | None = None,
         max_queued: int | None = None,
+        max_exclusive: int | None = None,
     ):
         self.score = score
         self.max_batch = max_batch
@@ -35,6 +36,8 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.max_queued = max_queued
         self.queued = 0  # texts submitted and not yet taken for scoring
+        self.max_exclusive = max_exclusive
+        self.exclusive = 0  # run_exclusive jobs waiting or running
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="critic-model")
@@ -59,9 +62,22 @@ class MicroBatcher:
         await self.queue.put((texts, future))
         return await future
 
-    async def run_exclusive(self, function, *args):
-        """Run `function(*args)` in the model's thread, between batches."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+    async def run_exclusive(self, function, *args, timeout: float | None = None):
+        """Run `function(*args)` in the model's thread, between batches. At most `max_exclusive` such jobs wait or
+        run at once (one more: Busy, at once). A caller that gives up (`timeout`, or cancelled) before its job starts
+        takes the job out of the queue, so the model never runs it. (Unbounded and never withdrawn, 100 explanations
+        at a 2 s timeout kept the model thread from every prediction for 34 s after the last one was answered.)"""
+        if self.max_exclusive is not None and self.exclusive >= self.max_exclusive:
+            raise Busy(f"{self.exclusive} jobs are waiting for the model (at most {self.max_exclusive})")
+        loop = asyncio.get_running_loop()
+        job = self.executor.submit(function, *args)
+        self.exclusive += 1
+        job.add_done_callback(lambda _: _in_loop(loop, self._exclusive_done))
+        # wrap_future: when the wait is cancelled, so is the job, which a thread pool then never starts
+        return await asyncio.wait_for(asyncio.wrap_future(job), timeout)
+
+    def _exclusive_done(self) -> None:
+        self.exclusive -= 1
 
     async def _run(self) -> None:
         held = None  # what ended the last batch without fitting in it: it starts the next one
@@ -116,3 +132,12 @@ class MicroBatcher:
             if not future.done():  # a request that timed out no longer waits
                 future.set_result(probs[start : start + len(texts)])
             start += len(texts)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """`callback` run in `loop`'s thread, from any thread; nothing once the loop has closed."""
+    if not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # closed in between
+            pass

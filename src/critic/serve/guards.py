@@ -1,4 +1,21 @@
-"""The guards in front of the app, as pure ASGI middleware: what a request may hold before a route sees it."""
+"""The guards in front of the app, as pure ASGI middleware: what a request may hold before a route sees it.
+
+From the outside in, each before the next holds anything:
+    KeyCheck       the API key, from the headers alone: a request without it is answered 401 before its body is
+                   read or anything is counted for it
+    ClientCap      requests one client address may have open at once
+    BodyLimit      the body: only where a route takes one, up to its size, within its read timeout, inside a
+                   budget of bytes held across all requests (an upload goes to a temporary file instead)
+    InFlightLimit  requests being answered at once, counted once their body has arrived
+A stalled or keyless sender therefore never holds what a key holder needs (256 keyless connections that each sent
+one byte of a declared body locked every key holder out for 31 s when the count came first).
+"""
+
+import asyncio
+import hmac
+import tempfile
+from collections import Counter
+from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 
@@ -6,77 +23,236 @@ from critic.serve.settings import ServeSettings
 
 RETRY_AFTER = {"Retry-After": "1"}
 DRAIN_BYTES = 64 << 20  # read at most this much of a refused body before answering 413 (then the connection closes)
+PROBES = ("/healthz", "/readyz")
+PAGE = ("/", "/page.js", "/page.css")  # the page asks for the key itself, and sends it with each call
+UPLOAD_PATH = "/v1/score-csv"
+UPLOAD_FILE = "critic.upload"  # the scope key under which BodyLimit hands an upload's body to the route
+
+Refused = Callable[[str, int], None]  # (path, status) of a request a guard answered itself: for the metrics
+
+
+def takes_body(scope) -> bool:
+    return scope["method"] == "POST" and scope["path"].startswith("/v1/")
+
+
+async def refuse(scope, send, status: int, detail: str, refused: Refused, headers: dict | None = None) -> None:
+    """A guard's own answer; the connection closes after it, so a body left unread is never read."""
+    refused(scope["path"], status)
+    response = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close", **(headers or {})})
+    await response(scope, _nothing, send)
+
+
+async def _nothing():
+    return {"type": "http.disconnect"}
+
+
+class KeyCheck:
+    """With an API key set, every path but the probes and the page needs it in X-API-Key, checked from the headers
+    before anything else happens (the metrics, the schema and the docs are behind it too)."""
+
+    def __init__(self, app, api_key: str | None, refused: Refused):
+        self.app = app
+        self.expected = api_key.encode() if api_key else None
+        self.refused = refused
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.expected is None or scope["path"] in PROBES + PAGE:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-api-key", b"")
+        # Compared as bytes: a header arrives as Latin-1, and compare_digest refuses non-ASCII str
+        if not hmac.compare_digest(given, self.expected):
+            return await refuse(scope, send, 401, "missing or wrong X-API-Key header", self.refused)
+        await self.app(scope, receive, send)
+
+
+class ClientCap:
+    """At most `limit` requests open at once from one client address (the probes apart), from their headers on."""
+
+    def __init__(self, app, limit: int, refused: Refused):
+        self.app = app
+        self.limit = limit
+        self.refused = refused
+        self.open: Counter = Counter()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("unknown",))[0]
+        if self.open[address] >= self.limit:
+            detail = f"busy: {self.open[address]} requests from {address} in progress; try again"
+            return await refuse(scope, send, 503, detail, self.refused, RETRY_AFTER)
+        self.open[address] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open[address] -= 1
+            if not self.open[address]:
+                del self.open[address]
+
+
+class ByteBudget:
+    """Bytes of request bodies held in memory, all requests together."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class BodyLimit:
-    """Counts a request's body while it streams in and answers 413 at its limit + 1 byte, whether or not the body
-    declares its length, before the API key is checked or a route reads it; a body within the limit is handed on
-    as it came. (Reading the whole body first let one chunked request of any size fill the server's memory.)"""
+    """Reads a request's body before any route sees it, and answers for it:
+    - 405 at once for a body where no route takes one (only POST /v1/... does; a probe never reads one);
+    - 413 at its size limit + 1 byte, whether or not the body declares its length (reading the whole body first let
+      one chunked request of any size fill the server's memory);
+    - 408 when it has not arrived within its read timeout, apart from the scoring deadline that starts after it;
+    - 503 when holding it would pass the budget of bytes held across all requests (a declared length is reserved
+      whole at once).
+    An upload (/v1/score-csv) is written to a temporary file as it arrives, handed to its route in the scope, and
+    costs the budget nothing; any other body is handed on as it came."""
 
-    def __init__(self, app, settings: ServeSettings):
+    def __init__(self, app, settings: ServeSettings, budget: ByteBudget, refused: Refused):
         self.app = app
         self.settings = settings
+        self.budget = budget
+        self.refused = refused
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.settings.max_upload_bytes if scope["path"] == "/v1/score-csv" else self.settings.max_body_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if not takes_body(scope):
+            if (declared not in (None, b"0")) or b"transfer-encoding" in headers:
+                return await refuse(scope, send, 405, f"{scope['path']} takes no request body", self.refused)
+            return await self.app(scope, receive, send)
+        upload = scope["path"] == UPLOAD_PATH
+        limit = self.settings.max_upload_bytes if upload else self.settings.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _refuse(scope, receive, send, limit)
-        messages, size = [], 0
+            return await self._too_large(scope, receive, send, limit)
+        if upload:
+            return await self._spooled(scope, receive, send, limit)
+        await self._held(scope, receive, send, limit, int(declared) if declared is not None else None)
+
+    async def _held(self, scope, receive, send, limit: int, declared: int | None) -> None:
+        """A body kept in memory, its bytes taken from the budget: a declared length whole at once, a chunked body
+        as it arrives."""
+        held = declared or 0
+        if not self.budget.take(held):
+            return await self._over_budget(scope, send)
+        try:
+            messages = []
+            try:
+                async for message in self._messages(receive, limit, self.settings.body_timeout_s):
+                    size = len(message.get("body", b""))
+                    if declared is None:
+                        if not self.budget.take(size):
+                            return await self._over_budget(scope, send)
+                        held += size
+                    messages.append(message)
+            except BodyTooLarge:
+                return await self._too_large(scope, receive, send, limit)
+            except asyncio.TimeoutError:
+                return await self._late(scope, send, self.settings.body_timeout_s)
+
+            async def replay():
+                return messages.pop(0) if messages else await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            self.budget.give(held)
+
+    async def _spooled(self, scope, receive, send, limit: int) -> None:
+        with tempfile.TemporaryFile() as body:
+            try:
+                async for message in self._messages(receive, limit, self.settings.upload_body_timeout_s):
+                    body.write(message.get("body", b""))
+            except BodyTooLarge:
+                return await self._too_large(scope, receive, send, limit)
+            except asyncio.TimeoutError:
+                return await self._late(scope, send, self.settings.upload_body_timeout_s)
+            body.seek(0)
+            sent = False
+
+            async def empty():
+                nonlocal sent
+                if sent:
+                    return await receive()
+                sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            await self.app({**scope, UPLOAD_FILE: body}, empty, send)
+
+    @staticmethod
+    async def _messages(receive, limit: int, timeout: float):
+        """The body's messages as they arrive, the whole body within `timeout` seconds and `limit` bytes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        size = 0
         while True:
-            message = await receive()
-            messages.append(message)
+            remaining = deadline - asyncio.get_running_loop().time()
+            message = await asyncio.wait_for(receive(), max(remaining, 0))
             if message["type"] != "http.request":
-                break
+                return
             size += len(message.get("body", b""))
             if size > limit:
-                return await _refuse(scope, receive, send, limit)
+                raise BodyTooLarge
+            yield message
             if not message.get("more_body"):
-                break
+                return
 
-        async def replay():
-            return messages.pop(0) if messages else await receive()
+    async def _too_large(self, scope, receive, send, limit: int) -> None:
+        """413. Reads on (up to a bound and the read timeout, keeping nothing) before answering: a client still
+        sending when the server closes gets a connection reset instead of the 413 (Python's urllib and requests
+        do)."""
+        read, deadline = 0, asyncio.get_running_loop().time() + self.settings.body_timeout_s
+        try:
+            while read <= DRAIN_BYTES:
+                remaining = deadline - asyncio.get_running_loop().time()
+                message = await asyncio.wait_for(receive(), max(remaining, 0))
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+                read += len(message.get("body", b""))
+        except asyncio.TimeoutError:
+            pass
+        await refuse(scope, send, 413, f"request body over {limit:,} bytes", self.refused)
 
-        await self.app(scope, replay, send)
+    async def _late(self, scope, send, timeout: float) -> None:
+        await refuse(scope, send, 408, f"the request body did not arrive within {timeout:g} s", self.refused)
+
+    async def _over_budget(self, scope, send) -> None:
+        detail = f"busy: {self.budget.held:,} bytes of request bodies held (at most {self.budget.limit:,}); try again"
+        await refuse(scope, send, 503, detail, self.refused, RETRY_AFTER)
 
 
 class InFlightLimit:
-    """At most `limit` requests answered at once (the probes apart): one more gets 503 with Retry-After at once,
-    before its body is read, instead of queueing without end."""
+    """At most `limit` requests answered at once (the probes apart), counted once their body has arrived: one more
+    gets 503 with Retry-After at once, instead of queueing without end."""
 
-    PROBES = ("/healthz", "/readyz", "/metrics")
-
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, refused: Refused):
         self.app = app
         self.limit = limit
+        self.refused = refused
         self.active = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in self.PROBES:
+        if scope["type"] != "http" or scope["path"] in PROBES + ("/metrics",):
             return await self.app(scope, receive, send)
         if self.active >= self.limit:
-            busy = JSONResponse(
-                {"detail": f"busy: {self.active} requests in progress; try again"}, status_code=503, headers=RETRY_AFTER
-            )
-            return await busy(scope, receive, send)
+            detail = f"busy: {self.active} requests in progress; try again"
+            return await refuse(scope, send, 503, detail, self.refused, RETRY_AFTER)
         self.active += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.active -= 1
-
-
-async def _refuse(scope, receive, send, limit: int) -> None:
-    """413. Reads on (up to a bound, keeping nothing) before answering: a client still sending when the server
-    closes gets a connection reset instead of the 413 (Python's urllib and requests do)."""
-    read = 0
-    while read <= DRAIN_BYTES:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            break
-        read += len(message.get("body", b""))
-    await JSONResponse(
-        {"detail": f"request body over {limit:,} bytes"}, status_code=413, headers={"Connection": "close"}
-    )(scope, receive, send)

@@ -5,30 +5,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 
 from critic.serve.app import create_app
 from critic.serve.settings import ServeSettings
 
-_MODEL_ENV, _SETTINGS_ENV, _BACKEND_ENV, _PRECISION_ENV = (
+_MODEL_ENV, _SETTINGS_ENV, _BACKEND_ENV, _PRECISION_ENV, _KEY_FILE_ENV = (
     "CRITIC_SERVE_MODEL",
     "CRITIC_SERVE_SETTINGS",
     "CRITIC_SERVE_BACKEND",
     "CRITIC_SERVE_PRECISION",
+    "CRITIC_SERVE_KEY_FILE",
 )
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def app_from_environment():
-    """The app for each uvicorn worker process (`--workers N`), configured through the environment."""
+    """The app for each uvicorn worker process (`--workers N`), configured through the environment; the API key
+    comes from a file only the user can read, never from the environment itself."""
+    settings = ServeSettings(**json.loads(os.environ.get(_SETTINGS_ENV, "{}")))
+    if os.environ.get(_KEY_FILE_ENV):
+        with open(os.environ[_KEY_FILE_ENV], encoding="utf-8") as handle:
+            settings.api_key = handle.read()
+    return app_for(
+        os.environ[_MODEL_ENV], settings, os.environ.get(_BACKEND_ENV, "auto"), os.environ.get(_PRECISION_ENV, "auto")
+    )
+
+
+def app_for(model: str, settings: ServeSettings, backend: str, precision: str):
     from critic.inference.predict import Classifier
 
-    settings = ServeSettings(**json.loads(os.environ.get(_SETTINGS_ENV, "{}")))
-    classifier = Classifier.load(
-        os.environ[_MODEL_ENV],
-        backend=os.environ.get(_BACKEND_ENV, "auto"),
-        precision=os.environ.get(_PRECISION_ENV, "auto"),
-        serving=True,
-    )
-    return create_app(classifier, settings)
+    return create_app(Classifier.load(model, backend=backend, precision=precision, serving=True), settings)
 
 
 def serve(
@@ -44,16 +51,21 @@ def serve(
     import uvicorn
 
     settings = settings or ServeSettings()
-    os.environ[_MODEL_ENV] = str(model)
-    os.environ[_SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
-    os.environ[_BACKEND_ENV] = backend
-    os.environ[_PRECISION_ENV] = precision
-    uvicorn.run(
-        "critic.serve.server:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        timeout_graceful_shutdown=int(settings.timeout_s) + 5,
-    )
+    if host in LOOPBACK and settings.allowed_hosts == ["*"]:
+        settings = dataclasses.replace(settings, allowed_hosts=["127.0.0.1", "localhost"])
+    options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.timeout_s) + 5)
+    if workers == 1:  # the app built here: nothing travels through the environment
+        return uvicorn.run(app_for(str(model), settings, backend, precision), **options)
+    with tempfile.NamedTemporaryFile("w", prefix="critic-key-", encoding="utf-8") as key_file:  # mode 0600
+        key_file.write(settings.api_key or "")
+        key_file.flush()
+        os.environ.update(
+            {
+                _MODEL_ENV: str(model),
+                _SETTINGS_ENV: json.dumps(dataclasses.asdict(dataclasses.replace(settings, api_key=None))),
+                _BACKEND_ENV: backend,
+                _PRECISION_ENV: precision,
+                **({_KEY_FILE_ENV: key_file.name} if settings.api_key else {}),
+            }
+        )
+        uvicorn.run("critic.serve.server:app_from_environment", factory=True, workers=workers, **options)
