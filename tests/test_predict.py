@@ -264,8 +264,29 @@ def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(to
         assert np.abs(scored - reference).max() < (1e-4 if name == "onnx" else 0.05), name
         assert (scored.argmax(1) == reference.argmax(1)).mean() >= 0.9
 
-    # a backend that lost accuracy is never taken, nor one whose files went; another CPU's figures are not used
+    # an explicit precision is a request: auto takes only a backend that computes in it, and says which it took;
+    # an engine named with a precision it does not compute in is refused (before: fp32 asked, OpenVINO int8 ran)
     record = json.loads((folder / "critic.json").read_text())
+    record["backends"]["ranking"] = ["openvino-int8", "onnx-int8", "onnx", "torch"]
+    (folder / "critic.json").write_text(json.dumps(record))
+    exact = Classifier.load(folder, device="cpu", precision="fp32")
+    assert (exact.backend, exact.precision) == ("onnx", "fp32")
+    assert (
+        np.abs(
+            exact.predict_proba(texts) - Classifier.load(folder, backend="torch", precision="fp32").predict_proba(texts)
+        ).max()
+        < 1e-4
+    )
+    assert "scoring with onnx" in capsys.readouterr().err
+    assert Classifier.load(folder, device="cpu").precision == "int8"  # what it computes in, not what was asked
+    with pytest.raises(ValueError, match="backend openvino-int8 computes in int8, not fp32"):
+        Classifier.load(folder, backend="openvino-int8", precision="fp32")
+    # a record naming a backend this version does not know, or without a ranking, counts as not measured
+    record["backends"]["ranking"] = ["tensorrt", "onnx"]
+    assert backends.measured_choice(record, folder) == "onnx"
+    assert backends.measured_choice({"backends": {"cpu": backends.cpu_name()}}, folder) is None
+
+    # a backend that lost accuracy is never taken, nor one whose files went; another CPU's figures are not used
     record["backends"]["ranking"] = ["openvino-int8", "onnx", "torch"]
     assert backends.measured_choice(record, folder) == "openvino-int8"
     shutil.rmtree(folder / "openvino")
@@ -468,6 +489,31 @@ def test_parquet_output_takes_a_column_whose_type_changes(toy_model, tmp_path):
     table = pq.read_table(target)
     assert table.column("id").to_pylist() == ["0", "1", "2", "x-3", "4"]
     assert table.column("tags").to_pylist() == ['["a"]', '["a"]', '["a"]', '{"b": 1}', None]
+
+
+def test_scoring_never_follows_a_link_nor_touches_a_file_it_did_not_write(toy_model, tmp_path):
+    """Before: a TARGET.partial.parts link was followed and a Spark-style part file in its target joined into the
+    output and deleted; an input named TARGET.partial was deleted before it was read."""
+    classifier = Classifier.load(toy_model)
+    spark = tmp_path / "spark"
+    spark.mkdir()
+    pd.DataFrame({"text": ["someone else's"]}).to_parquet(spark / "part-00000-abc.parquet")
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"text": ["a great fun film", "awful mess"]}).to_csv(source, index=False)
+    (tmp_path / "out.parquet.partial.parts").symlink_to(spark)
+    with pytest.raises(ValueError, match="out.parquet.partial.parts is a link"):
+        predict_file(classifier, source, tmp_path / "out.parquet", progress=False)
+    assert (spark / "part-00000-abc.parquet").is_file()
+    named_like_partial = tmp_path / "out.csv.partial"
+    source.rename(named_like_partial)
+    with pytest.raises(ValueError, match="is the input file itself"):
+        predict_file(classifier, named_like_partial, tmp_path / "out.csv", progress=False)
+    named_like_partial.rename(source)  # untouched
+    own = tmp_path / "own.parquet.partial.parts"  # a real folder of that name: only critic's parts are touched
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    assert predict_file(classifier, source, tmp_path / "own.parquet", progress=False) == 2
+    assert (own / "notes.txt").read_text() == "mine" and len(pd.read_parquet(tmp_path / "own.parquet")) == 2
 
 
 def test_the_inputs_own_label_columns_are_kept(toy_model, tmp_path):

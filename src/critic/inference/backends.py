@@ -33,6 +33,21 @@ ENGINES = {
 BACKENDS = ("auto", "torch", *ENGINES)
 
 
+def computes_in(name: str, precision: str = "auto") -> str:
+    """The arithmetic engine backend `name` runs when asked for `precision`: int8 for the int8 exports, fp32 for
+    ONNX, and for OpenVINO bf16 where the chip has it unless fp32 is asked for (then its f32 hint)."""
+    if name.endswith("-int8"):
+        return "int8"
+    if name == "openvino" and precision != "fp32" and modeling.cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def honours(name: str, precision: str) -> bool:
+    """Whether engine backend `name` computes in `precision` when asked to ("auto" asks for nothing)."""
+    return precision == "auto" or computes_in(name, precision) == precision
+
+
 def engine_path(model_dir: str | Path, name: str) -> Path:
     engine = ENGINES[name]
     return Path(model_dir) / engine.folder / engine.file
@@ -49,11 +64,13 @@ def require(name: str) -> None:
         raise ImportError(f"backend {name} needs {engine.package}: pip install 'critic[{engine.extra}]'")
 
 
-def forward(name: str, model_dir: str | Path):
+def forward(name: str, model_dir: str | Path, precision: str = "auto"):
     """A function from a padded batch (torch tensors) to logits (numpy), running the engine's exported model."""
     require(name)
     path = engine_path(model_dir, name)
-    return onnx_forward(path) if ENGINES[name].package == "onnxruntime" else openvino_forward(path)
+    if ENGINES[name].package == "onnxruntime":
+        return onnx_forward(path)
+    return openvino_forward(path, f32=computes_in(name, precision) == "fp32")
 
 
 def onnx_forward(path: Path, threads: int | None = None):
@@ -73,12 +90,13 @@ def onnx_forward(path: Path, threads: int | None = None):
     return run
 
 
-def openvino_forward(path: Path):
-    """OpenVINO's CPU plugin at its defaults: bf16 where the chip has AVX512-BF16 or AMX, f32 elsewhere; int8
-    kernels (VNNI, AMX) for a quantized model; a latency-minded stream over all cores."""
+def openvino_forward(path: Path, f32: bool = False):
+    """OpenVINO's CPU plugin at its defaults: bf16 where the chip has AVX512-BF16 or AMX, f32 elsewhere (or with
+    `f32`); int8 kernels (VNNI, AMX) for a quantized model; a latency-minded stream over all cores."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_PRECISION_HINT": "f32"} if f32 else {})}
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
 
     def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -102,15 +120,22 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def measured_choice(meta: dict, model_dir: Path, say=None) -> str | None:
-    """The fastest backend `critic export` measured on this kind of CPU that kept the accuracy and can run here
-    (its engine installed, its files there and made from these weights), or None without a measurement for it."""
+def measured_choice(meta: dict, model_dir: Path, say=None, precision: str = "auto") -> str | None:
+    """The fastest backend `critic export` measured on this kind of CPU that kept the accuracy, computes in
+    `precision` when one is asked for, and can run here (its engine installed, its files there and made from these
+    weights), or None without a measurement for it. A record it cannot read counts as no measurement."""
     record = meta.get("backends")
-    if not record or record.get("cpu") != cpu_name():
+    if not isinstance(record, dict) or record.get("cpu") != cpu_name() or not isinstance(record.get("ranking"), list):
         return None
     for name in record["ranking"]:
+        if name != "torch" and name not in ENGINES:
+            continue  # a name this version does not know (a record from another one, or edited)
+        if name in ENGINES and not honours(name, precision):
+            continue
         problem = unusable(name, model_dir) if name in ENGINES else None
         if problem is None:
+            if say is not None:
+                say(f"scoring with {name}, the fastest `critic export` measured on this CPU")
             return name
         if say is not None:
             say(f"not using {name}, measured fastest: {problem}")

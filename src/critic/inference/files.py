@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,18 +106,33 @@ class Writer:
         if self.handle is not None:
             self.handle.close()
         if self.suffix == ".parquet":
-            parts = sorted(self.parts.glob("part-*.parquet"))
+            parts = written_parts(self.parts)
             if parts:
                 join_parquet(parts, self.path)
-            for p in parts:
-                p.unlink()
-            self.parts.rmdir()
+            clear_parts(self.parts)
         if self.path.exists():
             os.replace(self.path, target)
 
 
+PART_NAME = re.compile(r"part-\d{6}\.parquet")  # only what Writer.write names: nothing else there is joined or deleted
+
+
 def parts_folder(path: Path) -> Path:
     return path.with_name(path.name + ".parts")
+
+
+def written_parts(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("part-*.parquet") if PART_NAME.fullmatch(p.name)) if folder.is_dir() else []
+
+
+def clear_parts(folder: Path) -> None:
+    """The parts Writer wrote, and their folder once it is empty; anything else in it stays."""
+    for part in written_parts(folder):
+        part.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not there, or it holds files critic did not write
 
 
 def arrow_table(rows: list[dict]):
@@ -259,10 +274,15 @@ def predict_file(
 
 
 def _check_target(source: Path, target: Path) -> None:
-    if target.is_symlink():
-        raise ValueError(f"{target} is a link; name a plain file as the output")
-    if target.exists() and source.exists() and os.path.samefile(source, target):
-        raise ValueError(f"{target} is the input file itself; name another output (scoring writes a new file)")
+    """The output and the names critic writes beside it (TARGET.partial, its .parts folder, TARGET.progress.json)
+    are no links, and none of them is the input: critic deletes and renames them."""
+    partial = target.with_name(target.name + ".partial")
+    written = [target, partial, parts_folder(partial), target.with_name(target.name + ".progress.json")]
+    for path in written:
+        if path.is_symlink():
+            raise ValueError(f"{path} is a link; critic writes there: remove it, or name another output")
+        if path.exists() and source.exists() and os.path.samefile(source, path):
+            raise ValueError(f"{path} is the input file itself; name another output (scoring writes a new file)")
 
 
 def _run_record(classifier: Classifier, source: Path, text_column: str | None, min_accuracy: float | None) -> dict:
@@ -299,7 +319,7 @@ def _resume_point(
     if target.exists() and not overwrite:
         raise ValueError(f"{target} already exists and is complete; pass --overwrite to score again")
     partial.unlink(missing_ok=True)
-    shutil.rmtree(parts_folder(partial), ignore_errors=True)
+    clear_parts(parts_folder(partial))
     sidecar.unlink(missing_ok=True)
     return 0, None, None
 

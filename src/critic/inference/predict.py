@@ -95,7 +95,7 @@ class Classifier:
                 torch.compile(scorer, dynamic=True) if compile else scorer, device, autocast
             )
         else:
-            self.forward = backends.forward(backend, model_dir)
+            self.forward = backends.forward(backend, model_dir, precision)
 
     @classmethod
     def load(
@@ -123,7 +123,7 @@ class Classifier:
             path = sources.resolve_model(str(path))
         path = Path(path)
         device_ = modeling.resolve_device(device)
-        backend = _pick_backend(backend, path, device_, serving)
+        backend = _pick_backend(backend, path, device_, serving, precision)
         model, tokenizer, meta = modeling.load(path, device_)
         overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
         chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
@@ -132,7 +132,9 @@ class Classifier:
             tokenizer,
             meta,
             device_,
-            modeling.resolve_precision(precision, device_),
+            modeling.resolve_precision(precision, device_)
+            if backend == "torch"
+            else backends.computes_in(backend, precision),
             backend,
             chosen,
             path,
@@ -255,10 +257,18 @@ class Classifier:
 THRESHOLDS_KEPT = 128
 
 
-def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool = False) -> str:
+def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool, precision: str) -> str:
+    """The backend to score with. An explicit precision is a request: auto chooses only among the backends that
+    compute in it, and an engine named with one it does not compute in is refused (after `critic export`, asking
+    for fp32 ran OpenVINO int8 and said fp32)."""
     if backend == "auto":
-        return _auto_backend(path, device, serving)
+        return _auto_backend(path, device, serving, precision)
     if backend in backends.ENGINES:
+        if not backends.honours(backend, precision):
+            raise ValueError(
+                f"backend {backend} computes in {backends.computes_in(backend, precision)}, not {precision}; "
+                f"drop --precision, or choose --backend torch"
+            )
         backends.require(backend)
         file = backends.engine_path(path, backend)
         if not file.is_file():
@@ -268,7 +278,7 @@ def _pick_backend(backend: str, path: Path, device: torch.device, serving: bool 
     return backend
 
 
-def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
+def _auto_backend(path: Path, device: torch.device, serving: bool, precision: str = "auto") -> str:
     """On a GPU, PyTorch. On a CPU, the fastest backend `critic export` measured on this kind of CPU; without a
     measurement, PyTorch where the chip has bf16 (measured faster than ONNX int8 on batches, and as accurate), and
     otherwise, or when serving (one review: ONNX 14 ms against PyTorch's 22 ms in the server's model thread), the
@@ -276,12 +286,19 @@ def _auto_backend(path: Path, device: torch.device, serving: bool) -> str:
     if device.type != "cpu":
         return "torch"
     if (meta := path / modeling.META_FILE).is_file():
-        chosen = backends.measured_choice(json.loads(meta.read_text()), path, say=messages.to_stderr)
+        chosen = backends.measured_choice(json.loads(meta.read_text()), path, messages.to_stderr, precision)
         if chosen is not None:
             return chosen
     if modeling.cpu_has_bf16() and not serving:
         return "torch"
-    exported = next((name for name in ("onnx-int8", "onnx") if backends.engine_path(path, name).is_file()), None)
+    exported = next(
+        (
+            name
+            for name in ("onnx-int8", "onnx")
+            if backends.engine_path(path, name).is_file() and backends.honours(name, precision)
+        ),
+        None,
+    )
     if exported is None or not backends.installed(exported):
         return "torch"
     if stale := backends.unusable(exported, path):
