@@ -221,3 +221,14 @@ def test_a_files_own_split_column_is_kept_and_a_bad_value_named(tmp_path):
     write(path, "text,label,split\ngood,1,train\nbad,0,dev\n")
     with pytest.raises(DataError, match=f"{path}, line 3: split 'dev' is not one of train, validation, test"):
         data.load(path)
+
+
+def test_an_aclimdb_link_out_of_the_folder_is_not_read(tmp_path):
+    """Before: a link under aclImdb/ to a file elsewhere was read as a review."""
+    folder = _aclimdb(tmp_path / "set")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a review: a secret")
+    (folder / "train" / "pos" / "9_9.txt").symlink_to(secret)
+    (folder / "train" / "pos" / "8_9.txt").symlink_to(folder / "test" / "pos" / "0_7.txt")  # inside: read
+    texts = data.read_table(folder)[0]["text"].tolist()
+    assert "not a review: a secret" not in texts and texts.count("superb") == 2

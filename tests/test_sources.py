@@ -339,3 +339,14 @@ def test_a_copied_folder_is_hashed_again_whatever_its_stamp_says(tmp_path):
     os.utime(copy / "toy.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same time
     with pytest.raises(sources.ChecksumError, match="does not match the pinned"):
         sources.verify(toy, copy)
+
+
+def test_the_verified_stamp_is_never_written_through_a_link(tmp_path):
+    """Before: a dangling link at the stamp's name made the check create a file outside the folder."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "toy.csv").write_bytes(CONTENT)
+    outside = tmp_path / "outside.json"
+    (folder / ".critic-verified.json").symlink_to(outside)
+    sources.verify(artifact(), folder)
+    assert not outside.exists() and not (folder / ".critic-verified.json").is_symlink()

@@ -420,9 +420,11 @@ def read_aclimdb(path: Path) -> tuple[pd.DataFrame, Report]:
     rows: list[tuple[str, int, str]] = []
     pattern = re.compile(r"(?:^|/)(train|test)/(pos|neg)/[^/]+\.txt$")
     if path.is_dir():
+        root = path.resolve()
         for file in sorted(path.rglob("*.txt")):
             match = pattern.search(file.relative_to(path).as_posix())
-            if match:
+            # a link is read only where it stays inside the folder: one to a file elsewhere was read as a review
+            if match and file.resolve().is_relative_to(root):
                 rows.append((file.read_text(encoding="utf-8"), int(match[2] == "pos"), match[1]))
     else:
         with tarfile.open(path, "r:*") as archive:

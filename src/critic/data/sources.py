@@ -302,7 +302,7 @@ def verify(artifact: Artifact, folder: Path) -> dict[str, str]:
         wanted = " or ".join(", ".join(v) for v in artifact.variants)
         raise ChecksumError(f"{folder} does not hold {wanted}")
     stamp_path = folder / ".critic-verified.json"
-    stamps = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    stamps = json.loads(stamp_path.read_text()) if stamp_path.is_file() and not stamp_path.is_symlink() else {}
     changed = False
     for name, expected in pins.items():
         stat = (folder / name).stat()
@@ -315,7 +315,12 @@ def verify(artifact: Artifact, folder: Path) -> dict[str, str]:
         stamps[name] = {"stat": key, "sha256": actual}
         changed = True
     if changed and os.access(folder, os.W_OK):
-        stamp_path.write_text(json.dumps(stamps))
+        # written beside and renamed over: a link at the stamp's name is replaced, never written through
+        written = folder / f".critic-verified.{os.getpid()}.tmp"
+        written.unlink(missing_ok=True)
+        with open(written, "x", encoding="utf-8") as handle:
+            handle.write(json.dumps(stamps))
+        os.replace(written, stamp_path)
     return dict(pins)
 
 
