@@ -572,3 +572,30 @@ def test_many_texts_are_encoded_by_worker_processes_as_one_process_would(toy_mod
     assert (encoding.resolve_workers("auto", "cuda"), encoding.resolve_workers("auto", "cpu")) == (14, 0)
     with pytest.raises(ValueError, match="a number of processes"):
         encoding.resolve_workers("many", "cuda")
+
+
+def test_export_never_writes_through_a_link(own_toy_model, tmp_path):
+    """Before: `critic export` wrote its files through an onnx/ (or openvino/) link, wherever it pointed."""
+    from critic.inference.export import export
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (own_toy_model / "onnx").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="onnx is a link; remove it"):
+        export(own_toy_model, ["onnx"])
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_loading_a_model_never_writes_to_its_folder(own_toy_model):
+    """Before: loading finished a staged save found in .saving/, so a folder someone handed over could swap in
+    weights other than the ones a user had checked."""
+    from critic import modeling
+
+    staged = own_toy_model / modeling.SAVING
+    staged.mkdir()
+    (staged / "model.safetensors").write_bytes(b"other weights")
+    (staged / modeling.COMPLETE).write_text("")
+    weights = (own_toy_model / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="cut short while moving in; `critic export"):
+        Classifier.load(own_toy_model)
+    assert (own_toy_model / "model.safetensors").read_bytes() == weights and (staged / "model.safetensors").is_file()

@@ -872,3 +872,25 @@ def test_a_compiled_run_pads_to_few_widths():
     assert {width for _, width in shapes(compiled)} <= {64, 128, 192, 256}
     print(f"batch shapes in an epoch: {len(shapes(eager))} eager, {len(shapes(compiled))} compiled")
     assert len(shapes(compiled)) * 3 < len(shapes(eager))
+
+
+def test_a_log_line_cut_short_and_a_failed_checkpoint_write_leave_a_run_that_resumes(tmp_path, monkeypatch):
+    """Before: a crash in the middle of a train_log.jsonl write broke every resume (JSONDecodeError), and a failed
+    checkpoint write left state.partial behind."""
+    import json
+
+    from critic.training import loop
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(json.dumps({"step": 1}) + "\n" + json.dumps({"step": 3}) + "\n" + '{"step": 4, "lo')
+    loop.truncate_log(log, 2)
+    assert log.read_text() == json.dumps({"step": 1}) + "\n"
+
+    def full_disk(obj, path):
+        open(path, "wb").write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        loop.atomic_save({"step": 5}, tmp_path / "checkpoint" / "state.pt")
+    assert list((tmp_path / "checkpoint").iterdir()) == []

@@ -64,7 +64,12 @@ def export(
     names = list(names) if names is not None else [n for n in backends.ENGINES if backends.installed(n)]
     for name in names:
         backends.require(name)
-    model, tokenizer, meta = modeling.load(model_dir, "cpu")
+    for path in {
+        p for n in names for p in (model_dir / backends.ENGINES[n].folder, backends.engine_path(model_dir, n))
+    }:
+        if path.is_symlink():  # critic writes there: through a link, it would write elsewhere
+            raise ValueError(f"{path} is a link; remove it (critic export writes its files there)")
+    model, tokenizer, meta = modeling.load(model_dir, "cpu", writer=True)
     encoder = Encoder(tokenizer)
     check_reviews = max(check_reviews, measure_reviews)
     sizes = {"validation": check_reviews, **({"train": CALIBRATION_REVIEWS} if "openvino-int8" in names else {})}

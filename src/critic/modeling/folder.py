@@ -54,13 +54,23 @@ def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES, 
     return model, tokenizer
 
 
-def load(folder: str | Path, device: str | torch.device = "cpu"):
+def load(folder: str | Path, device: str | torch.device = "cpu", writer: bool = False):
     """(model, tokenizer, meta) from a folder written by `save`, or from any Hugging Face sequence classifier's
-    folder (its labels from its config, no cleaning, its tokenizer's own limit: what transformers.pipeline does)."""
+    folder (its labels from its config, no cleaning, its tokenizer's own limit: what transformers.pipeline does).
+
+    Loading never changes the folder: a save that was cut short while moving its files in is finished only by a
+    `writer` (train, export); anyone else is told. (Finishing it on every load let a folder someone handed over swap
+    in other weights than the ones a user had checked.)"""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
-    finish_saving(folder)  # a save that was cut short while moving its files in
+    if writer:
+        finish_saving(folder)
+    elif (folder / SAVING / COMPLETE).is_file():
+        raise ValueError(
+            f"{folder / SAVING} holds a save that was cut short while moving in; `critic export {folder}` finishes "
+            f"it (loading a model never writes to its folder)"
+        )
     critic_made = (folder / META_FILE).is_file()
     if not critic_made and not (folder / "config.json").is_file():
         raise FileNotFoundError(

@@ -62,9 +62,14 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def atomic_save(obj, path: Path) -> None:
+    """`obj` at `path` whole or not at all: written beside it and renamed over; a failed write leaves nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    torch.save(obj, partial)
+    try:
+        torch.save(obj, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
 
 
@@ -674,11 +679,21 @@ def append_log(path: Path, entry: dict) -> None:
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """On resume, forget log lines written after the checkpoint."""
+    """On resume, forget log lines written after the checkpoint, and a line cut short by a crash in its write."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [
+        line for line in path.read_text().splitlines() if (entry := log_entry(line)) and entry.get("step", 0) <= step
+    ]
+    modeling.write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def log_entry(line: str) -> dict | None:
+    """A log line's entry; None for an empty line or one cut short."""
+    try:
+        return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------------------ the loop

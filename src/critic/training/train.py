@@ -559,7 +559,7 @@ def validation_logits(
     3 cores."""
     from tqdm.auto import tqdm
 
-    model, tokenizer, meta = modeling.load(output, machine.device)
+    model, tokenizer, meta = modeling.load(output, machine.device, writer=True)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
     classes = model.config.num_labels
     width = classes
