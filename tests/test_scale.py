@@ -2,6 +2,7 @@
 probabilities as critic predict, every row accounted for, finished files not scored again."""
 
 import json
+import shutil
 import threading
 import time
 
@@ -289,3 +290,33 @@ def test_ray_keeps_the_inputs_columns_neutralises_csv_formulas_and_touches_only_
     linked.symlink_to(out)
     with pytest.raises(ValueError, match="a link; name a plain folder"):
         predict_ray(toy_model, [str(source)], linked, workers=1, backend="torch", log=lambda line: None)
+
+
+def test_a_rerun_scores_again_a_changed_file_or_another_model_and_never_reads_its_own_output(
+    cluster, toy_model, tmp_path
+):
+    """Before: a finished file was known by its path alone, so a changed input or another model was skipped on a
+    rerun; and an output folder inside the input folder was read as input the next time."""
+    from critic.inference.scale import predict_ray
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pd.DataFrame({"text": ["a great fun film", "awful boring mess"]}).to_csv(inputs / "a.csv", index=False)
+    out = inputs / "out"  # inside the input folder
+
+    def run(model=toy_model, lines=None):
+        say = lines.append if lines is not None else lambda line: None
+        return predict_ray(model, [str(inputs)], out, workers=1, backend="torch", log=say)
+
+    assert run()["rows"] == 2
+    assert run()["skipped_files"] == 1  # its own output was not taken for input
+    pd.DataFrame({"text": ["dull", "superb", "the best film"]}).to_csv(inputs / "a.csv", index=False)
+    lines = []
+    again = run(lines=lines)
+    assert again["rows"] == 3 and again["skipped_files"] == 0
+    assert any("left out of the input" in line for line in lines)
+    assert any("scored again; the earlier output is in" in line for line in lines)
+    assert len(read_all(out / "scored")) == 3 and len(read_all(out / "_superseded" / "scored")) == 2
+    other = tmp_path / "other-model"
+    shutil.copytree(toy_model, other, ignore=shutil.ignore_patterns("checkpoint"))
+    assert run(model=other)["rows"] == 3  # another model: scored again

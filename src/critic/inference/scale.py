@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from critic import data, messages
+from critic import data, messages, modeling
 from critic.inference.predict import score_columns
 from critic.safe_csv import spreadsheet_safe
 
@@ -30,7 +30,8 @@ REJECTED_COLUMN = "rejected_reason"
 OUTPUT_FORMATS = ("parquet", "csv")
 GROUP_FILES = 64
 GROUP_BYTES = 1 << 30
-RUN_FOLDERS = ("scored", "rejected", "_done")
+SUPERSEDED = "_superseded"  # a group's output moved out of the way when scored again (another model, a changed file)
+RUN_FOLDERS = ("scored", "rejected", "_done", SUPERSEDED)
 
 
 def input_files(inputs: list[str]) -> list[str]:
@@ -169,8 +170,9 @@ def predict_ray(
     say = log or messages.to_stderr
     output = Path(output)
     _refuse_links(output)
-    files = input_files(inputs)
-    finished = _finished_files(output)
+    files = _outside(input_files(inputs), output, say)
+    run = _run_record(model, text_column, backend, output_format)
+    finished = _finished_files(output, files, run, say)
     groups = list(_groups([path for path in files if path not in finished]))
     _clear_unfinished(output, [_group_name(group) for group in groups])
     if not ray.is_initialized():
@@ -196,6 +198,7 @@ def predict_ray(
     for group in groups:
         name = _group_name(group)
         counts = _score_group(group, output, name, actors, batch_size, output_format)
+        _record_done(output, name, group, run, counts)
         where = group[0] if len(group) == 1 else f"{len(group)} {Path(group[0]).suffix} files from {group[0]}"
         if counts["rejected"]:
             say(f"{where}: {counts['rejected']:,} row(s) rejected (reasons in {output / 'rejected' / name})")
@@ -267,12 +270,17 @@ def _score_group(
     write(accepted, output / "scored" / name, output_format)
     if counts["rejected"]:
         write(rejected, output / "rejected" / name, output_format)
+    return counts
+
+
+def _record_done(output: Path, name: str, group: list[str], run: dict, counts: dict) -> None:
+    """The group recorded as done, with what makes the record valid for a rerun: the run's model and options, and
+    each file's size and time (a URI's are not looked up)."""
     done = output / "_done" / f"{name}.json"
     done.parent.mkdir(parents=True, exist_ok=True)
     partial = done.with_suffix(".partial")
-    partial.write_text(json.dumps({"files": group, **counts}))
+    partial.write_text(json.dumps({"files": group, "stats": {p: _file_stat(p) for p in group}, "run": run, **counts}))
     partial.replace(done)  # a record is whole or absent
-    return counts
 
 
 def _groups(files: list[str]) -> Iterator[list[str]]:
@@ -304,10 +312,70 @@ def _group_name(group: list[str]) -> str:
     return f"{stem}{more}-{digest}"
 
 
-def _finished_files(output: Path) -> set[str]:
-    return {
-        path for record in sorted((output / "_done").glob("*.json")) for path in json.loads(record.read_text())["files"]
-    }
+def _file_stat(path: str) -> list[int] | None:
+    if "://" in path:
+        return None
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _run_record(model: str | Path, text_column: str | None, backend: str, output_format: str) -> dict:
+    """What must be the same for a file scored by an earlier run to count as finished: the model (its folder and
+    its weights' size and time), the backend, the text column and the output format."""
+    weights = None
+    if Path(model).is_dir():
+        stat = modeling.weights_file(Path(model)).stat()
+        weights = [stat.st_size, stat.st_mtime_ns]
+    where = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
+    return {"model": where, "weights": weights, "backend": backend, "text_column": text_column, "format": output_format}
+
+
+def _finished_files(output: Path, files: list[str], run: dict, say: Callable[[str], None]) -> set[str]:
+    """The files an earlier run scored with this run's model and options, unchanged since. A record of some of
+    `files` that no longer holds (one changed, another model or options) is moved with its output to
+    OUTPUT/_superseded/, out of the way of the new one; records of other files stay as they are."""
+    finished, superseded, wanted = set(), [], set(files)
+    for record_path in sorted((output / "_done").glob("*.json")):
+        record = json.loads(record_path.read_text())
+        if not wanted.intersection(record["files"]):
+            continue
+        unchanged = all(
+            "://" in path or not Path(path).is_file() or record.get("stats", {}).get(path) == _file_stat(path)
+            for path in record["files"]
+        )
+        if record.get("run") == run and unchanged:
+            finished.update(record["files"])
+        else:
+            superseded.append(_supersede(output, record_path))
+    if superseded:
+        say(
+            f"{len(superseded)} group(s) of files scored in an earlier run with another model or options, or "
+            f"changed since: scored again; the earlier output is in {output / SUPERSEDED}"
+        )
+    return finished
+
+
+def _supersede(output: Path, record_path: Path) -> str:
+    """A group's record and output moved to OUTPUT/_superseded/ under a name of their own."""
+    name = f"{record_path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    for part in ("scored", "rejected"):
+        folder = output / part / record_path.stem
+        if folder.is_dir() and not folder.is_symlink():
+            (output / SUPERSEDED / part).mkdir(parents=True, exist_ok=True)
+            folder.rename(output / SUPERSEDED / part / name)
+    (output / SUPERSEDED / "_done").mkdir(parents=True, exist_ok=True)
+    record_path.rename(output / SUPERSEDED / "_done" / f"{name}.json")
+    return name
+
+
+def _outside(files: list[str], output: Path, say: Callable[[str], None]) -> list[str]:
+    """The inputs, less any file under the output folder (an output inside an input folder was read as input on
+    the next run)."""
+    inside = output.resolve()
+    kept = [path for path in files if "://" in path or not Path(path).resolve().is_relative_to(inside)]
+    if len(kept) < len(files):
+        say(f"{len(files) - len(kept)} file(s) under the output folder {output} left out of the input")
+    return kept
 
 
 def _clear_unfinished(output: Path, names: list[str]) -> None:
