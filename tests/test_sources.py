@@ -350,3 +350,36 @@ def test_the_verified_stamp_is_never_written_through_a_link(tmp_path):
     (folder / ".critic-verified.json").symlink_to(outside)
     sources.verify(artifact(), folder)
     assert not outside.exists() and not (folder / ".critic-verified.json").is_symlink()
+
+
+def test_a_hub_model_is_fetched_at_one_commit_which_is_recorded(tmp_path, monkeypatch):
+    """Before: a hub id took whatever revision was current, and nothing said which. Now ORG/NAME@REVISION is taken,
+    every file comes from the commit the revision names at fetch time, and the commit is recorded and said. (The
+    hub's client stands in for the hub, which these machines cannot reach; the rest is critic's real path.)"""
+    import huggingface_hub
+
+    asked = {}
+
+    class Info:
+        sha = "0123456789abcdef0123456789abcdef01234567"
+
+    def model_info(self, repo_id, revision=None, timeout=None):
+        asked["info"] = (repo_id, revision)
+        return Info()
+
+    def snapshot_download(repo_id, revision=None, local_dir=None, **options):
+        asked["download"] = (repo_id, revision)
+        (Path(local_dir) / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.delenv("CRITIC_OFFLINE")
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    folder = sources.resolve_model("some-org/some-model@v1.2", log=lines.append)
+    assert asked == {"info": ("some-org/some-model", "v1.2"), "download": ("some-org/some-model", Info.sha)}
+    assert (folder / "model.safetensors").is_file()
+    assert sources.hub_commit("some-org/some-model@v1.2") == Info.sha
+    assert sources.hub_commit("some-org/some-model") is None  # another cache entry: not fetched
+    assert "some-org/some-model@v1.2: no such folder here; read as a Hugging Face hub id" in lines
+    assert f"some-org/some-model: hub commit {Info.sha}" in lines

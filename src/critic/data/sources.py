@@ -104,16 +104,22 @@ def url_file(url: str, filename: str, sha256: str | None = None) -> Source:
     return Source(f"download {url}", fill, online=True)
 
 
+HUB_REVISION_FILE = ".critic-hub-revision.json"  # in a hub model's cache folder: the commit it was fetched at
+
+
 def hf_hub(repo_id: str, revision: str | None = None) -> Source:
-    """A model (weights, config, tokenizer) from the Hugging Face hub."""
+    """A model (weights, config, tokenizer) from the Hugging Face hub, at `revision` (a branch, tag or commit;
+    default its main branch), resolved to a commit first so that every file comes from that one commit, which is
+    recorded beside them."""
 
     def fill(folder: Path) -> None:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
+        commit = HfApi().model_info(repo_id, revision=revision, timeout=NETWORK_TIMEOUT_S).sha
         patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
         snapshot_download(
             repo_id,
-            revision=revision,
+            revision=commit,
             local_dir=folder,
             allow_patterns=patterns,
             ignore_patterns=["*/*", "onnx/*", "openvino/*"],
@@ -121,8 +127,10 @@ def hf_hub(repo_id: str, revision: str | None = None) -> Source:
         )
         if not any(folder.glob("*.safetensors")):
             raise ArtifactError(f"{repo_id} has no safetensors weights")
+        (folder / HUB_REVISION_FILE).write_text(json.dumps({"repo_id": repo_id, "asked": revision, "commit": commit}))
 
-    return Source(f"Hugging Face hub {repo_id}", fill, online=True)
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    return Source(f"Hugging Face hub {where}", fill, online=True)
 
 
 @dataclass(frozen=True)
@@ -548,12 +556,27 @@ DATASETS = {"imdb": IMDB, "drugs": DRUGS}
 MODELS = {"minilm": MINILM, "mpnet": MPNET}
 
 
-def hub_model(repo_id: str) -> Artifact:
-    """Any other model by its hub id: no sha256 is known, so none is checked or recorded; the hub's own checks
-    (its etags and file hashes) are all there is."""
-    return Artifact(
-        name=repo_id.replace("/", "--"), kind="model", variants=({},), sources=(hf_hub(repo_id),), about=repo_id
-    )
+def hub_model(repo_id: str, revision: str | None = None) -> Artifact:
+    """Any other model by its hub id, at `revision` if given: no sha256 is known, so none is checked; the hub's own
+    checks (its etags and file hashes) are all there is, and the commit it came from is recorded (`hub_commit`)."""
+    name = repo_id.replace("/", "--") + (f"@{revision.replace('/', '--')}" if revision else "")
+    return Artifact(name=name, kind="model", variants=({},), sources=(hf_hub(repo_id, revision),), about=repo_id)
+
+
+def hub_commit(name: str) -> str | None:
+    """The hub commit that the model `name` (ORG/NAME[@REVISION], as --model takes it) was fetched at, from its cache
+    folder; None for anything else (a folder here, a pinned model, one not fetched)."""
+    repo_id, revision = split_revision(name.removeprefix(HUB_PREFIX))
+    if Path(name).expanduser().is_dir() or name in MODELS or not HUB_ID.fullmatch(repo_id):
+        return None
+    record = cache_folder(hub_model(repo_id, revision)) / HUB_REVISION_FILE
+    return json.loads(record.read_text()).get("commit") if record.is_file() else None
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """(hub id, revision) of ORG/NAME@REVISION; (name, None) without one."""
+    repo_id, _, revision = name.partition("@")
+    return repo_id, revision or None
 
 
 HUB_PREFIX = "hf:"  # hf:ORG/NAME: a hub id, whatever folders exist here
@@ -592,12 +615,18 @@ def resolve_model(name_or_path: str, log: Callable[[str], None] | None = None) -
             f"model folder {name_or_path} {problem} (looked for {path.absolute()}); a model on "
             f"the Hugging Face hub is named {HUB_PREFIX}ORG/NAME"
         )
+    log(f"{name_or_path}: no such folder here; read as a Hugging Face hub id")
     return _from_hub(name_or_path, log)
 
 
-def _from_hub(repo_id: str, log: Callable[[str], None]) -> Path:
+def _from_hub(name: str, log: Callable[[str], None]) -> Path:
+    """A hub model's folder, ORG/NAME[@REVISION] (a branch, tag or commit), with a line naming the commit."""
+    repo_id, revision = split_revision(name)
     if not HUB_ID.fullmatch(repo_id):
         raise ArtifactError(
-            f"model '{repo_id}': not a folder, a known name ({', '.join(MODELS)}) or a hub id (ORG/NAME)"
+            f"model '{name}': not a folder, a known name ({', '.join(MODELS)}) or a hub id (ORG/NAME[@REVISION])"
         )
-    return fetch(hub_model(repo_id), log=log).path
+    folder = fetch(hub_model(repo_id, revision), log=log).path
+    if commit := hub_commit(name):
+        log(f"{repo_id}: hub commit {commit}" + ("" if revision else f" (pin it with --model {repo_id}@{commit})"))
+    return folder

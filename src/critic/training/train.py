@@ -263,6 +263,7 @@ def run_meta(
     return {
         "name": Path(config.output).name,
         "base_model": config.model,
+        **({"base_model_commit": commit} if (commit := sources.hub_commit(config.model)) else {}),
         "data": config.data,
         **({"data_path": str(Path(config.data).resolve())} if Path(config.data).exists() else {}),
         "labels": list(inputs.dataset.labels),
