@@ -599,3 +599,34 @@ def test_loading_a_model_never_writes_to_its_folder(own_toy_model):
     with pytest.raises(ValueError, match="cut short while moving in; `critic export"):
         Classifier.load(own_toy_model)
     assert (own_toy_model / "model.safetensors").read_bytes() == weights and (staged / "model.safetensors").is_file()
+
+
+def test_an_onnx_model_whose_external_data_leaves_its_folder_is_refused_by_both_engines(tmp_path):
+    """The second security review left this unchecked: an ONNX file handed over in a model folder can name external
+    weights anywhere (`../secret.bin`). ONNX Runtime and OpenVINO, as critic runs them, both refuse it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from critic.inference import backends
+
+    np.ones(4, dtype=np.float32).tofile(tmp_path / "secret.bin")
+    weight = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input_ids", "w"], ["logits"])],
+        "hostile",
+        [helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 2])],
+        [weight],
+    )
+    (tmp_path / "model").mkdir()
+    path = tmp_path / "model" / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(Exception, match="External data path escapes model directory"):
+        backends.onnx_forward(path)
+    with pytest.raises(Exception, match="outside the base directory"):
+        backends.openvino_forward(path)
