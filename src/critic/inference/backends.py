@@ -7,30 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from critic import modeling
-
-
-@dataclass(frozen=True)
-class Engine:
-    folder: str  # under the model folder
-    file: str
-    package: str  # what runs it
-    extra: str  # the optional extra that installs it: critic[extra]
-
-
-ENGINES = {
-    "onnx": Engine("onnx", "model.onnx", "onnxruntime", "onnx"),
-    "onnx-int8": Engine("onnx", "model.int8.onnx", "onnxruntime", "onnx"),
-    "openvino": Engine("openvino", "model.xml", "openvino", "openvino"),
-    "openvino-int8": Engine("openvino", "model.int8.xml", "openvino", "openvino"),
-}
-BACKENDS = ("auto", "torch", *ENGINES)
+from critic.inference.engines import ENGINES
 
 
 def computes_in(name: str, precision: str = "auto") -> str:

@@ -20,7 +20,7 @@ import torch
 from critic import data, messages, modeling
 from critic.data import sources
 from critic.inference import backends, encoding
-from critic.inference.backends import BACKENDS
+from critic.inference.engines import BACKENDS
 from critic.modeling import abstention
 from critic.text import (
     DEFAULT_LONG_REVIEWS,
