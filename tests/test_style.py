@@ -37,3 +37,40 @@ def test_functions_fit_a_screen_and_no_module_imports_anothers_private_names():
     assert len(functions) > 300  # the walk saw the code
     assert [f"{name} ({lines} lines)" for name, lines in functions if lines > 80] == []
     assert private == []
+
+
+def test_every_module_is_in_the_readmes_code_map():
+    """The map's first column names files: the first with its folder under src/critic/, the others beside it."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Code map") :].split("\n\n")[2]
+    mapped = set()
+    for row in table.splitlines()[2:]:
+        names = re.findall(r"`([\w/]+\.py)`", row.split("|")[1])
+        folder = str(Path(names[0]).parent)
+        mapped.update(names[:1] + [str(Path(folder) / name) for name in names[1:]])
+    modules = {
+        str(path.relative_to(ROOT / "src" / "critic"))
+        for path in (ROOT / "src" / "critic").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert sorted(modules - mapped) == []
+    assert sorted(mapped - modules) == []  # and names no module that is gone
+
+
+def test_help_imports_no_torch():
+    """`critic --help` and every verb's help answer without importing torch (2.5 s before a word of help)."""
+    script = (
+        "import sys, contextlib, io\n"
+        "from critic.cli import main, build_parser\n"
+        "verbs = [None, *build_parser()._subparsers._group_actions[0].choices]\n"
+        "for verb in verbs:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(['--help'] if verb is None else [verb, '--help'])\n"
+        "print(len(verbs), 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    count, imported = result.stdout.split()
+    assert int(count) > 10 and imported == "False"

@@ -360,7 +360,7 @@ def cmd_distill(args) -> int:
 
 
 def add_evaluate(verbs) -> None:
-    from critic.inference.predict import BACKENDS
+    from critic.inference.engines import BACKENDS
 
     verb = verbs.add_parser(
         "evaluate",
@@ -423,7 +423,7 @@ def cmd_evaluate(args) -> int:
 
 
 def add_predict(verbs) -> None:
-    from critic.inference.predict import BACKENDS
+    from critic.inference.engines import BACKENDS
     from critic.text import LONG_REVIEW_MODES, POOLS
 
     verb = verbs.add_parser(
@@ -603,7 +603,7 @@ def say_threshold(classifier, min_accuracy: float | None) -> None:
 
 
 def add_export(verbs) -> None:
-    from critic.inference.predict import BACKENDS
+    from critic.inference.engines import BACKENDS
 
     verb = verbs.add_parser(
         "export",
@@ -718,7 +718,7 @@ def default_max_batch() -> int:
 
 
 def add_serve(verbs) -> None:
-    from critic.inference.predict import BACKENDS
+    from critic.inference.engines import BACKENDS
 
     verb = verbs.add_parser(
         "serve",
