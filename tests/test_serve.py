@@ -347,11 +347,12 @@ def test_cancelled_requests_are_not_scored_and_batches_never_overfill():
     a batch starts the next one."""
     import threading as th
 
-    release = th.Event()
+    started, release = th.Event(), th.Event()
     scored = []
 
     def score(texts):
         if texts == ["slow"]:
+            started.set()
             release.wait(10)
         scored.append(list(texts))
         return np.zeros((len(texts), 2))
@@ -360,10 +361,10 @@ def test_cancelled_requests_are_not_scored_and_batches_never_overfill():
         batcher = MicroBatcher(score, max_batch=4)
         await batcher.start()
         slow = asyncio.ensure_future(batcher.submit(["slow"]))
-        await asyncio.sleep(0.05)  # the model thread is busy with it
+        await asyncio.to_thread(started.wait, 10)  # the model thread is busy with it
         gone = asyncio.ensure_future(batcher.submit(["gone"]))
         rest = [asyncio.ensure_future(batcher.submit(t)) for t in (["a", "b", "c"], ["d", "e"], ["f"])]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # a yield, not a wait: each submission runs up to its queued future
         gone.cancel()
         release.set()
         await asyncio.gather(slow, *rest)
