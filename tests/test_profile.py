@@ -3,9 +3,8 @@ import json
 import pandas as pd
 from transformers import AutoTokenizer
 
-from critic import data
+from critic import data, profile
 from critic.cli import main
-from critic.data import profile
 from critic.text import Encoder
 
 

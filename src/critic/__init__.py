@@ -24,7 +24,7 @@ FRONTS = {
     "Classifier": "critic.inference.predict",
     "train_model": "critic.training.train",
     "evaluate_model": "critic.evaluate",
-    "profile_dataset": "critic.data.profile",
+    "profile_dataset": "critic.profile",
 }
 
 

@@ -134,7 +134,7 @@ def add_profile(verbs) -> None:
 
 def cmd_profile(args) -> int:
     import critic
-    from critic.data import profile
+    from critic import profile
 
     output = Path(args.output)
     out_of_fold = None
@@ -838,8 +838,8 @@ def add_quickstart(verbs) -> None:
 
 def cmd_quickstart(args) -> int:
     import critic
-    from critic import config, evaluate
-    from critic.data import profile, sources
+    from critic import config, evaluate, profile
+    from critic.data import sources
     from critic.training.train import train
 
     to_stderr("1/4 fetching IMDB and MiniLM")

