@@ -19,58 +19,6 @@ from critic.modeling.calibration import describe, expected_calibration_error
 LENGTH_BUCKETS = ((0, 128), (129, 256), (257, 512), (513, 10**9))
 
 
-def model_rows(meta: dict, split: str, loaded=None):
-    """A split of the data a model was trained on (its data, training subset for "train", seed), or None where it
-    cannot be read again. `loaded`: the same data already read (with the model's columns and classes), read once."""
-    splits = model_splits(meta, (split,), loaded)
-    return None if splits is None else splits[split]
-
-
-def model_splits(meta: dict, splits: Sequence[str], loaded=None) -> dict | None:
-    """Several splits of the data a model was trained on, the data read once; None where it cannot be read again."""
-    from critic import data as datasets
-
-    settings = meta.get("config") or {}
-    try:
-        dataset = (
-            loaded
-            if loaded is not None and not settings.get("drop_invalid")
-            else datasets.load(trained_on(meta), datasets.columns_of(settings), settings.get("drop_invalid", False))
-        )
-        return {
-            split: dataset.split(
-                split, settings.get("train_size") if split == "train" else None, settings.get("seed", 42)
-            )
-            for split in splits
-        }
-    except (KeyError, OSError, ValueError) as error:
-        print(f"critic: the model's {', '.join(splits)} rows cannot be read again ({error})", file=sys.stderr)
-        return None
-
-
-def trained_on(meta: dict, model: str | Path = "the model") -> str:
-    """The data a model was trained on, as its critic.json records it: a named dataset, or its file where it still
-    is (as given to `critic train`, else the absolute path recorded then). A file that is gone is an error that asks
-    for the data; a classifier critic did not train is evaluated on IMDB."""
-    from critic.data import DataError, sources
-
-    data = meta.get("data")
-    if data is None and meta.get("foreign"):
-        return "imdb"
-    if data is None:
-        raise DataError(f"{model}: its critic.json does not say what data it was trained on; name the data")
-    if str(data) in sources.DATASETS:
-        return str(data)
-    for candidate in (data, meta.get("data_path")):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    looked = " or ".join(dict.fromkeys(str(c) for c in (data, meta.get("data_path")) if c))
-    raise DataError(
-        f"{model} was trained on {data}, which is not there any more (looked at {looked}); name the data to "
-        f"evaluate on: critic evaluate {model} DATA"
-    )
-
-
 def bootstrap_accuracy(correct: np.ndarray, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(correct), size=(rounds, len(correct)))
@@ -617,7 +565,7 @@ def evaluate_model(
         datasets.columns_of(classifier.meta.get("config") or {}), labels=tuple(classifier.labels)
     )
     own = data is None
-    data = trained_on(classifier.meta, model) if own else data
+    data = datasets.trained_on(classifier.meta, model) if own else data
     trained_here = str(data) in {str(classifier.meta.get(key)) for key in ("data", "data_path")}
     if label_issues and split in ("train", "all") and trained_here:
         raise ValueError(
@@ -639,7 +587,7 @@ def evaluate_model(
         ordered=bool(classifier.meta.get("ordered")),
     )
     if baseline:
-        training_rows = model_rows(classifier.meta, "train", dataset if own else None)
+        training_rows = datasets.model_rows(classifier.meta, "train", dataset if own else None)
         if training_rows is not None:
             summary["baseline"] = baseline_beside(classifier, training_rows, texts, frame["label"])
     summary.update(model_records(classifier.meta, frame["label"].to_numpy(), probs))

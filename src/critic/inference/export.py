@@ -222,14 +222,13 @@ def _reviews(meta: dict, data: str | None, sizes: dict[str, int], say) -> dict[s
     import dataclasses
 
     from critic import data as datasets
-    from critic import evaluate
 
     if data is not None:
         columns = dataclasses.replace(datasets.columns_of(meta.get("config") or {}), labels=tuple(meta["labels"]))
         dataset = datasets.load(data, columns)
         frames = {split: dataset.split(split, None, 42) for split in sizes}
     elif meta.get("data"):
-        frames = evaluate.model_splits(meta, list(sizes)) or {}
+        frames = datasets.model_splits(meta, list(sizes)) or {}
     else:
         return {}
     sampled = {}
