@@ -196,7 +196,7 @@ def test_a_calibrated_head_keeps_its_record_when_a_further_scaling_is_refused(to
     import shutil
 
     from critic import modeling
-    from critic.training import train
+    from critic.training import final_save
 
     folder = tmp_path / "model"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
@@ -206,6 +206,6 @@ def test_a_calibrated_head_keeps_its_record_when_a_further_scaling_is_refused(to
     logits = rng.normal(0, 2, size=(400, 2))  # calibrated already: the labels are drawn from their softmax
     labels = np.array([rng.choice(2, p=p) for p in softmax(logits)])
     said = []
-    assert np.array_equal(train.calibrate(folder, model, tokenizer, meta, logits, labels, said.append), logits)
+    assert np.array_equal(final_save.calibrate(folder, model, tokenizer, meta, logits, labels, said.append), logits)
     assert json.loads((folder / "critic.json").read_text())["calibration"] == meta["calibration"]
     assert said[0].startswith("the head keeps its calibration: a further temperature")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from critic import config, data
 from critic.cli import main
-from critic.training import train
+from critic.training import inputs, train
 from critic.training.distill import distill, fold_teachers, out_of_fold_probabilities, teacher_probabilities
 
 
@@ -32,7 +32,7 @@ def test_soften_is_the_teachers_logits_over_t():
     logits = np.array([[3.0, -1.0, 0.5]])
     probs = np.exp(logits) / np.exp(logits).sum()
     expected = np.exp(logits / 3.0) / np.exp(logits / 3.0).sum()
-    assert np.allclose(train.soften(probs, 3.0), expected, atol=1e-6)
+    assert np.allclose(inputs.soften(probs, 3.0), expected, atol=1e-6)
 
 
 def test_student_learns_from_a_teacher_and_its_scores_are_cached(toy_model, tiny_bert, tmp_path, monkeypatch):

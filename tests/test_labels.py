@@ -14,7 +14,7 @@ from critic import config, data
 from critic.cli import main
 from critic.data import Columns, DataError
 from critic.inference.predict import Classifier
-from critic.training import train
+from critic.training import inputs, train
 
 THREE_WAY = "1=negative,2=negative,3=neutral,4=positive,5=positive"
 
@@ -133,12 +133,12 @@ def test_stratified_split_keeps_a_rare_class_in_every_split(tmp_path):
 
 def test_class_weights():
     labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
-    balanced = train.class_weights("balanced", labels, ("a", "b", "c"))
+    balanced = inputs.class_weights("balanced", labels, ("a", "b", "c"))
     assert torch.allclose(balanced, torch.tensor([100 / 240, 100 / 45, 100 / 15]))
-    assert train.class_weights("none", labels, ("a", "b", "c")) is None
-    assert train.class_weights("c=4", labels, ("a", "b", "c")).tolist() == [1, 1, 4]
+    assert inputs.class_weights("none", labels, ("a", "b", "c")) is None
+    assert inputs.class_weights("c=4", labels, ("a", "b", "c")).tolist() == [1, 1, 4]
     with pytest.raises(ValueError, match="no class 'd'; the classes are a, b, c"):
-        train.class_weights("d=2", labels, ("a", "b", "c"))
+        inputs.class_weights("d=2", labels, ("a", "b", "c"))
     weighted = train.ClassificationLoss(class_weights=torch.tensor([1.0, 3.0]))
     logits, target = torch.zeros(2, 2), torch.tensor([0, 1])
     assert torch.allclose(weighted(logits, {"labels": target}), torch.log(torch.tensor(2.0)) * 4)

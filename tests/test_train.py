@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from critic import config
 from critic.config import TrainConfig
-from critic.training import loop, train
+from critic.training import final_save, inputs, loop, train
 
 
 def settings(model, data, output, **extra):
@@ -496,11 +496,11 @@ def test_the_final_validation_texts_are_the_reviews_calibration_reads(tmp_path, 
     from critic.text import prepare
 
     run = settings(tiny_bert, toy_csv, tmp_path / "v", **extra)
-    inputs = train.load_inputs(run, lambda line: None)
-    texts, reviews, labels = train.final_validation(run, inputs, lambda line: None)
-    whole = train.split_frames(run, inputs.dataset, None)[1]
+    loaded = inputs.load_inputs(run, lambda line: None)
+    texts, reviews, labels = final_save.final_validation(run, loaded, lambda line: None)
+    whole = inputs.split_frames(run, loaded.dataset, None)[1]
     assert len(texts) == len(reviews) == len(labels) == len(whole)  # all of them, whatever the run validated on
-    again = prepare(texts, inputs.encoder, run.cleaning, inputs.truncation)
+    again = prepare(texts, loaded.encoder, run.cleaning, loaded.truncation)
     assert np.array_equal(again.offsets, reviews.offsets) and np.array_equal(again.ids, reviews.ids)
     assert list(labels) == list(whole["label"])
 
@@ -748,7 +748,7 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
     from critic import modeling
 
     out = tmp_path / "run"
-    real_calibrate, real_write_meta = train.calibrate, modeling.write_meta
+    real_calibrate, real_write_meta = final_save.calibrate, modeling.write_meta
     before = {}
 
     def calibrate(output, *args):
@@ -760,7 +760,7 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
             raise OSError(28, "No space left on device")
         return real_write_meta(folder, meta)
 
-    monkeypatch.setattr(train, "calibrate", calibrate)
+    monkeypatch.setattr(final_save, "calibrate", calibrate)
     monkeypatch.setattr(modeling.folder, "write_meta", full_disk)
     with pytest.raises(OSError, match="No space left"):
         train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False)
@@ -845,11 +845,11 @@ def test_a_model_answering_one_class_for_nearly_every_review_is_named():
     labels = np.array([2] * 64 + [0] * 26 + [1] * 10)
     predicted = np.full(100, 2)
     predicted[64:67] = 0  # three of the negatives found, everything else called positive
-    note = train.one_sided(predicted, labels, names)
+    note = final_save.one_sided(predicted, labels, names)
     assert "answers 'positive' for 97% of the validation reviews, of which 64% are" in note
     assert "balanced accuracy 0.37, 0.33 by chance" in note
-    assert train.one_sided(labels, labels, names) is None  # a model that is right
-    assert train.one_sided(np.full(100, 2), np.full(100, 2), names) is None  # data that is one class
+    assert final_save.one_sided(labels, labels, names) is None  # a model that is right
+    assert final_save.one_sided(np.full(100, 2), np.full(100, 2), names) is None  # data that is one class
 
 
 def test_a_compiled_run_pads_to_few_widths():

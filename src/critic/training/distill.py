@@ -21,7 +21,8 @@ import pandas as pd
 from critic import data, modeling
 from critic.config import TrainConfig, parse_fold
 from critic.data import sources
-from critic.training.train import Teacher, train
+from critic.training.inputs import Teacher
+from critic.training.train import train
 
 
 def distill(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:

@@ -28,7 +28,8 @@ from critic import data, modeling
 from critic.config import TrainConfig
 from critic.data import sources
 from critic.modeling import mean_pooling
-from critic.training import loop, pair_tuning, train
+from critic.training import final_save, loop, pair_tuning
+from critic.training.inputs import Inputs, load_inputs, run_meta
 
 # Below this many labelled training reviews in the rarest class, `--few-labels auto` fits a logistic regression on
 # the mean embedding instead of fine-tuning. bench/few_labels.py --fine-tune on IMDB (1 seed, 1,000 test reviews):
@@ -135,7 +136,7 @@ def fit_once(
     started = time.perf_counter()
     output = Path(config.output)
     config.save(output / "train_config.json")
-    inputs = train.load_inputs(config, say, dataset=dataset)
+    inputs = load_inputs(config, say, dataset=dataset)
     mean_pooling.require(inputs.model, config.model)
     counts = np.bincount(inputs.targets["labels"].numpy(), minlength=len(inputs.dataset.labels))
     body = "the tuned" if tuned else "the"
@@ -165,12 +166,12 @@ def fit_once(
         **({"pair_tuning": stage} if stage else {}),
     }
     meta = {
-        **train.run_meta(config, inputs, long_reviews=LONG_REVIEWS, pool=LONG_REVIEW_POOL),
+        **run_meta(config, inputs, long_reviews=LONG_REVIEWS, pool=LONG_REVIEW_POOL),
         "few_labels": method,
         "selected": "fitted (few labels)",
     }
     modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
-    probs, labels = train.calibrate_and_record(config, output, inputs, machine, say, progress)
+    probs, labels = final_save.calibrate_and_record(config, output, inputs, machine, say, progress)
     accuracy = float((probs.argmax(axis=1) == labels).mean())
     modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
     if tuned:  # its encoder is in the model now; its record in critic.json
@@ -178,7 +179,7 @@ def fit_once(
     say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")
 
 
-def fit_head(model, inputs: train.Inputs, machine: loop.Machine) -> tuple[np.ndarray, np.ndarray]:
+def fit_head(model, inputs: Inputs, machine: loop.Machine) -> tuple[np.ndarray, np.ndarray]:
     """The logistic regression on the model's own pooled features of the training reviews, as a head's weight and
     bias: one row per class (scikit-learn keeps one row for two classes, the second class's logit against 0)."""
     from sklearn.linear_model import LogisticRegression

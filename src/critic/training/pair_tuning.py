@@ -29,7 +29,8 @@ from critic import data, modeling
 from critic.config import TrainConfig
 from critic.modeling import mean_pooling
 from critic.modeling.attention import use_rowwise_attention
-from critic.training import loop, train
+from critic.training import loop
+from critic.training.inputs import load_inputs, review_batches
 from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log
 
 FOLDER = "pair-tuning"  # under the run's OUTPUT
@@ -113,7 +114,7 @@ class PairTuning:
 
     def __init__(self, config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None):
         self.config, self.say, self.output = config, say, Path(config.output)
-        self.inputs = train.load_inputs(config, say, dataset=dataset)
+        self.inputs = load_inputs(config, say, dataset=dataset)
         mean_pooling.require(self.inputs.model, config.model)  # on every process: none is left waiting
         self.model = MeanEmbedding(self.inputs.model)
         # the pairs inside a batch are what it learns from: random batches, not batches of similar lengths
@@ -139,7 +140,7 @@ class PairTuning:
         )
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
-        return train.review_batches(self.inputs, steps, machine, dist)
+        return review_batches(self.inputs, steps, machine, dist)
 
     def rows(self, batch: dict) -> int:
         return len(batch["labels"])
