@@ -14,7 +14,7 @@ from critic import config, data
 from critic.cli import main
 from critic.data import Columns, DataError
 from critic.inference.predict import Classifier
-from critic.training import inputs, train
+from critic.training import fine_tuning, inputs, train
 
 THREE_WAY = "1=negative,2=negative,3=neutral,4=positive,5=positive"
 
@@ -139,7 +139,7 @@ def test_class_weights():
     assert inputs.class_weights("c=4", labels, ("a", "b", "c")).tolist() == [1, 1, 4]
     with pytest.raises(ValueError, match="no class 'd'; the classes are a, b, c"):
         inputs.class_weights("d=2", labels, ("a", "b", "c"))
-    weighted = train.ClassificationLoss(class_weights=torch.tensor([1.0, 3.0]))
+    weighted = fine_tuning.ClassificationLoss(class_weights=torch.tensor([1.0, 3.0]))
     logits, target = torch.zeros(2, 2), torch.tensor([0, 1])
     assert torch.allclose(weighted(logits, {"labels": target}), torch.log(torch.tensor(2.0)) * 4)
 

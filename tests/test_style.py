@@ -74,3 +74,52 @@ def test_help_imports_no_torch():
     assert result.returncode == 0, result.stderr
     count, imported = result.stdout.split()
     assert int(count) > 10 and imported == "False"
+
+
+def critic_imports() -> dict[str, set[str]]:
+    """Each module of src/critic (a package by its own name) -> the critic modules it imports, those inside
+    functions included."""
+    import ast
+
+    src = ROOT / "src"
+    modules = {}
+    for path in (src / "critic").rglob("*.py"):
+        name = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+
+    def module_of(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found |= {module_of(t) for t in targets if t.startswith("critic")}
+        edges[name] = found - {name, None}
+    return edges
+
+
+def test_no_module_imports_another_in_a_circle_nor_two_stages_each_other():
+    """Imports inside functions count: they hid the circles through training/ (train, distill, few_labels,
+    pair_tuning) and between evaluate and inference, and data and text."""
+    import graphlib
+
+    edges = critic_imports()
+    assert len(edges) > 40
+    graphlib.TopologicalSorter(edges).static_order()  # raises CycleError, naming the circle
+    stage = lambda module: module.split(".")[1] if "." in module else module  # noqa: E731
+    crossing = {(stage(a), stage(b)) for a, targets in edges.items() for b in targets if stage(a) != stage(b)}
+    assert sorted((a, b) for a, b in crossing if (b, a) in crossing) == []

@@ -1,6 +1,7 @@
 """Distillation: a student (MiniLM by default) learns from a fine-tuned teacher's probabilities as well as from the
 labels. The teacher scores the training reviews once (cached), whole through windows if asked, and the training
-loop mixes its softened probabilities into the loss (train.ClassificationLoss). The result is an ordinary critic model.
+loop mixes its softened probabilities into the loss (fine_tuning.ClassificationLoss). The result is an ordinary
+critic model.
 
 Several teachers, trained with `--fold 1/N` … `--fold N/N`, teach out of fold: each scores the training reviews it
 did not train on. A teacher scoring its own training reviews mostly repeats their labels (on one H200, 2026-11-27,
@@ -21,15 +22,21 @@ import pandas as pd
 from critic import data, modeling
 from critic.config import TrainConfig, parse_fold
 from critic.data import sources
+from critic.training.fine_tuning import fine_tune
 from critic.training.inputs import Teacher
-from critic.training.train import train
 
 
-def distill(config: TrainConfig, log: Callable[[str], None] | None = None, progress: bool = True) -> Path:
-    """Train `config.model` with `config.teacher` as teacher; returns the student's folder."""
+def distill(
+    config: TrainConfig,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    on_validation: Callable[[dict], None] | None = None,
+) -> Path:
+    """Fine-tune `config.model` with `config.teacher` as teacher; returns the student's folder."""
     if not config.teacher:
         raise ValueError("distill: name a teacher (a fine-tuned critic model folder)")
-    return train(config, log, progress, teacher=teacher_for(config, log or (lambda line: None), progress))
+    teacher = teacher_for(config, log or (lambda line: None), progress)
+    return fine_tune(config, log, progress, teacher=teacher, on_validation=on_validation)
 
 
 def teacher_for(config: TrainConfig, say: Callable[[str], None], progress: bool = True) -> Teacher:

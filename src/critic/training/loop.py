@@ -702,7 +702,7 @@ def log_entry(line: str) -> dict | None:
 class Job(Protocol):
     """What a kind of training brings to the loop: its model and training rows, its step's objective, its batches,
     what it does at a validation point, and its final save. Fine-tuning and distillation
-    (critic.training.train.FineTuning), masked-language-model pre-training (critic.training.pretrain.Pretraining)
+    (critic.training.fine_tuning.FineTuning), masked-language-model pre-training (critic.training.pretrain.Pretraining)
     and the few-label path's pair tuning (critic.training.pair_tuning.PairTuning) are the three."""
 
     log_file: str  # under OUTPUT: the log's JSON lines

@@ -1,0 +1,242 @@
+"""Fine-tune an encoder into a sentiment classifier (and distil one from a teacher): the FineTuning job that the
+training loop (critic.training.loop) runs — the classification loss, validation with selection and early stopping —
+on the inputs of critic.training.inputs, ending in critic.training.final_save. critic.training.train chooses it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from critic import data, modeling
+from critic.config import TrainConfig
+from critic.modeling.attention import use_rowwise_attention
+from critic.text import Ragged
+from critic.training import loop
+from critic.training.final_save import finish
+from critic.training.inputs import Inputs, Teacher, load_inputs, review_batches, run_meta
+from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log
+
+
+def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    probs = modeling.softmax(logits)
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.tensor(labels)).item())
+    accuracy = float((probs.argmax(1) == labels).mean())
+    present = len(set(labels.tolist()))
+    if probs.shape[1] == 2:
+        auc = float(roc_auc_score(labels, probs[:, 1])) if present == 2 else float("nan")
+    else:  # one class against the rest, averaged over the classes: needs every class in the validation rows
+        auc = (
+            float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
+            if present == probs.shape[1]
+            else float("nan")
+        )
+    return {"loss": loss, "accuracy": accuracy, "auc": auc}
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric == "loss" else new > old
+
+
+@dataclass(frozen=True)
+class ClassificationLoss:
+    """A batch's loss, summed over its rows: cross-entropy with the labels; when distilling, mixed with the
+    KL divergence from the teacher's probabilities softened at `temperature` (Hinton et al. 2015), scaled by T^2
+    so that its gradients keep their size whatever T is."""
+
+    teacher_share: float = 0.0
+    temperature: float = 1.0
+    class_weights: torch.Tensor | None = None  # on the device of the logits
+
+    def __call__(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        hard = F.cross_entropy(logits, targets["labels"], weight=self.class_weights, reduction="sum")
+        if "teacher" not in targets:
+            return hard
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(logits / t, dim=-1), targets["teacher"], reduction="sum") * t * t
+        return (1 - self.teacher_share) * hard + self.teacher_share * soft
+
+
+# ------------------------------------------------------------------------------ data, validation, checkpoints
+
+
+def validate(
+    model, inputs: Ragged, labels: np.ndarray, device: torch.device, precision: str, pad_id: int, multiple: int
+) -> dict:
+    """Loss, accuracy and AUC on the validation split; leaves the model in training mode."""
+    forward = modeling.torch_forward(model, device, precision)
+    logits = modeling.logits(forward, inputs, pad_id, model.config.num_labels, pad_multiple=multiple)
+    model.train()  # torch_forward switched dropout off
+    return validation_metrics(logits, labels)
+
+
+def record(progress: RunState, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
+    """Add a validation to the history; returns its entry and whether it is the best so far."""
+    entry = {
+        "step": progress.step,
+        "epoch": round(epoch, 3),
+        **{f"val_{k}": v for k, v in metrics.items()},
+        "train_loss": train_loss,
+    }
+    progress.history.append(entry)
+    improved = better(metric, metrics[metric], progress.best)
+    if improved:
+        progress.best, progress.best_step, progress.bad_evals = metrics[metric], progress.step, 0
+    else:
+        progress.bad_evals += 1
+    return entry, improved
+
+
+def validate_and_select(
+    inputs: Inputs,
+    machine: Machine,
+    config: TrainConfig,
+    progress: RunState,
+    total: int,
+    epoch: float,
+    train_loss: float,
+    meta: dict,
+    say: Callable[[str], None],
+) -> bool:
+    """Validate, log, keep the best model (with --select best); True when patience has run out."""
+    output = Path(config.output)
+    metrics = validate(
+        inputs.model,
+        inputs.validation,
+        inputs.validation_labels,
+        machine.device,
+        machine.precision,
+        inputs.encoder.pad_id,
+        machine.multiple,
+    )
+    entry, improved = record(progress, metrics, config.metric, epoch, train_loss)
+    if improved and config.select == "best":
+        modeling.save(
+            inputs.model,
+            inputs.tokenizer,
+            output,
+            {
+                **meta,
+                "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
+                "validation": entry,
+            },
+        )
+    append_log(output / "train_log.jsonl", {"event": "eval", **entry})
+    say(
+        f"step {progress.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
+        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else "")
+    )
+    return config.patience > 0 and progress.bad_evals >= config.patience
+
+
+# --------------------------------------------------------------------------------------------- the job
+
+
+def fine_tune(
+    config: TrainConfig,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    teacher: Teacher | None = None,
+    dataset: data.Dataset | None = None,
+    on_validation: Callable[[dict], None] | None = None,
+) -> Path:
+    """Fine-tune as `config` says (with `teacher`'s probabilities mixed into the loss when distilling); returns the
+    model folder. `dataset`: the data, where the caller has read it already."""
+    return loop.run(
+        config, lambda say: FineTuning(config, say, teacher, progress, dataset), log, progress, on_validation
+    )
+
+
+class FineTuning:
+    """Fine-tuning (and distillation) as a job of the training loop: the classifier, its training and validation
+    reviews, the classification loss, validation with selection and early stopping, the final save with
+    calibration."""
+
+    log_file = "train_log.jsonl"
+    config_file = "train_config.json"
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        say: Callable[[str], None],
+        teacher: Teacher | None,
+        progress: bool,
+        dataset: data.Dataset | None = None,
+    ):
+        for note in config.notes:
+            say(note)
+        self.config, self.say, self.show_progress = config, say, progress
+        self.inputs = load_inputs(config, say, teacher, dataset)  # it tokenizes and fills the cache
+        self.model, self.lengths = self.inputs.model, self.inputs.train.lengths
+        self.output = Path(config.output)
+        self.meta = run_meta(config, self.inputs)
+
+    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+        if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
+            use_rowwise_attention(self.model)
+        self.machine = machine
+        weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
+        teacher_share = self.config.teacher_share if self.config.teacher else 0.0
+        objective = ClassificationLoss(teacher_share, self.config.teacher_temperature, weights)
+        return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total, objective)
+
+    def finished(self, state: RunState, total: int) -> bool:
+        return state.step >= total or (bool(self.config.patience) and state.bad_evals >= self.config.patience)
+
+    def saved(self) -> bool:
+        return modeling.run_complete(self.output)
+
+    def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
+        config = self.config
+        self.total = plan.total
+        self.say(
+            f"training on {len(self.inputs.train):,} reviews, validating on {len(self.inputs.validation):,}; "
+            f"{config.max_length} tokens, truncation {config.truncation}; {plan.total:,} steps of "
+            + (
+                f"up to {config.batch_tokens or config.batch_size * config.max_length:,} tokens"
+                if machine.by_tokens
+                else f"{config.batch_size} reviews"
+            )
+            + (f" on each of {dist.world} processes" if dist.world > 1 else "")
+            + f"; {machine.device}, {machine.precision}"
+        )
+
+    def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
+        return review_batches(self.inputs, steps, machine, dist)
+
+    def rows(self, batch: dict) -> int:
+        return len(batch["labels"])
+
+    def validates_at(self, step: int) -> bool:
+        return bool(self.config.eval_every) and step % self.config.eval_every == 0
+
+    def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
+        stop = validate_and_select(
+            self.inputs, self.machine, self.config, state, self.total, epoch, train_loss, self.meta, self.say
+        )
+        if stop:
+            self.say(f"early stop: no improvement in {self.config.patience} evaluations")
+        return stop
+
+    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
+        finish(
+            self.inputs,
+            self.config,
+            self.machine,
+            state,
+            self.meta,
+            training_step,
+            clock,
+            samples,
+            world,
+            self.say,
+            self.show_progress,
+        )
