@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from critic.modeling.attention import CPU_ATTENTION_ENV
+
 # A test that starts a live server, a Ray cluster or torchrun on two "machines" takes tens of seconds: slow.
 SLOW_FIXTURES = {"server", "guarded_server", "cluster", "machines"}
 
@@ -20,11 +22,21 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
-    """Session-wide fixtures (models trained once) never touch the user's cache, nor the network."""
+    """Session-wide fixtures (models trained once) never touch the user's cache, nor the network; and they train
+    the tiny models with the model's own attention, which is faster at their size (critic's CPU row-wise attention
+    is tested by the tests marked rowwise_attention, and the integration tests on real MiniLM)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRITIC_CACHE", str(tmp_path_factory.mktemp("session-cache")))
         patch.setenv("CRITIC_OFFLINE", "1")
+        patch.setenv(CPU_ATTENTION_ENV, "model")
         yield
+
+
+@pytest.fixture(autouse=True)
+def cpu_attention(request, monkeypatch):
+    """The row-wise attention, critic's default on a CPU, for the tests about it and the real-model tests."""
+    if request.node.get_closest_marker("rowwise_attention") or request.node.get_closest_marker("integration"):
+        monkeypatch.setenv(CPU_ATTENTION_ENV, "rowwise")
 
 
 @pytest.fixture(autouse=True)

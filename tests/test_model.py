@@ -5,6 +5,8 @@ from transformers import AutoModelForSequenceClassification
 from critic.modeling import inference_model
 from critic.modeling.attention import ROWWISE_ATTENTION, use_rowwise_attention
 
+pytestmark = pytest.mark.rowwise_attention
+
 CPU = torch.device("cpu")
 
 LENGTHS = [12, 7, 3, 12]

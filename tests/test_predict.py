@@ -239,6 +239,7 @@ def test_windows_equal_truncation_for_short_texts_and_batch_equals_single(toy_mo
     assert np.allclose(together, alone, atol=1e-5)
 
 
+@pytest.mark.slow  # starts processes or exports to every engine: tens of seconds
 def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(toy_model, tmp_path, monkeypatch, capsys):
     import shutil
 

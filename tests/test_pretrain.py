@@ -139,6 +139,7 @@ def test_whole_word_pretraining_runs_from_the_cli(tiny_bert, toy_file, tmp_path)
     )
 
 
+@pytest.mark.slow  # starts processes or exports to every engine: tens of seconds
 def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_bert, toy_file, tmp_path):
     # 30 epochs of the toy text: long enough that the signal lands mid-run, in the first half, where only the new
     # masked-LM head trains (--head-warmup 0.5): the resumed run crosses into the second half and its new schedule

@@ -99,6 +99,7 @@ def test_early_stopping(tmp_path, tiny_bert, toy_csv):
     assert len(history) == 3
 
 
+@pytest.mark.slow  # starts processes or exports to every engine: tens of seconds
 def test_resume_after_kill_gives_same_weights(tmp_path, tiny_bert, toy_csv):
     """Kill a run (SIGKILL) mid-epoch after a checkpoint, resume it, compare with an uninterrupted run."""
     args = dict(epochs=4, eval_every=3, select="last", lr=1e-3)
@@ -651,6 +652,7 @@ def _check_shared_in_process(rank: int, store_file: str, folders: list[str], err
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # starts processes or exports to every engine: tens of seconds
 def test_an_output_folder_that_is_not_shared_stops_every_process(tmp_path):
     """Two processes whose OUTPUT is not the same folder (as on machines without a shared filesystem) both stop
     with an error naming the process that cannot see rank 0's files; the same folder passes."""
@@ -677,6 +679,7 @@ def test_an_output_folder_that_is_not_shared_stops_every_process(tmp_path):
         assert not list((tmp_path / "a").iterdir())  # the marker is cleaned up
 
 
+@pytest.mark.rowwise_attention
 def test_an_mpnet_encoder_trains_with_its_own_attention(tmp_path, tiny_bert, toy_csv):
     """MPNet (the teacher of the accuracy recipe) has relative position bias in its attention: critic's CPU
     row-wise attention must leave it alone, and the tiny MPNet must learn the toy reviews."""
@@ -793,6 +796,7 @@ train.train(config.build(json.loads(sys.argv[1])), progress=False)
 """
 
 
+@pytest.mark.slow  # starts processes or exports to every engine: tens of seconds
 def test_sigterm_during_the_final_save_keeps_the_last_model_and_a_rerun_completes_it(tmp_path, tiny_bert, toy_csv):
     from critic import modeling
 

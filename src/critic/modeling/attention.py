@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 
 ROWWISE_ATTENTION = "critic-rowwise"
+# "model" keeps each model's own attention on a CPU too: for models too small for the per-review loop to pay (the
+# test suite's 2-layer, 32-wide BERT trained 2.3x slower with it: 23.8 s against 10.2 s), or to compare the two.
+CPU_ATTENTION_ENV = "CRITIC_CPU_ATTENTION"
 
 
 def rowwise_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -40,13 +43,14 @@ def padding_mask(batch_size, q_length, kv_length, attention_mask=None, **kwargs)
 
 def use_rowwise_attention(model) -> bool:
     """Switch `model` to `rowwise_attention` where the architecture lets us choose its attention (BERT,
-    DistilBERT, RoBERTa and most encoders); others keep their own. For CPUs: GPUs have fast fused kernels."""
+    DistilBERT, RoBERTa and most encoders); others keep their own, and so does every model where
+    $CRITIC_CPU_ATTENTION is "model". For CPUs: GPUs have fast fused kernels."""
     import os
 
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    if not getattr(model, "_supports_attention_backend", False):
+    if not getattr(model, "_supports_attention_backend", False) or os.environ.get(CPU_ATTENTION_ENV) == "model":
         return False
     # oneDNN keeps a compiled kernel per matrix shape, and row-wise attention meets many shapes: its default cache
     # of 1,024 kernels grew memory by 0.6 GiB over 50,000 reviews; 256 levels off after 25,000 at the same speed.
