@@ -2,10 +2,11 @@
 
 ONNX Runtime (MODEL/onnx/: model.onnx, and model.int8.onnx by dynamic quantization) and OpenVINO (MODEL/openvino/:
 model.xml, which OpenVINO runs in bf16 where the chip has it, and model.int8.xml, quantized statically by NNCF on
-validation reviews). Each folder records the sha256 of the weights it was made from: `critic predict` uses it only
-with those weights, and a new save of the model removes it. Parity with PyTorch is checked on the spot; then every
-backend scores the same validation reviews on this machine, and critic.json records each one's rate and accuracy:
-`--backend auto` takes the fastest that lost no more than 0.3 accuracy points against PyTorch.
+training reviews, so that the validation reviews it is checked on stay unseen). Each folder records the sha256 of
+the weights it was made from: `critic predict` uses it only with those weights, and a new save of the model removes
+it. Parity with PyTorch is checked on the spot; then every backend scores the same validation reviews on this
+machine, and critic.json records each one's rate and accuracy: `--backend auto` takes the fastest that lost no more
+than 0.3 accuracy points against PyTorch (and, with an explicit `--precision`, computes in it).
 """
 
 from __future__ import annotations

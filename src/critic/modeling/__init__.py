@@ -40,6 +40,7 @@ from critic.modeling.runtime import (
     resolve_precision,
     softmax,
     torch_forward,
+    uncompiled,
 )
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "softmax",
     "tie_to_weights",
     "torch_forward",
+    "uncompiled",
     "update_meta",
     "weights_file",
     "write_bytes_atomic",

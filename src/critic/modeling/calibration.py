@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from critic.modeling.runtime import softmax
+from critic.modeling.runtime import softmax, uncompiled
 
 
 def expected_calibration_error(
@@ -192,7 +192,7 @@ def tanh_head(model) -> tuple[torch.nn.Linear, torch.nn.Linear] | None:
     """The head's hidden layer and its output layer where the head is hidden layer -> tanh -> output: BERT's pooler
     and classifier, RoBERTa's and MPNet's classifier.dense and out_proj. None for other heads."""
     model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
+    model = uncompiled(model)
     if getattr(model.config, "model_type", None) not in TANH_HEADS:
         return None
     pooler = getattr(getattr(model, "bert", None), "pooler", None)
@@ -377,7 +377,7 @@ def classification_layer(model) -> torch.nn.Linear:
     """The head's last linear layer, the one that writes the logits (`classifier` in BERT and DistilBERT,
     `classifier.out_proj` in RoBERTa and MPNet): the last Linear with one output per label."""
     model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
+    model = uncompiled(model)
     classes = model.config.num_labels
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == classes]
     if not layers:

@@ -16,6 +16,7 @@ import torch
 from critic import data
 from critic.data import sources
 from critic.modeling.card import model_card
+from critic.modeling.runtime import uncompiled
 from critic.text import keep_normalizer
 
 META_FILE = "critic.json"
@@ -108,7 +109,7 @@ def foreign_meta(model, tokenizer, folder: Path) -> dict:
 def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
     """The model folder (weights, config, tokenizer, critic.json, the card), written as one set (`write_set`)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
-    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = uncompiled(model)
 
     def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)

@@ -70,6 +70,11 @@ def inference_model(model, precision: str, device: torch.device):
 READY_MASK_MODELS = frozenset({"bert", "roberta", "distilbert", "mpnet"})
 
 
+def uncompiled(model):
+    """The model itself, from under torch.compile's wrapper where it has one."""
+    return getattr(model, "_orig_mod", model)
+
+
 def ready_mask(model, attention_mask: torch.Tensor | None, padded: bool) -> torch.Tensor | None:
     """The 2-D padding mask in the form transformers would build from it, built without reading it on the host.
 
@@ -79,7 +84,7 @@ def ready_mask(model, attention_mask: torch.Tensor | None, padded: bool) -> torc
     probe); on one H200 the card was busy 43-58% of the time. The host already knows the answer (`padded`, from its
     own copy): no padding gives no mask (SDPA may then take its flash kernel), padding the 4-D mask — booleans for
     SDPA, additive for eager attention (MPNet). Other architectures get their 2-D mask."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = uncompiled(model)
     implementation = model.config._attn_implementation
     if (
         attention_mask is None

@@ -316,7 +316,7 @@ class Pretraining:
 def save_encoder(model, tokenizer, output: Path, config: PretrainConfig, state: RunState, clock: Clock) -> None:
     """A standard Hugging Face folder (the encoder with its MLM head; a classifier built from it drops the head),
     written as one set (a crash leaves the previous one or this one; a rerun saves it again)."""
-    model = getattr(model, "_orig_mod", model)
+    model = modeling.uncompiled(model)
 
     def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
