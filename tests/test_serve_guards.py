@@ -111,12 +111,14 @@ def test_one_address_cannot_take_every_place(guarded_server):
     assert sorted(status(sock) for sock in socks) == [408] * 8 + [503] * 4
 
 
-def test_bodies_held_at_once_are_bounded_across_requests(guarded_server):
-    """2,000,000 bytes in all: two declared 900,000-byte bodies fit, a third is refused 503. Before: no bound (16
-    stalled uploads held +351 MB)."""
+def test_bodies_held_at_once_are_bounded_across_requests_and_per_address(guarded_server):
+    """2,000,000 bytes in all, 1,000,000 from one address: of two declared 900,000-byte bodies from one address one
+    is refused; a third address finds the budget full once two are held. Before: no bound (16 stalled uploads held
+    +351 MB)."""
     url, _ = guarded_server
-    socks = [stalled(url, "/v1/predict", 900_000, b"{", key=KEY, source="127.0.0.4") for _ in range(3)]
-    assert sorted(status(sock) for sock in socks) == [408, 408, 503]
+    sources = ("127.0.0.4", "127.0.0.4", "127.0.0.5", "127.0.0.6")
+    socks = [stalled(url, "/v1/predict", 900_000, b"{", key=KEY, source=source) for source in sources]
+    assert sorted(status(sock) for sock in socks) == [408, 408, 503, 503]
     metrics = httpx.get(f"{url}/metrics", headers=KEYED).text
     assert "critic_request_body_bytes_held 0.0" in metrics  # all given back
 

@@ -243,7 +243,8 @@ def add_guards(app: FastAPI, settings: ServeSettings, metrics: Metrics) -> None:
     """The middleware, added from the inside out (each `add_middleware` wraps what is there): the deadline and the
     metrics innermost, then the guards (guards.py), then CORS (its preflight carries no key) and the Host check."""
     metrics.paths = {*app.openapi()["paths"], *PAGE, app.openapi_url, app.docs_url, app.redoc_url}
-    budget = ByteBudget(settings.max_buffered_bytes)
+    # one address may hold a quarter of the budget, or one largest body where that is more
+    budget = ByteBudget(settings.max_buffered_bytes, max(settings.max_buffered_bytes // 4, settings.max_body_bytes))
     metrics.body_bytes.set_function(lambda: budget.held)
     app.middleware("http")(deadline_and_metrics(settings, metrics))
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight, refused=metrics.refused)

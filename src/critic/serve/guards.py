@@ -31,6 +31,10 @@ UPLOAD_FILE = "critic.upload"  # the scope key under which BodyLimit hands an up
 Refused = Callable[[str, int], None]  # (path, status) of a request a guard answered itself: for the metrics
 
 
+def client_address(scope) -> str:
+    return (scope.get("client") or ("unknown",))[0]
+
+
 def takes_body(scope) -> bool:
     return scope["method"] == "POST" and scope["path"].startswith("/v1/")
 
@@ -77,7 +81,7 @@ class ClientCap:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in PROBES:
             return await self.app(scope, receive, send)
-        address = (scope.get("client") or ("unknown",))[0]
+        address = client_address(scope)
         if self.open[address] >= self.limit:
             detail = f"busy: {self.open[address]} requests from {address} in progress; try again"
             return await refuse(scope, send, 503, detail, self.refused, RETRY_AFTER)
@@ -91,20 +95,26 @@ class ClientCap:
 
 
 class ByteBudget:
-    """Bytes of request bodies held in memory, all requests together."""
+    """Bytes of request bodies held in memory: at most `limit` for all requests together, and at most `per_client`
+    for one client address, so that one sender of stalled bodies cannot take the whole budget."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, per_client: int):
+        self.limit, self.per_client = limit, per_client
         self.held = 0
+        self.by_client: Counter = Counter()
 
-    def take(self, size: int) -> bool:
-        if self.held + size > self.limit:
+    def take(self, size: int, client: str) -> bool:
+        if self.held + size > self.limit or self.by_client[client] + size > self.per_client:
             return False
         self.held += size
+        self.by_client[client] += size
         return True
 
-    def give(self, size: int) -> None:
+    def give(self, size: int, client: str) -> None:
         self.held -= size
+        self.by_client[client] -= size
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
 
 
 class BodyTooLarge(Exception):
@@ -148,8 +158,8 @@ class BodyLimit:
     async def _held(self, scope, receive, send, limit: int, declared: int | None) -> None:
         """A body kept in memory, its bytes taken from the budget: a declared length whole at once, a chunked body
         as it arrives."""
-        held = declared or 0
-        if not self.budget.take(held):
+        held, client = declared or 0, client_address(scope)
+        if not self.budget.take(held, client):
             return await self._over_budget(scope, send)
         try:
             messages = []
@@ -157,7 +167,7 @@ class BodyLimit:
                 async for message in self._messages(receive, limit, self.settings.body_timeout_s):
                     size = len(message.get("body", b""))
                     if declared is None:
-                        if not self.budget.take(size):
+                        if not self.budget.take(size, client):
                             return await self._over_budget(scope, send)
                         held += size
                     messages.append(message)
@@ -171,7 +181,7 @@ class BodyLimit:
 
             await self.app(scope, replay, send)
         finally:
-            self.budget.give(held)
+            self.budget.give(held, client)
 
     async def _spooled(self, scope, receive, send, limit: int) -> None:
         with tempfile.TemporaryFile() as body:
@@ -231,7 +241,10 @@ class BodyLimit:
         await refuse(scope, send, 408, f"the request body did not arrive within {timeout:g} s", self.refused)
 
     async def _over_budget(self, scope, send) -> None:
-        detail = f"busy: {self.budget.held:,} bytes of request bodies held (at most {self.budget.limit:,}); try again"
+        detail = (
+            f"busy: {self.budget.held:,} bytes of request bodies held (at most {self.budget.limit:,}, and "
+            f"{self.budget.per_client:,} from one address); try again"
+        )
         await refuse(scope, send, 503, detail, self.refused, RETRY_AFTER)
 
 

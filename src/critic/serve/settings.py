@@ -35,8 +35,10 @@ class ServeSettings:
         "uvicorn reads the address from X-Forwarded-For when the proxy is at --forwarded-allow-ips",
     )
     # Bodies are held in memory while they arrive (uploads go to a temporary file instead): across all requests at
-    # most this much, so that many slow senders cannot fill the server's memory.
-    max_buffered_bytes: int = limit(64_000_000, "request bodies held in memory at once, all requests together (503)")
+    # most this much, so that many slow senders cannot fill the server's memory, and a quarter of it from one address.
+    max_buffered_bytes: int = limit(
+        64_000_000, "request bodies held in memory at once, all requests together; a quarter from one address (503)"
+    )
     body_timeout_s: float = limit(10.0, "seconds a request's body may take to arrive (more: 408)")
     timeout_s: float = limit(30.0, "seconds from a request's body to its answer (more: 504)")
     max_queued_explains: int = limit(4, "explanations waiting or running at once (more: 503 with Retry-After)")
