@@ -297,14 +297,14 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
             str(toy_model),
             "--port",
             str(port),
-            # one text per batch and 256 texts per request: the first request is still being
-            # answered when the eighth arrives
+            # a batch waits up to 10 s for 32 texts: the 8 one-text requests are all in flight, however fast the
+            # model, until that wait ends (a test that relied on a slow model broke when the model got faster)
             "--backend",
             "torch",
             "--max-batch",
-            "1",
-            "--max-texts",
-            "256",
+            "32",
+            "--max-wait-ms",
+            "10000",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -319,13 +319,12 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
     else:
         process.kill()
         pytest.fail("the server did not become ready")
-    long_texts = synthetic.reviews(256, seed=2, min_words=25, max_words=30)["text"].tolist()
     statuses = []
 
-    def heavy():
-        statuses.append(httpx.post(f"{url}/v1/predict", json={"texts": long_texts}, timeout=60).status_code)
+    def waiting():
+        statuses.append(httpx.post(f"{url}/v1/predict", json={"text": "a great fun film"}, timeout=60).status_code)
 
-    threads = [threading.Thread(target=heavy) for _ in range(8)]
+    threads = [threading.Thread(target=waiting) for _ in range(8)]
     try:
         for t in threads:
             t.start()
