@@ -7,8 +7,9 @@ From the outside in, each before the next holds anything:
     BodyLimit      the body: only where a route takes one, up to its size, within its read timeout, inside a
                    budget of bytes held across all requests (an upload goes to a temporary file instead)
     InFlightLimit  requests being answered at once, counted once their body has arrived
-A stalled or keyless sender therefore never holds what a key holder needs (256 keyless connections that each sent
-one byte of a declared body locked every key holder out for 31 s when the count came first).
+A stalled or keyless sender therefore never holds what a key holder needs. (When the count came first, 256 keyless
+connections that each sent one byte of a declared body held in-flight places until their deadline, and key holders
+were answered 503: bench/serve_attack.py.)
 """
 
 import asyncio
