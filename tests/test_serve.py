@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,6 @@ import pytest
 import schemathesis
 import synthetic
 from fastapi.testclient import TestClient
-from ports import free_port
 from schemathesis.checks import positive_data_acceptance
 from servers import chunked_post, in_flight, peak_rss_growth, start_server, stop_server, wait_until
 
@@ -287,38 +284,9 @@ def test_browser_page(server, tmp_path):
 
 @pytest.mark.slow
 def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "critic.cli",
-            "serve",
-            str(toy_model),
-            "--port",
-            str(port),
-            # a batch waits up to 10 s for 32 texts: the 8 one-text requests are all in flight, however fast the
-            # model, until that wait ends (a test that relied on a slow model broke when the model got faster)
-            "--backend",
-            "torch",
-            "--max-batch",
-            "32",
-            "--max-wait-ms",
-            "10000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("the server did not become ready")
+    # A batch waits up to 10 s for 32 texts: the 8 one-text requests are all in flight, however fast the model,
+    # until that wait ends (a test that relied on a slow model broke when the model got faster).
+    url, process = start_server(toy_model, "--max-batch", "32", "--max-wait-ms", "10000")
     statuses = []
 
     def waiting():
@@ -334,7 +302,8 @@ def test_graceful_shutdown_finishes_requests_in_flight(toy_model):
             t.join()
         assert statuses == [200] * 8  # every request in flight was answered
         # uvicorn finishes the requests, then re-raises SIGTERM so the exit status tells how the process ended
-        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGTERM)
     finally:  # a failed test leaves no server behind
         if process.poll() is None:
             process.kill()
