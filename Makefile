@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine; both set up .venv first (idempotent).
 #   make quickstart   fetch IMDB + MiniLM, profile the data, train and evaluate (CPU-sized preset without a GPU)
 #   make test         run the test suite (everything: what CI runs)
-#   make test-fast    the suite without its slow and integration tests, for development (a few minutes)
+#   make test-fast    the suite without its slow and integration tests, for development (about 2 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
