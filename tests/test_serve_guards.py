@@ -147,6 +147,17 @@ def test_a_host_not_allowed_is_refused(guarded_server):
     assert httpx.get(f"{url}/healthz").status_code == 200
 
 
+def test_a_loopback_server_answers_each_of_its_own_names_and_no_other(classifier):
+    """Before: bound to ::1, the server refused its own Host, [::1]."""
+    from critic.serve.server import bound_to
+
+    with TestClient(create_app(classifier, bound_to("::1", ServeSettings()))) as c:
+        for name in ("127.0.0.1:8000", "localhost", "[::1]:8000"):
+            assert c.get("/healthz", headers={"Host": name}).status_code == 200, name
+        assert c.get("/healthz", headers={"Host": "attacker.example"}).status_code == 400
+    assert bound_to("0.0.0.0", ServeSettings()).allowed_hosts == ["*"]
+
+
 def test_a_header_of_a_million_columns_is_refused_cheaply(guarded_server):
     """Before: a 1.5 M-column header was parsed whole (+544 MB); now 413 from its first line's length."""
     url, process = guarded_server

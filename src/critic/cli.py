@@ -773,8 +773,8 @@ def add_serve(verbs) -> None:
     verb.add_argument(
         "--allowed-host",
         action="append",
-        help="a Host name the server answers (repeatable; default: any, or only 127.0.0.1 and localhost when "
-        "--host is a loopback address, against DNS rebinding)",
+        help="a Host name the server answers (repeatable; default: any, or only 127.0.0.1, localhost and [::1] "
+        "when --host is a loopback address, against DNS rebinding)",
     )
     verb.set_defaults(run=cmd_serve)
 

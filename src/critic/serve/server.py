@@ -38,6 +38,14 @@ def app_for(model: str, settings: ServeSettings, backend: str, precision: str):
     return create_app(Classifier.load(model, backend=backend, precision=precision, serving=True), settings)
 
 
+def bound_to(host: str, settings: ServeSettings) -> ServeSettings:
+    """The settings for a server listening on `host`: on a loopback address, unless the user named Host names, it
+    answers only the names that point at it (a page on another site cannot reach it through DNS rebinding)."""
+    if host in LOOPBACK and settings.allowed_hosts == ["*"]:
+        return dataclasses.replace(settings, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+    return settings
+
+
 def serve(
     model: str,
     host: str = "127.0.0.1",
@@ -50,9 +58,7 @@ def serve(
 ) -> None:
     import uvicorn
 
-    settings = settings or ServeSettings()
-    if host in LOOPBACK and settings.allowed_hosts == ["*"]:
-        settings = dataclasses.replace(settings, allowed_hosts=["127.0.0.1", "localhost"])
+    settings = bound_to(host, settings or ServeSettings())
     options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.timeout_s) + 5)
     if workers == 1:  # the app built here: nothing travels through the environment
         return uvicorn.run(app_for(str(model), settings, backend, precision), **options)
