@@ -14,7 +14,7 @@ from pathlib import Path
 
 from critic import data
 from critic.inference.predict import Classifier, add_scores, score_columns
-from critic.safe_csv import SafeDictWriter, SafeWriter
+from critic.safe_csv import SafeDictWriter
 from critic.text import Ragged
 
 PLAIN_TEXT = (".txt", ".text")  # one review per line, no columns
@@ -92,10 +92,12 @@ class Writer:
         if self.suffix == ".jsonl":
             self.handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         else:
-            if self.fields is None:
-                self.fields = list(rows[0])
-                SafeWriter(self.handle, delimiter=self._delimiter).writerow(self.fields)
-            SafeDictWriter(self.handle, self.fields, delimiter=self._delimiter).writedicts(rows)
+            header = self.fields is None
+            writer = SafeDictWriter(self.handle, self.fields or list(rows[0]), delimiter=self._delimiter)
+            self.fields = writer.fieldnames
+            if header:
+                writer.writeheader()
+            writer.writedicts(rows)
         self.handle.flush()
 
     def position(self) -> int:
@@ -234,11 +236,11 @@ def predict_file(
     from tqdm.auto import tqdm
 
     source, target = Path(source), Path(target)
-    _check_target(source, target)
     sidecar = target.with_name(target.name + ".progress.json")
+    partial = target.with_name(target.name + ".partial")
+    _check_target(source, [target, partial, parts_folder(partial), sidecar])
     unsure_below = classifier.unsure_below(min_accuracy)
     run = _run_record(classifier, source, text_column, min_accuracy)
-    partial = target.with_name(target.name + ".partial")
     done, resume_bytes, fields = _resume_point(run, target, partial, sidecar, overwrite)
     writer = Writer(partial, target.suffix.lower(), resume_bytes if done else None, fields)
     bar = tqdm(
@@ -273,11 +275,9 @@ def predict_file(
     return done
 
 
-def _check_target(source: Path, target: Path) -> None:
+def _check_target(source: Path, written: list[Path]) -> None:
     """The output and the names critic writes beside it (TARGET.partial, its .parts folder, TARGET.progress.json)
     are no links, and none of them is the input: critic deletes and renames them."""
-    partial = target.with_name(target.name + ".partial")
-    written = [target, partial, parts_folder(partial), target.with_name(target.name + ".progress.json")]
     for path in written:
         if path.is_symlink():
             raise ValueError(f"{path} is a link; critic writes there: remove it, or name another output")
