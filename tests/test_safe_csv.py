@@ -32,4 +32,4 @@ def test_no_module_writes_a_csv_but_through_safe_csv():
 
 def ray_csv_line() -> int:
     lines = (SRC / "inference" / "scale.py").read_text().splitlines()
-    return next(i for i, line in enumerate(lines, start=1) if "map_batches(_spreadsheet_safe" in line)
+    return next(i for i, line in enumerate(lines, start=1) if "map_batches(safe_frame" in line)

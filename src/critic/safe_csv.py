@@ -49,12 +49,18 @@ class SafeDictWriter(SafeWriter):
             self.writedict(row)
 
 
-def write_frame(frame, path) -> None:
-    """A pandas DataFrame to CSV at `path`, every text cell and column name spreadsheet_safe."""
+def safe_frame(frame):
+    """A copy of a pandas DataFrame with every text cell and column name spreadsheet_safe (Ray's CSV writer takes
+    its batches so)."""
     import pandas as pd
 
     safe = frame.rename(columns=spreadsheet_safe)
     for column in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[column]):
-            safe[column] = safe[column].map(spreadsheet_safe)
-    safe.to_csv(path, index=False)
+        if not pd.api.types.is_numeric_dtype(safe[column]):  # text, however pandas holds it
+            safe[column] = safe[column].map(spreadsheet_safe).astype(object)
+    return safe
+
+
+def write_frame(frame, path) -> None:
+    """A pandas DataFrame to CSV at `path`, every text cell and column name spreadsheet_safe."""
+    safe_frame(frame).to_csv(path, index=False)

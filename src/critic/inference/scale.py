@@ -23,7 +23,7 @@ import pandas as pd
 
 from critic import data, messages, modeling
 from critic.inference.predict import score_columns
-from critic.safe_csv import spreadsheet_safe
+from critic.safe_csv import safe_frame
 
 READABLE = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 REJECTED_COLUMN = "rejected_reason"
@@ -134,14 +134,6 @@ def _accepted(batch: pd.DataFrame) -> pd.DataFrame:
 def _rejected(batch: pd.DataFrame) -> pd.DataFrame:
     """The rows that could not be scored: the input's columns and the reason (the scores come after it)."""
     return batch[batch[REJECTED_COLUMN] != ""].iloc[:, : list(batch.columns).index(REJECTED_COLUMN) + 1]
-
-
-def _spreadsheet_safe(batch: pd.DataFrame) -> pd.DataFrame:
-    """The batch's text cells and column names as spreadsheet_safe writes them."""
-    for column in batch.columns:
-        if not pd.api.types.is_numeric_dtype(batch[column]):  # text, however pandas holds it
-            batch[column] = batch[column].map(spreadsheet_safe).astype(object)
-    return batch.rename(columns=spreadsheet_safe)
 
 
 def predict_ray(
@@ -391,6 +383,6 @@ def _clear_unfinished(output: Path, names: list[str]) -> None:
 def write(dataset, folder: Path, output_format: str) -> None:
     """Ray writes one file per block into `folder`: Parquet, or CSV with a header in each file."""
     if output_format == "csv":
-        dataset.map_batches(_spreadsheet_safe, batch_format="pandas").write_csv(str(folder))
+        dataset.map_batches(safe_frame, batch_format="pandas").write_csv(str(folder))
     else:
         dataset.write_parquet(str(folder))
