@@ -211,8 +211,7 @@ class BodyLimit:
         deadline = asyncio.get_running_loop().time() + timeout
         size = 0
         while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            message = await asyncio.wait_for(receive(), max(remaining, 0))
+            message = await receive_by(receive, deadline)
             if message["type"] != "http.request":
                 return
             size += len(message.get("body", b""))
@@ -229,8 +228,7 @@ class BodyLimit:
         read, deadline = 0, asyncio.get_running_loop().time() + self.settings.body_timeout_s
         try:
             while read <= DRAIN_BYTES:
-                remaining = deadline - asyncio.get_running_loop().time()
-                message = await asyncio.wait_for(receive(), max(remaining, 0))
+                message = await receive_by(receive, deadline)
                 if message["type"] != "http.request" or not message.get("more_body"):
                     break
                 read += len(message.get("body", b""))
@@ -247,6 +245,11 @@ class BodyLimit:
             f"{self.budget.per_client:,} from one address); try again"
         )
         await refuse(scope, send, 503, detail, self.refused, RETRY_AFTER)
+
+
+async def receive_by(receive, deadline: float) -> dict:
+    """The next ASGI message, or asyncio.TimeoutError at `deadline` (the event loop's clock)."""
+    return await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0))
 
 
 class InFlightLimit:
