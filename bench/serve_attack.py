@@ -16,7 +16,6 @@ import json
 import os
 import selectors
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from benchlib.serving import free_port, start_server  # noqa: E402
+
 from critic.inference.backends import cpu_name  # noqa: E402
 
 KEY = "bench-attack-key"
@@ -37,30 +38,6 @@ REVIEW = (
     "I went in expecting little and came out moved: the acting is restrained, the story never hurries, and the "
     "last scene earns every tear it asks for. A few scenes drag, but this is a film I will watch again. "
 ) * 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str, backend: str, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "critic.cli", "serve", model, "--port", str(port), "--backend", backend]
-        + ["--api-key-env", "CRITIC_BENCH_KEY", "--timeout", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "CRITIC_BENCH_KEY": KEY},
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def stall(port: int, path: str, declared: int, sent: bytes) -> socket.socket:
@@ -231,7 +208,12 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_server(args.model, args.backend, port)
+    process = start_server(
+        args.model,
+        port,
+        *("--backend", args.backend, "--api-key-env", "CRITIC_BENCH_KEY", "--timeout", "2"),
+        env={"CRITIC_BENCH_KEY": KEY},
+    )
     try:
         results = {
             "lockout": lockout(url, port, args.stall_seconds, args.stallers, reconnect=False),

@@ -15,7 +15,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,47 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from benchlib.serving import free_port, start_server  # noqa: E402
+
 from critic import data  # noqa: E402
 from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
 from critic.inference.predict import Classifier  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str, backend: str, max_batch: int, max_wait_ms: float, port: int) -> subprocess.Popen:
-    import httpx
-
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "critic.cli",
-            "serve",
-            model,
-            "--port",
-            str(port),
-            "--backend",
-            backend,
-            "--max-batch",
-            str(max_batch),
-            "--max-wait-ms",
-            str(max_wait_ms),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def lua_script(texts: list[str], folder: Path) -> Path:
@@ -203,7 +166,9 @@ def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
     ] + ([("no batching", 1, 0.0)] if not args.skip_unbatched else [])
     for label, max_batch, max_wait_ms in configs:
         port = free_port()
-        server = start_server(args.model, backend, max_batch, max_wait_ms, port)
+        server = start_server(
+            args.model, port, "--backend", backend, "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             print(f"\n{label}\n{'clients':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}", flush=True)
