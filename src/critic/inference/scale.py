@@ -314,11 +314,11 @@ def _file_stat(path: str) -> list[int] | None:
 def _run_record(model: str | Path, text_column: str | None, backend: str, output_format: str) -> dict:
     """What must be the same for a file scored by an earlier run to count as finished: the model (its folder and
     its weights' size and time), the backend, the text column and the output format."""
-    weights = None
-    if Path(model).is_dir():
-        stat = modeling.weights_file(Path(model)).stat()
-        weights = [stat.st_size, stat.st_mtime_ns]
-    where = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
+    folder = Path(model)
+    where, weights = str(model), None
+    if folder.is_dir():  # a hub id is known by its name alone
+        stat = modeling.weights_file(folder).stat()
+        where, weights = str(folder.resolve()), [stat.st_size, stat.st_mtime_ns]
     return {"model": where, "weights": weights, "backend": backend, "text_column": text_column, "format": output_format}
 
 
