@@ -17,6 +17,7 @@ from critic.data.reading import (
     NAMED_COLUMNS,
     Columns,
     DataError,
+    Report,
     columns_of,
     parse_label_map,
     parse_labels,
@@ -74,8 +75,11 @@ def load(
 ) -> Dataset:
     """Load a named dataset ('imdb') or a path, dedupe it and assign the deterministic 80/10/10 split.
 
-    A file that already has a column `split` with train/validation/test values keeps its own split.
+    A file that already has a column `split` with train/validation/test values keeps its own split. A labels
+    store (FILE.db or a database URL, data/store.py) gives its labelled reviews (`from_store`).
     """
+    if is_store(data):
+        return from_store(data, columns)
     if str(data) in sources.DATASETS:
         fetched = sources.fetch(sources.DATASETS[str(data)], log=log)
         (pinned,) = fetched.files
@@ -97,6 +101,38 @@ def load(
         frame["split"] = assign_stratified_splits(frame) if stratified else assign_splits(frame["text"])
         split_from = "stratified hash" if stratified else "hash"
     return Dataset(frame, {**manifest(frame, report), "split_from": split_from})
+
+
+STORE_SPLIT_DIGITS = slice(16, 24)  # of the sha256; fold_of takes 8-16, a file's split 0-8
+# Labels are dear: 90% train, 10% validation (calibration, "not sure"), none held out for a test; the labelling
+# page measures the model on its random picks instead, and `critic evaluate MODEL FILE` on any labelled file.
+STORE_SPLIT_FRACTIONS = (0.9, 0.1, 0.0)
+
+
+def is_store(data: str | Path) -> bool:
+    """Whether `data` names a labels store: a database URL, or a file ending .db, .sqlite or .sqlite3."""
+    return "://" in str(data) or Path(str(data)).suffix.lower() in (".db", ".sqlite", ".sqlite3")
+
+
+def from_store(where: str | Path, columns: Columns = Columns()) -> Dataset:
+    """The labelled reviews of a labels store (each review's label by majority, then the latest), split 90/10 by a
+    hash of their text alone: a review never changes split as labels arrive."""
+    from critic.data import store  # SQLAlchemy, imported by the runs that read a store
+
+    with store.opened(where) as labels_store:
+        frame = labels_store.labelled()
+        labels = labels_store.labels
+    if columns.labels and tuple(columns.labels) != labels:
+        raise DataError(f"{where} labels reviews as {', '.join(labels)}, not {', '.join(columns.labels)}")
+    if frame["label"].nunique() < 2:
+        raise DataError(
+            f"{where}: {len(frame):,} labelled reviews, of {frame['label'].nunique()} class(es); a classifier needs "
+            f"labels of at least two classes (`critic label` asks for them)"
+        )
+    report = Report(source=f"labels store {where}", rows_read=len(frame), labels=list(labels))
+    frame = frame[["text", "label"]].reset_index(drop=True)
+    frame["split"] = assign_splits(frame["text"], STORE_SPLIT_FRACTIONS, STORE_SPLIT_DIGITS)
+    return Dataset(frame, {**manifest(frame, report), "split_from": "store hash"})
 
 
 def load_dataset(

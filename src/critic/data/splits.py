@@ -30,9 +30,13 @@ def dedupe(frame: pd.DataFrame, report: Report | None = None) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
-def assign_splits(texts: pd.Series, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> pd.Series:
-    """Split by the sha256 of each text: independent of the source, its row order and the machine."""
-    buckets = texts.map(lambda t: int(text_hash(t)[:8], 16) % 10_000)
+def assign_splits(
+    texts: pd.Series, fractions: tuple[float, float, float] = SPLIT_FRACTIONS, digits: slice = slice(0, 8)
+) -> pd.Series:
+    """Split by the sha256 of each text: independent of the source, its row order and the machine. `digits`: the
+    part of the hash that decides (a labels store uses other digits than a file, so that reviews drawn from one
+    split of a file spread over every split of the store)."""
+    buckets = texts.map(lambda t: int(text_hash(t)[digits], 16) % 10_000)
     edges = (round(fractions[0] * 10_000), round((fractions[0] + fractions[1]) * 10_000))
     return pd.Series(
         pd.cut(buckets, [-1, edges[0] - 1, edges[1] - 1, 10_000], labels=SPLITS).astype(str), index=texts.index
