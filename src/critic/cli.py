@@ -26,6 +26,7 @@ examples:
   critic export runs/minilm-imdb             ONNX Runtime + OpenVINO, measured here: auto takes the fastest
   critic explain runs/minilm-imdb "Slow start, but a superb, moving finale."
   critic serve runs/minilm-imdb              HTTP API, metrics and a page at http://127.0.0.1:8000/
+  critic label reviews.csv --store reviews.db   a labelling page that asks for the reviews that teach most
 
 Artifacts are cached under $CRITIC_CACHE (default ~/.cache/critic). Set CRITIC_OFFLINE=1 to skip online sources.
 """
@@ -767,6 +768,22 @@ def add_serve(verbs) -> None:
         "--api-key-env",
         help="name of an environment variable holding the API key that /v1/* requests must send as X-API-Key",
     )
+    store = verb.add_argument_group("sending answers back to people (`critic label` shows them)")
+    store.add_argument("--store", help="a labels store (FILE.db or a database URL) whose queue receives unsure answers")
+    store.add_argument(
+        "--store-min-accuracy",
+        type=float,
+        default=0.95,
+        help="answers below the confidence that shows this accuracy on validation count as unsure and go to the "
+        "store, whatever the client asked (default 0.95)",
+    )
+    store.add_argument(
+        "--store-sample",
+        type=float,
+        default=0.02,
+        help="the share of the other answers sent too, so that labels measure the accuracy in production "
+        "(default 0.02)",
+    )
     verb.add_argument(
         "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
     )
@@ -811,6 +828,9 @@ def cmd_serve(args) -> int:
         api_key=api_key,
         cors_origins=args.cors_origin or [],
         allowed_hosts=args.allowed_host or ["*"],
+        store=args.store,
+        store_min_accuracy=args.store_min_accuracy,
+        store_sample=args.store_sample,
         **{setting.name: getattr(args, setting.name) for setting in limits()},
     )
     args.max_batch = settings.max_batch
@@ -820,6 +840,53 @@ def cmd_serve(args) -> int:
         f"micro-batching {batching}{'; API key required' if api_key else ''}"
     )
     serve(args.model, args.host, args.port, args.workers, settings, args.backend, args.precision)
+    return 0
+
+
+def add_label(verbs) -> None:
+    verb = verbs.add_parser(
+        "label",
+        help="label your own reviews: a page that asks for the ones that teach the model most",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Import reviews (unlabelled or partly labelled, any format critic reads) into a labels store "
+        "and serve a labelling page at / and its API under /v1/label. The page asks for one review at a time, "
+        "the model's suggestion beside it; every --retrain-every labels the next model trains in the background "
+        "(`critic train --data STORE`: few labels, then fine-tuning) and the page switches to it. Labels are "
+        "committed before they are acknowledged; nothing is overwritten.",
+        epilog="examples:\n  critic label reviews.csv --store reviews.db            start from unlabelled reviews"
+        "\n  critic label --store reviews.db --model runs/minilm-imdb   go on, with a model's suggestions"
+        "\n  critic serve runs/minilm-imdb --store reviews.db          unsure answers come back to the page"
+        "\n  critic train --data reviews.db --output runs/mine          a model from the store's labels",
+    )
+    verb.add_argument("data", nargs="?", help="a review file to import first (reviews already stored are counted)")
+    verb.add_argument("--store", required=True, help="the labels store: FILE.db (made if absent) or a database URL")
+    verb.add_argument("--model", help="a model folder whose suggestions the page shows until the first retrain")
+    verb.add_argument("--base-model", default="minilm", help="the encoder each retrain starts from (default minilm)")
+    verb.add_argument("--retrain-every", type=int, default=50, help="new labels between retrains (0: on request)")
+    verb.add_argument("--batch", type=int, default=20, help="reviews picked at a time (default 20)")
+    verb.add_argument(
+        "--pool-sample", type=int, default=2000, help="unlabelled reviews the model scores per round (default 2000)"
+    )
+    verb.add_argument("--models", help="where retrained models go (default: FILE-models beside the store)")
+    verb.add_argument(
+        "--train-arg", action="append", default=[], help="a `critic train` flag for retrains (repeatable)"
+    )
+    verb.add_argument("--host", default="127.0.0.1")
+    verb.add_argument("--port", type=int, default=8000)
+    verb.add_argument("--api-key-env", help="name of an environment variable holding the key every call must send")
+    _data_options(verb)
+    verb.set_defaults(run=cmd_label)
+
+
+def cmd_label(args) -> int:
+    import os
+
+    from critic.serve.labelling import run_labelling
+
+    api_key = os.environ.pop(args.api_key_env, None) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        raise SystemExit(f"critic label: ${args.api_key_env} is empty; export the key there or drop --api-key-env")
+    run_labelling(args, _columns(args), api_key, to_stderr)
     return 0
 
 
@@ -870,6 +937,7 @@ VERBS = (
     add_export,
     add_explain,
     add_serve,
+    add_label,
     add_quickstart,
 )  # in the order `critic --help` lists them
 

@@ -151,6 +151,15 @@ class Metrics:
         )
         self.paths: set[str] = set()  # the app's routes; any other path is counted as "other"
 
+    def record_store(self, recorder) -> None:
+        """The labels store's share of the traffic: answers sent back, and those dropped."""
+        from prometheus_client import Gauge
+
+        sent = Gauge("critic_store_recorded_total", "Answers sent to the labels store", registry=self.registry)
+        sent.set_function(lambda: recorder.recorded)
+        dropped = Gauge("critic_store_dropped_total", "Answers the store could not take", registry=self.registry)
+        dropped.set_function(lambda: recorder.dropped)
+
     def refused(self, path: str, status: int) -> None:
         """A request a guard answered before the app saw it."""
         self.requests.labels(path if path in self.paths else "other", str(status)).inc()
@@ -168,6 +177,7 @@ class Service:
     settings: ServeSettings
     metrics: Metrics
     batcher: MicroBatcher
+    recorder: object | None = None  # a recording.StoreRecorder: unsure answers to a labels store
     ready: bool = False
 
     @property
@@ -199,8 +209,9 @@ class Service:
             raise HTTPException(503, f"busy: {error}; try again", headers=RETRY_AFTER) from None
 
 
-def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
-    """An app serving `classifier` (a critic.Classifier)."""
+def create_app(classifier, settings: ServeSettings | None = None, recorder=None) -> FastAPI:
+    """An app serving `classifier` (a critic.Classifier); with `recorder` (recording.StoreRecorder), its unsure
+    answers and a sample of the others go to a labels store."""
     settings = settings or ServeSettings()
     metrics = Metrics()
     service = Service(
@@ -215,15 +226,22 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
             max_queued=settings.max_queued_texts,
             max_exclusive=settings.max_queued_explains,
         ),
+        recorder,
     )
+    if recorder is not None:
+        metrics.record_store(recorder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await service.batcher.start()
+        if service.recorder is not None:
+            service.recorder.start()
         service.ready = True
         yield
         service.ready = False
         await service.batcher.stop()  # finishes what is queued
+        if service.recorder is not None:
+            await asyncio.to_thread(service.recorder.stop)
 
     app = FastAPI(
         title="critic",
@@ -231,8 +249,8 @@ def create_app(classifier, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         description=f"Sentiment of reviews with the model '{service.name}' (labels: {', '.join(classifier.labels)}).",
     )
-    app.exception_handler(RequestValidationError)(_invalid)
-    app.exception_handler(ValueError)(_unscorable)
+    app.exception_handler(RequestValidationError)(invalid_request)
+    app.exception_handler(ValueError)(unscorable)
     app.include_router(api_router(service))
     app.include_router(probe_router(service))
     add_guards(app, settings, metrics)
@@ -305,12 +323,12 @@ def deadline_and_metrics(settings: ServeSettings, metrics: Metrics):
     return middleware
 
 
-async def _invalid(request: Request, error: RequestValidationError):
+async def invalid_request(request: Request, error: RequestValidationError):
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
     return JSONResponse({"detail": problems}, status_code=422)
 
 
-async def _unscorable(request: Request, error: ValueError):
+async def unscorable(request: Request, error: ValueError):
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
@@ -353,12 +371,15 @@ def api_router(service: Service) -> APIRouter:
         # Before scoring (a model without the record fails here), in a worker thread: a new target costs ms
         unsure_below = await asyncio.to_thread(classifier.unsure_below, body.min_accuracy)
         probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
+        answered = answers(probs, classifier.labels, unsure_below)
+        if service.recorder is not None:
+            service.recorder.answered(texts, answered, probs)
         return PredictResponse(
             model=service.name,
             version=service.version,
             predictions=[
                 Prediction(label=label, probabilities={name: float(v) for name, v in zip(classifier.labels, p)})
-                for label, p in zip(answers(probs, classifier.labels, unsure_below), probs)
+                for label, p in zip(answered, probs)
             ],
             min_accuracy=classifier.threshold(body.min_accuracy) if body.min_accuracy is not None else None,
         )

@@ -35,7 +35,20 @@ def app_from_environment():
 def app_for(model: str, settings: ServeSettings, backend: str, precision: str):
     from critic.inference.predict import Classifier
 
-    return create_app(Classifier.load(model, backend=backend, precision=precision, serving=True), settings)
+    classifier = Classifier.load(model, backend=backend, precision=precision, serving=True)
+    return create_app(classifier, settings, recorder_for(classifier, settings))
+
+
+def recorder_for(classifier, settings: ServeSettings):
+    """The recorder of unsure answers, when the settings name a labels store (whose classes must be the model's)."""
+    if settings.store is None:
+        return None
+    from critic.data.store import Store
+    from critic.serve.recording import StoreRecorder
+
+    store = Store(settings.store, create=True, labels=classifier.labels)  # an error if it labels other classes
+    unsure_below = classifier.unsure_below(settings.store_min_accuracy)
+    return StoreRecorder(store, classifier.name, classifier.labels, unsure_below, settings.store_sample)
 
 
 def bound_to(host: str, settings: ServeSettings) -> ServeSettings:

@@ -61,6 +61,11 @@ class ServeSettings:
     # Host headers answered; any other gets 400. `critic serve` on a loopback address answers only its own names,
     # so that a page on another site cannot reach it through DNS rebinding.
     allowed_hosts: list[str] = field(default_factory=lambda: ["*"])
+    # A labels store (a file or a database URL) whose queue receives the unsure answers: those below the confidence
+    # that shows store_min_accuracy on validation, whatever the client asked, and a store_sample share of the others
+    store: str | None = None
+    store_min_accuracy: float = 0.95
+    store_sample: float = 0.02
 
 
 def limits() -> list:

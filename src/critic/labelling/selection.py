@@ -1,0 +1,148 @@
+"""What to label next: batch-mode active learning over the unlabelled pool.
+
+A batch mixes four kinds of picks, each with the reason the page shows:
+- `uncertain`: the smallest margins between the model's two likeliest classes, one per cluster of the candidates,
+  so that a batch is not ten near-duplicates of one hard review;
+- `rare class`: the likeliest members of a class with fewer than half the labels of the commonest;
+- `random`: a uniform share of the pool, whose labels measure the model's accuracy without bias (the others are
+  chosen because the model finds them hard);
+- `diverse start`: without a model, the review nearest the centre of each cluster of the pool.
+
+The space the clusters are drawn in is TF-IDF reduced to DIMENSIONS by a truncated SVD: it needs no model (the
+cold start and every later round use the same one) and costs about 2 s for 10,000 IMDB reviews on 2 CPU cores,
+where the model's own embeddings would cost a second pass of the encoder over the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+DIMENSIONS = 64
+RANDOM_SHARE = 0.1  # of each batch, drawn uniformly: the accuracy estimate's sample
+RARE_SHARE = 0.2  # of each batch's model-chosen picks, for the classes with few labels
+CANDIDATES_PER_PICK = 10  # the uncertain candidates clustered per pick
+
+
+@dataclass(frozen=True)
+class Pick:
+    position: int  # in the pool as given
+    reason: str  # uncertain, rare class <name>, random, diverse start
+
+
+def text_features(texts: Sequence[str], seed: int = 0) -> np.ndarray:
+    """Each text as a unit vector of DIMENSIONS (TF-IDF, then a truncated SVD)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    tfidf = TfidfVectorizer(sublinear_tf=True, min_df=2 if len(texts) >= 50 else 1, max_features=50_000)
+    matrix = tfidf.fit_transform(texts)
+    dimensions = min(DIMENSIONS, matrix.shape[1] - 1, len(texts) - 1)
+    if dimensions < 1:
+        return np.zeros((len(texts), 1), dtype=np.float32)
+    reduced = TruncatedSVD(dimensions, random_state=seed).fit_transform(matrix)
+    return normalize(reduced).astype(np.float32)
+
+
+def pick(
+    count: int,
+    features: np.ndarray,
+    probs: np.ndarray | None = None,
+    labelled_per_class: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    seed: int = 0,
+    random_share: float = RANDOM_SHARE,
+) -> list[Pick]:
+    """`count` reviews of the pool to label next (fewer when the pool is smaller). `features`: the pool's
+    `text_features`; `probs`: the current model's probabilities for the pool (None: no model yet)."""
+    rng = np.random.default_rng(seed)
+    count = min(count, len(features))
+    randoms = int(round(count * random_share)) if count >= 1 / max(random_share, 1e-9) else 0
+    taken: list[Pick] = []
+    chosen = np.zeros(len(features), dtype=bool)
+
+    def take(positions, reason: str) -> None:
+        for position in positions:
+            if not chosen[position]:
+                chosen[position] = True
+                taken.append(Pick(int(position), reason))
+
+    if probs is None:
+        take(central(features, count - randoms, rng), "diverse start")
+    else:
+        rare = rare_picks(probs, labelled_per_class, class_names, count - randoms)
+        for reason, positions in rare:
+            take(positions, reason)
+        take(uncertain(probs, features, chosen, count - randoms - int(chosen.sum()), rng), "uncertain")
+    rest = np.flatnonzero(~chosen)
+    take(rng.choice(rest, size=min(count - len(taken), len(rest)), replace=False), "random")
+    return taken
+
+
+def central(features: np.ndarray, count: int, rng: np.random.Generator, sample: int = 5000) -> np.ndarray:
+    """The review nearest the centre of each of `count` clusters (of a sample of the pool, for speed)."""
+    if count <= 0:
+        return np.array([], dtype=int)
+    positions = rng.choice(len(features), size=min(sample, len(features)), replace=False)
+    return nearest_centres(features, positions, count, rng)
+
+
+def nearest_centres(features: np.ndarray, positions: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    if count >= len(positions):
+        return positions
+    points = features[positions]
+    kmeans = KMeans(count, n_init=1, random_state=int(rng.integers(2**31))).fit(points)
+    distances = np.linalg.norm(points - kmeans.cluster_centers_[kmeans.labels_], axis=1)
+    nearest = {}
+    for row, (cluster, distance) in enumerate(zip(kmeans.labels_, distances)):
+        if cluster not in nearest or distance < distances[nearest[cluster]]:
+            nearest[cluster] = row
+    return positions[sorted(nearest.values())]
+
+
+def uncertain(
+    probs: np.ndarray, features: np.ndarray, chosen: np.ndarray, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The smallest margins, spread: the CANDIDATES_PER_PICK × `count` least certain reviews clustered into
+    `count` groups, and from each the least certain."""
+    from sklearn.cluster import KMeans
+
+    if count <= 0:
+        return np.array([], dtype=int)
+    margins = margin(probs)
+    margins[chosen] = np.inf
+    candidates = np.argsort(margins, kind="stable")[: min(CANDIDATES_PER_PICK * count, int((~chosen).sum()))]
+    if count >= len(candidates):
+        return candidates
+    groups = KMeans(count, n_init=1, random_state=int(rng.integers(2**31))).fit_predict(features[candidates])
+    best = {}
+    for candidate, group in zip(candidates, groups):  # candidates come least certain first
+        best.setdefault(group, candidate)
+    return np.array(sorted(best.values(), key=lambda position: margins[position]))
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """The likeliest class's probability minus the second's: small is uncertain."""
+    top = np.sort(probs, axis=1)
+    return (top[:, -1] - top[:, -2]).astype(np.float64)
+
+
+def rare_picks(
+    probs: np.ndarray, labelled_per_class: Sequence[int] | None, class_names: Sequence[str] | None, count: int
+) -> list[tuple[str, np.ndarray]]:
+    """For each class with fewer than half the labels of the commonest, its likeliest members in the pool:
+    RARE_SHARE of `count` shared among those classes."""
+    if labelled_per_class is None or len(labelled_per_class) < 2 or count <= 0:
+        return []
+    counts = np.asarray(labelled_per_class)
+    rare = np.flatnonzero(counts < counts.max() / 2)
+    if not len(rare):
+        return []
+    each = max(1, int(round(count * RARE_SHARE / len(rare))))
+    names = class_names or [str(c) for c in range(len(counts))]
+    return [(f"rare class {names[c]}", np.argsort(-probs[:, c], kind="stable")[:each]) for c in rare]

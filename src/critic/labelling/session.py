@@ -1,0 +1,353 @@
+"""A labelling session: the store, the current model, what to ask next, and the next model trained in the
+background. The HTTP routes (serve/labelling.py) and scripts drive it through `next`, `label`, `undo`, `retrain`
+and `status`; none of them waits on a model: the pool is scored when a model arrives, and `next` hands out what
+that scoring planned.
+
+Order of what `next` hands out: the reviews a server sent back (unsure first, then its random sample), then the
+active-learning batch (selection.py). A review handed to one annotator is not handed to another for LEASE_S unless
+the pool has nothing else.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from critic.data.store import Store, StoreError
+from critic.labelling import selection
+
+LEASE_S = 600.0
+# The pool is scored with long reviews cut: ranking the pool needs no windows, and scoring 1,000 IMDB reviews takes
+# half the time (MiniLM, bf16, 2 AMD EPYC Zen 4 cores: 43 reviews/s cut, 22 through windows, 2026-12-06).
+POOL_LONG_REVIEWS = "truncate"
+
+
+@dataclass
+class LoopSettings:
+    """How the loop runs: the encoder a retrain starts from, when it retrains, what it scores."""
+
+    base_model: str = "minilm"
+    retrain_every: int = 50  # new labels; 0: only when asked
+    min_per_class: int = 4  # labels of each class before the first retrain
+    batch: int = 20  # reviews planned at a time
+    pool_sample: int = 1000  # unlabelled reviews scored per round (a seeded sample of a larger pool)
+    models: Path | None = None  # where retrained models go (default: beside the store)
+    # More `critic train` flags for a retrain. By default the encoder is kept as it is (--pair-epochs 0): a retrain
+    # at 40 IMDB labels took 5 s of training where pair tuning takes minutes (docs/benchmarks.md, few labels).
+    train_args: list[str] = field(default_factory=lambda: ["--pair-epochs", "0"])
+    seed: int = 0
+
+
+@dataclass
+class Planned:
+    review_id: int
+    reason: str
+    suggestion: str | None = None
+    confidence: float | None = None
+    probabilities: dict | None = None
+
+
+@dataclass
+class RetrainState:
+    running: bool = False
+    round: int = 0
+    started: float | None = None
+    last_error: str | None = None
+    last_seconds: float | None = None
+    labels_at_last: int = 0
+
+
+class LabelSession:
+    def __init__(self, store: Store, classifier=None, settings: LoopSettings | None = None):
+        self.store = store
+        self.settings = settings or LoopSettings()
+        self.classifier = classifier
+        self.model_name = _model_id(classifier)
+        self.lock = threading.RLock()
+        self.plan: list[Planned] = []
+        self.leases: dict[int, float] = {}  # review id -> when handed out
+        self.retraining = RetrainState(labels_at_last=self.labels_given())
+        self.models = Path(self.settings.models or _beside(store))
+        self.features: dict[int, np.ndarray] = {}
+        self._thread: threading.Thread | None = None
+        self._planning = False
+
+    # --------------------------------------------------------------------------------------------- planning
+
+    def start(self) -> None:
+        """The text features of the pool, and the first plan (scored by the model, if there is one)."""
+        reviews = self.store.reviews()
+        if len(reviews):
+            vectors = selection.text_features(list(reviews["text"]), self.settings.seed)
+            self.features = dict(zip(reviews["id"], vectors))
+        self.replan()
+
+    def replan(self) -> None:
+        """A new batch: the unlabelled pool (a seeded sample of it) scored by the current model, then picked."""
+        pool = [i for i in self.store.unlabelled_ids() if i in self.features]
+        rng = np.random.default_rng(self.settings.seed + self.retraining.round)
+        if len(pool) > self.settings.pool_sample:
+            pool = sorted(rng.choice(pool, self.settings.pool_sample, replace=False).tolist())
+        if not pool:
+            with self.lock:
+                self.plan = []
+            return
+        probs = self.classifier.predict_proba(self.store.texts(pool)) if self.classifier is not None else None
+        labels = list(self.store.labels)
+        counts = list(self.store.counts().values()) if labels else None
+        picks = selection.pick(
+            self.settings.batch,
+            np.stack([self.features[i] for i in pool]),
+            probs,
+            counts,
+            labels,
+            seed=int(rng.integers(2**31)),
+        )
+        plan = [self._planned(pool[p.position], p.reason, None if probs is None else probs[p.position]) for p in picks]
+        with self.lock:
+            self.plan = plan
+
+    def _planned(self, review_id: int, reason: str, probs) -> Planned:
+        if probs is None:
+            return Planned(review_id, reason)
+        names = self.classifier.labels
+        best = int(np.argmax(probs))
+        return Planned(
+            review_id, reason, names[best], float(probs[best]), {n: round(float(p), 4) for n, p in zip(names, probs)}
+        )
+
+    # ---------------------------------------------------------------------------------------------- asking
+
+    def next(self, count: int = 1) -> list[dict]:
+        """Up to `count` reviews to label: the server's queue first, then the plan (while the next plan is made,
+        random reviews); each with its text, the model's suggestion and confidence, and why it was picked."""
+        unlabelled = self.store.unlabelled_ids()
+        waiting = set(unlabelled)
+        queued = self.store.queued()
+        now = time.monotonic()
+        with self.lock:
+            planned = [p for p in self.plan if p.review_id in waiting]
+            candidates = [
+                Planned(int(row.review_id), f"{row.reason} in serving ({row.model})", row.suggestion, row.confidence)
+                for row in queued.itertuples()
+            ] + planned
+            free = [p for p in candidates if now - self.leases.get(p.review_id, -LEASE_S) >= LEASE_S]
+            chosen = (free or candidates)[:count]
+            if len(chosen) < count:
+                chosen += self._stopgap(count - len(chosen), waiting - {p.review_id for p in candidates}, now)
+            for item in chosen:
+                self.leases[item.review_id] = now
+            self._plan_ahead(len(planned) - len(chosen) <= max(count, self.settings.batch // 2))
+        texts = self.store.texts([p.review_id for p in chosen])
+        return [
+            {
+                "id": p.review_id,
+                "text": text,
+                "suggestion": p.suggestion,
+                "confidence": p.confidence,
+                "probabilities": p.probabilities,
+                "reason": p.reason,
+            }
+            for p, text in zip(chosen, texts)
+        ]
+
+    def _stopgap(self, count: int, left: set[int], now: float) -> list[Planned]:
+        """Random reviews not handed out, scored now (a handful: milliseconds), while the next plan is made."""
+        free = sorted(i for i in left if now - self.leases.get(i, -LEASE_S) >= LEASE_S)
+        if not free:
+            return []
+        rng = np.random.default_rng(int(now * 1000) % 2**31)
+        ids = [int(i) for i in rng.choice(free, size=min(count, len(free)), replace=False)]
+        probs = (
+            self.classifier.predict_proba(self.store.texts(ids)) if self.classifier is not None else [None] * len(ids)
+        )
+        return [self._planned(i, "random", p) for i, p in zip(ids, probs)]
+
+    def _plan_ahead(self, running_low: bool) -> None:
+        """The next plan, made in the background when this one runs low (one at a time; not during a retrain,
+        which plans when its model is ready)."""
+        if running_low and not self._planning and not self.retraining.running:
+            self._planning = True
+            threading.Thread(target=self._replan_quietly, daemon=True).start()
+
+    def _replan_quietly(self) -> None:
+        try:
+            self.replan()
+        except Exception as error:  # the plan stays as it was; status says why
+            self.retraining.last_error = f"planning: {type(error).__name__}: {error}"
+        finally:
+            self._planning = False
+
+    # ------------------------------------------------------------------------------------------- labelling
+
+    def label(self, review_id: int, label: str, annotator: str) -> int:
+        """Record a label (committed before this returns); a retrain starts every `retrain_every` new labels."""
+        shown = self._shown(review_id)
+        label_id = self.store.add_label(review_id, label, annotator, origin=self._origin(review_id), shown=shown)
+        with self.lock:
+            self.leases.pop(review_id, None)
+        every = self.settings.retrain_every
+        if every and self.labels_given() - self.retraining.labels_at_last >= every and self._enough_per_class():
+            self.retrain()
+        return label_id
+
+    def undo(self, label_id: int, annotator: str) -> int:
+        return self.store.undo(label_id, annotator)
+
+    def _shown(self, review_id: int) -> dict:
+        with self.lock:
+            planned = next((p for p in self.plan if p.review_id == review_id), None)
+        if planned is None:
+            queued = self.store.queued()
+            row = queued[queued["review_id"] == review_id]
+            if len(row):
+                return {
+                    "model": row.iloc[0]["model"],
+                    "suggestion": row.iloc[0]["suggestion"],
+                    "confidence": float(row.iloc[0]["confidence"]),
+                    "picked_for": row.iloc[0]["reason"],
+                }
+            return {"model": self.model_name}
+        return {
+            "model": self.model_name,
+            "suggestion": planned.suggestion,
+            "confidence": planned.confidence,
+            "picked_for": planned.reason,
+        }
+
+    def _origin(self, review_id: int) -> str:
+        queued = self.store.queued()
+        return "correction" if (queued["review_id"] == review_id).any() else "person"
+
+    def labels_given(self) -> int:
+        return len(self.store.history())
+
+    def _enough_per_class(self) -> bool:
+        counts = self.store.counts()
+        return len(counts) >= 2 and min(counts.values()) >= self.settings.min_per_class
+
+    # ------------------------------------------------------------------------------------------ retraining
+
+    def retrain(self) -> bool:
+        """Start training the next model from the store's labels in the background; False if one is running."""
+        with self.lock:
+            if self.retraining.running:
+                return False
+            self.retraining.running = True
+            self.retraining.round += 1
+            self.retraining.started = time.time()
+            self.retraining.labels_at_last = self.labels_given()
+        self._thread = threading.Thread(target=self._retrain, daemon=True)
+        self._thread.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the running retrain (if any) has finished and its model is in use."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _retrain(self) -> None:
+        output = self.models / f"round-{self.retraining.round:03d}"
+        started = time.monotonic()
+        try:
+            trained = train_in_process(self.store.name, self.settings, output)
+            from critic.inference.predict import Classifier
+
+            classifier = Classifier.load(trained, long_reviews=POOL_LONG_REVIEWS)
+            with self.lock:
+                self.classifier, self.model_name = classifier, _model_id(classifier)
+            self.replan()
+            self.retraining.last_error = None
+        except Exception as error:  # the last model stays; status says why
+            self.retraining.last_error = f"round {self.retraining.round}: {error}"
+        finally:
+            self.retraining.last_seconds = time.monotonic() - started
+            self.retraining.running = False
+
+    # ---------------------------------------------------------------------------------------------- status
+
+    def status(self) -> dict:
+        """Labels per class, disagreements, the current model and its accuracy estimate, the retrain."""
+        history = self.store.history()
+        labelled = self.store.labelled()
+        return {
+            "labels": list(self.store.labels),
+            "per_class": self.store.counts(),
+            "labels_given": len(history),
+            "reviews": len(self.store.reviews()),
+            "unlabelled": len(self.store.unlabelled_ids()),
+            "queued": len(self.store.queued()),
+            "disagreements": int(labelled["disagree"].sum()) if len(labelled) else 0,
+            "model": self.model_name,
+            "accuracy": accuracy_estimate(history, self.model_name, self.classifier),
+            "retrain": {
+                "running": self.retraining.running,
+                "round": self.retraining.round,
+                "last_error": self.retraining.last_error,
+                "last_seconds": self.retraining.last_seconds,
+                "every": self.settings.retrain_every,
+                "labels_since": len(history) - self.retraining.labels_at_last,
+            },
+        }
+
+
+def train_in_process(store: str, settings: LoopSettings, output: Path) -> Path:
+    """`critic train --data STORE` in a process of its own (its memory returns when it ends; a crash there leaves
+    the labelling server as it was); the model's folder, or an error with the last lines it wrote."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "critic.cli", "train", "--data", store, "--model", settings.base_model]
+    command += ["--output", str(output), *settings.train_args]
+    log = output.with_suffix(".log")
+    with open(log, "w", encoding="utf-8") as handle:
+        finished = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if finished.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        raise StoreError(f"critic train stopped ({finished.returncode}): {' / '.join(tail)} (the whole log: {log})")
+    return output
+
+
+def accuracy_estimate(history, model: str | None, classifier) -> dict | None:
+    """The current model's accuracy: from the labels of its random picks when there are some (an unbiased sample
+    of the pool), else its validation split's; with a two-sided 95% Clopper-Pearson interval."""
+    if model is None:
+        return None
+    random = history[(history["model"] == model) & (history["picked_for"] == "random")]
+    if len(random):
+        correct, count, source = int((random["label"] == random["suggestion"]).sum()), len(random), "random picks"
+    else:
+        validation = (classifier.meta.get("validation") or {}) if classifier is not None else {}
+        rows = classifier.meta.get("manifest", {}).get("splits", {}).get("validation", {}).get("rows", 0)
+        if "val_accuracy" not in validation or not rows:
+            return None
+        count, source = int(rows), "validation split"
+        correct = int(round(validation["val_accuracy"] * count))
+    low, high = interval(correct, count)
+    return {"accuracy": correct / count, "low": low, "high": high, "reviews": count, "from": source}
+
+
+def interval(correct: int, count: int, level: float = 0.95) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    tail = (1 - level) / 2
+    low = float(beta.ppf(tail, correct, count - correct + 1)) if correct else 0.0
+    high = float(beta.ppf(1 - tail, correct + 1, count - correct)) if correct < count else 1.0
+    return low, high
+
+
+def _model_id(classifier) -> str | None:
+    if classifier is None:
+        return None
+    return str(classifier.path) if classifier.path is not None else classifier.name
+
+
+def _beside(store: Store) -> Path:
+    if store.sqlite:
+        path = Path(store.url.removeprefix("sqlite:///"))
+        return path.with_name(path.stem + "-models")
+    return Path("runs") / "label-models"

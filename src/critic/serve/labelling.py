@@ -1,0 +1,195 @@
+"""`critic label`: the labelling server. The page at / asks a person for one review at a time; a script drives the
+same loop through the API, behind the server's key like every route:
+
+    GET  /v1/label/next?n=K   reviews to label: id, text, the model's suggestion and confidence, why it was picked
+    POST /v1/label            {"id", "label", "annotator"} -> 200 once the label is committed
+    POST /v1/label/undo       {"label_id", "annotator"} -> the label taken back (it stays in the history)
+    POST /v1/label/retrain    start training the next model from the labels
+    GET  /v1/label/status     labels per class, the current model and its accuracy estimate, the retrain
+"""
+
+import asyncio
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field
+
+from critic.data.store import StoreError
+from critic.labelling.session import LabelSession
+from critic.serve.app import ERRORS, Metrics, add_guards, invalid_request
+from critic.serve.settings import ServeSettings
+
+Annotator = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class ToLabel(BaseModel):
+    id: int
+    text: str
+    suggestion: str | None = Field(description="the current model's answer; null without a model")
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    reason: str = Field(
+        description="why it was picked: uncertain, rare class …, random, diverse start, unsure in serving"
+    )
+
+
+class Given(BaseModel):
+    label_id: int
+    review_id: int
+    committed: bool = True
+
+
+def request_models(labels: list[str]):
+    from typing import Literal
+
+    class LabelRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        id: int = Field(description="the review's id, from /v1/label/next")
+        label: Literal[tuple(labels)] = Field(description="one of the store's classes")  # type: ignore[valid-type]
+        annotator: Annotator
+
+    class UndoRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        label_id: int
+        annotator: Annotator
+
+    return LabelRequest, UndoRequest
+
+
+def create_label_app(session: LabelSession, settings: ServeSettings | None = None) -> FastAPI:
+    """The labelling app around a started session (its store held by this process)."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        session.wait(timeout=0)
+
+    app = FastAPI(
+        title="critic label",
+        lifespan=lifespan,
+        description=f"Label reviews as {', '.join(session.store.labels)}, those that teach the model most first.",
+    )
+    app.exception_handler(RequestValidationError)(invalid_request)
+    app.include_router(label_router(session, settings))
+    app.include_router(page_router(session, metrics))
+    add_guards(app, settings, metrics)
+    return app
+
+
+def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
+    LabelRequest, UndoRequest = request_models(list(session.store.labels))
+    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
+    router = APIRouter(prefix="/v1/label", dependencies=documented_key, responses=ERRORS)
+
+    @router.get("/next", response_model=list[ToLabel])
+    async def next_reviews(n: Annotated[int, Query(ge=1, le=100)] = 1) -> list[ToLabel]:
+        return [ToLabel(**item) for item in await asyncio.to_thread(session.next, n)]
+
+    @router.post("/", response_model=Given, include_in_schema=False)
+    @router.post("", response_model=Given)
+    async def give(body: LabelRequest) -> Given:
+        try:  # committed (and synced) before the answer leaves
+            label_id = await asyncio.to_thread(session.label, body.id, body.label, body.annotator)
+        except StoreError as error:
+            raise HTTPException(404 if "no review" in str(error) else 422, str(error)) from None
+        return Given(label_id=label_id, review_id=body.id)
+
+    @router.post("/undo", response_model=dict)
+    async def undo(body: UndoRequest) -> dict:
+        try:
+            undo_id = await asyncio.to_thread(session.undo, body.label_id, body.annotator)
+        except StoreError as error:
+            raise HTTPException(422, str(error)) from None
+        return {"undone": body.label_id, "undo_id": undo_id}
+
+    @router.post("/retrain", response_model=dict)
+    async def retrain() -> dict:
+        started = await asyncio.to_thread(session.retrain)
+        return {"started": started, "round": session.retraining.round}
+
+    @router.get("/status", response_model=dict)
+    async def status() -> dict:
+        return await asyncio.to_thread(session.status)
+
+    return router
+
+
+def page_router(session: LabelSession, metrics: Metrics) -> APIRouter:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    router = APIRouter()
+    static = resources.files("critic.serve").joinpath("static")
+    page, script, style = (
+        static.joinpath(name).read_text(encoding="utf-8") for name in ("label.html", "label.js", "page.css")
+    )
+
+    @router.get("/healthz", response_model=dict)
+    async def healthz() -> dict:
+        return {"status": "alive"}
+
+    @router.get("/readyz", response_model=dict)
+    async def readyz() -> dict:
+        return {"status": "ready"}
+
+    @router.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @router.get("/page.js", include_in_schema=False)
+    async def page_script() -> Response:
+        return Response(script, media_type="text/javascript")
+
+    @router.get("/page.css", include_in_schema=False)
+    async def page_style() -> Response:
+        return Response(style, media_type="text/css")
+
+    return router
+
+
+def run_labelling(args, columns, api_key: str | None, say) -> None:
+    """`critic label`: the store opened and held, the file imported, the session started, the server run."""
+    import uvicorn
+
+    from critic.data.reading import LABEL_NAMES
+    from critic.data.store import Store
+    from critic.labelling.session import LoopSettings
+    from critic.serve.server import bound_to
+
+    store = Store(args.store, create=True, labels=columns.labels)
+    store.hold("critic label")  # a second labelling server stops here, naming this process
+    if args.data:
+        say(store.import_file(args.data, columns).describe())
+    classifier = None
+    if args.model:
+        from critic.inference.predict import Classifier
+
+        classifier = Classifier.load(args.model)
+        store.set_labels(classifier.labels)
+    if not store.labels:
+        store.set_labels(LABEL_NAMES)
+        say(f"labels: {', '.join(LABEL_NAMES)} (name others with --labels)")
+    settings = LoopSettings(
+        base_model=args.base_model,
+        retrain_every=args.retrain_every,
+        batch=args.batch,
+        pool_sample=args.pool_sample,
+        models=args.models,
+        train_args=args.train_arg,
+    )
+    session = LabelSession(store, classifier, settings)
+    say(f"{len(store.unlabelled_ids()):,} reviews to label; planning the first batch")
+    session.start()
+    serve_settings = bound_to(args.host, ServeSettings(api_key=api_key))
+    say(f"labelling page on http://{args.host}:{args.port}/ (store {args.store})")
+    uvicorn.run(create_label_app(session, serve_settings), host=args.host, port=args.port, log_level="warning")
