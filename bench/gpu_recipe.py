@@ -156,10 +156,10 @@ class Recipe:
         return probs, frame["label"].to_numpy(), classifier.labels, time.perf_counter() - started
 
     def score(self, scored_by: tuple) -> dict:
-        from critic import evaluate as evaluation
+        from critic.evaluation import metrics as evaluation
 
         probs, labels, names, seconds = scored_by
-        scored = evaluation.evaluate(labels, probs, names)
+        scored = evaluation.measure(labels, probs, names)
         return {
             "test_accuracy": scored["accuracy"],
             "test_accuracy_ci95": scored["accuracy_ci95"],
@@ -312,7 +312,7 @@ ROWS = (
 def unsure_on_test(scored_by: tuple, meta: dict) -> dict:
     """ "Not sure" on the test reviews: for each standard target, the threshold `critic train` chose on validation,
     the share of test reviews it answers and their accuracy (issue 24 asks for it for every preset's model)."""
-    from critic import evaluate as evaluation
+    from critic.evaluation import metrics as evaluation
 
     if not meta.get("abstention"):
         return {}

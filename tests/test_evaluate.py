@@ -3,14 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from critic import evaluate
+from critic.evaluation import metrics, rendering
 from critic.modeling import calibration
 
 
 def test_metrics_from_probabilities():
     labels = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
-    summary = evaluate.evaluate(
+    summary = metrics.measure(
         labels, probs, ["negative", "positive"], texts=["a", "b", "c", "d"], token_lengths=[10, 200, 300, 600]
     )
     assert summary["accuracy"] == 0.75
@@ -34,15 +34,15 @@ def test_ece_of_calibrated_and_overconfident_models():
 
 def test_bootstrap_interval_contains_accuracy():
     correct = np.array([1] * 90 + [0] * 10, dtype=bool)
-    low, high = evaluate.bootstrap_accuracy(correct)
+    low, high = metrics.bootstrap_accuracy(correct)
     assert low < 0.9 < high and high - low < 0.15
 
 
 def test_report_files(tmp_path):
     labels = np.array([0, 1] * 50)
     probs = np.column_stack([1 - np.linspace(0.01, 0.99, 100), np.linspace(0.01, 0.99, 100)])
-    summary = evaluate.evaluate(labels, probs, ["negative", "positive"], texts=[f"t{i}" for i in range(100)])
-    json_path, html_path = evaluate.write(summary, tmp_path, "Evaluation", "toy")
+    summary = metrics.measure(labels, probs, ["negative", "positive"], texts=[f"t{i}" for i in range(100)])
+    json_path, html_path = rendering.write(summary, tmp_path, "Evaluation", "toy")
     saved = json.loads(json_path.read_text())
     assert saved["rows"] == 100 and "_roc" not in saved
     assert html_path.read_text().count("<svg") == 5  # confusion heat map, ROC, PR, reliability, confidence

@@ -23,7 +23,7 @@ __all__ = ["Classifier", "load_dataset", "train_model", "evaluate_model", "profi
 FRONTS = {
     "Classifier": "critic.inference.predict",
     "train_model": "critic.training.train",
-    "evaluate_model": "critic.evaluate",
+    "evaluate_model": "critic.evaluation.run",
     "profile_dataset": "critic.profile",
 }
 

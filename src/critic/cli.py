@@ -404,7 +404,7 @@ def add_evaluate(verbs) -> None:
 
 def cmd_evaluate(args) -> int:
     import critic
-    from critic import evaluate
+    from critic.evaluation.rendering import print_summary
 
     summary = critic.evaluate_model(
         args.model,
@@ -418,7 +418,7 @@ def cmd_evaluate(args) -> int:
         label_issues=args.label_issues,
         encoder_workers="auto",  # critic's own entry point: the workers may import it (inference.encoding)
     )
-    evaluate.print_summary(summary)
+    print_summary(summary)
     to_stderr(f"wrote {' and '.join(summary['files'])}")
     return 0
 
@@ -905,8 +905,9 @@ def add_quickstart(verbs) -> None:
 
 def cmd_quickstart(args) -> int:
     import critic
-    from critic import config, evaluate, profile
+    from critic import config, profile
     from critic.data import sources
+    from critic.evaluation.rendering import print_summary
     from critic.training.train import train
 
     to_stderr("1/4 fetching IMDB and MiniLM")
@@ -920,7 +921,7 @@ def cmd_quickstart(args) -> int:
     model_dir = train(cfg, log=to_stderr)
     to_stderr("4/4 evaluating on the test split")
     result = critic.evaluate_model(model_dir, "imdb", "test", cfg.test_size, progress=True)
-    evaluate.print_summary(result)
+    print_summary(result)
     to_stderr(f"done: model in {model_dir}; report {result['files'][1]}; profile {Path(args.output) / 'profile'}")
     return 0
 
