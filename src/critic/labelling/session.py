@@ -36,6 +36,7 @@ class LoopSettings:
     retrain_every: int = 50  # new labels; 0: only when asked
     min_per_class: int = 4  # labels of each class before the first retrain
     batch: int = 20  # reviews planned at a time
+    plan_ahead: bool = True  # plan again in the background when a plan runs low (off: only with each new model)
     pool_sample: int = 1000  # unlabelled reviews scored per round (a seeded sample of a larger pool)
     models: Path | None = None  # where retrained models go (default: beside the store)
     # More `critic train` flags for a retrain. By default the encoder is kept as it is (--pair-epochs 0): a retrain
@@ -77,6 +78,7 @@ class LabelSession:
         self.features: dict[int, np.ndarray] = {}
         self._thread: threading.Thread | None = None
         self._planning = False
+        self._explaining = threading.Lock()
 
     # --------------------------------------------------------------------------------------------- planning
 
@@ -172,7 +174,7 @@ class LabelSession:
     def _plan_ahead(self, running_low: bool) -> None:
         """The next plan, made in the background when this one runs low (one at a time; not during a retrain,
         which plans when its model is ready)."""
-        if running_low and not self._planning and not self.retraining.running:
+        if running_low and self.settings.plan_ahead and not self._planning and not self.retraining.running:
             self._planning = True
             threading.Thread(target=self._replan_quietly, daemon=True).start()
 
@@ -183,6 +185,19 @@ class LabelSession:
             self.retraining.last_error = f"planning: {type(error).__name__}: {error}"
         finally:
             self._planning = False
+
+    def why(self, review_id: int) -> dict | None:
+        """The words that pushed the current model's suggestion for a review (integrated gradients; about a second
+        on a CPU, one at a time), or None without a model."""
+        from critic.inference.explain import explain
+
+        with self.lock:
+            classifier = self.classifier
+        if classifier is None:
+            return None
+        (text,) = self.store.texts([review_id])
+        with self._explaining:
+            return explain(classifier, text).as_dict()
 
     # ------------------------------------------------------------------------------------------- labelling
 

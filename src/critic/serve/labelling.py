@@ -6,6 +6,7 @@ same loop through the API, behind the server's key like every route:
     POST /v1/label/undo       {"label_id", "annotator"} -> the label taken back (it stays in the history)
     POST /v1/label/retrain    start training the next model from the labels
     GET  /v1/label/status     labels per class, the current model and its accuracy estimate, the retrain
+    GET  /v1/label/why?id=K   the words that pushed the model's suggestion for a review
 """
 
 import asyncio
@@ -108,6 +109,15 @@ def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
         except StoreError as error:
             raise HTTPException(422, str(error)) from None
         return {"undone": body.label_id, "undo_id": undo_id}
+
+    @router.get("/why", response_model=dict | None)
+    async def why(id: int) -> dict | None:
+        if await asyncio.to_thread(session.store.review, id) is None:
+            raise HTTPException(404, f"no review {id}")
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(session.why, id), settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, "no explanation in time; the server is busy") from None
 
     @router.post("/retrain", response_model=dict)
     async def retrain() -> dict:

@@ -53,6 +53,35 @@ async function next() {
   for (const button of $("classes").children) {
     button.classList.toggle("suggested", button.dataset.label === current.suggestion);
   }
+  if (current.suggestion !== null) words(current.id);
+}
+
+function colour(score) {
+  if (score === null) return "";
+  const alpha = Math.min(1, Math.abs(score)) * 0.55;
+  return score > 0 ? `rgba(30,132,73,${alpha})` : `rgba(176,58,46,${alpha})`;
+}
+
+// The words that pushed the suggestion, coloured in place once they arrive (a second or so on a CPU)
+async function words(id) {
+  let explanation;
+  try { explanation = await call(`/v1/label/why?id=${id}`); } catch (error) { return; }
+  if (!explanation || !current || current.id !== id) return;
+  const parts = [];
+  let position = 0;
+  for (const w of explanation.words) {
+    parts.push(document.createTextNode(explanation.text.slice(position, w.start)));
+    const span = document.createElement("span");
+    span.textContent = explanation.text.slice(w.start, w.end);
+    span.dataset.score = w.score;
+    span.title = w.score === null ? "not read (cut by the window)" : `${w.score.toFixed(2)} towards ${explanation.label}`;
+    if (w.score !== null) span.style.background = colour(w.score);
+    parts.push(span);
+    position = w.end;
+  }
+  parts.push(document.createTextNode(explanation.text.slice(position)));
+  $("text").replaceChildren(...parts);
+  $("legend").classList.remove("hidden");
 }
 
 async function give(label) {
