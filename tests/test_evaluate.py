@@ -1,7 +1,10 @@
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from rich.console import Console
 
 from critic.evaluation import metrics, rendering
 from critic.modeling import calibration
@@ -57,3 +60,33 @@ def test_ece_is_the_standard_fifteen_bins_over_zero_to_one():
     assert calibration.expected_calibration_error(
         np.array([1, 0]), np.array([1 / 15, 0.06]), np.array([1, 1])
     ) == pytest.approx(abs(0.5 - (1 / 15 + 0.06) / 2))
+
+
+def test_slices_put_the_worst_value_of_a_column_first_in_the_terminal_and_the_report(toy_model, tmp_path):
+    import critic
+    from critic import data
+    from critic.evaluation.rendering import print_summary
+
+    frame = pd.read_csv(toy_model.parent / "toy.csv").head(300)
+    frame["product"] = ["films", "series"] * 150
+    frame.loc[:39, "product"] = "flipped"
+    frame.loc[:39, "label"] = 1 - frame.loc[:39, "label"]  # labels the model must get wrong
+    frame.to_csv(tmp_path / "sliced.csv", index=False)
+    summary = critic.evaluate_model(
+        toy_model, tmp_path / "sliced.csv", "all", output=tmp_path / "ev", baseline=False, slice_by="product"
+    )
+    found = summary["slices"]["slices"]
+    assert [row["value"] for row in found][0] == "flipped" and found[0]["accuracy"] < 0.3
+    assert sum(row["reviews"] for row in found) == 300 and {row["value"] for row in found} == {
+        "flipped",
+        "films",
+        "series",
+    }
+    low, high = found[0]["ci95"]
+    assert low <= found[0]["accuracy"] <= high
+    assert "By product, the worst first" in Path(summary["files"][1]).read_text()
+    console = Console(record=True, width=120)
+    print_summary(summary, console)
+    assert "by product, the worst first" in console.export_text()
+    with pytest.raises(data.DataError, match="no column 'stars' to slice by; the columns are: text, label, product"):
+        critic.evaluate_model(toy_model, tmp_path / "sliced.csv", "all", baseline=False, slice_by="stars")

@@ -243,7 +243,11 @@ def start_labelling(store: Path, *options) -> tuple[str, subprocess.Popen]:
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, timeout=120)
+    try:
+        wait_until(ready, timeout=120)
+    except BaseException:
+        process.kill()
+        raise
     return url, process
 
 
@@ -271,12 +275,14 @@ def test_kill_9_in_the_middle_of_labelling_loses_no_acknowledged_label(tmp_path,
         thread.start()
     from servers import wait_until
 
-    wait_until(lambda: len(acknowledged) >= 40, timeout=120)
-    process.send_signal(signal.SIGKILL)  # while the annotators are still sending
-    process.wait()
-    stop.set()
-    for thread in annotators:
-        thread.join()
+    try:
+        wait_until(lambda: len(acknowledged) >= 40, timeout=120)
+    finally:
+        process.send_signal(signal.SIGKILL)  # while the annotators are still sending
+        process.wait()
+        stop.set()
+        for thread in annotators:
+            thread.join()
     kept = set(Store(store).history()["id"])
     assert len(acknowledged) >= 40 and set(acknowledged) <= kept
     url, process = start_labelling(store, "--retrain-every", "0")  # the hold died with the process

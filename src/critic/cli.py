@@ -399,6 +399,12 @@ def add_evaluate(verbs) -> None:
         help="the reviews whose label the model's probabilities contradict (cleanlab's confident learning), "
         "ranked in OUTPUT/label_issues.csv with their line in the file, the worst in the report",
     )
+    verb.add_argument(
+        "--slice-by",
+        metavar="COLUMN",
+        help="accuracy, its 95%% interval and the count for each value of this column of the file (product, "
+        "source, stars, date), the worst first, in the terminal and the report",
+    )
     verb.set_defaults(run=cmd_evaluate)
 
 
@@ -416,6 +422,7 @@ def cmd_evaluate(args) -> int:
         backend=args.backend,
         baseline=args.baseline,
         label_issues=args.label_issues,
+        slice_by=args.slice_by,
         encoder_workers="auto",  # critic's own entry point: the workers may import it (inference.encoding)
     )
     print_summary(summary)

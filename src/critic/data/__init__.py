@@ -28,6 +28,7 @@ from critic.data.reading import (
     records,
     resolve_labels,
     text_problem,
+    values_by_text,
 )
 from critic.data.splits import (
     SPLIT_FRACTIONS,
@@ -83,4 +84,5 @@ __all__ = [
     "text_hash",
     "text_problem",
     "trained_on",
+    "values_by_text",
 ]

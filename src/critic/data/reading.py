@@ -325,6 +325,26 @@ def read_table(
     return frame, report
 
 
+def values_by_text(path: str | Path, columns: Columns, column: str) -> dict[str, object]:
+    """Each review's value in another column of its file (the first row's, for a text written twice): what
+    `critic evaluate --slice-by COLUMN` groups by."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: --slice-by reads a column of a review file; this is not one")
+    found: dict[str, object] = {}
+    text_key = None
+    for _, record in records(path):
+        if text_key is None:
+            text_key = pick_column(list(record), columns.text, TEXT_COLUMNS, "text", path)
+            if column not in record:
+                names = ", ".join(c for c in record if isinstance(c, str))
+                raise DataError(f"{path}: no column '{column}' to slice by; the columns are: {names}")
+        text = record.get(text_key)
+        if isinstance(text, str):
+            found.setdefault(text, record.get(column))
+    return found
+
+
 @dataclass
 class _Rows:
     """A file's rows as read, before their labels are mapped, and the lines that could not be read."""

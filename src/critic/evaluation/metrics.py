@@ -214,3 +214,28 @@ def tfidf_baseline(
         "seconds": time.perf_counter() - started,
         **{k: scored[k] for k in keep if k in scored},
     }
+
+
+def clopper_pearson(correct: int, count: int, level: float = 0.95) -> tuple[float, float]:
+    """The two-sided interval of an accuracy of `correct` in `count` (exact, for the small counts of a slice)."""
+    from scipy.stats import beta
+
+    tail = (1 - level) / 2
+    low = float(beta.ppf(tail, correct, count - correct + 1)) if correct else 0.0
+    high = float(beta.ppf(1 - tail, correct + 1, count - correct)) if correct < count else 1.0
+    return low, high
+
+
+def slices(values: Sequence, correct: np.ndarray, column: str) -> dict:
+    """Accuracy, its interval and the count for each value of `column`, the worst first (among equals, the
+    larger slice first)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"value": [str(v) for v in values], "correct": np.asarray(correct, dtype=bool)})
+    rows = []
+    for value, part in frame.groupby("value", sort=False):
+        count, right = len(part), int(part["correct"].sum())
+        low, high = clopper_pearson(right, count)
+        rows.append({"value": value, "reviews": count, "accuracy": right / count, "ci95": [low, high]})
+    rows.sort(key=lambda row: (row["accuracy"], -row["reviews"]))
+    return {"column": column, "slices": rows}

@@ -31,6 +31,10 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
             report.table(["", *names], [(n, *row) for n, row in zip(names, summary["confusion_matrix"])]),
         )
     )
+    if "slices" in summary:
+        sections.append(
+            (f"By {summary['slices']['column']}, the worst first", report.table(SLICE_COLUMNS, slice_rows(summary)))
+        )
     if "unsure" in summary:
         sections.append(("Not sure: answering only above a confidence", unsure_html(summary)))
     if "label_issues" in summary:
@@ -63,6 +67,16 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
             )
         )
     return report.page(title, subtitle, sections)
+
+
+SLICE_COLUMNS = ("value", "reviews", "accuracy", "95% interval")
+
+
+def slice_rows(summary: dict, most: int = 50) -> list[tuple]:
+    return [
+        (row["value"], f"{row['reviews']:,}", f"{row['accuracy']:.2%}", f"{row['ci95'][0]:.1%} – {row['ci95'][1]:.1%}")
+        for row in summary["slices"]["slices"][:most]
+    ]
 
 
 def unsure_rows(summary: dict) -> list[tuple]:
@@ -287,6 +301,20 @@ def print_summary(summary: dict, console=None) -> None:
     if "label_issues" in summary:
         found = summary["label_issues"]
         console.print(f"labels that look wrong: {found['rows']:,} ({found['share']:.1%}), ranked in {found['file']}")
+    print_breakdowns(summary, console)
+
+
+def print_breakdowns(summary: dict, console) -> None:
+    """The tables by slice, by "not sure" target and by length, where the summary has them."""
+    from rich.table import Table
+
+    if "slices" in summary:
+        sliced = Table(title=f"by {summary['slices']['column']}, the worst first", title_justify="left")
+        for column in SLICE_COLUMNS:
+            sliced.add_column(column, justify="right")
+        for row in slice_rows(summary, most=15):
+            sliced.add_row(*row)
+        console.print(sliced)
     if "unsure" in summary:
         answered = Table(title="not sure below a threshold (--min-accuracy)", title_justify="left")
         for column in UNSURE_COLUMNS:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from critic import safe_csv
-from critic.evaluation.metrics import measure, tfidf_baseline, unsure_figures
+from critic.evaluation.metrics import measure, slices, tfidf_baseline, unsure_figures
 from critic.evaluation.rendering import write
 
 # What the model's critic.json (and its card) keeps of an evaluation.
@@ -44,13 +44,15 @@ def evaluate_model(
     baseline: bool = True,
     label_issues: bool = False,
     encoder_workers: int | str = 0,
+    slice_by: str | None = None,
 ) -> dict:
     """Score `split` of `data` (default: the data the model was trained on, `trained_on`) with a trained model
     and compute every metric; writes evaluation.json and
     evaluation.html to `output` (default: MODEL/evaluation) and records the headline numbers in the model card
     (for the PyTorch model unless another backend is named). With `baseline`, TF-IDF + logistic regression is
     trained on the model's own training rows and scored beside it. With `label_issues`, the reviews whose label
-    the model's probabilities contradict go to OUTPUT/label_issues.csv, the worst into the report."""
+    the model's probabilities contradict go to OUTPUT/label_issues.csv, the worst into the report. With `slice_by`,
+    accuracy per value of that column of the data's file (product, source, stars, date), the worst first."""
     from critic import data as datasets
     from critic import modeling
     from critic.inference.predict import Classifier  # the run scores with the Classifier, as predict does
@@ -82,6 +84,10 @@ def evaluate_model(
         tokens.lengths + classifier.encoder.specials,
         ordered=bool(classifier.meta.get("ordered")),
     )
+    if slice_by:
+        by_text = datasets.values_by_text(data, columns, slice_by)
+        correct = probs.argmax(axis=1) == frame["label"].to_numpy()
+        summary["slices"] = slices([by_text.get(t) for t in texts], correct, slice_by)
     if baseline:
         training_rows = datasets.model_rows(classifier.meta, "train", dataset if own else None)
         if training_rows is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from critic.data.store import Store, StoreError
+from critic.evaluation.metrics import clopper_pearson
 from critic.labelling import selection
 
 LEASE_S = 600.0
@@ -342,17 +343,8 @@ def accuracy_estimate(history, model: str | None, classifier) -> dict | None:
             return None
         count, source = int(rows), "validation split"
         correct = int(round(validation["val_accuracy"] * count))
-    low, high = interval(correct, count)
+    low, high = clopper_pearson(correct, count)
     return {"accuracy": correct / count, "low": low, "high": high, "reviews": count, "from": source}
-
-
-def interval(correct: int, count: int, level: float = 0.95) -> tuple[float, float]:
-    from scipy.stats import beta
-
-    tail = (1 - level) / 2
-    low = float(beta.ppf(tail, correct, count - correct + 1)) if correct else 0.0
-    high = float(beta.ppf(1 - tail, correct + 1, count - correct)) if correct < count else 1.0
-    return low, high
 
 
 def _model_id(classifier) -> str | None:
