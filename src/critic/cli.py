@@ -27,6 +27,7 @@ examples:
   critic explain runs/minilm-imdb "Slow start, but a superb, moving finale."
   critic serve runs/minilm-imdb              HTTP API, metrics and a page at http://127.0.0.1:8000/
   critic label reviews.csv --store reviews.db   a labelling page that asks for the reviews that teach most
+  critic monitor runs/minilm-imdb new.csv    unsure share, class mix and drift of a file against the model's data
 
 Artifacts are cached under $CRITIC_CACHE (default ~/.cache/critic). Set CRITIC_OFFLINE=1 to skip online sources.
 """
@@ -850,6 +851,48 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def add_monitor(verbs) -> None:
+    verb = verbs.add_parser(
+        "monitor",
+        help="what a model sees in a file: unsure answers, class mix, drift from its training reviews",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a file of reviews (labels not needed) and compare it with what the model was trained "
+        "on: the share it answers 'unsure' at --min-accuracy, the mix of its answers against the validation "
+        "split's classes, and a drift score (the ROC AUC of a classifier told to separate these reviews from the "
+        "training reviews on the model's own embeddings: 0.5 none, 1.0 entirely different), with a warning "
+        "where one moves. `critic serve --watch` shows the same for the server's traffic in /metrics.",
+        epilog="example:\n  critic monitor runs/minilm-imdb new-reviews.csv --output runs/monitor",
+    )
+    verb.add_argument("model", help="a model folder")
+    verb.add_argument("file", help="reviews: CSV, TSV, JSONL, Parquet or .txt (one per line)")
+    verb.add_argument("--min-accuracy", type=float, default=0.95, help="the target of 'unsure' (default 0.95)")
+    verb.add_argument("--text-column", help="column holding the review text (default: text, review, …)")
+    verb.add_argument("--output", help="write monitor.json into this folder")
+    verb.set_defaults(run=cmd_monitor)
+
+
+def cmd_monitor(args) -> int:
+    import json
+
+    from critic.inference.monitoring import monitor_file
+
+    found = monitor_file(args.model, args.file, args.min_accuracy, args.text_column, to_stderr)
+    unsure = "—" if found["unsure_share"] is None else f"{found['unsure_share']:.1%}"
+    drift = "—" if found["drift_auc"] is None else f"{found['drift_auc']:.3f}"
+    expected = found["validation_mix"] or {}
+    mix = ", ".join(
+        f"{name} {share:.0%}" + (f" (validation {expected[name]:.0%})" if name in expected else "")
+        for name, share in found["class_mix"].items()
+    )
+    print(f"{found['reviews']:,} reviews: unsure at {args.min_accuracy:g} {unsure}; answers {mix}; drift AUC {drift}")
+    for warning in found["warnings"]:
+        to_stderr(f"warning: {warning}")
+    if args.output:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / "monitor.json").write_text(json.dumps(found, indent=2) + "\n")
+    return 0
+
+
 def add_label(verbs) -> None:
     verb = verbs.add_parser(
         "label",
@@ -945,6 +988,7 @@ VERBS = (
     add_export,
     add_explain,
     add_serve,
+    add_monitor,
     add_label,
     add_quickstart,
 )  # in the order `critic --help` lists them
