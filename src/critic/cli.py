@@ -792,6 +792,19 @@ def add_serve(verbs) -> None:
         help="the share of the other answers sent too, so that labels measure the accuracy in production "
         "(default 0.02)",
     )
+    watching = verb.add_argument_group("watching what the server sees (/metrics and GET /v1/watch)")
+    watching.add_argument(
+        "--watch", action="store_true", help="the unsure share and class mix of recent answers, and their drift"
+    )
+    watching.add_argument(
+        "--watch-min-accuracy", type=float, default=0.95, help="the target of 'unsure' for the watch (default 0.95)"
+    )
+    watching.add_argument(
+        "--watch-drift-every",
+        type=int,
+        default=500,
+        help="answers between drift scores of the latest 500 reviews against the training reviews (0: no drift)",
+    )
     verb.add_argument(
         "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
     )
@@ -839,6 +852,9 @@ def cmd_serve(args) -> int:
         store=args.store,
         store_min_accuracy=args.store_min_accuracy,
         store_sample=args.store_sample,
+        watch=args.watch,
+        watch_min_accuracy=args.watch_min_accuracy,
+        watch_drift_every=args.watch_drift_every,
         **{setting.name: getattr(args, setting.name) for setting in limits()},
     )
     args.max_batch = settings.max_batch

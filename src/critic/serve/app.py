@@ -178,6 +178,7 @@ class Service:
     metrics: Metrics
     batcher: MicroBatcher
     recorder: object | None = None  # a recording.StoreRecorder: unsure answers to a labels store
+    watch: object | None = None  # a watch.TrafficWatch: unsure share, class mix, drift of the traffic
     ready: bool = False
 
     @property
@@ -209,9 +210,10 @@ class Service:
             raise HTTPException(503, f"busy: {error}; try again", headers=RETRY_AFTER) from None
 
 
-def create_app(classifier, settings: ServeSettings | None = None, recorder=None) -> FastAPI:
+def create_app(classifier, settings: ServeSettings | None = None, recorder=None, watch=None) -> FastAPI:
     """An app serving `classifier` (a critic.Classifier); with `recorder` (recording.StoreRecorder), its unsure
-    answers and a sample of the others go to a labels store."""
+    answers and a sample of the others go to a labels store; with `watch` (watch.TrafficWatch), what it sees is in
+    /metrics and at /v1/watch."""
     settings = settings or ServeSettings()
     metrics = Metrics()
     service = Service(
@@ -227,9 +229,12 @@ def create_app(classifier, settings: ServeSettings | None = None, recorder=None)
             max_exclusive=settings.max_queued_explains,
         ),
         recorder,
+        watch,
     )
     if recorder is not None:
         metrics.record_store(recorder)
+    if watch is not None:
+        watch.export(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -374,6 +379,8 @@ def api_router(service: Service) -> APIRouter:
         answered = answers(probs, classifier.labels, unsure_below)
         if service.recorder is not None:
             service.recorder.answered(texts, answered, probs)
+        if service.watch is not None:
+            service.watch.answered(texts, probs)
         return PredictResponse(
             model=service.name,
             version=service.version,
@@ -383,6 +390,13 @@ def api_router(service: Service) -> APIRouter:
             ],
             min_accuracy=classifier.threshold(body.min_accuracy) if body.min_accuracy is not None else None,
         )
+
+    if service.watch is not None:
+
+        @router.get("/watch", response_model=dict)
+        async def watch() -> dict:
+            """The share of recent answers that are unsure, their class mix against validation's, the drift."""
+            return service.watch.state()
 
     @router.post("/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest) -> ExplainResponse:

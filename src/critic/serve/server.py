@@ -36,7 +36,21 @@ def app_for(model: str, settings: ServeSettings, backend: str, precision: str):
     from critic.inference.predict import Classifier
 
     classifier = Classifier.load(model, backend=backend, precision=precision, serving=True)
-    return create_app(classifier, settings, recorder_for(classifier, settings))
+    return create_app(classifier, settings, recorder_for(classifier, settings), watch_for(classifier, settings))
+
+
+def watch_for(classifier, settings: ServeSettings):
+    """The watch on the traffic, with the model's reference embeddings when it scores drift."""
+    if not settings.watch:
+        return None
+    from critic.inference import monitoring
+    from critic.messages import to_stderr
+    from critic.serve.watch import TrafficWatch
+
+    reference = None
+    if settings.watch_drift_every and classifier.path is not None:
+        reference = monitoring.reference_embeddings(classifier, classifier.path, to_stderr)
+    return TrafficWatch(classifier, settings.watch_min_accuracy, settings.watch_drift_every, reference)
 
 
 def recorder_for(classifier, settings: ServeSettings):

@@ -66,6 +66,11 @@ class ServeSettings:
     store: str | None = None
     store_min_accuracy: float = 0.95
     store_sample: float = 0.02
+    # What the server sees (serve/watch.py): the unsure share at watch_min_accuracy and the class mix of recent
+    # answers; a drift score every watch_drift_every answers (0: none)
+    watch: bool = False
+    watch_min_accuracy: float = 0.95
+    watch_drift_every: int = 500
 
 
 def limits() -> list:
