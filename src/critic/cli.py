@@ -776,6 +776,21 @@ def add_serve(verbs) -> None:
         "--api-key-env",
         help="name of an environment variable holding the API key that /v1/* requests must send as X-API-Key",
     )
+    add_serve_feedback(verb)
+    verb.add_argument(
+        "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
+    )
+    verb.add_argument(
+        "--allowed-host",
+        action="append",
+        help="a Host name the server answers (repeatable; default: any, or only 127.0.0.1, localhost and [::1] "
+        "when --host is a loopback address, against DNS rebinding)",
+    )
+    verb.set_defaults(run=cmd_serve)
+
+
+def add_serve_feedback(verb) -> None:
+    """What the server sends back: unsure answers to a labels store, and the watch on its traffic."""
     store = verb.add_argument_group("sending answers back to people (`critic label` shows them)")
     store.add_argument("--store", help="a labels store (FILE.db or a database URL) whose queue receives unsure answers")
     store.add_argument(
@@ -805,16 +820,6 @@ def add_serve(verbs) -> None:
         default=500,
         help="answers between drift scores of the latest 500 reviews against the training reviews (0: no drift)",
     )
-    verb.add_argument(
-        "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; default: none)"
-    )
-    verb.add_argument(
-        "--allowed-host",
-        action="append",
-        help="a Host name the server answers (repeatable; default: any, or only 127.0.0.1, localhost and [::1] "
-        "when --host is a loopback address, against DNS rebinding)",
-    )
-    verb.set_defaults(run=cmd_serve)
 
 
 def add_serve_limits(group) -> None:

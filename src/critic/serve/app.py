@@ -257,6 +257,8 @@ def create_app(classifier, settings: ServeSettings | None = None, recorder=None,
     app.exception_handler(RequestValidationError)(invalid_request)
     app.exception_handler(ValueError)(unscorable)
     app.include_router(api_router(service))
+    if watch is not None:
+        app.include_router(watch_router(service))
     app.include_router(probe_router(service))
     add_guards(app, settings, metrics)
     return app
@@ -391,13 +393,6 @@ def api_router(service: Service) -> APIRouter:
             min_accuracy=classifier.threshold(body.min_accuracy) if body.min_accuracy is not None else None,
         )
 
-    if service.watch is not None:
-
-        @router.get("/watch", response_model=dict)
-        async def watch() -> dict:
-            """The share of recent answers that are unsure, their class mix against validation's, the drift."""
-            return service.watch.state()
-
     @router.post("/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest) -> ExplainResponse:
         from critic.inference.explain import explain as attribute
@@ -443,6 +438,19 @@ def api_router(service: Service) -> APIRouter:
 
 
 UPLOAD_CHUNK = 32
+
+
+def watch_router(service: Service) -> APIRouter:
+    """GET /v1/watch (behind the key, like /v1): what the server has seen."""
+    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if service.settings.api_key else []
+    router = APIRouter(prefix="/v1", dependencies=documented_key, responses=ERRORS)
+
+    @router.get("/watch", response_model=dict)
+    async def watch() -> dict:
+        """The share of recent answers that are unsure, their class mix against validation's, the drift."""
+        return service.watch.state()
+
+    return router
 
 
 def scored_csv(fields: list[str], rows: list[list[str]], probs: np.ndarray, labels: list[str], unsure_below) -> str:
