@@ -112,6 +112,25 @@ def test_a_session_asks_with_the_models_suggestion_and_records_what_it_showed(po
     assert status["accuracy"] is not None and status["accuracy"]["from"] in ("random picks", "validation split")
 
 
+def test_labels_the_model_contradicts_come_back_for_a_second_look_once(pool_store, toy_model):
+    from critic.labelling.session import SECOND_LOOK
+
+    truth = truth_of(toy_model)
+    reviews = pool_store.reviews()
+    flipped = set(reviews["id"][:5])
+    for review, text in zip(reviews["id"][:60], reviews["text"][:60]):
+        given = truth[text] if review not in flipped else {"negative": "positive", "positive": "negative"}[truth[text]]
+        pool_store.add_label(int(review), given, "ann")
+    session = LabelSession(pool_store, classifier_of(toy_model), LoopSettings(retrain_every=0, batch=40))
+    session.start()
+    looks = [item for item in session.next(60) if item["reason"] == SECOND_LOOK]
+    assert len(looks) == 2 and {item["id"] for item in looks} <= flipped
+    assert all(item["suggestion"] == truth[item["text"]] for item in looks)
+    session.label(looks[0]["id"], looks[0]["suggestion"], "bob")
+    assert looks[0]["id"] not in [item["id"] for item in session.next(60)]  # one second opinion is enough
+    assert int(pool_store.labelled()["disagree"].sum()) == 1
+
+
 def test_the_accuracy_estimate_comes_from_the_random_picks_with_an_interval():
     history = pd.DataFrame(
         {
