@@ -1,5 +1,5 @@
-"""A `critic serve` process for the serving benchmarks (serve_load.py, serve_attack.py): on a free loopback port,
-its output discarded, returned once it answers /readyz."""
+"""A `critic serve` process for the serving benchmarks (serve_load.py, serve_attack.py), and a `critic label` one
+for bench/active_learning.py: on a free loopback port, their output discarded, returned once they answer /readyz."""
 
 from __future__ import annotations
 
@@ -18,10 +18,19 @@ def free_port() -> int:
 
 def start_server(model: str, port: int, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`critic serve MODEL --port PORT OPTIONS...`, ready, with `env` added to this process's environment."""
+    return start_critic(["serve", model, "--port", str(port), *options], port, env)
+
+
+def start_labelling(store: str, port: int, *options: str) -> subprocess.Popen:
+    """`critic label --store STORE --port PORT OPTIONS...`, ready."""
+    return start_critic(["label", "--store", store, "--port", str(port), *options], port)
+
+
+def start_critic(arguments: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
     import httpx
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "critic.cli", "serve", model, "--port", str(port), *options],
+        [sys.executable, "-m", "critic.cli", *arguments],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
