@@ -281,12 +281,18 @@ def prepared_batches(
         rows = np.array_split(rows_global, world)[rank]
         batch = pad(inputs, rows, pad_id, multiple)
         batch.update({name: values[torch.from_numpy(rows)] for name, values in targets.items()})
-        if pin:
-            batch = {k: v.pin_memory() for k, v in batch.items()}
         return batch, len(rows_global), len(rows_global)
 
-    prepared = map(prepare_one, steps)
-    return read_ahead(prepared, depth=4) if pin else prepared
+    return pinned_ahead(map(prepare_one, steps), pin)
+
+
+def pinned_ahead(batches: Iterator[tuple[dict, int, int]], pin: bool) -> Iterator[tuple[dict, int, int]]:
+    """With `pin` (a GPU): each (batch, count, rows) with its tensors in pinned memory, prepared up to 4 ahead in a
+    background thread, so that the copy to the GPU does not block; without, `batches` as they are."""
+    if not pin:
+        return batches
+    pinned = (({k: v.pin_memory() for k, v in batch.items()}, count, rows) for batch, count, rows in batches)
+    return read_ahead(pinned, depth=4)
 
 
 def read_ahead(items: Iterator, depth: int) -> Iterator:

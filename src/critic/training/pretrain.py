@@ -31,7 +31,6 @@ from critic.training.loop import (
     TrainingStep,
     append_log,
     linear_schedule,
-    read_ahead,
 )
 
 PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
@@ -131,10 +130,9 @@ def masked_batches(
         ]  # every share's mask, for the global count
         batch = shares[rank]
         count = sum(int((share["labels"] != -100).sum()) for share in shares)
-        return ({k: v.pin_memory() for k, v in batch.items()} if pin else batch), max(count, 1), len(rows_global)
+        return batch, max(count, 1), len(rows_global)
 
-    prepared = (prepare_one(first_step + i, rows) for i, rows in enumerate(steps))
-    return read_ahead(prepared, depth=4) if pin else prepared
+    return loop.pinned_ahead((prepare_one(first_step + i, rows) for i, rows in enumerate(steps)), pin)
 
 
 def holdout_loss(
