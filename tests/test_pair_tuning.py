@@ -68,8 +68,10 @@ def test_a_fit_that_fails_after_the_pair_stage_keeps_the_stage_for_the_next_run(
         raise MemoryError("the disk or the memory ran out")
 
     monkeypatch.setattr(few_labels, "fit_head", failing)
+    first = []
     with pytest.raises(MemoryError):
-        train.train(run, progress=False)
+        train.train(run, log=first.append, progress=False)
+    assert any(line.startswith("pair stage: lr 5e-05 (not 0.0001)") for line in first)  # the override is said
     stage = tmp_path / "model" / pair_tuning.FOLDER
     assert (stage / pair_tuning.ENCODER_FILE).is_file()
     monkeypatch.setattr(few_labels, "fit_head", fit_head)

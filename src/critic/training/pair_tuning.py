@@ -94,6 +94,13 @@ def tune(
     """Run the pair stage as `config` says (on every process of a launch); returns its folder, holding the tuned
     encoder and its record. A finished stage returns at once; an interrupted one resumes."""
     stage = stage_config(config)
+    replaced = [
+        f"{name} {getattr(stage, name):g} (not {getattr(config, name):g})"
+        for name in ("lr", "batch_size", "warmup_ratio")
+        if getattr(config, name) != getattr(stage, name)
+    ]
+    if replaced:  # the run's values are fine-tuning's; the pair stage keeps the ones measured for it
+        loop.speaker(log, loop.first_process())(f"pair stage: {', '.join(replaced)}, the values measured for it")
     return loop.run(stage, lambda say: PairTuning(stage, say, dataset), log, progress)
 
 
