@@ -322,17 +322,23 @@ def test_the_labelling_page_in_a_browser(tmp_path, toy_model):
     from servers import start_server, stop_server
 
     store = tmp_path / "labels.db"
-    served, server = start_server(toy_model, "--store", str(store), "--store-min-accuracy", "0.99")
-    try:
-        httpx.post(f"{served}/v1/predict", json={"text": "a film i will not forget"}, timeout=30).raise_for_status()
-    finally:
-        stop_server(server)  # writes what waits for the store
+    served, server = start_server(
+        toy_model, "--store", str(store), "--store-min-accuracy", "0.99", "--watch", "--watch-drift-every", "0"
+    )
     pool = tmp_path / "pool.csv"
     pd.read_csv(toy_model.parent / "toy.csv")[["text"]].head(60).to_csv(pool, index=False)
-    url, process = start_labelling(store, str(pool), "--model", str(toy_model), "--retrain-every", "0")
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            httpx.post(f"{served}/v1/predict", json={"text": "a film i will not forget"}, timeout=30).raise_for_status()
+            watching = browser.new_page()  # the serving page shows what the server has seen
+            watching.goto(served)
+            expect(watching.locator("#watch-summary")).to_contain_text("1 recent answers; unsure at 0.95")
+            expect(watching.locator("#watch-mix tr")).to_have_count(3)
+        finally:
+            stop_server(server)  # writes what waits for the store
+        url, process = start_labelling(store, str(pool), "--model", str(toy_model), "--retrain-every", "0")
+        try:
             page = browser.new_page()
             page.goto(url)
             page.fill("#annotator", "ann")
@@ -360,9 +366,9 @@ def test_the_labelling_page_in_a_browser(tmp_path, toy_model):
             second.click("#text")
             second.keyboard.press("1")
             expect(second.locator("#said")).to_have_text("saved: negative")
+        finally:
+            process.terminate()
+            process.wait(30)
             browser.close()
-    finally:
-        process.terminate()
-        process.wait(30)
     history = Store(store).history()
     assert list(history["annotator"]) == ["ann", "bob"] and list(history["origin"]) == ["correction", "person"]

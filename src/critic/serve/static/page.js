@@ -164,3 +164,34 @@ function parseCsv(text) {
 }
 
 $("review").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("analyse").click(); });
+
+// With `critic serve --watch`: the recent answers' unsure share, class mix against validation's, and drift
+async function watch() {
+  const key = $("api-key").value;
+  let seen;
+  try {
+    const response = await fetch("/v1/watch", {headers: key ? {"X-API-Key": key} : {}});
+    if (!response.ok) return;
+    seen = await response.json();
+  } catch (error) { return; }
+  $("watch").classList.remove("hidden");
+  const percent = (x) => x === null || x === undefined ? "—" : `${(x * 100).toFixed(1)}%`;
+  $("watch-summary").textContent = `${seen.answers} recent answers; unsure at ${seen.min_accuracy}: ` +
+    `${percent(seen.unsure_share)}; drift from the training reviews (ROC AUC, 0.5 none): ` +
+    (seen.drift_auc === null ? "not yet" : seen.drift_auc.toFixed(3));
+  const header = document.createElement("tr");
+  for (const name of ["class", "answers", "validation"]) {
+    const th = document.createElement("th"); th.textContent = name; header.append(th);
+  }
+  const rows = Object.entries(seen.class_mix).map(([name, share]) => {
+    const tr = document.createElement("tr");
+    for (const cell of [name, percent(share), percent((seen.validation_mix || {})[name])]) {
+      const td = document.createElement("td"); td.textContent = cell; tr.append(td);
+    }
+    return tr;
+  });
+  $("watch-mix").replaceChildren(header, ...rows);
+  $("watch-warnings").textContent = seen.warnings.join(" · ");
+}
+watch();
+setInterval(watch, 10000);
