@@ -155,13 +155,10 @@ def fine_tune(
     )
 
 
-class FineTuning:
+class FineTuning(loop.Job):
     """Fine-tuning (and distillation) as a job of the training loop: the classifier, its training and validation
     reviews, the classification loss, validation with selection and early stopping, the final save with
     calibration."""
-
-    log_file = "train_log.jsonl"
-    config_file = "train_config.json"
 
     def __init__(
         self,
@@ -211,9 +208,6 @@ class FineTuning:
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
         return review_batches(self.inputs, steps, machine, dist)
-
-    def rows(self, batch: dict) -> int:
-        return len(batch["labels"])
 
     def validates_at(self, step: int) -> bool:
         return bool(self.config.eval_every) and step % self.config.eval_every == 0

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -705,46 +704,57 @@ def log_entry(line: str) -> dict | None:
 # ------------------------------------------------------------------------------------------------------ the loop
 
 
-class Job(Protocol):
+class Job:
     """What a kind of training brings to the loop: its model and training rows, its step's objective, its batches,
     what it does at a validation point, and its final save. Fine-tuning and distillation
     (critic.training.fine_tuning.FineTuning), masked-language-model pre-training (critic.training.pretrain.Pretraining)
-    and the few-label path's pair tuning (critic.training.pair_tuning.PairTuning) are the three."""
+    and the few-label path's pair tuning (critic.training.pair_tuning.PairTuning) are the three. A job overrides
+    the methods without a body here; the others are what most jobs keep (a run ends at its last step, a step's loss
+    is a mean over its reviews, validation comes at the end of each epoch only)."""
 
-    log_file: str  # under OUTPUT: the log's JSON lines
-    config_file: str  # under OUTPUT: the resolved config
+    log_file = "train_log.jsonl"  # under OUTPUT: the log's JSON lines
+    config_file = "train_config.json"  # under OUTPUT: the resolved config
     model: torch.nn.Module
     lengths: np.ndarray  # each training row's tokens, for the plan of batches
 
     def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
         """The model made ready for the machine (on its device already) and its TrainingStep."""
-
-    def finished(self, state: RunState, total: int) -> bool:
-        """Whether a run at `state` has no step left."""
+        raise NotImplementedError
 
     def saved(self) -> bool:
         """Whether the final save of a finished run completed."""
+        raise NotImplementedError
 
     def begin(self, state: RunState, plan: Plan, machine: Machine, dist: Distributed) -> None:
         """What the run says (and measures) before its first step, resumed or not; on every process."""
+        raise NotImplementedError
 
     def batches(
         self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed
     ) -> Iterator[tuple[dict, int, int]]:
         """For each step from `first`: (this process's share of the global batch, ready for TrainingStep.run; what
         the loss is a mean over: the global batch's rows, or its masked tokens; the global batch's rows)."""
-
-    def rows(self, batch: dict) -> int:
-        """What the share's summed loss counts (reviews, or masked tokens)."""
-
-    def validates_at(self, step: int) -> bool:
-        """Besides the end of each epoch."""
+        raise NotImplementedError
 
     def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
         """On the first process: validate, record in `state`, keep what is best; True to stop early."""
+        raise NotImplementedError
 
     def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
         """On the first process: the final save and summary."""
+        raise NotImplementedError
+
+    def finished(self, state: RunState, total: int) -> bool:
+        """Whether a run at `state` has no step left."""
+        return state.step >= total
+
+    def rows(self, batch: dict) -> int:
+        """What the share's summed loss counts: its reviews (pre-training: its masked tokens)."""
+        return len(batch["labels"])
+
+    def validates_at(self, step: int) -> bool:
+        """Besides the end of each epoch: never, unless the job says so."""
+        return False
 
 
 def run(

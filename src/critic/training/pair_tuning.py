@@ -112,12 +112,9 @@ def load_tuned(model, folder: Path) -> dict:
     return json.loads((folder / RECORD_FILE).read_text())
 
 
-class PairTuning:
+class PairTuning(loop.Job):
     """The pair stage as a job of the training loop: the encoder's mean embedding, the few labelled reviews in
     random batches, the pair objective, the loss after each epoch, and the tuned encoder saved."""
-
-    log_file = "train_log.jsonl"
-    config_file = "train_config.json"
 
     def __init__(self, config: TrainConfig, say: Callable[[str], None], dataset: data.Dataset | None):
         self.config, self.say, self.output = config, say, Path(config.output)
@@ -132,9 +129,6 @@ class PairTuning:
             use_rowwise_attention(self.inputs.model)
         return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total, pair_loss)
 
-    def finished(self, state: RunState, total: int) -> bool:
-        return state.step >= total
-
     def saved(self) -> bool:
         return (self.output / RECORD_FILE).is_file()
 
@@ -148,12 +142,6 @@ class PairTuning:
 
     def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
         return review_batches(self.inputs, steps, machine, dist)
-
-    def rows(self, batch: dict) -> int:
-        return len(batch["labels"])
-
-    def validates_at(self, step: int) -> bool:
-        return False
 
     def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
         state.history.append({"step": state.step, "epoch": epoch, "pair_loss": train_loss})

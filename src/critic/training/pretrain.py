@@ -212,7 +212,7 @@ def pretrain(config: PretrainConfig, log: Callable[[str], None] | None = None, p
     return loop.run(config, lambda say: Pretraining(config, say), log, progress)
 
 
-class Pretraining:
+class Pretraining(loop.Job):
     """Masked-language-model training as a job of the training loop: the encoder with its masked-LM head, the
     training split cut into sequences (a share held out), BERT's masking per step, the held-out loss after each
     epoch, and the encoder saved as one set with pretrain.json."""
@@ -244,9 +244,6 @@ class Pretraining:
             before_update=self.warmup,
             schedule=self.warmup.schedule(self.config.warmup_ratio, total),
         )
-
-    def finished(self, state: RunState, total: int) -> bool:
-        return state.step >= total
 
     def saved(self) -> bool:
         return (self.output / PRETRAIN_RECORD).is_file()
@@ -283,9 +280,6 @@ class Pretraining:
 
     def rows(self, batch: dict) -> int:
         return int((batch["labels"] != -100).sum())
-
-    def validates_at(self, step: int) -> bool:
-        return False
 
     def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
         if len(self.held_seqs):
