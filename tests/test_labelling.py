@@ -372,3 +372,11 @@ def test_the_labelling_page_in_a_browser(tmp_path, toy_model):
             browser.close()
     history = Store(store).history()
     assert list(history["annotator"]) == ["ann", "bob"] and list(history["origin"]) == ["correction", "person"]
+
+
+def test_a_store_url_with_a_password_is_refused_before_it_reaches_a_command_line(capsys):
+    from critic.cli import main
+
+    assert main(["label", "--store", "postgresql+psycopg://ann:secret@localhost/reviews"]) == 2
+    said = capsys.readouterr().err
+    assert "keep the password out of the store's URL" in said and "secret" not in said

@@ -478,10 +478,10 @@ class Store:
             )
         return len(ids)
 
-    def queued(self) -> pd.DataFrame:
+    def queued(self, unlabelled: set[int] | None = None) -> pd.DataFrame:
         """The queued reviews no one has labelled yet, oldest first, each once: review_id, reason, suggestion,
-        confidence."""
-        unlabelled = set(self.unlabelled_ids())
+        confidence. `unlabelled`: the unlabelled ids, where the caller has just read them."""
+        unlabelled = set(self.unlabelled_ids()) if unlabelled is None else unlabelled
         with self.engine.connect() as connection:
             query = sa.select(queue_table).order_by(queue_table.c.id)
             frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in queue_table.c])

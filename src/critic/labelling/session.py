@@ -155,7 +155,7 @@ class LabelSession:
         random reviews); each with its text, the model's suggestion and confidence, and why it was picked."""
         waiting = set(self.store.unlabelled_ids())
         votes = self.store.history()["review_id"].value_counts()
-        queued = self.store.queued()
+        queued = self.store.queued(waiting)
         now = time.monotonic()
         with self.lock:
             planned = [

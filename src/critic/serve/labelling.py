@@ -167,6 +167,12 @@ def page_router(session: LabelSession, metrics: Metrics) -> APIRouter:
     return router
 
 
+def sqlalchemy_url(url: str):
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)
+
+
 def run_labelling(args, columns, api_key: str | None, say) -> None:
     """`critic label`: the store opened and held, the file imported, the session started, the server run."""
     import uvicorn
@@ -176,6 +182,11 @@ def run_labelling(args, columns, api_key: str | None, say) -> None:
     from critic.labelling.session import LoopSettings
     from critic.serve.server import bound_to
 
+    if "://" in args.store and sqlalchemy_url(args.store).password:
+        raise ValueError(
+            "keep the password out of the store's URL (PGPASSWORD or ~/.pgpass for PostgreSQL): the URL travels "
+            "on the command line of each retrain, where other users of the machine can read it"
+        )
     store = Store(args.store, create=True, labels=columns.labels)
     store.hold("critic label")  # a second labelling server stops here, naming this process
     if args.data:
