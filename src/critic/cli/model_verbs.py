@@ -91,6 +91,12 @@ def add_predict(verbs) -> None:
     )
     verb.add_argument("model", help="a model folder written by `critic train`")
     verb.add_argument("texts", nargs="*", help="reviews to score")
+    verb.add_argument(
+        "--cascade",
+        action="store_true",
+        help="let the cheap stage `critic export --cascade` fitted answer the reviews it is sure of (texts on the "
+        "command line; files and --min-accuracy use the model alone for now)",
+    )
     verb.add_argument("--file", help="CSV, TSV, JSONL, Parquet or plain text (one review per line)")
     verb.add_argument("--output", help="where to write the scored file (default: FILE.scored.EXT)")
     verb.add_argument("--text-column", help="column holding the text (default: found by name)")
@@ -224,7 +230,10 @@ def cmd_predict(args) -> int:
         pool=args.pool,
         compile=args.compile,
         encoder_workers=args.encoder_workers,
+        cascade=args.cascade and not args.file and args.min_accuracy is None,
     )
+    if args.cascade and classifier.cheap_stage is None and not args.file and args.min_accuracy is None:
+        to_stderr(f"no cascade in {args.model} for its present weights (`critic export --cascade` fits one)")
     if args.file:
         source = Path(args.file)
         suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix
@@ -239,11 +248,11 @@ def cmd_predict(args) -> int:
     if not args.texts:
         raise SystemExit("critic predict: give texts to score, or --file")
     say_threshold(classifier, args.min_accuracy)
-    probs = classifier.predict_proba(args.texts)
+    probs, cheap = classifier.answer(args.texts)
     labels = abstention.answers(probs, classifier.labels, classifier.unsure_below(args.min_accuracy))
-    for text, label, p in zip(args.texts, labels, probs):
+    for text, label, p, by_cheap in zip(args.texts, labels, probs, cheap):
         shown = text if len(text) <= 70 else text[:67] + "…"
-        print(f"{label}\t{p.max():.3f}\t{shown}")
+        print(f"{label}\t{p.max():.3f}\t{shown}" + ("\t(cheap stage)" if by_cheap else ""))
     if args.min_accuracy is not None:
         answered = sum(label != abstention.UNSURE for label in labels)
         to_stderr(f"answered {answered} of {len(labels)}")
@@ -307,6 +316,20 @@ def add_export(verbs) -> None:
         "5,000: all of IMDB's; on 2,000 a model's int8 passed at -0.10 points and lost 0.52 on "
         "the test split)",
     )
+    verb.add_argument(
+        "--cascade",
+        action="store_true",
+        help="also fit the cascade's cheap stage (TF-IDF + logistic regression on the training reviews) and the "
+        "confidence above which it answers, chosen on the validation split to keep within --cascade-margin of "
+        "the model's accuracy with 95%% confidence",
+    )
+    verb.add_argument(
+        "--cascade-margin",
+        type=float,
+        default=0.001,
+        help="the accuracy the cascade may give up against the model alone (default 0.001: 0.1 points)",
+    )
+    verb.add_argument("--cascade-only", action="store_true", help="fit the cascade and export nothing else")
     verb.set_defaults(run=cmd_export)
 
 
@@ -314,6 +337,12 @@ def cmd_export(args) -> int:
     from critic.inference.backends import ENGINES, installed
     from critic.inference.export import export
 
+    if args.cascade or args.cascade_only:
+        from critic.inference import cascade
+
+        cascade.fit(args.model, args.cascade_margin, to_stderr)
+        if args.cascade_only:
+            return 0
     names = args.backends or [name for name in ENGINES if installed(name)]
     export(
         args.model,

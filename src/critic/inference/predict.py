@@ -64,8 +64,10 @@ class Classifier:
         model_dir: Path | None = None,
         compile: bool = False,
         encoder_workers: int = 0,
+        cheap_stage=None,
     ):
         self.model = model
+        self.cheap_stage = cheap_stage  # a cascade.CheapStage: it answers the reviews it is sure of
         self.tokenizer = tokenizer
         self.meta = meta
         self.device = device
@@ -110,6 +112,7 @@ class Classifier:
         compile: bool = False,
         serving: bool = False,
         encoder_workers: int | str = 0,
+        cascade: bool = False,
     ) -> Classifier:
         """Load a model folder. backend auto: on a CPU, the fastest backend `critic export` measured on this kind of
         CPU that kept the accuracy (and computes in `precision` when one is asked for); without a measurement,
@@ -118,7 +121,9 @@ class Classifier:
         was saved with. compile: torch.compile the PyTorch model (GPUs; on a CPU it measured slower).
         encoder_workers: processes that clean and tokenize many texts at once, so that the host keeps up with a GPU
         (`auto`: every core but two on a GPU, none on a CPU; `inference.encoding`). They are started as new
-        interpreters that import the calling script: a script that uses them needs `if __name__ == "__main__":`."""
+        interpreters that import the calling script: a script that uses them needs `if __name__ == "__main__":`.
+        cascade: the cheap stage `critic export --cascade` fitted answers the reviews it is sure of (inference/
+        cascade.py), where the folder has one made from these weights; --min-accuracy then uses the model alone."""
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
         if not Path(path).is_dir():  # a hub id (a classifier critic did not train), fetched into the cache
@@ -142,6 +147,7 @@ class Classifier:
             path,
             compile,
             0 if serving else encoding.resolve_workers(encoder_workers, device_.type),
+            _cheap_stage(path) if cascade else None,
         )
 
     @property
@@ -199,9 +205,30 @@ class Classifier:
     def predict_proba(
         self, texts: Sequence[str] | str, max_tokens: int | None = None, progress=None, chunk: int = 8192
     ) -> np.ndarray:
-        """Probabilities, one row per text. Many texts are taken `chunk` at a time, the next chunk tokenized in a
-        thread while the model scores this one (the tokenizer releases the GIL)."""
+        """Probabilities, one row per text; with a cascade, the cheap stage's for the reviews it is sure of."""
+        return self.answer(texts, max_tokens, progress, chunk)[0]
+
+    def answer(
+        self, texts: Sequence[str] | str, max_tokens: int | None = None, progress=None, chunk: int = 8192
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, whether the cascade's cheap stage gave each row): the cheap stage scores every text
+        first, and only those it is not sure of are tokenized and scored by the model."""
         texts = _check_texts(texts)
+        if self.cheap_stage is None:
+            return self.model_proba(texts, max_tokens, progress, chunk), np.zeros(len(texts), dtype=bool)
+        clean = data.cleaner(self.cleaning)
+        probs = self.cheap_stage.predict_proba([clean(t) for t in texts])
+        cheap = probs.max(axis=1) >= self.cheap_stage.threshold
+        rest = np.flatnonzero(~cheap)
+        if len(rest):
+            probs[rest] = self.model_proba([texts[i] for i in rest], max_tokens, progress, chunk)
+        return probs, cheap
+
+    def model_proba(
+        self, texts: list[str], max_tokens: int | None = None, progress=None, chunk: int = 8192
+    ) -> np.ndarray:
+        """The model's probabilities, one row per text. Many texts are taken `chunk` at a time, the next chunk
+        tokenized in a thread while the model scores this one (the tokenizer releases the GIL)."""
         if len(texts) <= chunk:
             return self.proba_from_tokens(self.encode(texts), max_tokens, progress)
         from concurrent.futures import ThreadPoolExecutor
@@ -219,8 +246,12 @@ class Classifier:
 
     def predict(self, texts: Sequence[str] | str, min_accuracy: float | None = None) -> list[str]:
         """Label names; with `min_accuracy` (such as 0.97), "unsure" for the reviews below the confidence at which
-        the validation split shows that accuracy with 95% confidence (`unsure_below`)."""
-        return abstention.answers(self.predict_proba(texts), self.labels, self.unsure_below(min_accuracy))
+        the validation split shows that accuracy with 95% confidence (`unsure_below`), from the model alone: its
+        thresholds were chosen on its own confidences."""
+        if min_accuracy is None:
+            return abstention.answers(self.predict_proba(texts), self.labels)
+        probs = self.model_proba(_check_texts(texts))
+        return abstention.answers(probs, self.labels, self.unsure_below(min_accuracy))
 
     def unsure_below(self, min_accuracy: float | None) -> float | None:
         """The confidence under which an answer is "unsure" for `min_accuracy`: infinite where no threshold shows
@@ -311,6 +342,12 @@ def _auto_backend(path: Path, device: torch.device, serving: bool, precision: st
         )
         return "torch"
     return exported
+
+
+def _cheap_stage(path: Path):
+    from critic.inference import cascade
+
+    return cascade.load_for(path)
 
 
 def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool: str) -> np.ndarray:

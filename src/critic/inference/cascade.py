@@ -1,0 +1,179 @@
+"""A cascade: a cheap calibrated model answers the reviews it is sure of, and the transformer the rest.
+
+The cheap stage is TF-IDF over word 1-2-grams with a logistic regression (the evaluation's baseline), fitted on the
+model's training reviews. Its threshold is chosen on the validation split: the lowest confidence above which the
+cheap stage may answer while the cascade's accuracy stays within `margin` (default 0.1 points) of the transformer's
+alone, with 95% confidence — the reviews it answers wrongly where the transformer was right, counted with a
+one-sided Clopper-Pearson bound over the validation split. Where no threshold keeps the margin, there is no cascade,
+and `fit` says why.
+
+It is kept in MODEL/cascade/ as plain arrays and JSON (no pickle: a model folder is data, never code), tied to the
+transformer's weights like an export; `Classifier.load` uses it when it is there (`cascade=False` turns it off).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from critic import modeling
+
+FOLDER = "cascade"
+MARGIN = 0.001  # the accuracy the cascade may give up against the transformer alone, with 95% confidence
+LEVEL = 0.95
+
+
+@dataclass
+class CheapStage:
+    """TF-IDF + logistic regression as arrays: the vocabulary, the idf, the coefficients."""
+
+    vocabulary: dict[str, int]
+    idf: np.ndarray
+    coef: np.ndarray  # (classes, features); binary: one row, as scikit-learn keeps it
+    intercept: np.ndarray
+    classes: np.ndarray  # the class indices the regression saw
+    num_labels: int
+    threshold: float = 1.0
+
+    @classmethod
+    def fit(cls, texts: list[str], labels: np.ndarray, num_labels: int) -> CheapStage:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True, dtype=np.float32)
+        features = vectorizer.fit_transform(texts)
+        regression = LogisticRegression(C=10.0, max_iter=1000).fit(features, labels)
+        vocabulary = {word: int(index) for word, index in vectorizer.vocabulary_.items()}
+        return cls(
+            vocabulary,
+            vectorizer.idf_.astype(np.float32),
+            regression.coef_.astype(np.float32),
+            regression.intercept_.astype(np.float32),
+            regression.classes_,
+            num_labels,
+        )
+
+    def vectorizer(self):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, vocabulary=self.vocabulary, dtype=np.float32
+        )
+        vectorizer.idf_ = self.idf
+        return vectorizer
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        scores = self.vectorizer().transform(texts) @ self.coef.T + self.intercept
+        if scores.shape[1] == 1:  # binary: the score of the second class
+            scores = np.hstack([np.zeros_like(scores), scores])
+        scores = np.asarray(scores, dtype=np.float64)
+        scores -= scores.max(axis=1, keepdims=True)
+        seen = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+        probs = np.zeros((len(texts), self.num_labels))
+        probs[:, self.classes] = seen
+        return probs
+
+    def save(self, folder: Path, record: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / "arrays.npz", idf=self.idf, coef=self.coef, intercept=self.intercept, classes=self.classes)
+        modeling.write_text_atomic(folder / "vocabulary.json", json.dumps(self.vocabulary))
+        modeling.write_text_atomic(
+            folder / "cascade.json", json.dumps({**record, "threshold": self.threshold, "num_labels": self.num_labels})
+        )
+
+    @classmethod
+    def load(cls, folder: Path) -> CheapStage:
+        arrays = np.load(folder / "arrays.npz")  # no pickled objects: allow_pickle stays off
+        record = json.loads((folder / "cascade.json").read_text())
+        return cls(
+            json.loads((folder / "vocabulary.json").read_text()),
+            arrays["idf"],
+            arrays["coef"],
+            arrays["intercept"],
+            arrays["classes"],
+            int(record["num_labels"]),
+            float(record["threshold"]),
+        )
+
+
+def choose_threshold(cheap: np.ndarray, model: np.ndarray, labels: np.ndarray, margin: float = MARGIN) -> dict:
+    """The lowest cheap-stage confidence at which the cascade keeps within `margin` of the model's accuracy on
+    these (validation) reviews with 95% confidence; threshold None where none does."""
+    from scipy.stats import beta
+
+    confidence = cheap.max(axis=1)
+    cheap_right = cheap.argmax(axis=1) == labels
+    model_right = model.argmax(axis=1) == labels
+    costly = ~cheap_right & model_right  # what the cascade loses where the cheap stage answers
+    order = np.argsort(-confidence, kind="stable")
+    lost = np.cumsum(costly[order])
+    count = len(labels)
+    upper = np.array([beta.ppf(LEVEL, k + 1, count - k) for k in range(int(lost[-1]) + 2)])
+    allowed = upper[lost] <= margin
+    # answer the top n (n = 1..N) only at a confidence strictly above the next one's, so ties go together
+    distinct = np.r_[confidence[order][1:] < confidence[order][:-1], True]
+    candidates = np.flatnonzero(allowed & distinct)
+    if not len(candidates):
+        return {"threshold": None, "coverage": 0.0, "margin": margin, "reviews": count}
+    answered = int(candidates.max()) + 1
+    threshold = float(confidence[order][answered - 1])
+    cascade_right = np.where(confidence >= threshold, cheap_right, model_right)
+    return {
+        "threshold": threshold,
+        "coverage": answered / count,
+        "margin": margin,
+        "reviews": count,
+        "model_accuracy": float(model_right.mean()),
+        "cascade_accuracy": float(cascade_right.mean()),
+        "lost_bound": float(upper[lost[answered - 1]]),
+    }
+
+
+def fit(model_dir: str | Path, margin: float = MARGIN, say=None) -> dict:
+    """Fit the cheap stage on the model's training reviews, choose its threshold on the validation split, and
+    keep it in MODEL/cascade/ tied to the weights; what was chosen (threshold None: no cascade, and why)."""
+    from critic import data
+    from critic.inference.predict import Classifier
+
+    model_dir = Path(model_dir)
+    classifier = Classifier.load(model_dir, cascade=False)
+    rows = data.model_splits(classifier.meta, ("train", "validation"))
+    if rows is None:
+        raise ValueError(f"{model_dir}: its training data cannot be read again, and the cheap stage learns from it")
+    clean = data.cleaner(classifier.cleaning)
+    train, validation = rows["train"], rows["validation"]
+    cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(classifier.labels))
+    texts = validation["text"].tolist()
+    chosen = choose_threshold(
+        cheap.predict_proba([clean(t) for t in texts]),
+        classifier.predict_proba(texts),
+        validation["label"].to_numpy(),
+        margin,
+    )
+    folder = model_dir / FOLDER
+    if chosen["threshold"] is None:
+        if say:
+            say(f"no cascade: the cheap stage cannot answer any validation review within {margin:.2%} of the model")
+        return chosen
+    cheap.threshold = chosen["threshold"]
+    cheap.save(folder, {**chosen, "train_reviews": len(train), "stage": "TF-IDF word 1-2-grams + logistic regression"})
+    modeling.tie_to_weights(folder, model_dir)
+    modeling.update_meta(model_dir, cascade=chosen)
+    if say:
+        say(
+            f"cascade: the cheap stage answers {chosen['coverage']:.1%} of the validation reviews (confidence ≥ "
+            f"{chosen['threshold']:.4f}); accuracy {chosen['cascade_accuracy']:.2%} against the model's "
+            f"{chosen['model_accuracy']:.2%} alone"
+        )
+    return chosen
+
+
+def load_for(model_dir: Path) -> CheapStage | None:
+    """The model's cascade, when it has one made from its present weights."""
+    folder = Path(model_dir) / FOLDER
+    if not (folder / "cascade.json").is_file() or modeling.export_mismatch(folder, model_dir) is not None:
+        return None
+    return CheapStage.load(folder)

@@ -1,0 +1,88 @@
+"""The cascade: a cheap stage answers the reviews it is sure of within a margin of the model's accuracy, and
+everything else is the model's answer, exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from critic.cli import main
+from critic.inference import cascade
+from critic.inference.predict import Classifier
+
+
+def test_the_threshold_keeps_the_cascade_within_the_margin_with_confidence():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 4000)
+    model = np.eye(2)[labels] * 0.9 + 0.05  # the model is always right
+    confidence = rng.uniform(0.5, 1.0, 4000)
+    right = rng.uniform(size=4000) < np.where(confidence > 0.9, 0.9995, 0.7)  # sure: almost always right
+    predicted = np.where(right, labels, 1 - labels)
+    cheap = np.zeros((4000, 2))
+    cheap[np.arange(4000), predicted] = confidence
+    cheap[np.arange(4000), 1 - predicted] = 1 - confidence
+    chosen = cascade.choose_threshold(cheap, model, labels, margin=0.002)
+    assert 0.89 <= chosen["threshold"] and 0.1 < chosen["coverage"] <= 0.21  # the sure ones, few beyond
+    assert chosen["model_accuracy"] - chosen["cascade_accuracy"] <= 0.002 and chosen["lost_bound"] <= 0.002
+    always_wrong = np.eye(2)[1 - labels] * 0.98 + 0.01
+    assert cascade.choose_threshold(always_wrong, model, labels)["threshold"] is None
+
+
+def test_the_cheap_stage_kept_as_arrays_answers_as_scikit_learn_does(tmp_path):
+    import synthetic
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    frame = synthetic.stars(300, seed=1)
+    texts, labels = frame["review"].tolist(), frame["stars"].to_numpy() - 1
+    stage = cascade.CheapStage.fit(texts, labels, 5)
+    stage.threshold = 0.8
+    stage.save(tmp_path / "cascade", {})
+    again = cascade.CheapStage.load(tmp_path / "cascade")
+    reference = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True),
+        LogisticRegression(C=10.0, max_iter=1000),
+    ).fit(texts, labels)
+    assert np.allclose(again.predict_proba(texts[:50]), reference.predict_proba(texts[:50]), atol=1e-4)
+    assert again.threshold == 0.8
+
+
+def test_with_a_cascade_every_answer_is_one_stages_and_without_it_the_model_alone_exactly(own_toy_model, capsys):
+    chosen = cascade.fit(own_toy_model, margin=0.05)
+    assert chosen["threshold"] is not None and chosen["coverage"] > 0
+    assert json.loads((own_toy_model / "critic.json").read_text())["cascade"]["threshold"] == chosen["threshold"]
+    texts = pd.read_csv(own_toy_model.parent / "toy.csv")["text"].tolist()[:180]
+    texts += [f"the film was a movie and it is the story {i}" for i in range(20)]  # no sentiment: not sure
+    alone = Classifier.load(own_toy_model, backend="torch", precision="fp32")
+    both = Classifier.load(own_toy_model, backend="torch", precision="fp32", cascade=True)
+    assert alone.cheap_stage is None and both.cheap_stage is not None
+    model = alone.predict_proba(texts)
+    probs, cheap = both.answer(texts)
+    assert np.array_equal(probs[~cheap], model[~cheap])  # the rest: the model's, exactly
+    assert np.allclose(probs[cheap], both.cheap_stage.predict_proba([texts[i] for i in np.flatnonzero(cheap)]))
+    assert 0 < cheap.sum() < len(texts) and (probs[cheap].max(axis=1) >= chosen["threshold"]).all()
+    assert main(["predict", str(own_toy_model), *texts[170:190], "--cascade", "--backend", "torch"]) == 0
+    assert "(cheap stage)" in capsys.readouterr().out
+
+
+def test_a_cascade_made_from_other_weights_is_not_used(own_toy_model):
+    cascade.fit(own_toy_model, margin=0.05)
+    weights = own_toy_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # written again: a new time; the same bytes keep it
+    assert cascade.load_for(own_toy_model) is not None
+    (own_toy_model / cascade.FOLDER / "source-weights.json").write_text(
+        json.dumps({"sha256": "0" * 64, "stat": [0, 0]})
+    )
+    assert cascade.load_for(own_toy_model) is None
+
+
+@pytest.mark.parametrize("margin", [0.0])
+def test_no_cascade_where_no_threshold_keeps_the_margin(own_toy_model, margin, capsys):
+    said = []
+    chosen = cascade.fit(own_toy_model, margin=margin, say=said.append)
+    assert chosen["threshold"] is None and said and said[0].startswith("no cascade")
+    assert not (own_toy_model / cascade.FOLDER).exists()
