@@ -139,6 +139,8 @@ def test_training_reads_a_store_and_a_review_never_changes_split_as_labels_arriv
     before = dict(zip(first.frame["text"], first.frame["split"]))
     assert all(before[t] == s for t, s in zip(second.frame["text"], second.frame["split"]) if t in before)
     assert 0.8 < (second.frame["split"] == "train").mean() < 0.97
+    with pytest.raises(data.DataError, match="a labels store holds no test split"):
+        second.split("test")
 
 
 def test_a_store_of_one_class_is_refused_with_what_to_do(tmp_path):

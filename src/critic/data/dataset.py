@@ -56,6 +56,11 @@ class Dataset:
         where = f"{self.manifest.get('source', 'the data')}: no review in the split '{name}'"
         if name not in SPLITS:
             return f"{where}; available: {', '.join(available)}, all"
+        if self.manifest.get("split_from") == "store hash":
+            return (
+                f"{where}: a labels store holds no {name} split (its labels go 90% to training, 10% to validation); "
+                f"evaluate on a labelled file (`critic evaluate MODEL FILE`) or on --split validation"
+            )
         if self.manifest.get("split_from") == "file":
             return (
                 f"{where}: the file's split column names only {', '.join(available)}; mark some labelled rows "
