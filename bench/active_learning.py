@@ -35,10 +35,10 @@ from critic.inference.backends import cpu_name  # noqa: E402
 from critic.labelling.session import LabelSession, LoopSettings, train_in_process  # noqa: E402
 
 # Labels after each round of the active arm, and the counts at which both arms are measured (the targets' counts)
-ROUNDS = {"imdb": [20, 50, 100, 150, 200, 250, 300, 400], "drugs": [30, 60, 90, 120, 150]}
+ROUNDS = {"imdb": [20, 50, 100, 150, 200, 250], "drugs": [30, 60, 90, 120, 150]}
 TRAIN_ARGS: list[str] = []  # --train-arg: more `critic train` flags for both arms
 MEASURED = {
-    "imdb": {"active": [100, 150, 200, 250, 300, 400], "random": [100, 200, 400]},
+    "imdb": {"active": [100, 200, 250], "random": [100, 200, 400]},  # random at 400: what active should reach by 250
     "drugs": {"active": [150], "random": [150]},
 }
 
@@ -186,7 +186,7 @@ def report(name: str, runs: list[dict]) -> dict:
             print(f"{name} active - random at {count}: {np.mean(gains):+.4f} ± {np.std(gains):.4f}")
     if name == "imdb" and "random 400" in table:
         goal = table["random 400"]["mean"]
-        reached = [c for c in MEASURED[name]["active"] if table[f"active {c}"]["mean"] >= goal]
+        reached = [c for c in MEASURED[name]["active"] if table[f"active {c}"]["mean"] >= goal]  # the fewest
         verdict["active labels to reach random at 400"] = min(reached) if reached else None
         print(
             f"imdb: active reaches random's 400-label accuracy ({goal:.4f}) at {min(reached) if reached else '> 400'}"
@@ -197,6 +197,34 @@ def report(name: str, runs: list[dict]) -> dict:
         f"{name} retrain (train, score the pool, pick): max {np.max(seconds):.0f} s, median {np.median(seconds):.0f} s"
     )
     return {"table": table, "verdict": verdict}
+
+
+def plot(results: dict, path: Path) -> None:
+    """Accuracy (macro F1 for drugs) against labels, active and random, the mean over seeds with its spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["datasets"])
+    figure, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        metric = "f1_macro" if name == "drugs" else "accuracy"
+        runs = results["datasets"][name]["runs"]
+        for arm, colour in (("active", "#1e8449"), ("random", "#7f8c8d")):
+            counts = sorted({int(c) for run in runs for c in run[arm]["measured"]})
+            values = np.array([[run[arm]["measured"][str(c)][metric] for c in counts] for run in runs])
+            mean, spread = values.mean(axis=0), values.std(axis=0)
+            ax.plot(counts, mean, "o-", color=colour, label=f"{arm} ({len(runs)} seeds)")
+            ax.fill_between(counts, mean - spread, mean + spread, color=colour, alpha=0.15)
+        ax.set_xlabel("labels")
+        ax.set_ylabel("macro F1" if metric == "f1_macro" else "test accuracy")
+        ax.set_title(f"{name}: critic's picks against random picks")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.text(0.01, 0.01, f"{results['machine']}, {results['date']}", fontsize=7, color="#667")
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def main() -> None:
@@ -210,6 +238,7 @@ def main() -> None:
     parser.add_argument("--base-model", default="minilm", help="the encoder each retrain starts from")
     parser.add_argument("--smoke", action="store_true", help="two short rounds on IMDB (the test suite's check)")
     parser.add_argument("--train-arg", action="append", default=[], help="a `critic train` flag for both arms")
+    parser.add_argument("--plot", metavar="RESULTS", help="only this: the curves of a results file, as RESULTS.svg")
     parser.add_argument(
         "--retrain-check",
         type=int,
@@ -217,6 +246,9 @@ def main() -> None:
         help="only this: a retrain at LABELS IMDB labels through the real server, and /v1/label/next meanwhile",
     )
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads(Path(args.plot).read_text()), Path(args.plot).with_suffix(".svg"))
+        return
     TRAIN_ARGS.extend(args.train_arg)
     if args.smoke:
         ROUNDS["imdb"], MEASURED["imdb"] = [20, 40], {"active": [40], "random": [40]}
@@ -244,6 +276,7 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
         results["datasets"][name]["summary"] = report(name, runs)
         Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    plot(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".svg"))
 
 
 if __name__ == "__main__":
