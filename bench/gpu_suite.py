@@ -250,12 +250,12 @@ class StepTimer:
         self.window_seconds: float | None = None
 
     def wrap(self, step):
-        def timed(training_step, batch, global_count):
+        def timed(training_step, batch, mean_over):
             self.profile_edge(len(self.starts))
             began = time.perf_counter()
             self.starts.append(began)
             try:
-                return step(training_step, batch, global_count)
+                return step(training_step, batch, mean_over)
             finally:
                 self.inside.append(time.perf_counter() - began)
 

@@ -36,9 +36,9 @@ def main(spec_path: str) -> int:
     shapes: collections.Counter = collections.Counter()
     step = loop.TrainingStep.run
 
-    def counted(self, batch, global_count):
+    def counted(self, batch, mean_over):
         shapes["x".join(map(str, batch["input_ids"].shape))] += 1
-        return step(self, batch, global_count)
+        return step(self, batch, mean_over)
 
     loop.TrainingStep.run = counted
     folder = critic.train_model(

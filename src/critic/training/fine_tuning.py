@@ -78,20 +78,20 @@ def validate(
     return validation_metrics(logits, labels)
 
 
-def record(progress: RunState, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
+def record(state: RunState, metrics: dict, metric: str, epoch: float, train_loss: float) -> tuple[dict, bool]:
     """Add a validation to the history; returns its entry and whether it is the best so far."""
     entry = {
-        "step": progress.step,
+        "step": state.step,
         "epoch": round(epoch, 3),
         **{f"val_{k}": v for k, v in metrics.items()},
         "train_loss": train_loss,
     }
-    progress.history.append(entry)
-    improved = better(metric, metrics[metric], progress.best)
+    state.history.append(entry)
+    improved = better(metric, metrics[metric], state.best)
     if improved:
-        progress.best, progress.best_step, progress.bad_evals = metrics[metric], progress.step, 0
+        state.best, state.best_step, state.bad_evals = metrics[metric], state.step, 0
     else:
-        progress.bad_evals += 1
+        state.bad_evals += 1
     return entry, improved
 
 
@@ -99,7 +99,7 @@ def validate_and_select(
     inputs: Inputs,
     machine: Machine,
     config: TrainConfig,
-    progress: RunState,
+    state: RunState,
     total: int,
     epoch: float,
     train_loss: float,
@@ -117,7 +117,7 @@ def validate_and_select(
         inputs.encoder.pad_id,
         machine.multiple,
     )
-    entry, improved = record(progress, metrics, config.metric, epoch, train_loss)
+    entry, improved = record(state, metrics, config.metric, epoch, train_loss)
     if improved and config.select == "best":
         modeling.save(
             inputs.model,
@@ -125,16 +125,16 @@ def validate_and_select(
             output,
             {
                 **meta,
-                "selected": f"best {config.metric} at step {progress.step} (epoch {epoch:.2f})",
+                "selected": f"best {config.metric} at step {state.step} (epoch {epoch:.2f})",
                 "validation": entry,
             },
         )
     append_log(output / "train_log.jsonl", {"event": "eval", **entry})
     say(
-        f"step {progress.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
+        f"step {state.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
         f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else "")
     )
-    return config.patience > 0 and progress.bad_evals >= config.patience
+    return config.patience > 0 and state.bad_evals >= config.patience
 
 
 # --------------------------------------------------------------------------------------------- the job

@@ -394,9 +394,9 @@ class TrainingStep:
         self.objective = objective
         self.before_update = before_update  # called with the step's index between backward and update
 
-    def run(self, batch: dict, global_count: int) -> torch.Tensor:
+    def run(self, batch: dict, mean_over: int) -> torch.Tensor:
         """One training step on this process's share of a global batch; returns the share's summed loss, on the
-        device and unread (reading it would make the host wait for the GPU). `global_count`: what the loss is a
+        device and unread (reading it would make the host wait for the GPU). `mean_over`: what the loss is a
         mean over (the global batch's rows; masked tokens in pre-training)."""
         inputs = modeling.device_batch(self.model, batch, self.device)
         targets = {k: inputs.pop(k) for k in ("labels", "teacher") if k in inputs}
@@ -405,7 +405,7 @@ class TrainingStep:
         summed = self.objective(logits.float(), targets)
         # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
         # world / global count makes that average the mean over the whole global batch, as one process computes it.
-        self.scaler.scale(summed * (self.world / global_count)).backward()
+        self.scaler.scale(summed * (self.world / mean_over)).backward()
         if self.before_update is not None:
             self.before_update(self.scheduler.last_epoch)  # the steps taken so far: resumed with the schedule
         if self.grad_clip:
@@ -439,7 +439,7 @@ class TrainingStep:
 
 
 class LossMeter:
-    """Sums the loss on the device; `take()` reads the mean since the last take (one host-device sync)."""
+    """Sums the loss on the device; `mean_and_reset()` reads the mean since the last read (one host-device sync)."""
 
     def __init__(self, device: torch.device):
         self.total = torch.zeros((), device=device)
@@ -449,7 +449,7 @@ class LossMeter:
         self.total += summed
         self.rows += rows
 
-    def take(self) -> float:
+    def mean_and_reset(self) -> float:
         mean = self.total.item() / self.rows if self.rows else float("nan")
         self.total.zero_()
         self.rows = 0
@@ -528,7 +528,7 @@ def log_training(
     path: Path, step: int, samples: int, losses: LossMeter, clock: Clock, training_step: TrainingStep, bar
 ) -> None:
     """A train_log.jsonl line (and the progress bar's figures): the loss since the last one, read from the device."""
-    loss = losses.take()
+    loss = losses.mean_and_reset()
     speed = samples / clock.training_seconds()
     entry = {
         "event": "train",
@@ -795,7 +795,7 @@ def run(
         truncate_log(output / job.log_file, state.step)
     job.begin(state, plan, machine, dist)
     steps = Steps(job, config, output, dist, machine, plan, training_step, checkpoint)
-    steps.take(state, progress and dist.main, on_validation)
+    steps.run_from(state, progress and dist.main, on_validation)
     if dist.main:
         job.finish(state, steps.clock, steps.samples, training_step, dist.world)
     if compiled_kept is not None and dist.local_rank == 0:  # one writer per machine
@@ -824,7 +824,7 @@ class Steps:
         self.clock = Clock(self.machine.device)
         self.log_losses, self.epoch_losses = LossMeter(self.machine.device), LossMeter(self.machine.device)
 
-    def take(self, state: RunState, show_progress: bool, on_validation: Callable[[dict], None] | None) -> None:
+    def run_from(self, state: RunState, show_progress: bool, on_validation: Callable[[dict], None] | None) -> None:
         dist, job, log_every = self.dist, self.job, self.config.log_every
         interrupted = InterruptFlag()
         bar = progress_bar(self.plan.total, state.step, show_progress)
@@ -832,13 +832,13 @@ class Steps:
         left = [] if job.finished(state, self.plan.total) else self.plan.steps[state.step :]
         job.model.train()
         try:
-            for batch, global_count, global_rows in job.batches(left, state.step, self.machine, dist):
-                summed = self.training_step.run(batch, global_count)
+            for batch, mean_over, batch_rows in job.batches(left, state.step, self.machine, dist):
+                summed = self.training_step.run(batch, mean_over)
                 rows = job.rows(batch)
                 self.log_losses.add(summed, rows)
                 self.epoch_losses.add(summed, rows)
                 state.step += 1
-                self.samples += global_rows
+                self.samples += batch_rows
                 if bar is not None:
                     bar.update(1)
                 at_log_point = state.step % log_every == 0
@@ -869,7 +869,7 @@ class Steps:
         with self.clock.pause():
             stop = False
             if self.dist.main:
-                stop = self.job.validate(state, self.plan.epoch_at(state.step), self.epoch_losses.take())
+                stop = self.job.validate(state, self.plan.epoch_at(state.step), self.epoch_losses.mean_and_reset())
             self.checkpoint.save(state)
             if on_validation is not None and self.dist.main and state.history:
                 on_validation(state.history[-1])  # may raise to stop the run (a pruned search trial)
