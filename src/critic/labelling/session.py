@@ -57,6 +57,7 @@ class Planned:
     suggestion: str | None = None
     confidence: float | None = None
     probabilities: dict | None = None
+    model: str | None = None  # whose suggestion; None: the session's current model
 
 
 @dataclass
@@ -78,11 +79,13 @@ class LabelSession:
         self.lock = threading.RLock()
         self.plan: list[Planned] = []
         self.leases: dict[int, float] = {}  # review id -> when handed out
+        self.handed: dict[int, Planned] = {}  # review id -> what was shown with it, for the label's record
         self.retraining = RetrainState(labels_at_last=self.labels_given())
         self.models = Path(self.settings.models or _beside(store))
         self.features: dict[int, np.ndarray] = {}
         self._thread: threading.Thread | None = None
         self._planning = False
+        self._plans = 0
         self._explaining = threading.Lock()
 
     # --------------------------------------------------------------------------------------------- planning
@@ -98,7 +101,8 @@ class LabelSession:
     def replan(self) -> None:
         """A new batch: the unlabelled pool (a seeded sample of it) scored by the current model, then picked."""
         pool = [i for i in self.store.unlabelled_ids() if i in self.features]
-        rng = np.random.default_rng(self.settings.seed + self.retraining.round)
+        self._plans += 1  # each plan its own sample of a large pool
+        rng = np.random.default_rng([self.settings.seed, self.retraining.round, self._plans])
         if len(pool) > self.settings.pool_sample:
             pool = sorted(rng.choice(pool, self.settings.pool_sample, replace=False).tolist())
         if not pool:
@@ -164,7 +168,13 @@ class LabelSession:
                 if p.review_id in waiting or (p.reason == SECOND_LOOK and votes.get(p.review_id, 0) == 1)
             ]
             candidates = [
-                Planned(int(row.review_id), f"{row.reason} in serving ({row.model})", row.suggestion, row.confidence)
+                Planned(
+                    int(row.review_id),
+                    f"{row.reason} in serving ({row.model})",
+                    row.suggestion,
+                    row.confidence,
+                    model=row.model,
+                )
                 for row in queued.itertuples()
             ] + planned
             free = [p for p in candidates if now - self.leases.get(p.review_id, -LEASE_S) >= LEASE_S]
@@ -173,6 +183,7 @@ class LabelSession:
                 chosen += self._stopgap(count - len(chosen), waiting - {p.review_id for p in candidates}, now)
             for item in chosen:
                 self.leases[item.review_id] = now
+                self.handed[item.review_id] = item
             self._plan_ahead(len(planned) - len(chosen) <= max(count, self.settings.batch // 2))
         texts = self.store.texts([p.review_id for p in chosen])
         return [
@@ -235,6 +246,7 @@ class LabelSession:
         label_id = self.store.add_label(review_id, label, annotator, origin=self._origin(review_id), shown=shown)
         with self.lock:
             self.leases.pop(review_id, None)
+            self.handed.pop(review_id, None)
         every = self.settings.retrain_every
         if every and self.labels_given() - self.retraining.labels_at_last >= every and self._enough_per_class():
             self.retrain()
@@ -244,24 +256,17 @@ class LabelSession:
         return self.store.undo(label_id, annotator)
 
     def _shown(self, review_id: int) -> dict:
+        """What was shown with a review when it was handed out (or is planned): the model, its suggestion and
+        confidence, and why it was picked."""
         with self.lock:
-            planned = next((p for p in self.plan if p.review_id == review_id), None)
-        if planned is None:
-            queued = self.store.queued()
-            row = queued[queued["review_id"] == review_id]
-            if len(row):
-                return {
-                    "model": row.iloc[0]["model"],
-                    "suggestion": row.iloc[0]["suggestion"],
-                    "confidence": float(row.iloc[0]["confidence"]),
-                    "picked_for": row.iloc[0]["reason"],
-                }
+            shown = self.handed.get(review_id) or next((p for p in self.plan if p.review_id == review_id), None)
+        if shown is None:
             return {"model": self.model_name}
         return {
-            "model": self.model_name,
-            "suggestion": planned.suggestion,
-            "confidence": planned.confidence,
-            "picked_for": planned.reason,
+            "model": shown.model or self.model_name,
+            "suggestion": shown.suggestion,
+            "confidence": shown.confidence,
+            "picked_for": shown.reason.split(" in serving")[0],
         }
 
     def _origin(self, review_id: int) -> str:

@@ -179,7 +179,7 @@ def run_labelling(args, columns, api_key: str | None, say) -> None:
 
     from critic.data.reading import LABEL_NAMES
     from critic.data.store import Store
-    from critic.labelling.session import LoopSettings
+    from critic.labelling.session import POOL_LONG_REVIEWS, LoopSettings
     from critic.serve.server import bound_to
 
     if "://" in args.store and sqlalchemy_url(args.store).password:
@@ -195,7 +195,7 @@ def run_labelling(args, columns, api_key: str | None, say) -> None:
     if args.model:
         from critic.inference.predict import Classifier
 
-        classifier = Classifier.load(args.model)
+        classifier = Classifier.load(args.model, long_reviews=POOL_LONG_REVIEWS)
         store.set_labels(classifier.labels)
     if not store.labels:
         store.set_labels(LABEL_NAMES)
