@@ -208,6 +208,10 @@ def test_the_api_drives_the_loop_as_the_page_does(label_api):
     wrong = client.post("/v1/label", json={"id": items[1]["id"], "label": "neutral", "annotator": "ann"})
     assert wrong.status_code == 422 and "label" in wrong.json()["detail"]
     assert client.post("/v1/label", json={"id": 10**6, "label": "negative", "annotator": "ann"}).status_code == 404
+    assert client.post("/v1/label", json={"id": 10**30, "label": "negative", "annotator": "ann"}).status_code == 422
+    assert client.get("/v1/label/why", params={"id": 10**30}).status_code == 422
+    why = client.get("/v1/label/why", params={"id": items[1]["id"]}).json()
+    assert why["label"] == items[1]["suggestion"] and [w["word"] for w in why["words"]] == items[1]["text"].split()
     nameless = client.post("/v1/label", json={"id": items[1]["id"], "label": "negative", "annotator": ""})
     assert nameless.status_code == 422
     assert client.get("/v1/label/next", headers={"X-API-Key": "wrong"}).status_code == 401

@@ -26,6 +26,7 @@ from critic.serve.app import ERRORS, Metrics, add_guards, invalid_request
 from critic.serve.settings import ServeSettings
 
 Annotator = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+RowId = Annotated[int, Field(ge=1, le=2**62)]  # a database row's id (SQLite's integers stop at 2**63)
 
 
 class ToLabel(BaseModel):
@@ -50,13 +51,13 @@ def request_models(labels: list[str]):
 
     class LabelRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        id: int = Field(description="the review's id, from /v1/label/next")
+        id: RowId = Field(description="the review's id, from /v1/label/next")
         label: Literal[tuple(labels)] = Field(description="one of the store's classes")  # type: ignore[valid-type]
         annotator: Annotator
 
     class UndoRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        label_id: int
+        label_id: RowId
         annotator: Annotator
 
     return LabelRequest, UndoRequest
@@ -111,7 +112,7 @@ def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
         return {"undone": body.label_id, "undo_id": undo_id}
 
     @router.get("/why", response_model=dict | None)
-    async def why(id: int) -> dict | None:
+    async def why(id: Annotated[int, Query(ge=1, le=2**62)]) -> dict | None:
         if await asyncio.to_thread(session.store.review, id) is None:
             raise HTTPException(404, f"no review {id}")
         try:
