@@ -94,8 +94,11 @@ def test_a_file_that_is_not_a_store_nor_a_store_that_is_absent_is_opened(tmp_pat
     with engine.begin() as connection:
         connection.execute(sa.text("CREATE TABLE films (title TEXT)"))
     engine.dispose()
-    with pytest.raises(StoreError, match="not a critic labels store"):
-        Store(tmp_path / "other.db")
+    for create in (False, True):  # never written into, even when asked to make a store
+        with pytest.raises(StoreError, match="not a critic labels store"):
+            Store(tmp_path / "other.db", create=create)
+    with pytest.raises(StoreError, match="no folder"):
+        Store(tmp_path / "absent" / "labels.db", create=True)
 
 
 HOLD = (  # a process that holds the store until its standard input closes

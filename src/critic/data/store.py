@@ -131,8 +131,11 @@ class Store:
         self.url = url_of(where)
         self.name = str(where)
         self.sqlite = self.url.startswith("sqlite")
-        if self.sqlite and not Path(self.url.removeprefix("sqlite:///")).exists() and not create:
-            raise StoreError(f"{where}: no such labels store (`critic label FILE --store {where}` makes one)")
+        if self.sqlite and not Path(self.url.removeprefix("sqlite:///")).exists():
+            if not create:
+                raise StoreError(f"{where}: no such labels store (`critic label FILE --store {where}` makes one)")
+            if not Path(self.url.removeprefix("sqlite:///")).parent.is_dir():
+                raise StoreError(f"{where}: no folder {Path(where).parent} to make the store in")
         self.engine = sa.create_engine(self.url)
         if self.sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -147,7 +150,8 @@ class Store:
         with self.engine.begin() as connection:
             present = sa.inspect(connection).has_table(settings_table.name)
             if not present:
-                if not create and not sa.inspect(connection).get_table_names() == []:
+                # a file of other tables is someone's database: never written into (a server's may be shared)
+                if sa.inspect(connection).get_table_names() and (self.sqlite or not create):
                     raise StoreError(f"{self.name}: a database, but not a critic labels store")
                 metadata.create_all(connection)
                 self._set(connection, "schema_version", SCHEMA_VERSION)
