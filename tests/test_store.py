@@ -146,6 +146,20 @@ def test_training_reads_a_store_and_a_review_never_changes_split_as_labels_arriv
         second.split("test")
 
 
+def test_a_few_labels_always_leave_a_validation_split(tmp_path):
+    import synthetic
+
+    store = Store(tmp_path / "labels.db", create=True, labels=["negative", "positive"])
+    reviews = synthetic.reviews(40, seed=5)
+    ids, _ = store.add_reviews(list(reviews["text"]), source="synthetic")
+    counts = []
+    for size in (6, 12, 20, 30, 40):
+        for review, label in list(zip(ids, reviews["label"]))[len(store.history()) : size]:
+            store.add_label(review, ["negative", "positive"][label], "ann")
+        counts.append(int((data.load(tmp_path / "labels.db").frame["split"] == "validation").sum()))
+    assert all(count >= least for count, least in zip(counts, (1, 1, 2, 3, 3)))  # a tenth, then at least 3
+
+
 def test_a_store_of_one_class_is_refused_with_what_to_do(tmp_path):
     store = Store(tmp_path / "labels.db", create=True, labels=["negative", "positive"])
     ids, _ = store.add_reviews(["good", "fine"], source="test")

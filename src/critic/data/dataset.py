@@ -60,6 +60,8 @@ class Dataset:
             return (
                 f"{where}: a labels store holds no {name} split (its labels go 90% to training, 10% to validation); "
                 f"evaluate on a labelled file (`critic evaluate MODEL FILE`) or on --split validation"
+                if name == "test"
+                else f"{where}: too few labelled reviews for a {name} split ({len(self.frame)}); label more"
             )
         if self.manifest.get("split_from") == "file":
             return (
@@ -112,6 +114,9 @@ STORE_SPLIT_DIGITS = slice(16, 24)  # of the sha256; fold_of takes 8-16, a file'
 # Labels are dear: 90% train, 10% validation (calibration, "not sure"), none held out for a test; the labelling
 # page measures the model on its random picks instead, and `critic evaluate MODEL FILE` on any labelled file.
 STORE_SPLIT_FRACTIONS = (0.9, 0.1, 0.0)
+# A few dozen labels may put none in validation by hash (30 drugs labels did): the training reviews nearest the
+# validation range make up this many, and go back to training as the hash's own validation reviews arrive.
+STORE_MIN_VALIDATION = 3
 
 
 def is_store(data: str | Path) -> bool:
@@ -137,7 +142,22 @@ def from_store(where: str | Path, columns: Columns = Columns()) -> Dataset:
     report = Report(source=f"labels store {where}", rows_read=len(frame), labels=list(labels))
     frame = frame[["text", "label"]].reset_index(drop=True)
     frame["split"] = assign_splits(frame["text"], STORE_SPLIT_FRACTIONS, STORE_SPLIT_DIGITS)
+    frame["split"] = with_validation(frame, STORE_MIN_VALIDATION)
     return Dataset(frame, {**manifest(frame, report), "split_from": "store hash"})
+
+
+def with_validation(frame: pd.DataFrame, least: int) -> pd.Series:
+    """The frame's splits with at least `least` validation reviews (a tenth of them, below 10 x `least`): where the
+    hash gives fewer, the training reviews whose hash lies nearest the validation range are moved there."""
+    from critic.data.splits import text_hash
+
+    splits = frame["split"].copy()
+    short = min(least, max(1, len(frame) // 10)) - int((splits == "validation").sum())
+    if short <= 0:
+        return splits
+    nearest = frame["text"][splits == "train"].map(lambda t: int(text_hash(t)[STORE_SPLIT_DIGITS], 16) % 10_000)
+    splits[nearest.sort_values(ascending=False, kind="stable").index[:short]] = "validation"
+    return splits
 
 
 def load_dataset(
