@@ -371,9 +371,9 @@ def test_the_labelling_page_in_a_browser(tmp_path, toy_model):
             second.keyboard.press("1")
             expect(second.locator("#said")).to_have_text("saved: negative")
         finally:
+            browser.close()  # its pages' connections first: the server then has nothing to wait for
             process.terminate()
-            process.wait(30)
-            browser.close()
+            process.wait(60)
     history = Store(store).history()
     assert list(history["annotator"]) == ["ann", "bob"] and list(history["origin"]) == ["correction", "person"]
 

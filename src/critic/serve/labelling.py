@@ -214,4 +214,10 @@ def run_labelling(args, columns, api_key: str | None, say) -> None:
     session.start()
     serve_settings = bound_to(args.host, ServeSettings(api_key=api_key))
     say(f"labelling page on http://{args.host}:{args.port}/ (store {args.store})")
-    uvicorn.run(create_label_app(session, serve_settings), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_label_app(session, serve_settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(serve_settings.timeout_s) + 5,  # an explanation in flight, then it stops
+    )
