@@ -363,8 +363,7 @@ def api_router(service: Service) -> APIRouter:
     settings, classifier = service.settings, service.classifier
     PredictRequest, ExplainRequest = request_models(settings, classifier.labels)
     # The key itself is checked by KeyCheck before a body is read; this only shows the header in the schema
-    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
-    router = APIRouter(prefix="/v1", dependencies=documented_key, responses=ERRORS)
+    router = keyed_router("/v1", settings)
 
     @router.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> PredictResponse:
@@ -442,8 +441,7 @@ UPLOAD_CHUNK = 32
 
 def watch_router(service: Service) -> APIRouter:
     """GET /v1/watch (behind the key, like /v1): what the server has seen."""
-    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if service.settings.api_key else []
-    router = APIRouter(prefix="/v1", dependencies=documented_key, responses=ERRORS)
+    router = keyed_router("/v1", service.settings)
 
     @router.get("/watch", response_model=dict)
     async def watch() -> dict:
@@ -468,15 +466,40 @@ def scored_csv(fields: list[str], rows: list[list[str]], probs: np.ndarray, labe
     return out.getvalue()
 
 
+def keyed_router(prefix: str, settings: ServeSettings) -> APIRouter:
+    """A router under `prefix` whose schema shows the X-API-Key header when a key is set (KeyCheck checks it,
+    before a body is read)."""
+    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
+    return APIRouter(prefix=prefix, dependencies=documented_key, responses=ERRORS)
+
+
+def add_page(router: APIRouter, page_file: str, script_file: str) -> None:
+    """The page at / with its script and the shared style, read once from serve/static (open without the key:
+    guards.PAGE)."""
+    static = resources.files("critic.serve").joinpath("static")
+    page, script, style = (
+        static.joinpath(name).read_text(encoding="utf-8") for name in (page_file, script_file, "page.css")
+    )
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @router.get("/page.js", include_in_schema=False)
+    async def page_script() -> Response:
+        return Response(script, media_type="text/javascript")
+
+    @router.get("/page.css", include_in_schema=False)
+    async def page_style() -> Response:
+        return Response(style, media_type="text/css")
+
+
 def probe_router(service: Service) -> APIRouter:
     """Liveness, readiness, metrics, and the page; with an API key set, the metrics need it (KeyCheck)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     router = APIRouter()
-    static = resources.files("critic.serve").joinpath("static")
-    page, script, style = (
-        static.joinpath(name).read_text(encoding="utf-8") for name in ("index.html", "page.js", "page.css")
-    )
+    add_page(router, "index.html", "page.js")
 
     @router.get("/healthz", response_model=dict)
     async def healthz() -> dict:
@@ -493,18 +516,6 @@ def probe_router(service: Service) -> APIRouter:
     @router.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
-
-    @router.get("/page.js", include_in_schema=False)
-    async def page_script() -> Response:
-        return Response(script, media_type="text/javascript")
-
-    @router.get("/page.css", include_in_schema=False)
-    async def page_style() -> Response:
-        return Response(style, media_type="text/css")
 
     return router
 

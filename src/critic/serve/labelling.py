@@ -11,18 +11,16 @@ same loop through the API, behind the server's key like every route:
 
 import asyncio
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, Response
-from fastapi.security import APIKeyHeader
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from critic.data.store import StoreError
 from critic.labelling.session import LabelSession
-from critic.serve.app import ERRORS, Metrics, add_guards, invalid_request
+from critic.serve.app import Metrics, add_guards, add_page, invalid_request, keyed_router
 from critic.serve.settings import ServeSettings
 
 Annotator = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -87,8 +85,7 @@ def create_label_app(session: LabelSession, settings: ServeSettings | None = Non
 
 def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
     LabelRequest, UndoRequest = request_models(list(session.store.labels))
-    documented_key = [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
-    router = APIRouter(prefix="/v1/label", dependencies=documented_key, responses=ERRORS)
+    router = keyed_router("/v1/label", settings)
 
     @router.get("/next", response_model=list[ToLabel])
     async def next_reviews(n: Annotated[int, Query(ge=1, le=100)] = 1) -> list[ToLabel]:
@@ -136,10 +133,7 @@ def page_router(session: LabelSession, metrics: Metrics) -> APIRouter:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     router = APIRouter()
-    static = resources.files("critic.serve").joinpath("static")
-    page, script, style = (
-        static.joinpath(name).read_text(encoding="utf-8") for name in ("label.html", "label.js", "page.css")
-    )
+    add_page(router, "label.html", "label.js")
 
     @router.get("/healthz", response_model=dict)
     async def healthz() -> dict:
@@ -152,18 +146,6 @@ def page_router(session: LabelSession, metrics: Metrics) -> APIRouter:
     @router.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
-
-    @router.get("/page.js", include_in_schema=False)
-    async def page_script() -> Response:
-        return Response(script, media_type="text/javascript")
-
-    @router.get("/page.css", include_in_schema=False)
-    async def page_style() -> Response:
-        return Response(style, media_type="text/css")
 
     return router
 
