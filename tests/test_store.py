@@ -59,6 +59,7 @@ def test_two_opinions_are_both_kept_and_training_takes_the_majority_then_the_lat
         store.undo(second, "ann")
     store.undo(second, "bob")
     assert list(store.history()["annotator"]) == ["ann", "cy"]  # undone, yet kept in the table
+    assert store.label_count() == len(store.history()) == 2
     with store.engine.connect() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(labels_store.labels_table)).scalar() == 4
     with pytest.raises(StoreError, match="not one of negative, positive"):

@@ -428,6 +428,15 @@ class Store:
             frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in labels_table.c])
         return frame[~frame["id"].isin(retracted)].reset_index(drop=True)
 
+    def label_count(self) -> int:
+        """How many labels stand (undone ones left out): `len(history())`, counted by the database."""
+        with self.engine.connect() as connection:
+            retracted = self._retracted(connection)
+            standing = sa.and_(
+                labels_table.c.origin != "undo", labels_table.c.id.not_in(retracted) if retracted else sa.true()
+            )
+            return int(connection.execute(sa.select(sa.func.count()).where(standing)).scalar())
+
     def labelled(self) -> pd.DataFrame:
         """One row per labelled review: id, hash, text, label (its class's index), votes, and whether its
         annotators disagree. The label: the majority, then the latest (`label_of`)."""

@@ -274,7 +274,7 @@ class LabelSession:
         return "correction" if (queued["review_id"] == review_id).any() else "person"
 
     def labels_given(self) -> int:
-        return len(self.store.history())
+        return self.store.label_count()
 
     def _enough_per_class(self) -> bool:
         counts = self.store.counts()
