@@ -57,7 +57,9 @@ def flag(labels: np.ndarray, probs: np.ndarray, names: tuple[str, ...]) -> pd.Da
         from cleanlab.rank import get_label_quality_scores
     except ImportError:
         raise ImportError("label issues need cleanlab: pip install 'critic[labels]'") from None
-    flagged = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's pool of processes forks, and a fork of a process with other threads running (the
+    # labelling server plans in a thread beside uvicorn's and torch's) hung in Pool.terminate, 2026-12-06
+    flagged = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     scores = get_label_quality_scores(labels, probs, method="self_confidence")
     return pd.DataFrame(
         {

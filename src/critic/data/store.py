@@ -437,26 +437,59 @@ class Store:
             )
             return int(connection.execute(sa.select(sa.func.count()).where(standing)).scalar())
 
-    def labelled(self) -> pd.DataFrame:
+    def labelled(self, texts: bool = True) -> pd.DataFrame:
         """One row per labelled review: id, hash, text, label (its class's index), votes, and whether its
-        annotators disagree. The label: the majority, then the latest (`label_of`)."""
-        history = self.history()
-        reviews = self.reviews().set_index("id")
+        annotators disagree. The label: the majority, then the latest (`label_of`). `texts=False`: without hash
+        and text, read from the labels alone (what counting needs)."""
         index = {name: i for i, name in enumerate(self.labels)}
-        rows = []
-        for review_id, given in history.groupby("review_id", sort=True):
-            votes = list(given["label"])
-            rows.append(
-                {
-                    "id": review_id,
-                    "hash": reviews.at[review_id, "hash"],
-                    "text": reviews.at[review_id, "text"],
-                    "label": index[label_of(votes)],
-                    "votes": len(votes),
-                    "disagree": len(set(votes)) > 1,
-                }
+        rows = [
+            {
+                "id": int(review_id),
+                "label": index[label_of(given)],
+                "votes": len(given),
+                "disagree": len(set(given)) > 1,
+            }
+            for review_id, given in self.history().groupby("review_id", sort=True)["label"]
+        ]
+        frame = pd.DataFrame(rows, columns=["id", "label", "votes", "disagree"])
+        if not texts:
+            return frame
+        found = self._hashes_and_texts(frame["id"].tolist())
+        frame.insert(1, "hash", [found[i][0] for i in frame["id"]])
+        frame.insert(2, "text", [found[i][1] for i in frame["id"]])
+        return frame
+
+    def _hashes_and_texts(self, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        found = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(ids), 500):
+                part = list(ids[start : start + 500])
+                query = sa.select(reviews_table.c.id, reviews_table.c.hash, reviews_table.c.text)
+                found.update(
+                    {
+                        row.id: (row.hash, row.text)
+                        for row in connection.execute(query.where(reviews_table.c.id.in_(part)))
+                    }
+                )
+        return found
+
+    def review_count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(reviews_table)).scalar())
+
+    def votes(self, ids: Sequence[int]) -> dict[int, int]:
+        """How many standing labels each of these reviews has (absent: none)."""
+        if not len(ids):
+            return {}
+        with self.engine.connect() as connection:
+            retracted = self._retracted(connection)
+            query = (
+                sa.select(labels_table.c.review_id, sa.func.count())
+                .where(labels_table.c.review_id.in_(list(ids)), labels_table.c.origin != "undo")
+                .where(labels_table.c.id.not_in(retracted) if retracted else sa.true())
+                .group_by(labels_table.c.review_id)
             )
-        return pd.DataFrame(rows, columns=["id", "hash", "text", "label", "votes", "disagree"])
+            return {int(review_id): int(count) for review_id, count in connection.execute(query)}
 
     def unlabelled_ids(self) -> list[int]:
         with self.engine.connect() as connection:
@@ -471,8 +504,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Labelled reviews per class (as training reads them)."""
-        labelled = self.labelled()
-        counted = Counter(labelled["label"])
+        counted = Counter(self.labelled(texts=False)["label"])
         return {name: counted.get(i, 0) for i, name in enumerate(self.labels)}
 
     # -------------------------------------------------------------------------------- the serving queue
