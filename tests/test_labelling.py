@@ -157,8 +157,22 @@ def test_a_failed_retrain_keeps_the_model_in_use_and_says_why(pool_store, toy_mo
     session.wait(120)
     status = session.status()
     assert session.classifier is classifier and status["model"] == str(toy_model)
-    assert "round 1: critic train stopped" in status["retrain"]["last_error"]
+    assert status["retrain"]["last_error"].startswith("round 1: ")
     assert "at least two classes" in status["retrain"]["last_error"]
+
+
+def test_a_retrain_fine_tunes_in_a_shorter_window_once_every_class_has_enough_labels(tmp_path, toy_model, tiny_bert):
+    frame = pd.read_csv(toy_model.parent / "toy.csv").head(600)
+    frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
+    settings = LoopSettings(base_model=str(tiny_bert))
+    few = Store(tmp_path / "few.db", create=True, labels=["negative", "positive"])
+    frame.head(40).to_csv(tmp_path / "few.csv", index=False)
+    few.import_file(tmp_path / "few.csv")
+    assert settings.retrain_args(few.name) == ["--pair-epochs", "0"]  # the few-label path keeps its window
+    many = Store(tmp_path / "many.db", create=True, labels=["negative", "positive"])
+    frame.to_csv(tmp_path / "many.csv", index=False)
+    many.import_file(tmp_path / "many.csv")  # 600 labels: over 200 a class in the training split
+    assert settings.retrain_args(many.name) == ["--pair-epochs", "0", "--max-length", "128"]
 
 
 @pytest.mark.slow

@@ -185,7 +185,10 @@ def add_label(verbs) -> None:
     verb.add_argument("--retrain-every", type=int, default=50, help="new labels between retrains (0: on request)")
     verb.add_argument("--batch", type=int, default=20, help="reviews picked at a time (default 20)")
     verb.add_argument(
-        "--pool-sample", type=int, default=2000, help="unlabelled reviews the model scores per round (default 2000)"
+        "--pool-sample",
+        type=int,
+        default=1000,
+        help="unlabelled reviews the model scores per round, a seeded sample of the pool (default 1000)",
     )
     verb.add_argument("--models", help="where retrained models go (default: FILE-models beside the store)")
     verb.add_argument(

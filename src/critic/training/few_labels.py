@@ -143,8 +143,9 @@ def fit_once(
     reads = config.long_reviews or LONG_REVIEWS
     say(
         f"few labels ({', '.join(f'{n} {name}' for name, n in zip(inputs.dataset.labels, counts))}): a logistic "
-        f"regression on {body} {config.model}'s mean embedding instead of fine-tuning (below {FEW_LABELS_PER_CLASS} "
-        f"per class; --few-labels off fine-tunes); "
+        f"regression on {body} {config.model}'s mean embedding instead of fine-tuning ("
+        + (f"below {FEW_LABELS_PER_CLASS} per class; " if config.few_labels == "auto" else "--few-labels on; ")
+        + "--few-labels off fine-tunes); "
         + (
             "it reads long reviews whole, through windows (--long-reviews truncate: half the scoring compute)"
             if reads == "windows"
