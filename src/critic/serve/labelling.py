@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from critic.data.store import StoreError
 from critic.labelling.session import LabelSession
-from critic.serve.app import Metrics, add_guards, add_page, invalid_request, keyed_router
+from critic.serve.app import add_guards, add_page, invalid_request, keyed_router
+from critic.serve.metrics import Metrics
 from critic.serve.settings import ServeSettings
 
 Annotator = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
