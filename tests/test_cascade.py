@@ -55,18 +55,54 @@ def test_with_a_cascade_every_answer_is_one_stages_and_without_it_the_model_alon
     chosen = cascade.fit(own_toy_model, margin=0.05)
     assert chosen["threshold"] is not None and chosen["coverage"] > 0
     assert json.loads((own_toy_model / "critic.json").read_text())["cascade"]["threshold"] == chosen["threshold"]
-    texts = pd.read_csv(own_toy_model.parent / "toy.csv")["text"].tolist()[:180]
-    texts += [f"the film was a movie and it is the story {i}" for i in range(20)]  # no sentiment: not sure
-    alone = Classifier.load(own_toy_model, backend="torch", precision="fp32")
-    both = Classifier.load(own_toy_model, backend="torch", precision="fp32", cascade=True)
+    texts = review_texts(own_toy_model)
+    alone = Classifier.load(own_toy_model, backend="torch", precision="fp32", cascade=False)
+    both = Classifier.load(own_toy_model, backend="torch", precision="fp32")  # where there is one, by default
     assert alone.cheap_stage is None and both.cheap_stage is not None
     model = alone.predict_proba(texts)
     probs, cheap = both.answer(texts)
     assert np.array_equal(probs[~cheap], model[~cheap])  # the rest: the model's, exactly
     assert np.allclose(probs[cheap], both.cheap_stage.predict_proba([texts[i] for i in np.flatnonzero(cheap)]))
     assert 0 < cheap.sum() < len(texts) and (probs[cheap].max(axis=1) >= chosen["threshold"]).all()
-    assert main(["predict", str(own_toy_model), *texts[170:190], "--cascade", "--backend", "torch"]) == 0
+    assert main(["predict", str(own_toy_model), *texts[170:190], "--backend", "torch"]) == 0
     assert "(cheap stage)" in capsys.readouterr().out
+    assert main(["predict", str(own_toy_model), *texts[170:190], "--backend", "torch", "--cascade", "off"]) == 0
+    assert "(cheap stage)" not in capsys.readouterr().out
+
+
+def review_texts(model_dir) -> list[str]:
+    texts = pd.read_csv(model_dir.parent / "toy.csv")["text"].tolist()[:180]
+    return texts + [f"the film was a movie and it is the story {i}" for i in range(20)]  # no sentiment: not sure
+
+
+def test_a_file_the_server_and_min_accuracy_answer_through_the_cascade(own_toy_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from critic.inference.files import predict_file
+    from critic.modeling import abstention
+    from critic.serve.app import create_app
+    from critic.serve.settings import ServeSettings
+
+    cascade.fit(own_toy_model, margin=0.05)
+    both = Classifier.load(own_toy_model, backend="torch", precision="fp32")
+    texts = review_texts(own_toy_model)
+    probs, cheap = both.answer(texts)
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    predict_file(both, tmp_path / "in.csv", tmp_path / "out.csv", chunk=64, progress=False, min_accuracy=0.9)
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert np.allclose(scored[["p_negative", "p_positive"]].to_numpy(), probs, atol=1e-6)
+    # the guarantee is chosen on the cascade's own answers to the validation split, not on the model's
+    kept = both.cheap_stage.abstention
+    assert both.threshold(0.9) == abstention.threshold(kept["curve"], 0.9, kept["level"])
+    expected = abstention.answers(probs, both.labels, both.unsure_below(0.9))
+    assert scored["label"].tolist() == expected == both.predict(texts, min_accuracy=0.9)
+    with TestClient(create_app(both, ServeSettings(max_batch=1))) as client:
+        for text in texts[170:]:
+            assert client.post("/v1/predict", json={"text": text}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert 0 < cheap[170:].sum() < 30  # both stages answered
+    assert f'critic_answers_total{{stage="cheap"}} {float(cheap[170:].sum())}' in metrics
+    assert f'critic_answers_total{{stage="model"}} {float(30 - cheap[170:].sum())}' in metrics
 
 
 def test_a_cascade_made_from_other_weights_is_not_used(own_toy_model):

@@ -93,9 +93,10 @@ def add_predict(verbs) -> None:
     verb.add_argument("texts", nargs="*", help="reviews to score")
     verb.add_argument(
         "--cascade",
-        action="store_true",
-        help="let the cheap stage `critic export --cascade` fitted answer the reviews it is sure of (texts on the "
-        "command line; files and --min-accuracy use the model alone for now)",
+        choices=("on", "off"),
+        default="on",
+        help="on: where the model has a cascade (`critic export --cascade`), its cheap stage answers the reviews it "
+        "is sure of and the model the rest; off: the model answers all (default on)",
     )
     verb.add_argument("--file", help="CSV, TSV, JSONL, Parquet or plain text (one review per line)")
     verb.add_argument("--output", help="where to write the scored file (default: FILE.scored.EXT)")
@@ -220,6 +221,8 @@ def cmd_predict(args) -> int:
     if args.engine == "ray":
         if args.min_accuracy is not None:
             raise SystemExit("critic predict: --min-accuracy is not yet available with --engine ray")
+        if args.cascade == "off":
+            raise SystemExit("critic predict: --cascade off is not yet available with --engine ray")
         return cmd_predict_ray(args)
     classifier = Classifier.load(
         args.model,
@@ -230,10 +233,13 @@ def cmd_predict(args) -> int:
         pool=args.pool,
         compile=args.compile,
         encoder_workers=args.encoder_workers,
-        cascade=args.cascade and not args.file and args.min_accuracy is None,
+        cascade=args.cascade == "on",
     )
-    if args.cascade and classifier.cheap_stage is None and not args.file and args.min_accuracy is None:
-        to_stderr(f"no cascade in {args.model} for its present weights (`critic export --cascade` fits one)")
+    if classifier.cheap_stage is not None:
+        to_stderr(
+            f"cascade: the cheap stage answers where it is {classifier.cheap_stage.threshold:.4f} sure, the model the "
+            "rest (--cascade off: the model alone)"
+        )
     if args.file:
         source = Path(args.file)
         suffix = ".csv" if source.suffix.lower() in (".txt", ".text") else source.suffix

@@ -49,6 +49,13 @@ def add_serve(verbs) -> None:
         help="with the PyTorch backend (auto: bf16 where the chip has it)",
     )
     verb.add_argument(
+        "--cascade",
+        choices=("on", "off"),
+        default="on",
+        help="on: where the model has a cascade (`critic export --cascade`), its cheap stage answers the reviews it "
+        "is sure of, counted in /metrics (critic_answers_total); off: the model answers all (default on)",
+    )
+    verb.add_argument(
         "--max-batch",
         type=int,
         default=None,
@@ -151,6 +158,7 @@ def cmd_serve(args) -> int:
         watch=args.watch,
         watch_min_accuracy=args.watch_min_accuracy,
         watch_drift_every=args.watch_drift_every,
+        cascade=args.cascade == "on",
         **{setting.name: getattr(args, setting.name) for setting in limits()},
     )
     args.max_batch = settings.max_batch

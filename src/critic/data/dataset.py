@@ -195,8 +195,9 @@ def model_rows(meta: dict, split: str, loaded=None):
     return None if splits is None else splits[split]
 
 
-def model_splits(meta: dict, splits: Sequence[str], loaded=None) -> dict | None:
-    """Several splits of the data a model was trained on, the data read once; None where it cannot be read again."""
+def model_splits(meta: dict, splits: Sequence[str], loaded=None, whole_train: bool = False) -> dict | None:
+    """Several splits of the data a model was trained on, the data read once; None where it cannot be read again.
+    "train" is the subset the model trained on (--train-size), or with `whole_train` the whole training split."""
     settings = meta.get("config") or {}
     try:
         dataset = (
@@ -206,7 +207,9 @@ def model_splits(meta: dict, splits: Sequence[str], loaded=None) -> dict | None:
         )
         return {
             split: dataset.split(
-                split, settings.get("train_size") if split == "train" else None, settings.get("seed", 42)
+                split,
+                settings.get("train_size") if split == "train" and not whole_train else None,
+                settings.get("seed", 42),
             )
             for split in splits
         }

@@ -1,11 +1,11 @@
 """A cascade: a cheap calibrated model answers the reviews it is sure of, and the transformer the rest.
 
 The cheap stage is TF-IDF over word 1-2-grams with a logistic regression (the evaluation's baseline), fitted on the
-model's training reviews. Its threshold is chosen on the validation split: the lowest confidence above which the
-cheap stage may answer while the cascade's accuracy stays within `margin` (default 0.1 points) of the transformer's
-alone, with 95% confidence — the reviews it answers wrongly where the transformer was right, counted with a
-one-sided Clopper-Pearson bound over the validation split. Where no threshold keeps the margin, there is no cascade,
-and `fit` says why.
+training split of the model's data. Its threshold is chosen on the validation split: the lowest confidence above
+which the cheap stage may answer while the cascade's accuracy stays within `margin` (default 0.1 points) of the
+transformer's alone, with 95% confidence — the reviews it answers wrongly where the transformer was right, counted
+with a one-sided Clopper-Pearson bound over the validation split. Where no threshold keeps the margin, there is no
+cascade, and `fit` says why. The cascade's own answers to the validation split give its `--min-accuracy` curve.
 
 It is kept in MODEL/cascade/ as plain arrays and JSON (no pickle: a model folder is data, never code), tied to the
 transformer's weights like an export; `Classifier.load` uses it when it is there (`cascade=False` turns it off).
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from critic import modeling
+from critic.modeling import abstention
 
 FOLDER = "cascade"
 MARGIN = 0.001  # the accuracy the cascade may give up against the transformer alone, with 95% confidence
@@ -37,6 +38,7 @@ class CheapStage:
     classes: np.ndarray  # the class indices the regression saw
     num_labels: int
     threshold: float = 1.0
+    abstention: dict | None = None  # the cascade's answers to the validation split, for --min-accuracy
 
     @classmethod
     def fit(cls, texts: list[str], labels: np.ndarray, num_labels: int) -> CheapStage:
@@ -80,9 +82,8 @@ class CheapStage:
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "arrays.npz", idf=self.idf, coef=self.coef, intercept=self.intercept, classes=self.classes)
         modeling.write_text_atomic(folder / "vocabulary.json", json.dumps(self.vocabulary))
-        modeling.write_text_atomic(
-            folder / "cascade.json", json.dumps({**record, "threshold": self.threshold, "num_labels": self.num_labels})
-        )
+        record = {**record, "threshold": self.threshold, "num_labels": self.num_labels, "abstention": self.abstention}
+        modeling.write_text_atomic(folder / "cascade.json", json.dumps(record))
 
     @classmethod
     def load(cls, folder: Path) -> CheapStage:
@@ -96,6 +97,7 @@ class CheapStage:
             arrays["classes"],
             int(record["num_labels"]),
             float(record["threshold"]),
+            record.get("abstention"),
         )
 
 
@@ -140,25 +142,25 @@ def fit(model_dir: str | Path, margin: float = MARGIN, say=None) -> dict:
 
     model_dir = Path(model_dir)
     classifier = Classifier.load(model_dir, cascade=False)
-    rows = data.model_splits(classifier.meta, ("train", "validation"))
+    # the whole training split, though the transformer may have trained on a subset (--train-size): the cheap
+    # stage takes seconds on all of it, and each review it learns from can only widen what it may answer
+    rows = data.model_splits(classifier.meta, ("train", "validation"), whole_train=True)
     if rows is None:
         raise ValueError(f"{model_dir}: its training data cannot be read again, and the cheap stage learns from it")
     clean = data.cleaner(classifier.cleaning)
     train, validation = rows["train"], rows["validation"]
     cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(classifier.labels))
-    texts = validation["text"].tolist()
-    chosen = choose_threshold(
-        cheap.predict_proba([clean(t) for t in texts]),
-        classifier.predict_proba(texts),
-        validation["label"].to_numpy(),
-        margin,
-    )
+    texts, labels = validation["text"].tolist(), validation["label"].to_numpy()
+    cheap_probs, model_probs = cheap.predict_proba([clean(t) for t in texts]), classifier.predict_proba(texts)
+    chosen = choose_threshold(cheap_probs, model_probs, labels, margin)
     folder = model_dir / FOLDER
     if chosen["threshold"] is None:
         if say:
             say(f"no cascade: the cheap stage cannot answer any validation review within {margin:.2%} of the model")
         return chosen
     cheap.threshold = chosen["threshold"]
+    answered = cheap_probs.max(axis=1) >= cheap.threshold
+    cheap.abstention = abstention.record(np.where(answered[:, None], cheap_probs, model_probs), labels)
     cheap.save(folder, {**chosen, "train_reviews": len(train), "stage": "TF-IDF word 1-2-grams + logistic regression"})
     modeling.tie_to_weights(folder, model_dir)
     modeling.update_meta(model_dir, cascade=chosen)
@@ -176,4 +178,5 @@ def load_for(model_dir: Path) -> CheapStage | None:
     folder = Path(model_dir) / FOLDER
     if not (folder / "cascade.json").is_file() or modeling.export_mismatch(folder, model_dir) is not None:
         return None
-    return CheapStage.load(folder)
+    stage = CheapStage.load(folder)
+    return stage if stage.abstention is not None else None  # fitted before the cascade kept its own curve

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from critic import data
-from critic.inference.predict import Classifier, add_scores, score_columns
+from critic.inference.predict import Classifier, Prepared, add_scores, score_columns
 from critic.safe_csv import SafeDictWriter
-from critic.text import Ragged
 
 PLAIN_TEXT = (".txt", ".text")  # one review per line, no columns
 
@@ -224,12 +223,13 @@ def predict_file(
     """Score every row of `source` into `target`: the input's columns plus the label and one probability per class
     (`label`, `p_<label>`; prefixed with `critic_` where the input has such columns already).
 
-    Streams chunk by chunk, tokenizing the next chunk while the model scores this one, into TARGET.partial, renamed
-    to `target` at the end (never the input itself). After each chunk the position is recorded in
-    TARGET.progress.json with what makes a resume valid (the input's size and time, the model, the options), so an
-    interrupted run continues where it stopped when started again with the same; the record is removed when the
-    run completes. Returns the number of rows in `target`. With `min_accuracy`, the label is
-    "unsure" below the confidence that shows it on the validation split (`Classifier.unsure_below`).
+    Streams chunk by chunk, preparing the next chunk (the cascade's cheap stage, where the model has one, and the
+    tokenizer) while the model scores this one, into TARGET.partial, renamed to `target` at the end (never the
+    input itself). After each chunk the position is recorded in TARGET.progress.json with what makes a resume valid
+    (the input's size and time, the model, the options), so an interrupted run continues where it stopped when
+    started again with the same; the record is removed when the run completes. Returns the number of rows in
+    `target`. With `min_accuracy`, the label is "unsure" below the confidence that shows it on the validation split
+    (`Classifier.unsure_below`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -260,7 +260,7 @@ def predict_file(
                 if key is None:
                     key = data.pick_column(list(rows[0]), text_column, data.TEXT_COLUMNS, "text", source)
                     columns = score_columns(classifier.labels, taken=list(rows[0]))
-                job = (rows, pool.submit(_checked_tokens, classifier, rows, key, source, first))
+                job = (rows, pool.submit(_checked_texts, classifier, rows, key, source, first))
                 if pending is not None:
                     done = _score_chunk(classifier, *pending, columns, unsure_below, writer, done, bar, sidecar, run)
                 pending = job
@@ -333,7 +333,7 @@ def _rows_after(chunks: Iterator[tuple[int, list[dict]]], skip: int) -> Iterator
             yield first + take, rows[take:]
 
 
-def _checked_tokens(classifier: Classifier, rows: list[dict], key: str, source: Path, first: int) -> Ragged:
+def _checked_texts(classifier: Classifier, rows: list[dict], key: str, source: Path, first: int) -> Prepared:
     texts = []
     for offset, row in enumerate(rows):
         problem = data.text_problem(row.get(key))
@@ -342,13 +342,13 @@ def _checked_tokens(classifier: Classifier, rows: list[dict], key: str, source: 
             column = "" if source.suffix.lower() in PLAIN_TEXT else f" (column {key!r})"  # a line is the text
             raise ValueError(f"{where}: {problem}{column}")
         texts.append(row[key])
-    return classifier.encode(texts)
+    return classifier.prepare(texts)
 
 
 def _score_chunk(
     classifier: Classifier,
     rows: list[dict],
-    tokens,
+    prepared,
     columns: list[str],
     unsure_below: float | None,
     writer: Writer,
@@ -357,7 +357,8 @@ def _score_chunk(
     sidecar: Path,
     run: dict,
 ) -> int:
-    add_scores(rows, classifier.proba_from_tokens(tokens.result()), classifier.labels, columns, unsure_below)
+    probs, _ = classifier.finish(prepared.result())
+    add_scores(rows, probs, classifier.labels, columns, unsure_below)
     writer.write(rows, part=done)
     done += len(rows)
     partial = sidecar.with_suffix(".tmp")

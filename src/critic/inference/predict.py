@@ -51,6 +51,15 @@ class LongReviews:
             raise ValueError(f"pool '{self.pool}': choose one of {', '.join(POOLS)}")
 
 
+@dataclass
+class Prepared:
+    """Texts ready for the model: the cheap stage's answers (`probs` where `cheap`), the tokens of the rest."""
+
+    probs: np.ndarray
+    cheap: np.ndarray
+    tokens: Ragged
+
+
 class Classifier:
     def __init__(
         self,
@@ -112,7 +121,7 @@ class Classifier:
         compile: bool = False,
         serving: bool = False,
         encoder_workers: int | str = 0,
-        cascade: bool = False,
+        cascade: bool = True,
     ) -> Classifier:
         """Load a model folder. backend auto: on a CPU, the fastest backend `critic export` measured on this kind of
         CPU that kept the accuracy (and computes in `precision` when one is asked for); without a measurement,
@@ -122,8 +131,8 @@ class Classifier:
         encoder_workers: processes that clean and tokenize many texts at once, so that the host keeps up with a GPU
         (`auto`: every core but two on a GPU, none on a CPU; `inference.encoding`). They are started as new
         interpreters that import the calling script: a script that uses them needs `if __name__ == "__main__":`.
-        cascade: the cheap stage `critic export --cascade` fitted answers the reviews it is sure of (inference/
-        cascade.py), where the folder has one made from these weights; --min-accuracy then uses the model alone."""
+        cascade: where the folder has a cascade made from these weights (`critic export --cascade`, inference/
+        cascade.py), its cheap stage answers the reviews it is sure of; False: the model alone answers all."""
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
         if not Path(path).is_dir():  # a hub id (a classifier critic did not train), fetched into the cache
@@ -166,6 +175,7 @@ class Classifier:
             "precision": self.precision,
             "truncation": self.truncation.as_dict(),
             "long_reviews": [self.long_reviews.mode, self.long_reviews.stride, self.long_reviews.pool],
+            **({"cascade": self.cheap_stage.threshold} if self.cheap_stage is not None else {}),
         }
 
     def encode(self, texts: Sequence[str] | str) -> Ragged:
@@ -216,12 +226,33 @@ class Classifier:
         texts = _check_texts(texts)
         if self.cheap_stage is None:
             return self.model_proba(texts, max_tokens, progress, chunk), np.zeros(len(texts), dtype=bool)
-        clean = data.cleaner(self.cleaning)
-        probs = self.cheap_stage.predict_proba([clean(t) for t in texts])
-        cheap = probs.max(axis=1) >= self.cheap_stage.threshold
+        probs, cheap = self.cheap_answers(texts)
         rest = np.flatnonzero(~cheap)
         if len(rest):
             probs[rest] = self.model_proba([texts[i] for i in rest], max_tokens, progress, chunk)
+        return probs, cheap
+
+    def cheap_answers(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The cheap stage's probabilities for every text, and which of them it answers (none without a cascade:
+        then the probabilities are zeros, for the model to fill in)."""
+        if self.cheap_stage is None:
+            return np.zeros((len(texts), len(self.labels))), np.zeros(len(texts), dtype=bool)
+        clean = data.cleaner(self.cleaning)
+        probs = self.cheap_stage.predict_proba([clean(t) for t in texts])
+        return probs, probs.max(axis=1) >= self.cheap_stage.threshold
+
+    def prepare(self, texts: Sequence[str] | str) -> Prepared:
+        """The first half of `answer`, for a pipeline that prepares the next batch while the model scores this
+        one: the cheap stage's answers and the tokens of the texts it passes on."""
+        texts = _check_texts(texts)
+        probs, cheap = self.cheap_answers(texts)
+        return Prepared(probs, cheap, self.encode([texts[i] for i in np.flatnonzero(~cheap)]))
+
+    def finish(self, prepared: Prepared, max_tokens: int | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """The second half of `answer`: the model scores what the cheap stage passed on."""
+        probs, cheap = prepared.probs, prepared.cheap
+        if (~cheap).any():
+            probs[~cheap] = self.proba_from_tokens(prepared.tokens, max_tokens, progress)
         return probs, cheap
 
     def model_proba(
@@ -246,12 +277,9 @@ class Classifier:
 
     def predict(self, texts: Sequence[str] | str, min_accuracy: float | None = None) -> list[str]:
         """Label names; with `min_accuracy` (such as 0.97), "unsure" for the reviews below the confidence at which
-        the validation split shows that accuracy with 95% confidence (`unsure_below`), from the model alone: its
-        thresholds were chosen on its own confidences."""
-        if min_accuracy is None:
-            return abstention.answers(self.predict_proba(texts), self.labels)
-        probs = self.model_proba(_check_texts(texts))
-        return abstention.answers(probs, self.labels, self.unsure_below(min_accuracy))
+        the validation split shows that accuracy with 95% confidence (`unsure_below`; with a cascade, chosen on
+        the cascade's own answers to the validation split)."""
+        return abstention.answers(self.predict_proba(texts), self.labels, self.unsure_below(min_accuracy))
 
     def unsure_below(self, min_accuracy: float | None) -> float | None:
         """The confidence under which an answer is "unsure" for `min_accuracy`: infinite where no threshold shows
@@ -272,7 +300,11 @@ class Classifier:
             if target in self._thresholds:
                 self._thresholds.move_to_end(target)
                 return self._thresholds[target]
-        found = abstention.threshold_for(self.meta, target)
+        if self.cheap_stage is not None:  # the curve of the cascade's own answers
+            kept = self.cheap_stage.abstention
+            found = abstention.threshold(kept["curve"], target, kept.get("level", abstention.LEVEL))
+        else:
+            found = abstention.threshold_for(self.meta, target)
         with self._thresholds_lock:
             self._thresholds[target] = found
             if len(self._thresholds) > THRESHOLDS_KEPT:

@@ -313,13 +313,22 @@ def _file_stat(path: str) -> list[int] | None:
 
 def _run_record(model: str | Path, text_column: str | None, backend: str, output_format: str) -> dict:
     """What must be the same for a file scored by an earlier run to count as finished: the model (its folder and
-    its weights' size and time), the backend, the text column and the output format."""
+    its weights' size and time, its cascade's threshold), the backend, the text column and the output format."""
+    from critic.inference import cascade
+
     folder = Path(model)
-    where, weights = str(model), None
+    where, weights, cheap = str(model), None, None
     if folder.is_dir():  # a hub id is known by its name alone
         stat = modeling.weights_file(folder).stat()
-        where, weights = str(folder.resolve()), [stat.st_size, stat.st_mtime_ns]
-    return {"model": where, "weights": weights, "backend": backend, "text_column": text_column, "format": output_format}
+        where, weights, cheap = str(folder.resolve()), [stat.st_size, stat.st_mtime_ns], cascade.load_for(folder)
+    return {
+        "model": where,
+        "weights": weights,
+        **({"cascade": cheap.threshold} if cheap is not None else {}),
+        "backend": backend,
+        "text_column": text_column,
+        "format": output_format,
+    }
 
 
 def _finished_files(output: Path, files: list[str], run: dict, say: Callable[[str], None]) -> set[str]:

@@ -176,7 +176,7 @@ def create_app(classifier, settings: ServeSettings | None = None, recorder=None,
         settings,
         metrics,
         MicroBatcher(
-            classifier.predict_proba,
+            metrics.scorer(classifier),
             settings.max_batch,
             settings.max_wait_ms / 1000,
             on_batch=metrics.scored_batch,

@@ -25,6 +25,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
         self.texts = Counter("critic_texts_total", "Texts scored", registry=self.registry)
+        self.stages = Counter(
+            "critic_answers_total",
+            "Answers, by the stage that gave them (cheap: the cascade's)",
+            ["stage"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("critic_requests_in_flight", "Requests being answered", ["path"], registry=self.registry)
         self.body_bytes = Gauge(
             "critic_request_body_bytes_held", "Bytes of request bodies held in memory", registry=self.registry
@@ -47,3 +53,15 @@ class Metrics:
     def scored_batch(self, texts: int) -> None:
         self.batch_texts.observe(texts)
         self.texts.inc(texts)
+
+    def scorer(self, classifier):
+        """What the batcher calls: the classifier's probabilities, each answer counted by the stage that gave it."""
+
+        def score(texts):
+            probs, cheap = classifier.answer(texts)
+            answered_cheaply = int(cheap.sum())
+            self.stages.labels("cheap").inc(answered_cheaply)
+            self.stages.labels("model").inc(len(texts) - answered_cheaply)
+            return probs
+
+        return score

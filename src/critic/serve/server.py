@@ -35,7 +35,7 @@ def app_from_environment():
 def app_for(model: str, settings: ServeSettings, backend: str, precision: str):
     from critic.inference.predict import Classifier
 
-    classifier = Classifier.load(model, backend=backend, precision=precision, serving=True)
+    classifier = Classifier.load(model, backend=backend, precision=precision, serving=True, cascade=settings.cascade)
     return create_app(classifier, settings, recorder_for(classifier, settings), watch_for(classifier, settings))
 
 

@@ -71,6 +71,8 @@ class ServeSettings:
     watch: bool = False
     watch_min_accuracy: float = 0.95
     watch_drift_every: int = 500
+    # Where the model has a cascade (inference/cascade.py): its cheap stage answers the reviews it is sure of
+    cascade: bool = True
 
 
 def limits() -> list:
