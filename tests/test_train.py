@@ -443,7 +443,7 @@ def test_train_help_is_written_beside_each_setting():
     helps = {action.dest: action.help for action in train_parser._actions if action.help != argparse.SUPPRESS}
     for f in dataclasses.fields(TrainConfig):
         if f.name != "notes":
-            assert helps[f.name].startswith(f.metadata["help"]), f.name
+            assert helps[f.name].startswith(f.metadata["help"].replace("%", "%%")), f.name  # argparse's escape
     assert "(default: 512)" in helps["max_length"]
     assert train_parser.parse_args(["--no-calibrate"]).calibrate == "false"
     assert config.build({"preset": "cpu", "calibrate": "false"}).calibrate is False

@@ -135,25 +135,37 @@ def choose_threshold(cheap: np.ndarray, model: np.ndarray, labels: np.ndarray, m
 
 
 def fit(model_dir: str | Path, margin: float = MARGIN, say=None) -> dict:
-    """Fit the cheap stage on the model's training reviews, choose its threshold on the validation split, and
-    keep it in MODEL/cascade/ tied to the weights; what was chosen (threshold None: no cascade, and why)."""
+    """Fit the cheap stage on the model's training split, choose its threshold on the validation split, and keep it
+    in MODEL/cascade/ tied to the weights; what was chosen (threshold None: no cascade, and why)."""
     from critic import data
     from critic.inference.predict import Classifier
 
     model_dir = Path(model_dir)
     classifier = Classifier.load(model_dir, cascade=False)
+    validation = data.model_rows(classifier.meta, "validation")
+    if validation is None:
+        raise ValueError(f"{model_dir}: its validation reviews cannot be read again, and the cascade is chosen on them")
+    texts = validation["text"].tolist()
+    return fit_on(model_dir, texts, validation["label"].to_numpy(), classifier.predict_proba(texts), margin, say)
+
+
+def fit_on(
+    model_dir: Path, texts: list[str], labels: np.ndarray, model_probs: np.ndarray, margin: float = MARGIN, say=None
+) -> dict:
+    """`fit` where the model's probabilities for its validation reviews (`texts`, `labels`) are known already, as
+    they are at the end of `critic train`: as the model answers by default, calibrated."""
+    from critic import data
+
+    meta = json.loads((model_dir / modeling.META_FILE).read_text())
     # the whole training split, though the transformer may have trained on a subset (--train-size): the cheap
     # stage takes seconds on all of it, and each review it learns from can only widen what it may answer
-    rows = data.model_splits(classifier.meta, ("train", "validation"), whole_train=True)
-    if rows is None:
+    train = data.model_splits(meta, ("train",), whole_train=True)
+    if train is None:
         raise ValueError(f"{model_dir}: its training data cannot be read again, and the cheap stage learns from it")
-    clean = data.cleaner(classifier.cleaning)
-    train, validation = rows["train"], rows["validation"]
-    cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(classifier.labels))
-    texts, labels = validation["text"].tolist(), validation["label"].to_numpy()
-    cheap_probs, model_probs = cheap.predict_proba([clean(t) for t in texts]), classifier.predict_proba(texts)
+    train, clean = train["train"], data.cleaner(meta["cleaning"])
+    cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(meta["labels"]))
+    cheap_probs = cheap.predict_proba([clean(t) for t in texts])
     chosen = choose_threshold(cheap_probs, model_probs, labels, margin)
-    folder = model_dir / FOLDER
     if chosen["threshold"] is None:
         if say:
             say(f"no cascade: the cheap stage cannot answer any validation review within {margin:.2%} of the model")
@@ -161,6 +173,7 @@ def fit(model_dir: str | Path, margin: float = MARGIN, say=None) -> dict:
     cheap.threshold = chosen["threshold"]
     answered = cheap_probs.max(axis=1) >= cheap.threshold
     cheap.abstention = abstention.record(np.where(answered[:, None], cheap_probs, model_probs), labels)
+    folder = model_dir / FOLDER
     cheap.save(folder, {**chosen, "train_reviews": len(train), "stage": "TF-IDF word 1-2-grams + logistic regression"})
     modeling.tie_to_weights(folder, model_dir)
     modeling.update_meta(model_dir, cascade=chosen)
@@ -168,7 +181,7 @@ def fit(model_dir: str | Path, margin: float = MARGIN, say=None) -> dict:
         say(
             f"cascade: the cheap stage answers {chosen['coverage']:.1%} of the validation reviews (confidence ≥ "
             f"{chosen['threshold']:.4f}); accuracy {chosen['cascade_accuracy']:.2%} against the model's "
-            f"{chosen['model_accuracy']:.2%} alone"
+            f"{chosen['model_accuracy']:.2%} alone (--cascade off: the model alone)"
         )
     return chosen
 

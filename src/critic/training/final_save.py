@@ -98,7 +98,19 @@ def calibrate_and_record(
     record_abstention(output, probs, labels, say)
     if note := one_sided(probs.argmax(axis=1), labels, inputs.dataset.labels):
         say(f"warning: {note}")
+    if config.cascade:
+        fit_cascade(output, texts, labels, probs, say)
     return probs, labels
+
+
+def fit_cascade(output: Path, texts: list[str], labels: np.ndarray, probs: np.ndarray, say) -> None:
+    """The cascade's cheap stage and its threshold, chosen on the validation probabilities just measured."""
+    from critic.inference import cascade
+
+    try:
+        cascade.fit_on(output, texts, labels, probs, say=say)
+    except ValueError as error:  # training data that cannot be read again: the model stands without a cascade
+        say(f"no cascade: {error}")
 
 
 def windowed_probabilities(output: Path, texts: list[str], machine: Machine, say, progress: bool) -> np.ndarray:
