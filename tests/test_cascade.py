@@ -4,6 +4,7 @@ everything else is the model's answer, exactly."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,3 +123,28 @@ def test_no_cascade_where_no_threshold_keeps_the_margin(own_toy_model, margin, c
     chosen = cascade.fit(own_toy_model, margin=margin, say=said.append)
     assert chosen["threshold"] is None and said and said[0].startswith("no cascade")
     assert not (own_toy_model / cascade.FOLDER).exists()
+
+
+def test_evaluate_shows_the_model_the_cheap_stage_and_the_cascade_side_by_side(own_toy_model, tmp_path):
+    from rich.console import Console
+
+    import critic
+    from critic.evaluation.rendering import print_summary
+
+    cascade.fit(own_toy_model, margin=0.05)
+    texts = review_texts(own_toy_model)  # toy reviews the cheap stage is sure of, and some the model must answer
+    frame = pd.DataFrame(
+        {"text": texts, "label": [*pd.read_csv(own_toy_model.parent / "toy.csv")["label"][:180]] + [1] * 20}
+    )
+    frame.to_csv(tmp_path / "some.csv", index=False)
+    summary = critic.evaluate_model(own_toy_model, tmp_path / "some.csv", "all", output=tmp_path / "ev", baseline=False)
+    stages = summary["cascade"]["stages"]
+    assert stages["model"]["accuracy"] == summary["accuracy"]  # the headline figures stay the model's own
+    both = Classifier.load(own_toy_model, backend="torch", precision="fp32")
+    probs, cheap = both.answer(frame["text"].tolist())
+    assert summary["cascade"]["cheap_share"] == cheap.mean() and 0 < cheap.mean() < 1
+    assert abs(stages["cascade"]["accuracy"] - (probs.argmax(1) == frame["label"].to_numpy()).mean()) < 1e-9
+    console = Console(record=True, width=120)
+    print_summary(summary, console)
+    assert "the cascade's cheap stage answered" in console.export_text()
+    assert "The cascade" in Path(summary["files"][1]).read_text()

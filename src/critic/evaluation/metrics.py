@@ -239,3 +239,25 @@ def slices(values: Sequence, correct: np.ndarray, column: str) -> dict:
         rows.append({"value": value, "reviews": count, "accuracy": right / count, "ci95": [low, high]})
     rows.sort(key=lambda row: (row["accuracy"], -row["reviews"]))
     return {"column": column, "slices": rows}
+
+
+def cascade_figures(labels: np.ndarray, model: np.ndarray, cheap: np.ndarray, answered: np.ndarray) -> dict:
+    """The model alone, the cascade's cheap stage alone and the cascade (the cheap stage where it `answered`, the
+    model elsewhere) on the same reviews: accuracy with its bootstrap 95% interval and macro F1 each, and the share
+    the cheap stage answered."""
+    from sklearn.metrics import f1_score
+
+    rows = {}
+    for name, probs in (
+        ("model", model),
+        ("cheap stage", cheap),
+        ("cascade", np.where(answered[:, None], cheap, model)),
+    ):
+        predicted = probs.argmax(axis=1)
+        correct = predicted == labels
+        rows[name] = {
+            "accuracy": float(correct.mean()),
+            "accuracy_ci95": list(bootstrap_accuracy(correct)),
+            "f1_macro": float(f1_score(labels, predicted, average="macro", labels=range(probs.shape[1]))),
+        }
+    return {"stages": rows, "cheap_share": float(answered.mean())}

@@ -21,6 +21,8 @@ def to_html(summary: dict, title: str, subtitle: str) -> str:
     sections = [("Summary", report.kpis(headline_figures(summary)))]
     if summary.get("baseline") or summary.get("calibration"):
         sections.append(("Against a baseline, and calibration", comparison_html(summary)))
+    if summary.get("cascade"):
+        sections.append(("The cascade", cascade_html(summary["cascade"])))
     per_class = [
         (n, c["precision"], c["recall"], c["f1-score"], int(c["support"])) for n, c in summary["per_class"].items()
     ]
@@ -255,6 +257,33 @@ def comparison_html(summary: dict) -> str:
     return "".join(parts)
 
 
+CASCADE_COLUMNS = ("answered by", "accuracy", "95% interval", "macro F1")
+
+
+def cascade_rows(cascade: dict) -> list[tuple]:
+    """(stage, accuracy, 95% interval, macro F1) for the model alone, the cheap stage alone and the cascade."""
+    return [
+        (
+            name,
+            f"{row['accuracy']:.2%}",
+            f"{row['accuracy_ci95'][0]:.2%} – {row['accuracy_ci95'][1]:.2%}",
+            f"{row['f1_macro']:.4f}",
+        )
+        for name, row in cascade["stages"].items()
+    ]
+
+
+def cascade_note(cascade: dict) -> str:
+    return (
+        f"the cascade's cheap stage answered {cascade['cheap_share']:.1%} of these reviews, the model the rest "
+        "(the figures above are the model's alone; --cascade off serves it so)"
+    )
+
+
+def cascade_html(cascade: dict) -> str:
+    return report.table(list(CASCADE_COLUMNS), cascade_rows(cascade)) + f"<p>{html.escape(cascade_note(cascade))}.</p>"
+
+
 def print_summary(summary: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -292,6 +321,14 @@ def print_summary(summary: dict, console=None) -> None:
         for row in comparison_rows(summary):
             compared.add_row(*row)
         console.print(compared)
+    if summary.get("cascade"):
+        stages = Table(title="the cascade", title_justify="left")
+        for column in CASCADE_COLUMNS:
+            stages.add_column(column, justify="right")
+        for row in cascade_rows(summary["cascade"]):
+            stages.add_row(*row)
+        console.print(stages)
+        console.print(cascade_note(summary["cascade"]))
     if summary.get("calibration"):
         fitted = summary["calibration"]
         console.print(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from critic import safe_csv
-from critic.evaluation.metrics import measure, slices, tfidf_baseline, unsure_figures
+from critic.evaluation.metrics import cascade_figures, measure, slices, tfidf_baseline, unsure_figures
 from critic.evaluation.rendering import write
 
 # What the model's critic.json (and its card) keeps of an evaluation.
@@ -92,6 +92,9 @@ def evaluate_model(
         training_rows = datasets.model_rows(classifier.meta, "train", dataset if own else None)
         if training_rows is not None:
             summary["baseline"] = baseline_beside(classifier, training_rows, texts, frame["label"])
+    if classifier.cheap_stage is not None:  # the model's figures above are its own; the cascade's beside them
+        cheap, answered = classifier.cheap_answers(texts)
+        summary["cascade"] = cascade_figures(frame["label"].to_numpy(), probs, cheap, answered)
     summary.update(model_records(classifier.meta, frame["label"].to_numpy(), probs))
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
     summary["backend"] = (
