@@ -168,11 +168,11 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_once_every_class_has_enough_la
     few = Store(tmp_path / "few.db", create=True, labels=["negative", "positive"])
     frame.head(40).to_csv(tmp_path / "few.csv", index=False)
     few.import_file(tmp_path / "few.csv")
-    assert settings.retrain_args(few.name) == ["--pair-epochs", "0"]  # the few-label path keeps its window
+    assert settings.retrain_args(few.name) == ["--pair-epochs", "0", "--no-cascade"]  # few labels: the window kept
     many = Store(tmp_path / "many.db", create=True, labels=["negative", "positive"])
     frame.to_csv(tmp_path / "many.csv", index=False)
     many.import_file(tmp_path / "many.csv")  # 600 labels: over 200 a class in the training split
-    assert settings.retrain_args(many.name) == ["--pair-epochs", "0", "--max-length", "128"]
+    assert settings.retrain_args(many.name) == ["--pair-epochs", "0", "--no-cascade", "--max-length", "128"]
 
 
 @pytest.mark.slow

@@ -47,8 +47,9 @@ class LoopSettings:
     pool_sample: int = 1000  # unlabelled reviews scored per round (a seeded sample of a larger pool)
     models: Path | None = None  # where retrained models go (default: beside the store)
     # More `critic train` flags for a retrain. By default the encoder is kept as it is (--pair-epochs 0): a retrain
-    # at 40 IMDB labels took 5 s of training where pair tuning takes minutes (docs/benchmarks.md, few labels).
-    train_args: list[str] = field(default_factory=lambda: ["--pair-epochs", "0"])
+    # at 40 IMDB labels took 5 s of training where pair tuning takes minutes (docs/benchmarks.md, few labels); and no
+    # cascade: the loop's models score the pool and second looks with the model itself.
+    train_args: list[str] = field(default_factory=lambda: ["--pair-epochs", "0", "--no-cascade"])
     # And when `critic train` will fine-tune (enough labels in every class): a window of 128 tokens. 1,000 IMDB
     # labels, 2 AMD EPYC Zen 4 cores, 2026-12-06: 68 s against 102 s at 256 tokens, and 82.6% against 82.5% on
     # 1,000 test reviews (MiniLM's sentence training used 128 too). A model for keeps: `critic train --data STORE`.
