@@ -50,6 +50,7 @@ def test_the_cheap_stage_kept_as_arrays_answers_as_scikit_learn_does(tmp_path):
     ).fit(texts, labels)
     assert np.allclose(again.predict_proba(texts[:50]), reference.predict_proba(texts[:50]), atol=1e-4)
     assert again.threshold == 0.8
+    assert again.vectorizer() is again.vectorizer()  # its vocabulary checked once, not at every batch
 
 
 def test_with_a_cascade_every_answer_is_one_stages_and_without_it_the_model_alone_exactly(own_toy_model, capsys):
