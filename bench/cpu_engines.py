@@ -8,9 +8,10 @@ The peers, run by hand as their documentation shows, on length-sorted batches (t
   - ONNX Runtime: the model exported to ONNX, its transformer fusions applied (onnxruntime.transformers.optimizer:
     attention, skip-layernorm, GELU), and that dynamically quantized to int8;
   - CTranslate2 int8, for the BERT-architecture models it supports (it has no MPNet).
-critic runs as a user gets it after `critic export MODEL` (`Classifier.load(MODEL)`, backend auto) and with each of
-its backends. The peers read the texts critic's cleaning already cleaned (their cleaning is not timed), and cut the
-first MAX_LENGTH tokens; critic cleans inside its timing and cuts as the model was trained (head+tail). Ratios last.
+critic runs as a user gets it after `critic export MODEL` (`Classifier.load(MODEL)`, backend auto; with its cascade
+where `critic export --cascade` fitted one, and then also without it) and with each of its backends. The peers read
+the texts critic's cleaning already cleaned (their cleaning is not timed), and cut the first MAX_LENGTH tokens;
+critic cleans inside its timing and cuts as the model was trained (head+tail). Ratios last.
 
     python bench/cpu_engines.py runs/minilm-imdb                    # 1,000 test reviews
     python bench/cpu_engines.py runs/mpnet-imdb --reviews 300
@@ -360,6 +361,15 @@ def run_ours(args, model_dir: Path, cpu: str, scoring: Scoring) -> dict:
     for backend in args.ours:
         classifier = Classifier.load(model_dir, device="cpu", backend=backend, long_reviews="truncate")
         name = f"critic {backend}" + (f" ({classifier.backend})" if backend == "auto" else "")
+        if classifier.cheap_stage is not None:  # critic's default where the model has a cascade; and without it
+            name += " + cascade"
+            results[name] = scoring.measure(name, classifier.predict_proba)
+            results[name]["cheap_share"] = float(classifier.answer(scoring.texts)[1].mean())
+            print(f"{'':>24}  the cheap stage answered {results[name]['cheap_share']:.1%}", flush=True)
+            classifier = Classifier.load(
+                model_dir, device="cpu", backend=backend, long_reviews="truncate", cascade=False
+            )
+            name = name.removesuffix(" + cascade") + " alone"
         results[name] = scoring.measure(name, classifier.predict_proba)
     return results
 
@@ -378,6 +388,11 @@ def print_ratios(results: dict) -> dict:
             f"ratio {ours} / {peer}{' (the fastest peer)' if peer == fastest else ''}: {ratios[peer]:.2f}x "
             f"(accuracy {delta:+.2f} points)"
         )
+    alone = ours.replace(" + cascade", " alone") if ours else None
+    if alone in results:
+        ratios["cascade"] = results[ours]["reviews_per_s"] / results[alone]["reviews_per_s"]
+        delta = (results[ours]["accuracy"] - results[alone]["accuracy"]) * 100
+        print(f"ratio {ours} / {alone}: {ratios['cascade']:.2f}x (accuracy {delta:+.2f} points)")
     return ratios
 
 

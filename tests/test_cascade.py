@@ -118,6 +118,11 @@ def test_a_cascade_made_from_other_weights_is_not_used(own_toy_model):
     assert cascade.load_for(own_toy_model) is None
 
 
+def test_export_says_in_a_line_that_a_model_has_no_cascade(own_toy_model, capsys):
+    assert main(["export", str(own_toy_model), "--backends", "onnx", "--reviews", "50"]) == 0
+    assert "has no cascade for its present weights" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("margin", [0.0])
 def test_no_cascade_where_no_threshold_keeps_the_margin(own_toy_model, margin, capsys):
     said = []

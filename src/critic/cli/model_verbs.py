@@ -325,9 +325,9 @@ def add_export(verbs) -> None:
     verb.add_argument(
         "--cascade",
         action="store_true",
-        help="also fit the cascade's cheap stage (TF-IDF + logistic regression on the training reviews) and the "
-        "confidence above which it answers, chosen on the validation split to keep within --cascade-margin of "
-        "the model's accuracy with 95%% confidence",
+        help="also fit (again) the cascade's cheap stage (TF-IDF + logistic regression on the training split) and "
+        "the confidence above which it answers, chosen on the validation split to keep within --cascade-margin of "
+        "the model's accuracy with 95%% confidence (`critic train` fits one at its end)",
     )
     verb.add_argument(
         "--cascade-margin",
@@ -340,15 +340,16 @@ def add_export(verbs) -> None:
 
 
 def cmd_export(args) -> int:
+    from critic.inference import cascade
     from critic.inference.backends import ENGINES, installed
     from critic.inference.export import export
 
     if args.cascade or args.cascade_only:
-        from critic.inference import cascade
-
         cascade.fit(args.model, args.cascade_margin, to_stderr)
         if args.cascade_only:
             return 0
+    elif Path(args.model).is_dir() and cascade.load_for(Path(args.model)) is None:
+        to_stderr(f"{args.model} has no cascade for its present weights: the model answers alone (--cascade fits one)")
     names = args.backends or [name for name in ENGINES if installed(name)]
     export(
         args.model,
