@@ -178,9 +178,11 @@ class LabelSession:
         random reviews); each with its text, the model's suggestion and confidence, and why it was picked."""
         waiting = set(self.store.unlabelled_ids())
         queued = self.store.queued(waiting)
+        with self.lock:
+            second_looks = [p.review_id for p in self.plan if p.reason == SECOND_LOOK]
+        votes = self.store.votes(second_looks)  # a second look is asked while its review has one label
         now = time.monotonic()
         with self.lock:
-            votes = self.store.votes([p.review_id for p in self.plan if p.reason == SECOND_LOOK])
             planned = [
                 p
                 for p in self.plan
