@@ -5,6 +5,8 @@ run, is the yardstick: micro-batching must not waste the engine.
 
     python bench/serve_load.py runs/minilm-imdb [--backend onnx-int8] [--duration 10]
     python bench/serve_load.py runs/minilm-imdb --backend onnx-int8 openvino-int8 --concurrency 1 16
+    python bench/serve_load.py runs/minilm-imdb --cascade on off      # with the model's cascade, and without
+    python bench/serve_load.py runs/minilm-imdb --cheap-only --concurrency 1   # the reviews its cheap stage answers
 Needs wrk (Debian package `wrk`).
 """
 
@@ -126,15 +128,31 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--skip-unbatched", action="store_true")
+    parser.add_argument(
+        "--cascade",
+        nargs="+",
+        choices=("on", "off"),
+        default=["on"],
+        help="serve with the model's cascade (where it has one), without it, or both in turn (default on)",
+    )
+    parser.add_argument(
+        "--cheap-only",
+        action="store_true",
+        help="only reviews the cascade's cheap stage answers (what its 1-client latency is measured on)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     texts = data.load_dataset("imdb", split="test", size=args.reviews, seed=1)["text"].tolist()
+    if args.cheap_only:
+        texts = cheap_stage_answers(args.model, texts)
     print(f"{cpu_model()}, {date.today()}", flush=True)
     summary = {}
     for backend in args.backend:
-        summary[backend] = serve_backend(args, backend, texts)
+        for cascade in args.cascade:
+            name = backend + ("" if args.cascade == ["on"] else f", cascade {cascade}")
+            summary[name] = serve_backend(args, backend, texts, cascade)
     if len(summary) > 1:
         print(f"\n{'backend':>24}{'1 client p50 ms':>17}{'p99 ms':>8}{'16 clients req/s':>18}")
         for name, levels in summary.items():
@@ -146,17 +164,30 @@ def main() -> None:
             )
 
 
-def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
+def cheap_stage_answers(model: str, texts: list[str]) -> list[str]:
+    """The reviews among `texts` that the model's cascade answers with its cheap stage."""
+    classifier = Classifier.load(model, device="cpu", backend="torch")
+    if classifier.cheap_stage is None:
+        raise SystemExit(f"{model} has no cascade (`critic export --cascade-only` fits one)")
+    chosen = [text for text, cheap in zip(texts, classifier.cheap_answers(texts)[1]) if cheap]
+    print(f"{len(chosen)} of {len(texts)} reviews answered by the cheap stage", flush=True)
+    return chosen
+
+
+def serve_backend(args, backend: str, texts: list[str], cascade: str = "on") -> dict[int, dict]:
     """One backend served: its offline rate, then each load level (micro-batched, and unbatched unless skipped);
     returns the micro-batched levels by number of clients."""
-    clf = Classifier.load(args.model, backend=backend, serving=True)
+    clf = Classifier.load(args.model, backend=backend, serving=True, cascade=cascade == "on")
     clf.predict_proba(texts[:32])
     started = time.perf_counter()
     clf.predict_proba(texts)
     offline = len(texts) / (time.perf_counter() - started)
     backend = clf.backend
     del clf
-    print(f"\nbackend {backend}; offline (critic predict, same reviews): {offline:.1f} reviews/s", flush=True)
+    print(
+        f"\nbackend {backend}, cascade {cascade}; offline (critic predict, same reviews): {offline:.1f} reviews/s",
+        flush=True,
+    )
 
     folder = Path(tempfile.mkdtemp())
     script = lua_script(texts, folder)
@@ -167,7 +198,10 @@ def serve_backend(args, backend: str, texts: list[str]) -> dict[int, dict]:
     for label, max_batch, max_wait_ms in configs:
         port = free_port()
         server = start_server(
-            args.model, port, "--backend", backend, "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)
+            args.model,
+            port,
+            *("--backend", backend, "--cascade", cascade),
+            *("--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)),
         )
         url = f"http://127.0.0.1:{port}"
         try:
