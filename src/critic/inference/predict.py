@@ -379,7 +379,10 @@ def _auto_backend(path: Path, device: torch.device, serving: bool, precision: st
 def _cheap_stage(path: Path):
     from critic.inference import cascade
 
-    return cascade.load_for(path)
+    stage = cascade.load_for(path)
+    if stage is not None:  # made now, not by the first request (a served p99 of 520 ms against a p50 of 3.3 ms)
+        stage.vectorizer()
+    return stage
 
 
 def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool: str) -> np.ndarray:
