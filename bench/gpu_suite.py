@@ -294,16 +294,16 @@ def step_profile(ctx: Context) -> dict:
     work) against the time from one step's start to the next (the rest: the next batch, the loss meter, logging),
     medians over the second half of the steps; and torch.profiler's operations by their host time over a few
     steady steps, with the share of that window the GPU was busy."""
-    from critic.training import loop
+    from critic.training.step import TrainingStep
 
     first, count = ctx.sizes["profiled_steps"]
     timer = StepTimer(ctx.device, first, count)
-    original = loop.TrainingStep.run
-    loop.TrainingStep.run = timer.wrap(original)
+    original = TrainingStep.run
+    TrainingStep.run = timer.wrap(original)
     try:
         critic_train(ctx, "profile-critic", **{**throughput_settings(ctx), "train_size": ctx.sizes["profile_reviews"]})
     finally:
-        loop.TrainingStep.run = original
+        TrainingStep.run = original
     if timer.window_seconds is None:
         raise RuntimeError(f"the run took {len(timer.starts)} steps, fewer than the {first + count + 1} profiled")
     return {

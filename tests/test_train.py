@@ -20,7 +20,11 @@ from safetensors.torch import load_file
 
 from critic import config
 from critic.config import TrainConfig
-from critic.training import final_save, inputs, loop, train
+from critic.training import final_save, inputs, train
+from critic.training.batches import plan_batches
+from critic.training.checkpoint import CHECKPOINT, atomic_save, checkpoint_settings, truncate_log
+from critic.training.processes import Distributed
+from critic.training.step import Machine, linear_schedule, parameter_groups
 
 
 def settings(model, data, output, **extra):
@@ -144,7 +148,7 @@ def test_resume_after_kill_gives_same_weights(tmp_path, tiny_bert, toy_csv):
             break
     process.wait()
     assert process.returncode == -signal.SIGKILL and killed_at is not None
-    state = torch.load(out / loop.CHECKPOINT, weights_only=False)["state"]
+    state = torch.load(out / CHECKPOINT, weights_only=False)["state"]
     total = json.loads((reference / "critic.json").read_text())["history"][-1]["step"]
     # Killed mid-run; the checkpoint is step 9's, or step 6's when the kill landed while step 9's was being
     # written (the save is atomic, so the older one is intact).
@@ -271,7 +275,7 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
     args = ("--epochs", "4", "--eval-every", "5", "--log-every", "1", "--select", "last", "--lr", "1e-3")
     reference = torchrun(tiny_bert, toy_csv, tmp_path / "ref", *args)
     finished(reference)
-    saved = torch.load(tmp_path / "ref" / loop.CHECKPOINT, weights_only=False)
+    saved = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=False)
     first, second = (process["torch"] for process in saved["rng"]["processes"])
     assert not torch.equal(first, second)  # each process draws its own dropout masks
 
@@ -284,7 +288,7 @@ def test_ddp_dropout_differs_across_processes_and_sigterm_resume_gives_same_weig
             break
     process.communicate(timeout=120)
     assert process.returncode != 0
-    state = torch.load(out / loop.CHECKPOINT, weights_only=False)["state"]
+    state = torch.load(out / CHECKPOINT, weights_only=False)["state"]
     total = json.loads((tmp_path / "ref" / "critic.json").read_text())["history"][-1]["step"]
     assert 10 <= state["step"] < total
 
@@ -337,7 +341,7 @@ def test_two_processes_tune_the_encoder_on_pairs_then_the_first_fits(tmp_path, t
 def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_csv, monkeypatch):
     """fp16 (GPUs without bf16) scales the loss. A scale far too large makes the first steps overflow: they are
     skipped and counted, the scale comes down, and the model still learns, with finite weights."""
-    monkeypatch.setattr(loop, "FP16_INIT_SCALE", 2.0**40)
+    monkeypatch.setattr("critic.training.step.FP16_INIT_SCALE", 2.0**40)
     out = train.train(
         settings(tiny_bert, toy_csv, tmp_path / "fp16", precision="fp16", epochs=3, log_every=5), progress=False
     )
@@ -355,7 +359,7 @@ def test_fp16_with_loss_scaling_recovers_from_overflow(tmp_path, tiny_bert, toy_
 def test_token_budget_plan(tmp_path):
     lengths = np.random.default_rng(0).integers(5, 300, size=2000)
     cfg = TrainConfig(batch_size=8, max_length=256, batching="tokens", epochs=2)
-    plan = loop.plan_batches(lengths, cfg, world=2, by_tokens=True, multiple=8)
+    plan = plan_batches(lengths, cfg, world=2, by_tokens=True, multiple=8)
     for epoch in plan.epochs:
         rows = np.concatenate(epoch)
         assert sorted(rows.tolist()) == list(range(2000))  # every review once an epoch
@@ -462,11 +466,11 @@ def test_every_setting_says_whether_a_resume_must_match_it():
     assert shared <= {f.name for f in dataclasses.fields(PretrainConfig)}
     job = TrainConfig(lr=3e-5, log_every=7)
     assert job.resume_settings()["lr"] == 3e-5 and "log_every" not in job.resume_settings()
-    assert loop.checkpoint_settings(job, 2, "bf16") == {**job.resume_settings(), "precision": "bf16", "processes": 2}
+    assert checkpoint_settings(job, 2, "bf16") == {**job.resume_settings(), "precision": "bf16", "processes": 2}
 
 
 def test_linear_schedule():
-    factor = loop.linear_schedule(warmup=2, total=10)
+    factor = linear_schedule(warmup=2, total=10)
     assert [round(factor(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
 
 
@@ -475,7 +479,7 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
 
     net, _ = modeling.build(tiny_bert, dropout=0.3)
     assert net.config.hidden_dropout_prob == 0.3 and net.config.attention_probs_dropout_prob == 0.3
-    groups = loop.parameter_groups(net, weight_decay=0.01, layer_decay=0.5, lr=1e-3)
+    groups = parameter_groups(net, weight_decay=0.01, layer_decay=0.5, lr=1e-3)
     rate = {id(p): g["lr"] for g in groups for p in g["params"]}
     decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     named = dict(net.named_parameters())
@@ -486,7 +490,7 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
     assert decay[id(named["bert.encoder.layer.0.output.dense.weight"])] == 0.01
     assert decay[id(named["bert.encoder.layer.0.output.dense.bias"])] == 0.0
     assert len(rate) == len(named)  # every parameter in exactly one group
-    flat = loop.parameter_groups(net, 0.01, 1.0, 1e-3)
+    flat = parameter_groups(net, 0.01, 1.0, 1e-3)
     assert {g["lr"] for g in flat} == {1e-3}
 
 
@@ -624,7 +628,7 @@ def test_two_machines_train_as_one_and_resume_after_losing_one(tmp_path, tiny_be
     port = free_port()
     first = machines(out, caches[0], *args, port=port, host=True)
     second = machines(out, caches[1], *args, port=port, host=False)
-    checkpoint = out / loop.CHECKPOINT
+    checkpoint = out / CHECKPOINT
     deadline = time.monotonic() + 240
     while not checkpoint.is_file() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
@@ -645,7 +649,7 @@ def _check_shared_in_process(rank: int, store_file: str, folders: list[str], err
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0")
     torch.distributed.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
     try:
-        loop.Distributed("cpu").check_shared(Path(folders[rank]))
+        Distributed("cpu").check_shared(Path(folders[rank]))
     except RuntimeError as error:
         errors.put((rank, str(error)))
     finally:
@@ -859,18 +863,16 @@ def test_a_model_answering_one_class_for_nearly_every_review_is_named():
 def test_a_compiled_run_pads_to_few_widths():
     """torch.compile specialises on batch widths: compiled, a run's widths are multiples of 64 (at most 4 at 256
     tokens), where eager batches round to 8 on a GPU and not at all on a CPU."""
-    from critic.training import loop
-
     compiled = config.build({"preset": "gpu", "compile": "true", "max_length": "256"})
     eager = config.build({"preset": "gpu", "max_length": "256"})
     cuda = torch.device("cuda")
-    assert loop.Machine.choose(compiled, cuda).multiple == 64
-    assert loop.Machine.choose(eager, cuda).multiple == 8
+    assert Machine.choose(compiled, cuda).multiple == 64
+    assert Machine.choose(eager, cuda).multiple == 8
     lengths = np.minimum(np.random.default_rng(0).lognormal(5.3, 0.6, 3000).astype(int) + 10, 256)
 
     def shapes(job) -> set:
-        multiple = loop.Machine.choose(job, cuda).multiple
-        batches = loop.plan_batches(lengths, job, 1, True, multiple).epochs[0]
+        multiple = Machine.choose(job, cuda).multiple
+        batches = plan_batches(lengths, job, 1, True, multiple).epochs[0]
         return {(len(rows), -(-int(lengths[rows].max()) // multiple) * multiple) for rows in batches}
 
     assert {width for _, width in shapes(compiled)} <= {64, 128, 192, 256}
@@ -883,18 +885,16 @@ def test_a_log_line_cut_short_and_a_failed_checkpoint_write_leave_a_run_that_res
     checkpoint write left state.partial behind."""
     import json
 
-    from critic.training import loop
-
     log = tmp_path / "train_log.jsonl"
     log.write_text(json.dumps({"step": 1}) + "\n" + json.dumps({"step": 3}) + "\n" + '{"step": 4, "lo')
-    loop.truncate_log(log, 2)
+    truncate_log(log, 2)
     assert log.read_text() == json.dumps({"step": 1}) + "\n"
 
     def full_disk(obj, path):
         open(path, "wb").write(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(loop.torch, "save", full_disk)
+    monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        loop.atomic_save({"step": 5}, tmp_path / "checkpoint" / "state.pt")
+        atomic_save({"step": 5}, tmp_path / "checkpoint" / "state.pt")
     assert list((tmp_path / "checkpoint").iterdir()) == []

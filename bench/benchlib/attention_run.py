@@ -27,20 +27,20 @@ def main(spec_path: str) -> int:
 
     import critic
     from critic import config, modeling
-    from critic.training import loop
+    from critic.training import step as training_step
 
     spec = json.loads(Path(spec_path).read_text())
     torch.backends.cuda.enable_cudnn_sdp(bool(spec["cudnn"]))
     if spec["multiple"]:
-        modeling.pad_multiple = lambda device: spec["multiple"]  # read by loop.Machine.choose at the run's start
+        modeling.pad_multiple = lambda device: spec["multiple"]  # read by step.Machine.choose at the run's start
     shapes: collections.Counter = collections.Counter()
-    step = loop.TrainingStep.run
+    step = training_step.TrainingStep.run
 
     def counted(self, batch, mean_over):
         shapes["x".join(map(str, batch["input_ids"].shape))] += 1
         return step(self, batch, mean_over)
 
-    loop.TrainingStep.run = counted
+    training_step.TrainingStep.run = counted
     folder = critic.train_model(
         config.build(spec["settings"]),
         log=lambda m: print(f"  critic: {m}", file=sys.stderr, flush=True),

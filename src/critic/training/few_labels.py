@@ -28,8 +28,10 @@ from critic import data, modeling
 from critic.config import TrainConfig
 from critic.data import sources
 from critic.modeling import mean_pooling
-from critic.training import final_save, loop, pair_tuning
+from critic.training import final_save, pair_tuning
 from critic.training.inputs import Inputs, load_inputs, run_meta
+from critic.training.processes import Distributed, speaker
+from critic.training.step import Machine
 
 # Below this many labelled training reviews in the rarest class, `--few-labels auto` fits a logistic regression on
 # the mean embedding instead of fine-tuning. bench/few_labels.py --fine-tune on IMDB (1 seed, 1,000 test reviews):
@@ -96,8 +98,8 @@ def fit(
     processes (torchrun), all of them tune the encoder on pairs (the training loop), then the first fits the
     regression and the others wait for it: seconds of work, not worth sharing. Where the first fails, every process
     stops with its error (none is left waiting)."""
-    dist = loop.Distributed(config.device)
-    say = loop.speaker(log, dist.main)
+    dist = Distributed(config.device)
+    say = speaker(log, dist.main)
     output = Path(config.output)
     try:
         dist.open_output(output, say)
@@ -153,7 +155,7 @@ def fit_once(
         )
     )
     stage = pair_tuning.load_tuned(inputs.model, tuned) if tuned else None
-    machine = loop.Machine.choose(config, modeling.resolve_device(config.device))
+    machine = Machine.choose(config, modeling.resolve_device(config.device))
     model = inputs.model.to(machine.device).eval()
     mean_pooling.append_mean_layer(model)
     weight, bias = fit_head(model, inputs, machine)
@@ -180,7 +182,7 @@ def fit_once(
     say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")
 
 
-def fit_head(model, inputs: Inputs, machine: loop.Machine) -> tuple[np.ndarray, np.ndarray]:
+def fit_head(model, inputs: Inputs, machine: Machine) -> tuple[np.ndarray, np.ndarray]:
     """The logistic regression on the model's own pooled features of the training reviews, as a head's weight and
     bias: one row per class (scikit-learn keeps one row for two classes, the second class's logit against 0)."""
     from sklearn.linear_model import LogisticRegression
@@ -193,7 +195,7 @@ def fit_head(model, inputs: Inputs, machine: loop.Machine) -> tuple[np.ndarray, 
     return fitted.coef_, fitted.intercept_
 
 
-def pooled_features(model, reviews, pad_id: int, machine: loop.Machine) -> np.ndarray:
+def pooled_features(model, reviews, pad_id: int, machine: Machine) -> np.ndarray:
     """What the classification head reads, review by review (the pooler's output)."""
     scorer, autocast = modeling.inference_model(model, machine.precision, machine.device)
 

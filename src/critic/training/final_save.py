@@ -16,8 +16,9 @@ from critic.config import TrainConfig
 from critic.data import sources
 from critic.modeling import abstention, calibration
 from critic.text import Ragged, prepare
+from critic.training.checkpoint import RunState
 from critic.training.inputs import Inputs, split_frames
-from critic.training.loop import Clock, Machine, RunState, TrainingStep
+from critic.training.step import Clock, Machine, TrainingStep
 
 
 def finish(

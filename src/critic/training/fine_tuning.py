@@ -17,9 +17,12 @@ from critic.config import TrainConfig
 from critic.modeling.attention import use_rowwise_attention
 from critic.text import Ragged
 from critic.training import loop
+from critic.training.batches import Plan
+from critic.training.checkpoint import RunState, append_log
 from critic.training.final_save import finish
 from critic.training.inputs import Inputs, Teacher, load_inputs, review_batches, run_meta
-from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log
+from critic.training.processes import Distributed
+from critic.training.step import Clock, Machine, TrainingStep
 
 
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:

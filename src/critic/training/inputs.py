@@ -15,7 +15,9 @@ from critic import data, modeling
 from critic.config import TrainConfig, parse_fold
 from critic.data import sources
 from critic.text import DEFAULT_LONG_REVIEWS, DEFAULT_POOL, Encoder, Ragged, Truncation, carry_cleaning, prepare
-from critic.training.loop import Distributed, Machine, prepared_batches
+from critic.training.batches import prepared_batches
+from critic.training.processes import Distributed
+from critic.training.step import Machine
 
 
 @dataclass

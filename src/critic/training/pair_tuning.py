@@ -30,8 +30,11 @@ from critic.config import TrainConfig
 from critic.modeling import mean_pooling
 from critic.modeling.attention import use_rowwise_attention
 from critic.training import loop
+from critic.training.batches import Plan
+from critic.training.checkpoint import RunState, append_log
 from critic.training.inputs import load_inputs, review_batches
-from critic.training.loop import Clock, Distributed, Machine, Plan, RunState, TrainingStep, append_log
+from critic.training.processes import Distributed, first_process, speaker
+from critic.training.step import Clock, Machine, TrainingStep
 
 FOLDER = "pair-tuning"  # under the run's OUTPUT
 ENCODER_FILE = "encoder.safetensors"
@@ -100,7 +103,7 @@ def tune(
         if getattr(config, name) != getattr(stage, name)
     ]
     if replaced:  # the run's values are fine-tuning's; the pair stage keeps the ones measured for it
-        loop.speaker(log, loop.first_process())(f"pair stage: {', '.join(replaced)}, the values measured for it")
+        speaker(log, first_process())(f"pair stage: {', '.join(replaced)}, the values measured for it")
     return loop.run(stage, lambda say: PairTuning(stage, say, dataset), log, progress)
 
 

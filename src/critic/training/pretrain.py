@@ -22,16 +22,10 @@ from critic.config import PretrainConfig
 from critic.data import sources
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.training import loop
-from critic.training.loop import (
-    Clock,
-    Distributed,
-    Machine,
-    Plan,
-    RunState,
-    TrainingStep,
-    append_log,
-    linear_schedule,
-)
+from critic.training.batches import Plan, pinned_ahead
+from critic.training.checkpoint import RunState, append_log
+from critic.training.processes import Distributed
+from critic.training.step import Clock, Machine, TrainingStep, linear_schedule
 
 PRETRAIN_RECORD = "pretrain.json"  # written with the encoder, as one set: a folder with it holds a finished run
 
@@ -132,7 +126,7 @@ def masked_batches(
         count = sum(int((share["labels"] != -100).sum()) for share in shares)
         return batch, max(count, 1), len(rows_global)
 
-    return loop.pinned_ahead((prepare_one(first_step + i, rows) for i, rows in enumerate(steps)), pin)
+    return pinned_ahead((prepare_one(first_step + i, rows) for i, rows in enumerate(steps)), pin)
 
 
 def holdout_loss(

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from critic import data
 from critic.config import TrainConfig
-from critic.training import distill, few_labels, fine_tuning, loop
+from critic.training import distill, few_labels, fine_tuning
+from critic.training.processes import first_process, speaker
 
 
 def train(
@@ -32,7 +33,7 @@ def train(
         return distill.distill(config, log, progress, on_validation)
     dataset = None
     if few_labels.considered(config):  # read once, for the choice and for the chosen path
-        say = loop.speaker(log, loop.first_process())  # as the run will say it: a download is not silent
+        say = speaker(log, first_process())  # as the run will say it: a download is not silent
         dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
         if few_labels.wanted(config, dataset):
             return few_labels.fit(config, log, dataset, progress)
