@@ -32,7 +32,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from critic import data  # noqa: E402
-from critic.data import sources  # noqa: E402
+from critic.data import catalogue  # noqa: E402
 from critic.inference.backends import cpu_name  # noqa: E402
 from critic.training import few_labels  # noqa: E402
 
@@ -102,7 +102,7 @@ def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int, folder: Path) -
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    model = SetFitModel.from_pretrained(str(sources.resolve_model("minilm")))
+    model = SetFitModel.from_pretrained(str(catalogue.resolve_model("minilm")))
     trainer = Trainer(
         model=model,
         # its defaults, but its checkpoints in the run's folder and no experiment tracker writing into this one

@@ -43,7 +43,7 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp())
     source, target = folder / "reviews.csv", folder / "scored.csv"
-    reviews = data.read_table(data.sources.fetch(data.sources.IMDB).path / data.sources.IMDB_CSV)[0]
+    reviews = data.read_table(data.sources.fetch(data.catalogue.IMDB).path / data.catalogue.IMDB_CSV)[0]
     reviews = reviews.head(args.rows)  # every review of the file, duplicates included, as a user would have it
     reviews.to_csv(source, index=False)
     sidecar = target.with_name(target.name + ".progress.json")

@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp())
-    reviews = data.read_table(data.sources.fetch(data.sources.IMDB).path / data.sources.IMDB_CSV)[0]
+    reviews = data.read_table(data.sources.fetch(data.catalogue.IMDB).path / data.catalogue.IMDB_CSV)[0]
     reviews.insert(0, "id", range(len(reviews)))
     source, small = folder / "reviews.parquet", folder / "one-batch.parquet"
     reviews.head(args.rows).to_parquet(source)

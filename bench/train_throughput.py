@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from benchlib.harness import sync  # noqa: E402
 
 from critic import config, data, modeling  # noqa: E402
-from critic.data import sources  # noqa: E402
+from critic.data import catalogue, sources  # noqa: E402
 from critic.training.train import train  # noqa: E402
 
 
 def model_folder(arch: str, folder: Path) -> Path:
     """MiniLM's real weights, or a randomly initialised DistilBERT-base with MiniLM's (identical) vocabulary."""
-    minilm = sources.resolve_model("minilm")
+    minilm = catalogue.resolve_model("minilm")
     if arch == "minilm":
         return minilm
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel

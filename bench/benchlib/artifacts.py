@@ -12,7 +12,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 sys.path.insert(0, str(SRC))
 
-from critic.data import sources  # noqa: E402
+from critic.data import catalogue, sources  # noqa: E402
 
 MODEL_DIR = "minilm-fp16"
 
@@ -30,11 +30,11 @@ def build(out: Path, model: str = "minilm", dataset: str = "imdb", log=print) ->
     """The suite's luggage: the encoder's weights in fp16 (training loads them back in fp32) and the reviews in xz."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / MODEL_DIR
-    fp16_encoder(sources.resolve_model(model, log=log), target)
+    fp16_encoder(catalogue.resolve_model(model, log=log), target)
     csv = (
         Path(dataset)
         if Path(dataset).is_file()
-        else sources.fetch(sources.DATASETS[dataset], log=log).path / sources.IMDB_CSV
+        else sources.fetch(catalogue.DATASETS[dataset], log=log).path / catalogue.IMDB_CSV
     )
     with open(csv, "rb") as raw, lzma.open(out / DATA_FILE, "wb", preset=9) as packed:
         shutil.copyfileobj(raw, packed, 1 << 20)
@@ -64,7 +64,7 @@ def pack(model: str, out: Path, part_mib: float = PART_MIB, log=print) -> dict:
     import hashlib
     import tarfile
 
-    source = sources.resolve_model(model, log=log)
+    source = catalogue.resolve_model(model, log=log)
     name = f"{Path(model).name}-fp16"
     shutil.rmtree(out, ignore_errors=True)
     staging = out / "staging"
@@ -125,10 +125,10 @@ def join(folder: Path, log=print) -> Path:
 
 def unpack(artifacts: Path, work: Path, smoke: bool) -> str:
     """Put the reviews where critic finds them: the verified IMDB in the suite's own cache, or (smoke) a file."""
-    csv = work / sources.IMDB_CSV
+    csv = work / catalogue.IMDB_CSV
     with lzma.open(artifacts / DATA_FILE, "rb") as packed, open(csv, "wb") as raw:
         shutil.copyfileobj(packed, raw, 1 << 20)
     if smoke:
         return str(csv)
-    sources.fetch(sources.IMDB, local=csv)  # sha256-checked; raises on any other file
+    sources.fetch(catalogue.IMDB, local=csv)  # sha256-checked; raises on any other file
     return "imdb"

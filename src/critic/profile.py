@@ -245,13 +245,13 @@ def profile_dataset(
     by cross-validated TF-IDF, or the training split's rows by `out_of_fold` (a `label_issues.OutOfFold`, with a
     `description` attribute: critic.training.distill.FoldModels is one, for models trained with --fold)."""
     from critic import data as datasets
-    from critic.data import sources
+    from critic.data import catalogue
 
     encoder = None
     if tokenizer:
         from transformers import AutoTokenizer
 
-        encoder = Encoder(AutoTokenizer.from_pretrained(str(sources.resolve_model(tokenizer, log=log))))
+        encoder = Encoder(AutoTokenizer.from_pretrained(str(catalogue.resolve_model(tokenizer, log=log))))
     dataset = datasets.load(data, columns or datasets.Columns(), drop_invalid, log=log)
     summary = profile(dataset, encoder, cleaning)
     if label_issues:

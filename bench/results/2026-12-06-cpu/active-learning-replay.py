@@ -30,9 +30,9 @@ def embeddings():
     from transformers import AutoModel, AutoTokenizer
 
     import active_learning
-    from critic.data import sources
+    from critic.data import catalogue, sources
 
-    path = sources.resolve_model("minilm")
+    path = catalogue.resolve_model("minilm")
     tokenizer, model = AutoTokenizer.from_pretrained(str(path)), AutoModel.from_pretrained(str(path)).eval()
     pool, test, _ = active_learning.pool_and_test("imdb", 5000, 1000, 0)
 

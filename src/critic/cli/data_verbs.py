@@ -9,7 +9,7 @@ from critic.messages import to_stderr
 
 
 def add_fetch(verbs) -> None:
-    from critic.data import sources
+    from critic.data import catalogue
 
     verb = verbs.add_parser(
         "fetch",
@@ -21,7 +21,7 @@ def add_fetch(verbs) -> None:
     )
     verb.add_argument(
         "what",
-        choices=[*sources.DATASETS, "model"],
+        choices=[*catalogue.DATASETS, "model"],
         help="imdb (50,000 movie reviews), drugs (979 drug reviews, 3 classes) or model",
     )
     verb.add_argument("name", nargs="?", help="with `model`: minilm, mpnet, or a Hugging Face hub id")
@@ -31,16 +31,16 @@ def add_fetch(verbs) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from critic.data import sources
+    from critic.data import catalogue, sources
 
-    if args.what in sources.DATASETS:
-        fetched = sources.fetch(sources.DATASETS[args.what], local=args.source, refresh=args.refresh, log=to_stderr)
+    if args.what in catalogue.DATASETS:
+        fetched = sources.fetch(catalogue.DATASETS[args.what], local=args.source, refresh=args.refresh, log=to_stderr)
     elif args.what == "model":
         if not args.name:
             raise SystemExit(
                 "critic fetch model: name a model (minilm, mpnet, or a hub id such as distilbert-base-uncased)"
             )
-        artifact = sources.MODELS.get(args.name) or sources.hub_model(args.name)
+        artifact = catalogue.MODELS.get(args.name) or catalogue.hub_model(args.name)
         fetched = sources.fetch(artifact, local=args.source, refresh=args.refresh, log=to_stderr)
     else:
         raise SystemExit(f"critic fetch: unknown artifact '{args.what}'")

@@ -183,13 +183,13 @@ def add_quickstart(verbs) -> None:
 def cmd_quickstart(args) -> int:
     import critic
     from critic import config, profile
-    from critic.data import sources
+    from critic.data import catalogue, sources
     from critic.evaluation.rendering import print_summary
     from critic.training.train import train
 
     to_stderr("1/4 fetching IMDB and MiniLM")
-    sources.fetch(sources.IMDB, log=to_stderr)
-    sources.fetch(sources.MINILM, log=to_stderr)
+    sources.fetch(catalogue.IMDB, log=to_stderr)
+    sources.fetch(catalogue.MINILM, log=to_stderr)
     to_stderr("2/4 profiling IMDB")
     summary = critic.profile_dataset("imdb", "minilm", output=Path(args.output) / "profile", log=to_stderr)
     profile.print_summary(summary)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from critic.data import sources
+from critic.data import catalogue, sources
 from critic.data.reading import (
     LABEL_NAMES,
     NAMED_COLUMNS,
@@ -87,8 +87,8 @@ def load(
     """
     if is_store(data):
         return from_store(data, columns)
-    if str(data) in sources.DATASETS:
-        fetched = sources.fetch(sources.DATASETS[str(data)], log=log)
+    if str(data) in catalogue.DATASETS:
+        fetched = sources.fetch(catalogue.DATASETS[str(data)], log=log)
         (pinned,) = fetched.files
         named = NAMED_COLUMNS.get(str(data), Columns())
         frame, report = read_table(
@@ -227,7 +227,7 @@ def trained_on(meta: dict, model: str | Path = "the model") -> str:
         return "imdb"
     if data is None:
         raise DataError(f"{model}: its critic.json does not say what data it was trained on; name the data")
-    if str(data) in sources.DATASETS:
+    if str(data) in catalogue.DATASETS:
         return str(data)
     for candidate in (data, meta.get("data_path")):
         if candidate and Path(candidate).exists():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from critic import data, messages, modeling
-from critic.data import sources
+from critic.data import catalogue
 from critic.inference import backends, encoding
 from critic.inference.engines import BACKENDS
 from critic.modeling import abstention
@@ -136,7 +136,7 @@ class Classifier:
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
         if not Path(path).is_dir():  # a hub id (a classifier critic did not train), fetched into the cache
-            path = sources.resolve_model(str(path))
+            path = catalogue.resolve_model(str(path))
         path = Path(path)
         device_ = modeling.resolve_device(device)
         backend = _pick_backend(backend, path, device_, serving, precision)

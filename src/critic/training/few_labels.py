@@ -26,7 +26,7 @@ import torch
 
 from critic import data, modeling
 from critic.config import TrainConfig
-from critic.data import sources
+from critic.data import catalogue
 from critic.modeling import mean_pooling
 from critic.training import final_save, pair_tuning
 from critic.training.inputs import Inputs, load_inputs, run_meta
@@ -85,7 +85,7 @@ def sentence_encoder(model: str) -> bool:
     """Whether the encoder can take the mean-pooling layer (BERT architecture); others are fine-tuned."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(sources.resolve_model(model))).model_type == "bert"
+    return AutoConfig.from_pretrained(str(catalogue.resolve_model(model))).model_type == "bert"
 
 
 def fit(

@@ -13,7 +13,7 @@ import torch
 
 from critic import data, modeling
 from critic.config import TrainConfig, parse_fold
-from critic.data import sources
+from critic.data import catalogue, sources
 from critic.text import DEFAULT_LONG_REVIEWS, DEFAULT_POOL, Encoder, Ragged, Truncation, carry_cleaning, prepare
 from critic.training.batches import prepared_batches
 from critic.training.processes import Distributed
@@ -48,7 +48,7 @@ def load_inputs(
         dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
     train_frame, val_frame = split_frames(config, dataset, config.eval_size)
     model, tokenizer = modeling.build(
-        sources.resolve_model(config.model, log=say), dataset.labels, dropout=config.dropout
+        catalogue.resolve_model(config.model, log=say), dataset.labels, dropout=config.dropout
     )
     carry_cleaning(tokenizer, config.cleaning)  # the saved folder reads raw reviews as critic does
     encoder = Encoder(tokenizer)
@@ -139,7 +139,7 @@ def run_meta(
     return {
         "name": Path(config.output).name,
         "base_model": config.model,
-        **({"base_model_commit": commit} if (commit := sources.hub_commit(config.model)) else {}),
+        **({"base_model_commit": commit} if (commit := catalogue.hub_commit(config.model)) else {}),
         "data": config.data,
         **({"data_path": str(Path(config.data).resolve())} if Path(config.data).exists() else {}),
         "labels": list(inputs.dataset.labels),

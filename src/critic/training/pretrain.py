@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from critic import data, modeling
 from critic.config import PretrainConfig
-from critic.data import sources
+from critic.data import catalogue, sources
 from critic.text import Encoder, Ragged, frame_windows, pad
 from critic.training import loop
 from critic.training.batches import Plan, pinned_ahead
@@ -153,7 +153,7 @@ def masked_lm(name: str, say: Callable[[str], None]):
     checkpoint lacks: a new head's, where it has none)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    base = sources.resolve_model(name, log=say)
+    base = catalogue.resolve_model(name, log=say)
     modeling.quiet_transformers()
     model, loading = AutoModelForMaskedLM.from_pretrained(base, dtype=torch.float32, output_loading_info=True)
     new = {param for param, _ in model.named_parameters()} & set(loading["missing_keys"])
