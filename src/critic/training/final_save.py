@@ -18,25 +18,23 @@ from critic.modeling import abstention, calibration
 from critic.text import Ragged, prepare
 from critic.training.checkpoint import RunState
 from critic.training.inputs import Inputs, split_frames
-from critic.training.step import Clock, Machine, TrainingStep
+from critic.training.loop import Steps
+from critic.training.step import Machine
 
 
 def finish(
     inputs: Inputs,
     config: TrainConfig,
-    machine: Machine,
     state: RunState,
     meta: dict,
-    training_step: TrainingStep,
-    clock: Clock,
-    samples: int,
-    world: int,
+    steps: Steps,
     say: Callable[[str], None],
     progress: bool,
 ) -> None:
     """The model (with --select last), calibrated; its history and speed in critic.json, stats.csv, the curves, a
     summary."""
     output = Path(config.output)
+    machine, training_step, clock, samples = steps.machine, steps.training_step, steps.clock, steps.samples
     stepping = clock.training_seconds()
     elapsed = time.perf_counter() - clock.started
     fp16 = training_step.scaler.is_enabled()
@@ -58,7 +56,7 @@ def finish(
         output,
         history=state.history,
         precision=training_step.precision,
-        processes=world,
+        processes=machine.world,
         **speed,
         **({"fp16_skipped_steps": skipped} if fp16 else {}),
     )

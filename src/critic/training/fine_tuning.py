@@ -20,9 +20,9 @@ from critic.training import loop
 from critic.training.batches import Plan
 from critic.training.checkpoint import RunState, append_log
 from critic.training.final_save import finish
-from critic.training.inputs import Inputs, Teacher, load_inputs, review_batches, run_meta
+from critic.training.inputs import Teacher, load_inputs, review_batches, run_meta
 from critic.training.processes import Distributed
-from critic.training.step import Clock, Machine, TrainingStep
+from critic.training.step import Machine, TrainingStep
 
 
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -98,48 +98,6 @@ def record(state: RunState, metrics: dict, metric: str, epoch: float, train_loss
     return entry, improved
 
 
-def validate_and_select(
-    inputs: Inputs,
-    machine: Machine,
-    config: TrainConfig,
-    state: RunState,
-    total: int,
-    epoch: float,
-    train_loss: float,
-    meta: dict,
-    say: Callable[[str], None],
-) -> bool:
-    """Validate, log, keep the best model (with --select best); True when patience has run out."""
-    output = Path(config.output)
-    metrics = validate(
-        inputs.model,
-        inputs.validation,
-        inputs.validation_labels,
-        machine.device,
-        machine.precision,
-        inputs.encoder.pad_id,
-        machine.multiple,
-    )
-    entry, improved = record(state, metrics, config.metric, epoch, train_loss)
-    if improved and config.select == "best":
-        modeling.save(
-            inputs.model,
-            inputs.tokenizer,
-            output,
-            {
-                **meta,
-                "selected": f"best {config.metric} at step {state.step} (epoch {epoch:.2f})",
-                "validation": entry,
-            },
-        )
-    append_log(output / "train_log.jsonl", {"event": "eval", **entry})
-    say(
-        f"step {state.step}/{total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
-        f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else "")
-    )
-    return config.patience > 0 and state.bad_evals >= config.patience
-
-
 # --------------------------------------------------------------------------------------------- the job
 
 
@@ -179,14 +137,14 @@ class FineTuning(loop.Job):
         self.output = Path(config.output)
         self.meta = run_meta(config, self.inputs)
 
-    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+    def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
             use_rowwise_attention(self.model)
         self.machine = machine
         weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
         teacher_share = self.config.teacher_share if self.config.teacher else 0.0
         objective = ClassificationLoss(teacher_share, self.config.teacher_temperature, weights)
-        return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total, objective)
+        return TrainingStep(self.model, self.config, machine, total, objective)
 
     def finished(self, state: RunState, total: int) -> bool:
         return state.step >= total or (bool(self.config.patience) and state.bad_evals >= self.config.patience)
@@ -216,24 +174,32 @@ class FineTuning(loop.Job):
         return bool(self.config.eval_every) and step % self.config.eval_every == 0
 
     def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:
-        stop = validate_and_select(
-            self.inputs, self.machine, self.config, state, self.total, epoch, train_loss, self.meta, self.say
+        """Validate, log, keep the best model (with --select best); True when patience has run out."""
+        config, inputs, machine = self.config, self.inputs, self.machine
+        metrics = validate(
+            inputs.model,
+            inputs.validation,
+            inputs.validation_labels,
+            machine.device,
+            machine.precision,
+            inputs.encoder.pad_id,
+            machine.multiple,
         )
+        entry, improved = record(state, metrics, config.metric, epoch, train_loss)
+        if improved and config.select == "best":
+            selected = f"best {config.metric} at step {state.step} (epoch {epoch:.2f})"
+            modeling.save(
+                inputs.model, inputs.tokenizer, self.output, {**self.meta, "selected": selected, "validation": entry}
+            )
+        append_log(self.output / self.log_file, {"event": "eval", **entry})
+        self.say(
+            f"step {state.step}/{self.total} epoch {epoch:.2f}: val loss {metrics['loss']:.4f} "
+            f"accuracy {metrics['accuracy']:.4f} AUC {metrics['auc']:.4f}" + (" (best)" if improved else "")
+        )
+        stop = config.patience > 0 and state.bad_evals >= config.patience
         if stop:
-            self.say(f"early stop: no improvement in {self.config.patience} evaluations")
+            self.say(f"early stop: no improvement in {config.patience} evaluations")
         return stop
 
-    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
-        finish(
-            self.inputs,
-            self.config,
-            self.machine,
-            state,
-            self.meta,
-            training_step,
-            clock,
-            samples,
-            world,
-            self.say,
-            self.show_progress,
-        )
+    def finish(self, state: RunState, steps: loop.Steps) -> None:
+        finish(self.inputs, self.config, state, self.meta, steps, self.say, self.show_progress)

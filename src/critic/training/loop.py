@@ -49,11 +49,11 @@ def run(
     seed_everything(config.seed)  # the same new head on every process
     with dist.local_main_first():
         job = prepare(say)
-    machine = Machine.choose(config, dist.device)
+    machine = Machine.choose(config, dist.device, dist.world)
     plan = plan_batches(job.lengths, config, dist.world, machine.by_tokens, machine.multiple)
     job.model.to(machine.device)
     torch.manual_seed(rank_seed(config.seed, dist.rank))  # dropout masks differ from process to process
-    training_step = job.training_step(machine, dist.world, plan.total)
+    training_step = job.training_step(machine, plan.total)
     compiled_kept = compile_cache.cache_file(machine.device, job.model) if config.compile else None
     if compiled_kept is not None:
         compile_cache.load(compiled_kept, say)
@@ -71,7 +71,7 @@ def run(
     steps = Steps(job, config, output, dist, machine, plan, training_step, checkpoint)
     steps.run_from(state, progress and dist.main, on_validation)
     if dist.main:
-        job.finish(state, steps.clock, steps.samples, training_step, dist.world)
+        job.finish(state, steps)
     if compiled_kept is not None and dist.local_rank == 0:  # one writer per machine
         compile_cache.save(compiled_kept)
     dist.barrier()
@@ -163,7 +163,7 @@ class Job:
     model: torch.nn.Module
     lengths: np.ndarray  # each training row's tokens, for the plan of batches
 
-    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+    def training_step(self, machine: Machine, total: int) -> TrainingStep:
         """The model made ready for the machine (on its device already) and its TrainingStep."""
         raise NotImplementedError
 
@@ -186,8 +186,9 @@ class Job:
         """On the first process: validate, record in `state`, keep what is best; True to stop early."""
         raise NotImplementedError
 
-    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
-        """On the first process: the final save and summary."""
+    def finish(self, state: RunState, steps: Steps) -> None:
+        """On the first process: the final save and summary (`steps` holds the machine, the step, the clock and the
+        reviews trained on)."""
         raise NotImplementedError
 
     def finished(self, state: RunState, total: int) -> bool:

@@ -34,7 +34,7 @@ from critic.training.batches import Plan
 from critic.training.checkpoint import RunState, append_log
 from critic.training.inputs import load_inputs, review_batches
 from critic.training.processes import Distributed, first_process, speaker
-from critic.training.step import Clock, Machine, TrainingStep
+from critic.training.step import Machine, TrainingStep
 
 FOLDER = "pair-tuning"  # under the run's OUTPUT
 ENCODER_FILE = "encoder.safetensors"
@@ -127,10 +127,10 @@ class PairTuning(loop.Job):
         # the pairs inside a batch are what it learns from: random batches, not batches of similar lengths
         self.lengths = np.ones(len(self.inputs.train), dtype=np.int64)
 
-    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+    def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # as fine-tuning: no padding computed
             use_rowwise_attention(self.inputs.model)
-        return TrainingStep(self.model, self.config, machine.device, machine.precision, world, total, pair_loss)
+        return TrainingStep(self.model, self.config, machine, total, pair_loss)
 
     def saved(self) -> bool:
         return (self.output / RECORD_FILE).is_file()
@@ -151,7 +151,7 @@ class PairTuning(loop.Job):
         append_log(self.output / self.log_file, {"event": "epoch", **state.history[-1]})
         return False
 
-    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
+    def finish(self, state: RunState, steps: loop.Steps) -> None:
         from safetensors.torch import save
 
         weights = {name: tensor.contiguous() for name, tensor in self.inputs.model.bert.state_dict().items()}
@@ -163,7 +163,7 @@ class PairTuning(loop.Job):
             "learning_rate": self.config.lr,
             "batch_size": self.config.batch_size,
             "pair_loss_per_epoch": losses,
-            "seconds": clock.training_seconds() if samples else None,
+            "seconds": steps.clock.training_seconds() if steps.samples else None,
         }
         modeling.write_text_atomic(self.output / RECORD_FILE, json.dumps(record, indent=2))  # last: marks it saved
         if losses:

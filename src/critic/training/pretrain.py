@@ -104,31 +104,6 @@ def sequences(config: PretrainConfig, encoder: Encoder, say: Callable[[str], Non
     return framed
 
 
-def masked_batches(
-    steps: list[np.ndarray],
-    first_step: int,
-    inputs: Ragged,
-    masker: Masker,
-    pad_id: int,
-    multiple: int,
-    rank: int,
-    world: int,
-    pin: bool,
-) -> Iterator[tuple[dict, int, int]]:
-    """(this process's masked share of each global batch, the global batch's masked-token count, its rows)."""
-
-    def prepare_one(step: int, rows_global: np.ndarray) -> tuple[dict, int, int]:
-        shares = [
-            masker(pad(inputs, rows, pad_id, multiple), step, r)
-            for r, rows in enumerate(np.array_split(rows_global, world))
-        ]  # every share's mask, for the global count
-        batch = shares[rank]
-        count = sum(int((share["labels"] != -100).sum()) for share in shares)
-        return batch, max(count, 1), len(rows_global)
-
-    return pinned_ahead((prepare_one(first_step + i, rows) for i, rows in enumerate(steps)), pin)
-
-
 def holdout_loss(
     model, inputs: Ragged, masker: Masker, device: torch.device, precision: str, pad_id: int, multiple: int
 ) -> float:
@@ -224,15 +199,13 @@ class Pretraining(loop.Job):
         self.lengths = self.train_seqs.lengths
         self.masker = Masker(self.tokenizer, config.mask_probability, config.whole_word, config.seed)
 
-    def training_step(self, machine: Machine, world: int, total: int) -> TrainingStep:
+    def training_step(self, machine: Machine, total: int) -> TrainingStep:
         self.machine = machine
         self.warmup = HeadWarmup(self.model, self.new, round(self.config.head_warmup * total))
         return TrainingStep(
             self.model,
             self.config,
-            machine.device,
-            machine.precision,
-            world,
+            machine,
             total,
             masked_token_loss,
             before_update=self.warmup,
@@ -259,18 +232,23 @@ class Pretraining(loop.Job):
             append_log(self.output / self.log_file, {"event": "eval", "step": 0, "epoch": 0.0, "holdout_loss": loss})
             self.say(f"before: held-out masked-token loss {loss:.4f}")
 
-    def batches(self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed):
-        return masked_batches(
-            steps,
-            first,
-            self.train_seqs,
-            self.masker,
-            self.encoder.pad_id,
-            machine.multiple,
-            dist.rank,
-            dist.world,
-            pin=machine.device.type == "cuda",
-        )
+    def batches(
+        self, steps: list[np.ndarray], first: int, machine: Machine, dist: Distributed
+    ) -> Iterator[tuple[dict, int, int]]:
+        """(this process's masked share of each global batch, the global batch's masked-token count, its rows)."""
+        inputs, pad_id, masker = self.train_seqs, self.encoder.pad_id, self.masker
+
+        def prepare_one(step: int, rows_global: np.ndarray) -> tuple[dict, int, int]:
+            shares = [
+                masker(pad(inputs, rows, pad_id, machine.multiple), step, r)
+                for r, rows in enumerate(np.array_split(rows_global, dist.world))
+            ]  # every share's mask, for the global count
+            batch = shares[dist.rank]
+            count = sum(int((share["labels"] != -100).sum()) for share in shares)
+            return batch, max(count, 1), len(rows_global)
+
+        prepared = (prepare_one(first + i, rows) for i, rows in enumerate(steps))
+        return pinned_ahead(prepared, pin=machine.device.type == "cuda")
 
     def rows(self, batch: dict) -> int:
         return int((batch["labels"] != -100).sum())
@@ -294,8 +272,8 @@ class Pretraining(loop.Job):
             self.machine.multiple,
         )
 
-    def finish(self, state: RunState, clock: Clock, samples: int, training_step: TrainingStep, world: int) -> None:
-        save_encoder(self.model, self.tokenizer, self.output, self.config, state, clock)
+    def finish(self, state: RunState, steps: loop.Steps) -> None:
+        save_encoder(self.model, self.tokenizer, self.output, self.config, state, steps.clock)
         self.say(f"encoder in {self.output}: fine-tune it with `critic train --model {self.output}`")
 
 

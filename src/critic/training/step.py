@@ -58,14 +58,13 @@ class TrainingStep:
         self,
         model,
         config: LoopConfig,
-        device: torch.device,
-        precision: str,
-        world: int,
+        machine: Machine,
         total_steps: int,
         objective: Callable[[torch.Tensor, dict], torch.Tensor],
         before_update: Callable[[int], None] | None = None,
         schedule: Callable[[int], float] | None = None,
     ):
+        device, precision, world = machine.device, machine.precision, machine.world
         groups = parameter_groups(model, config.weight_decay, getattr(config, "layer_decay", 1.0), config.lr)
         self.params = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(
@@ -185,14 +184,16 @@ class Machine:
     precision: str  # bf16, fp16 or fp32
     multiple: int  # batch widths rounded up to it
     by_tokens: bool  # batches filled to a token budget, or a fixed number of reviews
+    world: int = 1  # the processes that train together, each on its own device
 
     @classmethod
-    def choose(cls, config: LoopConfig, device: torch.device) -> Machine:
+    def choose(cls, config: LoopConfig, device: torch.device, world: int = 1) -> Machine:
         return cls(
             device,
             modeling.resolve_precision(config.precision, device),
             COMPILED_WIDTH if config.compile else modeling.pad_multiple(device),
             config.batching == "tokens" or (config.batching == "auto" and device.type == "cuda"),
+            world,
         )
 
 
