@@ -10,7 +10,9 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from critic import data
 from critic.inference.predict import Classifier, Prepared, add_scores, score_columns
@@ -252,6 +254,7 @@ def predict_file(
         file=sys.stderr,
         mininterval=1.0,
     )
+    scored = _Scored(writer, sidecar, run, bar, done)
     key = columns = None
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -262,17 +265,17 @@ def predict_file(
                     columns = score_columns(classifier.labels, taken=list(rows[0]))
                 job = (rows, pool.submit(_checked_texts, classifier, rows, key, source, first))
                 if pending is not None:
-                    done = _score_chunk(classifier, *pending, columns, unsure_below, writer, done, bar, sidecar, run)
+                    _score_chunk(classifier, *pending, columns, unsure_below, scored)
                 pending = job
             if pending is not None:
-                done = _score_chunk(classifier, *pending, columns, unsure_below, writer, done, bar, sidecar, run)
+                _score_chunk(classifier, *pending, columns, unsure_below, scored)
         writer.finish(target)
         sidecar.unlink(missing_ok=True)
     finally:
         bar.close()
         if writer.handle is not None:
             writer.handle.close()
-    return done
+    return scored.rows
 
 
 def _check_target(source: Path, written: list[Path]) -> None:
@@ -345,27 +348,33 @@ def _checked_texts(classifier: Classifier, rows: list[dict], key: str, source: P
     return classifier.prepare(texts)
 
 
+@dataclass
+class _Scored:
+    """The output of a run so far: its writer, the rows in it, and the record a resume starts from."""
+
+    writer: Writer
+    sidecar: Path
+    run: dict
+    bar: Any
+    rows: int
+
+    def add(self, rows: list[dict]) -> None:
+        """Rows written, then the record of where the output stands."""
+        self.writer.write(rows, part=self.rows)
+        self.rows += len(rows)
+        state = {"run": self.run, "rows": self.rows, "bytes": self.writer.position(), "fields": self.writer.fields}
+        partial = self.sidecar.with_suffix(".tmp")
+        partial.write_text(json.dumps(state))
+        partial.replace(self.sidecar)
+        self.bar.update(len(rows))
+
+
 def _score_chunk(
-    classifier: Classifier,
-    rows: list[dict],
-    prepared,
-    columns: list[str],
-    unsure_below: float | None,
-    writer: Writer,
-    done: int,
-    bar,
-    sidecar: Path,
-    run: dict,
-) -> int:
+    classifier: Classifier, rows: list[dict], prepared, columns: list[str], unsure_below: float | None, scored: _Scored
+) -> None:
     probs, _ = classifier.finish(prepared.result())
     add_scores(rows, probs, classifier.labels, columns, unsure_below)
-    writer.write(rows, part=done)
-    done += len(rows)
-    partial = sidecar.with_suffix(".tmp")
-    partial.write_text(json.dumps({"run": run, "rows": done, "bytes": writer.position(), "fields": writer.fields}))
-    partial.replace(sidecar)
-    bar.update(len(rows))
-    return done
+    scored.add(rows)
 
 
 def _count_rows(path: Path) -> int | None:

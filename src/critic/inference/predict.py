@@ -60,21 +60,30 @@ class Prepared:
     tokens: Ragged
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How a loaded model runs: where, in what precision, through which backend, compiled or not, and the processes
+    that clean and tokenize for it."""
+
+    device: torch.device
+    precision: str = "fp32"
+    backend: str = "torch"
+    compile: bool = False
+    encoder_workers: int = 0
+
+
 class Classifier:
     def __init__(
         self,
         model,
         tokenizer,
         meta: dict,
-        device: torch.device,
-        precision: str = "fp32",
-        backend: str = "torch",
+        runtime: Runtime,
         long_reviews: LongReviews | None = None,
         model_dir: Path | None = None,
-        compile: bool = False,
-        encoder_workers: int = 0,
         cheap_stage=None,
     ):
+        device, precision, backend, compile = runtime.device, runtime.precision, runtime.backend, runtime.compile
         self.model = model
         self.cheap_stage = cheap_stage  # a cascade.CheapStage: it answers the reviews it is sure of
         self.tokenizer = tokenizer
@@ -90,7 +99,8 @@ class Classifier:
         self.path = Path(model_dir) if model_dir is not None else None
         self._thresholds: OrderedDict[float, dict] = OrderedDict()  # min accuracy -> abstention.threshold
         self._thresholds_lock = threading.Lock()  # the server computes them in worker threads
-        self.encoder_pool = encoding.EncoderPool(self.encoder, encoder_workers) if encoder_workers else None
+        workers = runtime.encoder_workers
+        self.encoder_pool = encoding.EncoderPool(self.encoder, workers) if workers else None
         # Tokens per batch: small batches stay in cache on a CPU (measured faster, and a third of the memory with
         # ONNX Runtime); a GPU wants large ones.
         self.max_tokens = 4096 if device.type == "cpu" else 65536
@@ -109,7 +119,7 @@ class Classifier:
             self.forward = backends.forward(backend, model_dir, precision)
 
     @classmethod
-    def load(
+    def load(  # noqa: PLR0913 (public: each option a keyword of critic's API and a flag of its verbs)
         cls,
         path: str | Path,
         device: str = "auto",
@@ -143,21 +153,16 @@ class Classifier:
         model, tokenizer, meta = modeling.load(path, device_)
         overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
         chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
-        return cls(
-            model,
-            tokenizer,
-            meta,
+        runtime = Runtime(
             device_,
             modeling.resolve_precision(precision, device_)
             if backend == "torch"
             else backends.computes_in(backend, precision),
             backend,
-            chosen,
-            path,
             compile,
             0 if serving else encoding.resolve_workers(encoder_workers, device_.type),
-            _cheap_stage(path) if cascade else None,
         )
+        return cls(model, tokenizer, meta, runtime, chosen, path, _cheap_stage(path) if cascade else None)
 
     @property
     def name(self) -> str:

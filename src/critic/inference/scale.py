@@ -136,7 +136,7 @@ def _rejected(batch: pd.DataFrame) -> pd.DataFrame:
     return batch[batch[REJECTED_COLUMN] != ""].iloc[:, : list(batch.columns).index(REJECTED_COLUMN) + 1]
 
 
-def predict_ray(
+def predict_ray(  # noqa: PLR0913 (public: each option a keyword of critic's API and a flag of its verbs)
     model: str | Path,
     inputs: list[str],
     output: str | Path,
