@@ -177,7 +177,9 @@ def main() -> None:
                 results["rows"].append(row)
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     path, few = few_label_file(name, dataset, size, seed, test, folder)
-                    run_seed(row, args, path, few, test, dataset.labels, seed, folder, size in setfit_sizes)
+                    run_seed(row, args, path, few, test, dataset.labels, seed, folder)
+                    if size in setfit_sizes:
+                        row["setfit"].append({"seed": seed, **run_setfit(few, test, seed, folder)})
                     if args.out:  # after every seed: a long run stopped early keeps what it measured
                         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
                 report(row)
@@ -185,16 +187,14 @@ def main() -> None:
                     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
-def run_seed(row: dict, args, path: Path, few, test, classes: tuple, seed: int, folder: Path, setfit: bool) -> None:
-    """critic (both of its paths with --fine-tune: where does fine-tuning overtake?) and SetFit on one seed's file."""
+def run_seed(row: dict, args, path: Path, few, test, classes: tuple, seed: int, folder: Path) -> None:
+    """critic on one seed's file (both of its paths with --fine-tune: where does fine-tuning overtake?)."""
     chosen = ("--few-labels", "on") if args.fine_tune else ()
     if args.pair_epochs is not None:
         chosen += ("--pair-epochs", str(args.pair_epochs))
     row["critic"].append({"seed": seed, **run_critic(path, folder, test, classes, *chosen)})
     if args.fine_tune:
         row["fine_tuning"].append({"seed": seed, **run_critic(path, folder, test, classes, "--few-labels", "off")})
-    if setfit:
-        row["setfit"].append({"seed": seed, **run_setfit(few, test, seed, folder)})
 
 
 def report(row: dict) -> None:

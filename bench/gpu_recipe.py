@@ -324,18 +324,12 @@ def _log(message: str) -> None:
     print(f"  critic: {message}", file=sys.stderr, flush=True)
 
 
-def run(
-    artifacts: Path,
-    out: Path | None,
-    smoke: bool,
-    rows: list[str],
-    tuned: Path | None,
-    teacher: str | None,
-    device: str = "auto",
-    mpnet: str | None = None,
-    trained: dict[str, Path] | None = None,
-) -> dict:
-    ctx = harness.open_context(artifacts, smoke, device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
+def run(args: argparse.Namespace, trained: dict[str, Path]) -> dict:
+    """The rows `args` asks for (`main`'s flags), with the models in `trained` scored instead of trained again."""
+    smoke, rows, teacher = args.smoke, args.rows or [], args.teacher
+    out = Path(args.out) if args.out else None
+    ctx = harness.open_context(Path(args.artifacts), smoke, args.device, SMOKE if smoke else FULL, "critic-gpu-recipe-")
+    tuned = Path(args.tuned) if args.tuned else None
     settings = tomllib.loads(tuned.read_text()).get("train") if tuned else None
     if settings:
         settings = {k: v for k, v in settings.items() if k not in ("model", "data", "train_size")}
@@ -345,7 +339,7 @@ def run(
         "machine": harness.machine(ctx.device),
         "rows": {},
     }
-    recipe = Recipe(ctx, settings, teacher, mpnet, trained, done=report["rows"])
+    recipe = Recipe(ctx, settings, teacher, args.mpnet, trained, done=report["rows"])
     for windows, of in WINDOWS_OF.items():
         if rows and windows in rows and not set(of) & set(rows):
             rows = [*rows[: rows.index(windows)], of[-1], *rows[rows.index(windows) :]]
@@ -386,17 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(trained) - set(ROWS))
     if unknown:
         parser.error(f"--trained: unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
-    report = run(
-        Path(args.artifacts),
-        Path(args.out) if args.out else None,
-        args.smoke,
-        args.rows or [],
-        Path(args.tuned) if args.tuned else None,
-        args.teacher,
-        args.device,
-        args.mpnet,
-        {row: Path(folder) for row, folder in trained.items()},
-    )
+    report = run(args, {row: Path(folder) for row, folder in trained.items()})
     failed = [name for name, row in report["rows"].items() if "error" in row]
     if failed:
         print(f"gpu_recipe: failed rows: {', '.join(failed)}", file=sys.stderr)
