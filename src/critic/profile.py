@@ -228,7 +228,7 @@ def write(summary: dict, folder: Path) -> tuple[Path, Path]:
     return report.write(folder, "profile", public(summary), to_html(summary))
 
 
-def profile_dataset(
+def profile_dataset(  # noqa: PLR0913 (public: each option a keyword of critic's API and a flag of its verbs)
     data: str | Path = "imdb",
     tokenizer: str | None = "minilm",
     cleaning: str = "default",

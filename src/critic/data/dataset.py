@@ -160,7 +160,7 @@ def with_validation(frame: pd.DataFrame, least: int) -> pd.Series:
     return splits
 
 
-def load_dataset(
+def load_dataset(  # noqa: PLR0913 (public: each option a keyword of critic's API and a flag of its verbs)
     data: str | Path = "imdb",
     split: str = "train",
     size: int | None = None,

@@ -32,7 +32,7 @@ HEADLINE = (
 )
 
 
-def evaluate_model(
+def evaluate_model(  # noqa: PLR0913 (public: each option a keyword of critic's API and a flag of its verbs)
     model: str | Path,
     data: str | Path | None = None,
     split: str = "test",
