@@ -93,7 +93,7 @@ def test_min_accuracy_in_the_api_the_cli_a_file_and_the_server(own_toy_model, tm
             headers={"content-type": "text/csv"},
         )
         assert [line.split(",")[1] for line in scored.text.splitlines()[1:]] == expected
-    modeling.update_meta(own_toy_model, abstention=None)  # a model trained before critic kept the record
+    modeling.update_record(own_toy_model, abstention=None)  # a model trained before critic kept the record
     assert main(["predict", str(own_toy_model), "dull", "--min-accuracy", "0.9"]) == 2
     assert "no validation record to choose a confidence threshold from" in capsys.readouterr().err
     with TestClient(create_app(Classifier.load(own_toy_model, precision="fp32"), ServeSettings())) as client:

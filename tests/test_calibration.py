@@ -200,12 +200,12 @@ def test_a_calibrated_head_keeps_its_record_when_a_further_scaling_is_refused(to
 
     folder = tmp_path / "model"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
-    model, tokenizer, meta = modeling.load(folder, torch.device("cpu"))
-    assert meta["calibration"]["applied"]
+    model, tokenizer, record = modeling.load(folder, torch.device("cpu"))
+    assert record.calibration["applied"]
     rng = np.random.default_rng(1)  # of 10 seeds, the fit on such logits is refused for 8 (this one among them)
     logits = rng.normal(0, 2, size=(400, 2))  # calibrated already: the labels are drawn from their softmax
     labels = np.array([rng.choice(2, p=p) for p in softmax(logits)])
     said = []
-    assert np.array_equal(final_save.calibrate(folder, model, tokenizer, meta, logits, labels, said.append), logits)
-    assert json.loads((folder / "critic.json").read_text())["calibration"] == meta["calibration"]
+    assert np.array_equal(final_save.calibrate(folder, model, tokenizer, record, logits, labels, said.append), logits)
+    assert json.loads((folder / "critic.json").read_text())["calibration"] == record.calibration
     assert said[0].startswith("the head keeps its calibration: a further temperature")

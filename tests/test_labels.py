@@ -222,7 +222,7 @@ def test_a_foreign_classifier_scores_as_the_pipeline_does(foreign, capsys):
     folder, names = foreign
     texts = ["the film was great", " ".join(["a very boring plot and the acting was dull"] * 6), "fun <br /> film"]
     classifier = Classifier.load(folder, precision="fp32")
-    assert classifier.labels == names and classifier.meta["foreign"] and classifier.cleaning == "none"
+    assert classifier.labels == names and classifier.record.foreign and classifier.cleaning == "none"
     ours = classifier.predict_proba(texts)
     theirs = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")(texts, truncation=True)
     theirs = np.array([[next(s["score"] for s in row if s["label"] == name) for name in names] for row in theirs])

@@ -175,3 +175,36 @@ def test_other_architectures_and_the_cpu_keep_the_2d_mask(tiny_bert):
     assert ready_mask(model, mask, padded=True) is mask
     moved = device_batch(tiny_classifier("bert"), {"input_ids": input_ids, "attention_mask": mask}, CPU)
     assert moved["attention_mask"] is mask and moved["input_ids"] is input_ids
+
+
+def test_the_model_record_reads_an_older_critic_json_and_keeps_what_it_does_not_know(tmp_path):
+    """critic.json before the typed record (no format key) reads as today's; a key of a newer critic is written back
+    as it was; a change to a field the record does not have is an error, never a silent new key."""
+    import json
+
+    from critic import modeling
+
+    older = {
+        "name": "old",
+        "labels": ["negative", "positive"],
+        "cleaning": "default",
+        "truncation": {"max_length": 256, "strategy": "head", "head": 256},
+        "history": [{"step": 10, "val_accuracy": 0.9}],
+        "complete": True,
+        "from_a_newer_critic": {"kept": 1},
+    }
+    (tmp_path / "critic.json").write_text(json.dumps(older))
+    record = modeling.ModelRecord.read(tmp_path)
+    assert record.format == 2 and record.long_reviews == {"mode": "truncate"} and record.history[0]["step"] == 10
+    assert modeling.run_complete(tmp_path)
+    modeling.update_record(tmp_path, evaluation={"accuracy": 0.91})
+    saved = json.loads((tmp_path / "critic.json").read_text())
+    assert saved["from_a_newer_critic"] == {"kept": 1} and saved["evaluation"] == {"accuracy": 0.91}
+    assert saved["format"] == 2 and saved["versions"]["torch"] == torch.__version__
+    assert "calibration" not in saved  # a field never set is not written
+    with pytest.raises(TypeError, match="evalution"):
+        modeling.update_record(tmp_path, evalution={"accuracy": 0.5})
+    assert json.loads((tmp_path / "critic.json").read_text()) == saved
+    (tmp_path / "critic.json").write_text(json.dumps({**saved, "format": 3}))
+    with pytest.raises(ValueError, match="format 3, written by a newer critic"):
+        modeling.ModelRecord.read(tmp_path)

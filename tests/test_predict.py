@@ -135,7 +135,7 @@ def test_evaluate_model_and_cli(own_toy_model, tmp_path, capsys):
 
 def test_evaluate_defaults_to_the_models_own_data_and_asks_for_it_when_gone(own_toy_model, tmp_path, capsys):
     data = own_toy_model.parent / "toy.csv"
-    modeling.update_meta(own_toy_model, data=str(data), data_path=str(data))
+    modeling.update_record(own_toy_model, data=str(data), data_path=str(data))
     assert main(["evaluate", str(own_toy_model), "--no-baseline", "--output", str(tmp_path / "ev")]) == 0
     evaluation = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert evaluation["data"] == f"{data}, split test" and evaluation["accuracy"] > 0.9
@@ -143,7 +143,7 @@ def test_evaluate_defaults_to_the_models_own_data_and_asks_for_it_when_gone(own_
     assert main(["evaluate", str(own_toy_model), "--no-baseline"]) == 2
     assert f"trained on {data}, which is not there any more" in capsys.readouterr().err
     assert main(["evaluate", str(own_toy_model), str(moved), "--no-baseline", "--output", str(tmp_path / "ev")]) == 0
-    modeling.update_meta(own_toy_model, data=str(moved), data_path=str(moved))
+    modeling.update_record(own_toy_model, data=str(moved), data_path=str(moved))
     moved.write_text(moved.read_text().replace("great", "grand"))  # the same file, changed since training
     assert main(["evaluate", str(own_toy_model), "--no-baseline", "--output", str(tmp_path / "ev")]) == 0
     assert "differs from the one recorded when the model was trained" in capsys.readouterr().err
@@ -284,20 +284,20 @@ def test_export_writes_every_backend_measures_them_and_auto_takes_the_fastest(to
         Classifier.load(folder, backend="openvino-int8", precision="fp32")
     # a record naming a backend this version does not know, or without a ranking, counts as not measured
     record["backends"]["ranking"] = ["tensorrt", "onnx"]
-    assert backends.measured_choice(record, folder) == "onnx"
-    assert backends.measured_choice({"backends": {"cpu": backends.cpu_name()}}, folder) is None
+    assert backends.measured_choice(record["backends"], folder) == "onnx"
+    assert backends.measured_choice({"cpu": backends.cpu_name()}, folder) is None
 
     # a backend that lost accuracy is never taken, nor one whose files went; another CPU's figures are not used
     record["backends"]["ranking"] = ["openvino-int8", "onnx", "torch"]
-    assert backends.measured_choice(record, folder) == "openvino-int8"
+    assert backends.measured_choice(record["backends"], folder) == "openvino-int8"
     shutil.rmtree(folder / "openvino")
-    assert backends.measured_choice(record, folder, say=print) == "onnx"
+    assert backends.measured_choice(record["backends"], folder, say=print) == "onnx"
     assert "not using openvino-int8, measured fastest: " in capsys.readouterr().out
     record["backends"]["cpu"] = "another CPU"
-    assert backends.measured_choice(record, folder) is None
+    assert backends.measured_choice(record["backends"], folder) is None
 
     # without a measurement: PyTorch where the chip has bf16 (not when serving), else ONNX int8
-    modeling.update_meta(folder, backends=None)
+    modeling.update_record(folder, backends=None)
     monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: False)
     assert Classifier.load(folder, device="cpu").backend == "onnx-int8"
     monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: True)
@@ -353,11 +353,11 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     folder = tmp_path / "copy"
     shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint"))
     export(folder, ["onnx"])
-    model, tokenizer, meta = modeling.load(folder)
+    model, tokenizer, record = modeling.load(folder)
     with torch.no_grad():
         model.classifier.bias += torch.tensor([2.0, -2.0])  # another model: leans negative
     other = tmp_path / "other"
-    modeling.save(model, tokenizer, other, meta)
+    modeling.save(model, tokenizer, other, record)
     stale = folder / "model.safetensors"
     stale.write_bytes((other / "model.safetensors").read_bytes())  # weights replaced behind the export's back
     with pytest.raises(ValueError, match="was made from other weights"):
@@ -369,7 +369,7 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     )
     export(folder, ["onnx"])
     assert Classifier.load(folder, backend="onnx").backend == "onnx"
-    modeling.save(model, tokenizer, folder, meta)  # the same weights saved again: the export stays
+    modeling.save(model, tokenizer, folder, record)  # the same weights saved again: the export stays
     assert (folder / "onnx" / "model.onnx").is_file()
     assert Classifier.load(folder, backend="onnx").backend == "onnx"  # hashed once, then known by size and time
     stat = (folder / "model.safetensors").stat()
@@ -379,7 +379,7 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     ]
     with torch.no_grad():
         model.classifier.bias -= torch.tensor([2.0, -2.0])
-    modeling.save(model, tokenizer, folder, meta)  # new weights: the export goes
+    modeling.save(model, tokenizer, folder, record)  # new weights: the export goes
     assert not (folder / "onnx").exists()
 
 

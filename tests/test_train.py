@@ -755,20 +755,20 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
     from critic import modeling
 
     out = tmp_path / "run"
-    real_calibrate, real_write_meta = final_save.calibrate, modeling.write_meta
+    real_calibrate, real_write_record = final_save.calibrate, modeling.write_record
     before = {}
 
     def calibrate(output, *args):
         before["weights"] = sha256(output / "model.safetensors")
         return real_calibrate(output, *args)
 
-    def full_disk(folder, meta):
-        if "calibration" in meta:
+    def full_disk(folder, record):
+        if record.calibration is not None:
             raise OSError(28, "No space left on device")
-        return real_write_meta(folder, meta)
+        return real_write_record(folder, record)
 
     monkeypatch.setattr(final_save, "calibrate", calibrate)
-    monkeypatch.setattr(modeling.folder, "write_meta", full_disk)
+    monkeypatch.setattr(modeling.folder, "write_record", full_disk)
     with pytest.raises(OSError, match="No space left"):
         train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False)
     assert sha256(out / "model.safetensors") == before["weights"]
@@ -776,7 +776,7 @@ def test_a_full_disk_during_the_final_save_keeps_the_last_good_model_and_a_rerun
     assert meta["selected"].startswith("best") and "calibration" not in meta and "complete" not in meta
     modeling.load(out)
 
-    monkeypatch.setattr(modeling.folder, "write_meta", real_write_meta)
+    monkeypatch.setattr(modeling.folder, "write_record", real_write_record)
     assert train.train(settings(tiny_bert, toy_csv, out, epochs=1), progress=False) == out
     meta = json.loads((out / "critic.json").read_text())
     assert meta["complete"] is True and "applied" in meta["calibration"] and meta["history"]
@@ -788,14 +788,14 @@ import json, os, signal, sys
 from critic import config, modeling
 from critic.training import train
 
-real = modeling.folder.write_meta
+real = modeling.folder.write_record
 
-def write_meta(folder, meta):
-    if "calibration" in meta:  # calibration is writing the final model
+def write_record(folder, record):
+    if record.calibration is not None:  # calibration is writing the final model
         os.kill(os.getpid(), signal.SIGTERM)
-    return real(folder, meta)
+    return real(folder, record)
 
-modeling.folder.write_meta = write_meta
+modeling.folder.write_record = write_record
 train.train(config.build(json.loads(sys.argv[1])), progress=False)
 """
 

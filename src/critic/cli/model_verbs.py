@@ -270,7 +270,7 @@ def say_threshold(classifier, min_accuracy: float | None) -> None:
 
     if min_accuracy is not None:
         chosen = classifier.threshold(min_accuracy)
-        to_stderr(abstention.describe(chosen, classifier.meta["abstention"]["curve"]["rows"]))
+        to_stderr(abstention.describe(chosen, classifier.record.abstention["curve"]["rows"]))
 
 
 def add_export(verbs) -> None:

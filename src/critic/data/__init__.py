@@ -5,7 +5,7 @@ that look wrong (label_issues.py). This module re-exports the names of reading, 
 `data.load(...)`. The profile, which counts tokens, comes after text: critic/profile.py."""
 
 from critic.data.cleaning import CLEANERS, clean_default, clean_none, clean_notebook, cleaner
-from critic.data.dataset import Dataset, load, load_dataset, model_rows, model_splits, trained_on
+from critic.data.dataset import Dataset, load, load_dataset
 from critic.data.reading import (
     KNOWN_LABELS,
     LABEL_COLUMNS,
@@ -65,8 +65,6 @@ __all__ = [
     "load_dataset",
     "manifest",
     "MAX_CLASSES",
-    "model_rows",
-    "model_splits",
     "NAMED_COLUMNS",
     "natural_order",
     "not_utf8",
@@ -83,6 +81,5 @@ __all__ = [
     "TEXT_COLUMNS",
     "text_hash",
     "text_problem",
-    "trained_on",
     "values_by_text",
 ]

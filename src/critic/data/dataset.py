@@ -4,8 +4,7 @@ split, as a Dataset whose `split` gives a split's rows; `load_dataset` for one s
 from __future__ import annotations
 
 import dataclasses
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from critic.data.reading import (
     Columns,
     DataError,
     Report,
-    columns_of,
     parse_label_map,
     parse_labels,
     read_table,
@@ -183,57 +181,3 @@ def load_dataset(  # noqa: PLR0913 (public: each option a keyword of critic's AP
         labels = parse_labels(labels)
     columns = Columns(text_column, label_column, label_map, labels)
     return load(data, columns, drop_invalid).split(split, size, seed)
-
-
-# ------------------------------------------------------------------------- the data a model was trained on
-
-
-def model_rows(meta: dict, split: str, loaded=None):
-    """A split of the data a model was trained on (its data, training subset for "train", seed), or None where it
-    cannot be read again. `loaded`: the same data already read (with the model's columns and classes), read once."""
-    splits = model_splits(meta, (split,), loaded)
-    return None if splits is None else splits[split]
-
-
-def model_splits(meta: dict, splits: Sequence[str], loaded=None, whole_train: bool = False) -> dict | None:
-    """Several splits of the data a model was trained on, the data read once; None where it cannot be read again.
-    "train" is the subset the model trained on (--train-size), or with `whole_train` the whole training split."""
-    settings = meta.get("config") or {}
-    try:
-        dataset = (
-            loaded
-            if loaded is not None and not settings.get("drop_invalid")
-            else load(trained_on(meta), columns_of(settings), settings.get("drop_invalid", False))
-        )
-        return {
-            split: dataset.split(
-                split,
-                settings.get("train_size") if split == "train" and not whole_train else None,
-                settings.get("seed", 42),
-            )
-            for split in splits
-        }
-    except (KeyError, OSError, ValueError) as error:
-        print(f"critic: the model's {', '.join(splits)} rows cannot be read again ({error})", file=sys.stderr)
-        return None
-
-
-def trained_on(meta: dict, model: str | Path = "the model") -> str:
-    """The data a model was trained on, as its critic.json records it: a named dataset, or its file where it still
-    is (as given to `critic train`, else the absolute path recorded then). A file that is gone is an error that asks
-    for the data; a classifier critic did not train is evaluated on IMDB."""
-    data = meta.get("data")
-    if data is None and meta.get("foreign"):
-        return "imdb"
-    if data is None:
-        raise DataError(f"{model}: its critic.json does not say what data it was trained on; name the data")
-    if str(data) in catalogue.DATASETS:
-        return str(data)
-    for candidate in (data, meta.get("data_path")):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    looked = " or ".join(dict.fromkeys(str(c) for c in (data, meta.get("data_path")) if c))
-    raise DataError(
-        f"{model} was trained on {data}, which is not there any more (looked at {looked}); name the data to "
-        f"evaluate on: critic evaluate {model} DATA"
-    )

@@ -6,12 +6,16 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from critic import safe_csv
 from critic.evaluation.metrics import cascade_figures, measure, slices, tfidf_baseline, unsure_figures
 from critic.evaluation.rendering import write
+
+if TYPE_CHECKING:
+    from critic.modeling import ModelRecord
 
 # What the model's critic.json (and its card) keeps of an evaluation.
 HEADLINE = (
@@ -59,12 +63,11 @@ def evaluate_model(  # noqa: PLR0913 (public: each option a keyword of critic's 
 
     classifier = Classifier.load(model, backend=backend, encoder_workers=encoder_workers)
     # the evaluation rows read as the model's training rows were, with the model's classes in the model's order
-    columns = dataclasses.replace(
-        datasets.columns_of(classifier.meta.get("config") or {}), labels=tuple(classifier.labels)
-    )
+    record = classifier.record
+    columns = dataclasses.replace(record.columns(), labels=tuple(classifier.labels))
     own = data is None
-    data = datasets.trained_on(classifier.meta, model) if own else data
-    trained_here = str(data) in {str(classifier.meta.get(key)) for key in ("data", "data_path")}
+    data = record.trained_on(model) if own else data
+    trained_here = str(data) in {str(record.data), str(record.data_path)}
     if label_issues and split in ("train", "all") and trained_here:
         raise ValueError(
             f"--label-issues needs probabilities from a model that never saw the reviews; it trained on the "
@@ -72,7 +75,7 @@ def evaluate_model(  # noqa: PLR0913 (public: each option a keyword of critic's 
         )
     dataset = datasets.load(data, columns)
     if own and not size:
-        warn_if_changed(classifier.meta, dataset, split)
+        warn_if_changed(record, dataset, split)
     frame = dataset.split(split, size, seed)
     texts = frame["text"].tolist()
     tokens, probs = score(classifier, texts, progress)
@@ -82,20 +85,20 @@ def evaluate_model(  # noqa: PLR0913 (public: each option a keyword of critic's 
         classifier.labels,
         texts,
         tokens.lengths + classifier.encoder.specials,
-        ordered=bool(classifier.meta.get("ordered")),
+        ordered=bool(record.ordered),
     )
     if slice_by:
         by_text = datasets.values_by_text(data, columns, slice_by)
         correct = probs.argmax(axis=1) == frame["label"].to_numpy()
         summary["slices"] = slices([by_text.get(t) for t in texts], correct, slice_by)
     if baseline:
-        training_rows = datasets.model_rows(classifier.meta, "train", dataset if own else None)
+        training_rows = record.rows("train", dataset if own else None)
         if training_rows is not None:
             summary["baseline"] = baseline_beside(classifier, training_rows, texts, frame["label"])
     if classifier.cheap_stage is not None:  # the model's figures above are its own; the cascade's beside them
         cheap, answered = classifier.cheap_answers(texts)
         summary["cascade"] = cascade_figures(frame["label"].to_numpy(), probs, cheap, answered)
-    summary.update(model_records(classifier.meta, frame["label"].to_numpy(), probs))
+    summary.update(model_records(record, frame["label"].to_numpy(), probs))
     summary["data"] = f"{data}, split {split}" + (f" (seeded sample of {size})" if size else "")
     summary["backend"] = (
         f"{classifier.backend} {classifier.precision}" if classifier.backend == "torch" else classifier.backend
@@ -105,8 +108,8 @@ def evaluate_model(  # noqa: PLR0913 (public: each option a keyword of critic's 
         summary["label_issues"] = model_label_issues(frame, probs, classifier.labels, dataset, columns, folder)
     json_path, html_path = write(summary, folder, f"Evaluation of {classifier.name}", summary["data"])
     summary["files"] = [str(json_path), str(html_path)]
-    if not classifier.meta.get("foreign"):  # a model critic did not train keeps its folder as it was
-        modeling.update_meta(model, evaluation={k: summary[k] for k in HEADLINE if k in summary})
+    if not record.foreign:  # a model critic did not train keeps its folder as it was
+        modeling.update_record(model, evaluation={k: summary[k] for k in HEADLINE if k in summary})
     return summary
 
 
@@ -120,14 +123,14 @@ def score(classifier, texts: list[str], progress: bool):
         return tokens, classifier.proba_from_tokens(tokens, progress=bar)
 
 
-def model_records(meta: dict, labels: np.ndarray, probs: np.ndarray) -> dict:
+def model_records(record: ModelRecord, labels: np.ndarray, probs: np.ndarray) -> dict:
     """What the model's critic.json adds to its evaluation: the calibration it applies, and its "not sure"
     thresholds' accuracy and coverage on these reviews."""
     records = {}
-    if meta.get("calibration", {}).get("applied"):
-        records["calibration"] = meta["calibration"]
-    if meta.get("abstention"):
-        records["unsure"] = unsure_figures(labels, probs, meta["abstention"])
+    if (record.calibration or {}).get("applied"):
+        records["calibration"] = record.calibration
+    if record.abstention:
+        records["unsure"] = unsure_figures(labels, probs, record.abstention)
     return records
 
 
@@ -148,13 +151,13 @@ def model_label_issues(frame, probs: np.ndarray, names: list[str], dataset, colu
     }
 
 
-def warn_if_changed(meta: dict, dataset, split: str) -> None:
+def warn_if_changed(record: ModelRecord, dataset, split: str) -> None:
     """Says where the split read now is not the one the model was trained beside (the file changed since)."""
-    recorded = ((meta.get("manifest") or {}).get("splits") or {}).get(split, {}).get("texts_sha256")
+    recorded = record.split_summary(split).get("texts_sha256")
     now = dataset.manifest.get("splits", {}).get(split, {}).get("texts_sha256")
     if recorded and now and recorded != now:
         print(
-            f"critic: the {split} split of {meta.get('data')} differs from the one recorded when the model was "
+            f"critic: the {split} split of {record.data} differs from the one recorded when the model was "
             f"trained (the data changed since); its figures are not comparable with the card's",
             file=sys.stderr,
         )

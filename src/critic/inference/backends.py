@@ -103,11 +103,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def measured_choice(meta: dict, model_dir: Path, say=None, precision: str = "auto") -> str | None:
+def measured_choice(record: dict | None, model_dir: Path, say=None, precision: str = "auto") -> str | None:
     """The fastest backend `critic export` measured on this kind of CPU that kept the accuracy, computes in
     `precision` when one is asked for, and can run here (its engine installed, its files there and made from these
-    weights), or None without a measurement for it. A record it cannot read counts as no measurement."""
-    record = meta.get("backends")
+    weights), or None without a measurement for it. `record`: the measurement critic.json keeps (`backends`); one
+    it cannot read counts as none."""
     if not isinstance(record, dict) or record.get("cpu") != cpu_name() or not isinstance(record.get("ranking"), list):
         return None
     for name in record["ranking"]:

@@ -148,12 +148,11 @@ def choose_threshold(cheap: np.ndarray, model: np.ndarray, labels: np.ndarray, m
 def fit(model_dir: str | Path, margin: float = MARGIN, say=None) -> dict:
     """Fit the cheap stage on the model's training split, choose its threshold on the validation split, and keep it
     in MODEL/cascade/ tied to the weights; what was chosen (threshold None: no cascade, and why)."""
-    from critic import data
     from critic.inference.predict import Classifier
 
     model_dir = Path(model_dir)
     classifier = Classifier.load(model_dir, cascade=False)
-    validation = data.model_rows(classifier.meta, "validation")
+    validation = classifier.record.rows("validation")
     if validation is None:
         raise ValueError(f"{model_dir}: its validation reviews cannot be read again, and the cascade is chosen on them")
     texts = validation["text"].tolist()
@@ -167,16 +166,16 @@ def fit_on(
     they are at the end of `critic train`: as the model answers by default, calibrated."""
     from critic import data
 
-    meta = json.loads((model_dir / modeling.META_FILE).read_text())
+    record = modeling.ModelRecord.read(model_dir)
     # the whole training split, though the transformer may have trained on a subset (--train-size): the cheap
     # stage takes seconds on all of it, and each review it learns from can only widen what it may answer
-    train = data.model_splits(meta, ("train",), whole_train=True)
+    train = record.splits(("train",), whole_train=True)
     if train is None:
         raise ValueError(f"{model_dir}: its training data cannot be read again, and the cheap stage learns from it")
-    train, clean = train["train"], data.cleaner(meta["cleaning"])
+    train, clean = train["train"], data.cleaner(record.cleaning)
     if len(train) > MOST_TRAINING_REVIEWS:
         train = train.sample(n=MOST_TRAINING_REVIEWS, random_state=0)
-    cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(meta["labels"]))
+    cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(record.labels))
     cheap_probs = cheap.predict_proba([clean(t) for t in texts])
     chosen = choose_threshold(cheap_probs, model_probs, labels, margin)
     if chosen["threshold"] is None:
@@ -189,7 +188,7 @@ def fit_on(
     folder = model_dir / FOLDER
     cheap.save(folder, {**chosen, "train_reviews": len(train), "stage": "TF-IDF word 1-2-grams + logistic regression"})
     modeling.tie_to_weights(folder, model_dir)
-    modeling.update_meta(model_dir, cascade=chosen)
+    modeling.update_record(model_dir, cascade=chosen)
     if say:
         say(
             f"cascade: the cheap stage answers {chosen['coverage']:.1%} of the validation reviews (confidence ≥ "

@@ -11,7 +11,7 @@ than 0.3 accuracy points against PyTorch (and, with an explicit `--precision`, c
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -22,6 +22,7 @@ import torch
 
 from critic import messages, modeling
 from critic.inference import backends
+from critic.modeling.record import ModelRecord
 from critic.text import Encoder, Ragged, Truncation, pad, prepare, sorted_batches
 
 PARITY_TEXTS = [
@@ -70,11 +71,11 @@ def export(
     }:
         if path.is_symlink():  # critic writes there: through a link, it would write elsewhere
             raise ValueError(f"{path} is a link; remove it (critic export writes its files there)")
-    model, tokenizer, meta = modeling.load(model_dir, "cpu", writer=True)
+    model, tokenizer, record = modeling.load(model_dir, "cpu", writer=True)
     encoder = Encoder(tokenizer)
     check_reviews = max(check_reviews, measure_reviews)
     sizes = {"validation": check_reviews, **({"train": CALIBRATION_REVIEWS} if "openvino-int8" in names else {})}
-    sampled = _reviews(meta, data, sizes, say)
+    sampled = _reviews(record, data, sizes, say)
     reviews = sampled.get("validation")
     calibration = None
     if "openvino-int8" in names:
@@ -84,30 +85,32 @@ def export(
             names.remove("openvino-int8")
         else:  # training reviews: the validation reviews it is checked on stay unseen
             calibration = _batches(
-                prepare(texts[0], encoder, meta["cleaning"], Truncation(**meta["truncation"])), encoder.pad_id
+                prepare(texts[0], encoder, record.cleaning, Truncation(**record.truncation)), encoder.pad_id
             )
-    report, names = write_exports(model, model_dir, meta, names, calibration, say)
-    report.update(parity(model, encoder, meta, model_dir, names))
+    report, names = write_exports(model, model_dir, record, names, calibration, say)
+    report.update(parity(model, encoder, record, model_dir, names))
     for folder in {backends.ENGINES[name].folder for name in names}:
         modeling.tie_to_weights(model_dir / folder, model_dir)
     say(
         f"exported {', '.join(names) or 'nothing'}; largest probability difference from PyTorch: "
         + ", ".join(f"{n} {report[f'{n}_max_abs_diff']:.1e}" for n in names)
     )
-    record = {"exports": report}
+    measured = {"exports": report}
     if reviews is not None:
-        record["backends"] = measure(model_dir, ["torch", *names], reviews[0], reviews[1], measure_reviews, say)
+        measured["backends"] = measure(model_dir, ["torch", *names], reviews[0], reviews[1], measure_reviews, say)
     else:
         say("not measured: no reviews to measure the backends on (pass --data); `--backend auto` keeps its default")
-    if meta.get("foreign"):  # a classifier critic did not train: its own README stays as it is
-        modeling.write_text_atomic(model_dir / modeling.META_FILE, json.dumps({**meta, **record}, indent=2))
-    else:
-        modeling.update_meta(model_dir, **record)
-    return {**report, **record}
+    modeling.write_record(model_dir, dataclasses.replace(record, **measured))
+    return {**report, **measured}
 
 
 def write_exports(
-    model, model_dir: Path, meta: dict, names: list[str], calibration: list[dict] | None, say: Callable[[str], None]
+    model,
+    model_dir: Path,
+    record: ModelRecord,
+    names: list[str],
+    calibration: list[dict] | None,
+    say: Callable[[str], None],
 ) -> tuple[dict, list[str]]:
     """Each engine's files for the backends in `names`; (their report, the backends written). An engine that
     cannot convert this model is left out with one line, and the others go on."""
@@ -120,7 +123,7 @@ def write_exports(
         # written again last (tie_to_weights): an export cut short is never taken for one of these weights
         (model_dir / folder / modeling.EXPORT_RECORD).unlink(missing_ok=True)
         try:
-            report.update(write(model, model_dir, meta, wanted, calibration))
+            report.update(write(model, model_dir, record, wanted, calibration))
             written += wanted
         except Exception as error:  # a conversion's failure is that engine's, not the export's
             say(
@@ -130,12 +133,12 @@ def write_exports(
     return report, written
 
 
-def export_onnx(model, model_dir: Path, meta: dict, names: list[str], calibration=None) -> dict:
+def export_onnx(model, model_dir: Path, record: ModelRecord, names: list[str], calibration=None) -> dict:
     """ONNX through the dynamo exporter, and its int8 form by ONNX Runtime's dynamic quantization."""
     import logging
 
     example = _example(model)
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=meta["truncation"]["max_length"])
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=record.truncation["max_length"])
     started = time.perf_counter()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     program = torch.onnx.export(
@@ -163,7 +166,9 @@ def export_onnx(model, model_dir: Path, meta: dict, names: list[str], calibratio
     return report
 
 
-def export_openvino(model, model_dir: Path, meta: dict, names: list[str], calibration: list[dict] | None) -> dict:
+def export_openvino(
+    model, model_dir: Path, record: ModelRecord, names: list[str], calibration: list[dict] | None
+) -> dict:
     """OpenVINO IR converted from the PyTorch model (weights kept in fp32: the runtime picks bf16 or f32 for the
     chip), and with `calibration` batches its static int8 form by NNCF (SmoothQuant and per-channel weights, as
     NNCF does for transformers)."""
@@ -199,9 +204,9 @@ def _batches(inputs: Ragged, pad_id: int, size: int = 8) -> list[dict[str, np.nd
     ]
 
 
-def parity(model, encoder: Encoder, meta: dict, model_dir: Path, names: Sequence[str]) -> dict:
+def parity(model, encoder: Encoder, record: ModelRecord, model_dir: Path, names: Sequence[str]) -> dict:
     """The largest probability difference of each backend from PyTorch in fp32 on a few reviews."""
-    framed = prepare(PARITY_TEXTS, encoder, meta["cleaning"], Truncation(**meta["truncation"]))
+    framed = prepare(PARITY_TEXTS, encoder, record.cleaning, Truncation(**record.truncation))
     classes = model.config.num_labels
     reference = modeling.softmax(
         modeling.logits(modeling.torch_forward(model, torch.device("cpu")), framed, encoder.pad_id, classes)
@@ -217,19 +222,19 @@ def parity(model, encoder: Encoder, meta: dict, model_dir: Path, names: Sequence
     }
 
 
-def _reviews(meta: dict, data: str | None, sizes: dict[str, int], say) -> dict[str, tuple[list[str], np.ndarray]]:
+def _reviews(
+    record: ModelRecord, data: str | None, sizes: dict[str, int], say
+) -> dict[str, tuple[list[str], np.ndarray]]:
     """For each split in `sizes`, (texts, labels as class indices) of up to that many of its reviews: of `data`, or
     of the model's own, read once. A split without reviews is left out."""
-    import dataclasses
-
     from critic import data as datasets
 
     if data is not None:
-        columns = dataclasses.replace(datasets.columns_of(meta.get("config") or {}), labels=tuple(meta["labels"]))
+        columns = dataclasses.replace(record.columns(), labels=tuple(record.labels))
         dataset = datasets.load(data, columns)
         frames = {split: dataset.split(split, None, 42) for split in sizes}
-    elif meta.get("data"):
-        frames = datasets.model_splits(meta, list(sizes)) or {}
+    elif record.data:
+        frames = record.splits(list(sizes)) or {}
     else:
         return {}
     sampled = {}
@@ -239,7 +244,7 @@ def _reviews(meta: dict, data: str | None, sizes: dict[str, int], say) -> dict[s
         frame = frame.sample(n=min(sizes[split], len(frame)), random_state=0)
         say(
             f"{'calibrating int8 on' if split == 'train' else 'measuring on'} {len(frame):,} {split} reviews of "
-            f"{data or meta['data']}"
+            f"{data or record.data}"
         )
         sampled[split] = frame["text"].tolist(), frame["label"].to_numpy()
     return sampled

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from critic import modeling
+from critic.modeling.record import ModelRecord
 from critic.text import frame_all
 
 DRIFT_WARNING = 0.75
@@ -69,7 +70,6 @@ def drift_score(reference: np.ndarray, recent: np.ndarray, seed: int = 0) -> flo
 def reference_embeddings(classifier, model_dir: Path, say=None) -> np.ndarray | None:
     """Embeddings of up to REFERENCE_REVIEWS of the model's training reviews, computed once and kept beside the
     model (MODEL/monitor/), recomputed when the weights change; None where its training data cannot be read."""
-    from critic import data
 
     identity = str(classifier.identity()["weights"])
     path = Path(model_dir) / "monitor" / REFERENCE_FILE
@@ -77,7 +77,7 @@ def reference_embeddings(classifier, model_dir: Path, say=None) -> np.ndarray | 
         kept = np.load(path)
         if str(kept["identity"]) == identity:
             return kept["embeddings"]
-    training = data.model_rows(classifier.meta, "train")
+    training = classifier.record.rows("train")
     if training is None:
         return None
     sample = training.sample(n=min(REFERENCE_REVIEWS, len(training)), random_state=0)
@@ -91,9 +91,9 @@ def reference_embeddings(classifier, model_dir: Path, say=None) -> np.ndarray | 
     return embeddings
 
 
-def validation_mix(meta: dict) -> dict[str, float] | None:
+def validation_mix(record: ModelRecord) -> dict[str, float] | None:
     """Each class's share of the model's validation split, from its record."""
-    classes = meta.get("manifest", {}).get("splits", {}).get("validation", {}).get("classes")
+    classes = record.split_summary("validation").get("classes")
     if not classes:
         return None
     total = sum(classes.values())
@@ -131,7 +131,7 @@ def monitor_file(model: str | Path, path: str | Path, min_accuracy: float = 0.95
     unsure = float((probs.max(axis=1) < unsure_below).mean()) if unsure_below is not None else None
     reference = reference_embeddings(classifier, classifier.path, say) if classifier.path is not None else None
     drift = drift_score(reference, embed(classifier, texts)) if reference is not None and len(texts) >= 10 else None
-    mix, expected = answer_mix(probs, classifier.labels), validation_mix(classifier.meta)
+    mix, expected = answer_mix(probs, classifier.labels), validation_mix(classifier.record)
     return {
         "model": str(model),
         "data": str(path),

@@ -6,7 +6,6 @@ Follows the scikit-learn / SetFit convention: `Classifier.load(path)`, `.predict
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from critic.data import catalogue
 from critic.inference import backends, encoding
 from critic.inference.engines import BACKENDS
 from critic.modeling import abstention
+from critic.modeling.record import ModelRecord
 from critic.text import (
     DEFAULT_LONG_REVIEWS,
     DEFAULT_POOL,
@@ -77,7 +77,7 @@ class Classifier:
         self,
         model,
         tokenizer,
-        meta: dict,
+        record: ModelRecord,
         runtime: Runtime,
         long_reviews: LongReviews | None = None,
         model_dir: Path | None = None,
@@ -87,14 +87,14 @@ class Classifier:
         self.model = model
         self.cheap_stage = cheap_stage  # a cascade.CheapStage: it answers the reviews it is sure of
         self.tokenizer = tokenizer
-        self.meta = meta
+        self.record = record
         self.device = device
         self.precision = precision
         self.encoder = Encoder(tokenizer)
-        self.truncation = Truncation(**meta["truncation"])
-        self.cleaning = meta["cleaning"]
-        self.labels: list[str] = list(meta["labels"])
-        self.long_reviews = long_reviews or LongReviews(**meta.get("long_reviews", {}))  # as saved
+        self.truncation = Truncation(**record.truncation)
+        self.cleaning = record.cleaning
+        self.labels: list[str] = list(record.labels)
+        self.long_reviews = long_reviews or LongReviews(**record.long_reviews)  # as saved
         self.backend = backend
         self.path = Path(model_dir) if model_dir is not None else None
         self._thresholds: OrderedDict[float, dict] = OrderedDict()  # min accuracy -> abstention.threshold
@@ -150,9 +150,9 @@ class Classifier:
         path = Path(path)
         device_ = modeling.resolve_device(device)
         backend = _pick_backend(backend, path, device_, serving, precision)
-        model, tokenizer, meta = modeling.load(path, device_)
+        model, tokenizer, record = modeling.load(path, device_)
         overrides = {"mode": long_reviews, "stride": stride, "pool": pool}
-        chosen = LongReviews(**{**meta.get("long_reviews", {}), **{k: v for k, v in overrides.items() if v}})
+        chosen = LongReviews(**{**record.long_reviews, **{k: v for k, v in overrides.items() if v}})
         runtime = Runtime(
             device_,
             modeling.resolve_precision(precision, device_)
@@ -162,11 +162,11 @@ class Classifier:
             compile,
             0 if serving else encoding.resolve_workers(encoder_workers, device_.type),
         )
-        return cls(model, tokenizer, meta, runtime, chosen, path, _cheap_stage(path) if cascade else None)
+        return cls(model, tokenizer, record, runtime, chosen, path, _cheap_stage(path) if cascade else None)
 
     @property
     def name(self) -> str:
-        return self.meta.get("name", "critic")
+        return self.record.name
 
     def identity(self) -> dict:
         """What decides the probabilities it gives: the model's folder and weights (their size and time), the
@@ -309,7 +309,7 @@ class Classifier:
             kept = self.cheap_stage.abstention
             found = abstention.threshold(kept["curve"], target, kept.get("level", abstention.LEVEL))
         else:
-            found = abstention.threshold_for(self.meta, target)
+            found = abstention.threshold_for(self.record, target)
         with self._thresholds_lock:
             self._thresholds[target] = found
             if len(self._thresholds) > THRESHOLDS_KEPT:
@@ -355,8 +355,9 @@ def _auto_backend(path: Path, device: torch.device, serving: bool, precision: st
     ONNX export (int8 first) where there is one."""
     if device.type != "cpu":
         return "torch"
-    if (meta := path / modeling.META_FILE).is_file():
-        chosen = backends.measured_choice(json.loads(meta.read_text()), path, messages.to_stderr, precision)
+    if (path / modeling.META_FILE).is_file():
+        measured = modeling.ModelRecord.read(path).backends
+        chosen = backends.measured_choice(measured, path, messages.to_stderr, precision)
         if chosen is not None:
             return chosen
     if modeling.cpu_has_bf16() and not serving:

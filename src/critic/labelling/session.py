@@ -393,8 +393,8 @@ def accuracy_estimate(history, model: str | None, classifier) -> dict | None:
     if len(random):
         correct, count, source = int((random["label"] == random["suggestion"]).sum()), len(random), "random picks"
     else:
-        validation = (classifier.meta.get("validation") or {}) if classifier is not None else {}
-        rows = classifier.meta.get("manifest", {}).get("splits", {}).get("validation", {}).get("rows", 0)
+        validation = (classifier.record.validation or {}) if classifier is not None else {}
+        rows = classifier.record.split_summary("validation").get("rows", 0) if classifier is not None else 0
         if "val_accuracy" not in validation or not rows:
             return None
         count, source = int(rows), "validation split"

@@ -1,6 +1,7 @@
-"""A classifier as critic keeps and runs it: its folder (folder.py), its card (card.py), where and how it runs
-(runtime.py), the row-wise attention critic runs on CPUs (attention.py) and the calibration folded into its head
-(calibration.py). This module re-exports the folder's and the runtime's names: `modeling.load`, `modeling.softmax`."""
+"""A classifier as critic keeps and runs it: its folder (folder.py) with its record (record.py: critic.json) and its
+card (card.py), where and how it runs (runtime.py), the row-wise attention critic runs on CPUs (attention.py) and
+the calibration folded into its head (calibration.py). This module re-exports the folder's, the record's and the
+runtime's names: `modeling.load`, `modeling.ModelRecord`, `modeling.softmax`."""
 
 from critic.modeling.card import model_card
 from critic.modeling.folder import (
@@ -14,19 +15,19 @@ from critic.modeling.folder import (
     drop_stale_exports,
     export_mismatch,
     finish_saving,
-    foreign_meta,
+    foreign_record,
     load,
     quiet_transformers,
-    run_complete,
     save,
     tie_to_weights,
-    update_meta,
+    update_record,
     weights_file,
     write_bytes_atomic,
-    write_meta,
+    write_record,
     write_set,
     write_text_atomic,
 )
+from critic.modeling.record import ModelRecord, run_complete
 from critic.modeling.runtime import (
     READY_MASK_MODELS,
     autocast,
@@ -47,6 +48,7 @@ __all__ = [
     "COMPLETE",
     "DROPOUT_FIELDS",
     "EXPORT_RECORD",
+    "ModelRecord",
     "META_FILE",
     "READY_MASK_MODELS",
     "SAVING",
@@ -58,7 +60,7 @@ __all__ = [
     "drop_stale_exports",
     "export_mismatch",
     "finish_saving",
-    "foreign_meta",
+    "foreign_record",
     "inference_model",
     "load",
     "logits",
@@ -74,10 +76,10 @@ __all__ = [
     "tie_to_weights",
     "torch_forward",
     "uncompiled",
-    "update_meta",
+    "update_record",
     "weights_file",
     "write_bytes_atomic",
-    "write_meta",
+    "write_record",
     "write_set",
     "write_text_atomic",
 ]

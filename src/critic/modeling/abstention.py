@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from critic.modeling.record import ModelRecord
+
 UNSURE = "unsure"
 LEVEL = 0.95  # the confidence that the accuracy on answered reviews meets the target
 STANDARD_TARGETS = (0.9, 0.95, 0.97, 0.99)  # computed at the end of `critic train`, shown by `critic evaluate`
@@ -90,12 +92,12 @@ def record(probs: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def threshold_for(meta: dict, target: float) -> dict:
+def threshold_for(record: ModelRecord, target: float) -> dict:
     """The threshold for `target` from a model's critic.json; an error for a model without the record."""
-    kept = meta.get("abstention")
+    kept = record.abstention
     if not kept:
         raise ValueError(
-            f"{meta.get('name', 'this model')} has no validation record to choose a confidence threshold from "
+            f"{record.name} has no validation record to choose a confidence threshold from "
             f"(a model critic did not train, or one trained before critic kept it); train it again with critic"
         )
     return threshold(kept["curve"], target, kept.get("level", LEVEL))

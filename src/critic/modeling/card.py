@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from critic.modeling.calibration import describe
+from critic.modeling.record import ModelRecord
 
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 
@@ -12,19 +13,19 @@ HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentenc
 CARD_METRICS = {"accuracy": "accuracy", "f1_macro": "f1", "roc_auc": "roc_auc", "pr_auc": "pr_auc", "ece": "ece"}
 
 
-def model_card(meta: dict) -> str:
+def model_card(record: ModelRecord) -> str:
     """The model card (README.md): metadata through huggingface_hub's ModelCardData (base model, dataset, and the
     evaluation as a model-index, as the hub and setfit read it), then what a reader needs in prose."""
     from huggingface_hub import ModelCard
 
-    base = meta.get("base_model") or ""
-    evaluation = meta.get("evaluation") or {}
-    truncation = meta.get("truncation", {})
+    base = record.base_model or ""
+    evaluation = record.evaluation or {}
+    truncation = record.truncation
     lines = [
-        f"# {meta.get('name', 'critic sentiment classifier')}",
+        f"# {record.name}",
         "",
-        f"A sentiment classifier fine-tuned with critic from `{base}` on {meta.get('data')}.",
-        f"Labels: {', '.join(meta.get('labels', []))}.",
+        f"A sentiment classifier fine-tuned with critic from `{base}` on {record.data}.",
+        f"Labels: {', '.join(record.labels)}.",
         "",
         "## Use",
         "",
@@ -40,36 +41,36 @@ def model_card(meta: dict) -> str:
         "",
         "## Training",
         "",
-        f"- cleaning: `{meta.get('cleaning')}`; window: {truncation.get('max_length')} tokens, "
+        f"- cleaning: `{record.cleaning}`; window: {truncation.get('max_length')} tokens, "
         f"truncation `{truncation.get('strategy')}` (head {truncation.get('head')})",
-        f"- training rows: {meta.get('train_rows')}; selected checkpoint: {meta.get('selected')}",
+        f"- training rows: {record.train_rows}; selected checkpoint: {record.selected}",
     ]
-    for note in meta.get("notes", []):
+    for note in record.notes:
         lines.append(f"- note: {note}")
     if evaluation:
         lines += evaluation_lines(evaluation)
-    fitted = meta.get("calibration")
+    fitted = record.calibration
     if fitted and fitted.get("applied"):
         lines += [
             "",
-            f"Calibrated: {describe(fitted, meta.get('labels', []))} (fitted on {fitted['rows']:,} validation "
+            f"Calibrated: {describe(fitted, record.labels)} (fitted on {fitted['rows']:,} validation "
             f"reviews) is folded into the classification head; validation ECE {fitted['ece_before']:.4f} "
             f"before, {fitted['ece_after']:.4f} after.",
         ]
-    return str(ModelCard(f"---\n{card_data(meta).to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
+    return str(ModelCard(f"---\n{card_data(record).to_yaml()}\n---\n" + "\n".join(lines) + "\n"))
 
 
-def card_data(meta: dict):
+def card_data(record: ModelRecord):
     """The card's metadata: base model, dataset, and the evaluation as a model-index."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    base = meta.get("base_model") or ""
+    base = record.base_model or ""
     hub_id = HUB_IDS.get(base, base if "/" in base and not Path(base).exists() else None)
-    evaluation = meta.get("evaluation") or {}
+    evaluation = record.evaluation or {}
     results = [
         EvalResult(
             task_type="text-classification",
-            dataset_type="imdb" if meta.get("data") == "imdb" else "custom",
+            dataset_type="imdb" if record.data == "imdb" else "custom",
             dataset_name=str(evaluation.get("data")),
             metric_type=metric,
             metric_value=float(evaluation[key]),
@@ -82,8 +83,8 @@ def card_data(meta: dict):
         pipeline_tag="text-classification",
         tags=["sentiment", "critic"],
         base_model=hub_id,
-        datasets=["imdb"] if meta.get("data") == "imdb" else None,
-        model_name=meta.get("name", "critic") if results else None,
+        datasets=["imdb"] if record.data == "imdb" else None,
+        model_name=record.name if results else None,
         eval_results=results or None,
     )
 

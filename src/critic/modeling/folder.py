@@ -4,6 +4,7 @@ tokenizer) plus critic.json (cleaning, truncation, labels, metrics, data manifes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -16,10 +17,10 @@ import torch
 from critic import data
 from critic.data import sources
 from critic.modeling.card import model_card
+from critic.modeling.record import FILE as META_FILE
+from critic.modeling.record import ModelRecord
 from critic.modeling.runtime import uncompiled
 from critic.text import keep_normalizer
-
-META_FILE = "critic.json"
 
 
 def quiet_transformers() -> None:
@@ -56,7 +57,7 @@ def build(encoder_path: str | Path, labels: tuple[str, ...] = data.LABEL_NAMES, 
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu", writer: bool = False):
-    """(model, tokenizer, meta) from a folder written by `save`, or from any Hugging Face sequence classifier's
+    """(model, tokenizer, record) from a folder written by `save`, or from any Hugging Face sequence classifier's
     folder (its labels from its config, no cleaning, its tokenizer's own limit: what transformers.pipeline does).
 
     Loading never changes the folder: a save that was cut short while moving its files in is finished only by a
@@ -81,11 +82,11 @@ def load(folder: str | Path, device: str | torch.device = "cpu", writer: bool = 
     quiet_transformers()
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    meta = json.loads((folder / META_FILE).read_text()) if critic_made else foreign_meta(model, tokenizer, folder)
-    return model, tokenizer, meta
+    record = ModelRecord.read(folder) if critic_made else foreign_record(model, tokenizer, folder)
+    return model, tokenizer, record
 
 
-def foreign_meta(model, tokenizer, folder: Path) -> dict:
+def foreign_record(model, tokenizer, folder: Path) -> ModelRecord:
     """What critic needs to know of a classifier it did not train, read from the model's own config."""
     config = model.config
     if config.problem_type == "multi_label_classification" or config.num_labels < 2:
@@ -95,18 +96,17 @@ def foreign_meta(model, tokenizer, folder: Path) -> dict:
         )
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else config.max_position_embeddings
-    return {
-        "name": folder.name,
-        "labels": labels,
-        "cleaning": "none",
-        "foreign": True,
-        "base_model": str(folder),
-        "truncation": {"max_length": int(limit), "strategy": "head", "head": int(limit)},
-        "long_reviews": {"mode": "truncate"},
-    }
+    return ModelRecord(
+        name=folder.name,
+        labels=labels,
+        cleaning="none",
+        foreign=True,
+        base_model=str(folder),
+        truncation={"max_length": int(limit), "strategy": "head", "head": int(limit)},
+    )
 
 
-def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
+def save(model, tokenizer, folder: str | Path, record: ModelRecord) -> Path:
     """The model folder (weights, config, tokenizer, critic.json, the card), written as one set (`write_set`)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     model = uncompiled(model)
@@ -115,7 +115,7 @@ def save(model, tokenizer, folder: str | Path, meta: dict) -> Path:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         keep_normalizer(tokenizer, staging)
-        write_meta(staging, meta)
+        write_record(staging, record)
 
     return write_set(folder, write)
 
@@ -239,34 +239,27 @@ def write_bytes_atomic(path: Path, content: bytes) -> None:
     os.replace(partial, path)
 
 
-def write_meta(folder: Path, meta: dict) -> None:
+def write_record(folder: Path, record: ModelRecord) -> None:
+    """critic.json, with the versions that write it, and the model card (README.md): the one place they are
+    written, each whole or not at all. A classifier critic did not train keeps its own README."""
     import transformers
 
-    meta = {
-        **meta,
-        "versions": {
-            "critic": _version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-        },
+    record.versions = {
+        "critic": _version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
     }
-    write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2, default=str))
-    write_text_atomic(folder / "README.md", model_card(meta))
+    write_text_atomic(folder / META_FILE, json.dumps(record.to_dict(), indent=2, default=str))
+    if not record.foreign:
+        write_text_atomic(folder / "README.md", model_card(record))
 
 
-def update_meta(folder: str | Path, **changes) -> dict:
-    folder = Path(folder)
-    meta = json.loads((folder / META_FILE).read_text())
-    meta.update(changes)
-    write_meta(folder, meta)
-    return meta
-
-
-def run_complete(folder: Path) -> bool:
-    """Whether `critic train` finished writing this folder (its last step marks critic.json complete)."""
-    meta = Path(folder) / META_FILE
-    return meta.is_file() and json.loads(meta.read_text()).get("complete") is True
+def update_record(folder: str | Path, **changes) -> ModelRecord:
+    """The folder's record with `changes` (its fields: another name is an error), written back."""
+    record = dataclasses.replace(ModelRecord.read(folder), **changes)
+    write_record(Path(folder), record)
+    return record
 
 
 def _version() -> str:

@@ -142,7 +142,7 @@ class Service:
 
     @property
     def version(self) -> str:
-        return str(self.classifier.meta.get("versions", {}).get("critic", "unknown"))
+        return str(self.classifier.record.versions.get("critic", "unknown"))
 
     async def scored(self, texts: list[str], deadline: float):
         """Probabilities from the micro-batcher, or a 504 at `deadline`; a request that gives up is cancelled in

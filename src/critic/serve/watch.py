@@ -25,7 +25,7 @@ class TrafficWatch:
         self.labels = list(classifier.labels)
         self.min_accuracy = min_accuracy
         self.unsure_below = classifier.unsure_below(min_accuracy)
-        self.expected = monitoring.validation_mix(classifier.meta)
+        self.expected = monitoring.validation_mix(classifier.record)
         self.drift_every = drift_every if reference is not None else 0
         self.reference = reference
         self.answers: deque = deque(maxlen=WINDOW)  # (confidence, class index)

@@ -11,7 +11,6 @@ while out of fold it shows the student the reviews it finds hard."""
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -69,7 +68,8 @@ def fold_teachers(folders: list[str]) -> list[str]:
     """Teachers trained with --fold 1/N … N/N, ordered by fold; an error names what is missing or extra."""
     folds = {}
     for folder in folders:
-        fold = json.loads(teacher_meta_file(folder).read_text()).get("config", {}).get("fold")
+        teacher_meta_file(folder)  # an error for a folder that is not a critic model
+        fold = (modeling.ModelRecord.read(folder).config or {}).get("fold")
         if not fold:
             raise ValueError(
                 f"{folder} was not trained on a fold: out-of-fold probabilities need one model trained with "

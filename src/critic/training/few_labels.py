@@ -16,6 +16,7 @@ model reads long reviews whole, through windows, unless `--long-reviews truncate
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from critic.config import TrainConfig
 from critic.data import catalogue
 from critic.modeling import mean_pooling
 from critic.training import final_save, pair_tuning
-from critic.training.inputs import Inputs, load_inputs, run_meta
+from critic.training.inputs import Inputs, load_inputs, run_record
 from critic.training.processes import Distributed, speaker
 from critic.training.step import Machine
 
@@ -168,15 +169,16 @@ def fit_once(
         "threshold_per_class": FEW_LABELS_PER_CLASS,
         **({"pair_tuning": stage} if stage else {}),
     }
-    meta = {
-        **run_meta(config, inputs, long_reviews=LONG_REVIEWS, pool=LONG_REVIEW_POOL),
-        "few_labels": method,
-        "selected": "fitted (few labels)",
-    }
-    modeling.save(model, inputs.tokenizer, output, {**meta, "train_seconds": seconds})
+    record = dataclasses.replace(
+        run_record(config, inputs, long_reviews=LONG_REVIEWS, pool=LONG_REVIEW_POOL),
+        few_labels=method,
+        selected="fitted (few labels)",
+        train_seconds=seconds,
+    )
+    modeling.save(model, inputs.tokenizer, output, record)
     probs, labels = final_save.calibrate_and_record(config, output, inputs, machine, say, progress)
     accuracy = float((probs.argmax(axis=1) == labels).mean())
-    modeling.update_meta(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
+    modeling.update_record(output, validation={"accuracy": accuracy, "rows": len(labels)}, complete=True)
     if tuned:  # its encoder is in the model now; its record in critic.json
         shutil.rmtree(tuned, ignore_errors=True)
     say(f"fitted in {seconds:.0f} s; validation accuracy {accuracy:.4f} on {len(labels):,} reviews; model in {output}")

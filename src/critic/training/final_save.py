@@ -4,6 +4,7 @@ curves and a summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from critic import modeling, safe_csv
 from critic.config import TrainConfig
 from critic.data import sources
-from critic.modeling import abstention, calibration
+from critic.modeling import ModelRecord, abstention, calibration
 from critic.text import Ragged, prepare
 from critic.training.checkpoint import RunState
 from critic.training.inputs import Inputs, split_frames
@@ -26,7 +27,7 @@ def finish(
     inputs: Inputs,
     config: TrainConfig,
     state: RunState,
-    meta: dict,
+    record: ModelRecord,
     steps: Steps,
     say: Callable[[str], None],
     progress: bool,
@@ -44,7 +45,7 @@ def finish(
             inputs.model,
             inputs.tokenizer,
             output,
-            {**meta, "selected": f"last (step {state.step})", "validation": state.history[-1]},
+            dataclasses.replace(record, selected=f"last (step {state.step})", validation=state.history[-1]),
         )
     # A run whose final save is done again has trained no step in this process: it has no speed to record.
     speed = (
@@ -52,7 +53,7 @@ def finish(
         if samples
         else {}
     )
-    modeling.update_meta(
+    modeling.update_record(
         output,
         history=state.history,
         precision=training_step.precision,
@@ -62,7 +63,7 @@ def finish(
     )
     calibrate_and_record(config, output, inputs, machine, say, progress)
     write_stats(state.history, output)
-    modeling.update_meta(output, complete=True)  # last: a rerun of a run without it saves it again
+    modeling.update_record(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
         print_stats(state.history, state.best_step)
     if fp16:
@@ -85,12 +86,12 @@ def calibrate_and_record(
     split, with its --min-accuracy curve in critic.json, measured as the model answers by default (through windows
     where it reads long reviews so). Returns those validation probabilities, and the labels."""
     texts, reviews, labels = final_validation(config, inputs, say)
-    model, tokenizer, meta, logits, hidden = validation_logits(
+    model, tokenizer, record, logits, hidden = validation_logits(
         output, reviews, inputs, machine, progress, head_inputs=config.calibrate
     )
     if config.calibrate:  # on each window's logits: what the head computes, whatever pools them
-        logits = calibrate(output, model, tokenizer, meta, logits, labels, say, hidden)
-    if meta["long_reviews"]["mode"] == "windows":
+        logits = calibrate(output, model, tokenizer, record, logits, labels, say, hidden)
+    if record.long_reviews["mode"] == "windows":
         probs = windowed_probabilities(output, texts, machine, say, progress)
     else:
         probs = modeling.softmax(logits)
@@ -170,7 +171,7 @@ def validation_logits(
     3 cores."""
     from tqdm.auto import tqdm
 
-    model, tokenizer, meta = modeling.load(output, machine.device, writer=True)
+    model, tokenizer, record = modeling.load(output, machine.device, writer=True)
     forward = modeling.torch_forward(model, machine.device, machine.precision)
     classes = model.config.num_labels
     width = classes
@@ -183,7 +184,7 @@ def validation_logits(
             forward, reviews, inputs.encoder.pad_id, width, progress=bar, pad_multiple=machine.multiple
         )
     hidden = scored[:, classes:] if width > classes else None
-    return model, tokenizer, meta, scored[:, :classes], hidden
+    return model, tokenizer, record, scored[:, :classes], hidden
 
 
 def with_head_inputs(model, forward: Callable) -> Callable:
@@ -203,7 +204,7 @@ def calibrate(
     output: Path,
     model,
     tokenizer,
-    meta: dict,
+    record: ModelRecord,
     logits: np.ndarray,
     labels: np.ndarray,
     say,
@@ -215,7 +216,7 @@ def calibrate(
     with the validation ECE and NLL before and after. A calibration that does not lower the log-loss on validation
     rows it was not fitted on (`calibration.improves`: a model already calibrated, or logits too noisy to fit) is
     recorded but not applied. Returns the validation logits as the saved head now gives them."""
-    previous = meta.get("calibration")
+    previous = record.calibration
     # A finished run started again finds its head calibrated already (records before "applied" were all applied).
     calibrated_before = bool(previous and previous.get("applied", True))
     if calibrated_before and previous.get("method") == "monotone":
@@ -225,7 +226,7 @@ def calibrate(
     summary = calibration.calibration_summary(logits, labels, scaling, margins)
     summary["held_out"] = held_out
     summary["applied"] = calibration.improves(summary, held_out)
-    names = list(meta["labels"])
+    names = list(record.labels)
     if not summary["applied"]:
         if calibrated_before:  # its record stays, as the head's scaling does
             say(
@@ -233,7 +234,7 @@ def calibrate(
                 f"{refusal(summary, held_out)}"
             )
             return logits
-        modeling.update_meta(output, calibration=summary)
+        modeling.update_record(output, calibration=summary)
         say(
             f"not calibrated: {calibration.describe(summary, names)} {refusal(summary, held_out)}; "
             "the head is left as trained"
@@ -245,7 +246,7 @@ def calibrate(
         calibration.fold_scaling(model, scaling)
         if calibrated_before:  # the calibrated model calibrated again (near the identity): the total is the composite
             summary.update(calibration.as_record(scaling.after(calibration.from_record(previous, len(names)))))
-    modeling.save(model, tokenizer, output, {**meta, "calibration": summary})
+    modeling.save(model, tokenizer, output, dataclasses.replace(record, calibration=summary))
     say(
         f"calibrated: {calibration.describe(summary, names)} folded into the head; validation ECE "
         f"{summary['ece_before']:.4f} -> {summary['ece_after']:.4f}, NLL {summary['nll_before']:.4f} -> "
@@ -271,7 +272,7 @@ def record_abstention(output: Path, probs: np.ndarray, labels: np.ndarray, say: 
     """The validation curve that `--min-accuracy` chooses its confidence threshold from, in critic.json, and what
     the standard targets answer."""
     kept = abstention.record(probs, labels)
-    modeling.update_meta(output, abstention=kept)
+    modeling.update_record(output, abstention=kept)
     coverage = ", ".join(
         f"{float(target):.0%} answers {chosen['coverage']:.0%}" for target, chosen in kept["targets"].items()
     )

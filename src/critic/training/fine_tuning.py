@@ -4,6 +4,7 @@ on the inputs of critic.training.inputs, ending in critic.training.final_save. c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from critic.training import loop
 from critic.training.batches import Plan
 from critic.training.checkpoint import RunState, append_log
 from critic.training.final_save import finish
-from critic.training.inputs import Teacher, load_inputs, review_batches, run_meta
+from critic.training.inputs import Teacher, load_inputs, review_batches, run_record
 from critic.training.processes import Distributed
 from critic.training.step import Machine, TrainingStep
 
@@ -135,7 +136,7 @@ class FineTuning(loop.Job):
         self.inputs = load_inputs(config, say, teacher, dataset)  # it tokenizes and fills the cache
         self.model, self.lengths = self.inputs.model, self.inputs.train.lengths
         self.output = Path(config.output)
-        self.meta = run_meta(config, self.inputs)
+        self.record = run_record(config, self.inputs)
 
     def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
@@ -189,7 +190,10 @@ class FineTuning(loop.Job):
         if improved and config.select == "best":
             selected = f"best {config.metric} at step {state.step} (epoch {epoch:.2f})"
             modeling.save(
-                inputs.model, inputs.tokenizer, self.output, {**self.meta, "selected": selected, "validation": entry}
+                inputs.model,
+                inputs.tokenizer,
+                self.output,
+                dataclasses.replace(self.record, selected=selected, validation=entry),
             )
         append_log(self.output / self.log_file, {"event": "eval", **entry})
         self.say(
@@ -202,4 +206,4 @@ class FineTuning(loop.Job):
         return stop
 
     def finish(self, state: RunState, steps: loop.Steps) -> None:
-        finish(self.inputs, self.config, state, self.meta, steps, self.say, self.show_progress)
+        finish(self.inputs, self.config, state, self.record, steps, self.say, self.show_progress)

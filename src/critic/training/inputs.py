@@ -14,6 +14,7 @@ import torch
 from critic import data, modeling
 from critic.config import TrainConfig, parse_fold
 from critic.data import catalogue, sources
+from critic.modeling import ModelRecord
 from critic.text import DEFAULT_LONG_REVIEWS, DEFAULT_POOL, Encoder, Ragged, Truncation, carry_cleaning, prepare
 from critic.training.batches import prepared_batches
 from critic.training.processes import Distributed
@@ -131,43 +132,39 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     return (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def run_meta(
+def run_record(
     config: TrainConfig, inputs: Inputs, long_reviews: str = DEFAULT_LONG_REVIEWS, pool: str = DEFAULT_POOL
-) -> dict:
-    """What critic.json says of the run, besides its history; `long_reviews` and `pool`: how the model reads long
-    reviews unless the config says (the few-label fit reads them through windows)."""
-    return {
-        "name": Path(config.output).name,
-        "base_model": config.model,
-        **({"base_model_commit": commit} if (commit := catalogue.hub_commit(config.model)) else {}),
-        "data": config.data,
-        **({"data_path": str(Path(config.data).resolve())} if Path(config.data).exists() else {}),
-        "labels": list(inputs.dataset.labels),
-        "ordered": data.is_ordered(inputs.dataset.labels),
-        "cleaning": config.cleaning,
-        "truncation": inputs.truncation.as_dict(),
-        "train_rows": len(inputs.train),
-        "manifest": inputs.dataset.manifest,
-        "config": config.to_dict(),
-        "long_reviews": {
+) -> ModelRecord:
+    """What critic.json says of the run before its first validation; `long_reviews` and `pool`: how the model reads
+    long reviews unless the config says (the few-label fit reads them through windows)."""
+    return ModelRecord(
+        name=Path(config.output).name,
+        base_model=config.model,
+        base_model_commit=catalogue.hub_commit(config.model),
+        data=config.data,
+        data_path=str(Path(config.data).resolve()) if Path(config.data).exists() else None,
+        labels=list(inputs.dataset.labels),
+        ordered=data.is_ordered(inputs.dataset.labels),
+        cleaning=config.cleaning,
+        truncation=inputs.truncation.as_dict(),
+        train_rows=len(inputs.train),
+        manifest=inputs.dataset.manifest,
+        config=config.to_dict(),
+        long_reviews={
             "mode": config.long_reviews or long_reviews,
             "stride": config.window_stride,
             "pool": config.window_pool or pool,
         },
-        "notes": config.notes,
-        **(
-            {
-                "distilled_from": {
-                    "teacher": config.teacher,
-                    "share": config.teacher_share,
-                    "temperature": config.teacher_temperature,
-                    "windows": config.teacher_windows,
-                }
-            }
-            if config.teacher
-            else {}
-        ),
-    }
+        notes=list(config.notes),
+        distilled_from={
+            "teacher": config.teacher,
+            "share": config.teacher_share,
+            "temperature": config.teacher_temperature,
+            "windows": config.teacher_windows,
+        }
+        if config.teacher
+        else None,
+    )
 
 
 def review_batches(inputs: Inputs, steps: list[np.ndarray], machine: Machine, dist: Distributed):

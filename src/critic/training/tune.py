@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from critic import messages, safe_csv
+from critic import messages, modeling, safe_csv
 from critic.config import TrainConfig
 from critic.training.train import train
 
@@ -112,7 +112,7 @@ class Objective:
                     )
                     report = self._reporter(trial, mlflow, index, len(folds), scores)
                     train(config, log=lambda line: None, progress=False, on_validation=report)
-                    history = json.loads((folder / "critic.json").read_text())["history"]
+                    history = modeling.ModelRecord.read(folder).history
                     scores.append(_best_value(history, self.base.metric))
                     self._tidy(folder)
             except optuna.TrialPruned:
