@@ -144,8 +144,12 @@ class FineTuning(loop.Job):
         self.machine = machine
         weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
         teacher_share = self.config.teacher_share if self.config.teacher else 0.0
-        objective = ClassificationLoss(teacher_share, self.config.teacher_temperature, weights)
-        return TrainingStep(self.model, self.config, machine, total, objective)
+        self.objective = ClassificationLoss(teacher_share, self.config.teacher_temperature, weights)
+        return TrainingStep(self.model, self.config, machine, total, self.loss)
+
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        targets = {key: batch.pop(key) for key in ("labels", "teacher") if key in batch}
+        return self.objective(forward(**batch).logits.float(), targets)
 
     def finished(self, state: RunState, total: int) -> bool:
         return state.step >= total or (bool(self.config.patience) and state.bad_evals >= self.config.patience)

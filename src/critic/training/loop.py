@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -164,7 +165,12 @@ class Job:
     lengths: np.ndarray  # each training row's tokens, for the plan of batches
 
     def training_step(self, machine: Machine, total: int) -> TrainingStep:
-        """The model made ready for the machine (on its device already) and its TrainingStep."""
+        """The model made ready for the machine (on its device already) and its TrainingStep, with `self.loss`."""
+        raise NotImplementedError
+
+    def loss(self, forward: Callable[..., Any], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A step's loss on this process's share of a batch (on the device), summed over what `rows` counts:
+        `forward(**inputs)` runs the model; the batch holds its inputs and the job's targets."""
         raise NotImplementedError
 
     def saved(self) -> bool:

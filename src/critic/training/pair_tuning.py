@@ -19,7 +19,6 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -46,7 +45,8 @@ WARMUP_RATIO = 0.1
 
 
 class MeanEmbedding(torch.nn.Module):
-    """A BERT classifier's encoder, answering the mean of its token vectors where the loop's step reads logits."""
+    """A BERT classifier's encoder, answering the mean of its token vectors (through DDP and torch.compile, as the
+    loop's step wraps a model)."""
 
     def __init__(self, classifier):
         super().__init__()
@@ -54,10 +54,10 @@ class MeanEmbedding(torch.nn.Module):
         # the pooler is not read: without gradients it stays out of the optimiser and of DDP's reduction
         self.bert.pooler.requires_grad_(False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return SimpleNamespace(logits=(hidden * mask).sum(1) / mask.sum(1))
+        return (hidden * mask).sum(1) / mask.sum(1)
 
 
 def pair_loss(embeddings: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -130,7 +130,11 @@ class PairTuning(loop.Job):
     def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # as fine-tuning: no padding computed
             use_rowwise_attention(self.inputs.model)
-        return TrainingStep(self.model, self.config, machine, total, pair_loss)
+        return TrainingStep(self.model, self.config, machine, total, self.loss)
+
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch.pop("labels")
+        return pair_loss(forward(**batch).float(), {"labels": labels})
 
     def saved(self) -> bool:
         return (self.output / RECORD_FILE).is_file()

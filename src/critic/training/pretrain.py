@@ -207,10 +207,14 @@ class Pretraining(loop.Job):
             self.config,
             machine,
             total,
-            masked_token_loss,
+            self.loss,
             before_update=self.warmup,
             schedule=self.warmup.schedule(self.config.warmup_ratio, total),
         )
+
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch.pop("labels")
+        return masked_token_loss(forward(**batch).logits.float(), {"labels": labels})
 
     def saved(self) -> bool:
         return (self.output / PRETRAIN_RECORD).is_file()

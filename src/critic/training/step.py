@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,7 +61,7 @@ class TrainingStep:
         config: LoopConfig,
         machine: Machine,
         total_steps: int,
-        objective: Callable[[torch.Tensor, dict], torch.Tensor],
+        loss: Callable[[Callable[..., Any], dict[str, torch.Tensor]], torch.Tensor],
         before_update: Callable[[int], None] | None = None,
         schedule: Callable[[int], float] | None = None,
     ):
@@ -85,18 +86,14 @@ class TrainingStep:
         if config.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.device, self.precision, self.world, self.grad_clip = device, precision, world, config.grad_clip
-        self.objective = objective
+        self.loss = loss  # the job's: (forward, the batch on the device) -> the share's summed loss
         self.before_update = before_update  # called with the step's index between backward and update
 
     def run(self, batch: dict, mean_over: int) -> torch.Tensor:
         """One training step on this process's share of a global batch; returns the share's summed loss, on the
         device and unread (reading it would make the host wait for the GPU). `mean_over`: what the loss is a
         mean over (the global batch's rows; masked tokens in pre-training)."""
-        inputs = modeling.device_batch(self.model, batch, self.device)
-        targets = {k: inputs.pop(k) for k in ("labels", "teacher") if k in inputs}
-        with modeling.autocast(self.device, self.precision):
-            logits = self.forward_model(**inputs).logits
-        summed = self.objective(logits.float(), targets)
+        summed = self.loss(self.forward, modeling.device_batch(self.model, batch, self.device))
         # DDP averages gradients over processes whose shares may differ in size: each share's sum scaled by
         # world / global count makes that average the mean over the whole global batch, as one process computes it.
         self.scaler.scale(summed * (self.world / mean_over)).backward()
@@ -110,6 +107,12 @@ class TrainingStep:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return summed.detach()
+
+    def forward(self, **inputs: torch.Tensor):
+        """The model (through DDP and torch.compile where they wrap it) on `inputs`, under autocast: what a job's
+        loss calls, reading its output as the job needs (logits, an embedding)."""
+        with modeling.autocast(self.device, self.precision):
+            return self.forward_model(**inputs)
 
     def skipped_steps(self, steps: int) -> int:
         """Steps whose update was skipped for overflowing fp16 gradients (the optimiser counts applied ones)."""
