@@ -93,15 +93,18 @@ def test_a_file_the_server_and_min_accuracy_answer_through_the_cascade(own_toy_m
     predict_file(both, tmp_path / "in.csv", tmp_path / "out.csv", chunk=64, progress=False, min_accuracy=0.9)
     scored = pd.read_csv(tmp_path / "out.csv")
     assert np.allclose(scored[["p_negative", "p_positive"]].to_numpy(), probs, atol=1e-6)
+    assert scored["stage"].tolist() == ["cheap" if by_cheap else "model" for by_cheap in cheap]  # which one answered
     # the guarantee is chosen on the cascade's own answers to the validation split, not on the model's
     kept = both.cheap_stage.abstention
     assert both.threshold(0.9) == abstention.threshold(kept["curve"], 0.9, kept["level"])
     expected = abstention.answers(probs, both.labels, both.unsure_below(0.9))
     assert scored["label"].tolist() == expected == both.predict(texts, min_accuracy=0.9)
     with TestClient(create_app(both, ServeSettings(max_batch=1))) as client:
-        for text in texts[170:]:
-            assert client.post("/v1/predict", json={"text": text}).status_code == 200
+        stages = [
+            client.post("/v1/predict", json={"text": text}).json()["predictions"][0]["stage"] for text in texts[170:]
+        ]
         metrics = client.get("/metrics").text
+    assert stages == ["cheap" if by_cheap else "model" for by_cheap in cheap[170:]]
     assert 0 < cheap[170:].sum() < 30  # both stages answered
     assert f'critic_answers_total{{stage="cheap"}} {float(cheap[170:].sum())}' in metrics
     assert f'critic_answers_total{{stage="model"}} {float(30 - cheap[170:].sum())}' in metrics
@@ -154,3 +157,19 @@ def test_evaluate_shows_the_model_the_cheap_stage_and_the_cascade_side_by_side(o
     print_summary(summary, console)
     assert "the cascade's cheap stage answered" in console.export_text()
     assert "The cascade" in Path(summary["files"][1]).read_text()
+
+
+def test_ray_says_which_stage_answered_each_row(own_toy_model):
+    """What each Ray actor runs on a batch (no cluster needed): the stage column beside the scores, empty for a row
+    it rejects."""
+    import pyarrow as pa
+
+    from critic.inference.scale import Scorer
+
+    cascade.fit(own_toy_model, margin=0.05)
+    texts = review_texts(own_toy_model)[170:]  # reviews both stages answer
+    scored = Scorer(str(own_toy_model), None, "cpu", "torch")(pa.table({"text": [*texts, ""]}))
+    _, cheap = Classifier.load(own_toy_model, backend="torch").answer(texts)
+    assert 0 < cheap.sum() < len(texts)
+    assert scored["stage"].tolist()[:-1] == ["cheap" if by_cheap else "model" for by_cheap in cheap]
+    assert pd.isna(scored["stage"].iloc[-1])  # the empty text, rejected

@@ -222,8 +222,9 @@ def predict_file(
     overwrite: bool = False,
     min_accuracy: float | None = None,
 ) -> int:
-    """Score every row of `source` into `target`: the input's columns plus the label and one probability per class
-    (`label`, `p_<label>`; prefixed with `critic_` where the input has such columns already).
+    """Score every row of `source` into `target`: the input's columns plus the label, one probability per class and,
+    for a model with a cascade, the stage that answered (`label`, `p_<label>`, `stage`; prefixed with `critic_` where
+    the input has such columns already).
 
     Streams chunk by chunk, preparing the next chunk (the cascade's cheap stage, where the model has one, and the
     tokenizer) while the model scores this one, into TARGET.partial, renamed to `target` at the end (never the
@@ -262,7 +263,8 @@ def predict_file(
             for first, rows in _rows_after(read_rows(source, chunk), done):
                 if key is None:
                     key = data.pick_column(list(rows[0]), text_column, data.TEXT_COLUMNS, "text", source)
-                    columns = score_columns(classifier.labels, taken=list(rows[0]))
+                    stage = classifier.cheap_stage is not None
+                    columns = score_columns(classifier.labels, taken=list(rows[0]), stage=stage)
                 job = (rows, pool.submit(_checked_texts, classifier, rows, key, source, first))
                 if pending is not None:
                     _score_chunk(classifier, *pending, columns, unsure_below, scored)
@@ -372,8 +374,8 @@ class _Scored:
 def _score_chunk(
     classifier: Classifier, rows: list[dict], prepared, columns: list[str], unsure_below: float | None, scored: _Scored
 ) -> None:
-    probs, _ = classifier.finish(prepared.result())
-    add_scores(rows, probs, classifier.labels, columns, unsure_below)
+    probs, cheap = classifier.finish(prepared.result())
+    add_scores(rows, probs, classifier.labels, columns, unsure_below, cheap)
     scored.add(rows)
 
 

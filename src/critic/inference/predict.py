@@ -409,10 +409,11 @@ def pool_windows(window_logits: np.ndarray, owners: np.ndarray, count: int, pool
     return probs[order[last]]
 
 
-def score_columns(labels: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
-    """The prediction's columns: `label` and one `p_<label>` per class; all prefixed with `critic_` (as often as it
-    takes) when the input already has a column of one of those names, so that no input column is overwritten."""
-    columns = ["label", *(f"p_{name}" for name in labels)]
+def score_columns(labels: Sequence[str], taken: Sequence[str] = (), stage: bool = False) -> list[str]:
+    """The prediction's columns: `label` and one `p_<label>` per class, and with `stage` (a model with a cascade)
+    `stage`, which stage answered; all prefixed with `critic_` (as often as it takes) when the input already has a
+    column of one of those names, so that no input column is overwritten."""
+    columns = ["label", *(f"p_{name}" for name in labels), *(["stage"] if stage else [])]
     prefix = ""
     while any(prefix + column in taken for column in columns):
         prefix += "critic_"
@@ -425,12 +426,19 @@ def add_scores(
     labels: Sequence[str],
     columns: Sequence[str],
     unsure_below: float | None = None,
+    cheap: np.ndarray | None = None,
 ) -> list[dict]:
     """The scored form of input rows: their own columns plus `columns` (from `score_columns`): the label ("unsure"
-    below `unsure_below`, from `Classifier.unsure_below`), then one probability per class."""
-    for row, label, p in zip(rows, abstention.answers(probs, list(labels), unsure_below), probs):
+    below `unsure_below`, from `Classifier.unsure_below`), one probability per class, and where `columns` has a
+    stage column, the stage that answered (`cheap`: the rows the cascade's cheap stage answered)."""
+    stages = None
+    if len(columns) > len(labels) + 1:
+        stages = np.where(cheap if cheap is not None else np.zeros(len(rows), dtype=bool), "cheap", "model")
+    for i, (row, label, p) in enumerate(zip(rows, abstention.answers(probs, list(labels), unsure_below), probs)):
         row[columns[0]] = label
-        row.update({column: round(float(value), 6) for column, value in zip(columns[1:], p)})
+        row.update({column: round(float(value), 6) for column, value in zip(columns[1 : len(labels) + 1], p)})
+        if stages is not None:
+            row[columns[-1]] = str(stages[i])
     return rows
 
 

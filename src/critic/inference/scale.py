@@ -115,14 +115,19 @@ class Scorer:
         good = np.array([p is None for p in problems])
         labels = self.classifier.labels
         probs = np.full((len(frame), len(labels)), np.nan)
+        cheap = np.zeros(len(frame), dtype=bool)
         if good.any():
-            probs[good] = self.classifier.predict_proba([t for t, ok in zip(texts, good) if ok])
+            probs[good], cheap[good] = self.classifier.answer([t for t, ok in zip(texts, good) if ok])
         # The input's columns, the reason (empty when scored), then the scores, named apart from the input's own
         frame[REJECTED_COLUMN] = [p or "" for p in problems]
-        label_column, *probability_columns = score_columns(labels, taken=[*batch.column_names, REJECTED_COLUMN])
+        staged = self.classifier.cheap_stage is not None
+        taken = [*batch.column_names, REJECTED_COLUMN]
+        label_column, *probability_columns = score_columns(labels, taken=taken, stage=staged)
         frame[label_column] = [labels[int(p.argmax())] if ok else None for p, ok in zip(probs, good)]
-        for column, values in zip(probability_columns, probs.T):
+        for column, values in zip(probability_columns, probs.T):  # zip stops before the stage column
             frame[column] = values
+        if staged:
+            frame[probability_columns[-1]] = [("cheap" if c else "model") if ok else None for c, ok in zip(cheap, good)]
         frame[key] = [t.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for t in texts]
         return frame
 

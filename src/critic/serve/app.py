@@ -16,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -44,6 +44,9 @@ from critic.serve.settings import ServeSettings
 class Prediction(BaseModel):
     label: str
     probabilities: dict[str, float]
+    stage: Literal["cheap", "model"] = Field(
+        description="which stage answered: the cascade's cheap stage (where the model has one) or the model"
+    )
 
 
 class Threshold(BaseModel):
@@ -92,8 +95,6 @@ NOT_BLANK = r"[^\s\x00-\x1f\x7f-\x9f]"
 def request_models(settings: ServeSettings, labels: list[str]):
     """Request bodies whose schema states the server's limits and the model's classes, so that clients and fuzzers
     see them."""
-    from typing import Literal
-
     Text = Annotated[str, Field(min_length=1, max_length=settings.max_text_chars, pattern=NOT_BLANK)]
 
     class OneText(BaseModel):
@@ -145,8 +146,8 @@ class Service:
         return str(self.classifier.record.versions.get("critic", "unknown"))
 
     async def scored(self, texts: list[str], deadline: float):
-        """Probabilities from the micro-batcher, or a 504 at `deadline`; a request that gives up is cancelled in
-        the queue, so the model never scores it."""
+        """(probabilities, whether the cascade's cheap stage gave each) from the micro-batcher, or a 504 at
+        `deadline`; a request that gives up is cancelled in the queue, so the model never scores it."""
         try:
             return await asyncio.wait_for(self.batcher.submit(texts), max(deadline - time.monotonic(), 0))
         except asyncio.TimeoutError:
@@ -331,7 +332,7 @@ def api_router(service: Service) -> APIRouter:
             )
         # Before scoring (a model without the record fails here), in a worker thread: a new target costs ms
         unsure_below = await asyncio.to_thread(classifier.unsure_below, body.min_accuracy)
-        probs = await service.scored(texts, time.monotonic() + settings.timeout_s)
+        probs, cheap = await service.scored(texts, time.monotonic() + settings.timeout_s)
         answered = answers(probs, classifier.labels, unsure_below)
         if service.recorder is not None:
             service.recorder.answered(texts, answered, probs)
@@ -341,8 +342,12 @@ def api_router(service: Service) -> APIRouter:
             model=service.name,
             version=service.version,
             predictions=[
-                Prediction(label=label, probabilities={name: float(v) for name, v in zip(classifier.labels, p)})
-                for label, p in zip(answered, probs)
+                Prediction(
+                    label=label,
+                    probabilities={name: float(v) for name, v in zip(classifier.labels, p)},
+                    stage="cheap" if by_cheap else "model",
+                )
+                for label, p, by_cheap in zip(answered, probs, cheap)
             ],
             min_accuracy=classifier.threshold(body.min_accuracy) if body.min_accuracy is not None else None,
         )
@@ -380,7 +385,7 @@ def api_router(service: Service) -> APIRouter:
         for start in range(0, len(texts), chunk):
             if await request.is_disconnected():
                 return Response(status_code=499)
-            probs.append(await service.scored(texts[start : start + chunk], deadline))
+            probs.append((await service.scored(texts[start : start + chunk], deadline))[0])
         scored = await asyncio.to_thread(
             scored_csv, fields, rows, np.concatenate(probs), classifier.labels, unsure_below
         )

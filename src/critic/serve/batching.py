@@ -130,8 +130,15 @@ class MicroBatcher:
         start = 0
         for texts, future in batch:
             if not future.done():  # a request that timed out no longer waits
-                future.set_result(probs[start : start + len(texts)])
+                future.set_result(_rows(probs, start, start + len(texts)))
             start += len(texts)
+
+
+def _rows(scored, start: int, end: int):
+    """Rows start:end of what `score` returned: an array, or a tuple of arrays with a row per text each."""
+    if isinstance(scored, tuple):
+        return tuple(part[start:end] for part in scored)
+    return scored[start:end]
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

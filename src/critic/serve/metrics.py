@@ -55,13 +55,14 @@ class Metrics:
         self.texts.inc(texts)
 
     def scorer(self, classifier):
-        """What the batcher calls: the classifier's probabilities, each answer counted by the stage that gave it."""
+        """What the batcher calls: the classifier's probabilities and whether the cascade's cheap stage gave each
+        answer, each answer counted by the stage that gave it."""
 
         def score(texts):
             probs, cheap = classifier.answer(texts)
             answered_cheaply = int(cheap.sum())
             self.stages.labels("cheap").inc(answered_cheaply)
             self.stages.labels("model").inc(len(texts) - answered_cheaply)
-            return probs
+            return probs, cheap
 
         return score
