@@ -3,6 +3,7 @@ everything else is the model's answer, exactly."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -103,11 +104,14 @@ def test_a_file_the_server_and_min_accuracy_answer_through_the_cascade(own_toy_m
         stages = [
             client.post("/v1/predict", json={"text": text}).json()["predictions"][0]["stage"] for text in texts[170:]
         ]
+        upload = pd.DataFrame({"text": texts[170:]}).to_csv(index=False)
+        sheet = client.post("/v1/score-csv", content=upload, headers={"content-type": "text/csv"}).text
         metrics = client.get("/metrics").text
     assert stages == ["cheap" if by_cheap else "model" for by_cheap in cheap[170:]]
+    assert pd.read_csv(io.StringIO(sheet))["stage"].tolist() == stages  # the upload says it too
     assert 0 < cheap[170:].sum() < 30  # both stages answered
-    assert f'critic_answers_total{{stage="cheap"}} {float(cheap[170:].sum())}' in metrics
-    assert f'critic_answers_total{{stage="model"}} {float(30 - cheap[170:].sum())}' in metrics
+    assert f'critic_answers_total{{stage="cheap"}} {float(2 * cheap[170:].sum())}' in metrics
+    assert f'critic_answers_total{{stage="model"}} {float(2 * (30 - cheap[170:].sum()))}' in metrics
 
 
 def test_a_cascade_made_from_other_weights_is_not_used(own_toy_model):

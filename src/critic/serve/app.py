@@ -381,14 +381,14 @@ def api_router(service: Service) -> APIRouter:
         # has gone (or a request past its deadline) stops the work at the next chunk. A chunk holds at least
         # UPLOAD_CHUNK texts whatever max_batch is (1 on a CPU: each text its own batch ran out the deadline).
         chunk = max(UPLOAD_CHUNK, settings.max_batch)
-        probs = []
+        parts = []
         for start in range(0, len(texts), chunk):
             if await request.is_disconnected():
                 return Response(status_code=499)
-            probs.append((await service.scored(texts[start : start + chunk], deadline))[0])
-        scored = await asyncio.to_thread(
-            scored_csv, fields, rows, np.concatenate(probs), classifier.labels, unsure_below
-        )
+            parts.append(await service.scored(texts[start : start + chunk], deadline))
+        probs, cheap = (np.concatenate(part) for part in zip(*parts))
+        stages = cheap if classifier.cheap_stage is not None else None
+        scored = await asyncio.to_thread(scored_csv, fields, rows, probs, classifier.labels, unsure_below, stages)
         return Response(
             scored, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="scored.csv"'}
         )
@@ -411,17 +411,21 @@ def watch_router(service: Service) -> APIRouter:
     return router
 
 
-def scored_csv(fields: list[str], rows: list[list[str]], probs: np.ndarray, labels: list[str], unsure_below) -> str:
-    """The uploaded rows with their answer and probabilities, as CSV that a spreadsheet opens without running it."""
+def scored_csv(
+    fields: list[str], rows: list[list[str]], probs: np.ndarray, labels: list[str], unsure_below, cheap=None
+) -> str:
+    """The uploaded rows with their answer and probabilities (and, with `cheap`, the stage that answered each), as
+    CSV that a spreadsheet opens without running it."""
     from critic.inference.predict import score_columns
     from critic.safe_csv import SafeWriter
 
     out = io.StringIO()
     writer = SafeWriter(out)
-    writer.writerow(fields + score_columns(labels, taken=fields))
+    writer.writerow(fields + score_columns(labels, taken=fields, stage=cheap is not None))
+    stages = [] if cheap is None else [["cheap" if by_cheap else "model"] for by_cheap in cheap]
     writer.writerows(
-        row + [label, *(round(float(value), 6) for value in p)]
-        for row, label, p in zip(rows, answers(probs, labels, unsure_below), probs)
+        row + [label, *(round(float(value), 6) for value in p)] + (stages[i] if stages else [])
+        for i, (row, label, p) in enumerate(zip(rows, answers(probs, labels, unsure_below), probs))
     )
     return out.getvalue()
 
