@@ -163,12 +163,12 @@ def test_evaluate_shows_the_model_the_cheap_stage_and_the_cascade_side_by_side(o
     assert "The cascade" in Path(summary["files"][1]).read_text()
 
 
-def test_ray_says_which_stage_answered_each_row(own_toy_model):
+def test_ray_says_which_stage_answered_each_row_and_runs_the_model_alone_with_the_cascade_off(own_toy_model):
     """What each Ray actor runs on a batch (no cluster needed): the stage column beside the scores, empty for a row
-    it rejects."""
+    it rejects; with the cascade off, the model's probabilities and no stage column."""
     import pyarrow as pa
 
-    from critic.inference.scale import Scorer
+    from critic.inference.scale import Scorer, _run_record
 
     cascade.fit(own_toy_model, margin=0.05)
     texts = review_texts(own_toy_model)[170:]  # reviews both stages answer
@@ -177,3 +177,8 @@ def test_ray_says_which_stage_answered_each_row(own_toy_model):
     assert 0 < cheap.sum() < len(texts)
     assert scored["stage"].tolist()[:-1] == ["cheap" if by_cheap else "model" for by_cheap in cheap]
     assert pd.isna(scored["stage"].iloc[-1])  # the empty text, rejected
+    alone = Scorer(str(own_toy_model), None, "cpu", "torch", cascade=False)(pa.table({"text": texts}))  # --cascade off
+    model = Classifier.load(own_toy_model, backend="torch", cascade=False)
+    assert "stage" not in alone and np.allclose(alone[["p_negative", "p_positive"]], model.predict_proba(texts))
+    assert "cascade" in _run_record(own_toy_model, None, "torch", "parquet")  # a rerun the other way scores again
+    assert "cascade" not in _run_record(own_toy_model, None, "torch", "parquet", cascade_on=False)

@@ -205,6 +205,7 @@ def cmd_predict_ray(args) -> int:
         backend=args.backend,
         output_format=args.output_format,
         log=to_stderr,
+        cascade=args.cascade == "on",
     )
     to_stderr(
         f"{summary['rows']:,} rows scored, {summary['rejected']:,} rejected, {summary['skipped_files']} file(s) "
@@ -221,8 +222,6 @@ def cmd_predict(args) -> int:
     if args.engine == "ray":
         if args.min_accuracy is not None:
             raise SystemExit("critic predict: --min-accuracy is not yet available with --engine ray")
-        if args.cascade == "off":
-            raise SystemExit("critic predict: --cascade off is not yet available with --engine ray")
         return cmd_predict_ray(args)
     classifier = Classifier.load(
         args.model,

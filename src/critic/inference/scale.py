@@ -95,10 +95,10 @@ def read(paths: list[str]):
 class Scorer:
     """One per Ray actor: the Classifier is loaded once, then scores pyarrow batches."""
 
-    def __init__(self, model: str, text_column: str | None, device: str, backend: str):
+    def __init__(self, model: str, text_column: str | None, device: str, backend: str, cascade: bool = True):
         from critic.inference.predict import Classifier
 
-        self.classifier = Classifier.load(model, device=device, backend=backend)
+        self.classifier = Classifier.load(model, device=device, backend=backend, cascade=cascade)
         self.text_column = text_column
 
     def __call__(self, batch) -> pd.DataFrame:
@@ -154,11 +154,13 @@ def predict_ray(  # noqa: PLR0913 (public: each option a keyword of critic's API
     backend: str = "auto",
     output_format: str = "parquet",
     log: Callable[[str], None] | None = None,
+    cascade: bool = True,
 ) -> dict:
     """Score every row of `inputs` on a Ray cluster into OUTPUT/scored/GROUP/ (and OUTPUT/rejected/GROUP/), as
     Parquet or CSV files (`output_format`), and return the counts. Files are scored in groups of the same format
     (up to GROUP_FILES files and GROUP_BYTES of input), each group by one pool of actors, each finished group
-    recorded in OUTPUT/_done/. `address`: an existing cluster ("auto", "ray://host:10001"); none starts a local
+    recorded in OUTPUT/_done/. `cascade`: the model's cascade answers where it is sure (where the model has one);
+    False: the model alone. `address`: an existing cluster ("auto", "ray://host:10001"); none starts a local
     one."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format '{output_format}': choose one of {', '.join(OUTPUT_FORMATS)}")
@@ -168,7 +170,7 @@ def predict_ray(  # noqa: PLR0913 (public: each option a keyword of critic's API
     output = Path(output)
     _refuse_links(output)
     files = _outside(input_files(inputs), output, say)
-    run = _run_record(model, text_column, backend, output_format)
+    run = _run_record(model, text_column, backend, output_format, cascade)
     finished = _finished_files(output, files, run, say)
     groups = list(_groups([path for path in files if path not in finished]))
     _clear_unfinished(output, [_group_name(group) for group in groups])
@@ -191,6 +193,7 @@ def predict_ray(  # noqa: PLR0913 (public: each option a keyword of critic's API
         workers,
         cpus_per_worker,
         gpus_per_worker,
+        cascade,
     )
     for group in groups:
         name = _group_name(group)
@@ -239,6 +242,7 @@ class Actors:
     workers: int
     cpus: float
     gpus: float
+    cascade: bool = True  # the model's cascade, where it has one
 
 
 def _score_group(
@@ -254,7 +258,7 @@ def _score_group(
     # A lost actor is restarted and its batches run again (Ray Data's default for actors: max_restarts=-1).
     scored = blocks.map_batches(
         Scorer,
-        fn_constructor_args=(actors.model, actors.text_column, actors.device, actors.backend),
+        fn_constructor_args=(actors.model, actors.text_column, actors.device, actors.backend, actors.cascade),
         batch_size=None,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors.workers),
@@ -316,16 +320,20 @@ def _file_stat(path: str) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _run_record(model: str | Path, text_column: str | None, backend: str, output_format: str) -> dict:
+def _run_record(
+    model: str | Path, text_column: str | None, backend: str, output_format: str, cascade_on: bool = True
+) -> dict:
     """What must be the same for a file scored by an earlier run to count as finished: the model (its folder and
-    its weights' size and time, its cascade's threshold), the backend, the text column and the output format."""
+    its weights' size and time, its cascade's threshold where it is used), the backend, the text column and the
+    output format."""
     from critic.inference import cascade
 
     folder = Path(model)
     where, weights, cheap = str(model), None, None
     if folder.is_dir():  # a hub id is known by its name alone
         stat = modeling.weights_file(folder).stat()
-        where, weights, cheap = str(folder.resolve()), [stat.st_size, stat.st_mtime_ns], cascade.load_for(folder)
+        where, weights = str(folder.resolve()), [stat.st_size, stat.st_mtime_ns]
+        cheap = cascade.load_for(folder) if cascade_on else None
     return {
         "model": where,
         "weights": weights,
