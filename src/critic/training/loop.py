@@ -109,9 +109,9 @@ class Steps:
         try:
             for batch, mean_over, batch_rows in job.batches(left, state.step, self.machine, dist):
                 summed = self.training_step.run(batch, mean_over)
-                rows = job.rows(batch)
-                self.log_losses.add(summed, rows)
-                self.epoch_losses.add(summed, rows)
+                terms = job.loss_terms(batch)
+                self.log_losses.add(summed, terms)
+                self.epoch_losses.add(summed, terms)
                 state.step += 1
                 self.samples += batch_rows
                 if bar is not None:
@@ -169,7 +169,7 @@ class Job:
         raise NotImplementedError
 
     def loss(self, forward: Callable[..., Any], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A step's loss on this process's share of a batch (on the device), summed over what `rows` counts:
+        """A step's loss on this process's share of a batch (on the device), summed over its `loss_terms`:
         `forward(**inputs)` runs the model; the batch holds its inputs and the job's targets."""
         raise NotImplementedError
 
@@ -201,8 +201,8 @@ class Job:
         """Whether a run at `state` has no step left."""
         return state.step >= total
 
-    def rows(self, batch: dict) -> int:
-        """What the share's summed loss counts: its reviews (pre-training: its masked tokens)."""
+    def loss_terms(self, batch: dict) -> int:
+        """How many terms the share's summed loss adds up: its reviews (pre-training: its masked tokens)."""
         return len(batch["labels"])
 
     def validates_at(self, step: int) -> bool:

@@ -254,7 +254,7 @@ class Pretraining(loop.Job):
         prepared = (prepare_one(first + i, rows) for i, rows in enumerate(steps))
         return pinned_ahead(prepared, pin=machine.device.type == "cuda")
 
-    def rows(self, batch: dict) -> int:
+    def loss_terms(self, batch: dict) -> int:
         return int((batch["labels"] != -100).sum())
 
     def validate(self, state: RunState, epoch: float, train_loss: float) -> bool:

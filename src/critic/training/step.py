@@ -140,16 +140,16 @@ class LossMeter:
 
     def __init__(self, device: torch.device):
         self.total = torch.zeros((), device=device)
-        self.rows = 0
+        self.terms = 0
 
-    def add(self, summed: torch.Tensor, rows: int) -> None:
+    def add(self, summed: torch.Tensor, terms: int) -> None:
         self.total += summed
-        self.rows += rows
+        self.terms += terms
 
     def mean_and_reset(self) -> float:
-        mean = self.total.item() / self.rows if self.rows else float("nan")
+        mean = self.total.item() / self.terms if self.terms else float("nan")
         self.total.zero_()
-        self.rows = 0
+        self.terms = 0
         return mean
 
 
