@@ -145,10 +145,9 @@ class LoopConfig:
 
 
 @dataclass
-class TrainConfig(LoopConfig):
-    """Fine-tuning an encoder into a classifier (`critic train`, `critic distill`, `critic tune`)."""
+class DataSettings:
+    """The data: how a file's labels become classes, the classes' weights in the loss, and the splits."""
 
-    # what
     label_map: str | None = setting(
         None,
         "raw label values to classes: 'good=positive,bad=negative', or "
@@ -167,6 +166,21 @@ class TrainConfig(LoopConfig):
     )
     drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)", resume=True)
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)
+    fold: str | None = setting(
+        None,
+        "cross-validation: 'K/N' trains on the training split without its K-th of N "
+        "folds (by text hash) and validates on that fold, not on the validation split",
+        resume=True,
+    )
+    test_size: int | None = setting(
+        None, "evaluate at the end on a seeded subset of N test reviews (quickstart)", resume=False
+    )
+
+
+@dataclass
+class FewLabelSettings:
+    """Few labels: the pair-tuned encoder and a regression instead of fine-tuning."""
+
     few_labels: str = setting(
         "auto",
         "auto: with fewer than 200 labelled training reviews in a class, tune the sentence encoder on pairs of them "
@@ -180,16 +194,13 @@ class TrainConfig(LoopConfig):
         "the regression; minutes on a CPU (0: the encoder as it is, seconds)",
         resume=True,
     )
-    fold: str | None = setting(
-        None,
-        "cross-validation: 'K/N' trains on the training split without its K-th of N "
-        "folds (by text hash) and validates on that fold, not on the validation split",
-        resume=True,
-    )
-    test_size: int | None = setting(
-        None, "evaluate at the end on a seeded subset of N test reviews (quickstart)", resume=False
-    )
-    # text
+
+
+@dataclass
+class TextSettings:
+    """How reviews are cut to the window, and how `critic predict` reads longer ones by default (saved with
+    the model)."""
+
     truncation: str = setting("head+tail", "how longer reviews are cut: head, tail or head+tail", resume=True)
     head_tokens: int | None = setting(
         None,
@@ -214,7 +225,12 @@ class TrainConfig(LoopConfig):
         "IMDB; mean-prob for a few-label model, whose confidence it ranks better)",
         resume=False,
     )
-    # optimisation
+
+
+@dataclass
+class RegularisationSettings:
+    """Fine-tuning's own optimisation, beside the loop's."""
+
     layer_decay: float = setting(
         1.0,
         "layer-wise learning-rate decay: each layer below the head learns this times "
@@ -226,7 +242,12 @@ class TrainConfig(LoopConfig):
         "dropout of the encoder's hidden states and attention (default: the model's own, 0.1 for most)",
         resume=True,
     )
-    # distillation
+
+
+@dataclass
+class DistillationSettings:
+    """Distillation: a teacher's probabilities mixed into the loss."""
+
     teacher: str | None = setting(
         None,
         "a fine-tuned critic model folder whose probabilities the model learns "
@@ -243,13 +264,24 @@ class TrainConfig(LoopConfig):
         "with a teacher: it reads each review whole through overlapping windows, while the student reads its window",
         resume=True,
     )
-    # validation and selection
+
+
+@dataclass
+class SelectionSettings:
+    """Validation, the weights kept, and early stopping."""
+
     eval_every: int = setting(0, "also validate every N steps (0: once per epoch)", resume=False)
     patience: int = setting(0, "stop after N validations without improvement (0: never stop early)", resume=False)
     select: str = setting("best", "which weights to keep: best (by --metric on validation) or last", resume=True)
     metric: str = setting(
         "accuracy", "validation metric for selection and early stopping: accuracy, auc or loss", resume=True
     )
+
+
+@dataclass
+class FinishSettings:
+    """What the end of a run adds to the model."""
+
     calibrate: bool = setting(
         True,
         "fit a temperature (with a class bias, or for two classes an increasing map of "
@@ -265,6 +297,23 @@ class TrainConfig(LoopConfig):
         "confidence; predict and serve use it unless --cascade off",
         resume=False,
     )
+
+
+# The bases last to first: a dataclass takes its bases' fields in reverse order, so the loop's come first.
+@dataclass
+class TrainConfig(
+    FinishSettings,
+    SelectionSettings,
+    DistillationSettings,
+    RegularisationSettings,
+    TextSettings,
+    FewLabelSettings,
+    DataSettings,
+    LoopConfig,
+):
+    """Fine-tuning an encoder into a classifier (`critic train`, `critic distill`, `critic tune`): the loop's settings
+    and those of each concern above, read as one flat set (the flags and TOML keys name them alone)."""
+
     preset: str = setting(
         "auto",
         "auto (gpu with a GPU, else cpu), gpu, best (the most accurate measured: "
