@@ -898,3 +898,23 @@ def test_a_log_line_cut_short_and_a_failed_checkpoint_write_leave_a_run_that_res
     with pytest.raises(OSError, match="No space left"):
         atomic_save({"step": 5}, tmp_path / "checkpoint" / "state.pt")
     assert list((tmp_path / "checkpoint").iterdir()) == []
+
+
+def test_every_setting_is_shown_once_under_its_concern_and_checked_there():
+    from critic.config import PretrainConfig, setting_groups
+
+    for kind in (TrainConfig, PretrainConfig):
+        groups = setting_groups(kind)
+        shown = [f.name for _, fields in groups for f in fields]
+        assert sorted(shown) == sorted(f.name for f in dataclasses.fields(kind))  # each once, none left out
+    headings = dict(setting_groups(TrainConfig))
+    assert [f.name for f in headings["distillation"]] == [
+        "teacher",
+        "teacher_share",
+        "teacher_temperature",
+        "teacher_windows",
+    ]
+    assert [f.name for f in dict(setting_groups(PretrainConfig))["pre-training"]][0] == "mask_probability"
+    for bad in ({"teacher_share": 2.0}, {"pair_epochs": -1}, {"window_pool": "median"}, {"metric": "f1"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)

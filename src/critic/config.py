@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ def setting(default, help: str, *, resume: bool):
 class LoopConfig:
     """The training loop's settings, shared by every kind of training: what it reads, how it steps, where it runs
     and writes. Fine-tuning (TrainConfig) and pre-training (PretrainConfig) add their own on top."""
+
+    TITLE: typing.ClassVar[str] = (
+        "the loop: what it reads, how it steps, where it runs and writes"  # its settings' heading in --help
+    )
 
     TOML_TABLE: typing.ClassVar[str] = "train"  # the table of a TOML file the settings are read from
 
@@ -148,6 +153,8 @@ class LoopConfig:
 class DataSettings:
     """The data: how a file's labels become classes, the classes' weights in the loss, and the splits."""
 
+    TITLE: typing.ClassVar[str] = "data: labels, classes and splits"  # its settings' heading in --help
+
     label_map: str | None = setting(
         None,
         "raw label values to classes: 'good=positive,bad=negative', or "
@@ -176,10 +183,18 @@ class DataSettings:
         None, "evaluate at the end on a seeded subset of N test reviews (quickstart)", resume=False
     )
 
+    def check(self) -> None:
+        if self.class_weights not in ("none", "balanced") and "=" not in self.class_weights:
+            raise ValueError(f"class_weights '{self.class_weights}': choose none, balanced or 'CLASS=NUMBER,…'")
+        if self.fold is not None:
+            parse_fold(self.fold)
+
 
 @dataclass
 class FewLabelSettings:
     """Few labels: the pair-tuned encoder and a regression instead of fine-tuning."""
+
+    TITLE: typing.ClassVar[str] = "few labels"  # its settings' heading in --help
 
     few_labels: str = setting(
         "auto",
@@ -195,11 +210,19 @@ class FewLabelSettings:
         resume=True,
     )
 
+    def check(self) -> None:
+        if self.few_labels not in ("auto", "on", "off"):
+            raise ValueError(f"few_labels '{self.few_labels}': choose auto, on or off")
+        if self.pair_epochs < 0:
+            raise ValueError(f"pair_epochs must be 0 or more, got {self.pair_epochs}")
+
 
 @dataclass
 class TextSettings:
     """How reviews are cut to the window, and how `critic predict` reads longer ones by default (saved with
     the model)."""
+
+    TITLE: typing.ClassVar[str] = "text: the window and long reviews"  # its settings' heading in --help
 
     truncation: str = setting("head+tail", "how longer reviews are cut: head, tail or head+tail", resume=True)
     head_tokens: int | None = setting(
@@ -226,10 +249,20 @@ class TextSettings:
         resume=False,
     )
 
+    def check(self) -> None:
+        if self.truncation not in STRATEGIES:
+            raise ValueError(f"truncation '{self.truncation}': choose one of {', '.join(STRATEGIES)}")
+        if self.long_reviews is not None and self.long_reviews not in LONG_REVIEW_MODES:
+            raise ValueError(f"long_reviews '{self.long_reviews}': choose one of {', '.join(LONG_REVIEW_MODES)}")
+        if self.window_pool is not None and self.window_pool not in POOLS:
+            raise ValueError(f"window_pool '{self.window_pool}': choose one of {', '.join(POOLS)}")
+
 
 @dataclass
 class RegularisationSettings:
     """Fine-tuning's own optimisation, beside the loop's."""
+
+    TITLE: typing.ClassVar[str] = "regularisation"  # its settings' heading in --help
 
     layer_decay: float = setting(
         1.0,
@@ -243,10 +276,18 @@ class RegularisationSettings:
         resume=True,
     )
 
+    def check(self) -> None:
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay {self.layer_decay} is outside (0, 1]")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout {self.dropout} is outside [0, 1)")
+
 
 @dataclass
 class DistillationSettings:
     """Distillation: a teacher's probabilities mixed into the loss."""
+
+    TITLE: typing.ClassVar[str] = "distillation"  # its settings' heading in --help
 
     teacher: str | None = setting(
         None,
@@ -265,10 +306,18 @@ class DistillationSettings:
         resume=True,
     )
 
+    def check(self) -> None:
+        if not 0 <= self.teacher_share <= 1:
+            raise ValueError(f"teacher_share {self.teacher_share} is outside [0, 1]")
+        if self.teacher_temperature <= 0:
+            raise ValueError(f"teacher_temperature must be positive, got {self.teacher_temperature}")
+
 
 @dataclass
 class SelectionSettings:
     """Validation, the weights kept, and early stopping."""
+
+    TITLE: typing.ClassVar[str] = "validation and selection"  # its settings' heading in --help
 
     eval_every: int = setting(0, "also validate every N steps (0: once per epoch)", resume=False)
     patience: int = setting(0, "stop after N validations without improvement (0: never stop early)", resume=False)
@@ -277,10 +326,18 @@ class SelectionSettings:
         "accuracy", "validation metric for selection and early stopping: accuracy, auc or loss", resume=True
     )
 
+    def check(self) -> None:
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select '{self.select}': choose best or last")
+        if self.metric not in ("accuracy", "auc", "loss"):
+            raise ValueError(f"metric '{self.metric}': choose accuracy, auc or loss")
+
 
 @dataclass
 class FinishSettings:
     """What the end of a run adds to the model."""
+
+    TITLE: typing.ClassVar[str] = "what the end of a run adds"  # its settings' heading in --help
 
     calibrate: bool = setting(
         True,
@@ -299,6 +356,31 @@ class FinishSettings:
     )
 
 
+def setting_groups(kind: type) -> list[tuple[str, list[dataclasses.Field]]]:
+    """A config's settings by concern, each under its heading, in the order `--help` shows them: the loop's, each
+    concern the config has, then its own."""
+    owners = [LoopConfig, *(concern for concern in CONCERNS if issubclass(kind, concern)), kind]
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    groups = []
+    for owner in dict.fromkeys(owners):  # a setting a config declares again (another default) stays where it was
+        own = [fields.pop(name) for name in inspect.get_annotations(owner) if name in fields]
+        if own:
+            groups.append((owner.TITLE, own))
+    return groups
+
+
+# What fine-tuning adds to the loop's settings, by concern, in the order `critic train --help` shows them.
+CONCERNS = (
+    DataSettings,
+    FewLabelSettings,
+    TextSettings,
+    RegularisationSettings,
+    DistillationSettings,
+    SelectionSettings,
+    FinishSettings,
+)
+
+
 # The bases last to first: a dataclass takes its bases' fields in reverse order, so the loop's come first.
 @dataclass
 class TrainConfig(
@@ -314,6 +396,8 @@ class TrainConfig(
     """Fine-tuning an encoder into a classifier (`critic train`, `critic distill`, `critic tune`): the loop's settings
     and those of each concern above, read as one flat set (the flags and TOML keys name them alone)."""
 
+    TITLE: typing.ClassVar[str] = "presets"  # its settings' heading in --help
+
     preset: str = setting(
         "auto",
         "auto (gpu with a GPU, else cpu), gpu, best (the most accurate measured: "
@@ -323,33 +407,10 @@ class TrainConfig(
     notes: list[str] = setting([], "what a preset gave up, printed and saved with the model", resume=False)
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.truncation not in STRATEGIES:
-            raise ValueError(f"truncation '{self.truncation}': choose one of {', '.join(STRATEGIES)}")
-        if self.long_reviews is not None and self.long_reviews not in LONG_REVIEW_MODES:
-            raise ValueError(f"long_reviews '{self.long_reviews}': choose one of {', '.join(LONG_REVIEW_MODES)}")
-        if self.window_pool is not None and self.window_pool not in POOLS:
-            raise ValueError(f"window_pool '{self.window_pool}': choose one of {', '.join(POOLS)}")
-        if self.few_labels not in ("auto", "on", "off"):
-            raise ValueError(f"few_labels '{self.few_labels}': choose auto, on or off")
-        if self.pair_epochs < 0:
-            raise ValueError(f"pair_epochs must be 0 or more, got {self.pair_epochs}")
-        if self.select not in ("best", "last"):
-            raise ValueError(f"select '{self.select}': choose best or last")
-        if self.metric not in ("accuracy", "auc", "loss"):
-            raise ValueError(f"metric '{self.metric}': choose accuracy, auc or loss")
-        if self.class_weights not in ("none", "balanced") and "=" not in self.class_weights:
-            raise ValueError(f"class_weights '{self.class_weights}': choose none, balanced or 'CLASS=NUMBER,…'")
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay {self.layer_decay} is outside (0, 1]")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout {self.dropout} is outside [0, 1)")
-        if self.fold is not None:
-            parse_fold(self.fold)
-        if not 0 <= self.teacher_share <= 1:
-            raise ValueError(f"teacher_share {self.teacher_share} is outside [0, 1]")
-        if self.teacher_temperature <= 0:
-            raise ValueError(f"teacher_temperature must be positive, got {self.teacher_temperature}")
+        super().__post_init__()  # the loop's
+        for concern in CONCERNS:
+            if hasattr(concern, "check"):
+                concern.check(self)
 
     @classmethod
     def from_values(cls, values: dict):
@@ -432,6 +493,8 @@ class PretrainConfig(LoopConfig):
     """In-domain masked-language-model training of an encoder (`critic pretrain`): only the training split's text
     is read, never validation or test text; the label column is read only to split the file as `critic train`
     does."""
+
+    TITLE: typing.ClassVar[str] = "pre-training"  # its settings' heading in --help
 
     TOML_TABLE: typing.ClassVar[str] = "pretrain"
 

@@ -31,34 +31,34 @@ def columns_of_args(args):
 
 
 def train_options(parser: argparse.ArgumentParser, config_class=None) -> None:
-    import dataclasses
-
-    from critic.config import TrainConfig, field_types
+    """A flag for each of the config's settings, under its concern's heading."""
+    from critic.config import TrainConfig, setting_groups
 
     config_class = config_class or TrainConfig
-    types = field_types(config_class)
     parser.add_argument(
         "--config", help=f"a TOML file of settings (a [{config_class.TOML_TABLE}] table or top-level keys)"
     )
-    for f in dataclasses.fields(config_class):
-        if f.name == "notes":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind, _ = types[f.name]
-        described = f.metadata["help"].replace("%", "%%")  # argparse formats help texts with %
+    for title, fields in setting_groups(config_class):
+        group = parser.add_argument_group(title)
+        for f in fields:
+            if f.name != "notes":
+                setting_option(group, f, config_class)
+
+
+def setting_option(group, f, config_class) -> None:
+    """The flag of one setting (a BOOL flag with its --no- twin), its help ending with its default."""
+    from critic.config import field_types
+
+    flag = "--" + f.name.replace("_", "-")
+    kind, _ = field_types(config_class)[f.name]
+    described = f.metadata["help"].replace("%", "%%")  # argparse formats help texts with %
+    if kind is not bool:
         text = f"{described} (default: {f.default})"
-        if kind is bool:
-            text = f"{described} (default: {f.default}; --no-{flag[2:]} for false)"
-            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL", help=text)
-            parser.add_argument(
-                "--no-" + f.name.replace("_", "-"),
-                dest=f.name,
-                action="store_const",
-                const="false",
-                help=argparse.SUPPRESS,
-            )
-        else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text)
+        group.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text)
+        return
+    text = f"{described} (default: {f.default}; --no-{flag[2:]} for false)"
+    group.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL", help=text)
+    group.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const="false", help=argparse.SUPPRESS)
 
 
 def train_config(args):
