@@ -208,3 +208,6 @@ def test_the_model_record_reads_an_older_critic_json_and_keeps_what_it_does_not_
     (tmp_path / "critic.json").write_text(json.dumps({**saved, "format": 3}))
     with pytest.raises(ValueError, match="format 3, written by a newer critic"):
         modeling.ModelRecord.read(tmp_path)
+    (tmp_path / "critic.json").write_text(json.dumps({"name": "half"}))
+    with pytest.raises(ValueError, match="has no labels nor truncation: not a model record critic wrote"):
+        modeling.ModelRecord.read(tmp_path)

@@ -244,12 +244,13 @@ def write_record(folder: Path, record: ModelRecord) -> None:
     written, each whole or not at all. A classifier critic did not train keeps its own README."""
     import transformers
 
-    record.versions = {
+    versions = {
         "critic": _version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+    record = dataclasses.replace(record, versions=versions)
     write_text_atomic(folder / META_FILE, json.dumps(record.to_dict(), indent=2, default=str))
     if not record.foreign:
         write_text_atomic(folder / "README.md", model_card(record))

@@ -86,7 +86,11 @@ class ModelRecord:
 
     @classmethod
     def read(cls, folder: str | Path) -> ModelRecord:
-        return cls.from_dict(json.loads((Path(folder) / FILE).read_text()))
+        path = Path(folder) / FILE
+        saved = json.loads(path.read_text())
+        if missing := [name for name in ("labels", "truncation") if name not in saved]:
+            raise ValueError(f"{path} has no {' nor '.join(missing)}: not a model record critic wrote")
+        return cls.from_dict(saved)
 
     # ------------------------------------------------------------------ the data the model was trained on
 
