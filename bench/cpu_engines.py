@@ -11,7 +11,9 @@ The peers, run by hand as their documentation shows, on length-sorted batches (t
 critic runs as a user gets it after `critic export MODEL` (`Classifier.load(MODEL)`, backend auto; with its cascade
 where `critic export --cascade` fitted one, and then also without it) and with each of its backends. The peers read
 the texts critic's cleaning already cleaned (their cleaning is not timed), and cut the first MAX_LENGTH tokens;
-critic cleans inside its timing and cuts as the model was trained (head+tail). Ratios last.
+critic cleans inside its timing and cuts as the model was trained (head+tail). Every engine is built first; then in
+each of --rounds rounds every engine scores the reviews once, in turn, so that a shared machine's changing load
+meets them alike, and each engine's median rate counts. Ratios last.
 
     python bench/cpu_engines.py runs/minilm-imdb                    # 1,000 test reviews
     python bench/cpu_engines.py runs/mpnet-imdb --reviews 300
@@ -242,17 +244,6 @@ def build_peer(name: str, model_dir: Path, work: Path, tokenizer, calibration: l
     }[name]()
 
 
-def timed(score, texts: list[str], passes: int) -> tuple[float, np.ndarray]:
-    """The best rate of `passes` runs (the first call's one-off costs paid before), and the probabilities."""
-    score(texts[:16])
-    best = 0.0
-    for _ in range(passes):
-        started = time.perf_counter()
-        probs = score(texts)
-        best = max(best, len(texts) / (time.perf_counter() - started))
-    return best, probs
-
-
 def main() -> None:
     import logging
     import warnings
@@ -286,9 +277,12 @@ def main() -> None:
         f"bf16 {'yes' if machine['bf16'] else 'no'}; {machine['date']}",
         flush=True,
     )
-    peers = Scoring([clean(t) for t in texts], labels, args.passes)
-    results = run_peers(args, model_dir, tokenizer, calibration, max_length, peers)
-    results.update(run_ours(args, model_dir, machine["cpu"], Scoring(texts, labels, args.passes)))
+    with tempfile.TemporaryDirectory() as work:
+        engines = build_peers(args, model_dir, Path(work), tokenizer, calibration, max_length)
+        engines.update(build_ours(args, model_dir, machine["cpu"]))
+        results = measure_interleaved(
+            engines, {"peer": [clean(t) for t in texts], "critic": texts}, labels, args.rounds
+        )
     ratios = print_ratios(results)
     if args.out:
         figures = {"machine": machine, "reviews": len(texts), "max_length": max_length, "results": results}
@@ -301,7 +295,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reviews", type=int, default=1000, help="IMDB test reviews (default 1,000)")
     parser.add_argument("--calibration", type=int, default=300, help="validation reviews for the static int8 models")
     parser.add_argument("--batch-size", type=int, default=32, help="the peers' batch size (default 32)")
-    parser.add_argument("--passes", type=int, default=2, help="runs of each engine; the fastest counts (default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds in which every engine scores the reviews once, in turn (the machine's load changes minute to "
+        "minute: each engine meets it alike); each engine's median counts (default 3)",
+    )
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
     parser.add_argument(
         "--ours",
@@ -320,57 +320,74 @@ def parse_args() -> argparse.Namespace:
 
 
 @dataclass(frozen=True)
-class Scoring:
-    """The reviews an engine scores (cleaned for the peers, raw for critic, which cleans them itself), their
-    labels, and how many passes are timed."""
+class Engine:
+    """One way of scoring the reviews: a function from texts to probabilities, and which texts it reads (the peers
+    the cleaned ones, critic the raw ones, which it cleans itself)."""
 
-    texts: list[str]
-    labels: np.ndarray
-    passes: int
-
-    def measure(self, name: str, score: Callable[[list[str]], np.ndarray]) -> dict:
-        rate, probs = timed(score, self.texts, self.passes)
-        figures = {"reviews_per_s": rate, "accuracy": float((probs.argmax(1) == self.labels).mean())}
-        print(f"{name:>24}: {rate:7.1f} reviews/s, accuracy {figures['accuracy']:.4f}", flush=True)
-        return figures
+    score: Callable[[list[str]], np.ndarray]
+    reads: str  # peer or critic
+    cheap_share: Callable[[list[str]], float] | None = (
+        None  # critic with its cascade: the share its cheap stage answers
+    )
 
 
-def run_peers(args, model_dir: Path, tokenizer, calibration: list[str], max_length: int, scoring: Scoring) -> dict:
-    results = {}
-    with tempfile.TemporaryDirectory() as work:
-        for name in args.peers:
-            try:
-                score = build_peer(name, model_dir, Path(work), tokenizer, calibration, max_length)
-            except (ImportError, NotImplementedError) as error:
-                print(f"{name}: skipped ({error})", flush=True)
-                continue
-            results[name] = scoring.measure(
-                name, lambda batch, score=score: score(batch, args.batch_size, max_length, tokenizer)
-            )
-    return results
+def build_peers(args, model_dir: Path, work: Path, tokenizer, calibration: list[str], max_length: int) -> dict:
+    engines = {}
+    for name in args.peers:
+        try:
+            score = build_peer(name, model_dir, work, tokenizer, calibration, max_length)
+        except (ImportError, NotImplementedError) as error:
+            print(f"{name}: skipped ({error})", flush=True)
+            continue
+        engines[name] = Engine(lambda batch, score=score: score(batch, args.batch_size, max_length, tokenizer), "peer")
+    return engines
 
 
-def run_ours(args, model_dir: Path, cpu: str, scoring: Scoring) -> dict:
-    """critic's backends, after `critic export` has measured them on this CPU (unless it already has)."""
+def build_ours(args, model_dir: Path, cpu: str) -> dict:
+    """critic's backends, after `critic export` has measured them on this CPU (unless it already has); where the
+    model has a cascade, each with it (critic's default) and alone."""
     measured = json.loads((model_dir / modeling.META_FILE).read_text()).get("backends") or {}
     if args.export or measured.get("cpu") != cpu:
         export(model_dir, log=lambda line: print(f"  critic export: {line}", flush=True))
     else:
         print(f"  critic export: measured on this CPU on {measured['date']}: {', '.join(measured['ranking'])}")
-    results = {}
+    engines = {}
     for backend in args.ours:
         classifier = Classifier.load(model_dir, device="cpu", backend=backend, long_reviews="truncate")
         name = f"critic {backend}" + (f" ({classifier.backend})" if backend == "auto" else "")
-        if classifier.cheap_stage is not None:  # critic's default where the model has a cascade; and without it
-            name += " + cascade"
-            results[name] = scoring.measure(name, classifier.predict_proba)
-            results[name]["cheap_share"] = float(classifier.answer(scoring.texts)[1].mean())
-            print(f"{'':>24}  the cheap stage answered {results[name]['cheap_share']:.1%}", flush=True)
+        if classifier.cheap_stage is not None:
+            share = lambda texts, classifier=classifier: float(classifier.cheap_answers(texts)[1].mean())  # noqa: E731
+            engines[name + " + cascade"] = Engine(classifier.predict_proba, "critic", share)
             classifier = Classifier.load(
                 model_dir, device="cpu", backend=backend, long_reviews="truncate", cascade=False
             )
-            name = name.removesuffix(" + cascade") + " alone"
-        results[name] = scoring.measure(name, classifier.predict_proba)
+            name += " alone"
+        engines[name] = Engine(classifier.predict_proba, "critic")
+    return engines
+
+
+def measure_interleaved(engines: dict, texts: dict, labels: np.ndarray, rounds: int) -> dict:
+    """Each engine's median rate over `rounds` in which every engine scores its texts once, in turn (after a first
+    call that pays its one-off costs), its passes, and its accuracy."""
+    for engine in engines.values():
+        engine.score(texts[engine.reads][:16])
+    rates = {name: [] for name in engines}
+    probs = {}
+    for round_ in range(rounds):
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            probs[name] = engine.score(texts[engine.reads])
+            rates[name].append(len(labels) / (time.perf_counter() - started))
+        print(f"round {round_ + 1} of {rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items()), flush=True)
+    results = {}
+    for name, engine in engines.items():
+        accuracy = float((probs[name].argmax(1) == labels).mean())
+        results[name] = {"reviews_per_s": float(np.median(rates[name])), "passes": rates[name], "accuracy": accuracy}
+        line = f"{name:>32}: {results[name]['reviews_per_s']:7.1f} reviews/s (median), accuracy {accuracy:.4f}"
+        if engine.cheap_share is not None:
+            results[name]["cheap_share"] = engine.cheap_share(texts[engine.reads])
+            line += f"; the cheap stage answered {results[name]['cheap_share']:.1%}"
+        print(line, flush=True)
     return results
 
 

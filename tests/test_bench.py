@@ -76,7 +76,7 @@ BENCH = SUITE.parent
 # Each script on tiny inputs, as the README's set-up installs it: a fresh clone must be able to run every claim.
 SMOKES = {
     "cpu_attention.py": ["{model}", "--reviews", "16", "--repeats", "1"],
-    "cpu_engines.py": ["{model}", "--reviews", "24", "--calibration", "16", "--passes", "1"],
+    "cpu_engines.py": ["{model}", "--reviews", "24", "--calibration", "16", "--rounds", "1"],
     "label_issues.py": ["--size", "400"],
     "few_labels.py": [
         "--datasets",
