@@ -431,15 +431,19 @@ def add_scores(
     """The scored form of input rows: their own columns plus `columns` (from `score_columns`): the label ("unsure"
     below `unsure_below`, from `Classifier.unsure_below`), one probability per class, and where `columns` has a
     stage column, the stage that answered (`cheap`: the rows the cascade's cheap stage answered)."""
-    stages = None
-    if len(columns) > len(labels) + 1:
-        stages = np.where(cheap if cheap is not None else np.zeros(len(rows), dtype=bool), "cheap", "model")
-    for i, (row, label, p) in enumerate(zip(rows, abstention.answers(probs, list(labels), unsure_below), probs)):
+    staged = len(columns) > len(labels) + 1
+    stages = stage_names(cheap if cheap is not None else np.zeros(len(rows), dtype=bool))
+    for row, label, p, stage in zip(rows, abstention.answers(probs, list(labels), unsure_below), probs, stages):
         row[columns[0]] = label
         row.update({column: round(float(value), 6) for column, value in zip(columns[1 : len(labels) + 1], p)})
-        if stages is not None:
-            row[columns[-1]] = str(stages[i])
+        if staged:
+            row[columns[-1]] = stage
     return rows
+
+
+def stage_names(cheap: np.ndarray) -> list[str]:
+    """Which stage gave each answer, as every output names it: "cheap" (the cascade's) or "model"."""
+    return ["cheap" if by_cheap else "model" for by_cheap in cheap]
 
 
 def _check_texts(texts) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from critic import data, messages, modeling
-from critic.inference.predict import score_columns
+from critic.inference.predict import score_columns, stage_names
 from critic.safe_csv import safe_frame
 
 READABLE = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -127,7 +127,7 @@ class Scorer:
         for column, values in zip(probability_columns, probs.T):  # zip stops before the stage column
             frame[column] = values
         if staged:
-            frame[probability_columns[-1]] = [("cheap" if c else "model") if ok else None for c, ok in zip(cheap, good)]
+            frame[probability_columns[-1]] = [stage if ok else None for stage, ok in zip(stage_names(cheap), good)]
         frame[key] = [t.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for t in texts]
         return frame
 

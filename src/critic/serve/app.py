@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
+from critic.inference.predict import score_columns, stage_names
 from critic.modeling.abstention import answers
 from critic.serve.batching import Busy, MicroBatcher
 from critic.serve.guards import (
@@ -345,9 +346,9 @@ def api_router(service: Service) -> APIRouter:
                 Prediction(
                     label=label,
                     probabilities={name: float(v) for name, v in zip(classifier.labels, p)},
-                    stage="cheap" if by_cheap else "model",
+                    stage=stage,
                 )
-                for label, p, by_cheap in zip(answered, probs, cheap)
+                for label, p, stage in zip(answered, probs, stage_names(cheap))
             ],
             min_accuracy=classifier.threshold(body.min_accuracy) if body.min_accuracy is not None else None,
         )
@@ -416,16 +417,15 @@ def scored_csv(
 ) -> str:
     """The uploaded rows with their answer and probabilities (and, with `cheap`, the stage that answered each), as
     CSV that a spreadsheet opens without running it."""
-    from critic.inference.predict import score_columns
     from critic.safe_csv import SafeWriter
 
     out = io.StringIO()
     writer = SafeWriter(out)
     writer.writerow(fields + score_columns(labels, taken=fields, stage=cheap is not None))
-    stages = [] if cheap is None else [["cheap" if by_cheap else "model"] for by_cheap in cheap]
+    stages = [[stage] for stage in stage_names(cheap)] if cheap is not None else [[]] * len(rows)
     writer.writerows(
-        row + [label, *(round(float(value), 6) for value in p)] + (stages[i] if stages else [])
-        for i, (row, label, p) in enumerate(zip(rows, answers(probs, labels, unsure_below), probs))
+        row + [label, *(round(float(value), 6) for value in p)] + stage
+        for row, label, p, stage in zip(rows, answers(probs, labels, unsure_below), probs, stages)
     )
     return out.getvalue()
 
