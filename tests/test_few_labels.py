@@ -122,3 +122,23 @@ def test_a_class_with_one_labelled_review_is_named(tmp_path, tiny_bert):
     settings = dict(model=str(tiny_bert), data=str(path), output=str(tmp_path / "model"), device="cpu")
     with pytest.raises(DataError, match="the class 'positive' has 1 labelled training review"):
         train.train(config.build(settings), progress=False)
+
+
+def test_class_weights_weigh_the_few_label_regression_as_they_weigh_fine_tuning(tmp_path, tiny_bert):
+    from critic.training.inputs import load_inputs
+    from critic.training.step import Machine
+
+    path, _ = few_label_file(tmp_path, per_class=8)
+
+    def positives(class_weights: str) -> int:
+        settings = dict(model=str(tiny_bert), data=str(path), max_length=48, device="cpu", precision="fp32")
+        settings["class_weights"] = class_weights
+        run = config.build(settings)
+        inputs = load_inputs(run, say=lambda line: None)
+        model, machine = inputs.model.eval(), Machine.choose(run, torch.device("cpu"))
+        mean_pooling.append_mean_layer(model)
+        weight, bias = few_labels.fit_head(model, inputs, machine)
+        features = few_labels.pooled_features(model, inputs.train, inputs.encoder.pad_id, machine)
+        return int(((features / mean_pooling.EPSILON @ weight.T + bias).argmax(axis=1) == 1).sum())
+
+    assert positives("positive=20") == 16 > positives("none")  # all 16 training reviews called positive

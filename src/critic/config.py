@@ -169,7 +169,9 @@ class DataSettings:
         resume=True,
     )
     class_weights: str = setting(
-        "none", "weights of the classes in the loss: none, balanced (inverse frequency) or 'a=1,b=3'", resume=True
+        "none",
+        "weights of the classes in the loss and the few-label regression: none, balanced (inverse frequency), a=1,b=3",
+        resume=True,
     )
     drop_invalid: bool = setting(False, "skip invalid rows instead of stopping (counted and recorded)", resume=True)
     eval_size: int | None = setting(None, "validate on a seeded subset of N validation reviews", resume=True)

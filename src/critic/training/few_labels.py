@@ -191,7 +191,9 @@ def fit_head(model, inputs: Inputs, machine: Machine) -> tuple[np.ndarray, np.nd
 
     features = pooled_features(model, inputs.train, inputs.encoder.pad_id, machine)
     labels = inputs.targets["labels"].numpy()
-    fitted = LogisticRegression(C=REGULARISATION, max_iter=5000).fit(features / mean_pooling.EPSILON, labels)
+    weights = None if inputs.class_weights is None else inputs.class_weights.numpy()[labels]  # --class-weights
+    regression = LogisticRegression(C=REGULARISATION, max_iter=5000)
+    fitted = regression.fit(features / mean_pooling.EPSILON, labels, sample_weight=weights)
     if len(fitted.classes_) == 2:
         return np.vstack([np.zeros_like(fitted.coef_), fitted.coef_]), np.array([0.0, fitted.intercept_[0]])
     return fitted.coef_, fitted.intercept_
