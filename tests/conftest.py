@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (`make test`: a test per core), each worker and the processes its tests start compute with one
+# thread: two workers of two threads each on 2 cores made the suite slower than no workers at all. Set before torch
+# is first imported, which reads it once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
-from critic.modeling.attention import CPU_ATTENTION_ENV
+import pytest  # noqa: E402
+
+from critic.modeling.attention import CPU_ATTENTION_ENV  # noqa: E402
 
 # A test that starts a live server, a Ray cluster or torchrun on two "machines" takes tens of seconds: slow.
 SLOW_FIXTURES = {"server", "guarded_server", "cluster", "machines"}
