@@ -64,6 +64,19 @@ def test_a_rare_class_is_sought_and_a_random_share_keeps_the_estimate_unbiased()
     assert len(selection.pick(50, features[:7], probs[:7], [3, 3, 3])) == 7  # never more than the pool
 
 
+def test_below_enough_labels_uniform_picks_take_the_place_of_the_least_certain():
+    rng = np.random.default_rng(0)
+    features, _ = clusters(4, 50)
+    probs = rng.dirichlet([1, 1, 1], size=200)
+    counts = [40, 40, 3]
+    assert not selection.uncertain_pays(counts) and not selection.uncertain_pays(None)
+    assert selection.uncertain_pays([selection.UNCERTAIN_FROM] * 3)
+    picks = selection.pick(20, features, probs, counts, ["negative", "neutral", "positive"], seed=1, uncertain=False)
+    reasons = [p.reason for p in picks]
+    assert len({p.position for p in picks}) == 20 and "uncertain" not in reasons
+    assert reasons.count("rare class positive") == 4 and reasons.count("random") == 16  # rare classes still sought
+
+
 def test_text_features_put_near_duplicates_together():
     texts = ["a great fun film", "a great fun film indeed", "an awful boring mess", "awful boring mess"] * 5
     features = selection.text_features(texts)

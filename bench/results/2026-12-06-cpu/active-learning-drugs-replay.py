@@ -7,7 +7,8 @@ training split, 783 reviews) and test (its validation and test splits, 195). Ran
 Active: rounds of 30 picked by critic.labelling.selection (a diverse start, then uncertain, rare class and random
 picks), the model refitted after each. 10 seeds; the mean, and the mean difference with its spread over seeds.
 
-    python active-learning-drugs-replay.py C none|balanced RARE_SHARE RANDOM_SHARE CANDIDATES_PER_PICK
+    python active-learning-drugs-replay.py C none|balanced RARE_SHARE RANDOM_SHARE CANDIDATES_PER_PICK [uniform]
+    (uniform: uniform picks where the least certain would go, as the loop now does below UNCERTAIN_FROM)
 """
 
 import sys
@@ -68,6 +69,7 @@ features = selection.text_features(list(d["pool_text"]))
 C, weights = float(sys.argv[1]), (None if sys.argv[2] == "none" else "balanced")
 selection.RARE_SHARE, random_share = float(sys.argv[3]), float(sys.argv[4])
 selection.CANDIDATES_PER_PICK = int(sys.argv[5])
+uncertain = sys.argv[6:] != ["uniform"]
 
 
 def fit(indices):
@@ -94,7 +96,16 @@ def run_active(seed):
         probs = model.predict_proba(P[rest]) if model is not None else None
         counts = np.bincount(py[labelled], minlength=3) if labelled else None
         seed_of_round = int(rng.integers(1e9))
-        picks = selection.pick(30, features[rest], probs, counts, CLASSES, seed=seed_of_round, random_share=random_share)
+        picks = selection.pick(
+            30,
+            features[rest],
+            probs,
+            counts,
+            CLASSES,
+            seed=seed_of_round,
+            random_share=random_share,
+            uncertain=uncertain,
+        )
         labelled += [int(rest[p.position]) for p in picks]
         model = fit(labelled)
     return (*scores(model), np.bincount(py[labelled], minlength=3))

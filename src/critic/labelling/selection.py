@@ -2,7 +2,8 @@
 
 A batch mixes four kinds of picks, each with the reason the page shows:
 - `uncertain`: the smallest margins between the model's two likeliest classes, one per cluster of the candidates,
-  so that a batch is not ten near-duplicates of one hard review;
+  so that a batch is not ten near-duplicates of one hard review; only once every class has UNCERTAIN_FROM labels
+  (`uncertain_pays`), and uniform picks before that;
 - `rare class`: the likeliest members of a class with fewer than half the labels of the commonest;
 - `random`: a uniform share of the pool, whose labels measure the model's accuracy without bias (the others are
   chosen because the model finds them hard);
@@ -24,6 +25,13 @@ DIMENSIONS = 64
 RANDOM_SHARE = 0.1  # of each batch, drawn uniformly: the accuracy estimate's sample
 RARE_SHARE = 0.2  # of each batch's model-chosen picks, for the classes with few labels
 CANDIDATES_PER_PICK = 10  # the uncertain candidates clustered per pick
+# Labels in the rarest class below which the least certain reviews teach less than uniform ones. IMDB, a pool of
+# 5,000, 1,000 test reviews, `critic train`'s few-label model (2 AMD EPYC Zen 4 cores, 2026-12-06; docs/benchmarks.md,
+# active learning): against uniform picks, -4.1 points at 100 labels and -0.5 at 200 with the encoder tuned on pairs
+# (seed 0), +0.9 +- 4.6 and +0.4 +- 0.5 with it frozen (3 seeds), and behind at 100-400 labels in every replay of the
+# frozen model (margins alone, or spread over clusters of TF-IDF or of the embedding). Below it the few-label path
+# learns (few_labels.FEW_LABELS_PER_CLASS, the same 200): what picks can gain above it has not been measured.
+UNCERTAIN_FROM = 200
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,11 @@ def pick(
     class_names: Sequence[str] | None = None,
     seed: int = 0,
     random_share: float = RANDOM_SHARE,
+    uncertain: bool = True,
 ) -> list[Pick]:
     """`count` reviews of the pool to label next (fewer when the pool is smaller). `features`: the pool's
-    `text_features`; `probs`: the current model's probabilities for the pool (None: no model yet)."""
+    `text_features`; `probs`: the current model's probabilities for the pool (None: no model yet); `uncertain`:
+    False takes uniform picks where the least certain would go (`uncertain_pays` says when)."""
     rng = np.random.default_rng(seed)
     count = min(count, len(features))
     randoms = int(round(count * random_share)) if count >= 1 / max(random_share, 1e-9) else 0
@@ -76,7 +86,8 @@ def pick(
         rare = rare_picks(probs, labelled_per_class, class_names, count - randoms)
         for reason, positions in rare:
             take(positions, reason)
-        take(uncertain(probs, features, chosen, count - randoms - int(chosen.sum()), rng), "uncertain")
+        if uncertain:
+            take(least_certain(probs, features, chosen, count - randoms - int(chosen.sum()), rng), "uncertain")
     rest = np.flatnonzero(~chosen)
     take(rng.choice(rest, size=min(count - len(taken), len(rest)), replace=False), "random")
     return taken
@@ -105,7 +116,12 @@ def nearest_centres(features: np.ndarray, positions: np.ndarray, count: int, rng
     return positions[sorted(nearest.values())]
 
 
-def uncertain(
+def uncertain_pays(labelled_per_class: Sequence[int] | None) -> bool:
+    """Whether the least certain reviews are worth asking for yet: UNCERTAIN_FROM labels in every class."""
+    return labelled_per_class is not None and len(labelled_per_class) > 0 and min(labelled_per_class) >= UNCERTAIN_FROM
+
+
+def least_certain(
     probs: np.ndarray, features: np.ndarray, chosen: np.ndarray, count: int, rng: np.random.Generator
 ) -> np.ndarray:
     """The smallest margins, spread: the CANDIDATES_PER_PICK × `count` least certain reviews clustered into

@@ -138,6 +138,7 @@ class LabelSession:
             counts,
             labels,
             seed=int(rng.integers(2**31)),
+            uncertain=selection.uncertain_pays(counts),
         )
         plan = [self._planned(pool[p.position], p.reason, None if probs is None else probs[p.position]) for p in picks]
         plan += self.second_looks(int(round(self.settings.batch * SECOND_LOOK_SHARE)))
