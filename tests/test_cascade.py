@@ -29,8 +29,16 @@ def test_the_threshold_keeps_the_cascade_within_the_margin_with_confidence():
     chosen = cascade.choose_threshold(cheap, model, labels, margin=0.002)
     assert 0.89 <= chosen["threshold"] and 0.1 < chosen["coverage"] <= 0.21  # the sure ones, few beyond
     assert chosen["model_accuracy"] - chosen["cascade_accuracy"] <= 0.002 and chosen["lost_bound"] <= 0.002
+    assert chosen["cheap_accuracy"] < chosen["model_accuracy"] == 1.0
     always_wrong = np.eye(2)[1 - labels] * 0.98 + 0.01
     assert cascade.choose_threshold(always_wrong, model, labels)["threshold"] is None
+
+
+def test_a_model_that_the_cheap_stage_outscores_is_told_so():
+    weak = cascade.weaker_than_cheap({"cheap_accuracy": 0.9184, "model_accuracy": 0.8763}, 39717)
+    assert weak.startswith("note: the cheap stage alone (TF-IDF on 39,717 training reviews) scores 91.84%")
+    assert "the model's 87.63%" in weak
+    assert cascade.weaker_than_cheap({"cheap_accuracy": 0.9, "model_accuracy": 0.93}, 39717) is None
 
 
 def test_the_cheap_stage_kept_as_arrays_answers_as_scikit_learn_does(tmp_path):

@@ -129,8 +129,9 @@ def choose_threshold(cheap: np.ndarray, model: np.ndarray, labels: np.ndarray, m
     # answer the top n (n = 1..N) only at a confidence strictly above the next one's, so ties go together
     distinct = np.r_[confidence[order][1:] < confidence[order][:-1], True]
     candidates = np.flatnonzero(allowed & distinct)
+    accuracies = {"model_accuracy": float(model_right.mean()), "cheap_accuracy": float(cheap_right.mean())}
     if not len(candidates):
-        return {"threshold": None, "coverage": 0.0, "margin": margin, "reviews": count}
+        return {"threshold": None, "coverage": 0.0, "margin": margin, "reviews": count, **accuracies}
     answered = int(candidates.max()) + 1
     threshold = float(confidence[order][answered - 1])
     cascade_right = np.where(confidence >= threshold, cheap_right, model_right)
@@ -139,7 +140,7 @@ def choose_threshold(cheap: np.ndarray, model: np.ndarray, labels: np.ndarray, m
         "coverage": answered / count,
         "margin": margin,
         "reviews": count,
-        "model_accuracy": float(model_right.mean()),
+        **accuracies,
         "cascade_accuracy": float(cascade_right.mean()),
         "lost_bound": float(upper[lost[answered - 1]]),
     }
@@ -178,6 +179,8 @@ def fit_on(
     cheap = CheapStage.fit([clean(t) for t in train["text"]], train["label"].to_numpy(), len(record.labels))
     cheap_probs = cheap.predict_proba([clean(t) for t in texts])
     chosen = choose_threshold(cheap_probs, model_probs, labels, margin)
+    if say and (note := weaker_than_cheap(chosen, len(train))):
+        say(note)
     if chosen["threshold"] is None:
         if say:
             say(f"no cascade: the cheap stage cannot answer any validation review within {margin:.2%} of the model")
@@ -196,6 +199,20 @@ def fit_on(
             f"{chosen['model_accuracy']:.2%} alone (--cascade off: the model alone)"
         )
     return chosen
+
+
+def weaker_than_cheap(chosen: dict, train_reviews: int) -> str | None:
+    """A line for a transformer that the cheap stage alone outscores on validation (None for one it does not). The
+    quickstart's MiniLM (2,000 reviews, 1 epoch) scored 87.63% on IMDB's test split against 91.84% for the cheap
+    stage on all 39,717 training reviews (2026-12-06): the cascade keeps within the margin of the transformer, so it
+    answers little of what the cheap stage would get right."""
+    if chosen["cheap_accuracy"] <= chosen["model_accuracy"]:
+        return None
+    return (
+        f"note: the cheap stage alone (TF-IDF on {train_reviews:,} training reviews) scores "
+        f"{chosen['cheap_accuracy']:.2%} on validation against the model's {chosen['model_accuracy']:.2%}: the model "
+        "learned less than it could (more training reviews or epochs; --preset cpu trains on 2,000 for 1 epoch)"
+    )
 
 
 def load_for(model_dir: Path) -> CheapStage | None:
