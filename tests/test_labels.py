@@ -49,9 +49,10 @@ def five_star(tmp_path_factory, tiny_bert, stars_csv):
 @pytest.fixture(scope="module")
 def three_way(tmp_path_factory, tiny_bert, stars_csv):
     # A tiny random BERT can sit at 60% validation accuracy for epochs before it finds the star words, and where it
-    # leaves that plateau depends on the arithmetic: at lr 5e-3 with dropout it stayed there for 6 epochs with one
-    # thread and on a Zen 3, and left it in the last epoch with two threads on a Zen 4. At lr 2e-3 without dropout
-    # it reached 100% by the 5th epoch for seeds 42 and 1-4, with one thread and with two (2026-12-06).
+    # leaves that plateau depends on the arithmetic: at lr 5e-3 with dropout it stayed there for all 6 epochs with
+    # one thread (for 4 on a Zen 3, before), and left it in the last epoch with two threads on a Zen 4. At lr 2e-3
+    # without dropout it reached 100% by the 5th epoch for seeds 42 and 1-4, with one thread and with two (Zen 4,
+    # 2026-12-06).
     model = tmp_path_factory.mktemp("three") / "model"
     return fit(
         tiny_bert, stars_csv, model, label_map=THREE_WAY, class_weights="balanced", epochs=6, lr=2e-3, dropout=0.0

@@ -28,9 +28,9 @@ CANDIDATES_PER_PICK = 10  # the uncertain candidates clustered per pick
 # Labels in the rarest class below which the least certain reviews teach less than uniform ones. IMDB, a pool of
 # 5,000, 1,000 test reviews, `critic train`'s few-label model (2 AMD EPYC Zen 4 cores, 2026-12-06; docs/benchmarks.md,
 # active learning): against uniform picks, -4.1 points at 100 labels and -0.5 at 200 with the encoder tuned on pairs
-# (seed 0), +0.9 +- 4.6 and +0.4 +- 0.5 with it frozen (3 seeds), and behind at 100-400 labels in every replay of the
-# frozen model (margins alone, or spread over clusters of TF-IDF or of the embedding). Below it the few-label path
-# learns (few_labels.FEW_LABELS_PER_CLASS, the same 200): what picks can gain above it has not been measured.
+# (seed 0), +0.9 +- 4.6 and +0.4 +- 0.5 with it frozen (3 seeds), and behind at 100, 200 and 400 labels in every
+# replay of the loop's frozen model (margins alone, or spread over clusters of TF-IDF or of the embedding). Below it
+# the few-label path learns (few_labels.FEW_LABELS_PER_CLASS, the same 200): what picks gain above it is unmeasured.
 UNCERTAIN_FROM = 200
 
 
