@@ -18,8 +18,8 @@ quickstart: setup
 	$(BIN)/critic quickstart
 
 # The suite runs on every core at once, a test per core with one thread each (pytest-xdist; tests/conftest.py):
-# on 2 AMD EPYC Zen 4 cores, 966 s against 1,308 s one test at a time, and 70 s against 116 s for test-fast
-# (2026-12-06): most tests are too small to keep two threads busy. TEST_WORKERS=0 runs them one at a time.
+# on 2 AMD EPYC Zen 4 cores, a fresh clone's suite in 962-979 s against 1,308 s one test at a time, and test-fast in
+# 62 s against 107 s (2026-12-06): most tests are too small to keep two threads busy. TEST_WORKERS=0: one at a time.
 TEST_WORKERS ?= auto
 
 test: setup
