@@ -129,15 +129,17 @@ def test_the_cli_engine(cluster, toy_model, reviews, tmp_path):
     assert json.loads(next((out / "_done").glob("*.json")).read_text())["rows"] == 200
 
 
-def scoring_actors() -> list:
-    """The processes of Ray Data's scoring actors on this machine (their title names the map worker)."""
+def scoring_actors() -> dict:
+    """The processes of Ray Data's scoring actors that have finished their constructor (the model loaded), so that
+    batches are being sent to them: the actor table in Ray's control store says so, without the dashboard."""
     import psutil
+    from ray._private.state import actors
 
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any("MapWorker" in part for part in process.info["cmdline"] or ()):
-            found.append(process)
-    return found
+    return {
+        actor_id: psutil.Process(actor["Pid"])
+        for actor_id, actor in actors().items()
+        if "MapWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE"
+    }
 
 
 def test_a_worker_killed_mid_run_is_retried_and_no_row_is_lost_or_doubled(cluster, toy_model, tmp_path):
@@ -155,15 +157,14 @@ def test_a_worker_killed_mid_run_is_retried_and_no_row_is_lost_or_doubled(cluste
             )
         )
     )
+    earlier = set(scoring_actors())  # an earlier test's actors, if Ray had not reaped them yet
     run.start()
     deadline = time.monotonic() + 120
-    while not scoring_actors() and time.monotonic() < deadline:
+    while not (started := scoring_actors().keys() - earlier) and time.monotonic() < deadline:
         time.sleep(0.1)
-    first = scoring_actors()
-    assert first, "no scoring actor started"
-    time.sleep(2)  # the actors are scoring now
+    assert started, "no scoring actor started"
     assert run.is_alive(), "the run ended before the kill: the test would prove nothing"
-    victim = first[0]
+    victim = scoring_actors()[min(started)]
     victim.kill()  # SIGKILL: as the kernel's out-of-memory killer or a lost node would
     victim.wait(10)
     run.join(timeout=300)
