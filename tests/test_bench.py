@@ -404,7 +404,10 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "ARTIFACTS": str(tmp_path / "luggage"),
         "PARTS": str(tmp_path / "parts"),
         "PYTHON": sys.executable,
-        "PIECES": "floor 256-head recipe attention mpnet",
+        # one piece of each kind (a suite step, a recipe row, MPNet's rows): the steps and rows themselves are
+        # each run by the smokes above, and the queue's order is what this test is about
+        "PIECES": "floor 256-head mpnet",
+        "MPNET_ROWS": "mpnet-4ep distill-oof",
     }
     subprocess.run(
         ["bash", str(BENCH / "gpu_queue.sh"), str(results), "--smoke"],
@@ -421,20 +424,8 @@ def test_gpu_queue_runs_its_pieces_and_mpnet_once_its_parts_are_there(tmp_path, 
         "end mpnet (exit 0)",  # the parts were there: MPNet's rows run after the first piece
         "start 256-head",
         "end 256-head (exit 0)",
-        "start recipe",
-        "end recipe (exit 0)",
-        "start attention",
-        "end attention (exit 0)",
         "queue done",  # the mpnet piece had nothing left to run: no start line
     ]
     assert json.loads((results / "floor.json").read_text())["steps"]["bare_loop"]["bare_ms_per_step"] > 0  # alone
-    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == [
-        "mpnet-4ep",
-        "mpnet-windows",
-        "distill-oof",
-        "mpnet-ensemble",
-        "mpnet-mlm",
-    ]
+    assert list(json.loads((results / "mpnet.json").read_text())["rows"]) == ["mpnet-4ep", "distill-oof"]
     assert json.loads((results / "256-head.json").read_text())["rows"]["256-head"]["test_accuracy"] > 0.8
-    assert list(json.loads((results / "recipe.json").read_text())["steps"]) == ["recipe"]  # the gpu preset alone
-    assert len(json.loads((results / "attention.json").read_text())["steps"]["attention"]["ways"]) == 4
