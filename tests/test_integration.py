@@ -29,16 +29,17 @@ def imdb_file(folder, train: int, validation: int, test: int):
 
 @pytest.mark.integration
 def test_real_minilm_learns_imdb(tmp_path, real_cache):
-    """2,000 real IMDB training reviews; validation and calibration on 500 (the whole of this file's validation
-    split: on IMDB's 4,879 it took a minute of the suite), then the file's 500 test reviews."""
+    """1,000 real IMDB training reviews; validation and calibration on 500 (the whole of this file's validation
+    split: on IMDB's 4,879 it took a minute of the suite), then the file's 500 test reviews. Measured: 82.0% (81.2%
+    with seed 1; 84.8% from 2,000 reviews at lr 1e-4, which cost the suite another 110 s on one thread)."""
     settings = dict(
         model="minilm",
-        data=str(imdb_file(tmp_path, 2000, 500, 500)),
+        data=str(imdb_file(tmp_path, 1000, 500, 500)),
         preset="cpu",
         max_length=128,
         epochs=1,
         batch_size=16,
-        lr=1e-4,
+        lr=2e-4,
         warmup_ratio=0.1,
         output=str(tmp_path / "minilm"),
         cascade=False,  # fitting it on 39,717 reviews cost this test a minute; bench/cpu_engines.py measures it
@@ -46,15 +47,15 @@ def test_real_minilm_learns_imdb(tmp_path, real_cache):
     out = train.train(config.build(settings), progress=False)
     summary = critic.evaluate_model(out, split="test")
     print(
-        f"real MiniLM, 2,000 IMDB reviews, 128 tokens, 1 epoch: test accuracy {summary['accuracy']:.4f} "
+        f"real MiniLM, 1,000 IMDB reviews, 128 tokens, 1 epoch: test accuracy {summary['accuracy']:.4f} "
         f"(ROC AUC {summary['roc_auc']:.4f}) on 500 held-out reviews"
     )
-    assert summary["rows"] == 500 and summary["accuracy"] >= 0.80
+    assert summary["rows"] == 500 and summary["accuracy"] >= 0.78
     base = summary["baseline"]
     meta = json.loads((out / "critic.json").read_text())
     fitted = meta["calibration"]  # recorded whether applied or refused
-    print(f"TF-IDF baseline on the same 2,000 training reviews: {base['accuracy']:.4f}; calibration {fitted}")
-    assert base["train_rows"] == 2000 and 0.75 < base["accuracy"] < 0.95
+    print(f"TF-IDF baseline on the same 1,000 training reviews: {base['accuracy']:.4f}; calibration {fitted}")
+    assert base["train_rows"] == 1000 and 0.75 < base["accuracy"] < 0.95
     assert fitted["rows"] == 500  # the whole validation split
     held_out = fitted["held_out"]  # the log-loss on validation rows each fit had not seen decides
     assert fitted["applied"] == (held_out[fitted["method"]]["nll"] < held_out["none"]["nll"])
@@ -90,7 +91,10 @@ def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, re
     frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
     path = tmp_path / "few.csv"
     frame.to_csv(path, index=False)
-    out = train.train(config.build(dict(data=str(path), output=str(tmp_path / "few"))), progress=False)
+    # Windows of 128 tokens: 76.6% on the test reviews against 69.2% with the CPU preset's 256, and the pairs tuned
+    # in 44 s instead of 61 s on two threads (2026-12-06)
+    settings = dict(data=str(path), output=str(tmp_path / "few"), max_length=128)
+    out = train.train(config.build(settings), progress=False)
     few = json.loads((out / "critic.json").read_text())["few_labels"]
     assert few["labels_per_class"]["positive"] == 16 and few["pair_tuning"]["steps"] == 20
     summary = critic.evaluate_model(out, split="test", baseline=False)  # the file's own 500 test reviews
