@@ -12,7 +12,7 @@ ratio of accuracies and of CPU seconds.
 
     python bench/few_labels.py [--datasets imdb drugs] [--sizes 8 16 32 64] [--seeds 5] [--first-seed 0]
                                [--setfit-sizes 8 16] [--test-size 1000] [--fine-tune] [--regularisation C]
-                               [--pair-epochs N] [--out results.json]
+                               [--pair-epochs N] [--max-length N] [--out results.json]
 """
 
 from __future__ import annotations
@@ -98,11 +98,13 @@ def run_critic(path: Path, folder: Path, test: pd.DataFrame, classes: tuple, *ex
     }
 
 
-def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int, folder: Path) -> dict:
+def run_setfit(few: pd.DataFrame, test: pd.DataFrame, seed: int, folder: Path, max_length: int | None) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(str(catalogue.resolve_model("minilm")))
+    if max_length:
+        model.model_body.max_seq_length = max_length
     trainer = Trainer(
         model=model,
         # its defaults, but its checkpoints in the run's folder and no experiment tracker writing into this one
@@ -155,6 +157,11 @@ def main() -> None:
         type=int,
         help="critic's --pair-epochs (default: critic's; 0 compares the frozen encoder's regression)",
     )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="both read N tokens of a review (default: each its own; 256 for SetFit's MiniLM and critic's windows)",
+    )
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     if args.regularisation is not None:
@@ -165,6 +172,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "regularisation": few_labels.REGULARISATION,
         "pair_epochs": args.pair_epochs,
+        "max_length": args.max_length,
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as temporary:
@@ -179,7 +187,7 @@ def main() -> None:
                     path, few = few_label_file(name, dataset, size, seed, test, folder)
                     run_seed(row, args, path, few, test, dataset.labels, seed, folder)
                     if size in setfit_sizes:
-                        row["setfit"].append({"seed": seed, **run_setfit(few, test, seed, folder)})
+                        row["setfit"].append({"seed": seed, **run_setfit(few, test, seed, folder, args.max_length)})
                     if args.out:  # after every seed: a long run stopped early keeps what it measured
                         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
                 report(row)
@@ -192,6 +200,8 @@ def run_seed(row: dict, args, path: Path, few, test, classes: tuple, seed: int, 
     chosen = ("--few-labels", "on") if args.fine_tune else ()
     if args.pair_epochs is not None:
         chosen += ("--pair-epochs", str(args.pair_epochs))
+    if args.max_length:
+        chosen += ("--max-length", str(args.max_length))
     row["critic"].append({"seed": seed, **run_critic(path, folder, test, classes, *chosen)})
     if args.fine_tune:
         row["fine_tuning"].append({"seed": seed, **run_critic(path, folder, test, classes, "--few-labels", "off")})

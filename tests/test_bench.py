@@ -91,6 +91,8 @@ SMOKES = {
         "20",
         "--pair-epochs",
         "1",
+        "--max-length",
+        "64",
     ],
     "long_reviews.py": ["{model}", "--size", "24"],
     "predict_memory.py": ["{model}", "--rows", "300"],
