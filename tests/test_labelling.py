@@ -77,6 +77,17 @@ def test_below_enough_labels_uniform_picks_take_the_place_of_the_least_certain()
     assert reasons.count("rare class positive") == 4 and reasons.count("random") == 16  # rare classes still sought
 
 
+def test_a_batch_smaller_than_the_rare_classes_is_still_its_size():
+    # one pick asked for, two rare classes each wanting one: a round's last pick in bench/active_learning.py on drugs
+    features, _ = clusters(4, 50)
+    probs = np.random.default_rng(0).dirichlet([1, 1, 1], size=200)
+    for uncertain in (True, False):
+        picks = selection.pick(
+            1, features, probs, [60, 20, 10], ["negative", "neutral", "positive"], uncertain=uncertain
+        )
+        assert [p.reason for p in picks] == ["rare class neutral"]
+
+
 def test_text_features_put_near_duplicates_together():
     texts = ["a great fun film", "a great fun film indeed", "an awful boring mess", "awful boring mess"] * 5
     features = selection.text_features(texts)

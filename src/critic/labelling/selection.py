@@ -74,22 +74,23 @@ def pick(
     taken: list[Pick] = []
     chosen = np.zeros(len(features), dtype=bool)
 
-    def take(positions, reason: str) -> None:
+    def take(positions, reason: str, up_to: int) -> None:
         for position in positions:
-            if not chosen[position]:
+            if len(taken) < up_to and not chosen[position]:
                 chosen[position] = True
                 taken.append(Pick(int(position), reason))
 
     if probs is None:
-        take(central(features, count - randoms, rng), "diverse start")
+        take(central(features, count - randoms, rng), "diverse start", count - randoms)
     else:
-        rare = rare_picks(probs, labelled_per_class, class_names, count - randoms)
-        for reason, positions in rare:
-            take(positions, reason)
+        # rare_picks asks for at least one review of each rare class: more than a small batch holds when several are
+        for reason, positions in rare_picks(probs, labelled_per_class, class_names, count - randoms):
+            take(positions, reason, count - randoms)
         if uncertain:
-            take(least_certain(probs, features, chosen, count - randoms - int(chosen.sum()), rng), "uncertain")
+            left = count - randoms - len(taken)
+            take(least_certain(probs, features, chosen, left, rng), "uncertain", count - randoms)
     rest = np.flatnonzero(~chosen)
-    take(rng.choice(rest, size=min(count - len(taken), len(rest)), replace=False), "random")
+    take(rng.choice(rest, size=min(count - len(taken), len(rest)), replace=False), "random", count)
     return taken
 
 
