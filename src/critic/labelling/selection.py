@@ -83,7 +83,7 @@ def pick(
     if probs is None:
         take(central(features, count - randoms, rng), "diverse start", count - randoms)
     else:
-        # rare_picks asks for at least one review of each rare class: more than a small batch holds when several are
+        # rare_picks asks for one review or more of each rare class, which can be more than a small batch holds
         for reason, positions in rare_picks(probs, labelled_per_class, class_names, count - randoms):
             take(positions, reason, count - randoms)
         if uncertain:

@@ -272,10 +272,10 @@ def choose_calibration(
     increasing map of the margin. Each is fitted on 4/5 of the validation rows and measured on the fifth left out,
     five times; a richer one is kept where its held-out log-loss is lower than the simpler kept one's by more than
     RICHER_MARGIN (on rows a model separates perfectly all are near 0, and the bias is then arbitrary), and only
-    with RICHER_FROM validation rows in every class. The log-loss
-    decides, not the ECE: the ECE of the top class can fall while a class is systematically too likely (the others'
-    errors cancel in it), and it is the noisier of the two. Returns the kept calibration fitted on every row, and
-    the held-out figures of each and of the logits as they are (`none`: nothing fitted)."""
+    with RICHER_FROM validation rows in every class. The log-loss decides, not the ECE: the ECE of the top class
+    can fall while a class is systematically too likely (the others' errors cancel in it), and it is the noisier
+    of the two. Returns the kept calibration fitted on every row, and the held-out figures of each and of the
+    logits as they are (`none`: nothing fitted)."""
     from sklearn.model_selection import StratifiedKFold
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
