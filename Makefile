@@ -18,7 +18,7 @@ quickstart: setup
 	$(BIN)/critic quickstart
 
 # The suite runs on every core at once, a test per core with one thread each (pytest-xdist; tests/conftest.py):
-# on 2 AMD EPYC Zen 4 cores, a fresh clone's suite in 962-979 s against 1,308 s one test at a time, and test-fast in
+# on 2 AMD EPYC Zen 4 cores, a fresh clone's suite in 957-979 s against 1,308 s one test at a time, and test-fast in
 # 62 s against 107 s (2026-12-06): most tests are too small to keep two threads busy. A third worker, to fill the
 # time tests wait on processes, made it slower (996 s against 883 s in one checkout: Ray's scoring tests took 3-4x
 # as long). TEST_WORKERS=0: one at a time.
