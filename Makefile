@@ -21,11 +21,12 @@ quickstart: setup
 # on 2 AMD EPYC Zen 4 cores, a fresh clone's suite in 957-979 s against 1,308 s one test at a time, and test-fast in
 # 62 s against 107 s (2026-12-06): most tests are too small to keep two threads busy. A third worker, to fill the
 # time tests wait on processes, made it slower (996 s against 883 s in one checkout: Ray's scoring tests took 3-4x
-# as long). TEST_WORKERS=0: one at a time.
+# as long). The longest tests go first (tests/conftest.py) and an idle worker takes tests queued for the other
+# (--dist worksteal): 857 s against 883 s in one checkout. TEST_WORKERS=0: one at a time.
 TEST_WORKERS ?= auto
 
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not integration" $(PYTEST_ARGS)
