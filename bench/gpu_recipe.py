@@ -197,12 +197,7 @@ class Recipe:
 
     def row(self, name: str) -> dict:
         if name in WINDOWS_OF:
-            trained = [row for row in WINDOWS_OF[name] if row in self.models]
-            if not trained:
-                if name == "mpnet-windows" and not self.mpnet:
-                    return {"skipped": "no --mpnet given"}
-                raise RuntimeError(f"needs the model of a row among {', '.join(WINDOWS_OF[name])} (run it first)")
-            return {"of": trained[0], **self.evaluate(self.models[trained[0]], long_reviews="windows")}
+            return self.windows(name)
         if name in ("pretrain", "pretrain-warm"):
             return self.pretrained(name, head_warmup=0.2 if name == "pretrain-warm" else 0.0)
         if name == "mpnet-mlm":
@@ -214,13 +209,26 @@ class Recipe:
                 return {"skipped": "no --mpnet given"}
             return self.train(name, model=self.mpnet)
         if name == "distill":
-            teacher = self.teacher or self.models.get("mpnet")
-            if not teacher:
-                return {"skipped": "no --teacher given and no mpnet row"}
-            return self.train(name, teacher=str(teacher))
+            return self.distilled(name)
         if name == "distill-oof":
             return self.out_of_fold(name)
         return self.train(name)
+
+    def windows(self, name: str) -> dict:
+        """An earlier row's model scored with windows over long reviews."""
+        trained = [row for row in WINDOWS_OF[name] if row in self.models]
+        if not trained:
+            if name == "mpnet-windows" and not self.mpnet:
+                return {"skipped": "no --mpnet given"}
+            raise RuntimeError(f"needs the model of a row among {', '.join(WINDOWS_OF[name])} (run it first)")
+        return {"of": trained[0], **self.evaluate(self.models[trained[0]], long_reviews="windows")}
+
+    def distilled(self, name: str) -> dict:
+        """A student taught by --teacher, or by the mpnet row's model."""
+        teacher = self.teacher or self.models.get("mpnet")
+        if not teacher:
+            return {"skipped": "no --teacher given and no mpnet row"}
+        return self.train(name, teacher=str(teacher))
 
     def out_of_fold(self, name: str, folds: int = 2) -> dict:
         """MPNet teachers, one per fold of the training split, then the student they teach out of fold."""

@@ -373,6 +373,38 @@ def test_token_budget_plan(tmp_path):
     assert plan.epoch_at(len(plan.epochs[0]) // 2) == pytest.approx(0.5, abs=0.05)
 
 
+def test_batches_read_ahead_in_order_the_producers_error_reaches_the_step_and_a_step_that_stops_stops_it():
+    import threading
+
+    from critic.training.batches import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("the disk went away")
+
+    ahead = read_ahead(failing(), depth=2)
+    assert next(ahead) == 1
+    with pytest.raises(OSError, match="the disk went away"):
+        next(ahead)
+
+    produced = []
+
+    def counting():
+        for item in range(1000):
+            produced.append(item)
+            yield item
+
+    before = set(threading.enumerate())
+    ahead = read_ahead(counting(), depth=2)
+    assert next(ahead) == 0
+    (producer,) = [t for t in threading.enumerate() if t.name == "critic-batches" and t not in before]
+    ahead.close()  # the loop stopped (an error, an interrupt): the thread ends instead of reading all 1,000
+    producer.join(timeout=10)
+    assert not producer.is_alive() and len(produced) <= 5
+
+
 def test_presets_and_overrides(tmp_path):
     notebook = config.build({"preset": "notebook"})
     assert (

@@ -497,7 +497,6 @@ class PretrainConfig(LoopConfig):
     does."""
 
     TITLE: typing.ClassVar[str] = "pre-training"  # its settings' heading in --help
-
     TOML_TABLE: typing.ClassVar[str] = "pretrain"
 
     max_length: int = setting(
@@ -518,10 +517,9 @@ class PretrainConfig(LoopConfig):
     whole_word: bool = setting(False, "mask whole words: all pieces of a word or none", resume=True)
     head_warmup: float = setting(
         0.0,
-        "share of the steps that train only what the checkpoint lacks (a new "
-        "masked-LM head: all-MiniLM-L6-v2 has none), the encoder held still, before "
-        "everything trains with the learning-rate warm-up started again: a random "
-        "head's first gradients would reshape the encoder",
+        "share of the steps that train only what the checkpoint lacks (a new masked-LM head: all-MiniLM-L6-v2 has "
+        "none), the encoder held still, before everything trains with the learning-rate warm-up started again: a "
+        "random head's first gradients would reshape the encoder",
         resume=True,
     )
     holdout: float = setting(
@@ -560,30 +558,32 @@ def parse_value(name: str, raw, config_class: type = TrainConfig):
         return None
     if kind is list:
         return list(raw) if isinstance(raw, (list, tuple)) else [raw]
-    if not isinstance(raw, str):
-        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-            return float(raw)
-        if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
-            raise ValueError(f"{name} must be {kind.__name__}, got {raw!r}")
-        return raw
-    text = raw.strip()
+    return _text_value(name, raw, kind) if isinstance(raw, str) else _typed_value(name, raw, kind)
+
+
+def _typed_value(name: str, raw, kind: type):
+    """A TOML value of the field's type (an integer where a number is asked; never a boolean for a number)."""
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ValueError(f"{name} must be {kind.__name__}, got {raw!r}")
+    return raw
+
+
+def _text_value(name: str, raw: str, kind: type):
+    text = raw.strip().lower()
     if kind is bool:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        if text not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{name}: expected true or false, got {raw!r}")
-        return text.lower() in ("true", "1", "yes")
-    if kind is int:
+        return text in ("true", "1", "yes")
+    if kind in (int, float):
         try:
-            number = float(text)  # accepts 1e4 and 2000.0, refuses 2.5
+            number = float(text)  # a whole number may be written 1e4 or 2000.0, never 2.5
         except ValueError:
-            raise ValueError(f"{name}: expected a whole number, got {raw!r}") from None
-        if number != int(number):
-            raise ValueError(f"{name}: expected a whole number, got {raw!r}")
-        return int(number)
-    if kind is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+            number = None
+        if number is not None and (kind is float or number.is_integer()):
+            return number if kind is float else int(number)
+        raise ValueError(f"{name}: expected a {'whole ' if kind is int else ''}number, got {raw!r}")
     return raw
 
 

@@ -220,36 +220,42 @@ def records(path: Path) -> Iterator[tuple[int, dict]]:
     suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix
     suffix = suffix.lower()
     if suffix in (".csv", ".tsv", ".txt") or suffix.startswith((".csv.", ".tsv.")):
-        delimiter = "\t" if suffix.startswith(".tsv") else ","
-        with _open_text(path) as handle:
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            if not reader.fieldnames:
-                raise DataError(f"{path}: empty file, expected a header line")
-            line = reader.line_num + 1
-            try:
-                for record in reader:
-                    yield line, record
-                    line = reader.line_num + 1
-            except csv.Error as error:
-                raise DataError(f"{path}, line {line}: malformed CSV ({error})") from None
+        yield from _csv_records(path, "\t" if suffix.startswith(".tsv") else ",")
     elif suffix in (".jsonl", ".ndjson", ".json"):
-        with _open_text(path) as handle:
-            for line, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path}, line {line}: not valid JSON ({error.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}, line {line}: expected a JSON object, got {type(record).__name__}")
-                yield line, record
+        yield from _json_records(path)
     elif suffix in (".parquet", ".pq"):
         frame = pd.read_parquet(path)
-        for row, record in enumerate(frame.to_dict("records"), start=1):
-            yield row, record
+        yield from enumerate(frame.to_dict("records"), start=1)
     else:
         raise DataError(f"{path}: unknown format '{suffix}'; use .csv, .tsv, .jsonl or .parquet, or an aclImdb folder")
+
+
+def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if not reader.fieldnames:
+            raise DataError(f"{path}: empty file, expected a header line")
+        line = reader.line_num + 1
+        try:
+            for record in reader:
+                yield line, record
+                line = reader.line_num + 1
+        except csv.Error as error:
+            raise DataError(f"{path}, line {line}: malformed CSV ({error})") from None
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
+    with _open_text(path) as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {line}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}, line {line}: expected a JSON object, got {type(record).__name__}")
+            yield line, record
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -286,9 +286,34 @@ def cascade_html(cascade: dict) -> str:
 
 def print_summary(summary: dict, console=None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
+    print_headline(summary, console)
+    per_class = [
+        (name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}")
+        for name, c in summary["per_class"].items()
+    ]
+    console.print(rich_table(None, ("class", "precision", "recall", "F1", "support"), per_class))
+    if summary.get("baseline"):
+        columns = ("model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE")
+        console.print(rich_table("against the baseline", columns, comparison_rows(summary)))
+    if summary.get("cascade"):
+        console.print(rich_table("the cascade", CASCADE_COLUMNS, cascade_rows(summary["cascade"])))
+        console.print(cascade_note(summary["cascade"]))
+    if summary.get("calibration"):
+        fitted = summary["calibration"]
+        console.print(
+            f"calibrated: {describe(fitted, summary['labels'])}, validation ECE {fitted['ece_before']:.4f}"
+            f" -> {fitted['ece_after']:.4f}"
+        )
+    if "label_issues" in summary:
+        found = summary["label_issues"]
+        console.print(f"labels that look wrong: {found['rows']:,} ({found['share']:.1%}), ranked in {found['file']}")
+    print_breakdowns(summary, console)
+
+
+def print_headline(summary: dict, console) -> None:
+    """Accuracy with its interval and the other scores in a line; top-2 and ordinal scores where there are any."""
     low, high = summary["accuracy_ci95"]
     console.print(
         f"[bold]accuracy {summary['accuracy']:.2%}[/bold] (95% interval {low:.2%} – {high:.2%}) on "
@@ -306,59 +331,28 @@ def print_summary(summary: dict, console=None) -> None:
                 else ""
             )
         )
-    table = Table(title_justify="left")
-    for column in ("class", "precision", "recall", "F1", "support"):
+
+
+def rich_table(title: str | None, columns, rows):
+    """A terminal table, its title on the left and every column right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
         table.add_column(column, justify="right")
-    for name, c in summary["per_class"].items():
-        table.add_row(
-            name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}"
-        )
-    console.print(table)
-    if summary.get("baseline"):
-        compared = Table(title="against the baseline", title_justify="left")
-        for column in ("model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE"):
-            compared.add_column(column, justify="right")
-        for row in comparison_rows(summary):
-            compared.add_row(*row)
-        console.print(compared)
-    if summary.get("cascade"):
-        stages = Table(title="the cascade", title_justify="left")
-        for column in CASCADE_COLUMNS:
-            stages.add_column(column, justify="right")
-        for row in cascade_rows(summary["cascade"]):
-            stages.add_row(*row)
-        console.print(stages)
-        console.print(cascade_note(summary["cascade"]))
-    if summary.get("calibration"):
-        fitted = summary["calibration"]
-        console.print(
-            f"calibrated: {describe(fitted, summary['labels'])}, validation ECE {fitted['ece_before']:.4f}"
-            f" -> {fitted['ece_after']:.4f}"
-        )
-    if "label_issues" in summary:
-        found = summary["label_issues"]
-        console.print(f"labels that look wrong: {found['rows']:,} ({found['share']:.1%}), ranked in {found['file']}")
-    print_breakdowns(summary, console)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def print_breakdowns(summary: dict, console) -> None:
     """The tables by slice, by "not sure" target and by length, where the summary has them."""
-    from rich.table import Table
-
     if "slices" in summary:
-        sliced = Table(title=f"by {summary['slices']['column']}, the worst first", title_justify="left")
-        for column in SLICE_COLUMNS:
-            sliced.add_column(column, justify="right")
-        for row in slice_rows(summary, most=15):
-            sliced.add_row(*row)
-        console.print(sliced)
+        title = f"by {summary['slices']['column']}, the worst first"
+        console.print(rich_table(title, SLICE_COLUMNS, slice_rows(summary, most=15)))
     if "unsure" in summary:
-        answered = Table(title="not sure below a threshold (--min-accuracy)", title_justify="left")
-        for column in UNSURE_COLUMNS:
-            answered.add_column(column, justify="right")
-        for row in unsure_rows(summary):
-            answered.add_row(*row)
-        console.print(answered)
+        title = "not sure below a threshold (--min-accuracy)"
+        console.print(rich_table(title, UNSURE_COLUMNS, unsure_rows(summary)))
     if "accuracy_by_length" in summary:
         console.print(
             "by length: "

@@ -85,8 +85,16 @@ def create_label_app(session: LabelSession, settings: ServeSettings | None = Non
 
 
 def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
-    LabelRequest, UndoRequest = request_models(list(session.store.labels))
+    """/v1/label/…, behind the server's key: the labelling routes and the model's."""
     router = keyed_router("/v1/label", settings)
+    add_labelling_routes(router, session)
+    add_model_routes(router, session, settings)
+    return router
+
+
+def add_labelling_routes(router: APIRouter, session: LabelSession) -> None:
+    """next, a label, undo."""
+    LabelRequest, UndoRequest = request_models(list(session.store.labels))
 
     @router.get("/next", response_model=list[ToLabel])
     async def next_reviews(n: Annotated[int, Query(ge=1, le=100)] = 1) -> list[ToLabel]:
@@ -109,6 +117,10 @@ def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
             raise HTTPException(422, str(error)) from None
         return {"undone": body.label_id, "undo_id": undo_id}
 
+
+def add_model_routes(router: APIRouter, session: LabelSession, settings: ServeSettings) -> None:
+    """why the model suggests what it does, a retrain, the status."""
+
     @router.get("/why", response_model=dict | None)
     async def why(id: Annotated[int, Query(ge=1, le=2**62)]) -> dict | None:
         if await asyncio.to_thread(session.store.review, id) is None:
@@ -126,8 +138,6 @@ def label_router(session: LabelSession, settings: ServeSettings) -> APIRouter:
     @router.get("/status", response_model=dict)
     async def status() -> dict:
         return await asyncio.to_thread(session.status)
-
-    return router
 
 
 def page_router(session: LabelSession, metrics: Metrics) -> APIRouter:

@@ -102,35 +102,43 @@ def pinned_ahead(batches: Iterator[tuple[dict, int, int]], pin: bool) -> Iterato
 
 def read_ahead(items: Iterator, depth: int) -> Iterator:
     """Iterate `items` in a background thread, up to `depth` items ahead of the consumer."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(message) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(message, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as error:  # handed to the consumer, raised there
-            put(("error", error))
-
-    threading.Thread(target=produce, daemon=True, name="critic-batches").start()
+    producer = _Producer(items, depth)
+    threading.Thread(target=producer.run, daemon=True, name="critic-batches").start()
     try:
         while True:
-            kind, value = ready.get()
+            kind, value = producer.ready.get()
             if kind == "end":
                 return
             if kind == "error":
                 raise value
             yield value
     finally:
-        stop.set()
+        producer.stop.set()
+
+
+class _Producer:
+    """Puts ("item", x) for each of `items`, then ("end", None), or ("error", e); gives up once `stop` is set (the
+    consumer left)."""
+
+    def __init__(self, items: Iterator, depth: int):
+        self.items = items
+        self.ready: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for item in self.items:
+                if not self.put(("item", item)):
+                    return
+            self.put(("end", None))
+        except BaseException as error:  # handed to the consumer, raised there
+            self.put(("error", error))
+
+    def put(self, message) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.ready.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
