@@ -185,7 +185,9 @@ def test_a_failed_retrain_keeps_the_model_in_use_and_says_why(pool_store, toy_mo
     assert "at least two classes" in status["retrain"]["last_error"]
 
 
-def test_a_retrain_fine_tunes_in_a_shorter_window_once_every_class_has_enough_labels(tmp_path, toy_model, tiny_bert):
+def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every_class_has_enough_labels(
+    tmp_path, toy_model, tiny_bert
+):
     frame = pd.read_csv(toy_model.parent / "toy.csv").head(600)
     frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
     settings = LoopSettings(base_model=str(tiny_bert))
@@ -196,7 +198,15 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_once_every_class_has_enough_la
     many = Store(tmp_path / "many.db", create=True, labels=["negative", "positive"])
     frame.to_csv(tmp_path / "many.csv", index=False)
     many.import_file(tmp_path / "many.csv")  # 600 labels: over 200 a class in the training split
-    assert settings.retrain_args(many.name) == ["--pair-epochs", "0", "--no-cascade", "--max-length", "128"]
+    assert settings.retrain_args(many.name) == [
+        "--pair-epochs",
+        "0",
+        "--no-cascade",
+        "--max-length",
+        "128",
+        "--batch-size",
+        "8",
+    ]
 
 
 @pytest.mark.slow
