@@ -888,6 +888,11 @@ def test_a_model_answering_one_class_for_nearly_every_review_is_named():
     note = final_save.one_sided(predicted, labels, names)
     assert "answers 'positive' for 97% of the validation reviews, of which 64% are" in note
     assert "balanced accuracy 0.37, 0.33 by chance" in note
+    assert note.endswith("label more reviews of the other classes")
+    # fine-tuned in few steps (600 IMDB labels in batches of 16: 34 steps), the advice is to train in more
+    few = final_save.one_sided(predicted, labels, names, trained_steps=34)
+    assert few.endswith("it trained in 34 steps: train in more (smaller batches, --batch-size 8, or more --epochs)")
+    assert final_save.one_sided(predicted, labels, names, trained_steps=500).endswith("of the other classes")
     assert final_save.one_sided(labels, labels, names) is None  # a model that is right
     assert final_save.one_sided(np.full(100, 2), np.full(100, 2), names) is None  # data that is one class
 

@@ -61,7 +61,7 @@ def finish(
         **speed,
         **({"fp16_skipped_steps": skipped} if fp16 else {}),
     )
-    calibrate_and_record(config, output, inputs, machine, say, progress)
+    calibrate_and_record(config, output, inputs, machine, say, progress, trained_steps=state.step)
     write_stats(state.history, output)
     modeling.update_record(output, complete=True)  # last: a rerun of a run without it saves it again
     if progress:
@@ -80,11 +80,18 @@ def finish(
 
 
 def calibrate_and_record(
-    config: TrainConfig, output: Path, inputs: Inputs, machine: Machine, say, progress: bool = False
+    config: TrainConfig,
+    output: Path,
+    inputs: Inputs,
+    machine: Machine,
+    say,
+    progress: bool = False,
+    trained_steps: int | None = None,
 ) -> tuple:
     """The saved model's last steps, for fine-tuning and the few-label fit alike: calibrated on the whole validation
     split, with its --min-accuracy curve in critic.json, measured as the model answers by default (through windows
-    where it reads long reviews so). Returns those validation probabilities, and the labels."""
+    where it reads long reviews so). Returns those validation probabilities, and the labels. `trained_steps`: the
+    fine-tuning's optimizer steps (None: the few-label fit)."""
     texts, reviews, labels = final_validation(config, inputs, say)
     model, tokenizer, record, logits, hidden = validation_logits(
         output, reviews, inputs, machine, progress, head_inputs=config.calibrate
@@ -96,7 +103,7 @@ def calibrate_and_record(
     else:
         probs = modeling.softmax(logits)
     record_abstention(output, probs, labels, say)
-    if note := one_sided(probs.argmax(axis=1), labels, inputs.dataset.labels):
+    if note := one_sided(probs.argmax(axis=1), labels, inputs.dataset.labels, trained_steps):
         say(f"warning: {note}")
     if config.cascade:
         fit_cascade(output, texts, labels, probs, say)
@@ -129,12 +136,19 @@ def windowed_probabilities(output: Path, texts: list[str], machine: Machine, say
 
 
 ONE_SIDED_SHARE = 0.9  # of the validation reviews answered with one class, at least 10 points above its share
+# Fine-tuning in fewer optimizer steps than this may not have learned yet. MiniLM on 600 IMDB labels, 1 epoch, 128
+# tokens (2 AMD EPYC Zen 4 cores, 2026-12-06, docs/benchmarks.md "Active learning"): 34 steps of 16 gave 56-68% over
+# three seeds, one of them answering "positive" for 97% of validation; 67 steps of 8 gave 78-82%.
+FEW_STEPS = 100
 
 
-def one_sided(predicted: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> str | None:
+def one_sided(
+    predicted: np.ndarray, labels: np.ndarray, names: tuple[str, ...], trained_steps: int | None = None
+) -> str | None:
     """What to tell of a model that answers one class for nearly every validation review, more often than the class
     occurs: it tells the classes apart little better than their shares (drugs, 8 labels per class: the calibrated
-    model answered 'positive' for 97% of the reviews, 64% of which are). None for a model that does not."""
+    model answered 'positive' for 97% of the reviews, 64% of which are), and what to do: train in more steps where
+    fine-tuning took few (`trained_steps`), else label more of the other classes. None for a model that does not."""
     top = int(np.bincount(predicted, minlength=len(names)).argmax())
     answered, occurs = float((predicted == top).mean()), float((labels == top).mean())
     if answered < ONE_SIDED_SHARE or answered - occurs < 0.1:
@@ -143,7 +157,12 @@ def one_sided(predicted: np.ndarray, labels: np.ndarray, names: tuple[str, ...])
     return (
         f"the model answers {names[top]!r} for {answered:.0%} of the validation reviews, of which {occurs:.0%} are: "
         f"it tells the classes apart little better than their shares (balanced accuracy {np.mean(recalls):.2f}, "
-        f"{1 / len(names):.2f} by chance); label more reviews of the other classes"
+        f"{1 / len(names):.2f} by chance); "
+        + (
+            f"it trained in {trained_steps} steps: train in more (smaller batches, --batch-size 8, or more --epochs)"
+            if trained_steps is not None and trained_steps < FEW_STEPS
+            else "label more reviews of the other classes"
+        )
     )
 
 
