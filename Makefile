@@ -22,7 +22,7 @@ quickstart: setup
 # 62 s against 107 s (2026-12-06): most tests are too small to keep two threads busy. A third worker, to fill the
 # time tests wait on processes, made it slower (996 s against 883 s in one checkout: Ray's scoring tests took 3-4x
 # as long). The longest tests go first (tests/conftest.py) and an idle worker takes tests queued for the other
-# (--dist worksteal): 857 s against 883 s in one checkout, 924 s against 957 s on a fresh clone (.ci/run).
+# (--dist worksteal): 857 s against 883 s in one checkout, 924 and 951 s against 957 s on fresh clones (.ci/run).
 # TEST_WORKERS=0: one at a time.
 TEST_WORKERS ?= auto
 
