@@ -25,9 +25,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    # The long tests first (a stable sort keeps each file's order among its kind): pytest-xdist hands the first
-    # quarter of the list round-robin to its workers, then the rest to whichever is free, so no minute-long test
-    # starts last while the other worker idles.
+    # The long tests first (a stable sort keeps each file's order among its kind): `make test` splits the list
+    # between its workers, and an idle one takes half of the other's queue (--dist worksteal), so the run ends on
+    # short tests instead of on a minute-long one started last while the other worker idles.
     items.sort(key=lambda item: (not item.get_closest_marker("integration"), not item.get_closest_marker("slow")))
 
 
