@@ -1,5 +1,5 @@
-"""Self-contained HTML pages: matplotlib figures embedded as SVG, tables from plain rows. No JavaScript, no
-network: a report opens anywhere and can be mailed as one file."""
+"""Self-contained HTML pages: matplotlib figures embedded as SVG, tables from plain rows (and the same tables for
+the terminal). No JavaScript, no network: a report opens anywhere and can be mailed as one file."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def table(header: Sequence[str], rows: Iterable[Sequence], text_columns: Sequenc
         )
         body.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def terminal_table(title: str | None, header: Sequence[str], rows: Iterable[Sequence[str]]):
+    """The same kind of table for the terminal (rich): its title on the left, every column right-aligned."""
+    from rich.table import Table
+
+    printed = Table(title=title, title_justify="left")
+    for column in header:
+        printed.add_column(column, justify="right")
+    for row in rows:
+        printed.add_row(*row)
+    return printed
 
 
 def kpis(pairs: Iterable[tuple[str, object]]) -> str:

@@ -293,12 +293,12 @@ def print_summary(summary: dict, console=None) -> None:
         (name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1-score']:.4f}", f"{int(c['support'])}")
         for name, c in summary["per_class"].items()
     ]
-    console.print(rich_table(None, ("class", "precision", "recall", "F1", "support"), per_class))
+    console.print(report.terminal_table(None, ("class", "precision", "recall", "F1", "support"), per_class))
     if summary.get("baseline"):
         columns = ("model", "accuracy", "95% interval", "macro F1", "ROC AUC", "ECE")
-        console.print(rich_table("against the baseline", columns, comparison_rows(summary)))
+        console.print(report.terminal_table("against the baseline", columns, comparison_rows(summary)))
     if summary.get("cascade"):
-        console.print(rich_table("the cascade", CASCADE_COLUMNS, cascade_rows(summary["cascade"])))
+        console.print(report.terminal_table("the cascade", CASCADE_COLUMNS, cascade_rows(summary["cascade"])))
         console.print(cascade_note(summary["cascade"]))
     if summary.get("calibration"):
         fitted = summary["calibration"]
@@ -333,26 +333,14 @@ def print_headline(summary: dict, console) -> None:
         )
 
 
-def rich_table(title: str | None, columns, rows):
-    """A terminal table, its title on the left and every column right-aligned."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
 def print_breakdowns(summary: dict, console) -> None:
     """The tables by slice, by "not sure" target and by length, where the summary has them."""
     if "slices" in summary:
         title = f"by {summary['slices']['column']}, the worst first"
-        console.print(rich_table(title, SLICE_COLUMNS, slice_rows(summary, most=15)))
+        console.print(report.terminal_table(title, SLICE_COLUMNS, slice_rows(summary, most=15)))
     if "unsure" in summary:
         title = "not sure below a threshold (--min-accuracy)"
-        console.print(rich_table(title, UNSURE_COLUMNS, unsure_rows(summary)))
+        console.print(report.terminal_table(title, UNSURE_COLUMNS, unsure_rows(summary)))
     if "accuracy_by_length" in summary:
         console.print(
             "by length: "

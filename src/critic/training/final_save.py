@@ -301,13 +301,12 @@ def record_abstention(output: Path, probs: np.ndarray, labels: np.ndarray, say: 
 def print_stats(history: list[dict], best_step: int | None) -> None:
     """The notebook's per-epoch table, one row per validation; the kept checkpoint is marked."""
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="Training", title_justify="left")
-    for column in ("epoch", "step", "training loss", "valid. loss", "valid. accuracy", "valid. AUC", ""):
-        table.add_column(column, justify="right")
-    for entry in history:
-        table.add_row(
+    from critic import report
+
+    header = ("epoch", "step", "training loss", "valid. loss", "valid. accuracy", "valid. AUC", "")
+    rows = [
+        (
             f"{entry['epoch']:.2f}",
             str(entry["step"]),
             f"{entry['train_loss']:.4f}",
@@ -316,7 +315,9 @@ def print_stats(history: list[dict], best_step: int | None) -> None:
             f"{entry['val_auc']:.4f}",
             "best" if entry["step"] == best_step else "",
         )
-    Console(stderr=True).print(table)
+        for entry in history
+    ]
+    Console(stderr=True).print(report.terminal_table("Training", header, rows))
 
 
 def write_stats(history: list[dict], output: Path) -> None:
