@@ -71,27 +71,34 @@ def pick(
     rng = np.random.default_rng(seed)
     count = min(count, len(features))
     randoms = int(round(count * random_share)) if count >= 1 / max(random_share, 1e-9) else 0
-    taken: list[Pick] = []
-    chosen = np.zeros(len(features), dtype=bool)
-
-    def take(positions, reason: str, up_to: int) -> None:
-        for position in positions:
-            if len(taken) < up_to and not chosen[position]:
-                chosen[position] = True
-                taken.append(Pick(int(position), reason))
-
+    batch = Batch(len(features))
     if probs is None:
-        take(central(features, count - randoms, rng), "diverse start", count - randoms)
+        batch.take(central(features, count - randoms, rng), "diverse start", count - randoms)
     else:
         # rare_picks asks for one review or more of each rare class, which can be more than a small batch holds
         for reason, positions in rare_picks(probs, labelled_per_class, class_names, count - randoms):
-            take(positions, reason, count - randoms)
+            batch.take(positions, reason, count - randoms)
         if uncertain:
-            left = count - randoms - len(taken)
-            take(least_certain(probs, features, chosen, left, rng), "uncertain", count - randoms)
-    rest = np.flatnonzero(~chosen)
-    take(rng.choice(rest, size=min(count - len(taken), len(rest)), replace=False), "random", count)
-    return taken
+            left = count - randoms - len(batch.taken)
+            batch.take(least_certain(probs, features, batch.chosen, left, rng), "uncertain", count - randoms)
+    rest = np.flatnonzero(~batch.chosen)
+    batch.take(rng.choice(rest, size=min(count - len(batch.taken), len(rest)), replace=False), "random", count)
+    return batch.taken
+
+
+class Batch:
+    """The picks so far, and which of the pool's positions they hold."""
+
+    def __init__(self, pool_size: int):
+        self.taken: list[Pick] = []
+        self.chosen = np.zeros(pool_size, dtype=bool)
+
+    def take(self, positions, reason: str, up_to: int) -> None:
+        """Each of `positions` not taken yet, for `reason`, until the batch holds `up_to` picks."""
+        for position in positions:
+            if len(self.taken) < up_to and not self.chosen[position]:
+                self.chosen[position] = True
+                self.taken.append(Pick(int(position), reason))
 
 
 def central(features: np.ndarray, count: int, rng: np.random.Generator, sample: int = 5000) -> np.ndarray:
