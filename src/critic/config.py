@@ -72,16 +72,14 @@ class LoopConfig:
     # 32 took 68-72 s, at 93.78% (93.14-94.42) on the test split against 93.64% (docs/benchmarks.md, batch-64 row).
     batch_size: int = setting(
         64,
-        "sequences per step and process (torchrun: the global batch is this x "
-        "processes); with token batching, the size of a batch of the longest ones "
-        "(shorter ones come up to 4x as many)",
+        "sequences per step and process (torchrun: the global batch is this x processes); with token batching, the "
+        "size of a batch of the longest ones (shorter ones come up to 4x as many)",
         resume=True,
     )
     batching: str = setting(
         "auto",
-        "tokens: fill each batch to a token budget (short reviews in larger batches; "
-        "the GPU default), reviews: a fixed --batch-size, auto: tokens on GPUs, reviews "
-        "on CPUs",
+        "tokens: fill each batch to a token budget (short reviews in larger batches; the GPU default), reviews: a "
+        "fixed --batch-size, auto: tokens on GPUs, reviews on CPUs",
         resume=True,
     )
     batch_tokens: int | None = setting(
@@ -158,8 +156,7 @@ class DataSettings:
     label_map: str | None = setting(
         None,
         "raw label values to classes: 'good=positive,bad=negative', or "
-        "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes "
-        "from stars",
+        "'1=negative,2=negative,3=neutral,4=positive,5=positive' for 3 classes from stars",
         resume=True,
     )
     labels: str | None = setting(
@@ -235,10 +232,9 @@ class TextSettings:
     )
     long_reviews: str | None = setting(
         None,
-        "how `critic predict` treats reviews longer than the window by "
-        "default: truncate, or windows (overlapping windows scored and pooled: "
-        "+1.2 points on IMDB, 2.2x the compute); default: windows for a "
-        "few-label model (+0.6 points at 64 labels per class on IMDB), else truncate",
+        "how `critic predict` treats reviews longer than the window by default: truncate, or windows (overlapping "
+        "windows scored and pooled: +1.2 points on IMDB, 2.2x the compute); default: windows for a few-label model "
+        "(+0.6 points at 64 labels per class on IMDB), else truncate",
         resume=False,
     )
     window_stride: int | None = setting(
@@ -293,9 +289,8 @@ class DistillationSettings:
 
     teacher: str | None = setting(
         None,
-        "a fine-tuned critic model folder whose probabilities the model learns "
-        "from, besides the labels (`critic distill TEACHER` sets it); several, "
-        "comma-separated, trained with --fold 1/N … N/N: out of fold",
+        "a fine-tuned critic model folder whose probabilities the model learns from, besides the labels (`critic "
+        "distill TEACHER` sets it); several, comma-separated, trained with --fold 1/N … N/N: out of fold",
         resume=True,
     )
     teacher_share: float = setting(
@@ -343,10 +338,9 @@ class FinishSettings:
 
     calibrate: bool = setting(
         True,
-        "fit a temperature (with a class bias, or for two classes an increasing map of "
-        "the margin, where that measures better) on the validation split after training "
-        "and fold it into the classification head, so every consumer reads calibrated "
-        "probabilities",
+        "fit a temperature (with a class bias, or for two classes an increasing map of the margin, where that measures "
+        "better) on the validation split after training and fold it into the classification head, so every consumer "
+        "reads calibrated probabilities",
         resume=False,
     )
     cascade: bool = setting(
