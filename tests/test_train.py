@@ -18,9 +18,9 @@ import torch
 from ports import free_port
 from safetensors.torch import load_file
 
-from critic import config
+from critic import config, data
 from critic.config import TrainConfig
-from critic.training import final_save, inputs, train
+from critic.training import final_save, fine_tuning, inputs, train
 from critic.training.batches import plan_batches
 from critic.training.checkpoint import CHECKPOINT, atomic_save, checkpoint_settings, truncate_log
 from critic.training.processes import Distributed
@@ -403,6 +403,23 @@ def test_batches_read_ahead_in_order_the_producers_error_reaches_the_step_and_a_
     ahead.close()  # the loop stopped (an error, an interrupt): the thread ends instead of reading all 1,000
     producer.join(timeout=10)
     assert not producer.is_alive() and len(produced) <= 5
+
+
+def test_the_cpu_preset_takes_batches_of_8_on_a_small_training_split_unless_a_batch_size_is_given(tmp_path, tiny_bert):
+    reviews = tmp_path / "reviews.csv"
+    synthetic.reviews(300).to_csv(reviews, index=False)
+    settings = dict(
+        preset="cpu", model=str(tiny_bert), data=str(reviews), few_labels="off", max_length=32, cascade=False
+    )
+    out = train.train(config.build({**settings, "output": str(tmp_path / "small")}), progress=False)
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["batch_size"] == 8 and "batches of 8 instead of 16" in saved["notes"][-1]
+    more = tmp_path / "more.csv"
+    synthetic.reviews(1500).to_csv(more, index=False)
+    for given, path in (({"batch_size": 16}, reviews), ({}, more)):  # asked for, or 1,000 training reviews or more
+        chosen = fine_tuning.for_small_split(config.build({**settings, **given}), data.load(str(path)))
+        assert chosen.batch_size == 16 and not any("batches of 8" in note for note in chosen.notes)
+    assert config.build({"preset": "gpu"}).small_split_batch == 0
 
 
 def test_presets_and_overrides(tmp_path):

@@ -208,6 +208,9 @@ class FewLabelSettings:
         "the regression; minutes on a CPU (0: the encoder as it is, seconds)",
         resume=True,
     )
+    small_split_batch: int = setting(
+        0, "with fewer than 1,000 training reviews and no --batch-size: batches of this many (0: off)", resume=False
+    )
 
     def check(self) -> None:
         if self.few_labels not in ("auto", "on", "off"):
@@ -415,6 +418,8 @@ class TrainConfig(
         job = super().from_values({**PRESETS[preset], **values, "preset": preset})
         if job.preset == "cpu" and "notes" not in values:
             job.notes = [cpu_preset_note(job)]
+        if "batch_size" in values and "small_split_batch" not in values:
+            job.small_split_batch = 0  # the batch size asked for stands
         return job
 
 
@@ -449,6 +454,7 @@ PRESETS: dict[str, dict] = {
         max_length=256,
         epochs=1,
         batch_size=16,
+        small_split_batch=8,  # under 1,000 training reviews (training.fine_tuning.for_small_split says why)
         lr=1e-4,
         warmup_ratio=0.1,
     ),

@@ -32,11 +32,12 @@ def train(
     if config.teacher:
         return distill.distill(config, log, progress, on_validation)
     dataset = None
-    if few_labels.considered(config):  # read once, for the choice and for the chosen path
+    if few_labels.considered(config) or config.small_split_batch:  # read once, for the choices and the chosen path
         say = speaker(log, first_process())  # as the run will say it: a download is not silent
         dataset = data.load(config.data, data.columns_of(config), config.drop_invalid, log=say)
         if few_labels.wanted(config, dataset):
             return few_labels.fit(config, log, dataset, progress)
+        config = fine_tuning.for_small_split(config, dataset)
     return fine_tuning.fine_tune(config, log, progress, dataset=dataset, on_validation=on_validation)
 
 
