@@ -64,6 +64,10 @@ def test_two_opinions_are_both_kept_and_training_takes_the_majority_then_the_lat
         assert connection.execute(sa.select(sa.func.count()).select_from(labels_store.labels_table)).scalar() == 4
     with pytest.raises(StoreError, match="not one of negative, positive"):
         store.add_label(review, "neutral", "ann")
+    (other, undone), _ = store.add_reviews(["not labelled", "labelled, then undone"], source="test")
+    store.undo(store.add_label(undone, "negative", "ann"), "ann")
+    assert store.unlabelled_ids(among=[review, undone, other]) == store.unlabelled_ids() == [other, undone]
+    assert store.unlabelled_ids(among=[review]) == [] and store.unlabelled_ids(among=[]) == []
     assert label_of(["a", "b", "b", "a"]) == "a" and label_of(["a", "b", "b"]) == "b"
 
 
@@ -244,6 +248,7 @@ def test_the_same_store_on_a_real_postgresql_server(postgresql, tmp_path):
     assert int(store.labelled()["disagree"].sum()) == 1
     store.enqueue(["served and unsure"], ["unsure"], "toy", ["positive"], [0.51])
     assert len(store.queued()) == 1
+    assert store.unlabelled_ids(among=[review, *store.queued()["review_id"]]) == list(store.queued()["review_id"])
     store.hold("critic label")
     holder = subprocess.run([sys.executable, "-c", HOLD, postgresql], input="", capture_output=True, text=True)
     assert holder.returncode != 0 and f"held by process {os.getpid()}" in holder.stderr

@@ -180,10 +180,11 @@ class LabelSession:
     def next(self, count: int = 1) -> list[dict]:
         """Up to `count` reviews to label: the server's queue first, then the plan (while the next plan is made,
         random reviews); each with its text, the model's suggestion and confidence, and why it was picked."""
-        waiting = set(self.store.unlabelled_ids())
-        queued = self.store.queued(waiting)
+        queued = self.store.queued()
         with self.lock:
+            planned_ids = [p.review_id for p in self.plan]
             second_looks = [p.review_id for p in self.plan if p.reason == SECOND_LOOK]
+        waiting = set(self.store.unlabelled_ids(among=planned_ids)) | set(queued["review_id"].tolist())
         votes = self.store.votes(second_looks)  # a second look is asked while its review has one label
         now = time.monotonic()
         with self.lock:
@@ -204,8 +205,9 @@ class LabelSession:
             ] + planned
             free = [p for p in candidates if now - self.leases.get(p.review_id, -LEASE_S) >= LEASE_S]
             chosen = (free or candidates)[:count]
-            if len(chosen) < count:
-                chosen += self._stopgap(count - len(chosen), waiting - {p.review_id for p in candidates}, now)
+            if len(chosen) < count:  # the plan and the queue ran out: any unlabelled review
+                left = set(self.store.unlabelled_ids()) - {p.review_id for p in candidates}
+                chosen += self._stopgap(count - len(chosen), left, now)
             for item in chosen:
                 self.leases[item.review_id] = now
                 self.handed[item.review_id] = item
