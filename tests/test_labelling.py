@@ -288,6 +288,8 @@ def test_a_server_sends_its_unsure_answers_to_the_store_and_the_page_asks_for_th
     label_id = session.label(first[0]["id"], "positive", "ann")
     assert store.history().set_index("id").loc[label_id, "origin"] == "correction"
     assert len(store.queued()) == 1
+    session.undo(label_id, "ann")  # undone: back in the queue
+    assert list(store.queued()["review_id"]) == [item["id"] for item in first]
 
 
 # ------------------------------------------------------------------------------------- a real labelling server
