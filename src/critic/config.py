@@ -43,9 +43,8 @@ class LoopConfig:
     """The training loop's settings, shared by every kind of training: what it reads, how it steps, where it runs
     and writes. Fine-tuning (TrainConfig) and pre-training (PretrainConfig) add their own on top."""
 
-    TITLE: typing.ClassVar[str] = (
-        "the loop: what it reads, how it steps, where it runs and writes"  # its settings' heading in --help
-    )
+    # its settings' heading in --help
+    TITLE: typing.ClassVar[str] = "the loop: what it reads, how it steps, where it runs and writes"
 
     TOML_TABLE: typing.ClassVar[str] = "train"  # the table of a TOML file the settings are read from
 
@@ -221,8 +220,7 @@ class FewLabelSettings:
 
 @dataclass
 class TextSettings:
-    """How reviews are cut to the window, and how `critic predict` reads longer ones by default (saved with
-    the model)."""
+    """How reviews are cut to the window, and how `critic predict` reads longer ones (saved with the model)."""
 
     TITLE: typing.ClassVar[str] = "text: the window and long reviews"  # its settings' heading in --help
 
@@ -272,9 +270,7 @@ class RegularisationSettings:
         resume=True,
     )
     dropout: float | None = setting(
-        None,
-        "dropout of the encoder's hidden states and attention (default: the model's own, 0.1 for most)",
-        resume=True,
+        None, "dropout of the encoder's hidden states and attention (default: the model's, 0.1 for most)", resume=True
     )
 
     def check(self) -> None:
@@ -442,9 +438,8 @@ PRESETS: dict[str, dict] = {
     # A GPU: the full training split, the default recipe.
     "gpu": dict(),
     # The most accurate recipe the GPU ablation has measured (docs/benchmarks.md; one H200): MPNet (110M) at a
-    # base-size encoder's rate, 512 tokens head+tail, 3 epochs: 95.85% (95.29-96.37) on the whole test split in 163 s
-    # of training (2026-11-27) and 96.33% (95.79-96.85) in 174 s run again (2026-12-04), against MiniLM's 93.78% in
-    # 35 s.
+    # base-size encoder's rate, 512 tokens head+tail, 3 epochs: 95.85% (95.29-96.37) on the whole test split
+    # in 163 s of training (2026-11-27), 96.33% (95.79-96.85) in 174 s again (2026-12-04); MiniLM 93.78% in 35 s.
     "best": dict(model="mpnet", batch_size=32, lr=2e-5),
     # Two CPU cores: minutes, not hours. What it gives up is printed and saved with the model.
     "cpu": dict(
