@@ -543,6 +543,18 @@ def test_layer_decay_slows_the_lower_layers(tiny_bert):
     assert {g["lr"] for g in flat} == {1e-3}
 
 
+def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(tmp_path, tiny_bert, toy_csv):
+    out = train.train(settings(tiny_bert, toy_csv, tmp_path / "f", epochs=1, frozen_layers=1), progress=False)
+    before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model.safetensors")
+    kept = [name for name in before if name.startswith(("embeddings.", "encoder.layer.0."))]
+    learnt = [name for name in before if name.startswith("encoder.layer.1.")]
+    assert kept and learnt
+    assert all(torch.equal(before[name], after[f"bert.{name}"]) for name in kept)
+    assert all(not torch.equal(before[name], after[f"bert.{name}"]) for name in learnt)
+    with pytest.raises(ValueError, match="has 2 layers; keep one to learn"):
+        train.train(settings(tiny_bert, toy_csv, tmp_path / "g", epochs=1, frozen_layers=2), progress=False)
+
+
 @pytest.mark.parametrize(
     "extra", [{}, {"eval_size": 100_000}, {"eval_size": 50}, {"fold": "2/3"}, {"fold": "2/3", "eval_size": 50}]
 )

@@ -272,10 +272,15 @@ class RegularisationSettings:
     dropout: float | None = setting(
         None, "dropout of the encoder's hidden states and attention (default: the model's, 0.1 for most)", resume=True
     )
+    frozen_layers: int = setting(
+        0, "keep the embeddings and the lowest N layers as pretrained: less work a step (0: all learn)", resume=True
+    )
 
     def check(self) -> None:
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay {self.layer_decay} is outside (0, 1]")
+        if self.frozen_layers < 0:
+            raise ValueError(f"frozen_layers must be 0 or more, got {self.frozen_layers}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout {self.dropout} is outside [0, 1)")
 

@@ -23,7 +23,7 @@ from critic.training.checkpoint import RunState, append_log
 from critic.training.final_save import finish
 from critic.training.inputs import Teacher, load_inputs, review_batches, run_record
 from critic.training.processes import Distributed
-from critic.training.step import Machine, TrainingStep
+from critic.training.step import Machine, TrainingStep, freeze_lowest
 
 
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -162,6 +162,12 @@ class FineTuning(loop.Job):
     def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
             use_rowwise_attention(self.model)
+        if frozen := self.config.frozen_layers:
+            learning = freeze_lowest(self.model, frozen)
+            lowest = "lowest layer" if frozen == 1 else f"lowest {frozen} layers"
+            self.say(
+                f"the embeddings and the {lowest} kept as pretrained (--frozen-layers): {learning:,} parameters learn"
+            )
         self.machine = machine
         weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
         teacher_share = self.config.teacher_share if self.config.teacher else 0.0

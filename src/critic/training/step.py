@@ -29,25 +29,51 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def layer_count(model) -> int:
+    return model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layers
+
+
+def depth(name: str, layers: int) -> int:
+    """Where a parameter sits: 0 the embeddings, 1..layers the encoder's layers from the bottom, layers + 1 the
+    head and the rest."""
+    found = re.search(r"\.layer\.(\d+)\.", name)
+    below = "embeddings" in name or "relative_attention_bias" in name  # MPNet's is shared by all its layers
+    return int(found[1]) + 1 if found else 0 if below else layers + 1
+
+
+def freeze_lowest(model, frozen_layers: int) -> int:
+    """Keep the embeddings and the lowest `frozen_layers` encoder layers as they are: no gradient is computed for
+    them, and the optimiser does not hold them. Returns how many parameters still learn."""
+    layers = layer_count(model)
+    named = list(model.named_parameters())
+    if frozen_layers >= layers:
+        raise ValueError(
+            f"frozen_layers {frozen_layers}: {type(model).__name__} has {layers} layers; keep one to learn"
+        )
+    if not any(0 < depth(name, layers) <= layers for name, _ in named):
+        raise ValueError(f"frozen_layers: critic cannot tell {type(model).__name__}'s layers apart (0 trains them all)")
+    for name, param in named:
+        if depth(name, layers) <= frozen_layers:
+            param.requires_grad_(False)
+    return sum(param.numel() for _, param in named if param.requires_grad)
+
+
 def parameter_groups(model, weight_decay: float, layer_decay: float, lr: float) -> list[dict]:
     """AdamW groups: weight decay on matrices only (not biases and LayerNorm); with layer_decay < 1 each encoder
-    layer's rate is layer_decay times the one above it (the head at `lr`, the embeddings lowest)."""
-    layers = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layers
+    layer's rate is layer_decay times the one above it (the head at `lr`, the embeddings lowest). Frozen
+    parameters are left out."""
+    layers = layer_count(model)
     groups: dict[tuple[int, bool], list] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        found = re.search(r"\.layer\.(\d+)\.", name)
-        below = "embeddings" in name or "relative_attention_bias" in name  # MPNet's is shared by all its layers
-        depth = int(found[1]) + 1 if found else 0 if below else layers + 1
-        groups.setdefault((depth, param.ndim >= 2), []).append(param)
+        if param.requires_grad:
+            groups.setdefault((depth(name, layers), param.ndim >= 2), []).append(param)
     return [
         {
             "params": params,
             "weight_decay": weight_decay if matrix else 0.0,
-            "lr": lr * layer_decay ** (layers + 1 - depth),
+            "lr": lr * layer_decay ** (layers + 1 - level),
         }
-        for (depth, matrix), params in sorted(groups.items())
+        for (level, matrix), params in sorted(groups.items())
     ]
 
 
