@@ -199,14 +199,28 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every
     frame.to_csv(tmp_path / "many.csv", index=False)
     many.import_file(tmp_path / "many.csv")  # 600 labels: over 200 a class in the training split
     assert settings.retrain_args(many.name) == [
-        "--pair-epochs",
-        "0",
-        "--no-cascade",
         "--max-length",
         "128",
         "--batch-size",
         "8",
+        "--pair-epochs",
+        "0",
+        "--no-cascade",
     ]
+
+
+def test_critic_label_keeps_the_loops_own_retrain_flags_and_puts_the_users_after_them(tmp_path):
+    from critic.cli import build_parser
+    from critic.serve.labelling import loop_settings
+
+    args = build_parser().parse_args(
+        ["label", "--store", str(tmp_path / "s.db"), "--train-arg=--max-length", "--train-arg=256"]
+    )
+    settings = loop_settings(args)
+    assert settings.train_args == ["--pair-epochs", "0", "--no-cascade", "--max-length", "256"]
+    assert (
+        loop_settings(build_parser().parse_args(["label", "--store", "s.db"])).train_args == LoopSettings().train_args
+    )
 
 
 @pytest.mark.slow

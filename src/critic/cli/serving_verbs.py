@@ -200,7 +200,11 @@ def add_label(verbs) -> None:
     )
     verb.add_argument("--models", help="where retrained models go (default: FILE-models beside the store)")
     verb.add_argument(
-        "--train-arg", action="append", default=[], help="a `critic train` flag for retrains (repeatable)"
+        "--train-arg",
+        action="append",
+        default=[],
+        help="a `critic train` flag for retrains (repeatable), after the loop's own, which it overrides "
+        "(--train-arg=--frozen-layers --train-arg=0)",
     )
     verb.add_argument("--host", default="127.0.0.1")
     verb.add_argument("--port", type=int, default=8000)

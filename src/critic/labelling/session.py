@@ -67,7 +67,7 @@ class LoopSettings:
 
         config = TrainConfig(data=store, model=self.base_model)
         if self.fine_tune_args and not few_labels.wanted(config, data.load(store)):
-            return [*self.train_args, *self.fine_tune_args]
+            return [*self.fine_tune_args, *self.train_args]  # the last of a flag stands
         return list(self.train_args)
 
 

@@ -167,13 +167,27 @@ def sqlalchemy_url(url: str):
     return make_url(url)
 
 
+def loop_settings(args):
+    """The loop's settings from `critic label`'s flags: each --train-arg after the loop's own flags for a retrain."""
+    from critic.labelling.session import LoopSettings
+
+    return LoopSettings(
+        base_model=args.base_model,
+        retrain_every=args.retrain_every,
+        batch=args.batch,
+        pool_sample=args.pool_sample,
+        models=args.models,
+        train_args=[*LoopSettings().train_args, *args.train_arg],
+    )
+
+
 def run_labelling(args, columns, api_key: str | None, say) -> None:
     """`critic label`: the store opened and held, the file imported, the session started, the server run."""
     import uvicorn
 
     from critic.data.reading import LABEL_NAMES
     from critic.data.store import Store
-    from critic.labelling.session import POOL_LONG_REVIEWS, LoopSettings
+    from critic.labelling.session import POOL_LONG_REVIEWS
     from critic.serve.server import bound_to
 
     if "://" in args.store and sqlalchemy_url(args.store).password:
@@ -194,15 +208,7 @@ def run_labelling(args, columns, api_key: str | None, say) -> None:
     if not store.labels:
         store.set_labels(LABEL_NAMES)
         say(f"labels: {', '.join(LABEL_NAMES)} (name others with --labels)")
-    settings = LoopSettings(
-        base_model=args.base_model,
-        retrain_every=args.retrain_every,
-        batch=args.batch,
-        pool_sample=args.pool_sample,
-        models=args.models,
-        train_args=args.train_arg,
-    )
-    session = LabelSession(store, classifier, settings)
+    session = LabelSession(store, classifier, loop_settings(args))
     say(f"{len(store.unlabelled_ids()):,} reviews to label; planning the first batch")
     session.start()
     serve_settings = bound_to(args.host, ServeSettings(api_key=api_key))
