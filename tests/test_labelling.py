@@ -206,7 +206,12 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every
         "--pair-epochs",
         "0",
         "--no-cascade",
-    ]
+    ]  # and no --frozen-layers: a third of the tiny BERT's 2 layers is none
+    from transformers import BertConfig
+
+    deeper = tmp_path / "six-layers"
+    BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=6, num_attention_heads=2).save_pretrained(deeper)
+    assert LoopSettings(base_model=str(deeper)).frozen_args() == ["--frozen-layers", "2"]
 
 
 def test_critic_label_keeps_the_loops_own_retrain_flags_and_puts_the_users_after_them(tmp_path):
