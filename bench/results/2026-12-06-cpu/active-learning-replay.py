@@ -10,8 +10,12 @@ accuracy on the 1,000 test reviews over 5 seeds of picks.
     python active-learning-replay.py SEEDS random [C]
     python active-learning-replay.py SEEDS BATCH,SPACE,COLD_SPACE,POOL,CANDIDATES_PER_PICK [C]
     (SPACE: tfidf or emb, the space the uncertain candidates are clustered in; C: a number, or cv)
+
+With PSEUDO=K in the environment (added 2026-12-07) the learner self-trains: after each fit, the K pool reviews it is
+surest of (K/2 per predicted class) join the labelled ones with its own answers as labels, and it fits again.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -84,13 +88,32 @@ def fit(indices):
     return LogisticRegression(C=C["value"], max_iter=2000).fit(P[keep], py[keep])
 
 
+PSEUDO = int(os.environ.get("PSEUDO", "0"))
+
+
+def fit_self_training(indices):
+    """`fit`, then again with the PSEUDO pool reviews it is surest of labelled with its own answers."""
+    model = fit(indices)
+    if not PSEUDO:
+        return model
+    rest = np.setdiff1d(np.arange(len(P)), indices)
+    answers = model.predict_proba(P[rest])
+    sure = []
+    for c in (0, 1):
+        mine = np.flatnonzero(answers.argmax(1) == c)
+        sure += [(int(rest[i]), c) for i in mine[np.argsort(-answers[mine, c])[: PSEUDO // 2]]]
+    rows = np.r_[np.array(indices), [i for i, _ in sure]].astype(int)
+    labels = np.r_[py[np.array(indices)], [c for _, c in sure]]
+    return LogisticRegression(C=C["value"], max_iter=2000).fit(P[rows], labels)
+
+
 def accuracy(model):
     return (model.predict(T) == ty).mean()
 
 
 def run_random(seed):
     order = np.random.default_rng(seed + 100).permutation(len(P))
-    return {count: accuracy(fit(order[:count])) for count in MEASURED}
+    return {count: accuracy(fit_self_training(order[:count])) for count in MEASURED}
 
 
 def run_active(seed, batch, space, cold, pool_size, factor, end=400):
@@ -104,7 +127,7 @@ def run_active(seed, batch, space, cold, pool_size, factor, end=400):
         features = (cold if model is None else space)[sample]
         picks = selection.pick(20 if model is None else batch, features, probs, [1, 1], seed=int(rng.integers(1e9)))
         labelled += [int(sample[p.position]) for p in picks]
-        model = fit(labelled)
+        model = fit_self_training(labelled)
         if len(labelled) in MEASURED:
             found[len(labelled)] = accuracy(model)
     return found
