@@ -73,7 +73,8 @@ def test_real_minilm_learns_imdb(tmp_path, real_cache):
 def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, real_cache):
     """Few labels: 16 IMDB training reviews per class (200 more for validation) give the few-label path (the
     encoder tuned on their pairs, then the regression), which must do what SetFit's defaults do on such reviews
-    (bench/few_labels.py measures both)."""
+    (bench/few_labels.py measures both). 250 test reviews: 500 took 103 s of the suite's scoring through windows
+    on one Zen 3 thread (76.8% on them; 77.2% on these 250, the test 186 s against 233 s, 2026-12-07)."""
     import numpy as np
     import pandas as pd
 
@@ -87,7 +88,7 @@ def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, re
         [
             train_split.iloc[picked].assign(split="train"),
             dataset.split("validation", 200, 0).assign(split="validation"),
-            dataset.split("test", 500, 42).assign(split="test"),
+            dataset.split("test", 250, 42).assign(split="test"),
         ]
     )
     frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
@@ -99,6 +100,6 @@ def test_real_minilm_learns_imdb_from_16_labelled_reviews_per_class(tmp_path, re
     out = train.train(config.build(settings), progress=False)
     few = json.loads((out / "critic.json").read_text())["few_labels"]
     assert few["labels_per_class"]["positive"] == 16 and few["pair_tuning"]["steps"] == 20
-    summary = critic.evaluate_model(out, split="test", baseline=False)  # the file's own 500 test reviews
-    print(f"real MiniLM, 16 IMDB reviews per class: test accuracy {summary['accuracy']:.4f} on 500 reviews")
-    assert summary["rows"] == 500 and summary["accuracy"] >= 0.65
+    summary = critic.evaluate_model(out, split="test", baseline=False)  # the file's own 250 test reviews
+    print(f"real MiniLM, 16 IMDB reviews per class: test accuracy {summary['accuracy']:.4f} on 250 reviews")
+    assert summary["rows"] == 250 and summary["accuracy"] >= 0.65
