@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic
 from fastapi.testclient import TestClient
 
 from critic.data.store import Store
@@ -218,14 +219,15 @@ def test_critic_label_keeps_the_loops_own_retrain_flags_and_puts_the_users_after
     from critic.cli import build_parser
     from critic.serve.labelling import loop_settings
 
-    args = build_parser().parse_args(
-        ["label", "--store", str(tmp_path / "s.db"), "--train-arg=--max-length", "--train-arg=256"]
-    )
-    settings = loop_settings(args)
-    assert settings.train_args == ["--pair-epochs", "0", "--no-cascade", "--max-length", "256"]
-    assert (
-        loop_settings(build_parser().parse_args(["label", "--store", "s.db"])).train_args == LoopSettings().train_args
-    )
+    store = Store(tmp_path / "s.db", create=True, labels=["negative", "positive"])
+    frame = synthetic.reviews(40)
+    frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
+    frame.to_csv(tmp_path / "few.csv", index=False)
+    store.import_file(tmp_path / "few.csv")
+    args = build_parser().parse_args(["label", "--store", store.name, "--train-arg=--pair-epochs", "--train-arg=2"])
+    assert loop_settings(args).retrain_args(store.name) == ["--pair-epochs", "0", "--no-cascade", "--pair-epochs", "2"]
+    plain = build_parser().parse_args(["label", "--store", store.name])
+    assert loop_settings(plain).retrain_args(store.name) == ["--pair-epochs", "0", "--no-cascade"]
 
 
 @pytest.mark.slow

@@ -35,6 +35,12 @@ SECOND_LOOK_SHARE, SECOND_LOOK_POOL = 0.05, 200
 SECOND_LOOK = "second look: the model doubts its label"
 
 
+# The loop's own `critic train` flags for every retrain: the encoder kept as it is (--pair-epochs 0: a retrain at 40
+# IMDB labels took 5 s of training where pair tuning takes minutes; docs/benchmarks.md, few labels), and no cascade
+# (the loop's models score the pool and second looks with the model itself).
+RETRAIN_ARGS = ("--pair-epochs", "0", "--no-cascade")
+
+
 @dataclass
 class LoopSettings:
     """How the loop runs: the encoder a retrain starts from, when it retrains, what it scores."""
@@ -46,11 +52,9 @@ class LoopSettings:
     plan_ahead: bool = True  # plan again in the background when a plan runs low (off: only with each new model)
     pool_sample: int = 1000  # unlabelled reviews scored per round (a seeded sample of a larger pool)
     models: Path | None = None  # where retrained models go (default: beside the store)
-    # More `critic train` flags for a retrain. By default the encoder is kept as it is (--pair-epochs 0): a retrain
-    # at 40 IMDB labels took 5 s of training where pair tuning takes minutes (docs/benchmarks.md, few labels); and no
-    # cascade: the loop's models score the pool and second looks with the model itself.
-    train_args: list[str] = field(default_factory=lambda: ["--pair-epochs", "0", "--no-cascade"])
-    # And when `critic train` will fine-tune (enough labels in every class): a window of 128 tokens. 1,000 IMDB
+    # More `critic train` flags for a retrain (`critic label --train-arg`): after the loop's own, which they override.
+    train_args: list[str] = field(default_factory=list)
+    # When `critic train` will fine-tune (enough labels in every class): a window of 128 tokens. 1,000 IMDB
     # labels, 2 AMD EPYC Zen 4 cores, 2026-12-06: 68 s against 102 s at 256 tokens, and 82.6% against 82.5% on
     # 1,000 test reviews (MiniLM's sentence training used 128 too). And batches of 8: the same reviews in twice the
     # steps. At 600 random labels (1 epoch, 1,000 test reviews, the same machine and day) batches of 16 gave 56.1,
@@ -68,8 +72,8 @@ class LoopSettings:
 
         config = TrainConfig(data=store, model=self.base_model)
         if self.fine_tune_args and not few_labels.wanted(config, data.load(store)):
-            return [*self.fine_tune_args, *self.frozen_args(), *self.train_args]  # the last of a flag stands
-        return list(self.train_args)
+            return [*self.fine_tune_args, *self.frozen_args(), *RETRAIN_ARGS, *self.train_args]  # the last flag stands
+        return [*RETRAIN_ARGS, *self.train_args]
 
     def frozen_args(self) -> list[str]:
         """A fine-tuning retrain keeps the embeddings and the lowest third of the encoder's layers as pretrained (2

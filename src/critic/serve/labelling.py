@@ -168,7 +168,7 @@ def sqlalchemy_url(url: str):
 
 
 def loop_settings(args):
-    """The loop's settings from `critic label`'s flags: each --train-arg after the loop's own flags for a retrain."""
+    """The loop's settings from `critic label`'s flags."""
     from critic.labelling.session import LoopSettings
 
     return LoopSettings(
@@ -177,7 +177,7 @@ def loop_settings(args):
         batch=args.batch,
         pool_sample=args.pool_sample,
         models=args.models,
-        train_args=[*LoopSettings().train_args, *args.train_arg],
+        train_args=args.train_arg,
     )
 
 
