@@ -24,7 +24,7 @@ from critic.training import final_save, fine_tuning, inputs, train
 from critic.training.batches import plan_batches
 from critic.training.checkpoint import CHECKPOINT, atomic_save, checkpoint_settings, truncate_log
 from critic.training.processes import Distributed
-from critic.training.step import Machine, linear_schedule, parameter_groups
+from critic.training.step import Machine, freeze_lowest, linear_schedule, parameter_groups
 
 
 def settings(model, data, output, **extra):
@@ -553,6 +553,23 @@ def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(t
     assert all(not torch.equal(before[name], after[f"bert.{name}"]) for name in learnt)
     with pytest.raises(ValueError, match="has 2 layers; keep one to learn"):
         train.train(settings(tiny_bert, toy_csv, tmp_path / "g", epochs=1, frozen_layers=2), progress=False)
+
+
+def test_frozen_layers_compute_their_pretrained_features_without_dropout(tiny_bert):
+    from critic.modeling import folder
+
+    model, _ = folder.build(tiny_bert, dropout=0.3)
+    freeze_lowest(model, 1)
+    model.train()
+    dropouts = {name: m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert {p for name, p in dropouts.items() if ".layer.0." in name or "embeddings" in name} == {0.0}
+    assert {p for name, p in dropouts.items() if ".layer.1." in name or name == "dropout"} == {0.3}
+    ids = torch.randint(5, 40, (2, 12))
+    frozen = model.bert.encoder.layer[0]
+    first, second = (frozen(model.bert.embeddings(ids))[0] for _ in range(2))
+    assert torch.equal(first, second)  # in training mode, as at inference
+    learning = model.bert.encoder.layer[1]
+    assert not torch.equal(learning(first)[0], learning(first)[0])  # the layers above still draw their dropout
 
 
 @pytest.mark.parametrize(
