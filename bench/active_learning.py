@@ -134,8 +134,9 @@ def retrain_while_labelling(pool: pd.DataFrame, labels: int, folder: Path) -> di
     frame = pool.assign(label=[*pool["label"][:labels], *[""] * (len(pool) - labels)])
     frame.to_csv(folder / "partly-labelled.csv", index=False)
     port = free_port()
+    flags = [f"--train-arg={flag}" for flag in TRAIN_ARGS]  # --train-arg, as the arms take it
     server = start_labelling(
-        str(folder / "serving.db"), port, str(folder / "partly-labelled.csv"), "--retrain-every", "0"
+        str(folder / "serving.db"), port, str(folder / "partly-labelled.csv"), "--retrain-every", "0", *flags
     )
     latencies = []
     try:
