@@ -78,7 +78,7 @@ class LoopSettings:
     def frozen_args(self) -> list[str]:
         """A fine-tuning retrain keeps the embeddings and the lowest third of the encoder's layers as pretrained (2
         of MiniLM's 6), their dropout off. 1,000 IMDB labels, 2 AMD EPYC Zen 3 cores in fp32, 2026-12-07: 84.2%
-        against 82.7% with everything learning on 1,000 test reviews (6 and 3 seeds), the new model in use 89-91 s
+        against 82.7% with everything learning on 1,000 test reviews (6 and 3 seeds), the new model in use 86-91 s
         after the retrain began against 144 s (3 kept: 83.5%, 84 s; docs/benchmarks.md)."""
         from transformers import AutoConfig
 
