@@ -43,7 +43,7 @@ def depth(name: str, layers: int) -> int:
 
 def freeze_lowest(model, frozen_layers: int) -> int:
     """Keep the embeddings and the lowest `frozen_layers` encoder layers as they are: no gradient is computed for
-    them, and the optimiser does not hold them. Returns how many parameters still learn."""
+    them, the optimiser does not hold them, and their dropout is off. Returns how many parameters still learn."""
     layers = layer_count(model)
     named = list(model.named_parameters())
     if frozen_layers >= layers:
@@ -55,8 +55,8 @@ def freeze_lowest(model, frozen_layers: int) -> int:
     for name, param in named:
         if depth(name, layers) <= frozen_layers:
             param.requires_grad_(False)
-    # Their dropout off too: they compute the pretrained features as at inference. Drawing the masks was a sixth of a
-    # MiniLM step with 3 of 6 layers kept (8 x 128 tokens, fp32, 2 AMD EPYC Zen 3 cores: 442 against 529 ms).
+    # So they compute the pretrained features as at inference. Drawing their masks was a sixth of a MiniLM step with
+    # 3 of 6 layers kept (8 x 128 tokens, fp32, 2 AMD EPYC Zen 3 cores: 442 against 529 ms).
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Dropout) and depth(f"{name}.", layers) <= frozen_layers:
             module.p = 0.0
