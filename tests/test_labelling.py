@@ -109,6 +109,14 @@ def pool_store(tmp_path, toy_model) -> Store:
     return store
 
 
+def labelled_store(folder, name: str, frame: pd.DataFrame) -> Store:
+    """FOLDER/NAME.db holding `frame`'s reviews with their labels (0 and 1 as "negative" and "positive")."""
+    frame.assign(label=frame["label"].map({0: "negative", 1: "positive"})).to_csv(folder / f"{name}.csv", index=False)
+    store = Store(folder / f"{name}.db", create=True, labels=["negative", "positive"])
+    store.import_file(folder / f"{name}.csv")
+    return store
+
+
 def truth_of(toy_model) -> dict[str, str]:
     frame = pd.read_csv(toy_model.parent / "toy.csv")
     return dict(zip(frame["text"], frame["label"].map({0: "negative", 1: "positive"})))
@@ -190,15 +198,10 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every
     tmp_path, toy_model, tiny_bert
 ):
     frame = pd.read_csv(toy_model.parent / "toy.csv").head(600)
-    frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
     settings = LoopSettings(base_model=str(tiny_bert))
-    few = Store(tmp_path / "few.db", create=True, labels=["negative", "positive"])
-    frame.head(40).to_csv(tmp_path / "few.csv", index=False)
-    few.import_file(tmp_path / "few.csv")
+    few = labelled_store(tmp_path, "few", frame.head(40))
     assert settings.retrain_args(few.name) == ["--pair-epochs", "0", "--no-cascade"]  # few labels: the window kept
-    many = Store(tmp_path / "many.db", create=True, labels=["negative", "positive"])
-    frame.to_csv(tmp_path / "many.csv", index=False)
-    many.import_file(tmp_path / "many.csv")  # 600 labels: over 200 a class in the training split
+    many = labelled_store(tmp_path, "many", frame)  # 600 labels: over 200 a class in the training split
     assert settings.retrain_args(many.name) == [
         "--max-length",
         "128",
@@ -219,11 +222,7 @@ def test_critic_label_keeps_the_loops_own_retrain_flags_and_puts_the_users_after
     from critic.cli import build_parser
     from critic.serve.labelling import loop_settings
 
-    store = Store(tmp_path / "s.db", create=True, labels=["negative", "positive"])
-    frame = synthetic.reviews(40)
-    frame["label"] = frame["label"].map({0: "negative", 1: "positive"})
-    frame.to_csv(tmp_path / "few.csv", index=False)
-    store.import_file(tmp_path / "few.csv")
+    store = labelled_store(tmp_path, "few", synthetic.reviews(40))
     args = build_parser().parse_args(["label", "--store", store.name, "--train-arg=--pair-epochs", "--train-arg=2"])
     assert loop_settings(args).retrain_args(store.name) == ["--pair-epochs", "0", "--no-cascade", "--pair-epochs", "2"]
     plain = build_parser().parse_args(["label", "--store", store.name])
