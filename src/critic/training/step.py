@@ -58,7 +58,7 @@ def freeze_lowest(model, frozen_layers: int) -> int:
     # So they compute the pretrained features as at inference. Drawing their masks was a sixth of a MiniLM step with
     # 3 of 6 layers kept (8 x 128 tokens, fp32, 2 AMD EPYC Zen 3 cores: 442 against 529 ms).
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Dropout) and depth(f"{name}.", layers) <= frozen_layers:
+        if isinstance(module, torch.nn.Dropout) and depth(name, layers) <= frozen_layers:
             module.p = 0.0
     return sum(param.numel() for _, param in named if param.requires_grad)
 
