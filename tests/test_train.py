@@ -24,7 +24,7 @@ from critic.training import final_save, fine_tuning, inputs, train
 from critic.training.batches import plan_batches
 from critic.training.checkpoint import CHECKPOINT, atomic_save, checkpoint_settings, truncate_log
 from critic.training.processes import Distributed
-from critic.training.step import Machine, freeze_lowest, linear_schedule, parameter_groups
+from critic.training.step import Machine, freeze_lowest, layers_apart, linear_schedule, parameter_groups
 
 
 def settings(model, data, output, **extra):
@@ -553,6 +553,17 @@ def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(t
     assert all(not torch.equal(before[name], after[f"bert.{name}"]) for name in learnt)
     with pytest.raises(ValueError, match="has 2 layers; keep one to learn"):
         train.train(settings(tiny_bert, toy_csv, tmp_path / "g", epochs=1, frozen_layers=2), progress=False)
+
+
+def test_modernberts_layers_are_told_apart_and_kept():
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    small = dict(vocab_size=40, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+    modern = ModernBertForSequenceClassification(ModernBertConfig(**small, **ids))  # its layers: model.layers.N
+    assert layers_apart(modern) and freeze_lowest(modern, 1) < sum(p.numel() for p in modern.parameters())
+    layers = modern.model.layers
+    assert not layers[0].attn.Wqkv.weight.requires_grad and layers[1].attn.Wqkv.weight.requires_grad
 
 
 def test_frozen_layers_compute_their_pretrained_features_without_dropout(tiny_bert):

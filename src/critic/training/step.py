@@ -36,9 +36,15 @@ def layer_count(model) -> int:
 def depth(name: str, layers: int) -> int:
     """Where a parameter sits: 0 the embeddings, 1..layers the encoder's layers from the bottom, layers + 1 the
     head and the rest."""
-    found = re.search(r"\.layer\.(\d+)\.", name)
+    found = re.search(r"\.layers?\.(\d+)\.", name)  # ModernBERT's are model.layers.N
     below = "embeddings" in name or "relative_attention_bias" in name  # MPNet's is shared by all its layers
     return int(found[1]) + 1 if found else 0 if below else layers + 1
+
+
+def layers_apart(model) -> bool:
+    """Whether critic tells the encoder's layers apart by their parameters' names."""
+    layers = layer_count(model)
+    return any(0 < depth(name, layers) <= layers for name, _ in model.named_parameters())
 
 
 def freeze_lowest(model, frozen_layers: int) -> int:
@@ -50,7 +56,7 @@ def freeze_lowest(model, frozen_layers: int) -> int:
         raise ValueError(
             f"frozen_layers {frozen_layers}: {type(model).__name__} has {layers} layers; keep one to learn"
         )
-    if not any(0 < depth(name, layers) <= layers for name, _ in named):
+    if not layers_apart(model):
         raise ValueError(f"frozen_layers: critic cannot tell {type(model).__name__}'s layers apart (0 trains them all)")
     for name, param in named:
         if depth(name, layers) <= frozen_layers:
