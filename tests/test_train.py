@@ -555,6 +555,14 @@ def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(t
         train.train(settings(tiny_bert, toy_csv, tmp_path / "g", epochs=1, frozen_layers=2), progress=False)
 
 
+def test_the_cpu_preset_keeps_the_lowest_third_of_the_layers_unless_told():
+    cpu = config.build(dict(preset="cpu"))
+    assert [cpu.kept_layers(layers) for layers in (2, 3, 6, 12)] == [0, 1, 2, 4]
+    assert config.build(dict(preset="cpu", frozen_layers=0)).kept_layers(6) == 0
+    assert config.build(dict(preset="gpu")).kept_layers(6) == 0
+    assert config.build(dict(preset="gpu", frozen_layers=1)).kept_layers(6) == 1
+
+
 def test_modernberts_layers_are_told_apart_and_kept():
     from transformers import ModernBertConfig, ModernBertForSequenceClassification
 

@@ -23,7 +23,7 @@ from critic.training.checkpoint import RunState, append_log
 from critic.training.final_save import finish
 from critic.training.inputs import Teacher, load_inputs, review_batches, run_record
 from critic.training.processes import Distributed
-from critic.training.step import Machine, TrainingStep, freeze_lowest
+from critic.training.step import Machine, TrainingStep, freeze_lowest, layer_count, layers_apart
 
 
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -162,17 +162,23 @@ class FineTuning(loop.Job):
     def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
             use_rowwise_attention(self.model)
-        if frozen := self.config.frozen_layers:
-            learning = freeze_lowest(self.model, frozen)
-            lowest = "lowest layer" if frozen == 1 else f"lowest {frozen} layers"
-            self.say(
-                f"the embeddings and the {lowest} kept as pretrained (--frozen-layers): {learning:,} parameters learn"
-            )
+        self.keep_lowest_layers()
         self.machine = machine
         weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
         teacher_share = self.config.teacher_share if self.config.teacher else 0.0
         self.objective = ClassificationLoss(teacher_share, self.config.teacher_temperature, weights)
         return TrainingStep(self.model, self.config, machine, total, self.loss)
+
+    def keep_lowest_layers(self) -> None:
+        """The lowest layers kept as pretrained: as many as --frozen-layers says, or the preset's choice (none where
+        critic cannot tell the model's layers apart)."""
+        asked = self.config.frozen_layers is not None
+        layers = layer_count(self.model) if asked or layers_apart(self.model) else 0
+        if frozen := self.config.kept_layers(layers):
+            learning = freeze_lowest(self.model, frozen)
+            lowest = "lowest layer" if frozen == 1 else f"lowest {frozen} layers"
+            why = "--frozen-layers" if asked else f"the {self.config.preset} preset's; --frozen-layers 0: all learn"
+            self.say(f"the embeddings and the {lowest} kept as pretrained ({why}): {learning:,} parameters learn")
 
     def loss(self, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         targets = {key: batch.pop(key) for key in ("labels", "teacher") if key in batch}
