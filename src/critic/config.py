@@ -430,9 +430,9 @@ class TrainConfig(
     def kept_layers(self, layers: int) -> int:
         """How many of a model's `layers` (from the bottom, with the embeddings) stay as pretrained: --frozen-layers,
         or the preset's choice. The cpu preset keeps the lowest third (2 of MiniLM's 6; none of a model under 3
-        layers): its recipe on 2 AMD EPYC Zen 3 cores in fp32, two seeds side by side, 87.2 / 88.8% on 1,000 IMDB
-        test reviews in 810 / 809 s against 86.6 / 87.5% in 1,118 / 1,135 s with every layer learning (2026-12-07;
-        docs/benchmarks.md)."""
+        layers): on 2 AMD EPYC Zen 3 cores in fp32 its recipe trained in 279 s against 398 with every layer
+        learning, at the same accuracy within a seed's spread (87.2 / 88.8 / 87.5% on 1,000 IMDB test reviews
+        against 86.6 / 87.5 / 88.4%, three seeds; 2026-12-07, docs/benchmarks.md)."""
         if self.frozen_layers is not None:
             return self.frozen_layers
         return layers // 3 if self.preset == "cpu" else 0

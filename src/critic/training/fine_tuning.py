@@ -177,7 +177,8 @@ class FineTuning(loop.Job):
         if frozen := self.config.kept_layers(layers):
             learning = freeze_lowest(self.model, frozen)
             lowest = "lowest layer" if frozen == 1 else f"lowest {frozen} layers"
-            why = "--frozen-layers" if asked else f"the {self.config.preset} preset's; --frozen-layers 0: all learn"
+            preset = f"the {self.config.preset} preset's choice; --frozen-layers 0: all learn"
+            why = "--frozen-layers" if asked else preset
             self.say(f"the embeddings and the {lowest} kept as pretrained ({why}): {learning:,} parameters learn")
 
     def loss(self, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
