@@ -24,7 +24,8 @@ PRESETS: dict[str, dict] = {
     # base-size encoder's rate, 512 tokens head+tail, 3 epochs: 95.85% (95.29-96.37) on the whole test split
     # in 163 s of training (2026-11-27), 96.33% (95.79-96.85) in 174 s again (2026-12-04); MiniLM 93.78% in 35 s.
     "best": dict(model="mpnet", batch_size=32, lr=2e-5),
-    # Two CPU cores: minutes, not hours. What it gives up is printed and saved with the model.
+    # Two CPU cores: minutes, not hours. What it gives up is printed and saved with the model. It also keeps the
+    # lowest third of the encoder's layers as pretrained, a rule on the model's depth (TrainConfig.kept_layers).
     "cpu": dict(
         train_size=2000,
         eval_size=500,
