@@ -498,6 +498,7 @@ def test_train_help_is_written_beside_each_setting():
         if f.name != "notes":
             assert helps[f.name].startswith(f.metadata["help"].replace("%", "%%")), f.name  # argparse's escape
     assert "(default: 512)" in helps["max_length"]
+    assert [name for name, text in helps.items() if text.count("(default: ") > 1] == []  # said once, in words
     assert train_parser.parse_args(["--no-calibrate"]).calibrate == "false"
     assert config.build({"preset": "cpu", "calibrate": "false"}).calibrate is False
 

@@ -53,7 +53,7 @@ def setting_option(group, f, config_class) -> None:
     kind, _ = field_types(config_class)[f.name]
     described = f.metadata["help"].replace("%", "%%")  # argparse formats help texts with %
     if kind is not bool:
-        text = f"{described} (default: {f.default})"
+        text = described if "(default: " in described else f"{described} (default: {f.default})"  # said better
         group.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(), help=text)
         return
     text = f"{described} (default: {f.default}; --no-{flag[2:]} for false)"
