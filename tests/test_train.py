@@ -552,6 +552,11 @@ def test_frozen_layers_keep_the_embeddings_and_the_lowest_layers_as_pretrained(t
     assert kept and learnt
     assert all(torch.equal(before[name], after[f"bert.{name}"]) for name in kept)
     assert all(not torch.equal(before[name], after[f"bert.{name}"]) for name in learnt)
+    assert (
+        "the embeddings and the lowest layer of 2 kept as pretrained"
+        in json.loads((out / "critic.json").read_text())["notes"]
+    )
+    assert "lowest layer of 2 kept as pretrained" in (out / "README.md").read_text()  # the model card says so
     with pytest.raises(ValueError, match="has 2 layers; keep one to learn"):
         train.train(settings(tiny_bert, toy_csv, tmp_path / "g", epochs=1, frozen_layers=2), progress=False)
 

@@ -178,8 +178,9 @@ class FineTuning(loop.Job):
             learning = freeze_lowest(self.model, frozen)
             lowest = "lowest layer" if frozen == 1 else f"lowest {frozen} layers"
             preset = f"the {self.config.preset} preset's choice; --frozen-layers 0: all learn"
-            why = "--frozen-layers" if asked else preset
-            self.say(f"the embeddings and the {lowest} kept as pretrained ({why}): {learning:,} parameters learn")
+            kept = f"the embeddings and the {lowest} of {layers} kept as pretrained"
+            self.say(f"{kept} ({'--frozen-layers' if asked else preset}): {learning:,} parameters learn")
+            self.record.notes.append(kept)  # in critic.json and the model card
 
     def loss(self, forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         targets = {key: batch.pop(key) for key in ("labels", "teacher") if key in batch}
