@@ -25,7 +25,8 @@ quickstart: setup
 # (--dist worksteal): 857 s against 883 s in one checkout, 924 and 951 s against 957 s on fresh clones (.ci/run).
 # On 2 cores of an AMD EPYC Zen 3 (AVX2, no bf16: fp32), 2026-12-07: 1,281-1,340 s, then 1,271 s with the few-label
 # real-weights test scoring 250 test reviews, and test-fast 106-113 s; later the same day 1,118 s and 1,075 s, and
-# 1,037 s once the cpu preset kept a third of MiniLM's layers (the real fine-tuning test: 198 s against 239 s).
+# 1,037 s once the cpu preset kept a third of MiniLM's layers (the real fine-tuning test: 198 s against 239 s), and
+# 1,186 s half an hour later with every test slower (the shared machine: 226 s for that test).
 # TEST_WORKERS=0: one at a time.
 TEST_WORKERS ?= auto
 
