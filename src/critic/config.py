@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tomllib
 
-from critic.presets import PRESETS, cpu_preset_note, resolve_preset
+from critic.presets import PRESETS, cpu_preset_note, lowest_third, resolve_preset
 from critic.text import LONG_REVIEW_MODES, POOLS, STRATEGIES
 
 
@@ -429,13 +429,13 @@ class TrainConfig(
 
     def kept_layers(self, layers: int) -> int:
         """How many of a model's `layers` (from the bottom, with the embeddings) stay as pretrained: --frozen-layers,
-        or the preset's choice. The cpu preset keeps the lowest third (2 of MiniLM's 6; none of a model under 3
-        layers): on 2 AMD EPYC Zen 3 cores in fp32 its recipe trained in 279 s against 398 with every layer
-        learning, at the same accuracy within a seed's spread (87.2 / 88.8 / 87.5% on 1,000 IMDB test reviews
-        against 86.6 / 87.5 / 88.4%, three seeds; 2026-12-07, docs/benchmarks.md)."""
+        or the preset's choice. The cpu preset keeps the lowest third (presets.lowest_third): on 2 AMD EPYC Zen 3
+        cores in fp32 its recipe trained in 279 s against 398 with every layer learning, at the same accuracy within
+        a seed's spread (87.2 / 88.8 / 87.5% on 1,000 IMDB test reviews against 86.6 / 87.5 / 88.4%, three seeds;
+        2026-12-07, docs/benchmarks.md)."""
         if self.frozen_layers is not None:
             return self.frozen_layers
-        return layers // 3 if self.preset == "cpu" else 0
+        return lowest_third(layers) if self.preset == "cpu" else 0
 
 
 @dataclass

@@ -40,6 +40,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def lowest_third(layers: int) -> int:
+    """How many of an encoder's `layers` the cpu preset and the labelling loop's retrains keep as pretrained: the
+    lowest third (2 of MiniLM's 6; none of a model under 3 layers)."""
+    return layers // 3
+
+
 def cpu_preset_note(job) -> str:
     """What a run of the cpu preset gives up against the full recipe, as it is configured (options override the
     preset's sizes); printed and saved with the model."""

@@ -83,9 +83,10 @@ class LoopSettings:
         from transformers import AutoConfig
 
         from critic.data import catalogue
+        from critic.presets import lowest_third
 
-        layers = AutoConfig.from_pretrained(catalogue.resolve_model(self.base_model)).num_hidden_layers
-        return ["--frozen-layers", str(layers // 3)] if layers >= 3 else []
+        kept = lowest_third(AutoConfig.from_pretrained(catalogue.resolve_model(self.base_model)).num_hidden_layers)
+        return ["--frozen-layers", str(kept)] if kept else []
 
 
 @dataclass
