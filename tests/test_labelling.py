@@ -45,7 +45,7 @@ def test_uncertain_picks_are_the_least_certain_and_spread_over_clusters():
     probs = np.tile([0.9, 0.1], (100, 1))
     probs[:15] = [0.5, 0.5]  # the fifteen least certain all lie in cluster 0 ...
     probs[50:55] = [0.55, 0.45]  # ... and the next five in cluster 1
-    picks = selection.pick(2, features, probs, [10, 10], random_share=0.0)
+    picks = selection.pick(2, features, probs, [selection.UNCERTAIN_FROM] * 2, random_share=0.0)
     assert [p.reason for p in picks] == ["uncertain", "uncertain"]
     # among the 20 candidates (10 a pick), one from each cluster: not two near-duplicates of one hard review
     assert [cluster[p.position] for p in picks] == [0, 1]
@@ -56,7 +56,8 @@ def test_a_rare_class_is_sought_and_a_random_share_keeps_the_estimate_unbiased()
     rng = np.random.default_rng(0)
     features, _ = clusters(4, 50)
     probs = rng.dirichlet([1, 1, 1], size=200)
-    picks = selection.pick(20, features, probs, [40, 40, 3], ["negative", "neutral", "positive"], seed=1)
+    names = ["negative", "neutral", "positive"]
+    picks = selection.pick(20, features, probs, [40, 40, 3], names, seed=1, embeddings=features)
     reasons = [p.reason for p in picks]
     assert len(picks) == 20 and len({p.position for p in picks}) == 20
     assert reasons.count("random") == 2 and reasons.count("rare class positive") == 4
@@ -65,27 +66,48 @@ def test_a_rare_class_is_sought_and_a_random_share_keeps_the_estimate_unbiased()
     assert len(selection.pick(50, features[:7], probs[:7], [3, 3, 3])) == 7  # never more than the pool
 
 
-def test_below_enough_labels_uniform_picks_take_the_place_of_the_least_certain():
+def test_below_enough_labels_and_without_embeddings_uniform_picks_take_the_place_of_the_least_certain():
     rng = np.random.default_rng(0)
     features, _ = clusters(4, 50)
     probs = rng.dirichlet([1, 1, 1], size=200)
     counts = [40, 40, 3]
     assert not selection.uncertain_pays(counts) and not selection.uncertain_pays(None)
     assert selection.uncertain_pays([selection.UNCERTAIN_FROM] * 3)
-    picks = selection.pick(20, features, probs, counts, ["negative", "neutral", "positive"], seed=1, uncertain=False)
+    picks = selection.pick(20, features, probs, counts, ["negative", "neutral", "positive"], seed=1)
     reasons = [p.reason for p in picks]
     assert len({p.position for p in picks}) == 20 and "uncertain" not in reasons
     assert reasons.count("rare class positive") == 4 and reasons.count("random") == 16  # rare classes still sought
+
+
+def test_below_enough_labels_the_least_certain_are_weighed_by_how_typical_they_are():
+    features, _ = clusters(2, 50)
+    embeddings, cluster = clusters(2, 50, seed=1)
+    embeddings[[0, 1, 50, 51]] = np.eye(16)[[5, 6, 7, 8]]  # four outliers, like no other review ...
+    probs = np.tile([0.9, 0.1], (100, 1))
+    probs[[0, 1, 50, 51]] = [0.5, 0.5]  # ... are the least certain
+    probs[[10, 11, 60, 61]] = [0.6, 0.4]  # the next least certain are typical of their clusters
+    picks = selection.pick(2, features, probs, [10, 10], random_share=0.0, embeddings=embeddings)
+    assert [p.reason for p in picks] == ["uncertain and typical"] * 2
+    assert {p.position for p in picks} <= {10, 11, 60, 61}
+    assert sorted(cluster[[p.position for p in picks]]) == [0, 1]  # spread: one from each cluster
+    # the same pool once the least certain pay: the outliers
+    picks = selection.pick(2, features, probs, [selection.UNCERTAIN_FROM] * 2, random_share=0.0, embeddings=embeddings)
+    assert {p.position for p in picks} <= {0, 1, 50, 51} and {p.reason for p in picks} == {"uncertain"}
+
+
+def test_typicality_is_the_mean_similarity_to_the_nearest_others(monkeypatch):
+    unit = np.eye(4)[[0, 0, 0, 1]].astype(float)
+    monkeypatch.setattr(selection, "TYPICAL_NEIGHBOURS", 2)
+    assert selection.typicality(unit).tolist() == [1.0, 1.0, 1.0, 0.0]  # never its own similarity
+    assert selection.typicality(unit[:1]).tolist() == [1.0]
 
 
 def test_a_batch_smaller_than_the_rare_classes_is_still_its_size():
     # one pick asked for, two rare classes each wanting one: a round's last pick in bench/active_learning.py on drugs
     features, _ = clusters(4, 50)
     probs = np.random.default_rng(0).dirichlet([1, 1, 1], size=200)
-    for uncertain in (True, False):
-        picks = selection.pick(
-            1, features, probs, [60, 20, 10], ["negative", "neutral", "positive"], uncertain=uncertain
-        )
+    for counts in ([600, 200, 200], [60, 20, 10]):  # the least certain paying, and not yet
+        picks = selection.pick(1, features, probs, counts, ["negative", "neutral", "positive"])
         assert [p.reason for p in picks] == ["rare class neutral"]
 
 
@@ -135,7 +157,7 @@ def test_a_session_asks_with_the_models_suggestion_and_records_what_it_showed(po
     assert first[0]["id"] != second[0]["id"]  # handed to one annotator, not to the next
     item = first[0]
     assert item["suggestion"] in ("negative", "positive") and 0.5 <= item["confidence"] <= 1
-    assert item["reason"] in ("uncertain", "random")
+    assert item["reason"] in ("uncertain and typical", "random")  # no labels yet: typicality weighs the uncertainty
     label_id = session.label(item["id"], "positive", "ann")
     shown = pool_store.history().set_index("id").loc[label_id]
     assert (shown["suggestion"], shown["picked_for"], shown["origin"]) == (item["suggestion"], item["reason"], "person")

@@ -149,7 +149,8 @@ class LabelSession:
             with self.lock:
                 self.plan = []
             return
-        probs = self.classifier.predict_proba(self.store.texts(pool)) if self.classifier is not None else None
+        texts = self.store.texts(pool)
+        probs = self.classifier.predict_proba(texts) if self.classifier is not None else None
         labels = list(self.store.labels)
         counts = list(self.store.counts().values()) if labels else None
         picks = selection.pick(
@@ -159,12 +160,19 @@ class LabelSession:
             counts,
             labels,
             seed=int(rng.integers(2**31)),
-            uncertain=selection.uncertain_pays(counts),
+            embeddings=None if probs is None or selection.uncertain_pays(counts) else self._embeddings(texts),
         )
         plan = [self._planned(pool[p.position], p.reason, None if probs is None else probs[p.position]) for p in picks]
         plan += self.second_looks(int(round(self.settings.batch * SECOND_LOOK_SHARE)))
         with self.lock:
             self.plan = plan
+
+    def _embeddings(self, texts: list[str]) -> np.ndarray:
+        """The current model's embeddings of the pool sample, for the typicality of its picks (below
+        selection.UNCERTAIN_FROM labels a class): a second pass of the encoder over it."""
+        from critic.inference import monitoring
+
+        return monitoring.embed(self.classifier, texts)
 
     def second_looks(self, count: int) -> list[Planned]:
         """Up to `count` reviews labelled once whose label the current model contradicts, the most suspicious

@@ -35,7 +35,10 @@ class ToLabel(BaseModel):
     confidence: float | None
     probabilities: dict[str, float] | None
     reason: str = Field(
-        description="why it was picked: uncertain, rare class …, random, diverse start, unsure in serving"
+        description=(
+            "why it was picked: uncertain, uncertain and typical, rare class …, random, diverse start, "
+            "unsure in serving"
+        )
     )
 
 
