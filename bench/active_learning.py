@@ -4,8 +4,8 @@ For each dataset and seed: a pool of unlabelled training reviews and a seeded te
 each review with its true label. Active: a labelling session (critic.labelling.session, as `critic label` runs it)
 starts from a diverse sample, then after each round retrains from its store and asks for the next round's reviews.
 Random: the same pool, reviews drawn uniformly, the same `critic train --data STORE` at the same label counts. Both
-use the loop's retrain settings (few labels: a logistic regression on MiniLM's mean embedding, the encoder kept;
-`--pair-epochs 0`). Accuracy and macro F1 on the test reviews at each count; the seconds of each retrain (training
+use the loop's retrain settings (few labels: MiniLM's mean embedding tuned on the labels' pairs in a 128-token
+window, then a logistic regression on it). Accuracy and macro F1 on the test reviews at each count; the seconds of each retrain (training
 in its own process, then the pool scored and the next batch picked). Mean and spread over seeds, the differences
 last, against the targets.
 

@@ -222,15 +222,16 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every
     frame = pd.read_csv(toy_model.parent / "toy.csv").head(600)
     settings = LoopSettings(base_model=str(tiny_bert))
     few = labelled_store(tmp_path, "few", frame.head(40))
-    assert settings.retrain_args(few.name) == ["--pair-epochs", "0", "--no-cascade"]  # few labels: the window kept
+    few_labels = ["--max-length", "128", "--pair-epochs", "2", "--no-cascade"]  # few labels: the encoder pair-tuned
+    assert settings.retrain_args(few.name) == few_labels
+    assert settings.pair_args(400) == ["--max-length", "128", "--pair-epochs", "2"]
+    assert settings.pair_args(401) == ["--max-length", "128", "--pair-epochs", "1"]  # a retrain stays near a minute
     many = labelled_store(tmp_path, "many", frame)  # 600 labels: over 200 a class in the training split
     assert settings.retrain_args(many.name) == [
         "--max-length",
         "128",
         "--batch-size",
         "8",
-        "--pair-epochs",
-        "0",
         "--no-cascade",
     ]  # and no --frozen-layers: a third of the tiny BERT's 2 layers is none
     from transformers import BertConfig
@@ -245,10 +246,11 @@ def test_critic_label_keeps_the_loops_own_retrain_flags_and_puts_the_users_after
     from critic.serve.labelling import loop_settings
 
     store = labelled_store(tmp_path, "few", synthetic.reviews(40))
-    args = build_parser().parse_args(["label", "--store", store.name, "--train-arg=--pair-epochs", "--train-arg=2"])
-    assert loop_settings(args).retrain_args(store.name) == ["--pair-epochs", "0", "--no-cascade", "--pair-epochs", "2"]
+    loops = ["--max-length", "128", "--pair-epochs", "2", "--no-cascade"]
+    args = build_parser().parse_args(["label", "--store", store.name, "--train-arg=--pair-epochs", "--train-arg=0"])
+    assert loop_settings(args).retrain_args(store.name) == [*loops, "--pair-epochs", "0"]
     plain = build_parser().parse_args(["label", "--store", store.name])
-    assert loop_settings(plain).retrain_args(store.name) == ["--pair-epochs", "0", "--no-cascade"]
+    assert loop_settings(plain).retrain_args(store.name) == loops
 
 
 @pytest.mark.slow

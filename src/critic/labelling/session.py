@@ -35,10 +35,14 @@ SECOND_LOOK_SHARE, SECOND_LOOK_POOL = 0.05, 200
 SECOND_LOOK = "second look: the model doubts its label"
 
 
-# The loop's own `critic train` flags for every retrain: the encoder kept as it is (--pair-epochs 0: a retrain at 40
-# IMDB labels took 5 s of training where pair tuning takes minutes; docs/benchmarks.md, few labels), and no cascade
-# (the loop's models score the pool and second looks with the model itself).
-RETRAIN_ARGS = ("--pair-epochs", "0", "--no-cascade")
+# The loop's own `critic train` flag for every retrain: no cascade (the loop's models score the pool and second looks
+# with the model itself).
+RETRAIN_ARGS = ("--no-cascade",)
+# Below 200 labels a class (the few-label path) the encoder is tuned on the labels' pairs in a 128-token window, two
+# passes over them, one past PAIR_PASSES // 2 labels so that a retrain stays near a minute. 380 random IMDB labels,
+# 1,000 test reviews, 2 AMD EPYC Zen 4 cores, 2026-12-07: 85.1% in 54 s (the whole `critic train`) against 75.7% in
+# 25 s with the encoder kept (--pair-epochs 0), and 85.4% in 97 s at 256 tokens.
+PAIR_PASSES = 800
 
 
 @dataclass
@@ -70,10 +74,15 @@ class LoopSettings:
         from critic.config import TrainConfig
         from critic.training import few_labels
 
-        config = TrainConfig(data=store, model=self.base_model)
-        if self.fine_tune_args and not few_labels.wanted(config, data.load(store)):
+        config, dataset = TrainConfig(data=store, model=self.base_model), data.load(store)
+        if self.fine_tune_args and not few_labels.wanted(config, dataset):
             return [*self.fine_tune_args, *self.frozen_args(), *RETRAIN_ARGS, *self.train_args]  # the last flag stands
-        return [*RETRAIN_ARGS, *self.train_args]
+        return [*self.pair_args(len(dataset.split("train"))), *RETRAIN_ARGS, *self.train_args]
+
+    def pair_args(self, training_reviews: int) -> list[str]:
+        """A few-label retrain's pair stage: two passes over the labelled training reviews, one past PAIR_PASSES."""
+        passes = 2 if 2 * training_reviews <= PAIR_PASSES else 1
+        return ["--max-length", "128", "--pair-epochs", str(passes)]
 
     def frozen_args(self) -> list[str]:
         """A fine-tuning retrain keeps the embeddings and the lowest third of the encoder's layers as pretrained (2
