@@ -5,9 +5,9 @@ each review with its true label. Active: a labelling session (critic.labelling.s
 starts from a diverse sample, then after each round retrains from its store and asks for the next round's reviews.
 Random: the same pool, reviews drawn uniformly, the same `critic train --data STORE` at the same label counts. Both
 use the loop's retrain settings (few labels: MiniLM's mean embedding tuned on the labels' pairs in a 128-token
-window, then a logistic regression on it). Accuracy and macro F1 on the test reviews at each count; the seconds of each retrain (training
-in its own process, then the pool scored and the next batch picked). Mean and spread over seeds, the differences
-last, against the targets.
+window, then a logistic regression on it). Accuracy and macro F1 on the test reviews at each count; the seconds of
+each retrain (training in its own process, then the pool scored and the next batch picked). Mean and spread over
+seeds, the differences last, against the targets.
 
     python bench/active_learning.py [--datasets imdb drugs] [--seeds 3] [--pool 5000] [--test-size 1000]
                                     [--out results.json]
