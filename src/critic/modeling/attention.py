@@ -1,7 +1,8 @@
 """Hand-written compute that measured faster than the library's: the CPU row-wise attention.
 
 Registered through transformers' AttentionInterface and AttentionMaskInterface, so BERT, DistilBERT, RoBERTa and
-most encoders take it by name; architectures without the interface (MPNet) keep their own attention.
+most encoders take it by name; architectures without the interface (MPNet, DeBERTa-v2) keep their own attention,
+and so do those with sliding-window layers (ModernBERT), whose tokens attend only to their neighbours.
 """
 
 from __future__ import annotations
@@ -41,16 +42,34 @@ def padding_mask(batch_size, q_length, kv_length, attention_mask=None, **kwargs)
     return attention_mask
 
 
+def has_sliding_window(model) -> bool:
+    """Whether some of the model's layers attend only to the tokens near each one (ModernBERT's local layers)."""
+    return "sliding_attention" in (getattr(model.config, "layer_types", None) or ())
+
+
+def own_attention_reason(model) -> str | None:
+    """Why `model` keeps its own attention on a CPU; None where the row-wise one computes the same."""
+    import os
+
+    if os.environ.get(CPU_ATTENTION_ENV) == "model":
+        return f"${CPU_ATTENTION_ENV} is model"
+    if not getattr(model, "_supports_attention_backend", False):
+        return "the architecture takes no other attention"
+    if has_sliding_window(model):
+        return "some of its layers attend to nearby tokens only (a sliding window), which the row-wise one does not"
+    return None
+
+
 def use_rowwise_attention(model) -> bool:
-    """Switch `model` to `rowwise_attention` where the architecture lets us choose its attention (BERT,
-    DistilBERT, RoBERTa and most encoders); others keep their own, and so does every model where
-    $CRITIC_CPU_ATTENTION is "model". For CPUs: GPUs have fast fused kernels."""
+    """Switch `model` to `rowwise_attention` where the architecture lets us choose its attention and computes
+    full attention (BERT, DistilBERT, RoBERTa and most encoders); others keep their own (`own_attention_reason`).
+    For CPUs: GPUs have fast fused kernels."""
     import os
 
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    if not getattr(model, "_supports_attention_backend", False) or os.environ.get(CPU_ATTENTION_ENV) == "model":
+    if own_attention_reason(model):
         return False
     # oneDNN keeps a compiled kernel per matrix shape, and row-wise attention meets many shapes: its default cache
     # of 1,024 kernels grew memory by 0.6 GiB over 50,000 reviews; 256 levels off after 25,000 at the same speed.

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from critic import data, modeling
 from critic.config import TrainConfig
-from critic.modeling.attention import use_rowwise_attention
+from critic.modeling.attention import own_attention_reason, use_rowwise_attention
 from critic.text import Ragged
 from critic.training import loop
 from critic.training.batches import Plan
@@ -161,7 +161,9 @@ class FineTuning(loop.Job):
 
     def training_step(self, machine: Machine, total: int) -> TrainingStep:
         if machine.device.type == "cpu" and not self.config.compile:  # dynamo cannot trace its per-review loop
-            use_rowwise_attention(self.model)
+            if not use_rowwise_attention(self.model):
+                kind, own = self.model.config.model_type, self.model.config._attn_implementation
+                self.say(f"attention: {kind}'s own ({own}), not critic's row-wise: {own_attention_reason(self.model)}")
         self.keep_lowest_layers()
         self.machine = machine
         weights = None if self.inputs.class_weights is None else self.inputs.class_weights.to(machine.device)
