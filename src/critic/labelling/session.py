@@ -39,9 +39,10 @@ SECOND_LOOK = "second look: the model doubts its label"
 # with the model itself).
 RETRAIN_ARGS = ("--no-cascade",)
 # Below 200 labels a class (the few-label path) the encoder is tuned on the labels' pairs in a 128-token window, two
-# passes over them, one past PAIR_PASSES // 2 labels so that a retrain stays near a minute. 380 random IMDB labels,
-# 1,000 test reviews, 2 AMD EPYC Zen 4 cores, 2026-12-07: 85.1% in 54 s (the whole `critic train`) against 75.7% in
-# 25 s with the encoder kept (--pair-epochs 0), and 85.4% in 97 s at 256 tokens.
+# passes over them, one past PAIR_PASSES // 2 training reviews (half that on a CPU computing in fp32) so that a
+# retrain stays near a minute. 380 random IMDB labels, 1,000 test reviews, 2 AMD EPYC Zen 4 cores, 2026-12-07: 85.1%
+# in 54 s (the whole `critic train`, bf16) against 75.7% in 25 s with the encoder kept (--pair-epochs 0), and 85.4%
+# in 97 s at 256 tokens; in fp32 two passes took 80.5 s, one 47.5 s for 83.2%.
 PAIR_PASSES = 800
 
 
@@ -80,8 +81,13 @@ class LoopSettings:
         return [*self.pair_args(len(dataset.split("train"))), *RETRAIN_ARGS, *self.train_args]
 
     def pair_args(self, training_reviews: int) -> list[str]:
-        """A few-label retrain's pair stage: two passes over the labelled training reviews, one past PAIR_PASSES."""
-        passes = 2 if 2 * training_reviews <= PAIR_PASSES else 1
+        """A few-label retrain's pair stage: two passes over the labelled training reviews, one past the budget."""
+        import torch
+
+        from critic import modeling
+
+        budget = PAIR_PASSES if torch.cuda.is_available() or modeling.cpu_has_bf16() else PAIR_PASSES // 2
+        passes = 2 if 2 * training_reviews <= budget else 1
         return ["--max-length", "128", "--pair-epochs", str(passes)]
 
     def frozen_args(self) -> list[str]:
