@@ -219,9 +219,9 @@ def test_a_failed_retrain_keeps_the_model_in_use_and_says_why(pool_store, toy_mo
 def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every_class_has_enough_labels(
     tmp_path, toy_model, tiny_bert, monkeypatch
 ):
-    from critic import modeling
+    from critic.modeling import runtime
 
-    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     frame = pd.read_csv(toy_model.parent / "toy.csv").head(600)
     settings = LoopSettings(base_model=str(tiny_bert))
     few = labelled_store(tmp_path, "few", frame.head(40))
@@ -231,7 +231,7 @@ def test_a_retrain_fine_tunes_in_a_shorter_window_and_smaller_batches_once_every
     assert settings.pair_args(401) == ["--max-length", "128", "--pair-epochs", "1"]  # a retrain stays near a minute
     import torch
 
-    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: False)  # a CPU in fp32 and no GPU: half the passes
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)  # a CPU in fp32 and no GPU: half the passes
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert settings.pair_args(200)[-1] == "2" and settings.pair_args(201)[-1] == "1"
     many = labelled_store(tmp_path, "many", frame)  # 600 labels: over 200 a class in the training split

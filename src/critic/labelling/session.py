@@ -82,11 +82,10 @@ class LoopSettings:
 
     def pair_args(self, training_reviews: int) -> list[str]:
         """A few-label retrain's pair stage: two passes over the labelled training reviews, one past the budget."""
-        import torch
-
         from critic import modeling
 
-        budget = PAIR_PASSES if torch.cuda.is_available() or modeling.cpu_has_bf16() else PAIR_PASSES // 2
+        computes_in = modeling.resolve_precision("auto", modeling.resolve_device())  # as `critic train` will
+        budget = PAIR_PASSES if computes_in != "fp32" else PAIR_PASSES // 2
         passes = 2 if 2 * training_reviews <= budget else 1
         return ["--max-length", "128", "--pair-epochs", str(passes)]
 
