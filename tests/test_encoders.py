@@ -11,6 +11,7 @@ import pytest
 import synthetic
 import torch
 from fastapi.testclient import TestClient
+from test_model import right_padded
 
 from critic import config
 from critic.inference.predict import Classifier
@@ -63,27 +64,16 @@ def tiny_encoder(request, tmp_path_factory, tiny_bert):
     return request.param, folder
 
 
-def right_padded(lengths: list[int], vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, vocab, (len(lengths), max(lengths)), generator=generator)
-    mask = (torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]).long()
-    return ids * mask, mask
-
-
 @pytest.mark.rowwise_attention
-def test_critics_cpu_attention_leaves_modernberts_sliding_window_alone():
+def test_critics_cpu_attention_leaves_modernberts_sliding_window_alone(tiny_bert):
     """The row-wise attention computes full attention: ModernBERT's local layers, switched to it, attended past
     their window (logits off by 1e-3 at 48 tokens); it keeps its own, and says why."""
-    from transformers import BertConfig, ModernBertConfig, ModernBertForSequenceClassification
+    from transformers import AutoTokenizer, BertConfig, ModernBertForSequenceClassification
 
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     torch.manual_seed(0)
-    ends = dict(pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3)
-    model = ModernBertForSequenceClassification(
-        ModernBertConfig(
-            vocab_size=60, **SMALL, **ends, global_attn_every_n_layers=3, local_attention=MODERNBERT_WINDOW
-        )
-    ).eval()
-    ids, mask = right_padded([48, 30, 9], 60)
+    model = ModernBertForSequenceClassification(encoder_config("modernbert", tokenizer)).eval()
+    ids, mask = right_padded([48, 30, 9], tokenizer.vocab_size)
     with torch.no_grad():
         own = model(input_ids=ids, attention_mask=mask).logits
         assert not use_rowwise_attention(model)
