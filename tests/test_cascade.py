@@ -122,6 +122,44 @@ def test_a_file_the_server_and_min_accuracy_answer_through_the_cascade(own_toy_m
     assert f'critic_answers_total{{stage="model"}} {float(2 * (30 - cheap[170:].sum()))}' in metrics
 
 
+def test_the_server_answers_what_the_cheap_stage_is_sure_of_while_the_model_is_busy(own_toy_model, monkeypatch):
+    """A review the cheap stage answers does not queue behind the model's batch: here the model is held on a hard
+    review, and a sure one is still answered (before, it waited in the micro-batcher until its 504)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from critic.serve.app import create_app
+    from critic.serve.settings import ServeSettings
+
+    cascade.fit(own_toy_model, margin=0.05)
+    both = Classifier.load(own_toy_model, backend="torch", precision="fp32")
+    texts = review_texts(own_toy_model)
+    _, cheap = both.answer(texts)
+    sure, hard = texts[int(np.flatnonzero(cheap)[0])], texts[int(np.flatnonzero(~cheap)[0])]
+    scoring, release = threading.Event(), threading.Event()
+    model_proba = both.model_proba
+
+    def held(batch, *args, **kwargs):
+        scoring.set()
+        release.wait(timeout=30)
+        return model_proba(batch, *args, **kwargs)
+
+    monkeypatch.setattr(both, "model_proba", held)
+    with TestClient(create_app(both, ServeSettings(timeout_s=3.0))) as client:
+        answers = {}
+        waiting = threading.Thread(
+            target=lambda: answers.setdefault("hard", client.post("/v1/predict", json={"text": hard}))
+        )
+        waiting.start()
+        assert scoring.wait(timeout=30)
+        quick = client.post("/v1/predict", json={"text": sure})
+        release.set()
+        waiting.join(timeout=30)
+    assert quick.status_code == 200 and quick.json()["predictions"][0]["stage"] == "cheap"
+    assert answers["hard"].status_code == 200 and answers["hard"].json()["predictions"][0]["stage"] == "model"
+
+
 def test_a_cascade_made_from_other_weights_is_not_used(own_toy_model):
     cascade.fit(own_toy_model, margin=0.05)
     weights = own_toy_model / "model.safetensors"

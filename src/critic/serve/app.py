@@ -147,8 +147,22 @@ class Service:
         return str(self.classifier.record.versions.get("critic", "unknown"))
 
     async def scored(self, texts: list[str], deadline: float):
-        """(probabilities, whether the cascade's cheap stage gave each) from the micro-batcher, or a 504 at
-        `deadline`; a request that gives up is cancelled in the queue, so the model never scores it."""
+        """(probabilities, whether the cascade's cheap stage gave each). Where the model has a cascade, its cheap
+        stage answers first, in a worker thread, and what it is sure of does not wait for the model: only the rest
+        go through the micro-batcher, so a review the cheap stage answers never waits behind a batch of hard ones."""
+        if self.classifier.cheap_stage is None:
+            probs, cheap = await self.model_scored(texts, deadline), np.zeros(len(texts), dtype=bool)
+        else:
+            probs, cheap = await asyncio.to_thread(self.classifier.cheap_answers, texts)
+            rest = np.flatnonzero(~cheap)
+            if len(rest):
+                probs[rest] = await self.model_scored([texts[i] for i in rest], deadline)
+        self.metrics.answered(cheap)
+        return probs, cheap
+
+    async def model_scored(self, texts: list[str], deadline: float) -> np.ndarray:
+        """The model's probabilities from the micro-batcher, or a 504 at `deadline`; a request that gives up is
+        cancelled in the queue, so the model never scores it."""
         try:
             return await asyncio.wait_for(self.batcher.submit(texts), max(deadline - time.monotonic(), 0))
         except asyncio.TimeoutError:
@@ -178,7 +192,7 @@ def create_app(classifier, settings: ServeSettings | None = None, recorder=None,
         settings,
         metrics,
         MicroBatcher(
-            metrics.scorer(classifier),
+            classifier.model_proba,
             settings.max_batch,
             settings.max_wait_ms / 1000,
             on_batch=metrics.scored_batch,

@@ -54,15 +54,10 @@ class Metrics:
         self.batch_texts.observe(texts)
         self.texts.inc(texts)
 
-    def scorer(self, classifier):
-        """What the batcher calls: the classifier's probabilities and whether the cascade's cheap stage gave each
-        answer, each answer counted by the stage that gave it."""
-
-        def score(texts):
-            probs, cheap = classifier.answer(texts)
-            answered_cheaply = int(cheap.sum())
-            self.stages.labels("cheap").inc(answered_cheaply)
-            self.stages.labels("model").inc(len(texts) - answered_cheaply)
-            return probs, cheap
-
-        return score
+    def answered(self, cheap) -> None:
+        """Answers counted by the stage that gave them (`cheap`: a flag per text), and the cheap stage's among the
+        texts scored (the model's are counted with their batch)."""
+        answered_cheaply = int(cheap.sum())
+        self.stages.labels("cheap").inc(answered_cheaply)
+        self.stages.labels("model").inc(len(cheap) - answered_cheaply)
+        self.texts.inc(answered_cheaply)
