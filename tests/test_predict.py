@@ -383,6 +383,22 @@ def test_an_export_of_other_weights_is_never_used(toy_model, tmp_path, capsys):
     assert not (folder / "onnx").exists()
 
 
+def test_exporting_one_backend_keeps_the_earlier_exports_in_the_record_and_the_measurement(toy_model, tmp_path):
+    """Before, `critic export --backends onnx-int8` after an export of onnx measured onnx-int8 and PyTorch alone,
+    so `--backend auto` no longer saw the onnx export, and the record forgot its parity."""
+    import shutil
+
+    from critic.inference.export import export
+
+    folder = tmp_path / "copy"
+    shutil.copytree(toy_model, folder, ignore=shutil.ignore_patterns("checkpoint", "onnx", "openvino"))
+    export(folder, ["onnx"])
+    export(folder, ["onnx-int8"])
+    record = json.loads((folder / "critic.json").read_text())
+    assert set(record["backends"]["reviews_per_s"]) == {"torch", "onnx", "onnx-int8"}
+    assert {"onnx_max_abs_diff", "onnx-int8_max_abs_diff"} <= set(record["exports"])
+
+
 def test_plain_text_skips_blank_lines_and_keeps_line_numbers(toy_model, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("a great fun film\n\nawful boring mess\n\n")

@@ -60,7 +60,8 @@ def export(
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Write the backends `names` (default: every one whose engine is installed), check their parity with
-    PyTorch, measure every backend on this machine and record the figures in critic.json. `data`: the reviews to
+    PyTorch, measure them, PyTorch and the usable exports made before on this machine and record the figures in
+    critic.json. `data`: the reviews to
     calibrate and measure on (default: the validation split of the model's own data). A backend that cannot be
     made for this model is left out with a line saying why."""
     say = log or messages.to_stderr
@@ -97,9 +98,14 @@ def export(
         f"exported {', '.join(names) or 'nothing'}; largest probability difference from PyTorch: "
         + ", ".join(f"{n} {report[f'{n}_max_abs_diff']:.1e}" for n in names)
     )
-    measured = {"exports": report}
+    # the exports made before and still usable are measured again beside these (before, exporting one backend
+    # dropped the others from the record, and `--backend auto` chose among the ones exported last)
+    earlier = [name for name in backends.ENGINES if name not in names and backends.unusable(name, model_dir) is None]
+    measured = {"exports": {**(record.exports or {}), **report}}
     if reviews is not None:
-        measured["backends"] = measure(model_dir, ["torch", *names], reviews[0], reviews[1], measure_reviews, say)
+        measured["backends"] = measure(
+            model_dir, ["torch", *names, *earlier], reviews[0], reviews[1], measure_reviews, say
+        )
     else:
         say("not measured: no reviews to measure the backends on (pass --data); `--backend auto` keeps its default")
     modeling.write_record(model_dir, dataclasses.replace(record, **measured))
