@@ -22,7 +22,7 @@ from servers import chunked_post, in_flight, peak_rss_growth, start_server, stop
 
 from critic.inference.predict import Classifier
 from critic.serve import ServeSettings, create_app
-from critic.serve.batching import MicroBatcher
+from critic.serve.batching import MicroBatcher, max_batch_for
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,15 @@ def test_micro_batching_groups_concurrent_requests_and_keeps_answers_apart(class
     alone = np.vstack([classifier.predict_proba([t]) for t in texts])
     assert np.allclose(np.vstack(results), alone, atol=1e-5)  # batched answers equal unbatched ones
     assert sum(batches) == 40 and max(batches) == 16 and len(batches) == 3
+
+
+def test_micro_batching_is_chosen_for_the_backend_unless_set(classifier):
+    from critic.serve.app import batching_for
+
+    assert max_batch_for("onnx-int8", "cpu") == max_batch_for("onnx", "cpu") == 1  # ONNX Runtime: no faster
+    assert max_batch_for("openvino-int8", "cpu") == max_batch_for("torch", "cpu") == max_batch_for("onnx", "cuda") == 32
+    assert classifier.backend == "torch" and batching_for(classifier, ServeSettings()).max_batch == 32
+    assert batching_for(classifier, ServeSettings(max_batch=4)).max_batch == 4  # --max-batch wins
 
 
 def test_a_failing_batch_fails_its_requests_not_the_server():

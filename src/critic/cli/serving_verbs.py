@@ -8,15 +8,6 @@ from critic.cli.options import columns_of_args, data_options
 from critic.messages import to_stderr
 
 
-def default_max_batch() -> int:
-    """Micro-batching where it pays: on a GPU a batch of 32 costs about what one review does; on a CPU a batch is
-    no faster per review, and the server answered more requests per second with each scored alone (75-80 against
-    61-64 requests/s at 16-64 clients, docs/benchmarks.md)."""
-    import torch
-
-    return 32 if torch.cuda.is_available() else 1
-
-
 def add_serve(verbs) -> None:
     from critic.inference.engines import BACKENDS
 
@@ -59,8 +50,8 @@ def add_serve(verbs) -> None:
         "--max-batch",
         type=int,
         default=None,
-        help="texts scored together (1: no micro-batching; default 32 on a GPU, 1 on a CPU, where "
-        "batching measured slower)",
+        help="texts scored together (1: no micro-batching; default 32, or 1 with ONNX Runtime on a CPU, where "
+        "batching measured no faster)",
     )
     verb.add_argument(
         "--max-wait-ms",
@@ -147,7 +138,7 @@ def cmd_serve(args) -> int:
     if args.api_key_env:
         del os.environ[args.api_key_env]  # read once; no process this one starts inherits it
     settings = ServeSettings(
-        max_batch=args.max_batch or default_max_batch(),
+        max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         api_key=api_key,
         cors_origins=args.cors_origin or [],
@@ -161,11 +152,9 @@ def cmd_serve(args) -> int:
         cascade=args.cascade == "on",
         **{setting.name: getattr(args, setting.name) for setting in limits()},
     )
-    args.max_batch = settings.max_batch
-    batching = "off" if args.max_batch == 1 else f"up to {args.max_batch} texts, wait {args.max_wait_ms:g} ms"
     to_stderr(
-        f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs; "
-        f"micro-batching {batching}{'; API key required' if api_key else ''}"
+        f"serving {args.model} on http://{args.host}:{args.port}/ (page), /v1/predict, /docs"
+        f"{'; API key required' if api_key else ''}"
     )
     serve(args.model, args.host, args.port, args.workers, settings, args.backend, args.precision)
     return 0

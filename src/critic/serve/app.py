@@ -10,6 +10,7 @@ a web page to try the model.
 
 import asyncio
 import csv
+import dataclasses
 import functools
 import io
 import time
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from critic.inference.predict import score_columns, stage_names
 from critic.modeling.abstention import answers
-from critic.serve.batching import Busy, MicroBatcher
+from critic.serve.batching import Busy, MicroBatcher, max_batch_for
 from critic.serve.guards import (
     PAGE,
     RETRY_AFTER,
@@ -181,11 +182,20 @@ class Service:
             raise HTTPException(503, f"busy: {error}; try again", headers=RETRY_AFTER) from None
 
 
+def batching_for(classifier, settings: ServeSettings) -> ServeSettings:
+    """The settings with `max_batch` chosen for the classifier's backend and device where they leave it open."""
+    if settings.max_batch is not None:
+        return settings
+    device = getattr(classifier, "device", None)
+    batch = max_batch_for(getattr(classifier, "backend", "torch"), getattr(device, "type", "cpu"))
+    return dataclasses.replace(settings, max_batch=batch)
+
+
 def create_app(classifier, settings: ServeSettings | None = None, recorder=None, watch=None) -> FastAPI:
     """An app serving `classifier` (a critic.Classifier); with `recorder` (recording.StoreRecorder), its unsure
     answers and a sample of the others go to a labels store; with `watch` (watch.TrafficWatch), what it sees is in
     /metrics and at /v1/watch."""
-    settings = settings or ServeSettings()
+    settings = batching_for(classifier, settings or ServeSettings())
     metrics = Metrics()
     service = Service(
         classifier,
@@ -394,7 +404,7 @@ def api_router(service: Service) -> APIRouter:
         fields, rows, texts = await asyncio.to_thread(read_upload, request.scope[UPLOAD_FILE], text_column, settings)
         # In chunks through the same queue as single requests, which are answered between them; a client that
         # has gone (or a request past its deadline) stops the work at the next chunk. A chunk holds at least
-        # UPLOAD_CHUNK texts whatever max_batch is (1 on a CPU: each text its own batch ran out the deadline).
+        # UPLOAD_CHUNK texts whatever max_batch is (with 1, each text its own batch ran out the deadline).
         chunk = max(UPLOAD_CHUNK, settings.max_batch)
         parts = []
         for start in range(0, len(texts), chunk):

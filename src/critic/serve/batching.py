@@ -11,6 +11,14 @@ import numpy as np
 STOP = object()  # queued by stop(): score what came before, then end
 
 
+def max_batch_for(backend: str, device_type: str) -> int:
+    """Micro-batching where it pays. On a GPU a batch of 32 costs about what one review does; on a CPU, at 16
+    clients, it paid with OpenVINO int8 (65.4 against 55.0 requests/s, with the cascade 94.7 against 68.8; 2 AMD
+    EPYC Zen 4 cores, 2026-12-07) and with PyTorch (63.8 against 50.0; 2026-11-26), and not with ONNX Runtime
+    (61-64 against 75-80 on an Intel Xeon, 2026-11-26; level on the Zen 4): docs/benchmarks.md, "Serving"."""
+    return 1 if device_type == "cpu" and backend.startswith("onnx") else 32
+
+
 class Busy(Exception):
     """The queue holds as many texts as it may: the request is refused at once rather than left to wait."""
 

@@ -7,7 +7,8 @@ import json
 import os
 import tempfile
 
-from critic.serve.app import create_app
+from critic.messages import to_stderr
+from critic.serve.app import batching_for, create_app
 from critic.serve.settings import ServeSettings
 
 _MODEL_ENV, _SETTINGS_ENV, _BACKEND_ENV, _PRECISION_ENV, _KEY_FILE_ENV = (
@@ -36,6 +37,11 @@ def app_for(model: str, settings: ServeSettings, backend: str, precision: str):
     from critic.inference.predict import Classifier
 
     classifier = Classifier.load(model, backend=backend, precision=precision, serving=True, cascade=settings.cascade)
+    settings = batching_for(classifier, settings)
+    batching = (
+        "off" if settings.max_batch == 1 else f"up to {settings.max_batch} texts, wait {settings.max_wait_ms:g} ms"
+    )
+    to_stderr(f"{classifier.name}: backend {classifier.backend}, micro-batching {batching}")
     return create_app(classifier, settings, recorder_for(classifier, settings), watch_for(classifier, settings))
 
 

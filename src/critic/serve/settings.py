@@ -11,7 +11,7 @@ def limit(default, help: str):
 
 @dataclass
 class ServeSettings:
-    max_batch: int = 32  # texts scored together; 1 turns micro-batching off
+    max_batch: int | None = None  # texts scored together; 1 turns micro-batching off; None: batching.max_batch_for
     # How long the first request of a batch waits for company. 0: none; requests that queue while the model is busy
     # still form the next batch. On a CPU, where a batch is no faster per text, waiting only adds latency.
     max_wait_ms: float = 0.0
