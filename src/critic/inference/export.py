@@ -61,9 +61,8 @@ def export(
 ) -> dict:
     """Write the backends `names` (default: every one whose engine is installed), check their parity with
     PyTorch, measure them, PyTorch and the usable exports made before on this machine and record the figures in
-    critic.json. `data`: the reviews to
-    calibrate and measure on (default: the validation split of the model's own data). A backend that cannot be
-    made for this model is left out with a line saying why."""
+    critic.json. `data`: the reviews to calibrate and measure on (default: the validation split of the model's own
+    data). A backend that cannot be made for this model is left out with a line saying why."""
     say = log or messages.to_stderr
     model_dir = Path(model_dir)
     names = list(names) if names is not None else [n for n in backends.ENGINES if backends.installed(n)]
