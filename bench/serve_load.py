@@ -17,6 +17,7 @@ import asyncio
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from benchlib.serving import free_port, start_server  # noqa: E402
+from benchlib.serving import served  # noqa: E402
 
 from critic import data  # noqa: E402
 from critic.inference.backends import cpu_name as cpu_model  # noqa: E402
@@ -71,6 +72,40 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
         "p99": seconds("99"),
         "errors": (int(errors[1]) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0),
     }
+
+
+def busy_and_alone(url: str, script: Path, text: str, duration: int = 10) -> dict:
+    """After 3 s of warm-up, wrk at 16 clients and then at 1 (the server idle before each): {"16": ..., "1": ...}."""
+    wrk(url, script, 16, 3)
+    levels = {}
+    for clients in (16, 1):
+        wait_until_idle(url, text)
+        levels[str(clients)] = wrk(url, script, clients, duration)
+    return levels
+
+
+def interleaved(model: str, arms: dict[str, tuple], texts: list[str], rounds: int = 3) -> dict[str, list]:
+    """Each arm, (`critic serve` options, environment), served in turn and measured by `busy_and_alone`, in
+    `rounds` interleaved rounds (the shared machine's load meets them alike); each result printed as it comes, then
+    the medians."""
+    script = lua_script(texts, Path(tempfile.mkdtemp()))
+    runs = {name: [] for name in arms}
+    for round_ in range(rounds):
+        for name, (options, env) in arms.items():
+            with served(model, *options, env=env) as url:
+                runs[name].append(busy_and_alone(url, script, texts[0]))
+            print(round_, name, json.dumps(runs[name][-1]), flush=True)
+    width = max(map(len, arms)) + 2
+    print(f"\n{'':{width}}{'16 clients req/s':>17}{'p50 ms':>8}{'p99 ms':>8}", end="")
+    print(f"{'1 client req/s':>16}{'p50 ms':>8}{'p99 ms':>8}")
+    for name, results in runs.items():
+        medians = [
+            statistics.median(r[level][key] for r in results) * (1 if key == "rps" else 1e3)
+            for level in ("16", "1")
+            for key in ("rps", "p50", "p99")
+        ]
+        print(f"{name:{width}}" + "".join(f"{m:{w}.1f}" for m, w in zip(medians, (17, 8, 8, 16, 8, 8))))
+    return runs
 
 
 def wait_until_idle(url: str, text: str, quick_s: float = 0.3, limit_s: float = 60) -> None:
@@ -196,15 +231,11 @@ def serve_backend(args, backend: str, texts: list[str], cascade: str = "on") -> 
         (f"micro-batching (up to {args.max_batch}, wait {args.max_wait_ms:g} ms)", args.max_batch, args.max_wait_ms)
     ] + ([("no batching", 1, 0.0)] if not args.skip_unbatched else [])
     for label, max_batch, max_wait_ms in configs:
-        port = free_port()
-        server = start_server(
+        with served(
             args.model,
-            port,
             *("--backend", backend, "--cascade", cascade),
             *("--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)),
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
+        ) as url:
             print(f"\n{label}\n{'clients':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}", flush=True)
             best = 0.0
             for connections in args.concurrency:
@@ -226,9 +257,6 @@ def serve_backend(args, backend: str, texts: list[str], cascade: str = "on") -> 
                     f"p99 {half['p99'] * 1e3:.0f} ms, errors {half['errors']}",
                     flush=True,
                 )
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
     for label, best in saturation.items():
         print(f"saturation {label}: {best:.1f} req/s = {best / offline:.0%} of offline {offline:.1f} reviews/s")
     return levels

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -19,6 +21,18 @@ def free_port() -> int:
 def start_server(model: str, port: int, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`critic serve MODEL --port PORT OPTIONS...`, ready, with `env` added to this process's environment."""
     return start_critic(["serve", model, "--port", str(port), *options], port, env)
+
+
+@contextmanager
+def served(model: str, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`critic serve MODEL OPTIONS...` on a free port for the length of the block, which gets its URL."""
+    port = free_port()
+    server = start_server(model, port, *options, env=env)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def start_labelling(store: str, port: int, *options: str) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[3] / "src")]
-from benchlib.serving import free_port, start_server  # noqa: E402
+from benchlib.serving import served  # noqa: E402
 from serve_load import lua_script, wait_until_idle  # noqa: E402
 
 from critic import data  # noqa: E402
@@ -29,10 +29,7 @@ results = {name: {"cheap": [], "model": [], "load": []} for name in arms}
 print(cpu_name(), flush=True)
 for round_ in range(3):
     for name, env in arms.items():
-        port = free_port()
-        server = start_server(model, port, "--backend", "openvino-int8", env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
+        with served(model, "--backend", "openvino-int8", env=env) as url:
             wait_until_idle(url, texts[0])
             load = subprocess.Popen(["wrk", "-t1", "-c16", "-d16s", "--timeout", "10s", "-s", str(script), url],
                                     stdout=subprocess.PIPE, text=True)
@@ -46,9 +43,6 @@ for round_ in range(3):
                         seen[answer["predictions"][0]["stage"]].append(time.perf_counter() - started)
             out = load.communicate()[0]
             rps = float(out.split("Requests/sec:")[1].split()[0])
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
         for stage, times in seen.items():
             results[name][stage].append((float(np.percentile(times, 50)), float(np.percentile(times, 99)), len(times)))
         results[name]["load"].append(rps)

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[3] / "src")]
-from benchlib.serving import free_port, start_server  # noqa: E402
+from benchlib.serving import served  # noqa: E402
 from serve_load import wait_until_idle  # noqa: E402
 
 from critic import data  # noqa: E402
@@ -46,15 +46,9 @@ results = {name: [] for name in arms}
 print(cpu_name(), f"{rate:g} requests/s", flush=True)
 for round_ in range(3):
     for name, env in arms.items():
-        port = free_port()
-        server = start_server(model, port, "--backend", "openvino-int8", env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
+        with served(model, "--backend", "openvino-int8", env=env) as url:
             wait_until_idle(url, texts[0])
             result = asyncio.run(open_loop(url))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
         results[name].append(result)
         print(round_, name, json.dumps(result), flush=True)
 print(f"\n{'':24}{'cheap p50 ms':>14}{'p99 ms':>8}{'model p50 ms':>14}{'p99 ms':>8}")
