@@ -146,7 +146,7 @@ def test_the_server_answers_what_the_cheap_stage_is_sure_of_while_the_model_is_b
         return model_proba(batch, *args, **kwargs)
 
     monkeypatch.setattr(both, "model_proba", held)
-    with TestClient(create_app(both, ServeSettings(timeout_s=3.0))) as client:
+    with TestClient(create_app(both, ServeSettings(timeout_s=10.0))) as client:
         answers = {}
         waiting = threading.Thread(
             target=lambda: answers.setdefault("hard", client.post("/v1/predict", json={"text": hard}))
