@@ -151,13 +151,14 @@ class Service:
         """(probabilities, whether the cascade's cheap stage gave each). Where the model has a cascade, its cheap
         stage answers first, in a worker thread, and what it is sure of does not wait for the model: only the rest
         go through the micro-batcher, so a review the cheap stage answers never waits behind a batch of hard ones."""
-        if self.classifier.cheap_stage is None:
-            probs, cheap = await self.model_scored(texts, deadline), np.zeros(len(texts), dtype=bool)
+        answer_cheaply = self.classifier.cheap_answers  # without a cascade: zeros, and no text answered
+        if self.classifier.cheap_stage is None:  # nothing to compute: no hop to a thread on the way to the model
+            probs, cheap = answer_cheaply(texts)
         else:
-            probs, cheap = await asyncio.to_thread(self.classifier.cheap_answers, texts)
-            rest = np.flatnonzero(~cheap)
-            if len(rest):
-                probs[rest] = await self.model_scored([texts[i] for i in rest], deadline)
+            probs, cheap = await asyncio.to_thread(answer_cheaply, texts)
+        rest = np.flatnonzero(~cheap)
+        if len(rest):
+            probs[rest] = await self.model_scored([texts[i] for i in rest], deadline)
         self.metrics.answered(cheap)
         return probs, cheap
 
@@ -186,9 +187,7 @@ def batching_for(classifier, settings: ServeSettings) -> ServeSettings:
     """The settings with `max_batch` chosen for the classifier's backend and device where they leave it open."""
     if settings.max_batch is not None:
         return settings
-    device = getattr(classifier, "device", None)
-    batch = max_batch_for(getattr(classifier, "backend", "torch"), getattr(device, "type", "cpu"))
-    return dataclasses.replace(settings, max_batch=batch)
+    return dataclasses.replace(settings, max_batch=max_batch_for(classifier.backend, classifier.device.type))
 
 
 def create_app(classifier, settings: ServeSettings | None = None, recorder=None, watch=None) -> FastAPI:
