@@ -39,7 +39,9 @@ def scored(net, precision):
     forward = modeling.torch_forward(net, cpu, precision)
     started = time.perf_counter()
     out = modeling.logits(
-        lambda batch: torch.cat([forward(batch), captured.pop()], dim=1), reviews, encoder.pad_id,
+        lambda batch: torch.cat([forward(batch), captured.pop()], dim=1),
+        reviews,
+        encoder.pad_id,
         2 + dense.in_features,
     )
     hook.remove()
