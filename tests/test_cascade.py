@@ -191,7 +191,7 @@ def test_export_measures_and_checks_each_engine_alone_not_through_the_cascade(ow
     (folder / "cascade.json").write_text(json.dumps({**record, "threshold": 0.0}))
     assert cascade.load_for(own_toy_model) is not None
     checked = export(own_toy_model, ["onnx-int8"])["backends"]["checked"]
-    validation = ModelRecord.from_dict(json.loads((own_toy_model / "critic.json").read_text())).rows("validation")
+    validation = ModelRecord.read(own_toy_model).rows("validation")
     alone = Classifier.load(own_toy_model, backend="torch", long_reviews="truncate", cascade=False)
     expected = float((alone.predict_proba(validation["text"].tolist()).argmax(1) == validation["label"]).mean())
     assert checked["accuracy"]["torch"] == pytest.approx(expected, abs=0.02) and expected > 0.9
