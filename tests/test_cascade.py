@@ -14,6 +14,7 @@ import pytest
 from critic.cli import main
 from critic.inference import cascade
 from critic.inference.predict import Classifier
+from critic.modeling.record import ModelRecord
 
 
 def test_the_threshold_keeps_the_cascade_within_the_margin_with_confidence():
@@ -176,26 +177,51 @@ def test_export_says_in_a_line_that_a_model_has_no_cascade(own_toy_model, capsys
     assert "has no cascade for its present weights" in capsys.readouterr().err
 
 
+def a_cheap_stage_sure_of_every_review_and_wrong_about_each(model: Path) -> None:
+    """A cascade for `model` through which every answer is wrong: what reads the model through it scores about 0%."""
+    cascade.fit(model, margin=0.05)
+    folder = model / cascade.FOLDER
+    arrays = dict(np.load(folder / "arrays.npz"))
+    np.savez(folder / "arrays.npz", **{**arrays, "coef": -arrays["coef"], "intercept": -arrays["intercept"]})
+    record = json.loads((folder / "cascade.json").read_text())
+    (folder / "cascade.json").write_text(json.dumps({**record, "threshold": 0.0}))
+    assert cascade.load_for(model) is not None
+
+
 def test_export_measures_and_checks_each_engine_alone_not_through_the_cascade(own_toy_model):
     """Through the cascade, every backend was timed and checked on the reviews the cheap stage passed on only, and
     PyTorch's accuracy was the cascade's (the quickstart MiniLM: 87.83% on validation, 87.23% alone)."""
     from critic.inference.export import export
-    from critic.modeling.record import ModelRecord
 
-    cascade.fit(own_toy_model, margin=0.05)
-    folder = own_toy_model / cascade.FOLDER
-    arrays = dict(np.load(folder / "arrays.npz"))
-    # a cheap stage sure of every review and wrong about each: through it, every engine would score about 0%
-    np.savez(folder / "arrays.npz", **{**arrays, "coef": -arrays["coef"], "intercept": -arrays["intercept"]})
-    record = json.loads((folder / "cascade.json").read_text())
-    (folder / "cascade.json").write_text(json.dumps({**record, "threshold": 0.0}))
-    assert cascade.load_for(own_toy_model) is not None
+    a_cheap_stage_sure_of_every_review_and_wrong_about_each(own_toy_model)
     checked = export(own_toy_model, ["onnx-int8"])["backends"]["checked"]
     validation = ModelRecord.read(own_toy_model).rows("validation")
     alone = Classifier.load(own_toy_model, backend="torch", long_reviews="truncate", cascade=False)
     expected = float((alone.predict_proba(validation["text"].tolist()).argmax(1) == validation["label"]).mean())
     assert checked["accuracy"]["torch"] == pytest.approx(expected, abs=0.02) and expected > 0.9
     assert checked["accuracy"]["onnx-int8"] > 0.9
+
+
+def test_a_teacher_and_the_final_validation_score_with_the_model_alone_not_its_cascade(
+    own_toy_model, tmp_path, monkeypatch
+):
+    """A teacher's cascade taught its student the cheap stage's answers for the reviews it was sure of; a finished
+    run saved again measured validation through the cascade of its own weights, fitted on those probabilities."""
+    import torch
+
+    from critic.training.distill import teacher_probabilities
+    from critic.training.final_save import windowed_probabilities
+    from critic.training.step import Machine
+
+    monkeypatch.setenv("CRITIC_CACHE", str(tmp_path / "cache"))
+    a_cheap_stage_sure_of_every_review_and_wrong_about_each(own_toy_model)
+    validation = ModelRecord.read(own_toy_model).rows("validation")
+    texts, labels = validation["text"].tolist(), validation["label"].to_numpy()
+    taught = teacher_probabilities(str(own_toy_model), texts, False, lambda line: None, progress=False)
+    assert (taught.argmax(1) == labels).mean() > 0.9
+    machine = Machine(torch.device("cpu"), "fp32", 1, False)
+    measured = windowed_probabilities(own_toy_model, texts, machine, lambda line: None, progress=False)
+    assert (measured.argmax(1) == labels).mean() > 0.9
 
 
 @pytest.mark.parametrize("margin", [0.0])

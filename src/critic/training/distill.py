@@ -140,7 +140,8 @@ def teacher_probabilities(
     if cached.is_file():
         say(f"teacher probabilities from {cached}")
         return np.load(cached)
-    classifier = Classifier.load(folder, long_reviews="windows" if windows else None)
+    # the teacher's own probabilities: through its cascade, the cheap stage would teach the reviews it is sure of
+    classifier = Classifier.load(folder, long_reviews="windows" if windows else None, cascade=False)
     if labels is not None and classifier.labels != list(labels):
         raise ValueError(
             f"teacher {teacher} predicts {', '.join(classifier.labels)}; the student learns {', '.join(labels)}"

@@ -130,7 +130,10 @@ def windowed_probabilities(output: Path, texts: list[str], machine: Machine, say
     from critic.inference.predict import Classifier
 
     say(f"scoring the {len(texts):,} validation reviews whole, through windows, as the model answers by default")
-    classifier = Classifier.load(output, device=str(machine.device), precision=machine.precision, backend="torch")
+    # the model alone: a finished run saved again finds the cascade of these weights, fitted on these probabilities
+    classifier = Classifier.load(
+        output, device=str(machine.device), precision=machine.precision, backend="torch", cascade=False
+    )
     with tqdm(total=len(texts), unit="review", desc="windows", disable=not progress, mininterval=1.0) as bar:
         return classifier.predict_proba(texts, progress=bar)
 
